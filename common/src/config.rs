@@ -1,0 +1,404 @@
+//! Configuration: one TOML file per process (`--config`), every key overridable by
+//! its `SCORIA_*` environment variable, defaults that work on one machine.
+//!
+//! Each process's config struct is plain serde with defaults. [`load`] reads the file
+//! (if any) into a TOML table, lays the environment overrides over it (each override
+//! names the TOML key it sets, see [`EnvKey`]), and deserialises the result, so a bad
+//! value is reported with the key (and the variable) it came from.
+
+use std::{collections::HashMap, path::Path, time::Duration};
+
+use serde::{Deserialize, de::DeserializeOwned};
+
+/// Errors raised while loading a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// An environment variable holds a value of the wrong type.
+    #[error("environment variable {var} (config key `{key}`): expected {expected}, got {value:?}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// The config key it overrides.
+        key: &'static str,
+        /// What it should hold.
+        expected: &'static str,
+        /// What it held.
+        value: String,
+    },
+    /// The merged configuration does not fit the schema (wrong type, unknown key).
+    #[error("invalid configuration: {0}")]
+    Invalid(#[source] toml::de::Error),
+    /// A value is of the right type but out of range.
+    #[error("invalid configuration key `{key}`: {reason}")]
+    Value {
+        /// The key.
+        key: &'static str,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// A `Result` alias for configuration loading.
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// The type of value an environment override holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvKind {
+    /// A string, taken verbatim.
+    Str,
+    /// An unsigned integer.
+    Int,
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`).
+    Bool,
+}
+
+/// One environment override: variable `var` sets the dotted TOML key `key`.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvKey {
+    /// The environment variable, e.g. `SCORIA_AMQP_URL`.
+    pub var: &'static str,
+    /// The dotted TOML key it sets, e.g. `bus.amqp_url`.
+    pub key: &'static str,
+    /// The type of its value.
+    pub kind: EnvKind,
+}
+
+impl EnvKey {
+    /// A string override.
+    pub const fn str(var: &'static str, key: &'static str) -> Self {
+        Self { var, key, kind: EnvKind::Str }
+    }
+    /// An integer override.
+    pub const fn int(var: &'static str, key: &'static str) -> Self {
+        Self { var, key, kind: EnvKind::Int }
+    }
+    /// A boolean override.
+    pub const fn bool(var: &'static str, key: &'static str) -> Self {
+        Self { var, key, kind: EnvKind::Bool }
+    }
+}
+
+/// The overrides every process understands (the `[bus]` and `[service]` sections).
+pub const COMMON_ENV: &[EnvKey] = &[
+    EnvKey::str("SCORIA_AMQP_URL", "bus.amqp_url"),
+    EnvKey::str("SCORIA_CONTROL_EXCHANGE", "bus.control_exchange"),
+    EnvKey::int("SCORIA_RPC_CALL_TIMEOUT_MS", "bus.call_timeout_ms"),
+    EnvKey::int("SCORIA_RPC_PUBLISH_TIMEOUT_MS", "bus.publish_timeout_ms"),
+    EnvKey::int("SCORIA_RPC_PREFETCH", "bus.prefetch"),
+    EnvKey::int("SCORIA_AMQP_HEARTBEAT_SECS", "bus.heartbeat_secs"),
+    EnvKey::int("SCORIA_RPC_QUEUE_EXPIRY_MS", "bus.queue_expiry_ms"),
+    EnvKey::str("SCORIA_DATA_DIR", "service.data_dir"),
+    EnvKey::str("SCORIA_HOST", "service.host"),
+    EnvKey::str("SCORIA_LOG_FORMAT", "service.log_format"),
+    EnvKey::int("SCORIA_DRAIN_TIMEOUT_MS", "service.drain_timeout_ms"),
+];
+
+/// Loads a config of type `T` from an optional TOML file, then the `overrides`
+/// read from the process environment.
+pub fn load<T: DeserializeOwned>(path: Option<&Path>, overrides: &[EnvKey]) -> Result<T> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    load_from(path, overrides, &env)
+}
+
+/// [`load`] with an explicit environment (for tests).
+pub fn load_from<T: DeserializeOwned>(
+    path: Option<&Path>,
+    overrides: &[EnvKey],
+    env: &HashMap<String, String>,
+) -> Result<T> {
+    let mut table = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            toml::from_str::<toml::Table>(&text).map_err(|source| ConfigError::Parse {
+                path: path.display().to_string(),
+                source,
+            })?
+        }
+        None => toml::Table::new(),
+    };
+    for key in overrides {
+        if let Some(raw) = env.get(key.var) {
+            set_dotted(&mut table, key.key, env_value(key, raw)?);
+        }
+    }
+    toml::Value::Table(table).try_into().map_err(ConfigError::Invalid)
+}
+
+fn env_value(key: &EnvKey, raw: &str) -> Result<toml::Value> {
+    let bad = |expected| ConfigError::Env {
+        var: key.var,
+        key: key.key,
+        expected,
+        value: raw.to_owned(),
+    };
+    Ok(match key.kind {
+        EnvKind::Str => toml::Value::String(raw.to_owned()),
+        EnvKind::Int => toml::Value::Integer(
+            raw.trim()
+                .parse::<u32>()
+                .map(i64::from)
+                .map_err(|_| bad("a non-negative integer"))?,
+        ),
+        EnvKind::Bool => toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(bad("true or false")),
+        }),
+    })
+}
+
+fn set_dotted(table: &mut toml::Table, dotted: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut cur = table;
+    for part in parts {
+        let entry = cur
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else { return };
+        cur = next;
+    }
+    cur.insert(last.to_owned(), value);
+}
+
+// === BusConfig ===
+
+/// Settings of the message bus (`[bus]`), shared by every process.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// The AMQP URL of the broker (`SCORIA_AMQP_URL`).
+    pub amqp_url: String,
+    /// The prefix of every AMQP name (`SCORIA_CONTROL_EXCHANGE`), so several
+    /// deployments can share one broker.
+    pub control_exchange: String,
+    /// The default timeout of an rpc call, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// How long a cast or notification keeps retrying while the broker is
+    /// unreachable before it fails with `UNAVAILABLE`, in milliseconds.
+    pub publish_timeout_ms: u64,
+    /// How many unacknowledged messages a server handles at once, per queue.
+    pub prefetch: u16,
+    /// The AMQP heartbeat interval, in seconds.
+    pub heartbeat_secs: u16,
+    /// The upper bound of the jittered reconnect backoff, in milliseconds.
+    pub reconnect_max_backoff_ms: u64,
+    /// If set, durable queues are deleted by the broker after this long unused
+    /// (`x-expires`). Unset in production; test runs set it so they leave nothing.
+    pub queue_expiry_ms: Option<u64>,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            control_exchange: "scoria".to_owned(),
+            call_timeout_ms: 60_000,
+            publish_timeout_ms: 10_000,
+            prefetch: 64,
+            heartbeat_secs: 10,
+            reconnect_max_backoff_ms: 5_000,
+            queue_expiry_ms: None,
+        }
+    }
+}
+
+impl BusConfig {
+    /// The default call timeout.
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+    /// How long publishing retries through broker outages.
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+    /// Checks values that are well-typed but unusable.
+    pub fn validate(&self) -> Result<()> {
+        if self.control_exchange.is_empty()
+            || !self
+                .control_exchange
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(ConfigError::Value {
+                key: "bus.control_exchange",
+                reason: format!(
+                    "{:?} must be non-empty ASCII letters, digits, '-', '_' or '.'",
+                    self.control_exchange
+                ),
+            });
+        }
+        if self.prefetch == 0 {
+            return Err(ConfigError::Value { key: "bus.prefetch", reason: "must be at least 1".into() });
+        }
+        if self.call_timeout_ms == 0 {
+            return Err(ConfigError::Value {
+                key: "bus.call_timeout_ms",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if !self.amqp_url.starts_with("amqp://") {
+            return Err(ConfigError::Value {
+                key: "bus.amqp_url",
+                reason: format!("{:?} is not an amqp:// URL", self.amqp_url),
+            });
+        }
+        Ok(())
+    }
+}
+
+// === ServiceConfig ===
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings of the process itself (`[service]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Where the process keeps its files (`SCORIA_DATA_DIR`).
+    pub data_dir: std::path::PathBuf,
+    /// The host name this process reports (`SCORIA_HOST`).
+    pub host: String,
+    /// `human` or `json` (`SCORIA_LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// How long SIGTERM waits for in-flight work, in milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: "./data".into(),
+            host: default_host(),
+            log_format: LogFormat::Human,
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// The drain timeout.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+/// The machine's host name, or `localhost` if it cannot be read.
+pub fn default_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// The configuration shared by every process: `[bus]` and `[service]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BaseConfig {
+    /// The message bus.
+    pub bus: BusConfig,
+    /// The process.
+    pub service: ServiceConfig,
+}
+
+impl BaseConfig {
+    /// Loads `[bus]` and `[service]` from an optional file and the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let config: Self = load(path, COMMON_ENV)?;
+        config.bus.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_work_on_one_machine() {
+        let c: BaseConfig = load_from(None, COMMON_ENV, &env(&[])).expect("defaults");
+        assert_eq!(c.bus.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(c.bus.control_exchange, "scoria");
+        assert_eq!(c.service.data_dir, std::path::PathBuf::from("./data"));
+        c.bus.validate().expect("valid defaults");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = std::env::temp_dir().join(format!("scoria-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[bus]\ncontrol_exchange = \"fromfile\"\nprefetch = 7\n").expect("write");
+        let c: BaseConfig = load_from(
+            Some(&file),
+            COMMON_ENV,
+            &env(&[("SCORIA_CONTROL_EXCHANGE", "fromenv"), ("SCORIA_LOG_FORMAT", "json")]),
+        )
+        .expect("load");
+        assert_eq!(c.bus.control_exchange, "fromenv");
+        assert_eq!(c.bus.prefetch, 7);
+        assert_eq!(c.service.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let err = load_from::<BaseConfig>(None, COMMON_ENV, &env(&[("SCORIA_RPC_PREFETCH", "lots")]))
+            .expect_err("must fail");
+        let msg = err.to_string();
+        assert!(msg.contains("SCORIA_RPC_PREFETCH") && msg.contains("bus.prefetch"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let dir = std::env::temp_dir().join(format!("scoria-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[bus]\ncontrol_exchang = \"typo\"\n").expect("write");
+        let err = load_from::<BaseConfig>(Some(&file), COMMON_ENV, &env(&[])).expect_err("must fail");
+        assert!(err.to_string().contains("control_exchang"), "{err}");
+    }
+
+    #[test]
+    fn bad_control_exchange_is_refused() {
+        let c = BusConfig { control_exchange: "has space".into(), ..BusConfig::default() };
+        let err = c.validate().expect_err("must fail");
+        assert!(err.to_string().contains("bus.control_exchange"), "{err}");
+    }
+}

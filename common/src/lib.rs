@@ -1,0 +1,14 @@
+//! What every Scoria service shares: configuration, the RPC layer over AMQP
+//! ([`rpc`]), the request context, telemetry and graceful shutdown.
+//!
+//! Nothing here knows about volumes: the RPC layer could carry any service's messages.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod context;
+pub mod rpc;
+pub mod shutdown;
+pub mod telemetry;
+pub mod traceparent;
+
+pub use context::RequestContext;
