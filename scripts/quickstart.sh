@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Builds the release binaries, starts scoria-scheduler, scoria-volume and scoria-api
+# in the background (SQLite and the file backend under ./data, no auth), waits for
+# the API, then creates a 1 GiB volume and waits until it is available.
+# Logs: ./data/logs/<name>.log; pids: ./data/<name>.pid; stop: scripts/stop.sh.
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$SCORIA_ROOT"
+
+API=127.0.0.1:8776
+SERVICES=(scoria-scheduler scoria-volume scoria-api)
+export SCORIA_DATA_DIR=./data SCORIA_AUTH_MODE=noauth SCORIA_API_LISTEN="$API"
+
+bash scripts/setup.sh
+add_grpcurl_to_path
+
+log "building release binaries"
+cargo build --release --bins
+mkdir -p data/logs
+
+# Stop whatever a previous run left behind, then make sure the port is free.
+bash scripts/stop.sh
+if port_open 8776; then
+  die "something else already listens on $API; stop it first"
+fi
+
+for name in "${SERVICES[@]}"; do
+  bin="target/release/$name"
+  [[ -x "$bin" ]] || die "$bin was not built"
+  log "starting $name (log: data/logs/$name.log)"
+  nohup "$bin" >>"data/logs/$name.log" 2>&1 </dev/null &
+  echo "$!" >"data/$name.pid"
+done
+trap 'printf "\nStop the services with: scripts/stop.sh\n"' EXIT
+
+gc=(grpcurl -plaintext -max-time 10)
+# Fails (showing the log tail) if one of the services has exited.
+check_alive() {
+  local name
+  for name in "${SERVICES[@]}"; do
+    if ! kill -0 "$(<"data/$name.pid")" 2>/dev/null; then
+      tail -n 20 "data/logs/$name.log" >&2 || true
+      die "$name exited; see data/logs/$name.log"
+    fi
+  done
+}
+
+log "waiting for the API on $API"
+deadline=$((SECONDS + 30))
+until "${gc[@]}" "$API" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; do
+  check_alive
+  ((SECONDS < deadline)) || die "the API did not report SERVING within 30 s; see data/logs/scoria-api.log"
+  sleep 1
+done
+check_alive
+log "API is serving"
+
+if ! "${gc[@]}" "$API" list | grep -qx 'scoria.v1.VolumeService'; then
+  echo "the API does not serve VolumeService yet" >&2
+  exit 1
+fi
+
+# Prints one field of a Volume given as grpcurl JSON on stdin (bare or under "volume").
+vol_field() {
+  python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+v = v.get("volume", v)
+for key in sys.argv[1:]:
+    if key in v:
+        print(v[key])
+        break
+' "$@"
+}
+
+log "creating a 1 GiB volume"
+reply="$("${gc[@]}" -H 'x-project-id: demo' -d '{"name":"demo","size_gib":1}' \
+  "$API" scoria.v1.VolumeService/CreateVolume)" || die "CreateVolume failed; see data/logs/"
+printf '%s\n' "$reply"
+id="$(vol_field id <<<"$reply")"
+[[ -n "$id" ]] || die "CreateVolume returned no id"
+
+log "waiting for volume $id to become available"
+deadline=$((SECONDS + 30))
+while :; do
+  vol="$("${gc[@]}" -H 'x-project-id: demo' -d "{\"id\":\"$id\"}" \
+    "$API" scoria.v1.VolumeService/GetVolume)" || die "GetVolume failed; see data/logs/"
+  status="$(vol_field status <<<"$vol")"
+  [[ "$status" == VOLUME_STATUS_AVAILABLE || "$status" == VOLUME_STATUS_ERROR ]] && break
+  ((SECONDS < deadline)) || break
+  sleep 1
+done
+printf '%s\n' "$vol"
+if [[ "$status" != VOLUME_STATUS_AVAILABLE ]]; then
+  die "volume $id is ${status:-without status} ($(vol_field errorMessage error_message <<<"$vol")); see data/logs/"
+fi
+
+log "volume $id is available; its backing file:"
+ls -ls ./data
+find ./data -name "volume-$id*" -exec ls -ls {} +

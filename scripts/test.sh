@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: setup, format check, clippy, then every unit and
+# integration test against the local RabbitMQ and PostgreSQL. CI runs exactly this.
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$SCORIA_ROOT"
+
+bash scripts/setup.sh
+add_grpcurl_to_path
+
+# Where the integration tests find the broker and the database.
+export SCORIA_TEST_AMQP_URL="${SCORIA_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+export SCORIA_TEST_DATABASE_URL="${SCORIA_TEST_DATABASE_URL:-postgres://root@127.0.0.1:5432/test}"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+log "cargo test"
+cargo test --workspace --all-targets -- --test-threads=4
+log "all tests passed"
