@@ -6,7 +6,11 @@ use std::{env, error::Error, fs, path::PathBuf};
 use prost::Message;
 
 /// Every `.proto` file of the schema, relative to this crate's root.
-const PROTOS: &[&str] = &["scoria/rpc/v1/rpc.proto"];
+const PROTOS: &[&str] = &[
+    "scoria/rpc/v1/rpc.proto",
+    "scoria/bus/v1/bus.proto",
+    "scoria/v1/volume.proto",
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     for proto in PROTOS {

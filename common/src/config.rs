@@ -103,6 +103,7 @@ pub const COMMON_ENV: &[EnvKey] = &[
     EnvKey::int("SCORIA_RPC_PREFETCH", "bus.prefetch"),
     EnvKey::int("SCORIA_AMQP_HEARTBEAT_SECS", "bus.heartbeat_secs"),
     EnvKey::int("SCORIA_RPC_QUEUE_EXPIRY_MS", "bus.queue_expiry_ms"),
+    EnvKey::str("SCORIA_DATABASE_URL", "database.url"),
     EnvKey::str("SCORIA_DATA_DIR", "service.data_dir"),
     EnvKey::str("SCORIA_HOST", "service.host"),
     EnvKey::str("SCORIA_LOG_FORMAT", "service.log_format"),
@@ -324,7 +325,16 @@ pub fn default_host() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// The configuration shared by every process: `[bus]` and `[service]`.
+/// Settings of the database (`[database]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://<file>` or `postgres://...` (`SCORIA_DATABASE_URL`); unset:
+    /// `sqlite://<data dir>/scoria.db`.
+    pub url: Option<String>,
+}
+
+/// The configuration shared by every process: `[bus]`, `[service]`, `[database]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BaseConfig {
@@ -332,10 +342,19 @@ pub struct BaseConfig {
     pub bus: BusConfig,
     /// The process.
     pub service: ServiceConfig,
+    /// The database.
+    pub database: DatabaseConfig,
 }
 
 impl BaseConfig {
-    /// Loads `[bus]` and `[service]` from an optional file and the environment.
+    /// The database URL: the configured one, or a SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        self.database.url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.service.data_dir.join("scoria.db").display())
+        })
+    }
+
+    /// Loads `[bus]`, `[service]` and `[database]` from an optional file and the environment.
     pub fn load(path: Option<&Path>) -> Result<Self> {
         let config: Self = load(path, COMMON_ENV)?;
         config.bus.validate()?;
@@ -357,6 +376,7 @@ mod tests {
         assert_eq!(c.bus.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
         assert_eq!(c.bus.control_exchange, "scoria");
         assert_eq!(c.service.data_dir, std::path::PathBuf::from("./data"));
+        assert_eq!(c.database_url(), "sqlite://./data/scoria.db");
         c.bus.validate().expect("valid defaults");
     }
 

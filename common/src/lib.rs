@@ -6,6 +6,9 @@
 
 pub mod config;
 pub mod context;
+pub mod db;
+pub mod model;
+pub mod ops;
 pub mod rpc;
 pub mod shutdown;
 pub mod telemetry;

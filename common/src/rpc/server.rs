@@ -108,6 +108,8 @@ pub struct ServerOptions {
     pub server: Option<String>,
     /// Whether to consume the topic's fanout exchange.
     pub fanout: bool,
+    /// Whether to consume the topic's shared queue (false: fanout only).
+    pub shared_queue: bool,
     /// Messages in flight per queue; the configured `prefetch` if unset.
     pub prefetch: Option<u16>,
     /// How long shutdown waits for handlers in flight.
@@ -121,6 +123,7 @@ impl ServerOptions {
             topic: topic.into(),
             server: None,
             fanout: false,
+            shared_queue: true,
             prefetch: None,
             drain_timeout: Duration::from_secs(30),
         }
@@ -136,6 +139,12 @@ impl ServerOptions {
     pub fn with_fanout(mut self) -> Self {
         self.fanout = true;
         self
+    }
+
+    /// Only the fanout of `topic`, not its shared queue: for broadcasts to every
+    /// instance of a topic whose work goes to per-server topics.
+    pub fn fanout_only(topic: impl Into<String>) -> Self {
+        Self { fanout: true, shared_queue: false, ..Self::topic(topic) }
     }
 
     /// Sets the prefetch.
@@ -259,7 +268,10 @@ impl Worker {
         channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let mut consumers = SelectAll::new();
         let mut tags = Vec::new();
-        let mut queues = vec![self.topic.clone()];
+        let mut queues = Vec::new();
+        if self.options.shared_queue {
+            queues.push(self.topic.clone());
+        }
         if let Some(server) = &self.options.server {
             queues.push(Target::server(self.options.topic.clone(), server.clone())?);
         }

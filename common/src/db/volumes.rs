@@ -1,0 +1,314 @@
+//! The `volumes` table, with its `idempotency` keys and `workers` entries.
+
+use std::collections::BTreeMap;
+
+use sqlx::{AssertSqlSafe, Row, any::AnyRow};
+
+use super::{Db, DbError, DbResult, WorkerEntry, placeholders};
+use crate::model::{Volume, VolumeStatus, now_ms};
+
+const COLUMNS: &str = "id, project_id, user_id, name, description, size_gib, status, volume_type, \
+    availability_zone, host, metadata, error_message, snapshot_id, source_volume_id, created_at, updated_at";
+
+/// An idempotency key of a create request: the key and a digest of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The client's `request_id`.
+    pub request_id: String,
+    /// A digest of the request's fields, to tell a retry from a different request.
+    pub request_hash: String,
+}
+
+/// The outcome of [`Db::create_volume`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The volume was inserted.
+    New(Volume),
+    /// The idempotency key was used before, for this volume id and request digest.
+    Existing {
+        /// The volume the key created.
+        volume_id: String,
+        /// The digest of the request that used the key.
+        request_hash: String,
+    },
+}
+
+/// Which volumes [`Db::list_volumes`] returns: `(created_at, id)` order, keyset-paged.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeQuery {
+    /// Only this project's (None: all projects).
+    pub project_id: Option<String>,
+    /// Only in this status.
+    pub status: Option<VolumeStatus>,
+    /// Only with exactly this name.
+    pub name: Option<String>,
+    /// Only after this `(created_at_ms, id)`.
+    pub after: Option<(i64, String)>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Changes of [`Db::update_volume`]; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeChanges {
+    /// New name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New metadata (replaces all).
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl Db {
+    /// Inserts `volume`, its idempotency key and its worker entry in one
+    /// transaction: intent is persisted before anything is published.
+    pub async fn create_volume(
+        &self,
+        volume: &Volume,
+        key: Option<&IdempotencyKey>,
+        worker: &WorkerEntry,
+    ) -> DbResult<Created> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(key) = key {
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency (project_id, request_id, request_hash, resource_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, request_id) DO NOTHING",
+            )
+            .bind(&volume.project_id)
+            .bind(&key.request_id)
+            .bind(&key.request_hash)
+            .bind(&volume.id)
+            .bind(volume.created_at_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let row = sqlx::query(
+                    "SELECT resource_id, request_hash FROM idempotency WHERE project_id = $1 AND request_id = $2",
+                )
+                .bind(&volume.project_id)
+                .bind(&key.request_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                return Ok(Created::Existing {
+                    volume_id: row.try_get("resource_id")?,
+                    request_hash: row.try_get("request_hash")?,
+                });
+            }
+        }
+        sqlx::query(
+            "INSERT INTO volumes (id, project_id, user_id, name, description, size_gib, status, volume_type, \
+             availability_zone, host, metadata, error_message, snapshot_id, source_volume_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(&volume.id)
+        .bind(&volume.project_id)
+        .bind(&volume.user_id)
+        .bind(&volume.name)
+        .bind(&volume.description)
+        .bind(volume.size_gib as i64)
+        .bind(volume.status.as_str())
+        .bind(&volume.volume_type)
+        .bind(&volume.availability_zone)
+        .bind(volume.host.clone())
+        .bind(metadata_json(&volume.metadata))
+        .bind(&volume.error_message)
+        .bind(volume.snapshot_id.clone())
+        .bind(volume.source_volume_id.clone())
+        .bind(volume.created_at_ms)
+        .bind(volume.updated_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        worker.upsert(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Created::New(volume.clone()))
+    }
+
+    /// The volume `id`, of any project.
+    pub async fn get_volume(&self, id: &str) -> DbResult<Option<Volume>> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM volumes WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(volume_from_row).transpose()
+    }
+
+    /// Volumes matching `query`, oldest first.
+    pub async fn list_volumes(&self, query: &VolumeQuery) -> DbResult<Vec<Volume>> {
+        let mut sql = format!("SELECT {COLUMNS} FROM volumes WHERE 1 = 1");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if query.project_id.is_some() {
+            sql += &format!(" AND project_id = {}", next());
+        }
+        if query.status.is_some() {
+            sql += &format!(" AND status = {}", next());
+        }
+        if query.name.is_some() {
+            sql += &format!(" AND name = {}", next());
+        }
+        if query.after.is_some() {
+            let (a, b, c) = (next(), next(), next());
+            sql += &format!(" AND (created_at > {a} OR (created_at = {b} AND id > {c}))");
+        }
+        sql += &format!(" ORDER BY created_at, id LIMIT {}", next());
+        // Only fixed fragments and placeholders are formatted in; values are bound.
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        if let Some(project) = &query.project_id {
+            q = q.bind(project);
+        }
+        if let Some(status) = query.status {
+            q = q.bind(status.as_str());
+        }
+        if let Some(name) = &query.name {
+            q = q.bind(name);
+        }
+        if let Some((created, id)) = &query.after {
+            q = q.bind(*created).bind(*created).bind(id);
+        }
+        q = q.bind(i64::from(query.limit));
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(volume_from_row).collect()
+    }
+
+    /// Applies `changes` to volume `id` of `project_id`; `None` if there is none.
+    pub async fn update_volume(
+        &self,
+        id: &str,
+        project_id: &str,
+        changes: &VolumeChanges,
+    ) -> DbResult<Option<Volume>> {
+        let result = sqlx::query(
+            "UPDATE volumes SET name = COALESCE($1, name), description = COALESCE($2, description), \
+             metadata = COALESCE($3, metadata), updated_at = $4 WHERE id = $5 AND project_id = $6",
+        )
+        .bind(changes.name.clone())
+        .bind(changes.description.clone())
+        .bind(changes.metadata.as_ref().map(metadata_json))
+        .bind(now_ms())
+        .bind(id)
+        .bind(project_id)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get_volume(id).await
+    }
+
+    /// Compare-and-set: moves volume `id` to `to` if its status is one of `from`.
+    /// Sets `host` and `error_message` when given. Returns whether it won.
+    pub async fn transition_volume(
+        &self,
+        id: &str,
+        from: &[VolumeStatus],
+        to: VolumeStatus,
+        host: Option<&str>,
+        error_message: Option<&str>,
+    ) -> DbResult<bool> {
+        let sql = format!(
+            "UPDATE volumes SET status = $1, updated_at = $2, host = COALESCE($3, host), \
+             error_message = COALESCE($4, error_message) WHERE id = $5 AND status IN ({})",
+            placeholders(6, from.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(to.as_str())
+            .bind(now_ms())
+            .bind(host.map(str::to_owned))
+            .bind(error_message.map(str::to_owned))
+            .bind(id);
+        for status in from {
+            q = q.bind(status.as_str());
+        }
+        Ok(q.execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    /// [`Db::transition_volume`] and a worker entry change in one transaction:
+    /// `Some(entry)` records the new transient status's owner and deadline, `None`
+    /// removes the volume's entry (the status is settled).
+    pub async fn transition_volume_with_worker(
+        &self,
+        id: &str,
+        from: &[VolumeStatus],
+        to: VolumeStatus,
+        host: Option<&str>,
+        error_message: Option<&str>,
+        worker: Option<&WorkerEntry>,
+    ) -> DbResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "UPDATE volumes SET status = $1, updated_at = $2, host = COALESCE($3, host), \
+             error_message = COALESCE($4, error_message) WHERE id = $5 AND status IN ({})",
+            placeholders(6, from.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(to.as_str())
+            .bind(now_ms())
+            .bind(host.map(str::to_owned))
+            .bind(error_message.map(str::to_owned))
+            .bind(id);
+        for status in from {
+            q = q.bind(status.as_str());
+        }
+        if q.execute(&mut *tx).await?.rows_affected() != 1 {
+            return Ok(false);
+        }
+        match worker {
+            Some(entry) => entry.upsert(&mut *tx).await?,
+            None => super::services::remove_worker(&mut *tx, super::WorkerKind::Volume, id).await?,
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Removes volume `id` and its worker entry; whether a row was removed.
+    pub async fn delete_volume_row(&self, id: &str) -> DbResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let removed = sqlx::query("DELETE FROM volumes WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        super::services::remove_worker(&mut *tx, super::WorkerKind::Volume, id).await?;
+        tx.commit().await?;
+        Ok(removed.rows_affected() == 1)
+    }
+
+    /// How many volumes `project_id` has (all statuses).
+    pub async fn count_volumes(&self, project_id: &str) -> DbResult<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM volumes WHERE project_id = $1")
+            .bind(project_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+}
+
+fn metadata_json(metadata: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_owned())
+}
+
+fn volume_from_row(row: &AnyRow) -> DbResult<Volume> {
+    let id: String = row.try_get("id")?;
+    let corrupt = |reason: String| DbError::Corrupt { table: "volumes", id: id.clone(), reason };
+    let status: String = row.try_get("status")?;
+    let metadata: String = row.try_get("metadata")?;
+    let size: i64 = row.try_get("size_gib")?;
+    Ok(Volume {
+        project_id: row.try_get("project_id")?,
+        user_id: row.try_get("user_id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        size_gib: u64::try_from(size).map_err(|_| corrupt(format!("negative size {size}")))?,
+        status: status.parse().map_err(corrupt)?,
+        volume_type: row.try_get("volume_type")?,
+        availability_zone: row.try_get("availability_zone")?,
+        host: row.try_get("host")?,
+        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt(format!("metadata: {e}")))?,
+        error_message: row.try_get("error_message")?,
+        snapshot_id: row.try_get("snapshot_id")?,
+        source_volume_id: row.try_get("source_volume_id")?,
+        created_at_ms: row.try_get("created_at")?,
+        updated_at_ms: row.try_get("updated_at")?,
+        id,
+    })
+}

@@ -1,0 +1,159 @@
+//! The operations each service offers the others, as transport-free traits (as
+//! Mayastor's `PoolOperations`): the real manager implements them, and so does the
+//! AMQP client, so a caller never knows which side of the broker it is on.
+//! [`scheduler_dispatcher`] / [`volume_dispatcher`] serve any implementation on the bus.
+//!
+//! | topic | method | message | kind |
+//! | --- | --- | --- | --- |
+//! | `scheduler` | `create_volume` | `ScheduleCreateVolume` | cast |
+//! | `scheduler` (fanout) | `update_service_capabilities` | `Capabilities` | fanout |
+//! | `volume.<host@backend>` | `create_volume` | `CreateVolume` | cast |
+//! | `volume.<host@backend>` | `delete_volume` | `DeleteVolume` | cast |
+//! | `volume` (fanout) | `publish_service_capabilities` | `PublishCapabilities` | fanout |
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use scoria_proto::bus::{Capabilities, CreateVolume, DeleteVolume, PublishCapabilities, ScheduleCreateVolume};
+use tonic::Status;
+
+use crate::{
+    context::RequestContext,
+    rpc::{Dispatcher, RpcClient, RpcResult, Target},
+};
+
+/// The scheduler's topic.
+pub const SCHEDULER_TOPIC: &str = "scheduler";
+/// The topic whose fanout reaches every volume service.
+pub const VOLUME_TOPIC: &str = "volume";
+
+/// The topic of the volume service owning `host` (`host@backend`).
+pub fn volume_topic(host: &str) -> String {
+    format!("{VOLUME_TOPIC}.{host}")
+}
+
+/// What the scheduler does for others.
+#[async_trait]
+pub trait SchedulerOps: Send + Sync {
+    /// Places a new volume on a backend (or fails it with the reason).
+    async fn create_volume(&self, ctx: &RequestContext, request: ScheduleCreateVolume) -> Result<(), Status>;
+    /// Takes a volume service's capability report.
+    async fn update_service_capabilities(&self, ctx: &RequestContext, report: Capabilities) -> Result<(), Status>;
+}
+
+/// What a volume service does for others.
+#[async_trait]
+pub trait VolumeOps: Send + Sync {
+    /// Creates a volume on this backend.
+    async fn create_volume(&self, ctx: &RequestContext, request: CreateVolume) -> Result<(), Status>;
+    /// Deletes a volume from this backend.
+    async fn delete_volume(&self, ctx: &RequestContext, request: DeleteVolume) -> Result<(), Status>;
+    /// Reports capabilities now (a scheduler started and asks).
+    async fn publish_service_capabilities(
+        &self,
+        ctx: &RequestContext,
+        request: PublishCapabilities,
+    ) -> Result<(), Status>;
+}
+
+// === over the bus: clients ===
+
+/// [`SchedulerOps`] over the bus.
+#[derive(Clone)]
+pub struct SchedulerClient {
+    rpc: RpcClient,
+}
+
+impl SchedulerClient {
+    /// A client casting through `rpc`.
+    pub fn new(rpc: RpcClient) -> Self {
+        Self { rpc }
+    }
+}
+
+#[async_trait]
+impl SchedulerOps for SchedulerClient {
+    async fn create_volume(&self, ctx: &RequestContext, request: ScheduleCreateVolume) -> Result<(), Status> {
+        let target = Target::topic(SCHEDULER_TOPIC)?;
+        Ok(self.rpc.cast(ctx, &target, "create_volume", &request).await?)
+    }
+
+    async fn update_service_capabilities(&self, ctx: &RequestContext, report: Capabilities) -> Result<(), Status> {
+        Ok(self.rpc.fanout_cast(ctx, SCHEDULER_TOPIC, "update_service_capabilities", &report).await?)
+    }
+}
+
+/// [`VolumeOps`] of one volume service (`host@backend`) over the bus.
+#[derive(Clone)]
+pub struct VolumeClient {
+    rpc: RpcClient,
+    target: Target,
+}
+
+impl VolumeClient {
+    /// A client of the volume service owning `host`.
+    pub fn new(rpc: RpcClient, host: &str) -> RpcResult<Self> {
+        Ok(Self { rpc, target: Target::topic(volume_topic(host))? })
+    }
+
+    /// Asks every volume service to report capabilities (no particular host).
+    pub async fn publish_to_all(rpc: &RpcClient, ctx: &RequestContext, requester: &str) -> Result<(), Status> {
+        let request = PublishCapabilities { requester: requester.to_owned() };
+        Ok(rpc.fanout_cast(ctx, VOLUME_TOPIC, "publish_service_capabilities", &request).await?)
+    }
+}
+
+#[async_trait]
+impl VolumeOps for VolumeClient {
+    async fn create_volume(&self, ctx: &RequestContext, request: CreateVolume) -> Result<(), Status> {
+        Ok(self.rpc.cast(ctx, &self.target, "create_volume", &request).await?)
+    }
+
+    async fn delete_volume(&self, ctx: &RequestContext, request: DeleteVolume) -> Result<(), Status> {
+        Ok(self.rpc.cast(ctx, &self.target, "delete_volume", &request).await?)
+    }
+
+    async fn publish_service_capabilities(
+        &self,
+        ctx: &RequestContext,
+        request: PublishCapabilities,
+    ) -> Result<(), Status> {
+        Ok(self.rpc.fanout_cast(ctx, VOLUME_TOPIC, "publish_service_capabilities", &request).await?)
+    }
+}
+
+// === over the bus: servers ===
+
+/// The dispatcher serving `ops` as the scheduler (`create_volume`,
+/// `update_service_capabilities`).
+pub fn scheduler_dispatcher(ops: Arc<dyn SchedulerOps>) -> Dispatcher {
+    let create = ops.clone();
+    Dispatcher::new()
+        .method("create_volume", move |ctx: RequestContext, req: ScheduleCreateVolume| {
+            let ops = create.clone();
+            async move { ops.create_volume(&ctx, req).await }
+        })
+        .method("update_service_capabilities", move |ctx: RequestContext, req: Capabilities| {
+            let ops = ops.clone();
+            async move { ops.update_service_capabilities(&ctx, req).await }
+        })
+}
+
+/// The dispatcher serving `ops` as a volume service (`create_volume`,
+/// `delete_volume`, `publish_service_capabilities`).
+pub fn volume_dispatcher(ops: Arc<dyn VolumeOps>) -> Dispatcher {
+    let (create, delete) = (ops.clone(), ops.clone());
+    Dispatcher::new()
+        .method("create_volume", move |ctx: RequestContext, req: CreateVolume| {
+            let ops = create.clone();
+            async move { ops.create_volume(&ctx, req).await }
+        })
+        .method("delete_volume", move |ctx: RequestContext, req: DeleteVolume| {
+            let ops = delete.clone();
+            async move { ops.delete_volume(&ctx, req).await }
+        })
+        .method("publish_service_capabilities", move |ctx: RequestContext, req: PublishCapabilities| {
+            let ops = ops.clone();
+            async move { ops.publish_service_capabilities(&ctx, req).await }
+        })
+}
