@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     // `prost::Name` on every message, so payloads can travel as `google.protobuf.Any`.
     config.enable_type_names();
     config.bytes(["."]);
+    // Ordered maps encode deterministically (idempotency digests, stable output).
+    config.btree_map(["."]);
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)
         .compile_fds_with_config(fds, config)?;

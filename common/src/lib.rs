@@ -13,5 +13,6 @@ pub mod rpc;
 pub mod shutdown;
 pub mod telemetry;
 pub mod traceparent;
+pub mod translation;
 
 pub use context::RequestContext;

@@ -1,0 +1,89 @@
+//! Conversions between the domain types ([`crate::model`]) and their protobuf
+//! forms: the one place they live, so no handler converts by hand.
+
+use prost_types::Timestamp;
+use scoria_proto::v1 as pb;
+
+use crate::model::{Volume, VolumeStatus};
+
+impl From<VolumeStatus> for pb::VolumeStatus {
+    fn from(status: VolumeStatus) -> Self {
+        match status {
+            VolumeStatus::Creating => pb::VolumeStatus::Creating,
+            VolumeStatus::Available => pb::VolumeStatus::Available,
+            VolumeStatus::Reserved => pb::VolumeStatus::Reserved,
+            VolumeStatus::Attaching => pb::VolumeStatus::Attaching,
+            VolumeStatus::InUse => pb::VolumeStatus::InUse,
+            VolumeStatus::Detaching => pb::VolumeStatus::Detaching,
+            VolumeStatus::Extending => pb::VolumeStatus::Extending,
+            VolumeStatus::Deleting => pb::VolumeStatus::Deleting,
+            VolumeStatus::Error => pb::VolumeStatus::Error,
+            VolumeStatus::ErrorDeleting => pb::VolumeStatus::ErrorDeleting,
+            VolumeStatus::ErrorExtending => pb::VolumeStatus::ErrorExtending,
+        }
+    }
+}
+
+/// The domain status of a wire status; `None` for `UNSPECIFIED`.
+pub fn volume_status_from_proto(status: pb::VolumeStatus) -> Option<VolumeStatus> {
+    Some(match status {
+        pb::VolumeStatus::Unspecified => return None,
+        pb::VolumeStatus::Creating => VolumeStatus::Creating,
+        pb::VolumeStatus::Available => VolumeStatus::Available,
+        pb::VolumeStatus::Reserved => VolumeStatus::Reserved,
+        pb::VolumeStatus::Attaching => VolumeStatus::Attaching,
+        pb::VolumeStatus::InUse => VolumeStatus::InUse,
+        pb::VolumeStatus::Detaching => VolumeStatus::Detaching,
+        pb::VolumeStatus::Extending => VolumeStatus::Extending,
+        pb::VolumeStatus::Deleting => VolumeStatus::Deleting,
+        pb::VolumeStatus::Error => VolumeStatus::Error,
+        pb::VolumeStatus::ErrorDeleting => VolumeStatus::ErrorDeleting,
+        pb::VolumeStatus::ErrorExtending => VolumeStatus::ErrorExtending,
+    })
+}
+
+/// Milliseconds since the epoch as a protobuf timestamp.
+pub fn timestamp(ms: i64) -> Timestamp {
+    Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+impl From<&Volume> for pb::Volume {
+    fn from(v: &Volume) -> Self {
+        pb::Volume {
+            id: v.id.clone(),
+            name: v.name.clone(),
+            description: v.description.clone(),
+            size_gib: v.size_gib,
+            status: pb::VolumeStatus::from(v.status) as i32,
+            volume_type: v.volume_type.clone(),
+            availability_zone: v.availability_zone.clone(),
+            metadata: v.metadata.clone(),
+            host: v.host.clone().unwrap_or_default(),
+            project_id: v.project_id.clone(),
+            user_id: v.user_id.clone(),
+            error_message: v.error_message.clone(),
+            snapshot_id: v.snapshot_id.clone().unwrap_or_default(),
+            source_volume_id: v.source_volume_id.clone().unwrap_or_default(),
+            created_at: Some(timestamp(v.created_at_ms)),
+            updated_at: Some(timestamp(v.updated_at_ms)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_round_trips() {
+        for status in VolumeStatus::ALL {
+            assert_eq!(volume_status_from_proto(pb::VolumeStatus::from(status)), Some(status));
+        }
+        assert_eq!(volume_status_from_proto(pb::VolumeStatus::Unspecified), None);
+    }
+
+    #[test]
+    fn timestamps_split_milliseconds() {
+        assert_eq!(timestamp(1_500), Timestamp { seconds: 1, nanos: 500_000_000 });
+    }
+}
