@@ -82,15 +82,27 @@ pub struct EnvKey {
 impl EnvKey {
     /// A string override.
     pub const fn str(var: &'static str, key: &'static str) -> Self {
-        Self { var, key, kind: EnvKind::Str }
+        Self {
+            var,
+            key,
+            kind: EnvKind::Str,
+        }
     }
     /// An integer override.
     pub const fn int(var: &'static str, key: &'static str) -> Self {
-        Self { var, key, kind: EnvKind::Int }
+        Self {
+            var,
+            key,
+            kind: EnvKind::Int,
+        }
     }
     /// A boolean override.
     pub const fn bool(var: &'static str, key: &'static str) -> Self {
-        Self { var, key, kind: EnvKind::Bool }
+        Self {
+            var,
+            key,
+            kind: EnvKind::Bool,
+        }
     }
 }
 
@@ -141,7 +153,9 @@ pub fn load_from<T: DeserializeOwned>(
             set_dotted(&mut table, key.key, env_value(key, raw)?);
         }
     }
-    toml::Value::Table(table).try_into().map_err(ConfigError::Invalid)
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(ConfigError::Invalid)
 }
 
 fn env_value(key: &EnvKey, raw: &str) -> Result<toml::Value> {
@@ -178,7 +192,9 @@ fn set_dotted(table: &mut toml::Table, dotted: &str, value: toml::Value) {
         if !entry.is_table() {
             *entry = toml::Value::Table(toml::Table::new());
         }
-        let toml::Value::Table(next) = entry else { return };
+        let toml::Value::Table(next) = entry else {
+            return;
+        };
         cur = next;
     }
     cur.insert(last.to_owned(), value);
@@ -252,7 +268,10 @@ impl BusConfig {
             });
         }
         if self.prefetch == 0 {
-            return Err(ConfigError::Value { key: "bus.prefetch", reason: "must be at least 1".into() });
+            return Err(ConfigError::Value {
+                key: "bus.prefetch",
+                reason: "must be at least 1".into(),
+            });
         }
         if self.call_timeout_ms == 0 {
             return Err(ConfigError::Value {
@@ -350,7 +369,10 @@ impl BaseConfig {
     /// The database URL: the configured one, or a SQLite file in the data dir.
     pub fn database_url(&self) -> String {
         self.database.url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.service.data_dir.join("scoria.db").display())
+            format!(
+                "sqlite://{}",
+                self.service.data_dir.join("scoria.db").display()
+            )
         })
     }
 
@@ -367,7 +389,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -385,11 +410,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("scoria-cfg-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("dir");
         let file = dir.join("c.toml");
-        std::fs::write(&file, "[bus]\ncontrol_exchange = \"fromfile\"\nprefetch = 7\n").expect("write");
+        std::fs::write(
+            &file,
+            "[bus]\ncontrol_exchange = \"fromfile\"\nprefetch = 7\n",
+        )
+        .expect("write");
         let c: BaseConfig = load_from(
             Some(&file),
             COMMON_ENV,
-            &env(&[("SCORIA_CONTROL_EXCHANGE", "fromenv"), ("SCORIA_LOG_FORMAT", "json")]),
+            &env(&[
+                ("SCORIA_CONTROL_EXCHANGE", "fromenv"),
+                ("SCORIA_LOG_FORMAT", "json"),
+            ]),
         )
         .expect("load");
         assert_eq!(c.bus.control_exchange, "fromenv");
@@ -399,10 +431,14 @@ mod tests {
 
     #[test]
     fn bad_env_value_names_the_variable() {
-        let err = load_from::<BaseConfig>(None, COMMON_ENV, &env(&[("SCORIA_RPC_PREFETCH", "lots")]))
-            .expect_err("must fail");
+        let err =
+            load_from::<BaseConfig>(None, COMMON_ENV, &env(&[("SCORIA_RPC_PREFETCH", "lots")]))
+                .expect_err("must fail");
         let msg = err.to_string();
-        assert!(msg.contains("SCORIA_RPC_PREFETCH") && msg.contains("bus.prefetch"), "{msg}");
+        assert!(
+            msg.contains("SCORIA_RPC_PREFETCH") && msg.contains("bus.prefetch"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -411,13 +447,17 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let file = dir.join("c.toml");
         std::fs::write(&file, "[bus]\ncontrol_exchang = \"typo\"\n").expect("write");
-        let err = load_from::<BaseConfig>(Some(&file), COMMON_ENV, &env(&[])).expect_err("must fail");
+        let err =
+            load_from::<BaseConfig>(Some(&file), COMMON_ENV, &env(&[])).expect_err("must fail");
         assert!(err.to_string().contains("control_exchang"), "{err}");
     }
 
     #[test]
     fn bad_control_exchange_is_refused() {
-        let c = BusConfig { control_exchange: "has space".into(), ..BusConfig::default() };
+        let c = BusConfig {
+            control_exchange: "has space".into(),
+            ..BusConfig::default()
+        };
         let err = c.validate().expect_err("must fail");
         assert!(err.to_string().contains("bus.control_exchange"), "{err}");
     }

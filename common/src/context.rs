@@ -34,7 +34,11 @@ impl RequestContext {
     }
 
     /// A context for a user request with a fresh request id and trace.
-    pub fn new(project_id: impl Into<String>, user_id: impl Into<String>, roles: Vec<String>) -> Self {
+    pub fn new(
+        project_id: impl Into<String>,
+        user_id: impl Into<String>,
+        roles: Vec<String>,
+    ) -> Self {
         Self {
             request_id: new_request_id(),
             project_id: project_id.into(),

@@ -64,8 +64,12 @@ impl VolumeStatus {
     }
 
     /// The statuses a volume may be deleted from (Cinder: not attached, not busy).
-    pub const DELETABLE: [VolumeStatus; 4] =
-        [Self::Available, Self::Error, Self::ErrorDeleting, Self::ErrorExtending];
+    pub const DELETABLE: [VolumeStatus; 4] = [
+        Self::Available,
+        Self::Error,
+        Self::ErrorDeleting,
+        Self::ErrorExtending,
+    ];
 }
 
 impl fmt::Display for VolumeStatus {

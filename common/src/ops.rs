@@ -14,7 +14,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use scoria_proto::bus::{Capabilities, CreateVolume, DeleteVolume, PublishCapabilities, ScheduleCreateVolume};
+use scoria_proto::bus::{
+    Capabilities, CreateVolume, DeleteVolume, PublishCapabilities, ScheduleCreateVolume,
+};
 use tonic::Status;
 
 use crate::{
@@ -36,18 +38,34 @@ pub fn volume_topic(host: &str) -> String {
 #[async_trait]
 pub trait SchedulerOps: Send + Sync {
     /// Places a new volume on a backend (or fails it with the reason).
-    async fn create_volume(&self, ctx: &RequestContext, request: ScheduleCreateVolume) -> Result<(), Status>;
+    async fn create_volume(
+        &self,
+        ctx: &RequestContext,
+        request: ScheduleCreateVolume,
+    ) -> Result<(), Status>;
     /// Takes a volume service's capability report.
-    async fn update_service_capabilities(&self, ctx: &RequestContext, report: Capabilities) -> Result<(), Status>;
+    async fn update_service_capabilities(
+        &self,
+        ctx: &RequestContext,
+        report: Capabilities,
+    ) -> Result<(), Status>;
 }
 
 /// What a volume service does for others.
 #[async_trait]
 pub trait VolumeOps: Send + Sync {
     /// Creates a volume on this backend.
-    async fn create_volume(&self, ctx: &RequestContext, request: CreateVolume) -> Result<(), Status>;
+    async fn create_volume(
+        &self,
+        ctx: &RequestContext,
+        request: CreateVolume,
+    ) -> Result<(), Status>;
     /// Deletes a volume from this backend.
-    async fn delete_volume(&self, ctx: &RequestContext, request: DeleteVolume) -> Result<(), Status>;
+    async fn delete_volume(
+        &self,
+        ctx: &RequestContext,
+        request: DeleteVolume,
+    ) -> Result<(), Status>;
     /// Reports capabilities now (a scheduler started and asks).
     async fn publish_service_capabilities(
         &self,
@@ -73,13 +91,27 @@ impl SchedulerClient {
 
 #[async_trait]
 impl SchedulerOps for SchedulerClient {
-    async fn create_volume(&self, ctx: &RequestContext, request: ScheduleCreateVolume) -> Result<(), Status> {
+    async fn create_volume(
+        &self,
+        ctx: &RequestContext,
+        request: ScheduleCreateVolume,
+    ) -> Result<(), Status> {
         let target = Target::topic(SCHEDULER_TOPIC)?;
-        Ok(self.rpc.cast(ctx, &target, "create_volume", &request).await?)
+        Ok(self
+            .rpc
+            .cast(ctx, &target, "create_volume", &request)
+            .await?)
     }
 
-    async fn update_service_capabilities(&self, ctx: &RequestContext, report: Capabilities) -> Result<(), Status> {
-        Ok(self.rpc.fanout_cast(ctx, SCHEDULER_TOPIC, "update_service_capabilities", &report).await?)
+    async fn update_service_capabilities(
+        &self,
+        ctx: &RequestContext,
+        report: Capabilities,
+    ) -> Result<(), Status> {
+        Ok(self
+            .rpc
+            .fanout_cast(ctx, SCHEDULER_TOPIC, "update_service_capabilities", &report)
+            .await?)
     }
 }
 
@@ -93,24 +125,49 @@ pub struct VolumeClient {
 impl VolumeClient {
     /// A client of the volume service owning `host`.
     pub fn new(rpc: RpcClient, host: &str) -> RpcResult<Self> {
-        Ok(Self { rpc, target: Target::topic(volume_topic(host))? })
+        Ok(Self {
+            rpc,
+            target: Target::topic(volume_topic(host))?,
+        })
     }
 
     /// Asks every volume service to report capabilities (no particular host).
-    pub async fn publish_to_all(rpc: &RpcClient, ctx: &RequestContext, requester: &str) -> Result<(), Status> {
-        let request = PublishCapabilities { requester: requester.to_owned() };
-        Ok(rpc.fanout_cast(ctx, VOLUME_TOPIC, "publish_service_capabilities", &request).await?)
+    pub async fn publish_to_all(
+        rpc: &RpcClient,
+        ctx: &RequestContext,
+        requester: &str,
+    ) -> Result<(), Status> {
+        let request = PublishCapabilities {
+            requester: requester.to_owned(),
+        };
+        Ok(rpc
+            .fanout_cast(ctx, VOLUME_TOPIC, "publish_service_capabilities", &request)
+            .await?)
     }
 }
 
 #[async_trait]
 impl VolumeOps for VolumeClient {
-    async fn create_volume(&self, ctx: &RequestContext, request: CreateVolume) -> Result<(), Status> {
-        Ok(self.rpc.cast(ctx, &self.target, "create_volume", &request).await?)
+    async fn create_volume(
+        &self,
+        ctx: &RequestContext,
+        request: CreateVolume,
+    ) -> Result<(), Status> {
+        Ok(self
+            .rpc
+            .cast(ctx, &self.target, "create_volume", &request)
+            .await?)
     }
 
-    async fn delete_volume(&self, ctx: &RequestContext, request: DeleteVolume) -> Result<(), Status> {
-        Ok(self.rpc.cast(ctx, &self.target, "delete_volume", &request).await?)
+    async fn delete_volume(
+        &self,
+        ctx: &RequestContext,
+        request: DeleteVolume,
+    ) -> Result<(), Status> {
+        Ok(self
+            .rpc
+            .cast(ctx, &self.target, "delete_volume", &request)
+            .await?)
     }
 
     async fn publish_service_capabilities(
@@ -118,7 +175,10 @@ impl VolumeOps for VolumeClient {
         ctx: &RequestContext,
         request: PublishCapabilities,
     ) -> Result<(), Status> {
-        Ok(self.rpc.fanout_cast(ctx, VOLUME_TOPIC, "publish_service_capabilities", &request).await?)
+        Ok(self
+            .rpc
+            .fanout_cast(ctx, VOLUME_TOPIC, "publish_service_capabilities", &request)
+            .await?)
     }
 }
 
@@ -129,14 +189,20 @@ impl VolumeOps for VolumeClient {
 pub fn scheduler_dispatcher(ops: Arc<dyn SchedulerOps>) -> Dispatcher {
     let create = ops.clone();
     Dispatcher::new()
-        .method("create_volume", move |ctx: RequestContext, req: ScheduleCreateVolume| {
-            let ops = create.clone();
-            async move { ops.create_volume(&ctx, req).await }
-        })
-        .method("update_service_capabilities", move |ctx: RequestContext, req: Capabilities| {
-            let ops = ops.clone();
-            async move { ops.update_service_capabilities(&ctx, req).await }
-        })
+        .method(
+            "create_volume",
+            move |ctx: RequestContext, req: ScheduleCreateVolume| {
+                let ops = create.clone();
+                async move { ops.create_volume(&ctx, req).await }
+            },
+        )
+        .method(
+            "update_service_capabilities",
+            move |ctx: RequestContext, req: Capabilities| {
+                let ops = ops.clone();
+                async move { ops.update_service_capabilities(&ctx, req).await }
+            },
+        )
 }
 
 /// The dispatcher serving `ops` as a volume service (`create_volume`,
@@ -144,16 +210,25 @@ pub fn scheduler_dispatcher(ops: Arc<dyn SchedulerOps>) -> Dispatcher {
 pub fn volume_dispatcher(ops: Arc<dyn VolumeOps>) -> Dispatcher {
     let (create, delete) = (ops.clone(), ops.clone());
     Dispatcher::new()
-        .method("create_volume", move |ctx: RequestContext, req: CreateVolume| {
-            let ops = create.clone();
-            async move { ops.create_volume(&ctx, req).await }
-        })
-        .method("delete_volume", move |ctx: RequestContext, req: DeleteVolume| {
-            let ops = delete.clone();
-            async move { ops.delete_volume(&ctx, req).await }
-        })
-        .method("publish_service_capabilities", move |ctx: RequestContext, req: PublishCapabilities| {
-            let ops = ops.clone();
-            async move { ops.publish_service_capabilities(&ctx, req).await }
-        })
+        .method(
+            "create_volume",
+            move |ctx: RequestContext, req: CreateVolume| {
+                let ops = create.clone();
+                async move { ops.create_volume(&ctx, req).await }
+            },
+        )
+        .method(
+            "delete_volume",
+            move |ctx: RequestContext, req: DeleteVolume| {
+                let ops = delete.clone();
+                async move { ops.delete_volume(&ctx, req).await }
+            },
+        )
+        .method(
+            "publish_service_capabilities",
+            move |ctx: RequestContext, req: PublishCapabilities| {
+                let ops = ops.clone();
+                async move { ops.publish_service_capabilities(&ctx, req).await }
+            },
+        )
 }

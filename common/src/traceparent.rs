@@ -29,7 +29,10 @@ impl TraceParent {
 
     /// The same trace with a new span id, for the next hop.
     pub fn child(&self) -> Self {
-        Self { span_id: rand::rng().random::<u64>().max(1), ..*self }
+        Self {
+            span_id: rand::rng().random::<u64>().max(1),
+            ..*self
+        }
     }
 
     /// Parses a `traceparent` header value; `None` if it is malformed.
@@ -39,11 +42,18 @@ impl TraceParent {
         let trace = parts.next()?;
         let span = parts.next()?;
         let flags = parts.next()?;
-        if version != "00" || parts.next().is_some() || trace.len() != 32 || span.len() != 16 || flags.len() != 2
+        if version != "00"
+            || parts.next().is_some()
+            || trace.len() != 32
+            || span.len() != 16
+            || flags.len() != 2
         {
             return None;
         }
-        let hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let hex = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
         if !hex(trace) || !hex(span) || !hex(flags) {
             return None;
         }
@@ -52,13 +62,21 @@ impl TraceParent {
         if trace_id == 0 || span_id == 0 {
             return None;
         }
-        Some(Self { trace_id, span_id, flags: u8::from_str_radix(flags, 16).ok()? })
+        Some(Self {
+            trace_id,
+            span_id,
+            flags: u8::from_str_radix(flags, 16).ok()?,
+        })
     }
 }
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+        write!(
+            f,
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
     }
 }
 
@@ -88,6 +106,8 @@ mod tests {
         ] {
             assert!(TraceParent::parse(bad).is_none(), "{bad:?} accepted");
         }
-        assert!(TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").is_some());
+        assert!(
+            TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").is_some()
+        );
     }
 }

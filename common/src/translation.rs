@@ -44,7 +44,10 @@ pub fn volume_status_from_proto(status: pb::VolumeStatus) -> Option<VolumeStatus
 
 /// Milliseconds since the epoch as a protobuf timestamp.
 pub fn timestamp(ms: i64) -> Timestamp {
-    Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
 impl From<&Volume> for pb::Volume {
@@ -77,13 +80,25 @@ mod tests {
     #[test]
     fn every_status_round_trips() {
         for status in VolumeStatus::ALL {
-            assert_eq!(volume_status_from_proto(pb::VolumeStatus::from(status)), Some(status));
+            assert_eq!(
+                volume_status_from_proto(pb::VolumeStatus::from(status)),
+                Some(status)
+            );
         }
-        assert_eq!(volume_status_from_proto(pb::VolumeStatus::Unspecified), None);
+        assert_eq!(
+            volume_status_from_proto(pb::VolumeStatus::Unspecified),
+            None
+        );
     }
 
     #[test]
     fn timestamps_split_milliseconds() {
-        assert_eq!(timestamp(1_500), Timestamp { seconds: 1, nanos: 500_000_000 });
+        assert_eq!(
+            timestamp(1_500),
+            Timestamp {
+                seconds: 1,
+                nanos: 500_000_000
+            }
+        );
     }
 }

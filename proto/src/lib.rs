@@ -26,6 +26,7 @@ pub mod scoria {
 }
 
 /// The encoded `FileDescriptorSet` of every Scoria proto, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/scoria_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/scoria_descriptor.bin"));
 
 pub use scoria::{bus::v1 as bus, rpc::v1 as rpc, v1};

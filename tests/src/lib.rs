@@ -18,7 +18,8 @@ use tokio::{
 
 /// The broker the tests use (`SCORIA_TEST_AMQP_URL`).
 pub fn amqp_url() -> String {
-    std::env::var("SCORIA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+    std::env::var("SCORIA_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
 /// Panics with what to start when RabbitMQ is not reachable: a test that needs
@@ -31,7 +32,11 @@ pub fn require_rabbitmq() {
         .and_then(|rest| rest.split('/').next())
         .unwrap_or("127.0.0.1:5672")
         .to_owned();
-    let hostport = if hostport.contains(':') { hostport } else { format!("{hostport}:5672") };
+    let hostport = if hostport.contains(':') {
+        hostport
+    } else {
+        format!("{hostport}:5672")
+    };
     let reachable = hostport
         .to_socket_addrs()
         .ok()
@@ -46,7 +51,10 @@ pub fn require_rabbitmq() {
 
 /// A control exchange no other test run uses.
 pub fn unique_exchange(tag: &str) -> String {
-    format!("test-{tag}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+    format!(
+        "test-{tag}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
 }
 
 /// A bus configuration on the test broker with its own control exchange; its
@@ -70,14 +78,26 @@ pub fn bus_config(exchange: &str) -> BusConfig {
 /// runs sharing the broker. Returns how many were closed.
 pub async fn close_broker_connections(needle: &str) -> anyhow::Result<usize> {
     let out = Command::new("rabbitmqctl")
-        .args(["list_connections", "pid", "client_properties", "--no-table-headers", "-q"])
+        .args([
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--no-table-headers",
+            "-q",
+        ])
         .output()
         .await?;
-    anyhow::ensure!(out.status.success(), "rabbitmqctl list_connections failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "rabbitmqctl list_connections failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut closed = 0;
     for line in text.lines().filter(|l| l.contains(needle)) {
-        let Some(pid) = line.split('\t').next() else { continue };
+        let Some(pid) = line.split('\t').next() else {
+            continue;
+        };
         let status = Command::new("rabbitmqctl")
             .args(["close_connection", pid, "closed by a Scoria test"])
             .output()
@@ -117,12 +137,19 @@ impl ChildProcess {
     /// Spawns `program` with `args` and `envs`, stdout piped, stderr inherited.
     pub fn spawn(program: &str, args: &[&str], envs: &[(&str, String)]) -> anyhow::Result<Self> {
         let mut command = Command::new(program);
-        command.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+        command
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
         for (k, v) in envs {
             command.env(k, v);
         }
         let mut child = command.spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let (tx, lines) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut reader = BufReader::new(stdout).lines();
@@ -132,7 +159,11 @@ impl ChildProcess {
                 }
             }
         });
-        Ok(Self { child, lines, seen: Vec::new() })
+        Ok(Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        })
     }
 
     /// Waits up to `within` for a line equal to `line`.
@@ -148,8 +179,14 @@ impl ChildProcess {
                     return Ok(());
                 }
                 Ok(Some(l)) => self.seen.push(l),
-                Ok(None) => anyhow::bail!("process exited before printing {line:?}; printed {:?}", self.seen),
-                Err(_) => anyhow::bail!("no line {line:?} within {within:?}; printed {:?}", self.seen),
+                Ok(None) => anyhow::bail!(
+                    "process exited before printing {line:?}; printed {:?}",
+                    self.seen
+                ),
+                Err(_) => anyhow::bail!(
+                    "no line {line:?} within {within:?}; printed {:?}",
+                    self.seen
+                ),
             }
         }
     }
@@ -161,9 +198,18 @@ impl ChildProcess {
     }
 
     /// Sends SIGTERM and waits up to `within` for the exit status.
-    pub async fn terminate(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        let pid = self.child.id().ok_or_else(|| anyhow::anyhow!("already exited"))?;
-        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+    pub async fn terminate(
+        &mut self,
+        within: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("already exited"))?;
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
         anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
         Ok(tokio::time::timeout(within, self.child.wait()).await??)
     }

@@ -59,11 +59,25 @@ impl From<sqlx::Error> for DbError {
             // admin shutdown, serialization failure.
             sqlx::Error::Database(db) => matches!(
                 db.code().as_deref(),
-                Some("5" | "6" | "517" | "57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006" | "40001")
+                Some(
+                    "5" | "6"
+                        | "517"
+                        | "57P01"
+                        | "57P02"
+                        | "57P03"
+                        | "08000"
+                        | "08003"
+                        | "08006"
+                        | "40001"
+                )
             ),
             _ => false,
         };
-        if unavailable { DbError::Unavailable(err) } else { DbError::Query(err) }
+        if unavailable {
+            DbError::Unavailable(err)
+        } else {
+            DbError::Query(err)
+        }
     }
 }
 
@@ -92,10 +106,9 @@ impl Db {
     pub async fn connect(url: &str) -> DbResult<Self> {
         sqlx::any::install_default_drivers();
         let (engine, url) = if let Some(path) = url.strip_prefix("sqlite://") {
-            if let Some(parent) = std::path::Path::new(path.split('?').next().unwrap_or(path)).parent() {
-                if !parent.as_os_str().is_empty() {
-                    let _ = std::fs::create_dir_all(parent);
-                }
+            let file = std::path::Path::new(path.split('?').next().unwrap_or(path));
+            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                let _ = std::fs::create_dir_all(parent);
             }
             let url = if url.contains("mode=") {
                 url.to_owned()
@@ -161,7 +174,9 @@ impl Db {
         let mut conn = self.pool.acquire().await?;
         if self.engine == Engine::Postgres {
             // One migrating process at a time (released with the session).
-            sqlx::query("SELECT pg_advisory_lock(7263541)").execute(&mut *conn).await?;
+            sqlx::query("SELECT pg_advisory_lock(7263541)")
+                .execute(&mut *conn)
+                .await?;
         }
         let result = async {
             conn.execute(
@@ -193,17 +208,24 @@ impl Db {
         }
         .await;
         if self.engine == Engine::Postgres {
-            let _ = sqlx::query("SELECT pg_advisory_unlock(7263541)").execute(&mut *conn).await;
+            let _ = sqlx::query("SELECT pg_advisory_unlock(7263541)")
+                .execute(&mut *conn)
+                .await;
         }
         result.map_err(DbError::from)
     }
 }
 
 fn is_comment(statement: &str) -> bool {
-    statement.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with("--"))
+    statement
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with("--"))
 }
 
 /// `$first, $first+1, ...` for `n` values, for `IN (...)` lists.
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

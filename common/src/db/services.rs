@@ -38,7 +38,10 @@ pub struct WorkerEntry {
 }
 
 impl WorkerEntry {
-    pub(crate) async fn upsert<'e, E: Executor<'e, Database = Any>>(&self, executor: E) -> DbResult<()> {
+    pub(crate) async fn upsert<'e, E: Executor<'e, Database = Any>>(
+        &self,
+        executor: E,
+    ) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO workers (resource_type, resource_id, status, service, deadline, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (resource_type, resource_id) DO UPDATE SET \
@@ -97,7 +100,12 @@ impl Db {
     }
 
     /// Records a heartbeat of `binary` on `host` (registering it on first beat).
-    pub async fn heartbeat(&self, binary: &str, host: &str, availability_zone: &str) -> DbResult<()> {
+    pub async fn heartbeat(
+        &self,
+        binary: &str,
+        host: &str,
+        availability_zone: &str,
+    ) -> DbResult<()> {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO services (binary_name, host, availability_zone, disabled, disabled_reason, last_heartbeat, created_at) \

@@ -25,7 +25,9 @@ use std::{
 use futures_util::StreamExt;
 use lapin::{
     Channel, Connection, ConnectionProperties, Event, ExchangeKind,
-    options::{ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    options::{
+        ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    },
     types::{AMQPValue, FieldTable, ShortString},
     uri::AMQPUri,
 };
@@ -100,7 +102,12 @@ impl Session {
     /// Declares the fanout exchange `name` once per connection (publishing to an
     /// undeclared exchange would close the channel).
     pub(crate) async fn ensure_fanout_exchange(&self, name: &str) -> RpcResult<()> {
-        if self.declared.lock().map(|d| d.contains(name)).unwrap_or(false) {
+        if self
+            .declared
+            .lock()
+            .map(|d| d.contains(name))
+            .unwrap_or(false)
+        {
             return Ok(());
         }
         declare_exchange(&self.publisher, name, ExchangeKind::Fanout).await?;
@@ -239,8 +246,13 @@ async fn supervise(inner: Arc<Inner>) {
                     }
                     _ = session.broken() => {}
                 }
-                tracing::warn!(generation, "connection to the message broker lost; reconnecting");
-                inner.state.send_replace(State::Connecting(Some("connection lost".to_owned())));
+                tracing::warn!(
+                    generation,
+                    "connection to the message broker lost; reconnecting"
+                );
+                inner
+                    .state
+                    .send_replace(State::Connecting(Some("connection lost".to_owned())));
                 // Best effort: the connection is usually dead already.
                 let _ = tokio::time::timeout(
                     Duration::from_millis(500),
@@ -251,7 +263,9 @@ async fn supervise(inner: Arc<Inner>) {
             Err(err) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %err, retry_in = ?delay, "cannot connect to the message broker");
-                inner.state.send_replace(State::Connecting(Some(err.to_string())));
+                inner
+                    .state
+                    .send_replace(State::Connecting(Some(err.to_string())));
                 tokio::select! {
                     _ = inner.shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
@@ -264,22 +278,33 @@ async fn supervise(inner: Arc<Inner>) {
 
 async fn open(inner: &Inner, generation: u64) -> RpcResult<Arc<Session>> {
     let config = &inner.config;
-    let mut uri = AMQPUri::from_str(&config.amqp_url)
-        .map_err(|e| RpcError::Unavailable(format!("bad AMQP URL {}: {e}", redact(&config.amqp_url))))?;
+    let mut uri = AMQPUri::from_str(&config.amqp_url).map_err(|e| {
+        RpcError::Unavailable(format!("bad AMQP URL {}: {e}", redact(&config.amqp_url)))
+    })?;
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(config.heartbeat_secs);
     }
-    let props = ConnectionProperties::default().with_connection_name(inner.connection_name.clone().into());
+    let props =
+        ConnectionProperties::default().with_connection_name(inner.connection_name.clone().into());
     let connection = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, props))
         .await
-        .map_err(|_| RpcError::Unavailable(format!("connecting timed out after {CONNECT_TIMEOUT:?}")))??;
+        .map_err(|_| {
+            RpcError::Unavailable(format!("connecting timed out after {CONNECT_TIMEOUT:?}"))
+        })??;
     let publisher = connection.create_channel().await?;
-    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     let replies = connection.create_channel().await?;
     declare_base_topology(&publisher, &inner.names, config).await?;
 
     let broken = CancellationToken::new();
-    watch_connection(&connection, broken.clone(), inner.shutdown.clone(), &inner.tasks);
+    watch_connection(
+        &connection,
+        broken.clone(),
+        inner.shutdown.clone(),
+        &inner.tasks,
+    );
     Ok(Arc::new(Session {
         generation,
         connection,
@@ -323,11 +348,20 @@ fn watch_connection(
 
 /// The exchanges and queues every process may publish to, declared on every
 /// (re)connection so that a wiped broker is rebuilt.
-async fn declare_base_topology(channel: &Channel, names: &Names, config: &BusConfig) -> RpcResult<()> {
+async fn declare_base_topology(
+    channel: &Channel,
+    names: &Names,
+    config: &BusConfig,
+) -> RpcResult<()> {
     declare_exchange(channel, names.topic_exchange(), ExchangeKind::Topic).await?;
     declare_exchange(channel, &names.reply_exchange(), ExchangeKind::Direct).await?;
     declare_exchange(channel, &names.dead_letter_exchange(), ExchangeKind::Fanout).await?;
-    declare_exchange(channel, &names.notifications_exchange(), ExchangeKind::Topic).await?;
+    declare_exchange(
+        channel,
+        &names.notifications_exchange(),
+        ExchangeKind::Topic,
+    )
+    .await?;
 
     let dead = names.dead_letter_queue();
     channel
@@ -360,12 +394,19 @@ async fn declare_base_topology(channel: &Channel, names: &Names, config: &BusCon
     Ok(())
 }
 
-pub(crate) async fn declare_exchange(channel: &Channel, name: &str, kind: ExchangeKind) -> RpcResult<()> {
+pub(crate) async fn declare_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> RpcResult<()> {
     channel
         .exchange_declare(
             name.into(),
             kind,
-            ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
             FieldTable::default(),
         )
         .await?;
@@ -374,14 +415,20 @@ pub(crate) async fn declare_exchange(channel: &Channel, name: &str, kind: Exchan
 
 /// Options of a durable queue.
 pub(crate) fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() }
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
 }
 
 /// `x-expires` when the configuration asks for it.
 pub(crate) fn expiry_args(config: &BusConfig) -> FieldTable {
     let mut args = FieldTable::default();
     if let Some(ms) = config.queue_expiry_ms {
-        args.insert(ShortString::from("x-expires"), AMQPValue::LongLongInt(ms as i64));
+        args.insert(
+            ShortString::from("x-expires"),
+            AMQPValue::LongLongInt(ms as i64),
+        );
     }
     args
 }
@@ -402,7 +449,12 @@ fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];
             match creds.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }
@@ -423,7 +475,11 @@ pub(crate) struct Backoff {
 impl Backoff {
     /// Starts at `base`, doubling up to `max`.
     pub(crate) fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max, current: base }
+        Self {
+            base,
+            max,
+            current: base,
+        }
     }
 
     /// The next delay.
@@ -450,7 +506,10 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
         let delays: Vec<_> = (0..8).map(|_| b.next_delay()).collect();
         assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(101));
-        assert!(delays.iter().all(|d| *d <= Duration::from_millis(1001)), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_millis(1001)),
+            "{delays:?}"
+        );
         assert!(delays[7] >= Duration::from_millis(500), "{delays:?}");
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(101));
@@ -458,7 +517,10 @@ mod tests {
 
     #[test]
     fn redact_hides_password() {
-        assert_eq!(redact("amqp://guest:secret@host:5672/%2f"), "amqp://guest:***@host:5672/%2f");
+        assert_eq!(
+            redact("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
         assert_eq!(redact("amqp://host"), "amqp://host");
     }
 }

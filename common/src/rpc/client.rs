@@ -29,8 +29,9 @@ use super::{
     CONTENT_TYPE,
     broker::{Broker, Session},
     error::{RpcError, RpcResult},
-    headers, reply,
+    headers,
     names::Target,
+    reply,
 };
 use crate::context::RequestContext;
 
@@ -47,7 +48,9 @@ pub struct CallOptions {
 impl CallOptions {
     /// Options with a timeout.
     pub fn timeout(timeout: Duration) -> Self {
-        Self { timeout: Some(timeout) }
+        Self {
+            timeout: Some(timeout),
+        }
     }
 }
 
@@ -57,10 +60,12 @@ pub struct RpcClient {
     inner: Arc<Inner>,
 }
 
+/// Calls waiting for a reply: correlation id -> (connection generation, waiter).
+type Pending = HashMap<String, (u64, oneshot::Sender<Vec<u8>>)>;
+
 struct Inner {
     broker: Broker,
-    /// Calls waiting for a reply: correlation id -> (connection generation, waiter).
-    pending: Mutex<HashMap<String, (u64, oneshot::Sender<Vec<u8>>)>>,
+    pending: Mutex<Pending>,
     /// The reply queue of the current connection generation.
     reply_queue: Mutex<Option<(u64, Arc<str>)>>,
     reply_setup: tokio::sync::Mutex<()>,
@@ -97,7 +102,8 @@ impl RpcClient {
         method: &str,
         request: &Req,
     ) -> RpcResult<Resp> {
-        self.call_with(ctx, target, method, request, CallOptions::default()).await
+        self.call_with(ctx, target, method, request, CallOptions::default())
+            .await
     }
 
     /// Calls `method` on `target` with `options`.
@@ -111,7 +117,9 @@ impl RpcClient {
         options: CallOptions,
     ) -> RpcResult<Resp> {
         tracing::Span::current().record("method", method);
-        let timeout = options.timeout.unwrap_or_else(|| self.inner.broker.config().call_timeout());
+        let timeout = options
+            .timeout
+            .unwrap_or_else(|| self.inner.broker.config().call_timeout());
         let started = Instant::now();
         let timed_out = || RpcError::Timeout {
             method: method.to_owned(),
@@ -135,7 +143,10 @@ impl RpcClient {
             .basic_publish(
                 names.topic_exchange().into(),
                 target.routing_key().into(),
-                BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
                 &request.encode_to_vec(),
                 props,
             )
@@ -143,7 +154,10 @@ impl RpcClient {
             .inspect_err(|_| session.mark_broken())?;
         let remaining = timeout.saturating_sub(started.elapsed());
         let body = tokio::time::timeout(remaining, async {
-            check_confirmation(confirm.await.inspect_err(|_| session.mark_broken())?, target)?;
+            check_confirmation(
+                confirm.await.inspect_err(|_| session.mark_broken())?,
+                target,
+            )?;
             rx.await.map_err(|_| {
                 RpcError::Unavailable(format!(
                     "the connection to the broker was lost while {method} to {target} was in flight"
@@ -162,7 +176,10 @@ impl RpcClient {
                 target: target.to_string(),
                 status,
             }),
-            Err(source) => Err(RpcError::BadReply { method: method.to_owned(), source }),
+            Err(source) => Err(RpcError::BadReply {
+                method: method.to_owned(),
+                source,
+            }),
         }
     }
 
@@ -202,31 +219,48 @@ impl RpcClient {
         tracing::Span::current().record("method", method);
         let target = Target::topic(topic)?;
         let publish = Publish {
-            exchange: self.inner.broker.names().fanout_exchange(target.topic_name()),
+            exchange: self
+                .inner
+                .broker
+                .names()
+                .fanout_exchange(target.topic_name()),
             routing_key: String::new(),
             body: request.encode_to_vec(),
             properties: properties(method, ctx, false),
             mandatory: false,
             fanout: true,
         };
-        publish_confirmed(&self.inner.broker, &publish, &format!("fanout of topic {topic:?}")).await
+        publish_confirmed(
+            &self.inner.broker,
+            &publish,
+            &format!("fanout of topic {topic:?}"),
+        )
+        .await
     }
 
-    fn register(&self, correlation_id: &str, generation: u64, tx: oneshot::Sender<Vec<u8>>) -> Registration {
+    fn register(
+        &self,
+        correlation_id: &str,
+        generation: u64,
+        tx: oneshot::Sender<Vec<u8>>,
+    ) -> Registration {
         if let Ok(mut pending) = self.inner.pending.lock() {
             pending.insert(correlation_id.to_owned(), (generation, tx));
         }
-        Registration { inner: self.inner.clone(), correlation_id: correlation_id.to_owned() }
+        Registration {
+            inner: self.inner.clone(),
+            correlation_id: correlation_id.to_owned(),
+        }
     }
 
     /// The reply queue of `session`'s connection, declared and consumed on first use.
     async fn reply_queue(&self, session: &Arc<Session>) -> RpcResult<Arc<str>> {
         let current = |inner: &Inner| {
-            inner
-                .reply_queue
-                .lock()
-                .ok()
-                .and_then(|q| q.as_ref().filter(|(g, _)| *g == session.generation).map(|(_, n)| n.clone()))
+            inner.reply_queue.lock().ok().and_then(|q| {
+                q.as_ref()
+                    .filter(|(g, _)| *g == session.generation)
+                    .map(|(_, n)| n.clone())
+            })
         };
         if let Some(name) = current(&self.inner) {
             return Ok(name);
@@ -237,11 +271,19 @@ impl RpcClient {
         }
         let names = self.inner.broker.names();
         let name: Arc<str> = names.new_reply_queue().into();
-        let channel = session.connection.create_channel().await.inspect_err(|_| session.mark_broken())?;
+        let channel = session
+            .connection
+            .create_channel()
+            .await
+            .inspect_err(|_| session.mark_broken())?;
         channel
             .queue_declare(
                 name.as_ref().into(),
-                QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() },
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
                 FieldTable::default(),
             )
             .await?;
@@ -258,7 +300,11 @@ impl RpcClient {
             .basic_consume(
                 name.as_ref().into(),
                 "".into(),
-                BasicConsumeOptions { no_ack: true, exclusive: true, ..BasicConsumeOptions::default() },
+                BasicConsumeOptions {
+                    no_ack: true,
+                    exclusive: true,
+                    ..BasicConsumeOptions::default()
+                },
                 FieldTable::default(),
             )
             .await?;
@@ -303,18 +349,31 @@ impl RpcClient {
     /// Fails fast if `target`'s queue does not exist or nobody consumes it.
     async fn check_consumed(&self, session: &Arc<Session>, target: &Target) -> RpcResult<()> {
         let queue = self.inner.broker.names().queue(target);
-        let fresh = self.inner.consumed.lock().ok().and_then(|c| c.get(&queue).copied()).is_some_and(
-            |(generation, when)| generation == session.generation && when.elapsed() < CONSUMER_CHECK_TTL,
-        );
+        let fresh = self
+            .inner
+            .consumed
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&queue).copied())
+            .is_some_and(|(generation, when)| {
+                generation == session.generation && when.elapsed() < CONSUMER_CHECK_TTL
+            });
         if fresh {
             return Ok(());
         }
         // A passive declare of a missing queue closes its channel: use a throwaway one.
-        let channel = session.connection.create_channel().await.inspect_err(|_| session.mark_broken())?;
+        let channel = session
+            .connection
+            .create_channel()
+            .await
+            .inspect_err(|_| session.mark_broken())?;
         let declared = channel
             .queue_declare(
                 queue.as_str().into(),
-                QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
                 FieldTable::default(),
             )
             .await;
@@ -322,7 +381,9 @@ impl RpcClient {
             Ok(q) => {
                 let _ = channel.close(200, "ok".into()).await;
                 if q.consumer_count() == 0 {
-                    return Err(RpcError::NoConsumer { target: target.to_string() });
+                    return Err(RpcError::NoConsumer {
+                        target: target.to_string(),
+                    });
                 }
                 if let Ok(mut consumed) = self.inner.consumed.lock() {
                     consumed.insert(queue, (session.generation, Instant::now()));
@@ -369,17 +430,25 @@ pub(crate) struct Publish {
 /// connection when the current one fails, for up to `publish_timeout_ms`.
 /// A message may thus arrive twice (at-least-once); it is never reported
 /// confirmed unless the broker confirmed it.
-pub(crate) async fn publish_confirmed(broker: &Broker, publish: &Publish, target: &str) -> RpcResult<()> {
+pub(crate) async fn publish_confirmed(
+    broker: &Broker,
+    publish: &Publish,
+    target: &str,
+) -> RpcResult<()> {
     let deadline = Instant::now() + broker.config().publish_timeout();
     loop {
-        let session = broker.session(deadline.saturating_duration_since(Instant::now())).await?;
+        let session = broker
+            .session(deadline.saturating_duration_since(Instant::now()))
+            .await?;
         match publish_once(&session, publish, target).await {
             Ok(()) => return Ok(()),
             Err(Failure::Final(err)) => return Err(err),
             Err(Failure::Connection(err)) => {
                 session.mark_broken();
                 if Instant::now() >= deadline {
-                    return Err(RpcError::Unavailable(format!("publishing to {target}: {err}")));
+                    return Err(RpcError::Unavailable(format!(
+                        "publishing to {target}: {err}"
+                    )));
                 }
                 tracing::debug!(error = %err, %target, "publish failed with the connection; retrying");
             }
@@ -394,14 +463,20 @@ enum Failure {
 
 async fn publish_once(session: &Session, publish: &Publish, target: &str) -> Result<(), Failure> {
     if publish.fanout {
-        session.ensure_fanout_exchange(&publish.exchange).await.map_err(Failure::Final)?;
+        session
+            .ensure_fanout_exchange(&publish.exchange)
+            .await
+            .map_err(Failure::Final)?;
     }
     let confirmation = session
         .publisher
         .basic_publish(
             publish.exchange.as_str().into(),
             publish.routing_key.as_str().into(),
-            BasicPublishOptions { mandatory: publish.mandatory, ..BasicPublishOptions::default() },
+            BasicPublishOptions {
+                mandatory: publish.mandatory,
+                ..BasicPublishOptions::default()
+            },
             &publish.body,
             publish.properties.clone(),
         )
@@ -419,11 +494,15 @@ fn check_confirmation(confirmation: Confirmation, target: &Target) -> RpcResult<
 fn check_confirmation_for(confirmation: Confirmation, target: &str) -> RpcResult<()> {
     match confirmation {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => Err(RpcError::NoRoute {
+        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+            Err(RpcError::NoRoute {
+                target: target.to_owned(),
+                reply_text: returned.reply_text.to_string(),
+            })
+        }
+        Confirmation::Nack(None) => Err(RpcError::Nacked {
             target: target.to_owned(),
-            reply_text: returned.reply_text.to_string(),
         }),
-        Confirmation::Nack(None) => Err(RpcError::Nacked { target: target.to_owned() }),
     }
 }
 

@@ -48,7 +48,12 @@ pub fn decode(headers: Option<&FieldTable>) -> RequestContext {
         project_id: get(PROJECT_ID).unwrap_or_default(),
         user_id: get(USER_ID).unwrap_or_default(),
         roles: get(ROLES)
-            .map(|r| r.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .map(|r| {
+                r.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default(),
         traceparent: get(TRACEPARENT)
             .and_then(|t| TraceParent::parse(&t))

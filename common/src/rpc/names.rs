@@ -22,7 +22,9 @@ pub struct Names {
 impl Names {
     /// Names under the control exchange `prefix`.
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        Self {
+            prefix: prefix.into(),
+        }
     }
     /// The control exchange itself (topic exchange for call and cast).
     pub fn topic_exchange(&self) -> &str {
@@ -62,7 +64,11 @@ impl Names {
     }
     /// A new name for one server's exclusive fanout queue.
     pub fn new_fanout_queue(&self, topic: &str) -> String {
-        format!("{}.{topic}.fanout.{}", self.prefix, uuid::Uuid::new_v4().simple())
+        format!(
+            "{}.{topic}.fanout.{}",
+            self.prefix,
+            uuid::Uuid::new_v4().simple()
+        )
     }
 }
 
@@ -79,7 +85,10 @@ impl Target {
     pub fn topic(topic: impl Into<String>) -> RpcResult<Self> {
         let topic = topic.into();
         check_name(&topic)?;
-        Ok(Self { topic, server: None })
+        Ok(Self {
+            topic,
+            server: None,
+        })
     }
 
     /// The one server `server` of `topic`.
@@ -87,7 +96,10 @@ impl Target {
         let (topic, server) = (topic.into(), server.into());
         check_name(&topic)?;
         check_name(&server)?;
-        Ok(Self { topic, server: Some(server) })
+        Ok(Self {
+            topic,
+            server: Some(server),
+        })
     }
 
     /// The topic.
@@ -125,13 +137,19 @@ fn check_name(name: &str) -> RpcResult<()> {
         Some("must not be empty")
     } else if name.len() > 200 {
         Some("must be at most 200 bytes")
-    } else if name.chars().any(|c| c == '*' || c == '#' || c.is_whitespace() || c.is_control()) {
+    } else if name
+        .chars()
+        .any(|c| c == '*' || c == '#' || c.is_whitespace() || c.is_control())
+    {
         Some("must not contain '*', '#', whitespace or control characters")
     } else {
         None
     };
     match reason {
-        Some(reason) => Err(RpcError::InvalidTarget { name: name.to_owned(), reason }),
+        Some(reason) => Err(RpcError::InvalidTarget {
+            name: name.to_owned(),
+            reason,
+        }),
         None => Ok(()),
     }
 }

@@ -48,16 +48,29 @@ pub struct Notifier {
 impl Notifier {
     /// A notifier publishing as `publisher_id`.
     pub fn new(broker: Broker, publisher_id: impl Into<String>) -> Self {
-        Self { broker, publisher_id: publisher_id.into() }
+        Self {
+            broker,
+            publisher_id: publisher_id.into(),
+        }
     }
 
     /// Publishes an `INFO` event.
-    pub async fn info<P: Message + Name>(&self, ctx: &RequestContext, event_type: &str, payload: &P) -> RpcResult<()> {
+    pub async fn info<P: Message + Name>(
+        &self,
+        ctx: &RequestContext,
+        event_type: &str,
+        payload: &P,
+    ) -> RpcResult<()> {
         self.notify(ctx, Priority::Info, event_type, payload).await
     }
 
     /// Publishes an `ERROR` event.
-    pub async fn error<P: Message + Name>(&self, ctx: &RequestContext, event_type: &str, payload: &P) -> RpcResult<()> {
+    pub async fn error<P: Message + Name>(
+        &self,
+        ctx: &RequestContext,
+        event_type: &str,
+        payload: &P,
+    ) -> RpcResult<()> {
         self.notify(ctx, Priority::Error, event_type, payload).await
     }
 
@@ -71,8 +84,9 @@ impl Notifier {
         payload: &P,
     ) -> RpcResult<()> {
         tracing::Span::current().record("event_type", event_type);
-        let payload = prost_types::Any::from_msg(payload)
-            .map_err(|e| RpcError::Unavailable(format!("cannot encode notification payload: {e}")))?;
+        let payload = prost_types::Any::from_msg(payload).map_err(|e| {
+            RpcError::Unavailable(format!("cannot encode notification payload: {e}"))
+        })?;
         let notification = Notification {
             message_id: uuid::Uuid::new_v4().to_string(),
             event_type: event_type.to_owned(),
@@ -111,8 +125,12 @@ impl NotificationReader {
     pub async fn open(broker: &Broker, priority: Priority) -> RpcResult<Self> {
         let session = broker.session(broker.config().publish_timeout()).await?;
         let channel = session.connection.create_channel().await?;
-        super::broker::declare_exchange(&channel, &broker.names().notifications_exchange(), ExchangeKind::Topic)
-            .await?;
+        super::broker::declare_exchange(
+            &channel,
+            &broker.names().notifications_exchange(),
+            ExchangeKind::Topic,
+        )
+        .await?;
         let consumer = channel
             .basic_consume(
                 broker.names().notifications_queue(priority.as_str()).into(),
@@ -121,7 +139,10 @@ impl NotificationReader {
                 FieldTable::default(),
             )
             .await?;
-        Ok(Self { _channel: channel, consumer })
+        Ok(Self {
+            _channel: channel,
+            consumer,
+        })
     }
 
     /// The next notification, acknowledged; `None` if none arrives within `within`.
@@ -134,6 +155,9 @@ impl NotificationReader {
         delivery.acker.ack(BasicAckOptions::default()).await?;
         Notification::decode(delivery.data.as_slice())
             .map(Some)
-            .map_err(|source| RpcError::BadReply { method: "notification".into(), source })
+            .map_err(|source| RpcError::BadReply {
+                method: "notification".into(),
+                source,
+            })
     }
 }

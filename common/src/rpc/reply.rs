@@ -6,7 +6,10 @@ use prost::Message;
 use scoria_proto::rpc::{RemoteError, RpcReply, rpc_reply::Outcome};
 use tonic::{
     Code, Status,
-    metadata::{AsciiMetadataKey, AsciiMetadataValue, BinaryMetadataKey, BinaryMetadataValue, KeyAndValueRef, MetadataMap},
+    metadata::{
+        AsciiMetadataKey, AsciiMetadataValue, BinaryMetadataKey, BinaryMetadataValue,
+        KeyAndValueRef, MetadataMap,
+    },
 };
 
 /// Encodes a handler's outcome as an `RpcReply` body.
@@ -15,7 +18,10 @@ pub fn encode(outcome: Result<Bytes, Status>) -> Vec<u8> {
         Ok(result) => Outcome::Result(result),
         Err(status) => Outcome::Error(status_to_remote(&status)),
     };
-    RpcReply { outcome: Some(outcome) }.encode_to_vec()
+    RpcReply {
+        outcome: Some(outcome),
+    }
+    .encode_to_vec()
 }
 
 /// Decodes an `RpcReply` body into the result bytes or the remote status.
@@ -35,10 +41,13 @@ pub fn status_to_remote(status: &Status) -> RemoteError {
         .metadata()
         .iter()
         .map(|entry| match entry {
-            KeyAndValueRef::Ascii(k, v) => (k.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())),
+            KeyAndValueRef::Ascii(k, v) => {
+                (k.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes()))
+            }
             KeyAndValueRef::Binary(k, v) => (
                 k.as_str().to_owned(),
-                v.to_bytes().unwrap_or_else(|_| Bytes::copy_from_slice(v.as_encoded_bytes())),
+                v.to_bytes()
+                    .unwrap_or_else(|_| Bytes::copy_from_slice(v.as_encoded_bytes())),
             ),
         })
         .collect();
@@ -76,7 +85,10 @@ mod tests {
     fn status_survives_the_trip() {
         let mut md = MetadataMap::new();
         md.insert("x-field", AsciiMetadataValue::from_static("size_gib"));
-        md.insert_bin("x-blob-bin", BinaryMetadataValue::from_bytes(&[0, 1, 2, 255]));
+        md.insert_bin(
+            "x-blob-bin",
+            BinaryMetadataValue::from_bytes(&[0, 1, 2, 255]),
+        );
         let status = Status::with_details_and_metadata(
             Code::FailedPrecondition,
             "volume v1 is in-use",
@@ -88,14 +100,23 @@ mod tests {
         assert_eq!(back.code(), Code::FailedPrecondition);
         assert_eq!(back.message(), "volume v1 is in-use");
         assert_eq!(back.details(), &[9, 8, 7]);
-        assert_eq!(back.metadata().get("x-field").and_then(|v| v.to_str().ok()), Some("size_gib"));
-        let blob = back.metadata().get_bin("x-blob-bin").and_then(|v| v.to_bytes().ok());
+        assert_eq!(
+            back.metadata().get("x-field").and_then(|v| v.to_str().ok()),
+            Some("size_gib")
+        );
+        let blob = back
+            .metadata()
+            .get_bin("x-blob-bin")
+            .and_then(|v| v.to_bytes().ok());
         assert_eq!(blob.as_deref(), Some(&[0u8, 1, 2, 255][..]));
     }
 
     #[test]
     fn result_survives_the_trip() {
         let body = encode(Ok(Bytes::from_static(b"abc")));
-        assert_eq!(decode(&body).expect("decodes").expect("ok"), Bytes::from_static(b"abc"));
+        assert_eq!(
+            decode(&body).expect("decodes").expect("ok"),
+            Bytes::from_static(b"abc")
+        );
     }
 }

@@ -10,11 +10,7 @@
 //! reports `UNAVAILABLE` (a dependency is down) is requeued after a pause.
 
 use std::{
-    collections::HashMap,
-    future::Future,
-    panic::AssertUnwindSafe,
-    sync::Arc,
-    time::Duration,
+    collections::HashMap, future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration,
 };
 
 use bytes::Bytes;
@@ -23,8 +19,9 @@ use lapin::{
     BasicProperties, Channel, Consumer, ExchangeKind,
     message::Delivery,
     options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
-        BasicQosOptions, BasicRejectOptions, QueueBindOptions, QueueDeclareOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+        BasicPublishOptions, BasicQosOptions, BasicRejectOptions, QueueBindOptions,
+        QueueDeclareOptions,
     },
     types::FieldTable,
 };
@@ -55,7 +52,9 @@ enum HandlerError {
     Status(Status),
 }
 
-type BoxedHandler = Arc<dyn Fn(RequestContext, Bytes) -> BoxFuture<'static, Result<Bytes, HandlerError>> + Send + Sync>;
+type BoxedHandler = Arc<
+    dyn Fn(RequestContext, Bytes) -> BoxFuture<'static, Result<Bytes, HandlerError>> + Send + Sync,
+>;
 
 /// The methods a server answers: method name -> typed handler.
 #[derive(Default, Clone)]
@@ -144,7 +143,11 @@ impl ServerOptions {
     /// Only the fanout of `topic`, not its shared queue: for broadcasts to every
     /// instance of a topic whose work goes to per-server topics.
     pub fn fanout_only(topic: impl Into<String>) -> Self {
-        Self { fanout: true, shared_queue: false, ..Self::topic(topic) }
+        Self {
+            fanout: true,
+            shared_queue: false,
+            ..Self::topic(topic)
+        }
     }
 
     /// Sets the prefetch.
@@ -263,9 +266,18 @@ impl Worker {
     /// Consumes on one connection until shutdown (`Ok`) or until the connection
     /// or a consumer fails (`Err`, the caller resumes on the next connection).
     async fn serve(&self, session: &Arc<Session>) -> RpcResult<()> {
-        let channel = session.connection.create_channel().await.inspect_err(|_| session.mark_broken())?;
-        let prefetch = self.options.prefetch.unwrap_or(self.broker.config().prefetch);
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let channel = session
+            .connection
+            .create_channel()
+            .await
+            .inspect_err(|_| session.mark_broken())?;
+        let prefetch = self
+            .options
+            .prefetch
+            .unwrap_or(self.broker.config().prefetch);
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
         let mut consumers = SelectAll::new();
         let mut tags = Vec::new();
         let mut queues = Vec::new();
@@ -313,12 +325,17 @@ impl Worker {
             // Stop consuming; deliveries not yet started return to the queue when
             // the channel closes, after the handlers in flight have acked.
             for tag in tags {
-                let _ = channel.basic_cancel(tag, BasicCancelOptions::default()).await;
+                let _ = channel
+                    .basic_cancel(tag, BasicCancelOptions::default())
+                    .await;
             }
             self.ready.send_replace(false);
         }
         in_flight.close();
-        if tokio::time::timeout(self.options.drain_timeout, in_flight.wait()).await.is_err() {
+        if tokio::time::timeout(self.options.drain_timeout, in_flight.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(topic = %self.options.topic, "drain timeout: handlers still running are abandoned (their messages will be redelivered)");
         }
         let _ = channel.close(200, "closing".into()).await;
@@ -329,7 +346,11 @@ impl Worker {
         let names = self.broker.names();
         let queue = names.queue(target);
         channel
-            .queue_declare(queue.as_str().into(), durable(), work_queue_args(names, self.broker.config()))
+            .queue_declare(
+                queue.as_str().into(),
+                durable(),
+                work_queue_args(names, self.broker.config()),
+            )
             .await?;
         channel
             .queue_bind(
@@ -341,7 +362,12 @@ impl Worker {
             )
             .await?;
         Ok(channel
-            .basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?)
     }
 
@@ -351,13 +377,20 @@ impl Worker {
         declare_exchange(channel, &exchange, ExchangeKind::Fanout).await?;
         let queue = names.new_fanout_queue(&self.options.topic);
         let mut args = FieldTable::default();
-        if let Some(dlx) = work_queue_args(names, self.broker.config()).inner().get("x-dead-letter-exchange") {
+        if let Some(dlx) = work_queue_args(names, self.broker.config())
+            .inner()
+            .get("x-dead-letter-exchange")
+        {
             args.insert("x-dead-letter-exchange".into(), dlx.clone());
         }
         channel
             .queue_declare(
                 queue.as_str().into(),
-                QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() },
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
                 args,
             )
             .await?;
@@ -371,7 +404,12 @@ impl Worker {
             )
             .await?;
         Ok(channel
-            .basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?)
     }
 }
@@ -398,7 +436,11 @@ struct Job {
 impl Job {
     async fn handle(self, delivery: Delivery) {
         let props = &delivery.properties;
-        let method = props.kind().as_ref().map(|k| k.to_string()).unwrap_or_default();
+        let method = props
+            .kind()
+            .as_ref()
+            .map(|k| k.to_string())
+            .unwrap_or_default();
         let ctx = headers::decode(props.headers().as_ref());
         let reply_to = props.reply_to().as_ref().map(|r| r.to_string());
         let correlation_id = props.correlation_id().as_ref().map(|c| c.to_string());
@@ -413,7 +455,10 @@ impl Job {
 
         let (outcome, disposition) = match self.dispatcher.handlers.get(&method) {
             None => (
-                Err(Status::unimplemented(format!("unknown method {method:?} on topic {:?}", self.topic))),
+                Err(Status::unimplemented(format!(
+                    "unknown method {method:?} on topic {:?}",
+                    self.topic
+                ))),
                 Disposition::Poison,
             ),
             Some(handler) => {
@@ -422,14 +467,28 @@ impl Job {
                 match tracing::Instrument::instrument(run, span.clone()).await {
                     Ok(Ok(result)) => (Ok(result), Disposition::Done),
                     Ok(Err(HandlerError::Decode(err))) => (
-                        Err(Status::invalid_argument(format!("the body of {method} is not its request message: {err}"))),
+                        Err(Status::invalid_argument(format!(
+                            "the body of {method} is not its request message: {err}"
+                        ))),
                         Disposition::Poison,
                     ),
                     Ok(Err(HandlerError::Status(status))) => {
                         let retry = !is_call && status.code() == Code::Unavailable;
-                        (Err(status), if retry { Disposition::Retry } else { Disposition::Done })
+                        (
+                            Err(status),
+                            if retry {
+                                Disposition::Retry
+                            } else {
+                                Disposition::Done
+                            },
+                        )
                     }
-                    Err(_) => (Err(Status::internal(format!("the handler of {method} panicked"))), Disposition::Poison),
+                    Err(_) => (
+                        Err(Status::internal(format!(
+                            "the handler of {method} panicked"
+                        ))),
+                        Disposition::Poison,
+                    ),
                 }
             }
         };
@@ -446,14 +505,26 @@ impl Job {
             _ => {}
         }
         if let (Some(reply_to), Some(correlation_id)) = (reply_to, correlation_id) {
-            self.reply(&reply_to, &correlation_id, &method, outcome).await;
+            self.reply(&reply_to, &correlation_id, &method, outcome)
+                .await;
         }
         let acked = match disposition {
             Disposition::Done => delivery.acker.ack(BasicAckOptions::default()).await,
-            Disposition::Poison => delivery.acker.reject(BasicRejectOptions { requeue: false }).await,
+            Disposition::Poison => {
+                delivery
+                    .acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await
+            }
             Disposition::Retry => {
                 tokio::time::sleep(RETRY_PAUSE).await;
-                delivery.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await
+                delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    })
+                    .await
             }
         };
         if let Err(err) = acked {
@@ -462,7 +533,13 @@ impl Job {
         }
     }
 
-    async fn reply(&self, reply_to: &str, correlation_id: &str, method: &str, outcome: Result<Bytes, Status>) {
+    async fn reply(
+        &self,
+        reply_to: &str,
+        correlation_id: &str,
+        method: &str,
+        outcome: Result<Bytes, Status>,
+    ) {
         let props = BasicProperties::default()
             .with_type(method.into())
             .with_content_type(CONTENT_TYPE.into())

@@ -28,12 +28,22 @@ async fn main() -> anyhow::Result<()> {
     let topic = std::env::var("TEST_TOPIC").context("TEST_TOPIC")?;
     let name = std::env::var("TEST_SERVER_NAME").unwrap_or_else(|_| "testserver".into());
     let config = scoria_tests::bus_config(&exchange);
-    let broker = Broker::connect(config, format!("{exchange}:{name}"), Duration::from_secs(10)).await?;
+    let broker = Broker::connect(
+        config,
+        format!("{exchange}:{name}"),
+        Duration::from_secs(10),
+    )
+    .await?;
     let server_name = name.clone();
     let dispatcher = Dispatcher::new()
         .method("echo", move |_ctx: RequestContext, req: Echo| {
             let name = server_name.clone();
-            async move { Ok(Echo { text: format!("{name}:{}", req.text), ..req }) }
+            async move {
+                Ok(Echo {
+                    text: format!("{name}:{}", req.text),
+                    ..req
+                })
+            }
         })
         .method("record", |_ctx: RequestContext, req: Echo| async move {
             say(format!("START {}", req.seq));
@@ -42,7 +52,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         });
     let shutdown = scoria_common::shutdown::on_signal();
-    let server = RpcServer::start(broker.clone(), ServerOptions::topic(topic), dispatcher, shutdown.clone())?;
+    let server = RpcServer::start(
+        broker.clone(),
+        ServerOptions::topic(topic),
+        dispatcher,
+        shutdown.clone(),
+    )?;
     server.wait_ready(Duration::from_secs(10)).await?;
     say("READY".into());
     server.join().await;
