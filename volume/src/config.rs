@@ -1,0 +1,279 @@
+//! The volume service's configuration: the shared `[bus]`, `[service]` and
+//! `[database]` sections plus `[volume]`, every key overridable by its `SCORIA_*`
+//! variable (see [`ENV`]).
+
+use std::{collections::HashMap, path::Path, time::Duration};
+
+use scoria_common::config::{
+    self, BaseConfig, BusConfig, COMMON_ENV, ConfigError, DatabaseConfig, EnvKey, ServiceConfig,
+};
+use serde::Deserialize;
+
+/// The drivers this build knows.
+pub const DRIVERS: &[&str] = &["file"];
+
+/// The `[volume]` overrides, on top of [`COMMON_ENV`].
+pub const VOLUME_ENV: &[EnvKey] = &[
+    EnvKey::str("SCORIA_VOLUME_BACKEND", "volume.backend"),
+    EnvKey::str("SCORIA_VOLUME_DRIVER", "volume.driver"),
+    EnvKey::int("SCORIA_VOLUME_CAPACITY_GIB", "volume.capacity_gib"),
+    EnvKey::str("SCORIA_AVAILABILITY_ZONE", "volume.availability_zone"),
+    EnvKey::int(
+        "SCORIA_VOLUME_REPORT_INTERVAL_SECS",
+        "volume.report_interval_secs",
+    ),
+    EnvKey::int(
+        "SCORIA_HEARTBEAT_INTERVAL_SECS",
+        "volume.heartbeat_interval_secs",
+    ),
+    EnvKey::int(
+        "SCORIA_VOLUME_RESERVED_PERCENTAGE",
+        "volume.reserved_percentage",
+    ),
+];
+
+/// Every override the volume service reads: [`COMMON_ENV`] then [`VOLUME_ENV`].
+pub fn env_keys() -> Vec<EnvKey> {
+    COMMON_ENV.iter().chain(VOLUME_ENV).copied().collect()
+}
+
+/// The volume service's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The message bus (`[bus]`).
+    pub bus: BusConfig,
+    /// The process (`[service]`).
+    pub service: ServiceConfig,
+    /// The database (`[database]`).
+    pub database: DatabaseConfig,
+    /// The backend this service owns (`[volume]`).
+    pub volume: VolumeSection,
+}
+
+/// The `[volume]` section: the one backend this service owns.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VolumeSection {
+    /// The backend name, the `@backend` part of the host (`SCORIA_VOLUME_BACKEND`).
+    pub backend: String,
+    /// The driver, one of [`DRIVERS`] (`SCORIA_VOLUME_DRIVER`).
+    pub driver: String,
+    /// The capacity reported, in GiB (`SCORIA_VOLUME_CAPACITY_GIB`); unset: the size
+    /// of the filesystem holding the data dir.
+    pub capacity_gib: Option<u64>,
+    /// The availability zone (`SCORIA_AVAILABILITY_ZONE`).
+    pub availability_zone: String,
+    /// Seconds between capability reports (`SCORIA_VOLUME_REPORT_INTERVAL_SECS`).
+    pub report_interval_secs: u64,
+    /// Seconds between heartbeats (`SCORIA_HEARTBEAT_INTERVAL_SECS`).
+    pub heartbeat_interval_secs: u64,
+    /// How far the scheduler may over-provision this thin backend (file only: a
+    /// float has no env override).
+    pub max_over_subscription_ratio: f64,
+    /// The percentage of capacity kept free (`SCORIA_VOLUME_RESERVED_PERCENTAGE`).
+    pub reserved_percentage: u32,
+}
+
+impl Default for VolumeSection {
+    fn default() -> Self {
+        Self {
+            backend: "file".to_owned(),
+            driver: "file".to_owned(),
+            capacity_gib: None,
+            availability_zone: "default".to_owned(),
+            report_interval_secs: 60,
+            heartbeat_interval_secs: 10,
+            max_over_subscription_ratio: 1.0,
+            reserved_percentage: 0,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration from an optional TOML file and the process environment.
+    pub fn load(path: Option<&Path>) -> config::Result<Self> {
+        let config: Self = config::load(path, &env_keys())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// [`Config::load`] with an explicit environment (for tests).
+    pub fn load_from(path: Option<&Path>, env: &HashMap<String, String>) -> config::Result<Self> {
+        let config: Self = config::load_from(path, &env_keys(), env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that are well-typed but unusable.
+    pub fn validate(&self) -> config::Result<()> {
+        self.bus.validate()?;
+        let v = &self.volume;
+        let refuse = |key, reason: String| Err(ConfigError::Value { key, reason });
+        if v.backend.is_empty()
+            || !v
+                .backend
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return refuse(
+                "volume.backend",
+                format!(
+                    "{:?} must be non-empty ASCII letters, digits, '-', '_' or '.'",
+                    v.backend
+                ),
+            );
+        }
+        if !DRIVERS.contains(&v.driver.as_str()) {
+            return refuse(
+                "volume.driver",
+                format!(
+                    "unknown driver {:?}; known: {}",
+                    v.driver,
+                    DRIVERS.join(", ")
+                ),
+            );
+        }
+        if v.capacity_gib == Some(0) {
+            return refuse("volume.capacity_gib", "must be at least 1".into());
+        }
+        if v.report_interval_secs == 0 {
+            return refuse("volume.report_interval_secs", "must be at least 1".into());
+        }
+        if v.heartbeat_interval_secs == 0 {
+            return refuse(
+                "volume.heartbeat_interval_secs",
+                "must be at least 1".into(),
+            );
+        }
+        if !(v.max_over_subscription_ratio >= 1.0 && v.max_over_subscription_ratio.is_finite()) {
+            return refuse(
+                "volume.max_over_subscription_ratio",
+                format!(
+                    "{} must be a number of at least 1.0",
+                    v.max_over_subscription_ratio
+                ),
+            );
+        }
+        if v.reserved_percentage > 100 {
+            return refuse(
+                "volume.reserved_percentage",
+                format!("{} is above 100", v.reserved_percentage),
+            );
+        }
+        if self.service.host.is_empty() || self.service.host.contains(['@', '#', '*']) {
+            return refuse(
+                "service.host",
+                format!(
+                    "{:?} must be non-empty without '@', '#' or '*'",
+                    self.service.host
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The service's host, `host@backend`: its topic, its `services` row, the
+    /// `host` of its volumes.
+    pub fn host(&self) -> String {
+        format!("{}@{}", self.service.host, self.volume.backend)
+    }
+
+    /// The database URL: the configured one, or a SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        self.base().database_url()
+    }
+
+    /// The shared sections as a [`BaseConfig`].
+    pub fn base(&self) -> BaseConfig {
+        BaseConfig {
+            bus: self.bus.clone(),
+            service: self.service.clone(),
+            database: self.database.clone(),
+        }
+    }
+
+    /// Where the backend keeps its objects: `<data_dir>/<backend>`.
+    pub fn backend_dir(&self) -> std::path::PathBuf {
+        self.service.data_dir.join(&self.volume.backend)
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(self.volume.heartbeat_interval_secs)
+    }
+
+    /// The capability report interval.
+    pub fn report_interval(&self) -> Duration {
+        Duration::from_secs(self.volume.report_interval_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_work_on_one_machine() {
+        let c = Config::load_from(None, &env(&[("SCORIA_HOST", "node1")])).expect("defaults");
+        assert_eq!(c.volume, VolumeSection::default());
+        assert_eq!(c.volume.backend, "file");
+        assert_eq!(c.volume.driver, "file");
+        assert_eq!(c.volume.capacity_gib, None);
+        assert_eq!(c.volume.availability_zone, "default");
+        assert_eq!(c.report_interval(), Duration::from_secs(60));
+        assert_eq!(c.heartbeat_interval(), Duration::from_secs(10));
+        assert_eq!(c.volume.max_over_subscription_ratio, 1.0);
+        assert_eq!(c.volume.reserved_percentage, 0);
+        assert_eq!(c.host(), "node1@file");
+        assert_eq!(c.database_url(), "sqlite://./data/scoria.db");
+        assert_eq!(c.backend_dir(), std::path::PathBuf::from("./data/file"));
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("volume.toml");
+        std::fs::write(
+            &file,
+            "[volume]\nbackend = \"fast\"\ncapacity_gib = 5\nmax_over_subscription_ratio = 2.5\n",
+        )
+        .expect("write");
+        let c = Config::load_from(
+            Some(&file),
+            &env(&[
+                ("SCORIA_HOST", "node2"),
+                ("SCORIA_VOLUME_CAPACITY_GIB", "40"),
+                ("SCORIA_AVAILABILITY_ZONE", "az1"),
+                ("SCORIA_HEARTBEAT_INTERVAL_SECS", "2"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.host(), "node2@fast");
+        assert_eq!(c.volume.capacity_gib, Some(40));
+        assert_eq!(c.volume.availability_zone, "az1");
+        assert_eq!(c.heartbeat_interval(), Duration::from_secs(2));
+        assert_eq!(c.volume.max_over_subscription_ratio, 2.5);
+    }
+
+    #[test]
+    fn unknown_driver_names_the_key() {
+        let err = Config::load_from(None, &env(&[("SCORIA_VOLUME_DRIVER", "qcow2")]))
+            .expect_err("must fail");
+        assert!(err.to_string().contains("volume.driver"), "{err}");
+    }
+
+    #[test]
+    fn bad_backend_names_the_key() {
+        let err = Config::load_from(None, &env(&[("SCORIA_VOLUME_BACKEND", "a#b")]))
+            .expect_err("must fail");
+        assert!(err.to_string().contains("volume.backend"), "{err}");
+    }
+}
