@@ -32,12 +32,35 @@ use scoria_common::{
 };
 use tokio_util::sync::CancellationToken;
 
-const SEQUENTIAL: usize = 3_000;
 const CONCURRENT_CALLERS: usize = 10;
-const CONCURRENT_SECS: u64 = 4;
-const CASTS: u64 = 40_000;
 const CAST_IN_FLIGHT: usize = 512;
-const FANOUTS: u64 = 10_000;
+
+/// Sizes of one run: full under `cargo bench`, a quick smoke run under
+/// `cargo test --benches` (which passes no `--bench` flag).
+struct Sizes {
+    sequential: usize,
+    concurrent_secs: u64,
+    casts: u64,
+    fanouts: u64,
+}
+
+fn sizes() -> Sizes {
+    if std::env::args().any(|a| a == "--bench") {
+        Sizes {
+            sequential: 3_000,
+            concurrent_secs: 4,
+            casts: 40_000,
+            fanouts: 10_000,
+        }
+    } else {
+        Sizes {
+            sequential: 100,
+            concurrent_secs: 1,
+            casts: 500,
+            fanouts: 200,
+        }
+    }
+}
 
 fn amqp_url() -> String {
     std::env::var("SCORIA_TEST_AMQP_URL")
@@ -54,6 +77,12 @@ fn ms(v: u64) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let Sizes {
+        sequential,
+        concurrent_secs,
+        casts,
+        fanouts,
+    } = sizes();
     let url = amqp_url();
     let exchange = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let config = BusConfig {
@@ -63,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
         prefetch: 256,
         ..BusConfig::default()
     };
-    let raw_p50 = raw_round_trip(&url).await.map_err(|e| {
+    let raw_p50 = raw_round_trip(&url, sequential).await.map_err(|e| {
         anyhow::anyhow!("RabbitMQ at {url} is needed (start it: `rabbitmq-server -detached`): {e}")
     })?;
     println!("raw     p50 {}", ms(raw_p50));
@@ -126,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
         let _: Vec<u8> = client.call(&ctx, &target, "echo", &payload).await?;
     }
     let mut hist = Histogram::<u64>::new(3)?;
-    for _ in 0..SEQUENTIAL {
+    for _ in 0..sequential {
         let start = Instant::now();
         let _: Vec<u8> = client.call(&ctx, &target, "echo", &payload).await?;
         hist.record(us(start.elapsed()))?;
@@ -136,13 +165,13 @@ async fn main() -> anyhow::Result<()> {
         "call    p50 {} p99 {} ({} sequential, {:.0} calls/s)",
         ms(call_p50),
         ms(hist.value_at_quantile(0.99)),
-        SEQUENTIAL,
+        sequential,
         1e6 / hist.mean()
     );
 
     // call, 10 concurrent callers
     let done = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(CONCURRENT_SECS);
+    let deadline = Instant::now() + Duration::from_secs(concurrent_secs);
     let started = Instant::now();
     let callers: Vec<_> = (0..CONCURRENT_CALLERS)
         .map(|_| {
@@ -176,7 +205,7 @@ async fn main() -> anyhow::Result<()> {
     // cast: persistent + confirmed, consumed and acked
     cast_count.store(0, Ordering::Relaxed);
     let started = Instant::now();
-    let failures = stream::iter(0..CASTS)
+    let failures = stream::iter(0..casts)
         .map(|_| {
             let (client, target, ctx) = (client.clone(), target.clone(), ctx.clone());
             async move {
@@ -191,13 +220,13 @@ async fn main() -> anyhow::Result<()> {
         .count()
         .await;
     let confirmed_in = started.elapsed();
-    while cast_count.load(Ordering::Relaxed) < CASTS - failures as u64 {
+    while cast_count.load(Ordering::Relaxed) < casts - failures as u64 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let elapsed = started.elapsed();
     println!(
-        "cast    {:.0} casts/s ({CASTS} persistent+confirmed, consumed and acked in {:.2} s; confirmed in {:.2} s; {failures} failed)",
-        CASTS as f64 / elapsed.as_secs_f64(),
+        "cast    {:.0} casts/s ({casts} persistent+confirmed, consumed and acked in {:.2} s; confirmed in {:.2} s; {failures} failed)",
+        casts as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
         confirmed_in.as_secs_f64()
     );
@@ -205,7 +234,7 @@ async fn main() -> anyhow::Result<()> {
     // fanout to two servers
     cast_count.store(0, Ordering::Relaxed);
     let started = Instant::now();
-    stream::iter(0..FANOUTS)
+    stream::iter(0..fanouts)
         .map(|_| {
             let (client, ctx) = (client.clone(), ctx.clone());
             async move {
@@ -219,14 +248,14 @@ async fn main() -> anyhow::Result<()> {
         .for_each(|_| async {})
         .await;
     let wait_until = Instant::now() + Duration::from_secs(30);
-    while cast_count.load(Ordering::Relaxed) < 2 * FANOUTS && Instant::now() < wait_until {
+    while cast_count.load(Ordering::Relaxed) < 2 * fanouts && Instant::now() < wait_until {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let delivered = cast_count.load(Ordering::Relaxed);
     println!(
         "fanout  {:.0} deliveries/s ({delivered} of {} to 2 servers)",
         delivered as f64 / started.elapsed().as_secs_f64(),
-        2 * FANOUTS
+        2 * fanouts
     );
     println!(
         "ratio   {:.2} (call p50 / raw p50)",
@@ -244,7 +273,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// The bare lapin round trip with the same settings as a call: request
 /// transient, mandatory, confirmed; reply on a second queue; p50 in µs.
-async fn raw_round_trip(url: &str) -> anyhow::Result<u64> {
+async fn raw_round_trip(url: &str, sequential: usize) -> anyhow::Result<u64> {
     let conn = Connection::connect(url, ConnectionProperties::default()).await?;
     let server_conn = Connection::connect(url, ConnectionProperties::default()).await?;
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -319,7 +348,7 @@ async fn raw_round_trip(url: &str) -> anyhow::Result<u64> {
         .await?;
     let mut hist = Histogram::<u64>::new(3)?;
     let payload = vec![7u8; 64];
-    for i in 0..(SEQUENTIAL + 200) {
+    for i in 0..(sequential + 200) {
         let start = Instant::now();
         let confirm = publisher
             .basic_publish(

@@ -3,6 +3,8 @@
 //! process wrapper that reads its output lines and kills it on drop.
 #![forbid(unsafe_code)]
 
+pub mod stack;
+
 use std::{
     net::{TcpStream, ToSocketAddrs},
     process::Stdio,

@@ -149,6 +149,11 @@ impl Db {
         Ok(db)
     }
 
+    /// [`Db::connect`] taking an owned URL (handy for spawned tasks).
+    pub async fn connect_owned(url: String) -> DbResult<Self> {
+        Self::connect(&url).await
+    }
+
     /// The engine.
     pub fn engine(&self) -> Engine {
         self.engine

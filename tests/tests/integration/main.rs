@@ -1,5 +1,7 @@
-//! Scoria's cross-process integration tests: real RabbitMQ, real binaries.
-//! One binary, a module per area.
+//! Scoria's cross-process integration tests: real RabbitMQ, real PostgreSQL and
+//! SQLite, real binaries. One binary, a module per area.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod db;
 mod rpc;
+mod volumes;

