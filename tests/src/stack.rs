@@ -309,6 +309,11 @@ impl Stack {
         self.dir.path().join("file").join(format!("volume-{id}"))
     }
 
+    /// The pids of the running processes, by binary name.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.children.iter().filter_map(|(name, child)| Some((name.clone(), child.id()?))).collect()
+    }
+
     /// The database engine.
     pub fn kind(&self) -> DbKind {
         self.kind

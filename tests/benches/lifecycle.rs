@@ -1,0 +1,187 @@
+//! The lifecycle benchmark against the real stack (release binaries, SQLite,
+//! `file` backend): `cargo bench -p scoria-tests --bench lifecycle`.
+//!
+//! Prints: create -> available for N volumes with 10 concurrent clients
+//! (volumes/s, p50, p99); the same with 1 client (p50); delete -> gone with 10
+//! clients (volumes/s); ListVolumes of N (p50); CPU-ms per create summed over the
+//! three processes. "Available" and "gone" are observed on the notification queue
+//! (`volume.create.end` / `volume.delete.end`), so the bench does not poll.
+//! Under `cargo test --benches` (no `--bench` flag) it runs a small smoke size.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures_util::{StreamExt, stream};
+use hdrhistogram::Histogram;
+use prost::Message;
+use scoria_common::rpc::{Broker, Priority, notifier::NotificationReader};
+use scoria_proto::v1::{
+    CreateVolumeRequest, DeleteVolumeRequest, ListVolumesRequest, Volume, volume_service_client::VolumeServiceClient,
+};
+use scoria_tests::{
+    bus_config,
+    stack::{DbKind, Stack},
+};
+use tonic::{Request, transport::Channel};
+
+/// When each (event type, volume id) notification arrived, and a wake-up for waiters.
+#[derive(Default)]
+struct Seen {
+    at: Mutex<HashMap<(String, String), Instant>>,
+    changed: tokio::sync::Notify,
+}
+
+type Waiters = Arc<Seen>;
+
+fn request<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("x-project-id", "bench".parse().unwrap());
+    request
+}
+
+/// Records `volume.*.end` notifications as they arrive.
+async fn watch_notifications(broker: Broker, seen: Waiters) {
+    let mut reader = NotificationReader::open(&broker, Priority::Info).await.unwrap();
+    loop {
+        let Ok(Some(n)) = reader.next(Duration::from_secs(3600)).await else { break };
+        let Some(payload) = n.payload else { continue };
+        let Ok(volume) = Volume::decode(payload.value.as_ref()) else { continue };
+        seen.at.lock().unwrap().insert((n.event_type, volume.id), Instant::now());
+        seen.changed.notify_waiters();
+    }
+}
+
+/// Waits until the notification `event` of volume `id` has arrived; its time.
+async fn arrival(seen: &Waiters, event: &str, id: &str) -> Instant {
+    let key = (event.to_owned(), id.to_owned());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let notified = seen.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(at) = seen.at.lock().unwrap().get(&key) {
+            return *at;
+        }
+        assert!(Instant::now() < deadline, "no {event} for volume {id} within 30 s");
+        let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+    }
+}
+
+/// Creates one volume and waits for it to be available; returns (id, latency).
+async fn create_one(client: &mut VolumeServiceClient<Channel>, seen: &Waiters) -> (String, Duration) {
+    let started = Instant::now();
+    let volume = client
+        .create_volume(request(CreateVolumeRequest { name: "bench".into(), size_gib: 1, ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = arrival(seen, "volume.create.end", &volume.id).await;
+    (volume.id, done.saturating_duration_since(started))
+}
+
+fn cpu_ms(pids: &[(String, u32)]) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    pids.iter()
+        .map(|(_, pid)| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after = stat.rsplit(')').next().unwrap_or_default();
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            (utime + stime) / ticks * 1000.0
+        })
+        .sum()
+}
+
+fn ms(d: u64) -> String {
+    format!("{:.2} ms", d as f64 / 1000.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize = if full { 200 } else { 20 };
+    let stack = Stack::start_with(DbKind::Sqlite, &[("RUST_LOG", "warn")]).await;
+    let broker = Broker::connect(bus_config(&stack.exchange), "bench-reader", Duration::from_secs(10)).await.unwrap();
+    let waiters: Waiters = Arc::default();
+    let watcher = tokio::spawn(watch_notifications(broker.clone(), waiters.clone()));
+    let channel = Channel::from_shared(format!("http://{}", stack.api)).unwrap().connect().await.unwrap();
+    let client = VolumeServiceClient::new(channel);
+
+    // Warm up.
+    for _ in 0..10 {
+        create_one(&mut client.clone(), &waiters).await;
+    }
+
+    // create -> available, 10 clients
+    let pids = stack.pids();
+    let cpu_before = cpu_ms(&pids);
+    let started = Instant::now();
+    let results: Vec<(String, Duration)> = stream::iter(0..n)
+        .map(|_| {
+            let (mut client, waiters) = (client.clone(), waiters.clone());
+            async move { create_one(&mut client, &waiters).await }
+        })
+        .buffer_unordered(10)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let cpu = cpu_ms(&pids) - cpu_before;
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    for (_, latency) in &results {
+        hist.record(latency.as_micros() as u64).unwrap();
+    }
+    println!(
+        "create  {:.0} volumes/s with 10 clients ({n} volumes), p50 {} p99 {}",
+        n as f64 / elapsed.as_secs_f64(),
+        ms(hist.value_at_quantile(0.5)),
+        ms(hist.value_at_quantile(0.99))
+    );
+    println!("cpu     {:.2} CPU-ms per create (api + scheduler + volume)", cpu / n as f64);
+
+    // 1 client
+    let mut single = Histogram::<u64>::new(3).unwrap();
+    let mut singles = Vec::new();
+    for _ in 0..(n / 4).max(10) {
+        let (id, latency) = create_one(&mut client.clone(), &waiters).await;
+        single.record(latency.as_micros() as u64).unwrap();
+        singles.push(id);
+    }
+    println!("create  p50 {} with 1 client", ms(single.value_at_quantile(0.5)));
+
+    // ListVolumes of n
+    let mut list = Histogram::<u64>::new(3).unwrap();
+    let mut c = client.clone();
+    for _ in 0..100 {
+        let t = Instant::now();
+        let page = c
+            .list_volumes(request(ListVolumesRequest { page_size: n as i32, ..Default::default() }))
+            .await
+            .unwrap()
+            .into_inner();
+        list.record(t.elapsed().as_micros() as u64).unwrap();
+        assert_eq!(page.volumes.len(), n);
+    }
+    println!("list    p50 {} for {n} volumes", ms(list.value_at_quantile(0.5)));
+
+    // delete -> gone, 10 clients
+    let started = Instant::now();
+    stream::iter(results.into_iter().map(|(id, _)| id))
+        .map(|id| {
+            let (mut client, waiters) = (client.clone(), waiters.clone());
+            async move {
+                client.delete_volume(request(DeleteVolumeRequest { id: id.clone() })).await.unwrap();
+                arrival(&waiters, "volume.delete.end", &id).await;
+            }
+        })
+        .buffer_unordered(10)
+        .collect::<Vec<()>>()
+        .await;
+    println!("delete  {:.0} volumes/s with 10 clients", n as f64 / started.elapsed().as_secs_f64());
+    watcher.abort();
+    broker.close().await;
+}
