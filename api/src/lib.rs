@@ -1,18 +1,173 @@
 //! `scoria-api`: the gRPC API gateway (cinder-api).
+//!
+//! It validates and authorises requests, writes intent to the database, casts work
+//! to the scheduler or a volume service over the bus, and serves reads from the
+//! database. It keeps no state of its own: run as many instances as wanted.
+//!
+//! ```text
+//!  client ─gRPC─▶ [health, reflection]                    (no auth)
+//!         ─gRPC─▶ AuthLayer ─▶ VolumeService ─▶ Db        (reads, intent)
+//!                                            └─▶ bus cast (scheduler / volume.<host>)
+//! ```
 #![forbid(unsafe_code)]
 
-use scoria_common::{config::BaseConfig, rpc::Broker};
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod error;
+pub mod page_token;
+pub mod validate;
+pub mod volume;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use scoria_common::{
+    config::ConfigError,
+    db::{Db, DbError},
+    rpc::{Broker, RpcClient},
+};
+use scoria_proto::v1::volume_service_server::VolumeServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tower::Layer;
+
+pub use crate::config::Config;
+use crate::{
+    auth::{AuthLayer, Authenticator, TokensError},
+    bus::AmqpBus,
+    volume::VolumeApi,
+};
 
 /// The binary's name, as it appears in logs and on the bus.
 pub const BINARY: &str = "scoria-api";
 
-/// Runs the service until `shutdown` is cancelled.
-pub async fn run(config: BaseConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let broker = Broker::start(config.bus.clone(), format!("{BINARY}@{}", config.service.host));
-    tracing::info!(host = %config.service.host, exchange = %config.bus.control_exchange, "{BINARY} started");
-    shutdown.cancelled().await;
+/// Why the API could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The tokens file of token mode is unusable.
+    #[error(transparent)]
+    Tokens(#[from] TokensError),
+    /// The database could not be opened.
+    #[error("cannot open the database: {0}")]
+    Db(#[from] DbError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The reflection service could not load the descriptors.
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Binds `api.listen` and serves until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    config.validate()?;
+    let addr = config.listen_addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    serve(config, listener, shutdown).await
+}
+
+/// Serves on `listener` until `shutdown` is cancelled (tests can bind port 0
+/// themselves). The database is opened first; health reports `SERVING` (for `""`
+/// and `scoria.v1.VolumeService`) from the moment requests are answered. The
+/// broker connects in the background: reads work while it is down.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let authenticator =
+        Authenticator::from_config(config.api.auth_mode, config.api.tokens_file.as_deref())?;
+    let db = Db::connect(&config.database_url()).await?;
+    tracing::info!(engine = ?db.engine(), "database connected");
+    let broker = Broker::start(
+        config.bus.clone(),
+        format!("{BINARY}@{}", config.service.host),
+    );
+    let rpc = RpcClient::new(broker.clone());
+
+    let result = serve_with(&config, listener, shutdown, db.clone(), rpc, authenticator).await;
+
     broker.close().await;
+    db.close().await;
     tracing::info!("{BINARY} stopped");
+    result
+}
+
+async fn serve_with(
+    config: &Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    db: Db,
+    rpc: RpcClient,
+    authenticator: Authenticator,
+) -> Result<(), Error> {
+    let volumes = VolumeApi::new(
+        db,
+        Arc::new(AmqpBus::new(rpc)),
+        config.api.max_volume_size_gib,
+    );
+    let volume_service = AuthLayer::new(authenticator).layer(VolumeServiceServer::new(volumes));
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(scoria_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // google.rpc.*, so clients can decode the error details we send.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<VolumeServiceServer<VolumeApi>>().await;
+
+    let local = listener.local_addr().ok();
+    tracing::info!(
+        addr = ?local,
+        auth_mode = ?config.api.auth_mode,
+        exchange = %config.bus.control_exchange,
+        "{BINARY} listening"
+    );
+    let server = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(volume_service)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            shutdown.clone().cancelled_owned(),
+        );
+    tokio::pin!(server);
+
+    let drain = config.service.drain_timeout();
+    let deadline = async {
+        shutdown.cancelled().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        health
+            .set_not_serving::<VolumeServiceServer<VolumeApi>>()
+            .await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        result = &mut server => result?,
+        () = deadline => tracing::warn!(?drain, "requests still running after the drain timeout: closing"),
+    }
     Ok(())
 }

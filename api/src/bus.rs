@@ -1,0 +1,73 @@
+//! The bus as the volume API uses it: casts only, never a call. A trait, so the
+//! handlers can be tested without a broker.
+
+use scoria_common::{
+    RequestContext,
+    ops::{SchedulerClient, SchedulerOps, VolumeClient, VolumeOps},
+    rpc::RpcClient,
+};
+use scoria_proto::bus::{DeleteVolume, ScheduleCreateVolume};
+use tonic::Status;
+
+/// The bus as the volume API uses it: casts only.
+#[tonic::async_trait]
+pub trait Bus: Send + Sync {
+    /// Whether the broker connection is up (nothing is written while it is down).
+    fn is_connected(&self) -> bool;
+    /// Casts `create_volume` to the scheduler.
+    async fn schedule_create(
+        &self,
+        ctx: &RequestContext,
+        request: ScheduleCreateVolume,
+    ) -> Result<(), Status>;
+    /// Casts `delete_volume` to the volume service owning `host`.
+    async fn delete_on_host(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: DeleteVolume,
+    ) -> Result<(), Status>;
+}
+
+/// [`Bus`] over AMQP.
+#[derive(Clone)]
+pub struct AmqpBus {
+    rpc: RpcClient,
+    scheduler: SchedulerClient,
+}
+
+impl AmqpBus {
+    /// The bus reached through `rpc`.
+    pub fn new(rpc: RpcClient) -> Self {
+        Self {
+            scheduler: SchedulerClient::new(rpc.clone()),
+            rpc,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Bus for AmqpBus {
+    fn is_connected(&self) -> bool {
+        self.rpc.broker().is_connected()
+    }
+
+    async fn schedule_create(
+        &self,
+        ctx: &RequestContext,
+        request: ScheduleCreateVolume,
+    ) -> Result<(), Status> {
+        self.scheduler.create_volume(ctx, request).await
+    }
+
+    async fn delete_on_host(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: DeleteVolume,
+    ) -> Result<(), Status> {
+        VolumeClient::new(self.rpc.clone(), host)?
+            .delete_volume(ctx, request)
+            .await
+    }
+}

@@ -1,0 +1,206 @@
+//! The API's configuration: the shared `[bus]`, `[service]` and `[database]`
+//! sections (so one TOML file serves every process) plus `[api]`.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use scoria_common::config::{
+    self, BaseConfig, BusConfig, COMMON_ENV, ConfigError, DatabaseConfig, EnvKey, ServiceConfig,
+};
+use serde::Deserialize;
+
+/// The overrides the API understands on top of [`COMMON_ENV`].
+pub const API_ENV: &[EnvKey] = &[
+    EnvKey::str("SCORIA_API_LISTEN", "api.listen"),
+    EnvKey::str("SCORIA_AUTH_MODE", "api.auth_mode"),
+    EnvKey::str("SCORIA_AUTH_TOKENS_FILE", "api.tokens_file"),
+    EnvKey::int("SCORIA_MAX_VOLUME_SIZE_GIB", "api.max_volume_size_gib"),
+];
+
+/// Every override of the API process: [`COMMON_ENV`] then [`API_ENV`].
+pub fn env_keys() -> Vec<EnvKey> {
+    COMMON_ENV.iter().chain(API_ENV).copied().collect()
+}
+
+/// How callers prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Local use: the project comes from the `x-project-id` header, unchecked.
+    #[default]
+    Noauth,
+    /// `authorization: Bearer <token>`, looked up in `api.tokens_file`.
+    Token,
+}
+
+/// The `[api]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSection {
+    /// The gRPC listen address (`SCORIA_API_LISTEN`).
+    pub listen: String,
+    /// `noauth` or `token` (`SCORIA_AUTH_MODE`).
+    pub auth_mode: AuthMode,
+    /// The tokens file of token mode (`SCORIA_AUTH_TOKENS_FILE`).
+    pub tokens_file: Option<PathBuf>,
+    /// The largest volume a client may create, in GiB (`SCORIA_MAX_VOLUME_SIZE_GIB`).
+    pub max_volume_size_gib: u64,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8776".to_owned(),
+            auth_mode: AuthMode::Noauth,
+            tokens_file: None,
+            max_volume_size_gib: 16_384,
+        }
+    }
+}
+
+/// The configuration of `scoria-api`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The message bus.
+    pub bus: BusConfig,
+    /// The process.
+    pub service: ServiceConfig,
+    /// The database.
+    pub database: DatabaseConfig,
+    /// The gRPC API.
+    pub api: ApiSection,
+}
+
+impl Config {
+    /// Loads the configuration from an optional file and the process environment.
+    pub fn load(path: Option<&Path>) -> config::Result<Self> {
+        let config: Self = config::load(path, &env_keys())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// [`Config::load`] with an explicit environment (for tests).
+    pub fn load_from(path: Option<&Path>, env: &HashMap<String, String>) -> config::Result<Self> {
+        let config: Self = config::load_from(path, &env_keys(), env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The shared sections, as every process sees them.
+    pub fn base(&self) -> BaseConfig {
+        BaseConfig {
+            bus: self.bus.clone(),
+            service: self.service.clone(),
+            database: self.database.clone(),
+        }
+    }
+
+    /// The database URL: the configured one, or a SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        self.base().database_url()
+    }
+
+    /// The listen address, parsed.
+    pub fn listen_addr(&self) -> config::Result<SocketAddr> {
+        self.api.listen.parse().map_err(|e| ConfigError::Value {
+            key: "api.listen",
+            reason: format!(
+                "{:?} is not a socket address (host:port): {e}",
+                self.api.listen
+            ),
+        })
+    }
+
+    /// Checks values that are well-typed but unusable.
+    pub fn validate(&self) -> config::Result<()> {
+        self.bus.validate()?;
+        self.listen_addr()?;
+        if self.api.max_volume_size_gib == 0 {
+            return Err(ConfigError::Value {
+                key: "api.max_volume_size_gib",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.api.auth_mode == AuthMode::Token && self.api.tokens_file.is_none() {
+            return Err(ConfigError::Value {
+                key: "api.tokens_file",
+                reason: "token auth mode needs a tokens file (SCORIA_AUTH_TOKENS_FILE)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_work_on_one_machine() {
+        let c = Config::load_from(None, &env(&[])).expect("defaults");
+        assert_eq!(c.api.listen, "127.0.0.1:8776");
+        assert_eq!(c.api.auth_mode, AuthMode::Noauth);
+        assert_eq!(c.api.tokens_file, None);
+        assert_eq!(c.api.max_volume_size_gib, 16_384);
+        assert_eq!(c.database_url(), "sqlite://./data/scoria.db");
+        assert_eq!(c.bus.control_exchange, "scoria");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = std::env::temp_dir().join(format!("scoria-api-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[api]\nlisten = \"127.0.0.1:1\"\nmax_volume_size_gib = 10\n[bus]\ncontrol_exchange = \"f\"\n",
+        )
+        .expect("write");
+        let c = Config::load_from(
+            Some(&file),
+            &env(&[
+                ("SCORIA_API_LISTEN", "0.0.0.0:9000"),
+                ("SCORIA_AUTH_MODE", "token"),
+                ("SCORIA_AUTH_TOKENS_FILE", "/etc/scoria/tokens.toml"),
+                ("SCORIA_CONTROL_EXCHANGE", "e"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.api.listen, "0.0.0.0:9000");
+        assert_eq!(c.api.auth_mode, AuthMode::Token);
+        assert_eq!(
+            c.api.tokens_file,
+            Some(PathBuf::from("/etc/scoria/tokens.toml"))
+        );
+        assert_eq!(c.api.max_volume_size_gib, 10);
+        assert_eq!(c.bus.control_exchange, "e");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = Config::load_from(None, &env(&[("SCORIA_API_LISTEN", "nowhere")]))
+            .expect_err("bad listen");
+        assert!(err.to_string().contains("api.listen"), "{err}");
+        let err =
+            Config::load_from(None, &env(&[("SCORIA_AUTH_MODE", "token")])).expect_err("no tokens");
+        assert!(err.to_string().contains("api.tokens_file"), "{err}");
+        let err =
+            Config::load_from(None, &env(&[("SCORIA_AUTH_MODE", "magic")])).expect_err("bad mode");
+        assert!(err.to_string().contains("magic"), "{err}");
+        let err = Config::load_from(None, &env(&[("SCORIA_MAX_VOLUME_SIZE_GIB", "0")]))
+            .expect_err("zero max");
+        assert!(err.to_string().contains("api.max_volume_size_gib"), "{err}");
+    }
+}

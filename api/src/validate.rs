@@ -1,0 +1,438 @@
+//! Field checks of the API's requests. Each check names the field it refuses, as
+//! the proto spells it, so the client gets a `FieldViolation` it can act on.
+//! Nothing here touches the database or the bus.
+
+use std::collections::BTreeMap;
+
+use scoria_common::{
+    db::VolumeChanges, model::VolumeStatus, translation::volume_status_from_proto,
+};
+use scoria_proto::v1 as pb;
+
+use crate::error::{ApiError, ApiResult};
+
+/// The longest name, description, type, zone, request id, metadata key or value.
+pub const MAX_TEXT_CHARS: usize = 255;
+/// The most metadata entries a volume may carry.
+pub const MAX_METADATA_ENTRIES: usize = 128;
+/// The page size of `ListVolumes` when the client sets none.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// The largest page size of `ListVolumes`.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// The fields `UpdateVolume` can change, as `update_mask` paths.
+pub const UPDATABLE_FIELDS: [&str; 3] = ["name", "description", "metadata"];
+
+/// Where a new volume's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSource {
+    /// A snapshot, by id.
+    Snapshot(String),
+    /// Another volume, by id.
+    Volume(String),
+}
+
+/// What a valid `CreateVolumeRequest` asks for, beyond its plain fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidCreate {
+    /// The source, if any (ids in canonical form).
+    pub source: Option<VolumeSource>,
+    /// The idempotency key, if any.
+    pub request_id: Option<String>,
+}
+
+/// Checks a `CreateVolumeRequest`; `max_size_gib` is the configured limit.
+pub fn create_volume(req: &pb::CreateVolumeRequest, max_size_gib: u64) -> ApiResult<ValidCreate> {
+    if req.size_gib == 0 || req.size_gib > max_size_gib {
+        return Err(ApiError::invalid(
+            "size_gib",
+            format!(
+                "must be between 1 and {max_size_gib} GiB, got {}",
+                req.size_gib
+            ),
+        ));
+    }
+    text("name", &req.name)?;
+    text("description", &req.description)?;
+    text("volume_type", &req.volume_type)?;
+    text("availability_zone", &req.availability_zone)?;
+    metadata(&req.metadata)?;
+    text("request_id", &req.request_id)?;
+    use pb::create_volume_request::Source;
+    let source = match &req.source {
+        Some(Source::SnapshotId(id)) if !id.is_empty() => {
+            Some(VolumeSource::Snapshot(uuid("snapshot_id", id)?))
+        }
+        Some(Source::SourceVolumeId(id)) if !id.is_empty() => {
+            Some(VolumeSource::Volume(uuid("source_volume_id", id)?))
+        }
+        _ => None,
+    };
+    let request_id = (!req.request_id.is_empty()).then(|| req.request_id.clone());
+    Ok(ValidCreate { source, request_id })
+}
+
+/// Checks an `UpdateVolumeRequest`; returns the volume id and the changes it asks for.
+pub fn update_volume(req: &pb::UpdateVolumeRequest) -> ApiResult<(String, VolumeChanges)> {
+    let id = uuid("id", &req.id)?;
+    let paths: Vec<&str> = req
+        .update_mask
+        .as_ref()
+        .map(|mask| mask.paths.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let mut changes = VolumeChanges::default();
+    if paths.is_empty() {
+        // No mask: every field set to a non-default value.
+        changes.name = (!req.name.is_empty()).then(|| req.name.clone());
+        changes.description = (!req.description.is_empty()).then(|| req.description.clone());
+        changes.metadata = (!req.metadata.is_empty()).then(|| req.metadata.clone());
+    }
+    for path in paths {
+        match path {
+            "name" => changes.name = Some(req.name.clone()),
+            "description" => changes.description = Some(req.description.clone()),
+            "metadata" => changes.metadata = Some(req.metadata.clone()),
+            other => {
+                return Err(ApiError::invalid(
+                    "update_mask",
+                    format!(
+                        "unknown path {other:?}: use any of {}",
+                        UPDATABLE_FIELDS.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(name) = &changes.name {
+        text("name", name)?;
+    }
+    if let Some(description) = &changes.description {
+        text("description", description)?;
+    }
+    if let Some(metadata_) = &changes.metadata {
+        metadata(metadata_)?;
+    }
+    Ok((id, changes))
+}
+
+/// The page size of a list request: 0 means [`DEFAULT_PAGE_SIZE`].
+pub fn page_size(page_size: i32) -> ApiResult<u32> {
+    match u32::try_from(page_size) {
+        Ok(0) => Ok(DEFAULT_PAGE_SIZE),
+        Ok(n) if n <= MAX_PAGE_SIZE => Ok(n),
+        _ => Err(ApiError::invalid(
+            "page_size",
+            format!("must be between 0 and {MAX_PAGE_SIZE}, got {page_size}"),
+        )),
+    }
+}
+
+/// The status filter of a list request: `None` for unspecified.
+pub fn status_filter(status: i32) -> ApiResult<Option<VolumeStatus>> {
+    pb::VolumeStatus::try_from(status)
+        .map(volume_status_from_proto)
+        .map_err(|_| ApiError::invalid("status", format!("unknown volume status {status}")))
+}
+
+/// A text field of at most [`MAX_TEXT_CHARS`] characters.
+pub fn text(field: &'static str, value: &str) -> ApiResult<()> {
+    let chars = value.chars().count();
+    if chars > MAX_TEXT_CHARS {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {MAX_TEXT_CHARS} characters, got {chars}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A UUID, returned in canonical (lowercase, hyphenated) form.
+pub fn uuid(field: &'static str, value: &str) -> ApiResult<String> {
+    uuid::Uuid::try_parse(value)
+        .map(|id| id.hyphenated().to_string())
+        .map_err(|_| ApiError::invalid(field, format!("must be a UUID, got {value:?}")))
+}
+
+/// Volume metadata: at most [`MAX_METADATA_ENTRIES`] entries, keys of 1 to
+/// [`MAX_TEXT_CHARS`] characters, values of at most [`MAX_TEXT_CHARS`].
+pub fn metadata(metadata: &BTreeMap<String, String>) -> ApiResult<()> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(ApiError::invalid(
+            "metadata",
+            format!(
+                "must have at most {MAX_METADATA_ENTRIES} entries, got {}",
+                metadata.len()
+            ),
+        ));
+    }
+    for (key, value) in metadata {
+        let key_chars = key.chars().count();
+        if key_chars == 0 || key_chars > MAX_TEXT_CHARS {
+            return Err(ApiError::invalid(
+                "metadata",
+                format!("keys must have 1 to {MAX_TEXT_CHARS} characters, got {key_chars}"),
+            ));
+        }
+        let value_chars = value.chars().count();
+        if value_chars > MAX_TEXT_CHARS {
+            return Err(ApiError::invalid(
+                "metadata",
+                format!(
+                    "the value of {key:?} must be at most {MAX_TEXT_CHARS} characters, got {value_chars}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use prost_types::FieldMask;
+
+    use super::*;
+
+    const ID: &str = "0b5c8f3e-7d6a-4c1e-9a53-2f1e0d9c8b7a";
+
+    fn create() -> pb::CreateVolumeRequest {
+        pb::CreateVolumeRequest {
+            size_gib: 1,
+            ..Default::default()
+        }
+    }
+
+    fn field_of(err: ApiError) -> &'static str {
+        match err {
+            ApiError::InvalidField { field, .. } => field,
+            other => panic!("not a field error: {other}"),
+        }
+    }
+
+    fn long() -> String {
+        "é".repeat(MAX_TEXT_CHARS + 1)
+    }
+
+    #[test]
+    fn minimal_create_is_valid() {
+        let valid = create_volume(&create(), 10).expect("valid");
+        assert_eq!(
+            valid,
+            ValidCreate {
+                source: None,
+                request_id: None
+            }
+        );
+    }
+
+    #[test]
+    fn size_must_be_in_range() {
+        for size in [0, 11] {
+            let req = pb::CreateVolumeRequest {
+                size_gib: size,
+                ..create()
+            };
+            assert_eq!(
+                field_of(create_volume(&req, 10).expect_err("refused")),
+                "size_gib"
+            );
+        }
+        let req = pb::CreateVolumeRequest {
+            size_gib: 10,
+            ..create()
+        };
+        create_volume(&req, 10).expect("max is allowed");
+    }
+
+    #[test]
+    fn text_fields_are_limited_in_characters() {
+        // 255 two-byte characters are fine: the limit counts characters, not bytes.
+        let ok = "é".repeat(MAX_TEXT_CHARS);
+        let req = pb::CreateVolumeRequest {
+            name: ok,
+            ..create()
+        };
+        create_volume(&req, 10).expect("255 characters");
+        type Set = fn(&mut pb::CreateVolumeRequest);
+        let cases: [(&str, Set); 5] = [
+            ("name", |r| r.name = long()),
+            ("description", |r| r.description = long()),
+            ("volume_type", |r| r.volume_type = long()),
+            ("availability_zone", |r| r.availability_zone = long()),
+            ("request_id", |r| r.request_id = long()),
+        ];
+        for (field, set) in cases {
+            let mut req = create();
+            set(&mut req);
+            assert_eq!(field_of(create_volume(&req, 10).expect_err(field)), field);
+        }
+    }
+
+    #[test]
+    fn metadata_limits() {
+        let too_many: BTreeMap<_, _> = (0..=MAX_METADATA_ENTRIES)
+            .map(|i| (format!("k{i}"), String::new()))
+            .collect();
+        let empty_key = BTreeMap::from([(String::new(), "v".to_owned())]);
+        let long_key = BTreeMap::from([(long(), "v".to_owned())]);
+        let long_value = BTreeMap::from([("k".to_owned(), long())]);
+        for metadata in [too_many, empty_key, long_key, long_value] {
+            let req = pb::CreateVolumeRequest {
+                metadata,
+                ..create()
+            };
+            assert_eq!(
+                field_of(create_volume(&req, 10).expect_err("refused")),
+                "metadata"
+            );
+        }
+        let full: BTreeMap<_, _> = (0..MAX_METADATA_ENTRIES)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        create_volume(
+            &pb::CreateVolumeRequest {
+                metadata: full,
+                ..create()
+            },
+            10,
+        )
+        .expect("128 entries");
+    }
+
+    #[test]
+    fn sources_must_be_uuids_and_are_canonicalised() {
+        use pb::create_volume_request::Source;
+        let req = pb::CreateVolumeRequest {
+            source: Some(Source::SnapshotId("nope".into())),
+            ..create()
+        };
+        assert_eq!(
+            field_of(create_volume(&req, 10).expect_err("bad")),
+            "snapshot_id"
+        );
+        let req = pb::CreateVolumeRequest {
+            source: Some(Source::SourceVolumeId("nope".into())),
+            ..create()
+        };
+        assert_eq!(
+            field_of(create_volume(&req, 10).expect_err("bad")),
+            "source_volume_id"
+        );
+        let req = pb::CreateVolumeRequest {
+            source: Some(Source::SnapshotId(ID.to_uppercase())),
+            ..create()
+        };
+        let valid = create_volume(&req, 10).expect("valid");
+        assert_eq!(valid.source, Some(VolumeSource::Snapshot(ID.to_owned())));
+        let req = pb::CreateVolumeRequest {
+            source: Some(Source::SourceVolumeId(String::new())),
+            ..create()
+        };
+        assert_eq!(create_volume(&req, 10).expect("empty is none").source, None);
+    }
+
+    #[test]
+    fn request_id_is_kept() {
+        let req = pb::CreateVolumeRequest {
+            request_id: "r-1".into(),
+            ..create()
+        };
+        assert_eq!(
+            create_volume(&req, 10)
+                .expect("valid")
+                .request_id
+                .as_deref(),
+            Some("r-1")
+        );
+    }
+
+    #[test]
+    fn page_size_and_status() {
+        assert_eq!(page_size(0).expect("default"), DEFAULT_PAGE_SIZE);
+        assert_eq!(page_size(1000).expect("max"), 1000);
+        for bad in [-1, 1001] {
+            assert_eq!(field_of(page_size(bad).expect_err("refused")), "page_size");
+        }
+        assert_eq!(status_filter(0).expect("unspecified"), None);
+        assert_eq!(
+            status_filter(2).expect("available"),
+            Some(VolumeStatus::Available)
+        );
+        assert_eq!(field_of(status_filter(99).expect_err("unknown")), "status");
+    }
+
+    fn update(paths: &[&str]) -> pb::UpdateVolumeRequest {
+        pb::UpdateVolumeRequest {
+            id: ID.into(),
+            update_mask: Some(FieldMask {
+                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            }),
+            name: "n".into(),
+            description: String::new(),
+            metadata: BTreeMap::from([("k".into(), "v".into())]),
+        }
+    }
+
+    #[test]
+    fn update_mask_selects_fields() {
+        let (id, changes) = update_volume(&update(&["description"])).expect("valid");
+        assert_eq!(id, ID);
+        assert_eq!(changes.name, None);
+        assert_eq!(changes.description.as_deref(), Some(""));
+        assert_eq!(changes.metadata, None);
+        assert_eq!(
+            field_of(update_volume(&update(&["size_gib"])).expect_err("unknown")),
+            "update_mask"
+        );
+    }
+
+    #[test]
+    fn empty_mask_takes_non_default_fields() {
+        let (_, changes) = update_volume(&update(&[])).expect("valid");
+        assert_eq!(changes.name.as_deref(), Some("n"));
+        assert_eq!(changes.description, None);
+        assert_eq!(changes.metadata.map(|m| m.len()), Some(1));
+        let no_mask = pb::UpdateVolumeRequest {
+            update_mask: None,
+            ..update(&[])
+        };
+        assert_eq!(
+            update_volume(&no_mask).expect("valid").1.name.as_deref(),
+            Some("n")
+        );
+    }
+
+    #[test]
+    fn update_checks_fields_and_id() {
+        let req = pb::UpdateVolumeRequest {
+            name: long(),
+            ..update(&["name"])
+        };
+        assert_eq!(field_of(update_volume(&req).expect_err("long")), "name");
+        let req = pb::UpdateVolumeRequest {
+            description: long(),
+            ..update(&["description"])
+        };
+        assert_eq!(
+            field_of(update_volume(&req).expect_err("long")),
+            "description"
+        );
+        let req = pb::UpdateVolumeRequest {
+            metadata: BTreeMap::from([(String::new(), String::new())]),
+            ..update(&[])
+        };
+        assert_eq!(
+            field_of(update_volume(&req).expect_err("empty key")),
+            "metadata"
+        );
+        let req = pb::UpdateVolumeRequest {
+            id: "x".into(),
+            ..update(&["name"])
+        };
+        assert_eq!(field_of(update_volume(&req).expect_err("bad id")), "id");
+        // A long name not in the mask is ignored, not refused.
+        let req = pb::UpdateVolumeRequest {
+            name: long(),
+            ..update(&["description"])
+        };
+        update_volume(&req).expect("name not updated");
+    }
+}

@@ -1,0 +1,445 @@
+//! `scoria.v1.VolumeService`: reads from the database; writes persist their intent
+//! (row + worker entry) first, then cast to the scheduler or the volume's host and
+//! return at once. The API never waits for the scheduler or a backend.
+
+use std::sync::Arc;
+
+use prost::Message;
+use scoria_common::{
+    RequestContext,
+    db::{Created, Db, IdempotencyKey, VolumeQuery, WorkerEntry, WorkerKind},
+    model::{Volume, VolumeStatus, now_ms},
+};
+use scoria_proto::{
+    bus::{DeleteVolume, ScheduleCreateVolume},
+    v1::{self as pb, volume_service_server::VolumeService},
+};
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    bus::Bus,
+    error::{ApiError, ApiResult},
+    page_token::{PageToken, filter_digest},
+    validate,
+};
+
+/// The service that owns a volume while it is being scheduled.
+const SCHEDULER_SERVICE: &str = "scoria-scheduler";
+/// How long the scheduler (and then a backend) may take to create a volume.
+const CREATE_DEADLINE_MS: i64 = 5 * 60 * 1000;
+/// How long a backend may take to delete a volume.
+const DELETE_DEADLINE_MS: i64 = 10 * 60 * 1000;
+
+/// The `VolumeService` implementation.
+#[derive(Clone)]
+pub struct VolumeApi {
+    db: Db,
+    bus: Arc<dyn Bus>,
+    max_size_gib: u64,
+}
+
+impl VolumeApi {
+    /// The service over `db` and `bus`, refusing volumes above `max_size_gib`.
+    pub fn new(db: Db, bus: Arc<dyn Bus>, max_size_gib: u64) -> Self {
+        Self {
+            db,
+            bus,
+            max_size_gib,
+        }
+    }
+
+    /// The volume `id` if the caller may see it (its project's, or any for admins).
+    async fn load(&self, ctx: &RequestContext, id: &str) -> ApiResult<Volume> {
+        let volume = self
+            .db
+            .get_volume(id)
+            .await
+            .map_err(ApiError::db(format!("get volume {id}")))?;
+        volume
+            .filter(|v| ctx.is_admin() || v.project_id == ctx.project_id)
+            .ok_or_else(|| ApiError::volume_not_found(id))
+    }
+
+    #[tracing::instrument(skip_all, fields(volume_id))]
+    async fn create(
+        &self,
+        ctx: &RequestContext,
+        req: pb::CreateVolumeRequest,
+    ) -> ApiResult<Volume> {
+        let valid = validate::create_volume(&req, self.max_size_gib)?;
+        if valid.source.is_some() {
+            return Err(ApiError::Unimplemented(
+                "creating a volume from a snapshot/volume is not supported yet",
+            ));
+        }
+        if !self.bus.is_connected() {
+            return Err(ApiError::BrokerDown(
+                "cannot schedule a new volume now".into(),
+            ));
+        }
+        let now = now_ms();
+        let volume = Volume {
+            id: uuid::Uuid::new_v4().to_string(),
+            project_id: ctx.project_id.clone(),
+            user_id: ctx.user_id.clone(),
+            name: req.name.clone(),
+            description: req.description.clone(),
+            size_gib: req.size_gib,
+            status: VolumeStatus::Creating,
+            volume_type: req.volume_type.clone(),
+            availability_zone: req.availability_zone.clone(),
+            host: None,
+            metadata: req.metadata.clone(),
+            error_message: String::new(),
+            snapshot_id: None,
+            source_volume_id: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        tracing::Span::current().record("volume_id", volume.id.as_str());
+        let key = valid.request_id.map(|request_id| IdempotencyKey {
+            request_id,
+            request_hash: request_hash(&req),
+        });
+        let worker = WorkerEntry {
+            kind: WorkerKind::Volume,
+            resource_id: volume.id.clone(),
+            status: VolumeStatus::Creating.as_str().to_owned(),
+            service: SCHEDULER_SERVICE.to_owned(),
+            deadline_ms: now + CREATE_DEADLINE_MS,
+        };
+        let created = self
+            .db
+            .create_volume(&volume, key.as_ref(), &worker)
+            .await
+            .map_err(ApiError::db(format!("create volume {}", volume.id)))?;
+        let volume = match (created, &key) {
+            (Created::New(volume), _) => volume,
+            (
+                Created::Existing {
+                    volume_id,
+                    request_hash,
+                },
+                Some(key),
+            ) => {
+                if request_hash != key.request_hash {
+                    return Err(ApiError::RequestIdReused {
+                        request_id: key.request_id.clone(),
+                        volume_id,
+                    });
+                }
+                // A retry: answer as GetVolume would.
+                tracing::info!(volume_id = %volume_id, request_id = %key.request_id, "create retried");
+                return self.load(ctx, &volume_id).await;
+            }
+            (Created::Existing { volume_id, .. }, None) => {
+                return Err(ApiError::Internal(format!(
+                    "create of volume {volume_id} matched a key it did not use"
+                )));
+            }
+        };
+        let request = ScheduleCreateVolume {
+            volume_id: volume.id.clone(),
+            size_gib: volume.size_gib,
+            volume_type: volume.volume_type.clone(),
+            availability_zone: volume.availability_zone.clone(),
+            extra_specs: Default::default(),
+            tried_hosts: Vec::new(),
+            attempt: 1,
+            last_error: String::new(),
+        };
+        if let Err(status) = self.bus.schedule_create(ctx, request).await {
+            // Nothing will ever schedule it: take the row (and the key) back so a
+            // retry with the same request_id starts afresh.
+            if let Err(err) = self.db.discard_created_volume(&volume, key.as_ref()).await {
+                tracing::error!(volume_id = %volume.id, error = %err, "cannot remove unscheduled volume");
+            }
+            return Err(ApiError::Bus {
+                action: format!("schedule volume {}", volume.id),
+                status,
+            });
+        }
+        tracing::info!(volume_id = %volume.id, size_gib = volume.size_gib, "volume creation requested");
+        Ok(volume)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list(
+        &self,
+        ctx: &RequestContext,
+        req: pb::ListVolumesRequest,
+    ) -> ApiResult<pb::ListVolumesResponse> {
+        let limit = validate::page_size(req.page_size)?;
+        let status = validate::status_filter(req.status)?;
+        validate::text("name", &req.name)?;
+        let digest = filter_digest(&[
+            status.map(VolumeStatus::as_str).unwrap_or_default(),
+            &req.name,
+        ]);
+        let after = PageToken::decode(&req.page_token, &ctx.project_id, &digest)?;
+        let query = VolumeQuery {
+            project_id: Some(ctx.project_id.clone()),
+            status,
+            name: (!req.name.is_empty()).then(|| req.name.clone()),
+            after: after.map(|token| (token.created_at_ms, token.id)),
+            limit: limit + 1,
+        };
+        let mut volumes = self
+            .db
+            .list_volumes(&query)
+            .await
+            .map_err(ApiError::db("list volumes"))?;
+        let mut next_page_token = String::new();
+        if volumes.len() > limit as usize {
+            volumes.truncate(limit as usize);
+            if let Some(last) = volumes.last() {
+                let token = PageToken {
+                    created_at_ms: last.created_at_ms,
+                    id: last.id.clone(),
+                };
+                next_page_token = token.encode(&ctx.project_id, &digest);
+            }
+        }
+        Ok(pb::ListVolumesResponse {
+            volumes: volumes.iter().map(pb::Volume::from).collect(),
+            next_page_token,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(volume_id = %req.id))]
+    async fn update(
+        &self,
+        ctx: &RequestContext,
+        req: pb::UpdateVolumeRequest,
+    ) -> ApiResult<Volume> {
+        let (id, changes) = validate::update_volume(&req)?;
+        let volume = self.load(ctx, &id).await?;
+        if changes.name.is_none() && changes.description.is_none() && changes.metadata.is_none() {
+            return Ok(volume);
+        }
+        self.db
+            .update_volume(&id, &volume.project_id, &changes)
+            .await
+            .map_err(ApiError::db(format!("update volume {id}")))?
+            .ok_or_else(|| ApiError::volume_not_found(&id))
+    }
+
+    #[tracing::instrument(skip_all, fields(volume_id = %id))]
+    async fn delete(&self, ctx: &RequestContext, id: &str) -> ApiResult<Volume> {
+        let id = validate::uuid("id", id)?;
+        let mut volume = self.load(ctx, &id).await?;
+        if !VolumeStatus::DELETABLE.contains(&volume.status) {
+            return Err(not_deletable(&volume));
+        }
+        let Some(host) = volume.host.clone() else {
+            // It never reached a backend: nothing to clean up but the row.
+            let won = self
+                .db
+                .transition_volume(
+                    &id,
+                    &VolumeStatus::DELETABLE,
+                    VolumeStatus::Deleting,
+                    None,
+                    None,
+                )
+                .await
+                .map_err(ApiError::db(format!("mark volume {id} deleting")))?;
+            if !won {
+                return Err(self.lost_race(ctx, &id).await);
+            }
+            self.db
+                .delete_volume_row(&id)
+                .await
+                .map_err(ApiError::db(format!("delete volume {id}")))?;
+            tracing::info!(volume_id = %id, "unscheduled volume deleted");
+            return Ok(deleting(volume));
+        };
+        if !self.bus.is_connected() {
+            return Err(ApiError::BrokerDown(format!(
+                "cannot ask {host} to delete volume {id} now"
+            )));
+        }
+        let worker = WorkerEntry {
+            kind: WorkerKind::Volume,
+            resource_id: id.clone(),
+            status: VolumeStatus::Deleting.as_str().to_owned(),
+            service: host.clone(),
+            deadline_ms: now_ms() + DELETE_DEADLINE_MS,
+        };
+        let won = self
+            .db
+            .transition_volume_with_worker(
+                &id,
+                &VolumeStatus::DELETABLE,
+                VolumeStatus::Deleting,
+                None,
+                None,
+                Some(&worker),
+            )
+            .await
+            .map_err(ApiError::db(format!("mark volume {id} deleting")))?;
+        if !won {
+            return Err(self.lost_race(ctx, &id).await);
+        }
+        volume = deleting(volume);
+        if let Err(status) = self
+            .bus
+            .delete_on_host(
+                ctx,
+                &host,
+                DeleteVolume {
+                    volume_id: id.clone(),
+                },
+            )
+            .await
+        {
+            let reason = format!(
+                "cannot reach {host} to delete the volume: {}",
+                status.message()
+            );
+            let settled = self
+                .db
+                .transition_volume_with_worker(
+                    &id,
+                    &[VolumeStatus::Deleting],
+                    VolumeStatus::ErrorDeleting,
+                    None,
+                    Some(&reason),
+                    None,
+                )
+                .await;
+            if let Err(err) = settled {
+                tracing::error!(volume_id = %id, error = %err, "cannot mark volume error_deleting");
+            }
+            return Err(ApiError::Bus {
+                action: format!("delete volume {id} on {host}"),
+                status,
+            });
+        }
+        tracing::info!(volume_id = %id, host = %host, "volume deletion requested");
+        Ok(volume)
+    }
+
+    /// The error of a lost compare-and-set: the volume changed under us.
+    async fn lost_race(&self, ctx: &RequestContext, id: &str) -> ApiError {
+        match self.load(ctx, id).await {
+            Ok(volume) => not_deletable(&volume),
+            Err(err) => err,
+        }
+    }
+}
+
+fn not_deletable(volume: &Volume) -> ApiError {
+    ApiError::FailedPrecondition(format!(
+        "volume {} is {}: only available or error volumes can be deleted",
+        volume.id, volume.status
+    ))
+}
+
+fn deleting(volume: Volume) -> Volume {
+    Volume {
+        status: VolumeStatus::Deleting,
+        updated_at_ms: now_ms(),
+        ..volume
+    }
+}
+
+/// The hex SHA-256 of a create request without its `request_id`: equal for a
+/// retry, different for another request under the same key. Maps are ordered
+/// (`BTreeMap`), so the encoding is deterministic.
+pub fn request_hash(req: &pb::CreateVolumeRequest) -> String {
+    let unkeyed = pb::CreateVolumeRequest {
+        request_id: String::new(),
+        ..req.clone()
+    };
+    Sha256::digest(unkeyed.encode_to_vec())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The context the auth layer put in the request.
+fn context<T>(request: &Request<T>) -> Result<RequestContext, Status> {
+    request
+        .extensions()
+        .get::<RequestContext>()
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::Internal("no request context: the auth layer is missing".into()).into()
+        })
+}
+
+/// The reply of a handler; failures are logged with their code.
+fn reply<T>(result: ApiResult<T>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(|err| {
+        let text = err.to_string();
+        let status = err.into_status();
+        tracing::info!(code = ?status.code(), error = %text, "request failed");
+        status
+    })
+}
+
+#[tonic::async_trait]
+impl VolumeService for VolumeApi {
+    async fn create_volume(
+        &self,
+        request: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let ctx = context(&request)?;
+        reply(
+            self.create(&ctx, request.into_inner())
+                .await
+                .map(|v| pb::Volume::from(&v)),
+        )
+    }
+
+    async fn get_volume(
+        &self,
+        request: Request<pb::GetVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let ctx = context(&request)?;
+        let id = &request.get_ref().id;
+        let result = match validate::uuid("id", id) {
+            Ok(id) => self.load(&ctx, &id).await,
+            Err(err) => Err(err),
+        };
+        reply(result.map(|v| pb::Volume::from(&v)))
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        let ctx = context(&request)?;
+        reply(self.list(&ctx, request.into_inner()).await)
+    }
+
+    async fn update_volume(
+        &self,
+        request: Request<pb::UpdateVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let ctx = context(&request)?;
+        reply(
+            self.update(&ctx, request.into_inner())
+                .await
+                .map(|v| pb::Volume::from(&v)),
+        )
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<pb::DeleteVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let ctx = context(&request)?;
+        reply(
+            self.delete(&ctx, &request.get_ref().id)
+                .await
+                .map(|v| pb::Volume::from(&v)),
+        )
+    }
+}
+
+#[cfg(test)]
+#[path = "volume_tests/mod.rs"]
+mod tests;

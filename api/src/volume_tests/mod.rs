@@ -1,0 +1,121 @@
+//! Tests of [`super::VolumeApi`] over a real SQLite database and a fake bus.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use prost_types::FieldMask;
+use tonic::Code;
+
+use super::*;
+
+mod create;
+mod lifecycle;
+
+#[derive(Default)]
+struct FakeBus {
+    down: AtomicBool,
+    fail_casts: AtomicBool,
+    scheduled: Mutex<Vec<ScheduleCreateVolume>>,
+    deleted: Mutex<Vec<(String, String)>>,
+}
+
+#[tonic::async_trait]
+impl Bus for FakeBus {
+    fn is_connected(&self) -> bool {
+        !self.down.load(Ordering::SeqCst)
+    }
+
+    async fn schedule_create(
+        &self,
+        _ctx: &RequestContext,
+        request: ScheduleCreateVolume,
+    ) -> Result<(), Status> {
+        if self.fail_casts.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("no queue is bound for scheduler"));
+        }
+        self.scheduled.lock().expect("lock").push(request);
+        Ok(())
+    }
+
+    async fn delete_on_host(
+        &self,
+        _ctx: &RequestContext,
+        host: &str,
+        request: DeleteVolume,
+    ) -> Result<(), Status> {
+        if self.fail_casts.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("no queue is bound for volume"));
+        }
+        self.deleted
+            .lock()
+            .expect("lock")
+            .push((host.to_owned(), request.volume_id));
+        Ok(())
+    }
+}
+
+struct Fixture {
+    api: VolumeApi,
+    db: Db,
+    bus: Arc<FakeBus>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn fixture() -> Fixture {
+    let dir = std::env::temp_dir().join(format!("scoria-api-test-{}", uuid::Uuid::new_v4()));
+    let db = Db::connect(&format!("sqlite://{}", dir.join("scoria.db").display()))
+        .await
+        .expect("db");
+    let bus = Arc::new(FakeBus::default());
+    Fixture {
+        api: VolumeApi::new(db.clone(), bus.clone(), 100),
+        db,
+        bus,
+        dir,
+    }
+}
+
+fn ctx(project: &str, roles: &[&str]) -> RequestContext {
+    RequestContext::new(
+        project,
+        "u1",
+        roles.iter().map(|r| (*r).to_owned()).collect(),
+    )
+}
+
+fn member(project: &str) -> RequestContext {
+    ctx(project, &["member"])
+}
+
+fn request<T>(ctx: &RequestContext, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.extensions_mut().insert(ctx.clone());
+    request
+}
+
+fn create_req(name: &str) -> pb::CreateVolumeRequest {
+    pb::CreateVolumeRequest {
+        name: name.into(),
+        size_gib: 1,
+        ..Default::default()
+    }
+}
+
+async fn create(f: &Fixture, ctx: &RequestContext, name: &str) -> pb::Volume {
+    f.api
+        .create_volume(request(ctx, create_req(name)))
+        .await
+        .expect("create")
+        .into_inner()
+}
