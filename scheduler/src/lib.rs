@@ -1,18 +1,301 @@
-//! `scoria-scheduler`: the scheduler: picks a backend for each volume (cinder-scheduler).
+//! `scoria-scheduler`: picks a backend for each new volume (cinder-scheduler's
+//! filter scheduler).
+//!
+//! Start-up, in this order (integration tests rely on it):
+//! 1. connect the database and the broker;
+//! 2. listen on the `scheduler` fanout for capability reports;
+//! 3. ask every volume service to report (`publish_service_capabilities`);
+//! 4. wait (up to `startup_wait_ms`) for a report from every volume service the
+//!    `services` table shows up, so the first requests see every backend;
+//! 5. consume the shared `scheduler` queue (competing with other schedulers);
+//! 6. write the first heartbeat: the row is the scheduler's "ready" signal.
+//!
+//! Then heartbeat, refresh the `services` snapshot and drop stale reports in the
+//! background until shutdown, which stops the servers (draining handlers in
+//! flight) and closes the broker and the database.
+
 #![forbid(unsafe_code)]
 
-use scoria_common::{config::BaseConfig, rpc::Broker};
-use tokio_util::sync::CancellationToken;
+pub mod config;
+pub mod filters;
+pub mod host_state;
+pub mod manager;
+pub mod weighers;
 
-/// The binary's name, as it appears in logs and on the bus.
+use std::{sync::Arc, time::Duration};
+
+use scoria_common::{
+    RequestContext,
+    config::ConfigError,
+    db::{Db, DbError},
+    model::now_ms,
+    ops::{SCHEDULER_TOPIC, SchedulerOps, VolumeClient, scheduler_dispatcher},
+    rpc::{Broker, RpcClient, RpcError, RpcServer, ServerOptions},
+};
+use tokio::sync::Notify;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use config::Config;
+
+use crate::{
+    host_state::HostManager,
+    manager::{BusCaster, SchedulerManager},
+};
+
+/// The binary's name, as it appears in logs, on the bus and in `services`.
 pub const BINARY: &str = "scoria-scheduler";
 
-/// Runs the service until `shutdown` is cancelled.
-pub async fn run(config: BaseConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let broker = Broker::start(config.bus.clone(), format!("{BINARY}@{}", config.service.host));
-    tracing::info!(host = %config.service.host, exchange = %config.bus.control_exchange, "{BINARY} started");
-    shutdown.cancelled().await;
+/// How long start-up waits for the broker's first connection.
+const BROKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to consume its queues.
+const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long start-up waits for reports when no volume service is up.
+const STARTUP_WAIT_WITHOUT_SERVICES: Duration = Duration::from_secs(1);
+/// How often start-up checks whether every live volume service has reported.
+const STARTUP_POLL: Duration = Duration::from_millis(100);
+
+/// Why the scheduler could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be opened.
+    #[error("cannot open the database: {0}")]
+    Database(#[from] DbError),
+    /// The broker could not be reached, or a server could not start.
+    #[error("message bus: {0}")]
+    Bus(#[from] RpcError),
+}
+
+/// A `Result` alias for [`run`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Runs the scheduler until `shutdown` is cancelled; returns `Ok` after a clean drain.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    config.scheduler.validate()?;
+    let settings = &config.scheduler;
+    let host = config.service.host.clone();
+    let db = Db::connect(&config.database_url()).await?;
+    let connection_name = format!("{}:{BINARY}@{host}", config.bus.control_exchange);
+    let broker = tokio::select! {
+        broker = Broker::connect(config.bus.clone(), connection_name, BROKER_CONNECT_TIMEOUT) => broker?,
+        _ = shutdown.cancelled() => {
+            db.close().await;
+            return Ok(());
+        }
+    };
+    let rpc = RpcClient::new(broker.clone());
+    let hosts = Arc::new(HostManager::new(
+        settings.capability_stale(),
+        settings.service_down_time(),
+    ));
+    refresh_services(&db, &hosts).await;
+    let manager = SchedulerManager::new(
+        settings,
+        hosts.clone(),
+        Arc::new(BusCaster::new(rpc.clone())),
+        db.clone(),
+    )
+    .map_err(|unknown| ConfigError::Value {
+        key: "scheduler.enabled_filters",
+        reason: format!("unknown filter {unknown:?}"),
+    })?;
+    let services_changed = manager.services_changed();
+    let scheduler = Scheduler {
+        config: &config,
+        db: &db,
+        broker: &broker,
+        rpc: &rpc,
+        hosts: &hosts,
+        ops: Arc::new(manager),
+        services_changed,
+    };
+    let outcome = scheduler.serve(&shutdown).await;
     broker.close().await;
+    db.close().await;
     tracing::info!("{BINARY} stopped");
-    Ok(())
+    outcome
+}
+
+/// What a running scheduler holds.
+struct Scheduler<'a> {
+    config: &'a Config,
+    db: &'a Db,
+    broker: &'a Broker,
+    rpc: &'a RpcClient,
+    hosts: &'a Arc<HostManager>,
+    ops: Arc<dyn SchedulerOps>,
+    services_changed: Arc<Notify>,
+}
+
+impl Scheduler<'_> {
+    /// Start-up steps 2-6, then the background tasks until shutdown.
+    async fn serve(self, shutdown: &CancellationToken) -> Result<()> {
+        let Self {
+            config,
+            db,
+            broker,
+            rpc,
+            hosts,
+            ops,
+            services_changed,
+        } = self;
+        let settings = &config.scheduler;
+        let host = &config.service.host;
+        let drain = config.service.drain_timeout();
+        let reports = RpcServer::start(
+            broker.clone(),
+            ServerOptions::fanout_only(SCHEDULER_TOPIC).with_drain_timeout(drain),
+            scheduler_dispatcher(ops.clone()),
+            shutdown.clone(),
+        )?;
+        if let Err(err) = reports.wait_ready(SERVER_READY_TIMEOUT).await {
+            reports.shutdown().await;
+            return if shutdown.is_cancelled() {
+                Ok(())
+            } else {
+                Err(err.into())
+            };
+        }
+
+        let ctx = RequestContext::internal(BINARY);
+        if let Err(status) =
+            VolumeClient::publish_to_all(rpc, &ctx, &format!("{BINARY}@{host}")).await
+        {
+            tracing::warn!(error = %status.message(), "could not ask the volume services to report");
+        }
+        wait_for_reports(db, hosts, settings.startup_wait(), shutdown).await;
+
+        let work = RpcServer::start(
+            broker.clone(),
+            ServerOptions::topic(SCHEDULER_TOPIC).with_drain_timeout(drain),
+            scheduler_dispatcher(ops),
+            shutdown.clone(),
+        )?;
+        if let Err(err) = work.wait_ready(SERVER_READY_TIMEOUT).await {
+            work.shutdown().await;
+            reports.shutdown().await;
+            return if shutdown.is_cancelled() {
+                Ok(())
+            } else {
+                Err(err.into())
+            };
+        }
+        heartbeat(db, host).await;
+        tracing::info!(%host, exchange = %config.bus.control_exchange, pools = hosts.len(), "{BINARY} ready");
+
+        let tasks = TaskTracker::new();
+        tasks.spawn(heartbeat_loop(
+            db.clone(),
+            host.clone(),
+            settings.heartbeat_interval(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(services_loop(
+            db.clone(),
+            hosts.clone(),
+            settings.services_refresh(),
+            services_changed,
+            shutdown.clone(),
+        ));
+        tasks.close();
+
+        shutdown.cancelled().await;
+        tracing::info!("{BINARY} draining");
+        work.shutdown().await;
+        reports.shutdown().await;
+        tasks.wait().await;
+        Ok(())
+    }
+}
+
+/// Waits until every volume service the `services` table shows up has
+/// reported, for at most `within` (at most a second if none is up).
+async fn wait_for_reports(
+    db: &Db,
+    hosts: &HostManager,
+    within: Duration,
+    shutdown: &CancellationToken,
+) {
+    let started = tokio::time::Instant::now();
+    let mut last_refresh = started;
+    loop {
+        let live = hosts.live_services(now_ms());
+        if !live.is_empty() && hosts.has_reports_from(&live) {
+            tracing::info!(services = live.len(), waited = ?started.elapsed(), "every live volume service reported");
+            return;
+        }
+        let limit = if live.is_empty() {
+            within.min(STARTUP_WAIT_WITHOUT_SERVICES)
+        } else {
+            within
+        };
+        if started.elapsed() >= limit {
+            if !live.is_empty() {
+                tracing::warn!(services = ?live, waited = ?started.elapsed(), "not every live volume service reported in time; starting anyway");
+            }
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(STARTUP_POLL) => {}
+        }
+        if last_refresh.elapsed() >= Duration::from_millis(500) {
+            refresh_services(db, hosts).await;
+            last_refresh = tokio::time::Instant::now();
+        }
+    }
+}
+
+async fn heartbeat(db: &Db, host: &str) {
+    if let Err(err) = db.heartbeat(BINARY, host, "").await {
+        tracing::warn!(error = %err, "heartbeat failed");
+    }
+}
+
+async fn heartbeat_loop(db: Db, host: String, every: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // the first beat was written at start-up
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => heartbeat(&db, &host).await,
+        }
+    }
+}
+
+async fn refresh_services(db: &Db, hosts: &HostManager) {
+    match db.list_services().await {
+        Ok(services) => hosts.set_services(&services),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the services table; keeping the last snapshot")
+        }
+    }
+}
+
+/// Re-reads `services` periodically (or at once when a report comes from an
+/// unknown host) and drops stale reports.
+async fn services_loop(
+    db: Db,
+    hosts: Arc<HostManager>,
+    every: Duration,
+    changed: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+            _ = changed.notified() => {}
+        }
+        refresh_services(&db, &hosts).await;
+        let dropped = hosts.prune(now_ms());
+        if dropped > 0 {
+            tracing::info!(dropped, "dropped pools with stale capability reports");
+        }
+    }
 }

@@ -4,15 +4,17 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use scoria_common::config::BaseConfig;
+use scoria_scheduler::Config;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config_path = config_path_from_args()?;
-    let config = BaseConfig::load(config_path.as_deref()).context("loading configuration")?;
+    let config = Config::load(config_path.as_deref()).context("loading configuration")?;
     scoria_common::telemetry::init(config.service.log_format);
     let shutdown = scoria_common::shutdown::on_signal();
-    scoria_scheduler::run(config, shutdown).await
+    scoria_scheduler::run(config, shutdown)
+        .await
+        .context("scoria-scheduler")
 }
 
 /// `--config <file>`, the only argument.
@@ -21,6 +23,8 @@ fn config_path_from_args() -> anyhow::Result<Option<PathBuf>> {
     match (args.next().as_deref(), args.next()) {
         (None, _) => Ok(None),
         (Some("--config"), Some(path)) => Ok(Some(PathBuf::from(path))),
-        (Some(other), _) => anyhow::bail!("usage: scoria-scheduler [--config <file.toml>] (got {other:?})"),
+        (Some(other), _) => {
+            anyhow::bail!("usage: scoria-scheduler [--config <file.toml>] (got {other:?})")
+        }
     }
 }

@@ -1,0 +1,259 @@
+//! The scheduler's handlers ([`SchedulerOps`]): take capability reports, and
+//! place each new volume: filters -> weigher -> virtual consumption -> cast to
+//! the chosen volume service (the next best if that cast cannot be delivered),
+//! or the volume goes to `error` with the reason.
+//!
+//! The hot path touches no database: host state lives in memory behind a lock
+//! that is never held across an await. Only a volume that cannot be placed
+//! costs a (compare-and-set) write.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use scoria_common::{
+    RequestContext,
+    db::{Db, DbError},
+    model::{VolumeStatus, now_ms},
+    ops::{SchedulerOps, VolumeClient, VolumeOps},
+    rpc::RpcClient,
+};
+use scoria_proto::bus::{Capabilities, CreateVolume, ScheduleCreateVolume};
+use tokio::sync::Notify;
+use tonic::Status;
+
+use crate::{
+    config::SchedulerSection,
+    filters::{FilterPipeline, RequestSpec},
+    host_state::{HostManager, ReportOutcome},
+    weighers::CapacityWeigher,
+};
+
+/// Where the manager sends a placed volume: the bus in production, a fake in tests.
+#[async_trait]
+pub trait VolumeCaster: Send + Sync {
+    /// Casts `create_volume` to the volume service owning `host` (`host@backend`).
+    async fn create_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: CreateVolume,
+    ) -> Result<(), Status>;
+}
+
+/// [`VolumeCaster`] over the bus ([`VolumeClient`]).
+#[derive(Clone)]
+pub struct BusCaster {
+    rpc: RpcClient,
+}
+
+impl BusCaster {
+    /// A caster publishing through `rpc`.
+    pub fn new(rpc: RpcClient) -> Self {
+        Self { rpc }
+    }
+}
+
+#[async_trait]
+impl VolumeCaster for BusCaster {
+    async fn create_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: CreateVolume,
+    ) -> Result<(), Status> {
+        VolumeClient::new(self.rpc.clone(), host)?
+            .create_volume(ctx, request)
+            .await
+    }
+}
+
+/// The filter scheduler: implements [`SchedulerOps`].
+pub struct SchedulerManager {
+    hosts: Arc<HostManager>,
+    pipeline: FilterPipeline,
+    weigher: CapacityWeigher,
+    caster: Arc<dyn VolumeCaster>,
+    db: Db,
+    max_attempts: u32,
+    services_changed: Arc<Notify>,
+}
+
+impl SchedulerManager {
+    /// A manager placing volumes on `hosts` as `settings` say, casting through
+    /// `caster`, failing volumes in `db`. `Err` names an unknown filter.
+    pub fn new(
+        settings: &SchedulerSection,
+        hosts: Arc<HostManager>,
+        caster: Arc<dyn VolumeCaster>,
+        db: Db,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            hosts,
+            pipeline: FilterPipeline::from_names(&settings.enabled_filters)?,
+            weigher: CapacityWeigher::new(settings.capacity_weight_multiplier),
+            caster,
+            db,
+            max_attempts: settings.max_attempts.max(1),
+            services_changed: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Notified when a report arrives from a host the `services` snapshot does
+    /// not know yet: the refresher should re-read the table now.
+    pub fn services_changed(&self) -> Arc<Notify> {
+        self.services_changed.clone()
+    }
+
+    /// Moves the volume from `creating` to `error` with `message`.
+    async fn fail(&self, volume_id: &str, message: &str) -> Result<(), Status> {
+        let outcome = self
+            .db
+            .transition_volume_with_worker(
+                volume_id,
+                &[VolumeStatus::Creating],
+                VolumeStatus::Error,
+                None,
+                Some(message),
+                None,
+            )
+            .await;
+        match outcome {
+            Ok(true) => {
+                tracing::warn!(%volume_id, error = %message, "volume could not be scheduled: set to error");
+                Ok(())
+            }
+            Ok(false) => {
+                tracing::info!(%volume_id, error = %message, "volume could not be scheduled but is no longer creating: left as is");
+                Ok(())
+            }
+            Err(DbError::Unavailable(err)) => Err(Status::unavailable(format!(
+                "cannot fail volume {volume_id}: database unavailable: {err}"
+            ))),
+            Err(err) => {
+                tracing::error!(%volume_id, error = %err, "cannot set volume to error");
+                Err(Status::internal(format!(
+                    "cannot set volume {volume_id} to error"
+                )))
+            }
+        }
+    }
+}
+
+/// `; last error: ...` when a reschedule carries one.
+fn last_error_suffix(last_error: &str) -> String {
+    if last_error.is_empty() {
+        String::new()
+    } else {
+        format!("; last error: {last_error}")
+    }
+}
+
+#[async_trait]
+impl SchedulerOps for SchedulerManager {
+    #[tracing::instrument(
+        name = "scheduler.create_volume",
+        skip_all,
+        fields(volume_id = %request.volume_id, attempt = request.attempt, request_id = %ctx.request_id)
+    )]
+    async fn create_volume(
+        &self,
+        ctx: &RequestContext,
+        request: ScheduleCreateVolume,
+    ) -> Result<(), Status> {
+        let attempt = request.attempt.max(1);
+        if attempt > self.max_attempts {
+            let message = format!(
+                "No valid backend was found: exceeded the maximum number of scheduling attempts ({}) for volume {}{}",
+                self.max_attempts,
+                request.volume_id,
+                last_error_suffix(&request.last_error)
+            );
+            return self.fail(&request.volume_id, &message).await;
+        }
+        let mut spec = RequestSpec::new(&request);
+        let mut tried = request.tried_hosts.clone();
+        let mut undeliverable: Vec<String> = Vec::new();
+        for _ in 0..self.max_attempts {
+            let chosen = self
+                .hosts
+                .choose(now_ms(), spec.size_gib, |usable, skipped| {
+                    let outcome = self.pipeline.run(usable, skipped, &spec);
+                    self.weigher
+                        .best(&outcome.passed, &spec)
+                        .ok_or_else(|| outcome.explain())
+                });
+            let chosen = match chosen {
+                Ok(chosen) => chosen,
+                Err(explain) => {
+                    let mut message = format!("No valid backend was found: {explain}");
+                    if !undeliverable.is_empty() {
+                        message
+                            .push_str(&format!("; could not reach {}", undeliverable.join(", ")));
+                    }
+                    message.push_str(&last_error_suffix(&request.last_error));
+                    return self.fail(&request.volume_id, &message).await;
+                }
+            };
+            tried.push(chosen.pool_key.clone());
+            let availability_zone = if request.availability_zone.is_empty() {
+                chosen.availability_zone.clone()
+            } else {
+                request.availability_zone.clone()
+            };
+            let cast = CreateVolume {
+                volume_id: request.volume_id.clone(),
+                size_gib: request.size_gib,
+                pool: chosen.pool_key.clone(),
+                tried_hosts: tried.clone(),
+                attempt,
+                volume_type: request.volume_type.clone(),
+                availability_zone,
+                extra_specs: request.extra_specs.clone(),
+            };
+            match self.caster.create_volume(ctx, &chosen.host, cast).await {
+                Ok(()) => {
+                    tracing::info!(pool = %chosen.pool_key, size_gib = request.size_gib, "volume scheduled");
+                    return Ok(());
+                }
+                Err(status) => {
+                    tracing::warn!(pool = %chosen.pool_key, error = %status.message(), "cast to the chosen backend failed; trying the next");
+                    self.hosts.release(&chosen);
+                    spec.tried_hosts.insert(chosen.pool_key.clone());
+                    undeliverable.push(format!("{} ({})", chosen.pool_key, status.message()));
+                }
+            }
+        }
+        let message = format!(
+            "No valid backend was found: could not reach {}{}",
+            undeliverable.join(", "),
+            last_error_suffix(&request.last_error)
+        );
+        self.fail(&request.volume_id, &message).await
+    }
+
+    #[tracing::instrument(name = "scheduler.update_service_capabilities", skip_all, fields(host = %report.host))]
+    async fn update_service_capabilities(
+        &self,
+        _ctx: &RequestContext,
+        report: Capabilities,
+    ) -> Result<(), Status> {
+        if report.host.is_empty() {
+            tracing::warn!("capability report without a host: ignored");
+            return Ok(());
+        }
+        match self.hosts.update(&report, now_ms()) {
+            ReportOutcome::Applied { known_service } => {
+                tracing::debug!(pools = report.pools.len(), "capabilities updated");
+                if !known_service {
+                    self.services_changed.notify_one();
+                }
+            }
+            ReportOutcome::Outdated => tracing::debug!("outdated capability report ignored"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;

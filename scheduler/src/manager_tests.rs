@@ -1,0 +1,383 @@
+//! Unit tests of the manager: a real SQLite database in a temp dir, a fake caster.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Mutex,
+    time::Duration,
+};
+
+use scoria_common::{
+    db::{WorkerEntry, WorkerKind},
+    model::Volume,
+};
+
+use super::*;
+use crate::host_state::tests::{report, service};
+
+/// Records casts; fails those to the hosts in `unreachable`.
+#[derive(Default)]
+struct FakeCaster {
+    casts: Mutex<Vec<(String, CreateVolume)>>,
+    unreachable: HashSet<String>,
+}
+
+#[async_trait]
+impl VolumeCaster for FakeCaster {
+    async fn create_volume(
+        &self,
+        _ctx: &RequestContext,
+        host: &str,
+        request: CreateVolume,
+    ) -> Result<(), Status> {
+        if let Ok(mut casts) = self.casts.lock() {
+            casts.push((host.to_owned(), request));
+        }
+        if self.unreachable.contains(host) {
+            return Err(Status::unavailable(format!(
+                "no queue is bound for volume.{host}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl FakeCaster {
+    fn casts(&self) -> Vec<(String, CreateVolume)> {
+        self.casts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    db: Db,
+    hosts: Arc<HostManager>,
+    caster: Arc<FakeCaster>,
+    manager: SchedulerManager,
+}
+
+async fn fixture(unreachable: &[&str], settings: SchedulerSection) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+        .await
+        .expect("db");
+    let hosts = Arc::new(HostManager::new(
+        settings.capability_stale(),
+        settings.service_down_time(),
+    ));
+    let caster = Arc::new(FakeCaster {
+        unreachable: unreachable.iter().map(|h| (*h).to_owned()).collect(),
+        ..FakeCaster::default()
+    });
+    let manager = SchedulerManager::new(&settings, hosts.clone(), caster.clone(), db.clone())
+        .expect("manager");
+    Fixture {
+        _dir: dir,
+        db,
+        hosts,
+        caster,
+        manager,
+    }
+}
+
+impl Fixture {
+    /// Registers live volume services with one pool each: `(host, total, free)`.
+    fn backends(&self, backends: &[(&str, f64, f64)]) {
+        let now = now_ms();
+        let services: Vec<_> = backends
+            .iter()
+            .map(|(host, ..)| service(host, now, false))
+            .collect();
+        self.hosts.set_services(&services);
+        for (host, total, free) in backends {
+            self.hosts
+                .update(&report(host, now, &[("pool", *total, *free)]), now);
+        }
+    }
+
+    async fn creating_volume(&self, size_gib: u64) -> String {
+        let id = format!("vol-{}", self.db.count_volumes("p").await.expect("count"));
+        let volume = Volume {
+            id: id.clone(),
+            project_id: "p".into(),
+            user_id: "u".into(),
+            name: String::new(),
+            description: String::new(),
+            size_gib,
+            status: VolumeStatus::Creating,
+            volume_type: String::new(),
+            availability_zone: String::new(),
+            host: None,
+            metadata: BTreeMap::new(),
+            error_message: String::new(),
+            snapshot_id: None,
+            source_volume_id: None,
+            created_at_ms: now_ms(),
+            updated_at_ms: now_ms(),
+        };
+        let worker = WorkerEntry {
+            kind: WorkerKind::Volume,
+            resource_id: id.clone(),
+            status: "creating".into(),
+            service: "scoria-scheduler".into(),
+            deadline_ms: now_ms() + 60_000,
+        };
+        self.db
+            .create_volume(&volume, None, &worker)
+            .await
+            .expect("insert");
+        id
+    }
+
+    async fn volume(&self, id: &str) -> Volume {
+        self.db.get_volume(id).await.expect("get").expect("exists")
+    }
+
+    async fn schedule(&self, request: ScheduleCreateVolume) {
+        let ctx = RequestContext::internal("test");
+        self.manager
+            .create_volume(&ctx, request)
+            .await
+            .expect("handled");
+    }
+}
+
+fn request(volume_id: &str, size_gib: u64) -> ScheduleCreateVolume {
+    ScheduleCreateVolume {
+        volume_id: volume_id.into(),
+        size_gib,
+        attempt: 1,
+        ..ScheduleCreateVolume::default()
+    }
+}
+
+#[tokio::test]
+async fn casts_to_the_emptiest_pool_and_consumes_virtually() {
+    let f = fixture(&[], SchedulerSection::default()).await;
+    f.backends(&[("a@file", 100.0, 40.0), ("b@file", 100.0, 50.0)]);
+    let mut r = request("v1", 20);
+    r.volume_type = "gold".into();
+    r.extra_specs
+        .insert("volume_backend_name".into(), "file".into());
+    f.schedule(r).await;
+    f.schedule(request("v2", 20)).await;
+
+    let casts = f.caster.casts();
+    assert_eq!(casts.len(), 2);
+    let (host, cast) = &casts[0];
+    assert_eq!(host, "b@file");
+    assert_eq!(cast.pool, "b@file#pool");
+    assert_eq!(cast.tried_hosts, ["b@file#pool"]);
+    assert_eq!(cast.attempt, 1);
+    assert_eq!(cast.volume_type, "gold");
+    assert_eq!(
+        cast.availability_zone, "default",
+        "the pool's zone when none was asked"
+    );
+    assert_eq!(
+        cast.extra_specs
+            .get("volume_backend_name")
+            .map(String::as_str),
+        Some("file")
+    );
+    // b had 50 free, now 30 virtually: the second goes to a (40).
+    assert_eq!(casts[1].0, "a@file");
+    assert_eq!(f.hosts.pool("b@file#pool").expect("pool").consumed_gib, 20);
+}
+
+#[tokio::test]
+async fn no_valid_backend_sets_error_with_the_elimination_report() {
+    let f = fixture(&[], SchedulerSection::default()).await;
+    f.backends(&[("a@file", 100.0, 5.0), ("b@file", 100.0, 8.0)]);
+    let id = f.creating_volume(10).await;
+    let mut r = request(&id, 10);
+    r.attempt = 2;
+    r.last_error = "disk on fire".into();
+    r.tried_hosts = vec!["c@file#pool".into()];
+    f.schedule(r).await;
+
+    assert!(f.caster.casts().is_empty());
+    let v = f.volume(&id).await;
+    assert_eq!(v.status, VolumeStatus::Error);
+    assert_eq!(
+        v.error_message,
+        "No valid backend was found: 2 hosts known; AvailabilityZoneFilter removed 0, CapacityFilter removed 2; \
+         last error: disk on fire"
+    );
+    assert!(
+        f.db.get_worker(WorkerKind::Volume, &id)
+            .await
+            .expect("worker")
+            .is_none(),
+        "settled: no worker entry"
+    );
+}
+
+#[tokio::test]
+async fn no_hosts_at_all() {
+    let f = fixture(&[], SchedulerSection::default()).await;
+    let id = f.creating_volume(1).await;
+    f.schedule(request(&id, 1)).await;
+    assert_eq!(
+        f.volume(&id).await.error_message,
+        "No valid backend was found: 0 hosts known"
+    );
+}
+
+#[tokio::test]
+async fn too_many_attempts_fails_at_once() {
+    let f = fixture(&[], SchedulerSection::default()).await;
+    f.backends(&[("a@file", 100.0, 100.0)]);
+    let id = f.creating_volume(1).await;
+    let mut r = request(&id, 1);
+    r.attempt = 4;
+    r.last_error = "driver said no".into();
+    f.schedule(r).await;
+    assert!(f.caster.casts().is_empty());
+    let v = f.volume(&id).await;
+    assert_eq!(v.status, VolumeStatus::Error);
+    assert!(
+        v.error_message
+            .contains("maximum number of scheduling attempts (3)"),
+        "{}",
+        v.error_message
+    );
+    assert!(
+        v.error_message.ends_with("last error: driver said no"),
+        "{}",
+        v.error_message
+    );
+}
+
+#[tokio::test]
+async fn undeliverable_cast_moves_to_the_next_best() {
+    let f = fixture(&["b@file"], SchedulerSection::default()).await;
+    f.backends(&[("a@file", 100.0, 40.0), ("b@file", 100.0, 50.0)]);
+    f.schedule(request("v1", 10)).await;
+    let casts = f.caster.casts();
+    assert_eq!(
+        casts.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>(),
+        ["b@file", "a@file"]
+    );
+    assert_eq!(casts[1].1.tried_hosts, ["b@file#pool", "a@file#pool"]);
+    assert_eq!(
+        f.hosts.pool("b@file#pool").expect("pool").consumed_gib,
+        0,
+        "released"
+    );
+    assert_eq!(f.hosts.pool("a@file#pool").expect("pool").consumed_gib, 10);
+}
+
+#[tokio::test]
+async fn all_casts_undeliverable_errors_the_volume() {
+    let f = fixture(&["a@file", "b@file"], SchedulerSection::default()).await;
+    f.backends(&[("a@file", 100.0, 40.0), ("b@file", 100.0, 50.0)]);
+    let id = f.creating_volume(10).await;
+    f.schedule(request(&id, 10)).await;
+    assert_eq!(f.caster.casts().len(), 2);
+    let v = f.volume(&id).await;
+    assert_eq!(v.status, VolumeStatus::Error);
+    assert!(
+        v.error_message
+            .starts_with("No valid backend was found: 2 hosts known;"),
+        "{}",
+        v.error_message
+    );
+    assert!(
+        v.error_message.contains("RetryFilter removed 2"),
+        "{}",
+        v.error_message
+    );
+    assert!(
+        v.error_message.contains("could not reach b@file#pool"),
+        "{}",
+        v.error_message
+    );
+}
+
+#[tokio::test]
+async fn casts_are_bounded_by_max_attempts() {
+    let settings = SchedulerSection {
+        max_attempts: 2,
+        ..SchedulerSection::default()
+    };
+    let f = fixture(&["a@file", "b@file", "c@file"], settings).await;
+    f.backends(&[
+        ("a@file", 100.0, 40.0),
+        ("b@file", 100.0, 50.0),
+        ("c@file", 100.0, 60.0),
+    ]);
+    let id = f.creating_volume(1).await;
+    f.schedule(request(&id, 1)).await;
+    assert_eq!(f.caster.casts().len(), 2);
+    let v = f.volume(&id).await;
+    assert!(
+        v.error_message
+            .starts_with("No valid backend was found: could not reach c@file#pool"),
+        "{}",
+        v.error_message
+    );
+}
+
+#[tokio::test]
+async fn retry_skips_tried_pools() {
+    let f = fixture(&[], SchedulerSection::default()).await;
+    f.backends(&[("a@file", 100.0, 40.0), ("b@file", 100.0, 50.0)]);
+    let mut r = request("v1", 1);
+    r.attempt = 2;
+    r.tried_hosts = vec!["b@file#pool".into()];
+    f.schedule(r).await;
+    let casts = f.caster.casts();
+    assert_eq!(casts[0].0, "a@file");
+    assert_eq!(casts[0].1.tried_hosts, ["b@file#pool", "a@file#pool"]);
+    assert_eq!(casts[0].1.attempt, 2);
+}
+
+#[tokio::test]
+async fn volume_no_longer_creating_is_left_alone() {
+    let f = fixture(&[], SchedulerSection::default()).await;
+    let id = f.creating_volume(1).await;
+    f.db.transition_volume(
+        &id,
+        &[VolumeStatus::Creating],
+        VolumeStatus::Deleting,
+        None,
+        None,
+    )
+    .await
+    .expect("cas");
+    f.schedule(request(&id, 1)).await;
+    assert_eq!(f.volume(&id).await.status, VolumeStatus::Deleting);
+}
+
+#[tokio::test]
+async fn reports_from_unknown_services_ask_for_a_refresh() {
+    let f = fixture(&[], SchedulerSection::default()).await;
+    let notify = f.manager.services_changed();
+    let ctx = RequestContext::internal("test");
+    f.manager
+        .update_service_capabilities(&ctx, report("new@file", now_ms(), &[("p", 1.0, 1.0)]))
+        .await
+        .expect("ok");
+    tokio::time::timeout(Duration::from_secs(1), notify.notified())
+        .await
+        .expect("notified");
+    assert!(f.hosts.pool("new@file#p").is_some());
+    // Known now: no notification.
+    f.hosts
+        .set_services(&[service("new@file", now_ms(), false)]);
+    f.manager
+        .update_service_capabilities(&ctx, report("new@file", now_ms(), &[("p", 1.0, 1.0)]))
+        .await
+        .expect("ok");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), notify.notified())
+            .await
+            .is_err()
+    );
+    // A report without a host is ignored.
+    f.manager
+        .update_service_capabilities(&ctx, Capabilities::default())
+        .await
+        .expect("ignored");
+    assert_eq!(f.hosts.len(), 1);
+}
