@@ -20,7 +20,8 @@ use hdrhistogram::Histogram;
 use prost::Message;
 use scoria_common::rpc::{Broker, Priority, notifier::NotificationReader};
 use scoria_proto::v1::{
-    CreateVolumeRequest, DeleteVolumeRequest, ListVolumesRequest, Volume, volume_service_client::VolumeServiceClient,
+    CreateVolumeRequest, DeleteVolumeRequest, ListVolumesRequest, Volume,
+    volume_service_client::VolumeServiceClient,
 };
 use scoria_tests::{
     bus_config,
@@ -39,18 +40,29 @@ type Waiters = Arc<Seen>;
 
 fn request<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
-    request.metadata_mut().insert("x-project-id", "bench".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-project-id", "bench".parse().unwrap());
     request
 }
 
 /// Records `volume.*.end` notifications as they arrive.
 async fn watch_notifications(broker: Broker, seen: Waiters) {
-    let mut reader = NotificationReader::open(&broker, Priority::Info).await.unwrap();
+    let mut reader = NotificationReader::open(&broker, Priority::Info)
+        .await
+        .unwrap();
     loop {
-        let Ok(Some(n)) = reader.next(Duration::from_secs(3600)).await else { break };
+        let Ok(Some(n)) = reader.next(Duration::from_secs(3600)).await else {
+            break;
+        };
         let Some(payload) = n.payload else { continue };
-        let Ok(volume) = Volume::decode(payload.value.as_ref()) else { continue };
-        seen.at.lock().unwrap().insert((n.event_type, volume.id), Instant::now());
+        let Ok(volume) = Volume::decode(payload.value.as_ref()) else {
+            continue;
+        };
+        seen.at
+            .lock()
+            .unwrap()
+            .insert((n.event_type, volume.id), Instant::now());
         seen.changed.notify_waiters();
     }
 }
@@ -66,16 +78,26 @@ async fn arrival(seen: &Waiters, event: &str, id: &str) -> Instant {
         if let Some(at) = seen.at.lock().unwrap().get(&key) {
             return *at;
         }
-        assert!(Instant::now() < deadline, "no {event} for volume {id} within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "no {event} for volume {id} within 30 s"
+        );
         let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
     }
 }
 
 /// Creates one volume and waits for it to be available; returns (id, latency).
-async fn create_one(client: &mut VolumeServiceClient<Channel>, seen: &Waiters) -> (String, Duration) {
+async fn create_one(
+    client: &mut VolumeServiceClient<Channel>,
+    seen: &Waiters,
+) -> (String, Duration) {
     let started = Instant::now();
     let volume = client
-        .create_volume(request(CreateVolumeRequest { name: "bench".into(), size_gib: 1, ..Default::default() }))
+        .create_volume(request(CreateVolumeRequest {
+            name: "bench".into(),
+            size_gib: 1,
+            ..Default::default()
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -106,10 +128,20 @@ async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n: usize = if full { 200 } else { 20 };
     let stack = Stack::start_with(DbKind::Sqlite, &[("RUST_LOG", "warn")]).await;
-    let broker = Broker::connect(bus_config(&stack.exchange), "bench-reader", Duration::from_secs(10)).await.unwrap();
+    let broker = Broker::connect(
+        bus_config(&stack.exchange),
+        "bench-reader",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     let waiters: Waiters = Arc::default();
     let watcher = tokio::spawn(watch_notifications(broker.clone(), waiters.clone()));
-    let channel = Channel::from_shared(format!("http://{}", stack.api)).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(format!("http://{}", stack.api))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let client = VolumeServiceClient::new(channel);
 
     // Warm up.
@@ -141,7 +173,10 @@ async fn main() {
         ms(hist.value_at_quantile(0.5)),
         ms(hist.value_at_quantile(0.99))
     );
-    println!("cpu     {:.2} CPU-ms per create (api + scheduler + volume)", cpu / n as f64);
+    println!(
+        "cpu     {:.2} CPU-ms per create (api + scheduler + volume)",
+        cpu / n as f64
+    );
 
     // 1 client
     let mut single = Histogram::<u64>::new(3).unwrap();
@@ -151,7 +186,10 @@ async fn main() {
         single.record(latency.as_micros() as u64).unwrap();
         singles.push(id);
     }
-    println!("create  p50 {} with 1 client", ms(single.value_at_quantile(0.5)));
+    println!(
+        "create  p50 {} with 1 client",
+        ms(single.value_at_quantile(0.5))
+    );
 
     // ListVolumes of n
     let mut list = Histogram::<u64>::new(3).unwrap();
@@ -159,14 +197,20 @@ async fn main() {
     for _ in 0..100 {
         let t = Instant::now();
         let page = c
-            .list_volumes(request(ListVolumesRequest { page_size: n as i32, ..Default::default() }))
+            .list_volumes(request(ListVolumesRequest {
+                page_size: n as i32,
+                ..Default::default()
+            }))
             .await
             .unwrap()
             .into_inner();
         list.record(t.elapsed().as_micros() as u64).unwrap();
         assert_eq!(page.volumes.len(), n);
     }
-    println!("list    p50 {} for {n} volumes", ms(list.value_at_quantile(0.5)));
+    println!(
+        "list    p50 {} for {n} volumes",
+        ms(list.value_at_quantile(0.5))
+    );
 
     // delete -> gone, 10 clients
     let started = Instant::now();
@@ -174,14 +218,20 @@ async fn main() {
         .map(|id| {
             let (mut client, waiters) = (client.clone(), waiters.clone());
             async move {
-                client.delete_volume(request(DeleteVolumeRequest { id: id.clone() })).await.unwrap();
+                client
+                    .delete_volume(request(DeleteVolumeRequest { id: id.clone() }))
+                    .await
+                    .unwrap();
                 arrival(&waiters, "volume.delete.end", &id).await;
             }
         })
         .buffer_unordered(10)
         .collect::<Vec<()>>()
         .await;
-    println!("delete  {:.0} volumes/s with 10 clients", n as f64 / started.elapsed().as_secs_f64());
+    println!(
+        "delete  {:.0} volumes/s with 10 clients",
+        n as f64 / started.elapsed().as_secs_f64()
+    );
     watcher.abort();
     broker.close().await;
 }

@@ -311,7 +311,10 @@ impl Stack {
 
     /// The pids of the running processes, by binary name.
     pub fn pids(&self) -> Vec<(String, u32)> {
-        self.children.iter().filter_map(|(name, child)| Some((name.clone(), child.id()?))).collect()
+        self.children
+            .iter()
+            .filter_map(|(name, child)| Some((name.clone(), child.id()?)))
+            .collect()
     }
 
     /// The database engine.

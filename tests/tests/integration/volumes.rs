@@ -74,7 +74,7 @@ async fn lifecycle(kind: DbKind) {
         .call(
             "p1",
             UPDATE,
-            &json!({"id": id, "name": "renamed", "updateMask": "name"}),
+            &json!({"id": id, "name": "renamed", "updateMask": {"paths": ["name"]}}),
         )
         .await
         .expect("update");
@@ -279,7 +279,7 @@ async fn bad_input_names_the_field_and_writes_nothing() {
         (LIST, json!({"pageToken": "garbage!"}), "page_token"),
         (
             UPDATE,
-            json!({"id": uuid::Uuid::new_v4().to_string(), "updateMask": "size_gib"}),
+            json!({"id": uuid::Uuid::new_v4().to_string(), "updateMask": {"paths": ["size_gib"]}}),
             "update_mask",
         ),
     ];
