@@ -59,6 +59,10 @@ pub fn unique_exchange(tag: &str) -> String {
     )
 }
 
+/// `x-expires` of every durable queue a test declares (all processes of one
+/// exchange must agree: the broker refuses a redeclaration with other arguments).
+pub const QUEUE_EXPIRY_MS: u64 = 300_000;
+
 /// A bus configuration on the test broker with its own control exchange; its
 /// durable queues expire two minutes after last use, so runs leave nothing.
 pub fn bus_config(exchange: &str) -> BusConfig {
@@ -68,7 +72,7 @@ pub fn bus_config(exchange: &str) -> BusConfig {
         control_exchange: exchange.to_owned(),
         call_timeout_ms: 10_000,
         publish_timeout_ms: 20_000,
-        queue_expiry_ms: Some(120_000),
+        queue_expiry_ms: Some(QUEUE_EXPIRY_MS),
         reconnect_max_backoff_ms: 1_000,
         ..BusConfig::default()
     }

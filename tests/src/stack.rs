@@ -191,7 +191,10 @@ impl Stack {
             ("SCORIA_HOST".into(), host),
             ("SCORIA_API_LISTEN".into(), stack.api.clone()),
             ("SCORIA_AUTH_MODE".into(), "noauth".into()),
-            ("SCORIA_RPC_QUEUE_EXPIRY_MS".into(), "300000".into()),
+            (
+                "SCORIA_RPC_QUEUE_EXPIRY_MS".into(),
+                crate::QUEUE_EXPIRY_MS.to_string(),
+            ),
             ("SCORIA_VOLUME_CAPACITY_GIB".into(), "1000".into()),
             ("SCORIA_SCHEDULER_STARTUP_WAIT_MS".into(), "10000".into()),
             ("RUST_LOG".into(), "info,lapin=warn,sqlx=warn".into()),
@@ -268,7 +271,7 @@ impl Stack {
         }
     }
 
-    /// Calls `method` on the API with grpcurl as project `project`.
+    /// Calls `method` on the API with grpcurl as a `member` of project `project`.
     pub async fn call(
         &self,
         project: &str,
@@ -276,7 +279,8 @@ impl Stack {
         body: &Value,
     ) -> Result<Value, GrpcError> {
         let header = format!("x-project-id: {project}");
-        grpcurl(&self.api, &["-H", &header], method, &body.to_string()).await
+        let roles = ["-H", &header, "-H", "x-roles: member"];
+        grpcurl(&self.api, &roles, method, &body.to_string()).await
     }
 
     /// Polls GetVolume until the volume's status is `status`; returns it.

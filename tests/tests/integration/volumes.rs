@@ -210,6 +210,34 @@ async fn reflection_and_health_need_no_proto_files() {
         text.contains("size_gib") && text.contains("google.protobuf.Timestamp"),
         "{text}"
     );
+    // grpcurl 1.8 speaks only v1alpha: ask the v1 service with its own client.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", stack.api))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut v1 =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let ask = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let mut answers = v1
+        .server_reflection_info(futures_util::stream::iter([ask]))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    let answer = answers
+        .message()
+        .await
+        .expect("answer")
+        .expect("one answer");
+    let listed = format!("{:?}", answer.message_response);
+    assert!(listed.contains("scoria.v1.VolumeService"), "{listed}");
     let health = grpcurl(
         &stack.api,
         &[],
