@@ -294,10 +294,10 @@ impl Stack {
                     &serde_json::json!({ "id": id }),
                 )
                 .await;
-            if let Ok(v) = &volume {
-                if v["status"] == status {
-                    return v.clone();
-                }
+            if let Ok(v) = &volume
+                && v["status"] == status
+            {
+                return v.clone();
             }
             assert!(
                 Instant::now() < deadline,
