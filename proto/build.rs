@@ -10,6 +10,8 @@ const PROTOS: &[&str] = &[
     "scoria/rpc/v1/rpc.proto",
     "scoria/bus/v1/bus.proto",
     "scoria/v1/volume.proto",
+    "scoria/v1/snapshot.proto",
+    "scoria/v1/volume_type.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {
