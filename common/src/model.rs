@@ -125,6 +125,110 @@ pub struct Volume {
     pub updated_at_ms: i64,
 }
 
+/// The life cycle of a snapshot (Cinder's statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SnapshotStatus {
+    /// A backend is making it.
+    Creating,
+    /// Ready: volumes can be made from it.
+    Available,
+    /// Being deleted.
+    Deleting,
+    /// Creation failed; see `error_message`.
+    Error,
+    /// Deletion failed.
+    ErrorDeleting,
+}
+
+impl SnapshotStatus {
+    /// Every status.
+    pub const ALL: [SnapshotStatus; 5] = [
+        Self::Creating,
+        Self::Available,
+        Self::Deleting,
+        Self::Error,
+        Self::ErrorDeleting,
+    ];
+
+    /// The statuses a snapshot may be deleted from.
+    pub const DELETABLE: [SnapshotStatus; 3] = [Self::Available, Self::Error, Self::ErrorDeleting];
+
+    /// The name stored in the database and shown in logs (Cinder's spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Available => "available",
+            Self::Deleting => "deleting",
+            Self::Error => "error",
+            Self::ErrorDeleting => "error_deleting",
+        }
+    }
+}
+
+impl fmt::Display for SnapshotStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SnapshotStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown snapshot status {s:?}"))
+    }
+}
+
+/// A snapshot as the database holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// UUID.
+    pub id: String,
+    /// The owning project (the volume's).
+    pub project_id: String,
+    /// The user who created it.
+    pub user_id: String,
+    /// The volume it was taken of.
+    pub volume_id: String,
+    /// Display name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// The volume's size when the snapshot was taken, GiB.
+    pub size_gib: u64,
+    /// Status.
+    pub status: SnapshotStatus,
+    /// `host@backend` holding it (the volume's host).
+    pub host: Option<String>,
+    /// Why it is in an error status (empty otherwise).
+    pub error_message: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Last change, milliseconds since the Unix epoch.
+    pub updated_at_ms: i64,
+}
+
+/// A volume type: a named set of extra specs that steers scheduling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeType {
+    /// UUID.
+    pub id: String,
+    /// Unique name; volumes refer to their type by it.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Matched against backend capabilities by the scheduler.
+    pub extra_specs: BTreeMap<String, String>,
+    /// Whether volumes created without a type get this one.
+    pub is_default: bool,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Last change, milliseconds since the Unix epoch.
+    pub updated_at_ms: i64,
+}
+
 /// A registered service (a row of `services`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
@@ -161,5 +265,14 @@ mod tests {
         }
         assert_eq!(VolumeStatus::InUse.as_str(), "in-use");
         assert!("bogus".parse::<VolumeStatus>().is_err());
+    }
+
+    #[test]
+    fn snapshot_statuses_round_trip() {
+        for status in SnapshotStatus::ALL {
+            assert_eq!(status.as_str().parse::<SnapshotStatus>(), Ok(status));
+        }
+        assert_eq!(SnapshotStatus::ErrorDeleting.as_str(), "error_deleting");
+        assert!("in-use".parse::<SnapshotStatus>().is_err());
     }
 }

@@ -4,7 +4,7 @@
 use prost_types::Timestamp;
 use scoria_proto::v1 as pb;
 
-use crate::model::{Volume, VolumeStatus};
+use crate::model::{Snapshot, SnapshotStatus, Volume, VolumeStatus};
 
 impl From<VolumeStatus> for pb::VolumeStatus {
     fn from(status: VolumeStatus) -> Self {
@@ -73,6 +73,62 @@ impl From<&Volume> for pb::Volume {
     }
 }
 
+impl From<SnapshotStatus> for pb::SnapshotStatus {
+    fn from(status: SnapshotStatus) -> Self {
+        match status {
+            SnapshotStatus::Creating => pb::SnapshotStatus::Creating,
+            SnapshotStatus::Available => pb::SnapshotStatus::Available,
+            SnapshotStatus::Deleting => pb::SnapshotStatus::Deleting,
+            SnapshotStatus::Error => pb::SnapshotStatus::Error,
+            SnapshotStatus::ErrorDeleting => pb::SnapshotStatus::ErrorDeleting,
+        }
+    }
+}
+
+/// The domain status of a wire snapshot status; `None` for `UNSPECIFIED`.
+pub fn snapshot_status_from_proto(status: pb::SnapshotStatus) -> Option<SnapshotStatus> {
+    Some(match status {
+        pb::SnapshotStatus::Unspecified => return None,
+        pb::SnapshotStatus::Creating => SnapshotStatus::Creating,
+        pb::SnapshotStatus::Available => SnapshotStatus::Available,
+        pb::SnapshotStatus::Deleting => SnapshotStatus::Deleting,
+        pb::SnapshotStatus::Error => SnapshotStatus::Error,
+        pb::SnapshotStatus::ErrorDeleting => SnapshotStatus::ErrorDeleting,
+    })
+}
+
+impl From<&Snapshot> for pb::Snapshot {
+    fn from(s: &Snapshot) -> Self {
+        pb::Snapshot {
+            id: s.id.clone(),
+            volume_id: s.volume_id.clone(),
+            name: s.name.clone(),
+            description: s.description.clone(),
+            size_gib: s.size_gib,
+            status: pb::SnapshotStatus::from(s.status) as i32,
+            project_id: s.project_id.clone(),
+            user_id: s.user_id.clone(),
+            error_message: s.error_message.clone(),
+            created_at: Some(timestamp(s.created_at_ms)),
+            updated_at: Some(timestamp(s.updated_at_ms)),
+        }
+    }
+}
+
+impl From<&crate::model::VolumeType> for pb::VolumeType {
+    fn from(t: &crate::model::VolumeType) -> Self {
+        pb::VolumeType {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            description: t.description.clone(),
+            extra_specs: t.extra_specs.clone(),
+            is_default: t.is_default,
+            created_at: Some(timestamp(t.created_at_ms)),
+            updated_at: Some(timestamp(t.updated_at_ms)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +143,20 @@ mod tests {
         }
         assert_eq!(
             volume_status_from_proto(pb::VolumeStatus::Unspecified),
+            None
+        );
+    }
+
+    #[test]
+    fn every_snapshot_status_round_trips() {
+        for status in SnapshotStatus::ALL {
+            assert_eq!(
+                snapshot_status_from_proto(pb::SnapshotStatus::from(status)),
+                Some(status)
+            );
+        }
+        assert_eq!(
+            snapshot_status_from_proto(pb::SnapshotStatus::Unspecified),
             None
         );
     }

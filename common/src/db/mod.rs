@@ -8,6 +8,7 @@
 //! so processes starting together do not trip on each other.
 
 mod services;
+mod snapshots;
 mod volumes;
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ use sqlx::{
 };
 
 pub use services::{WorkerEntry, WorkerKind};
+pub use snapshots::{SnapshotDeleteStart, SnapshotQuery, VolumeDeleteStart};
 pub use volumes::{Created, IdempotencyKey, VolumeChanges, VolumeQuery};
 
 /// Why a database operation failed.
@@ -98,7 +100,10 @@ pub struct Db {
 }
 
 /// Each schema version, applied in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial schema", include_str!("schema_v1.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial schema", include_str!("schema_v1.sql")),
+    (2, "snapshots", include_str!("schema_v2.sql")),
+];
 
 impl Db {
     /// Connects to `url` (`sqlite://...` or `postgres://...`) and runs the

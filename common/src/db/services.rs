@@ -11,12 +11,15 @@ use crate::model::{Service, now_ms};
 pub enum WorkerKind {
     /// A volume.
     Volume,
+    /// A snapshot.
+    Snapshot,
 }
 
 impl WorkerKind {
     fn as_str(self) -> &'static str {
         match self {
             WorkerKind::Volume => "volume",
+            WorkerKind::Snapshot => "snapshot",
         }
     }
 }
