@@ -9,6 +9,7 @@
 
 mod services;
 mod snapshots;
+mod types;
 mod volumes;
 
 use std::time::Duration;
@@ -20,6 +21,9 @@ use sqlx::{
 
 pub use services::{WorkerEntry, WorkerKind};
 pub use snapshots::{SnapshotDeleteStart, SnapshotQuery, VolumeDeleteStart};
+pub use types::{
+    DEFAULT_VOLUME_TYPE_ID, DEFAULT_VOLUME_TYPE_NAME, TypeDeleted, VolumeTypeChanges,
+};
 pub use volumes::{Created, IdempotencyKey, VolumeChanges, VolumeQuery};
 
 /// Why a database operation failed.
@@ -103,6 +107,7 @@ pub struct Db {
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("schema_v1.sql")),
     (2, "snapshots", include_str!("schema_v2.sql")),
+    (3, "volume types", include_str!("schema_v3.sql")),
 ];
 
 impl Db {

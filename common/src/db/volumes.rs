@@ -317,6 +317,37 @@ impl Db {
             .await?;
         Ok(row.try_get("n")?)
     }
+
+    /// Compare-and-set ending an extend: `extending` -> `to` (the status before
+    /// the extend, `available`) with the new size and no error message, and the
+    /// worker entry removed, in one transaction. Returns whether it won.
+    pub async fn finish_extend(
+        &self,
+        id: &str,
+        new_size_gib: u64,
+        to: VolumeStatus,
+    ) -> DbResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let won = sqlx::query(
+            "UPDATE volumes SET status = $1, size_gib = $2, error_message = '', updated_at = $3 \
+             WHERE id = $4 AND status = $5",
+        )
+        .bind(to.as_str())
+        .bind(new_size_gib as i64)
+        .bind(now_ms())
+        .bind(id)
+        .bind(VolumeStatus::Extending.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !won {
+            return Ok(false);
+        }
+        super::services::remove_worker(&mut *tx, super::WorkerKind::Volume, id).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
 }
 
 fn metadata_json(metadata: &BTreeMap<String, String>) -> String {
