@@ -10,7 +10,7 @@ use scoria_common::config::{
 use serde::Deserialize;
 
 /// The drivers this build knows.
-pub const DRIVERS: &[&str] = &["file"];
+pub const DRIVERS: &[&str] = &[crate::driver::file::NAME, crate::driver::qcow2::NAME];
 
 /// The `[volume]` overrides, on top of [`COMMON_ENV`].
 pub const VOLUME_ENV: &[EnvKey] = &[
@@ -265,9 +265,19 @@ mod tests {
 
     #[test]
     fn unknown_driver_names_the_key() {
-        let err = Config::load_from(None, &env(&[("SCORIA_VOLUME_DRIVER", "qcow2")]))
+        let err = Config::load_from(None, &env(&[("SCORIA_VOLUME_DRIVER", "lvm")]))
             .expect_err("must fail");
         assert!(err.to_string().contains("volume.driver"), "{err}");
+    }
+
+    #[test]
+    fn qcow2_is_a_driver() {
+        let c = Config::load_from(
+            None,
+            &env(&[("SCORIA_HOST", "node1"), ("SCORIA_VOLUME_DRIVER", "qcow2")]),
+        )
+        .expect("load");
+        assert_eq!(c.volume.driver, "qcow2");
     }
 
     #[test]

@@ -1,187 +1,127 @@
 //! The `file` driver: each volume is a sparse raw file `volume-<id>` in the
-//! backend's directory (`<data_dir>/<backend>/`).
+//! backend's directory (`<data_dir>/<backend>/`), each snapshot a raw file
+//! `snapshot-<id>`.
 //!
-//! A file is created under a temporary name, sized with `set_len` (no zeros are
-//! written, so it takes no blocks until used), synced, and renamed into place: a
-//! `volume-<id>` file is always complete.
+//! A volume is sized with `set_len` (no zeros are written, so it takes no blocks
+//! until used). Snapshots and clones are whole copies, so their lifetimes are
+//! independent of their sources': `cp --reflink=auto --sparse=always` shares the
+//! extents where the filesystem can (btrfs, XFS) and elsewhere copies only the
+//! data, leaving holes where the source has holes or zeros. (`std::fs::copy` would
+//! not do: on a filesystem without reflinks, `copy_file_range` writes the holes out
+//! as zeros.) [`ObjectDriver`] publishes each object atomically.
 
-use std::{
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{fs::Metadata, path::Path};
 
 use async_trait::async_trait;
+use nix::fcntl::{Flock, FlockArg};
 
-use super::{BackendStats, DriverError, DriverResult, GIB, VolumeDriver, volume_object_name};
+use super::{
+    DriverResult,
+    command::Tool,
+    objects::{Format, ObjectDriver, blocking, io},
+};
+
+/// The driver's name, in `volume.driver`.
+pub const NAME: &str = "file";
 
 /// Sparse raw files in a directory.
-#[derive(Debug, Clone)]
-pub struct FileDriver {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    dir: PathBuf,
-    capacity_gib: Option<u64>,
-}
+pub type FileDriver = ObjectDriver<Raw>;
 
 impl FileDriver {
     /// A driver keeping its files in `dir` (created if missing), reporting
     /// `capacity_gib` (None: the size of the filesystem holding `dir`).
-    pub fn new(dir: impl Into<PathBuf>, capacity_gib: Option<u64>) -> DriverResult<Self> {
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
-        Ok(Self {
-            inner: Arc::new(Inner { dir, capacity_gib }),
-        })
+    pub fn new(
+        dir: impl Into<std::path::PathBuf>,
+        capacity_gib: Option<u64>,
+    ) -> DriverResult<Self> {
+        Self::with_format(dir, capacity_gib, Raw::new())
     }
+}
 
-    /// The directory holding the files.
-    pub fn dir(&self) -> &Path {
-        &self.inner.dir
+/// The raw format: a file's bytes are the volume's bytes.
+#[derive(Debug, Clone)]
+pub struct Raw {
+    cp: Tool,
+}
+
+impl Raw {
+    /// Raw files, copied with coreutils' `cp`.
+    pub fn new() -> Self {
+        Self {
+            cp: Tool::new("cp", "coreutils"),
+        }
     }
+}
 
-    /// The path of volume `id`'s file.
-    pub fn volume_path(&self, id: &str) -> DriverResult<PathBuf> {
-        Ok(self.inner.dir.join(volume_object_name(id)?))
-    }
-
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Inner) -> DriverResult<T> + Send + 'static,
-    ) -> DriverResult<T> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(|e| DriverError::Task(e.to_string()))?
+impl Default for Raw {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 #[async_trait]
-impl VolumeDriver for FileDriver {
-    fn name(&self) -> &'static str {
-        "file"
+impl Format for Raw {
+    const DRIVER: &'static str = NAME;
+    const FORMAT: &'static str = "raw";
+    const EXTENSION: &'static str = "";
+
+    fn virtual_size(&self, _path: &Path, meta: &Metadata) -> DriverResult<u64> {
+        Ok(meta.len())
     }
 
-    async fn create_volume(&self, id: &str, size_gib: u64) -> DriverResult<()> {
-        let path = self.volume_path(id)?;
-        let id = id.to_owned();
-        self.blocking(move |inner| inner.create(&id, &path, size_gib))
-            .await
-    }
-
-    async fn delete_volume(&self, id: &str) -> DriverResult<()> {
-        let path = self.volume_path(id)?;
-        self.blocking(move |_| match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("remove", &path)(e)),
+    async fn create(&self, path: &Path, bytes: u64) -> DriverResult<()> {
+        let path = path.to_owned();
+        blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(io("create", &path))?;
+            file.set_len(bytes).map_err(io("set length of", &path))
         })
         .await
     }
 
-    async fn volume_exists(&self, id: &str) -> DriverResult<bool> {
-        let path = self.volume_path(id)?;
-        self.blocking(move |_| path.try_exists().map_err(io("stat", &path)))
-            .await
+    async fn copy(&self, src: &Path, dst: &Path) -> DriverResult<()> {
+        let args = [
+            "--reflink=auto".as_ref(),
+            "--sparse=always".as_ref(),
+            "--".as_ref(),
+            src.as_os_str(),
+            dst.as_os_str(),
+        ];
+        self.cp.run(args).await
     }
 
-    async fn stats(&self) -> DriverResult<BackendStats> {
-        self.blocking(Inner::stats).await
-    }
-}
-
-// === impl Inner ===
-
-impl Inner {
-    fn create(&self, id: &str, path: &Path, size_gib: u64) -> DriverResult<()> {
-        let bytes = size_gib
-            .checked_mul(GIB)
-            .filter(|b| *b > 0 && i64::try_from(*b).is_ok())
-            .ok_or_else(|| DriverError::InvalidSize {
-                id: id.to_owned(),
-                size_gib,
-            })?;
-        match std::fs::metadata(path) {
-            Ok(meta) if meta.len() == bytes => return Ok(()),
-            Ok(meta) => {
-                return Err(DriverError::SizeMismatch {
-                    id: id.to_owned(),
-                    expected_bytes: bytes,
-                    actual_bytes: meta.len(),
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("stat", path)(e)),
-        }
-        let tmp = self.dir.join(format!(
-            ".{}.tmp-{}",
-            volume_object_name(id)?,
-            uuid::Uuid::new_v4().simple()
-        ));
-        let result = (|| {
+    async fn grow(&self, path: &Path, bytes: u64) -> DriverResult<()> {
+        let path = path.to_owned();
+        blocking(move || {
             let file = std::fs::OpenOptions::new()
                 .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(io("create", &tmp))?;
-            file.set_len(bytes).map_err(io("set length of", &tmp))?;
-            file.sync_all().map_err(io("sync", &tmp))?;
-            std::fs::rename(&tmp, path).map_err(io("rename into place", path))?;
-            // Make the rename durable.
-            std::fs::File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("sync directory", &self.dir))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
-    }
-
-    fn stats(&self) -> DriverResult<BackendStats> {
-        let (mut provisioned, mut used) = (0u64, 0u64);
-        for entry in std::fs::read_dir(&self.dir).map_err(io("list", &self.dir))? {
-            let entry = entry.map_err(io("list", &self.dir))?;
-            if !entry.file_name().to_string_lossy().starts_with("volume-") {
-                continue;
+                .open(&path)
+                .map_err(io("open", &path))?;
+            // Two extends at once must not end with the smaller size: the length
+            // is checked and set under an exclusive lock (qemu-img's resize takes
+            // its own image lock).
+            let file = Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, e)| io("lock", &path)(e.into()))?;
+            let len = file.metadata().map_err(io("stat", &path))?.len();
+            if len < bytes {
+                file.set_len(bytes).map_err(io("set length of", &path))?;
+                file.sync_all().map_err(io("sync", &path))?;
             }
-            match entry.metadata() {
-                Ok(meta) if meta.is_file() => {
-                    provisioned += meta.len();
-                    used += meta.blocks() * 512;
-                }
-                Ok(_) => {}
-                // Deleted while listing.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io("stat", &entry.path())(e)),
-            }
-        }
-        let fs = nix::sys::statvfs::statvfs(&self.dir)
-            .map_err(|e| io("statvfs", &self.dir)(std::io::Error::from(e)))?;
-        let fragment = fs.fragment_size() as f64;
-        let fs_total = fs.blocks() as f64 * fragment / GIB as f64;
-        let fs_free = fs.blocks_available() as f64 * fragment / GIB as f64;
-        let total = self.capacity_gib.map_or(fs_total, |c| c as f64);
-        let free = (total - used as f64 / GIB as f64).min(fs_free).max(0.0);
-        Ok(BackendStats {
-            total_gib: total,
-            free_gib: free,
-            allocated_gib: provisioned as f64 / GIB as f64,
+            Ok(())
         })
+        .await
     }
-}
-
-fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DriverError {
-    let path = path.to_owned();
-    move |source| DriverError::Io { op, path, source }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
+    use crate::driver::{DriverError, GIB, VolumeDriver};
 
     fn driver() -> (tempfile::TempDir, FileDriver) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -261,6 +201,22 @@ mod tests {
             driver.create_volume(&id, u64::MAX).await,
             Err(DriverError::InvalidSize { .. })
         ));
+    }
+
+    #[test]
+    fn temp_files_of_a_crash_are_swept_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = dir.path().join("file");
+        std::fs::create_dir_all(&backend).expect("mkdir");
+        let volume = format!("volume-{}", uuid::Uuid::new_v4());
+        std::fs::write(backend.join(&volume), b"kept").expect("write");
+        std::fs::write(backend.join(format!(".{volume}.tmp-0123")), b"half").expect("write");
+        let driver = FileDriver::new(&backend, None).expect("driver");
+        let names: Vec<_> = std::fs::read_dir(driver.dir())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![volume]);
     }
 
     #[tokio::test]
