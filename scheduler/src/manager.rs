@@ -209,6 +209,8 @@ impl SchedulerOps for SchedulerManager {
                 volume_type: request.volume_type.clone(),
                 availability_zone,
                 extra_specs: request.extra_specs.clone(),
+                snapshot_id: request.snapshot_id.clone(),
+                source_volume_id: request.source_volume_id.clone(),
             };
             match self.caster.create_volume(ctx, &chosen.host, cast).await {
                 Ok(()) => {

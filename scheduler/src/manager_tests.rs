@@ -185,6 +185,40 @@ async fn casts_to_the_emptiest_pool_and_consumes_virtually() {
 }
 
 #[tokio::test]
+async fn a_clone_goes_to_its_source_host_with_its_source() {
+    let f = fixture(&[], SchedulerSection::default()).await;
+    f.backends(&[("a@file", 100.0, 90.0), ("b@file", 100.0, 10.0)]);
+    let mut r = request("v1", 5);
+    r.source_volume_id = "src".into();
+    r.required_host = "b@file".into();
+    f.schedule(r).await;
+    let casts = f.caster.casts();
+    assert_eq!(casts.len(), 1);
+    assert_eq!(casts[0].0, "b@file", "the emptier pool holds no source");
+    assert_eq!(
+        (
+            casts[0].1.source_volume_id.as_str(),
+            casts[0].1.snapshot_id.as_str()
+        ),
+        ("src", "")
+    );
+
+    // The source's host is gone: no valid backend, saying why.
+    let id = f.creating_volume(5).await;
+    let mut r = request(&id, 5);
+    r.source_volume_id = "src".into();
+    r.required_host = "c@file".into();
+    f.schedule(r).await;
+    let v = f.volume(&id).await;
+    assert_eq!(v.status, VolumeStatus::Error);
+    assert!(
+        v.error_message.contains("RequiredHostFilter removed 2"),
+        "{}",
+        v.error_message
+    );
+}
+
+#[tokio::test]
 async fn no_valid_backend_sets_error_with_the_elimination_report() {
     let f = fixture(&[], SchedulerSection::default()).await;
     f.backends(&[("a@file", 100.0, 5.0), ("b@file", 100.0, 8.0)]);

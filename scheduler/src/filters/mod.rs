@@ -6,6 +6,7 @@
 mod availability_zone;
 mod capabilities;
 mod capacity;
+mod required_host;
 mod retry;
 
 use std::{collections::HashSet, fmt::Write as _};
@@ -15,6 +16,7 @@ use scoria_proto::bus::ScheduleCreateVolume;
 pub use availability_zone::AvailabilityZoneFilter;
 pub use capabilities::{CapabilitiesFilter, CapabilitySpec, Requirement};
 pub use capacity::{CapacityFilter, virtual_free_gib};
+pub use required_host::RequiredHostFilter;
 pub use retry::RetryFilter;
 
 use crate::host_state::HostState;
@@ -48,6 +50,8 @@ pub struct RequestSpec {
     pub capability_specs: Vec<CapabilitySpec>,
     /// `host@backend#pool` (or `host@backend`) already tried.
     pub tried_hosts: HashSet<String>,
+    /// The `host@backend` that must take the volume (its source's), empty: any.
+    pub required_host: String,
 }
 
 impl RequestSpec {
@@ -65,6 +69,7 @@ impl RequestSpec {
                 != Some("thick"),
             capability_specs: CapabilitySpec::from_extra_specs(&request.extra_specs),
             tried_hosts: request.tried_hosts.iter().cloned().collect(),
+            required_host: request.required_host.clone(),
         }
     }
 }
@@ -152,7 +157,9 @@ impl FilterPipeline {
         self.filters.iter().map(|f| f.name()).collect()
     }
 
-    /// Runs every filter over `hosts`; stops early once none is left.
+    /// Runs every filter over `hosts`; stops early once none is left. A request
+    /// naming a required host goes through [`RequiredHostFilter`] first, whatever
+    /// is configured.
     pub fn run<'a>(
         &self,
         hosts: &[&'a HostState],
@@ -160,8 +167,13 @@ impl FilterPipeline {
         spec: &RequestSpec,
     ) -> FilterOutcome<'a> {
         let mut passed: Vec<&'a HostState> = hosts.to_vec();
-        let mut eliminated = Vec::with_capacity(self.filters.len());
-        for filter in &self.filters {
+        let mut eliminated = Vec::with_capacity(self.filters.len() + 1);
+        let required: &dyn HostFilter = &RequiredHostFilter;
+        let always = (!spec.required_host.is_empty()).then_some(required);
+        for filter in always
+            .into_iter()
+            .chain(self.filters.iter().map(|f| f.as_ref()))
+        {
             if passed.is_empty() {
                 break;
             }
@@ -282,6 +294,40 @@ pub(crate) mod tests {
         );
         let none = FilterPipeline::default().run(&[], 0, &spec(5));
         assert_eq!(none.explain(), "0 hosts known");
+    }
+
+    #[test]
+    fn a_required_host_is_always_enforced_first() {
+        let a = pool("a@file", 100.0, 100.0);
+        let b = pool("b@file", 100.0, 100.0);
+        let mut s = spec(5);
+        s.required_host = "b@file".into();
+        let configured = FilterPipeline::from_names(&["CapacityFilter"]).expect("known");
+        let outcome = configured.run(&[&a, &b], 0, &s);
+        assert_eq!(
+            outcome
+                .passed
+                .iter()
+                .map(|p| p.host.as_str())
+                .collect::<Vec<_>>(),
+            ["b@file"]
+        );
+        assert_eq!(
+            outcome.eliminated,
+            [("RequiredHostFilter", 1), ("CapacityFilter", 0)]
+        );
+        s.required_host = "c@file".into();
+        let outcome = configured.run(&[&a, &b], 0, &s);
+        assert!(outcome.passed.is_empty());
+        assert_eq!(
+            outcome.explain(),
+            "2 hosts known; RequiredHostFilter removed 2"
+        );
+        let request = ScheduleCreateVolume {
+            required_host: "b@file".into(),
+            ..ScheduleCreateVolume::default()
+        };
+        assert_eq!(RequestSpec::new(&request).required_host, "b@file");
     }
 
     #[test]
