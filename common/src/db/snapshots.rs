@@ -176,7 +176,7 @@ impl Db {
         worker: Option<&WorkerEntry>,
     ) -> DbResult<bool> {
         let mut tx = self.pool.begin().await?;
-        if !cas_snapshot(&mut *tx, id, from, to, error_message, "").await? {
+        if !cas_snapshot(&mut tx, id, from, to, error_message, "").await? {
             return Ok(false);
         }
         match worker {
@@ -198,7 +198,7 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         let guard = " AND NOT EXISTS (SELECT 1 FROM volumes WHERE snapshot_id = $4 AND status = 'creating')";
         let won = cas_snapshot(
-            &mut *tx,
+            &mut tx,
             id,
             &SnapshotStatus::DELETABLE,
             SnapshotStatus::Deleting,
@@ -206,7 +206,7 @@ impl Db {
             guard,
         )
         .await?;
-        let users = creating_from(&mut *tx, id).await?;
+        let users = creating_from(&mut tx, id).await?;
         if !users.is_empty() {
             return Ok(SnapshotDeleteStart::InUse(users));
         }
@@ -260,7 +260,7 @@ impl Db {
     /// The ids of volume `volume_id`'s snapshots (all statuses), oldest first.
     pub async fn volume_snapshot_ids(&self, volume_id: &str) -> DbResult<Vec<String>> {
         let mut conn = self.pool.acquire().await?;
-        snapshots_of(&mut *conn, volume_id).await
+        snapshots_of(&mut conn, volume_id).await
     }
 
     /// Moves volume `id` from a deletable status to `deleting` (recording `worker`,
@@ -286,7 +286,7 @@ impl Db {
         }
         let won = q.execute(&mut *tx).await?.rows_affected() == 1;
         // Re-counted after the CAS (see above); dropping `tx` rolls the CAS back.
-        let snapshots = snapshots_of(&mut *tx, id).await?;
+        let snapshots = snapshots_of(&mut tx, id).await?;
         if !snapshots.is_empty() {
             return Ok(VolumeDeleteStart::HasSnapshots(snapshots));
         }
