@@ -40,6 +40,11 @@ const MAX_ID_CHARS: usize = 255;
 const WRITER_ROLES: [&str; 2] = ["admin", "member"];
 /// Roles that may read.
 const READER_ROLES: [&str; 3] = ["admin", "member", "reader"];
+/// Roles that may call the admin-only methods.
+const ADMIN_ROLES: [&str; 1] = ["admin"];
+/// Methods only admins may call (gRPC method names are unique across Scoria's
+/// services).
+const ADMIN_METHODS: [&str; 3] = ["CreateVolumeType", "UpdateVolumeType", "DeleteVolumeType"];
 
 /// Why the tokens file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -217,12 +222,19 @@ impl Authenticator {
 }
 
 /// Whether `ctx` may call `method` (the last part of the gRPC path): readers may
-/// only `Get`, `List` and `Watch`; `admin` and `member` may do everything.
+/// only `Get`, `List` and `Watch`; [`ADMIN_METHODS`] need `admin`; `admin` and
+/// `member` may do everything else.
 pub fn authorize(ctx: &RequestContext, method: &str) -> ApiResult<()> {
     let read = ["Get", "List", "Watch"]
         .iter()
         .any(|prefix| method.starts_with(prefix));
-    let allowed: &[&str] = if read { &READER_ROLES } else { &WRITER_ROLES };
+    let allowed: &[&str] = if ADMIN_METHODS.contains(&method) {
+        &ADMIN_ROLES
+    } else if read {
+        &READER_ROLES
+    } else {
+        &WRITER_ROLES
+    };
     if allowed.iter().any(|role| ctx.has_role(role)) {
         return Ok(());
     }

@@ -6,7 +6,7 @@ use scoria_common::{
     ops::{SchedulerClient, SchedulerOps, VolumeClient, VolumeOps},
     rpc::RpcClient,
 };
-use scoria_proto::bus::{DeleteVolume, ScheduleCreateVolume};
+use scoria_proto::bus::{DeleteVolume, ExtendVolume, ScheduleCreateVolume};
 use tonic::Status;
 
 /// The bus as the volume API uses it: casts only.
@@ -26,6 +26,13 @@ pub trait Bus: Send + Sync {
         ctx: &RequestContext,
         host: &str,
         request: DeleteVolume,
+    ) -> Result<(), Status>;
+    /// Casts `extend_volume` to the volume service owning `host`.
+    async fn extend_on_host(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: ExtendVolume,
     ) -> Result<(), Status>;
 }
 
@@ -68,6 +75,17 @@ impl Bus for AmqpBus {
     ) -> Result<(), Status> {
         VolumeClient::new(self.rpc.clone(), host)?
             .delete_volume(ctx, request)
+            .await
+    }
+
+    async fn extend_on_host(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: ExtendVolume,
+    ) -> Result<(), Status> {
+        VolumeClient::new(self.rpc.clone(), host)?
+            .extend_volume(ctx, request)
             .await
     }
 }

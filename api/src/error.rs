@@ -41,6 +41,14 @@ pub enum ApiError {
         /// The volume the key created.
         volume_id: String,
     },
+    /// A resource of that name exists already.
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists {
+        /// `volume_type`.
+        kind: &'static str,
+        /// The name taken.
+        name: String,
+    },
     /// The resource is in the wrong status for the action.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -110,7 +118,9 @@ impl ApiError {
                 ErrorDetails::with_bad_request_violation(field, reason),
             ),
             ApiError::NotFound { .. } => Status::not_found(message),
-            ApiError::RequestIdReused { .. } => Status::already_exists(message),
+            ApiError::RequestIdReused { .. } | ApiError::AlreadyExists { .. } => {
+                Status::already_exists(message)
+            }
             ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
             ApiError::Unimplemented(_) => Status::unimplemented(message),
             ApiError::Unauthenticated(_) => Status::unauthenticated(message),
@@ -174,6 +184,13 @@ mod tests {
                 ApiError::RequestIdReused {
                     request_id: "r".into(),
                     volume_id: "v".into(),
+                },
+                Code::AlreadyExists,
+            ),
+            (
+                ApiError::AlreadyExists {
+                    kind: "volume_type",
+                    name: "gold".into(),
                 },
                 Code::AlreadyExists,
             ),

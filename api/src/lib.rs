@@ -8,16 +8,19 @@
 //!  client ─gRPC─▶ [health, reflection]                    (no auth)
 //!         ─gRPC─▶ AuthLayer ─▶ VolumeService ─▶ Db        (reads, intent)
 //!                                            └─▶ bus cast (scheduler / volume.<host>)
+//!         ─gRPC─▶ AuthLayer ─▶ VolumeTypeService, AvailabilityZoneService ─▶ Db
 //! ```
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod availability_zone;
 pub mod bus;
 pub mod config;
 pub mod error;
 pub mod page_token;
 pub mod validate;
 pub mod volume;
+pub mod volume_type;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -26,7 +29,11 @@ use scoria_common::{
     db::{Db, DbError},
     rpc::{Broker, RpcClient},
 };
-use scoria_proto::v1::volume_service_server::VolumeServiceServer;
+use scoria_proto::v1::{
+    availability_zone_service_server::AvailabilityZoneServiceServer,
+    volume_service_server::VolumeServiceServer,
+    volume_type_service_server::VolumeTypeServiceServer,
+};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -36,8 +43,10 @@ use tower::Layer;
 pub use crate::config::Config;
 use crate::{
     auth::{AuthLayer, Authenticator, TokensError},
+    availability_zone::AvailabilityZoneApi,
     bus::AmqpBus,
     volume::VolumeApi,
+    volume_type::VolumeTypeApi,
 };
 
 /// The binary's name, as it appears in logs and on the bus.
@@ -116,12 +125,18 @@ async fn serve_with(
     rpc: RpcClient,
     authenticator: Authenticator,
 ) -> Result<(), Error> {
+    let auth = AuthLayer::new(authenticator);
+    let volume_type_service =
+        auth.layer(VolumeTypeServiceServer::new(VolumeTypeApi::new(db.clone())));
+    let availability_zone_service = auth.layer(AvailabilityZoneServiceServer::new(
+        AvailabilityZoneApi::new(db.clone()),
+    ));
     let volumes = VolumeApi::new(
         db,
         Arc::new(AmqpBus::new(rpc)),
         config.api.max_volume_size_gib,
     );
-    let volume_service = AuthLayer::new(authenticator).layer(VolumeServiceServer::new(volumes));
+    let volume_service = auth.layer(VolumeServiceServer::new(volumes));
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -141,6 +156,12 @@ async fn serve_with(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<VolumeServiceServer<VolumeApi>>().await;
+    health
+        .set_serving::<VolumeTypeServiceServer<VolumeTypeApi>>()
+        .await;
+    health
+        .set_serving::<AvailabilityZoneServiceServer<AvailabilityZoneApi>>()
+        .await;
 
     let local = listener.local_addr().ok();
     tracing::info!(
@@ -154,6 +175,8 @@ async fn serve_with(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(volume_service)
+        .add_service(volume_type_service)
+        .add_service(availability_zone_service)
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),
             shutdown.clone().cancelled_owned(),
@@ -168,6 +191,12 @@ async fn serve_with(
             .await;
         health
             .set_not_serving::<VolumeServiceServer<VolumeApi>>()
+            .await;
+        health
+            .set_not_serving::<VolumeTypeServiceServer<VolumeTypeApi>>()
+            .await;
+        health
+            .set_not_serving::<AvailabilityZoneServiceServer<AvailabilityZoneApi>>()
             .await;
         tokio::time::sleep(drain).await;
     };

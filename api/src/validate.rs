@@ -40,9 +40,14 @@ pub struct ValidCreate {
     pub request_id: Option<String>,
 }
 
-/// Checks a `CreateVolumeRequest`; `max_size_gib` is the configured limit.
+/// Checks a `CreateVolumeRequest`; `max_size_gib` is the configured limit. With
+/// a source, `size_gib` may be 0 (the source's size).
 pub fn create_volume(req: &pb::CreateVolumeRequest, max_size_gib: u64) -> ApiResult<ValidCreate> {
-    if req.size_gib == 0 || req.size_gib > max_size_gib {
+    let sourced = req.source.as_ref().is_some_and(|source| match source {
+        pb::create_volume_request::Source::SnapshotId(id)
+        | pb::create_volume_request::Source::SourceVolumeId(id) => !id.is_empty(),
+    });
+    if (req.size_gib == 0 && !sourced) || req.size_gib > max_size_gib {
         return Err(ApiError::invalid(
             "size_gib",
             format!(

@@ -68,11 +68,7 @@ impl VolumeApi {
         req: pb::CreateVolumeRequest,
     ) -> ApiResult<Volume> {
         let valid = validate::create_volume(&req, self.max_size_gib)?;
-        if valid.source.is_some() {
-            return Err(ApiError::Unimplemented(
-                "creating a volume from a snapshot/volume is not supported yet",
-            ));
-        }
+        let placement = self.placement(ctx, &req, valid.source.as_ref()).await?;
         if !self.bus.is_connected() {
             return Err(ApiError::BrokerDown(
                 "cannot schedule a new volume now".into(),
@@ -85,15 +81,15 @@ impl VolumeApi {
             user_id: ctx.user_id.clone(),
             name: req.name.clone(),
             description: req.description.clone(),
-            size_gib: req.size_gib,
+            size_gib: placement.size_gib,
             status: VolumeStatus::Creating,
-            volume_type: req.volume_type.clone(),
-            availability_zone: req.availability_zone.clone(),
+            volume_type: placement.volume_type.clone(),
+            availability_zone: placement.availability_zone.clone(),
             host: None,
             metadata: req.metadata.clone(),
             error_message: String::new(),
             snapshot_id: None,
-            source_volume_id: None,
+            source_volume_id: placement.source_volume_id.clone(),
             created_at_ms: now,
             updated_at_ms: now,
         };
@@ -144,10 +140,13 @@ impl VolumeApi {
             size_gib: volume.size_gib,
             volume_type: volume.volume_type.clone(),
             availability_zone: volume.availability_zone.clone(),
-            extra_specs: Default::default(),
+            extra_specs: placement.extra_specs,
             tried_hosts: Vec::new(),
             attempt: 1,
             last_error: String::new(),
+            snapshot_id: String::new(),
+            source_volume_id: placement.source_volume_id.unwrap_or_default(),
+            required_host: placement.required_host,
         };
         if let Err(status) = self.bus.schedule_create(ctx, request).await {
             // Nothing will ever schedule it: take the row (and the key) back so a
@@ -360,7 +359,7 @@ pub fn request_hash(req: &pb::CreateVolumeRequest) -> String {
 }
 
 /// The context the auth layer put in the request.
-fn context<T>(request: &Request<T>) -> Result<RequestContext, Status> {
+pub(crate) fn context<T>(request: &Request<T>) -> Result<RequestContext, Status> {
     request
         .extensions()
         .get::<RequestContext>()
@@ -371,7 +370,7 @@ fn context<T>(request: &Request<T>) -> Result<RequestContext, Status> {
 }
 
 /// The reply of a handler; failures are logged with their code.
-fn reply<T>(result: ApiResult<T>) -> Result<Response<T>, Status> {
+pub(crate) fn reply<T>(result: ApiResult<T>) -> Result<Response<T>, Status> {
     result.map(Response::new).map_err(|err| {
         let text = err.to_string();
         let status = err.into_status();
@@ -441,13 +440,21 @@ impl VolumeService for VolumeApi {
 
     async fn extend_volume(
         &self,
-        _request: Request<pb::ExtendVolumeRequest>,
+        request: Request<pb::ExtendVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        // Being built (issue: snapshots, clones, extend); the method exists in the
-        // schema so the next change only fills it in.
-        Err(Status::unimplemented("ExtendVolume is not implemented yet"))
+        let ctx = context(&request)?;
+        reply(
+            self.extend(&ctx, request.into_inner())
+                .await
+                .map(|v| pb::Volume::from(&v)),
+        )
     }
 }
+
+#[path = "volume_extend.rs"]
+mod extend;
+#[path = "volume_placement.rs"]
+mod placement;
 
 #[cfg(test)]
 #[path = "volume_tests/mod.rs"]

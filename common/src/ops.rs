@@ -9,13 +9,15 @@
 //! | `scheduler` (fanout) | `update_service_capabilities` | `Capabilities` | fanout |
 //! | `volume.<host@backend>` | `create_volume` | `CreateVolume` | cast |
 //! | `volume.<host@backend>` | `delete_volume` | `DeleteVolume` | cast |
+//! | `volume.<host@backend>` | `extend_volume` | `ExtendVolume` | cast |
 //! | `volume` (fanout) | `publish_service_capabilities` | `PublishCapabilities` | fanout |
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use scoria_proto::bus::{
-    Capabilities, CreateVolume, DeleteVolume, PublishCapabilities, ScheduleCreateVolume,
+    Capabilities, CreateVolume, DeleteVolume, ExtendVolume, PublishCapabilities,
+    ScheduleCreateVolume,
 };
 use tonic::Status;
 
@@ -65,6 +67,12 @@ pub trait VolumeOps: Send + Sync {
         &self,
         ctx: &RequestContext,
         request: DeleteVolume,
+    ) -> Result<(), Status>;
+    /// Grows a volume on this backend (its status is `extending`).
+    async fn extend_volume(
+        &self,
+        ctx: &RequestContext,
+        request: ExtendVolume,
     ) -> Result<(), Status>;
     /// Reports capabilities now (a scheduler started and asks).
     async fn publish_service_capabilities(
@@ -170,6 +178,17 @@ impl VolumeOps for VolumeClient {
             .await?)
     }
 
+    async fn extend_volume(
+        &self,
+        ctx: &RequestContext,
+        request: ExtendVolume,
+    ) -> Result<(), Status> {
+        Ok(self
+            .rpc
+            .cast(ctx, &self.target, "extend_volume", &request)
+            .await?)
+    }
+
     async fn publish_service_capabilities(
         &self,
         ctx: &RequestContext,
@@ -206,7 +225,7 @@ pub fn scheduler_dispatcher(ops: Arc<dyn SchedulerOps>) -> Dispatcher {
 }
 
 /// The dispatcher serving `ops` as a volume service (`create_volume`,
-/// `delete_volume`, `publish_service_capabilities`).
+/// `delete_volume`, `extend_volume`, `publish_service_capabilities`).
 pub fn volume_dispatcher(ops: Arc<dyn VolumeOps>) -> Dispatcher {
     let (create, delete) = (ops.clone(), ops.clone());
     Dispatcher::new()
@@ -224,6 +243,13 @@ pub fn volume_dispatcher(ops: Arc<dyn VolumeOps>) -> Dispatcher {
                 async move { ops.delete_volume(&ctx, req).await }
             },
         )
+        .method("extend_volume", {
+            let ops = ops.clone();
+            move |ctx: RequestContext, req: ExtendVolume| {
+                let ops = ops.clone();
+                async move { ops.extend_volume(&ctx, req).await }
+            }
+        })
         .method(
             "publish_service_capabilities",
             move |ctx: RequestContext, req: PublishCapabilities| {

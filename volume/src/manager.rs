@@ -281,7 +281,15 @@ impl VolumeManager {
         volume.host = Some(host.to_owned());
         self.notify(ctx, Priority::Info, "volume.create.start", &volume)
             .await;
-        match self.driver.create_volume(id, volume.size_gib).await {
+        let made = match volume.source_volume_id.as_deref() {
+            Some(source) => {
+                self.driver
+                    .create_cloned_volume(id, source, volume.size_gib)
+                    .await
+            }
+            None => self.driver.create_volume(id, volume.size_gib).await,
+        };
+        match made {
             Ok(()) => self.create_done(ctx, volume).await,
             Err(err) => {
                 self.create_failed(ctx, request, volume, err.to_string())
@@ -366,6 +374,16 @@ impl VolumeManager {
                 tried_hosts,
                 attempt: attempt + 1,
                 last_error: reason,
+                // A copy can only be made where its source is.
+                required_host: if request.snapshot_id.is_empty()
+                    && request.source_volume_id.is_empty()
+                {
+                    String::new()
+                } else {
+                    self.settings.host.clone()
+                },
+                snapshot_id: request.snapshot_id,
+                source_volume_id: request.source_volume_id,
             };
             tracing::info!(next_attempt = attempt + 1, "rescheduling the volume");
             return self.scheduler.create_volume(ctx, reschedule).await;
@@ -470,6 +488,15 @@ impl VolumeOps for VolumeManager {
         self.delete(ctx, request).await
     }
 
+    #[tracing::instrument(skip(self, ctx, request), err, fields(volume_id = %request.volume_id, new_size_gib = request.new_size_gib, request_id = %ctx.request_id))]
+    async fn extend_volume(
+        &self,
+        ctx: &RequestContext,
+        request: scoria_proto::bus::ExtendVolume,
+    ) -> Result<(), Status> {
+        self.extend(ctx, request).await
+    }
+
     #[tracing::instrument(skip(self, ctx, request), err, fields(request_id = %ctx.request_id))]
     async fn publish_service_capabilities(
         &self,
@@ -495,6 +522,9 @@ fn db_error(err: DbError) -> Status {
         }
     }
 }
+
+#[path = "manager_extend.rs"]
+mod extend;
 
 #[cfg(test)]
 #[path = "manager_tests.rs"]

@@ -9,11 +9,13 @@ use std::{
 };
 
 use prost_types::FieldMask;
+use scoria_proto::bus::ExtendVolume;
 use tonic::Code;
 
 use super::*;
 
 mod create;
+mod extend_clone;
 mod lifecycle;
 
 #[derive(Default)]
@@ -22,6 +24,7 @@ struct FakeBus {
     fail_casts: AtomicBool,
     scheduled: Mutex<Vec<ScheduleCreateVolume>>,
     deleted: Mutex<Vec<(String, String)>>,
+    extended: Mutex<Vec<(String, ExtendVolume)>>,
 }
 
 #[tonic::async_trait]
@@ -55,6 +58,22 @@ impl Bus for FakeBus {
             .lock()
             .expect("lock")
             .push((host.to_owned(), request.volume_id));
+        Ok(())
+    }
+
+    async fn extend_on_host(
+        &self,
+        _ctx: &RequestContext,
+        host: &str,
+        request: ExtendVolume,
+    ) -> Result<(), Status> {
+        if self.fail_casts.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("no queue is bound for volume"));
+        }
+        self.extended
+            .lock()
+            .expect("lock")
+            .push((host.to_owned(), request));
         Ok(())
     }
 }

@@ -21,9 +21,7 @@ use sqlx::{
 
 pub use services::{WorkerEntry, WorkerKind};
 pub use snapshots::{SnapshotDeleteStart, SnapshotQuery, VolumeDeleteStart};
-pub use types::{
-    DEFAULT_VOLUME_TYPE_ID, DEFAULT_VOLUME_TYPE_NAME, TypeDeleted, VolumeTypeChanges,
-};
+pub use types::{DEFAULT_VOLUME_TYPE_ID, DEFAULT_VOLUME_TYPE_NAME, TypeDeleted, VolumeTypeChanges};
 pub use volumes::{Created, IdempotencyKey, VolumeChanges, VolumeQuery};
 
 /// Why a database operation failed.

@@ -206,7 +206,8 @@ mod tests {
     }
 
     async fn db() -> (TempDir, Db) {
-        let dir = TempDir(std::env::temp_dir().join(format!("scoria-types-{}", uuid::Uuid::new_v4())));
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("scoria-types-{}", uuid::Uuid::new_v4())));
         let db = Db::connect(&dir.url()).await.expect("db");
         (dir, db)
     }
@@ -226,9 +227,17 @@ mod tests {
     #[tokio::test]
     async fn the_migration_inserts_the_default_type_once() {
         let (dir, db) = db().await;
-        let default = db.default_volume_type().await.expect("db").expect("default");
+        let default = db
+            .default_volume_type()
+            .await
+            .expect("db")
+            .expect("default");
         assert_eq!(
-            (default.id.as_str(), default.name.as_str(), default.is_default),
+            (
+                default.id.as_str(),
+                default.name.as_str(),
+                default.is_default
+            ),
             (DEFAULT_VOLUME_TYPE_ID, DEFAULT_VOLUME_TYPE_NAME, true)
         );
         // A second process connecting runs nothing twice.
@@ -277,7 +286,10 @@ mod tests {
             .expect("db")
             .expect("exists");
         assert_eq!(updated.description, "fast");
-        assert_eq!(updated.extra_specs, changes.extra_specs.clone().expect("set"));
+        assert_eq!(
+            updated.extra_specs,
+            changes.extra_specs.clone().expect("set")
+        );
         assert!(updated.updated_at_ms > 1);
         assert_eq!(
             db.update_volume_type("nope", &changes).await.expect("db"),

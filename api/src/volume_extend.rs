@@ -1,0 +1,128 @@
+//! `ExtendVolume`: `available` -> `extending` (compare-and-set, with a worker entry
+//! owned by the volume's host), then a cast to that host, which grows the backend
+//! object and settles the volume (`available` with the new size, or
+//! `error_extending`). A cast that cannot be sent puts the volume back.
+
+use scoria_common::{
+    RequestContext,
+    db::{WorkerEntry, WorkerKind},
+    model::{Volume, VolumeStatus, now_ms},
+};
+use scoria_proto::{bus::ExtendVolume, v1 as pb};
+
+use super::VolumeApi;
+use crate::{
+    error::{ApiError, ApiResult},
+    validate,
+};
+
+/// How long a backend may take to extend a volume.
+const EXTEND_DEADLINE_MS: i64 = 10 * 60 * 1000;
+
+impl VolumeApi {
+    #[tracing::instrument(skip_all, fields(volume_id = %req.id, new_size_gib = req.new_size_gib))]
+    pub(super) async fn extend(
+        &self,
+        ctx: &RequestContext,
+        req: pb::ExtendVolumeRequest,
+    ) -> ApiResult<Volume> {
+        let id = validate::uuid("id", &req.id)?;
+        let new_size = req.new_size_gib;
+        if new_size == 0 || new_size > self.max_size_gib {
+            return Err(ApiError::invalid(
+                "new_size_gib",
+                format!(
+                    "must be between 1 and {} GiB, got {new_size}",
+                    self.max_size_gib
+                ),
+            ));
+        }
+        let volume = self.load(ctx, &id).await?;
+        if new_size <= volume.size_gib {
+            return Err(ApiError::invalid(
+                "new_size_gib",
+                format!(
+                    "must be larger than the volume's size ({} GiB), got {new_size}",
+                    volume.size_gib
+                ),
+            ));
+        }
+        if volume.status != VolumeStatus::Available {
+            return Err(not_extendable(&volume));
+        }
+        let Some(host) = volume.host.clone() else {
+            return Err(ApiError::Internal(format!(
+                "available volume {id} has no host"
+            )));
+        };
+        if !self.bus.is_connected() {
+            return Err(ApiError::BrokerDown(format!(
+                "cannot ask {host} to extend volume {id} now"
+            )));
+        }
+        let worker = WorkerEntry {
+            kind: WorkerKind::Volume,
+            resource_id: id.clone(),
+            status: VolumeStatus::Extending.as_str().to_owned(),
+            service: host.clone(),
+            deadline_ms: now_ms() + EXTEND_DEADLINE_MS,
+        };
+        let won = self
+            .db
+            .transition_volume_with_worker(
+                &id,
+                &[VolumeStatus::Available],
+                VolumeStatus::Extending,
+                None,
+                None,
+                Some(&worker),
+            )
+            .await
+            .map_err(ApiError::db(format!("mark volume {id} extending")))?;
+        if !won {
+            return Err(match self.load(ctx, &id).await {
+                Ok(volume) => not_extendable(&volume),
+                Err(err) => err,
+            });
+        }
+        let request = ExtendVolume {
+            volume_id: id.clone(),
+            new_size_gib: new_size,
+            previous_status: VolumeStatus::Available.as_str().to_owned(),
+        };
+        if let Err(status) = self.bus.extend_on_host(ctx, &host, request).await {
+            // Nothing will extend it: put it back as it was.
+            let restored = self
+                .db
+                .transition_volume_with_worker(
+                    &id,
+                    &[VolumeStatus::Extending],
+                    VolumeStatus::Available,
+                    None,
+                    None,
+                    None,
+                )
+                .await;
+            if let Err(err) = restored {
+                tracing::error!(volume_id = %id, error = %err, "cannot put volume back to available");
+            }
+            return Err(ApiError::Bus {
+                action: format!("extend volume {id} on {host}"),
+                status,
+            });
+        }
+        tracing::info!(volume_id = %id, host = %host, new_size_gib = new_size, "volume extension requested");
+        Ok(Volume {
+            status: VolumeStatus::Extending,
+            updated_at_ms: now_ms(),
+            ..volume
+        })
+    }
+}
+
+fn not_extendable(volume: &Volume) -> ApiError {
+    ApiError::FailedPrecondition(format!(
+        "volume {} is {}: only available volumes can be extended",
+        volume.id, volume.status
+    ))
+}

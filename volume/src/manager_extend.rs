@@ -1,0 +1,113 @@
+//! The manager's `extend_volume` handler. The API moved the volume `available` ->
+//! `extending` (owner: this host) before casting; this grows the backend object
+//! and settles the volume. Idempotent, for a redelivered cast:
+//!
+//! ```text
+//!  extend_volume: row gone ─────────────────────────▶ ack
+//!                 available, size = new ────────────▶ ack (redelivered: done already)
+//!                 not `extending` / not mine ───────▶ ack, logged
+//!                 driver extend (a no-op if the object has the size already)
+//!                     ok ──▶ extending -> available, size = new   volume.resize.end
+//!                     failed ──▶ extending -> error_extending      volume.resize.error
+//! ```
+
+use scoria_common::{
+    RequestContext,
+    model::{VolumeStatus, now_ms},
+    rpc::Priority,
+};
+use scoria_proto::bus::ExtendVolume;
+use tonic::Status;
+
+use super::{VolumeManager, db_error};
+
+impl VolumeManager {
+    pub(super) async fn extend(
+        &self,
+        ctx: &RequestContext,
+        request: ExtendVolume,
+    ) -> Result<(), Status> {
+        let id = request.volume_id.as_str();
+        let new_size = request.new_size_gib;
+        let Some(mut volume) = self.db.get_volume(id).await.map_err(db_error)? else {
+            tracing::info!("volume row gone: extend cast ignored");
+            return Ok(());
+        };
+        if volume.status != VolumeStatus::Extending {
+            if volume.status == VolumeStatus::Available && volume.size_gib == new_size {
+                tracing::info!("volume already extended: redelivered cast ignored");
+            } else {
+                tracing::warn!(status = %volume.status, size_gib = volume.size_gib, "volume is not extending: cast ignored");
+            }
+            return Ok(());
+        }
+        if !volume
+            .host
+            .as_deref()
+            .is_some_and(|h| self.settings.is_mine(h))
+        {
+            tracing::warn!(host = ?volume.host, "volume is on another backend: extend cast ignored");
+            return Ok(());
+        }
+        // The status to return to (only `available` is extended today).
+        let back_to = match request.previous_status.parse::<VolumeStatus>() {
+            Ok(status @ (VolumeStatus::Available | VolumeStatus::InUse)) => status,
+            _ => VolumeStatus::Available,
+        };
+        self.notify(ctx, Priority::Info, "volume.resize.start", &volume)
+            .await;
+        match self.driver.extend_volume(id, new_size).await {
+            Ok(()) => {
+                if self
+                    .db
+                    .finish_extend(id, new_size, back_to)
+                    .await
+                    .map_err(db_error)?
+                {
+                    tracing::info!(
+                        from_gib = volume.size_gib,
+                        to_gib = new_size,
+                        "volume extended"
+                    );
+                    volume.status = back_to;
+                    volume.size_gib = new_size;
+                    volume.error_message.clear();
+                    volume.updated_at_ms = now_ms();
+                    self.notify(ctx, Priority::Info, "volume.resize.end", &volume)
+                        .await;
+                } else {
+                    tracing::info!("volume changed while being extended: left as it is");
+                }
+                Ok(())
+            }
+            Err(err) => {
+                let message = format!("extending volume {id} to {new_size} GiB failed: {err}");
+                tracing::error!(%err, "backend failed to extend the volume");
+                let won = self
+                    .db
+                    .transition_volume_with_worker(
+                        id,
+                        &[VolumeStatus::Extending],
+                        VolumeStatus::ErrorExtending,
+                        None,
+                        Some(&message),
+                        None,
+                    )
+                    .await
+                    .map_err(db_error)?;
+                if won {
+                    volume.status = VolumeStatus::ErrorExtending;
+                    volume.error_message = message;
+                    volume.updated_at_ms = now_ms();
+                    self.notify(ctx, Priority::Error, "volume.resize.error", &volume)
+                        .await;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "manager_extend_tests.rs"]
+mod tests;
