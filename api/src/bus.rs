@@ -6,7 +6,9 @@ use scoria_common::{
     ops::{SchedulerClient, SchedulerOps, VolumeClient, VolumeOps},
     rpc::RpcClient,
 };
-use scoria_proto::bus::{DeleteVolume, ExtendVolume, ScheduleCreateVolume};
+use scoria_proto::bus::{
+    CreateSnapshot, DeleteSnapshot, DeleteVolume, ExtendVolume, ScheduleCreateVolume,
+};
 use tonic::Status;
 
 /// The bus as the volume API uses it: casts only.
@@ -33,6 +35,20 @@ pub trait Bus: Send + Sync {
         ctx: &RequestContext,
         host: &str,
         request: ExtendVolume,
+    ) -> Result<(), Status>;
+    /// Casts `create_snapshot` to the volume service owning `host`.
+    async fn create_snapshot_on_host(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: CreateSnapshot,
+    ) -> Result<(), Status>;
+    /// Casts `delete_snapshot` to the volume service owning `host`.
+    async fn delete_snapshot_on_host(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: DeleteSnapshot,
     ) -> Result<(), Status>;
 }
 
@@ -86,6 +102,28 @@ impl Bus for AmqpBus {
     ) -> Result<(), Status> {
         VolumeClient::new(self.rpc.clone(), host)?
             .extend_volume(ctx, request)
+            .await
+    }
+
+    async fn create_snapshot_on_host(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: CreateSnapshot,
+    ) -> Result<(), Status> {
+        VolumeClient::new(self.rpc.clone(), host)?
+            .create_snapshot(ctx, request)
+            .await
+    }
+
+    async fn delete_snapshot_on_host(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: DeleteSnapshot,
+    ) -> Result<(), Status> {
+        VolumeClient::new(self.rpc.clone(), host)?
+            .delete_snapshot(ctx, request)
             .await
     }
 }

@@ -102,6 +102,14 @@ impl ApiError {
         }
     }
 
+    /// A snapshot that is not there (or not the caller's).
+    pub fn snapshot_not_found(id: impl Into<String>) -> Self {
+        ApiError::NotFound {
+            kind: "snapshot",
+            id: id.into(),
+        }
+    }
+
     /// A closure wrapping a [`DbError`] with what was being done.
     pub fn db(action: impl Into<String>) -> impl FnOnce(DbError) -> Self {
         let action = action.into();

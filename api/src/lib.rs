@@ -9,6 +9,7 @@
 //!         ─gRPC─▶ AuthLayer ─▶ VolumeService ─▶ Db        (reads, intent)
 //!                                            └─▶ bus cast (scheduler / volume.<host>)
 //!         ─gRPC─▶ AuthLayer ─▶ VolumeTypeService, AvailabilityZoneService ─▶ Db
+//!         ─gRPC─▶ AuthLayer ─▶ SnapshotService ─▶ Db, bus cast (volume.<host>)
 //! ```
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod page_token;
+pub mod snapshot;
 pub mod validate;
 pub mod volume;
 pub mod volume_type;
@@ -31,7 +33,7 @@ use scoria_common::{
 };
 use scoria_proto::v1::{
     availability_zone_service_server::AvailabilityZoneServiceServer,
-    volume_service_server::VolumeServiceServer,
+    snapshot_service_server::SnapshotServiceServer, volume_service_server::VolumeServiceServer,
     volume_type_service_server::VolumeTypeServiceServer,
 };
 use tokio::net::TcpListener;
@@ -45,6 +47,7 @@ use crate::{
     auth::{AuthLayer, Authenticator, TokensError},
     availability_zone::AvailabilityZoneApi,
     bus::AmqpBus,
+    snapshot::SnapshotApi,
     volume::VolumeApi,
     volume_type::VolumeTypeApi,
 };
@@ -131,6 +134,10 @@ async fn serve_with(
     let availability_zone_service = auth.layer(AvailabilityZoneServiceServer::new(
         AvailabilityZoneApi::new(db.clone()),
     ));
+    let snapshot_service = auth.layer(SnapshotServiceServer::new(SnapshotApi::new(
+        db.clone(),
+        Arc::new(AmqpBus::new(rpc.clone())),
+    )));
     let volumes = VolumeApi::new(
         db,
         Arc::new(AmqpBus::new(rpc)),
@@ -157,6 +164,9 @@ async fn serve_with(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<VolumeServiceServer<VolumeApi>>().await;
     health
+        .set_serving::<SnapshotServiceServer<SnapshotApi>>()
+        .await;
+    health
         .set_serving::<VolumeTypeServiceServer<VolumeTypeApi>>()
         .await;
     health
@@ -175,6 +185,7 @@ async fn serve_with(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(volume_service)
+        .add_service(snapshot_service)
         .add_service(volume_type_service)
         .add_service(availability_zone_service)
         .serve_with_incoming_shutdown(
@@ -191,6 +202,9 @@ async fn serve_with(
             .await;
         health
             .set_not_serving::<VolumeServiceServer<VolumeApi>>()
+            .await;
+        health
+            .set_not_serving::<SnapshotServiceServer<SnapshotApi>>()
             .await;
         health
             .set_not_serving::<VolumeTypeServiceServer<VolumeTypeApi>>()

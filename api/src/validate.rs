@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use scoria_common::{
-    db::VolumeChanges, model::VolumeStatus, translation::volume_status_from_proto,
+    db::VolumeChanges,
+    model::{SnapshotStatus, VolumeStatus},
+    translation::{snapshot_status_from_proto, volume_status_from_proto},
 };
 use scoria_proto::v1 as pb;
 
@@ -136,6 +138,13 @@ pub fn status_filter(status: i32) -> ApiResult<Option<VolumeStatus>> {
     pb::VolumeStatus::try_from(status)
         .map(volume_status_from_proto)
         .map_err(|_| ApiError::invalid("status", format!("unknown volume status {status}")))
+}
+
+/// The status filter of a snapshot list request: `None` for unspecified.
+pub fn snapshot_status_filter(status: i32) -> ApiResult<Option<SnapshotStatus>> {
+    pb::SnapshotStatus::try_from(status)
+        .map(snapshot_status_from_proto)
+        .map_err(|_| ApiError::invalid("status", format!("unknown snapshot status {status}")))
 }
 
 /// A text field of at most [`MAX_TEXT_CHARS`] characters.
@@ -362,6 +371,15 @@ mod tests {
             Some(VolumeStatus::Available)
         );
         assert_eq!(field_of(status_filter(99).expect_err("unknown")), "status");
+        assert_eq!(snapshot_status_filter(0).expect("unspecified"), None);
+        assert_eq!(
+            snapshot_status_filter(5).expect("error_deleting"),
+            Some(SnapshotStatus::ErrorDeleting)
+        );
+        assert_eq!(
+            field_of(snapshot_status_filter(6).expect_err("unknown")),
+            "status"
+        );
     }
 
     fn update(paths: &[&str]) -> pb::UpdateVolumeRequest {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use prost::Message;
 use scoria_common::{
     RequestContext,
-    db::{Created, Db, IdempotencyKey, VolumeQuery, WorkerEntry, WorkerKind},
+    db::{Created, Db, IdempotencyKey, VolumeDeleteStart, VolumeQuery, WorkerEntry, WorkerKind},
     model::{Volume, VolumeStatus, now_ms},
 };
 use scoria_proto::{
@@ -88,7 +88,7 @@ impl VolumeApi {
             host: None,
             metadata: req.metadata.clone(),
             error_message: String::new(),
-            snapshot_id: None,
+            snapshot_id: from_snapshot::snapshot_id(valid.source.as_ref()),
             source_volume_id: placement.source_volume_id.clone(),
             created_at_ms: now,
             updated_at_ms: now,
@@ -135,6 +135,7 @@ impl VolumeApi {
                 )));
             }
         };
+        self.confirm_snapshot(&volume, key.as_ref()).await?;
         let request = ScheduleCreateVolume {
             volume_id: volume.id.clone(),
             size_gib: volume.size_gib,
@@ -144,7 +145,7 @@ impl VolumeApi {
             tried_hosts: Vec::new(),
             attempt: 1,
             last_error: String::new(),
-            snapshot_id: String::new(),
+            snapshot_id: volume.snapshot_id.clone().unwrap_or_default(),
             source_volume_id: placement.source_volume_id.unwrap_or_default(),
             required_host: placement.required_host,
         };
@@ -233,20 +234,7 @@ impl VolumeApi {
         }
         let Some(host) = volume.host.clone() else {
             // It never reached a backend: nothing to clean up but the row.
-            let won = self
-                .db
-                .transition_volume(
-                    &id,
-                    &VolumeStatus::DELETABLE,
-                    VolumeStatus::Deleting,
-                    None,
-                    None,
-                )
-                .await
-                .map_err(ApiError::db(format!("mark volume {id} deleting")))?;
-            if !won {
-                return Err(self.lost_race(ctx, &id).await);
-            }
+            self.start_delete(ctx, &id, None).await?;
             self.db
                 .delete_volume_row(&id)
                 .await
@@ -266,21 +254,7 @@ impl VolumeApi {
             service: host.clone(),
             deadline_ms: now_ms() + DELETE_DEADLINE_MS,
         };
-        let won = self
-            .db
-            .transition_volume_with_worker(
-                &id,
-                &VolumeStatus::DELETABLE,
-                VolumeStatus::Deleting,
-                None,
-                None,
-                Some(&worker),
-            )
-            .await
-            .map_err(ApiError::db(format!("mark volume {id} deleting")))?;
-        if !won {
-            return Err(self.lost_race(ctx, &id).await);
-        }
+        self.start_delete(ctx, &id, Some(&worker)).await?;
         volume = deleting(volume);
         if let Err(status) = self
             .bus
@@ -320,11 +294,32 @@ impl VolumeApi {
         Ok(volume)
     }
 
-    /// The error of a lost compare-and-set: the volume changed under us.
-    async fn lost_race(&self, ctx: &RequestContext, id: &str) -> ApiError {
-        match self.load(ctx, id).await {
-            Ok(volume) => not_deletable(&volume),
-            Err(err) => err,
+    /// DeleteVolume's compare-and-set (refused while the volume has snapshots),
+    /// with the error of a lost one.
+    async fn start_delete(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        worker: Option<&WorkerEntry>,
+    ) -> ApiResult<()> {
+        let start = self
+            .db
+            .start_volume_delete(id, worker)
+            .await
+            .map_err(ApiError::db(format!("mark volume {id} deleting")))?;
+        match start {
+            VolumeDeleteStart::Started => Ok(()),
+            VolumeDeleteStart::HasSnapshots(snapshots) => {
+                Err(ApiError::FailedPrecondition(format!(
+                    "volume {id} has snapshots ({}): delete them first",
+                    snapshots.join(", ")
+                )))
+            }
+            // The volume changed under us: say what it is now.
+            VolumeDeleteStart::WrongStatus => Err(match self.load(ctx, id).await {
+                Ok(volume) => not_deletable(&volume),
+                Err(err) => err,
+            }),
         }
     }
 }
@@ -453,6 +448,8 @@ impl VolumeService for VolumeApi {
 
 #[path = "volume_extend.rs"]
 mod extend;
+#[path = "volume_from_snapshot.rs"]
+mod from_snapshot;
 #[path = "volume_placement.rs"]
 mod placement;
 

@@ -55,9 +55,7 @@ impl VolumeApi {
                 })
             }
             Some(VolumeSource::Volume(id)) => self.clone_placement(ctx, req, id).await,
-            Some(VolumeSource::Snapshot(_)) => Err(ApiError::Unimplemented(
-                "creating a volume from a snapshot is not supported yet",
-            )),
+            Some(VolumeSource::Snapshot(id)) => self.snapshot_placement(ctx, req, id).await,
         }
     }
 

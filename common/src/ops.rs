@@ -10,14 +10,16 @@
 //! | `volume.<host@backend>` | `create_volume` | `CreateVolume` | cast |
 //! | `volume.<host@backend>` | `delete_volume` | `DeleteVolume` | cast |
 //! | `volume.<host@backend>` | `extend_volume` | `ExtendVolume` | cast |
+//! | `volume.<host@backend>` | `create_snapshot` | `CreateSnapshot` | cast |
+//! | `volume.<host@backend>` | `delete_snapshot` | `DeleteSnapshot` | cast |
 //! | `volume` (fanout) | `publish_service_capabilities` | `PublishCapabilities` | fanout |
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use scoria_proto::bus::{
-    Capabilities, CreateVolume, DeleteVolume, ExtendVolume, PublishCapabilities,
-    ScheduleCreateVolume,
+    Capabilities, CreateSnapshot, CreateVolume, DeleteSnapshot, DeleteVolume, ExtendVolume,
+    PublishCapabilities, ScheduleCreateVolume,
 };
 use tonic::Status;
 
@@ -73,6 +75,18 @@ pub trait VolumeOps: Send + Sync {
         &self,
         ctx: &RequestContext,
         request: ExtendVolume,
+    ) -> Result<(), Status>;
+    /// Snapshots a volume on this backend (the snapshot row is `creating`).
+    async fn create_snapshot(
+        &self,
+        ctx: &RequestContext,
+        request: CreateSnapshot,
+    ) -> Result<(), Status>;
+    /// Deletes a snapshot from this backend (the snapshot row is `deleting`).
+    async fn delete_snapshot(
+        &self,
+        ctx: &RequestContext,
+        request: DeleteSnapshot,
     ) -> Result<(), Status>;
     /// Reports capabilities now (a scheduler started and asks).
     async fn publish_service_capabilities(
@@ -189,6 +203,28 @@ impl VolumeOps for VolumeClient {
             .await?)
     }
 
+    async fn create_snapshot(
+        &self,
+        ctx: &RequestContext,
+        request: CreateSnapshot,
+    ) -> Result<(), Status> {
+        Ok(self
+            .rpc
+            .cast(ctx, &self.target, "create_snapshot", &request)
+            .await?)
+    }
+
+    async fn delete_snapshot(
+        &self,
+        ctx: &RequestContext,
+        request: DeleteSnapshot,
+    ) -> Result<(), Status> {
+        Ok(self
+            .rpc
+            .cast(ctx, &self.target, "delete_snapshot", &request)
+            .await?)
+    }
+
     async fn publish_service_capabilities(
         &self,
         ctx: &RequestContext,
@@ -225,7 +261,8 @@ pub fn scheduler_dispatcher(ops: Arc<dyn SchedulerOps>) -> Dispatcher {
 }
 
 /// The dispatcher serving `ops` as a volume service (`create_volume`,
-/// `delete_volume`, `extend_volume`, `publish_service_capabilities`).
+/// `delete_volume`, `extend_volume`, `create_snapshot`, `delete_snapshot`,
+/// `publish_service_capabilities`).
 pub fn volume_dispatcher(ops: Arc<dyn VolumeOps>) -> Dispatcher {
     let (create, delete) = (ops.clone(), ops.clone());
     Dispatcher::new()
@@ -248,6 +285,20 @@ pub fn volume_dispatcher(ops: Arc<dyn VolumeOps>) -> Dispatcher {
             move |ctx: RequestContext, req: ExtendVolume| {
                 let ops = ops.clone();
                 async move { ops.extend_volume(&ctx, req).await }
+            }
+        })
+        .method("create_snapshot", {
+            let ops = ops.clone();
+            move |ctx: RequestContext, req: CreateSnapshot| {
+                let ops = ops.clone();
+                async move { ops.create_snapshot(&ctx, req).await }
+            }
+        })
+        .method("delete_snapshot", {
+            let ops = ops.clone();
+            move |ctx: RequestContext, req: DeleteSnapshot| {
+                let ops = ops.clone();
+                async move { ops.delete_snapshot(&ctx, req).await }
             }
         })
         .method(

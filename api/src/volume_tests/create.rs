@@ -52,8 +52,8 @@ async fn rejected_creates_write_nothing() {
         .api
         .create_volume(request(&ctx, from_snapshot))
         .await
-        .expect_err("later issue");
-    assert_eq!(status.code(), Code::Unimplemented);
+        .expect_err("no such snapshot");
+    assert_eq!(status.code(), Code::NotFound);
 
     f.bus.down.store(true, Ordering::SeqCst);
     let status = f

@@ -17,6 +17,7 @@ use super::*;
 mod create;
 mod extend_clone;
 mod lifecycle;
+mod snapshots;
 
 #[derive(Default)]
 struct FakeBus {
@@ -25,6 +26,8 @@ struct FakeBus {
     scheduled: Mutex<Vec<ScheduleCreateVolume>>,
     deleted: Mutex<Vec<(String, String)>>,
     extended: Mutex<Vec<(String, ExtendVolume)>>,
+    /// `(method, host, snapshot id)` of each snapshot cast.
+    snapshot_casts: Mutex<Vec<(&'static str, String, String)>>,
 }
 
 #[tonic::async_trait]
@@ -74,6 +77,37 @@ impl Bus for FakeBus {
             .lock()
             .expect("lock")
             .push((host.to_owned(), request));
+        Ok(())
+    }
+
+    async fn create_snapshot_on_host(
+        &self,
+        _ctx: &RequestContext,
+        host: &str,
+        request: scoria_proto::bus::CreateSnapshot,
+    ) -> Result<(), Status> {
+        self.snapshot_cast("create_snapshot", host, request.snapshot_id)
+    }
+
+    async fn delete_snapshot_on_host(
+        &self,
+        _ctx: &RequestContext,
+        host: &str,
+        request: scoria_proto::bus::DeleteSnapshot,
+    ) -> Result<(), Status> {
+        self.snapshot_cast("delete_snapshot", host, request.snapshot_id)
+    }
+}
+
+impl FakeBus {
+    fn snapshot_cast(&self, method: &'static str, host: &str, id: String) -> Result<(), Status> {
+        if self.fail_casts.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("no queue is bound for volume"));
+        }
+        self.snapshot_casts
+            .lock()
+            .expect("lock")
+            .push((method, host.to_owned(), id));
         Ok(())
     }
 }

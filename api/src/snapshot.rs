@@ -1,0 +1,358 @@
+//! `scoria.v1.SnapshotService`: snapshots live on their volume's backend. Reads
+//! come from the database; CreateSnapshot and DeleteSnapshot persist their intent
+//! (row + worker entry, by compare-and-set) and cast to the volume's host, which
+//! settles the status. The API never waits for the backend.
+//!
+//! ```text
+//!  CreateSnapshot: volume available (in-use with force) ─CAS+insert─▶ creating ─cast─▶ host
+//!                  cast fails ─▶ row removed, UNAVAILABLE (nothing left behind)
+//!  DeleteSnapshot: available | error | error_deleting ─CAS─▶ deleting ─cast─▶ host
+//!                  cast fails ─▶ error_deleting (with the reason)
+//! ```
+
+use std::sync::Arc;
+
+use scoria_common::{
+    RequestContext,
+    db::{Db, SnapshotDeleteStart, SnapshotQuery, WorkerEntry, WorkerKind},
+    model::{Snapshot, SnapshotStatus, Volume, VolumeStatus, now_ms},
+};
+use scoria_proto::{
+    bus::{CreateSnapshot, DeleteSnapshot},
+    v1::{self as pb, snapshot_service_server::SnapshotService},
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    bus::Bus,
+    error::{ApiError, ApiResult},
+    page_token::{PageToken, filter_digest},
+    validate,
+    volume::{context, reply},
+};
+
+/// How long a backend may take to make a snapshot.
+const CREATE_DEADLINE_MS: i64 = 10 * 60 * 1000;
+/// How long a backend may take to delete a snapshot.
+const DELETE_DEADLINE_MS: i64 = 10 * 60 * 1000;
+
+/// The `SnapshotService` implementation.
+#[derive(Clone)]
+pub struct SnapshotApi {
+    db: Db,
+    bus: Arc<dyn Bus>,
+}
+
+impl SnapshotApi {
+    /// The service over `db` and `bus`.
+    pub fn new(db: Db, bus: Arc<dyn Bus>) -> Self {
+        Self { db, bus }
+    }
+
+    /// The snapshot `id` if the caller may see it (its project's, or any for admins).
+    async fn load(&self, ctx: &RequestContext, id: &str) -> ApiResult<Snapshot> {
+        let snapshot = self
+            .db
+            .get_snapshot(id)
+            .await
+            .map_err(ApiError::db(format!("get snapshot {id}")))?;
+        snapshot
+            .filter(|s| ctx.is_admin() || s.project_id == ctx.project_id)
+            .ok_or_else(|| ApiError::snapshot_not_found(id))
+    }
+
+    /// The volume `id` if the caller may see it.
+    async fn load_volume(&self, ctx: &RequestContext, id: &str) -> ApiResult<Volume> {
+        let volume = self
+            .db
+            .get_volume(id)
+            .await
+            .map_err(ApiError::db(format!("get volume {id}")))?;
+        volume
+            .filter(|v| ctx.is_admin() || v.project_id == ctx.project_id)
+            .ok_or_else(|| ApiError::volume_not_found(id))
+    }
+
+    #[tracing::instrument(skip_all, fields(volume_id = %req.volume_id, snapshot_id))]
+    async fn create(
+        &self,
+        ctx: &RequestContext,
+        req: pb::CreateSnapshotRequest,
+    ) -> ApiResult<Snapshot> {
+        let volume_id = validate::uuid("volume_id", &req.volume_id)?;
+        validate::text("name", &req.name)?;
+        validate::text("description", &req.description)?;
+        let volume = self.load_volume(ctx, &volume_id).await?;
+        let allowed: &[VolumeStatus] = if req.force {
+            &[VolumeStatus::Available, VolumeStatus::InUse]
+        } else {
+            &[VolumeStatus::Available]
+        };
+        if !allowed.contains(&volume.status) {
+            return Err(not_snapshottable(&volume, req.force));
+        }
+        let Some(host) = volume.host.clone().filter(|h| !h.is_empty()) else {
+            return Err(ApiError::FailedPrecondition(format!(
+                "volume {volume_id} is on no backend"
+            )));
+        };
+        if !self.bus.is_connected() {
+            return Err(ApiError::BrokerDown(format!(
+                "cannot ask {host} to snapshot volume {volume_id} now"
+            )));
+        }
+        let now = now_ms();
+        let snapshot = Snapshot {
+            id: uuid::Uuid::new_v4().to_string(),
+            // The volume's project: an admin snapshotting it makes it the owner's.
+            project_id: volume.project_id.clone(),
+            user_id: ctx.user_id.clone(),
+            volume_id: volume_id.clone(),
+            name: req.name,
+            description: req.description,
+            size_gib: volume.size_gib,
+            status: SnapshotStatus::Creating,
+            host: Some(host.clone()),
+            error_message: String::new(),
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        let id = snapshot.id.clone();
+        tracing::Span::current().record("snapshot_id", id.as_str());
+        let worker = WorkerEntry {
+            kind: WorkerKind::Snapshot,
+            resource_id: id.clone(),
+            status: SnapshotStatus::Creating.as_str().to_owned(),
+            service: host.clone(),
+            deadline_ms: now + CREATE_DEADLINE_MS,
+        };
+        let created = self
+            .db
+            .create_snapshot(&snapshot, allowed, &worker)
+            .await
+            .map_err(ApiError::db(format!("create snapshot {id}")))?;
+        if !created {
+            // The volume changed between the read and the compare-and-set.
+            let volume = self.load_volume(ctx, &volume_id).await?;
+            return Err(not_snapshottable(&volume, req.force));
+        }
+        let request = CreateSnapshot {
+            snapshot_id: id.clone(),
+            volume_id: volume_id.clone(),
+        };
+        if let Err(status) = self.bus.create_snapshot_on_host(ctx, &host, request).await {
+            // Nothing will ever make it: take the row back.
+            if let Err(err) = self.db.delete_snapshot_row(&id).await {
+                tracing::error!(snapshot_id = %id, error = %err, "cannot remove unsent snapshot");
+            }
+            return Err(ApiError::Bus {
+                action: format!("snapshot volume {volume_id} on {host}"),
+                status,
+            });
+        }
+        tracing::info!(snapshot_id = %id, volume_id = %volume_id, host = %host, "snapshot creation requested");
+        Ok(snapshot)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list(
+        &self,
+        ctx: &RequestContext,
+        req: pb::ListSnapshotsRequest,
+    ) -> ApiResult<pb::ListSnapshotsResponse> {
+        let limit = validate::page_size(req.page_size)?;
+        let status = validate::snapshot_status_filter(req.status)?;
+        let volume_id = match req.volume_id.as_str() {
+            "" => None,
+            id => Some(validate::uuid("volume_id", id)?),
+        };
+        let digest = filter_digest(&[
+            "snapshots",
+            status.map(SnapshotStatus::as_str).unwrap_or_default(),
+            volume_id.as_deref().unwrap_or_default(),
+        ]);
+        let after = PageToken::decode(&req.page_token, &ctx.project_id, &digest)?;
+        let query = SnapshotQuery {
+            project_id: Some(ctx.project_id.clone()),
+            volume_id,
+            status,
+            after: after.map(|token| (token.created_at_ms, token.id)),
+            limit: limit + 1,
+        };
+        let mut snapshots = self
+            .db
+            .list_snapshots(&query)
+            .await
+            .map_err(ApiError::db("list snapshots"))?;
+        let mut next_page_token = String::new();
+        if snapshots.len() > limit as usize {
+            snapshots.truncate(limit as usize);
+            if let Some(last) = snapshots.last() {
+                let token = PageToken {
+                    created_at_ms: last.created_at_ms,
+                    id: last.id.clone(),
+                };
+                next_page_token = token.encode(&ctx.project_id, &digest);
+            }
+        }
+        Ok(pb::ListSnapshotsResponse {
+            snapshots: snapshots.iter().map(pb::Snapshot::from).collect(),
+            next_page_token,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(snapshot_id = %id))]
+    async fn delete(&self, ctx: &RequestContext, id: &str) -> ApiResult<Snapshot> {
+        let id = validate::uuid("id", id)?;
+        let snapshot = self.load(ctx, &id).await?;
+        if !SnapshotStatus::DELETABLE.contains(&snapshot.status) {
+            return Err(not_deletable(&snapshot));
+        }
+        let Some(host) = snapshot.host.clone().filter(|h| !h.is_empty()) else {
+            // It never reached a backend: nothing to clean up but the row.
+            self.start_delete(ctx, &snapshot, None).await?;
+            self.db
+                .delete_snapshot_row(&id)
+                .await
+                .map_err(ApiError::db(format!("delete snapshot {id}")))?;
+            tracing::info!(snapshot_id = %id, "snapshot without a backend deleted");
+            return Ok(deleting(snapshot));
+        };
+        if !self.bus.is_connected() {
+            return Err(ApiError::BrokerDown(format!(
+                "cannot ask {host} to delete snapshot {id} now"
+            )));
+        }
+        let worker = WorkerEntry {
+            kind: WorkerKind::Snapshot,
+            resource_id: id.clone(),
+            status: SnapshotStatus::Deleting.as_str().to_owned(),
+            service: host.clone(),
+            deadline_ms: now_ms() + DELETE_DEADLINE_MS,
+        };
+        self.start_delete(ctx, &snapshot, Some(&worker)).await?;
+        let request = DeleteSnapshot {
+            snapshot_id: id.clone(),
+        };
+        if let Err(status) = self.bus.delete_snapshot_on_host(ctx, &host, request).await {
+            let reason = format!(
+                "cannot reach {host} to delete the snapshot: {}",
+                status.message()
+            );
+            let settled = self
+                .db
+                .transition_snapshot(
+                    &id,
+                    &[SnapshotStatus::Deleting],
+                    SnapshotStatus::ErrorDeleting,
+                    Some(&reason),
+                    None,
+                )
+                .await;
+            if let Err(err) = settled {
+                tracing::error!(snapshot_id = %id, error = %err, "cannot mark snapshot error_deleting");
+            }
+            return Err(ApiError::Bus {
+                action: format!("delete snapshot {id} on {host}"),
+                status,
+            });
+        }
+        tracing::info!(snapshot_id = %id, host = %host, "snapshot deletion requested");
+        Ok(deleting(snapshot))
+    }
+
+    /// DeleteSnapshot's compare-and-set, with the error of a lost one.
+    async fn start_delete(
+        &self,
+        ctx: &RequestContext,
+        snapshot: &Snapshot,
+        worker: Option<&WorkerEntry>,
+    ) -> ApiResult<()> {
+        let id = &snapshot.id;
+        let start = self
+            .db
+            .start_snapshot_delete(id, worker)
+            .await
+            .map_err(ApiError::db(format!("mark snapshot {id} deleting")))?;
+        match start {
+            SnapshotDeleteStart::Started => Ok(()),
+            SnapshotDeleteStart::InUse(volumes) => Err(ApiError::FailedPrecondition(format!(
+                "snapshot {id} is in use: volumes are being created from it ({})",
+                volumes.join(", ")
+            ))),
+            // It changed under us: say what it is now.
+            SnapshotDeleteStart::WrongStatus => Err(match self.load(ctx, id).await {
+                Ok(now) => not_deletable(&now),
+                Err(err) => err,
+            }),
+        }
+    }
+}
+
+fn not_snapshottable(volume: &Volume, force: bool) -> ApiError {
+    let hint = if volume.status == VolumeStatus::InUse && !force {
+        ": set force to snapshot an in-use volume"
+    } else {
+        ": only available (or, with force, in-use) volumes can be snapshotted"
+    };
+    ApiError::FailedPrecondition(format!("volume {} is {}{hint}", volume.id, volume.status))
+}
+
+fn not_deletable(snapshot: &Snapshot) -> ApiError {
+    ApiError::FailedPrecondition(format!(
+        "snapshot {} is {}: only available or error snapshots can be deleted",
+        snapshot.id, snapshot.status
+    ))
+}
+
+fn deleting(snapshot: Snapshot) -> Snapshot {
+    Snapshot {
+        status: SnapshotStatus::Deleting,
+        updated_at_ms: now_ms(),
+        ..snapshot
+    }
+}
+
+#[tonic::async_trait]
+impl SnapshotService for SnapshotApi {
+    async fn create_snapshot(
+        &self,
+        request: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::Snapshot>, Status> {
+        let ctx = context(&request)?;
+        reply(
+            self.create(&ctx, request.into_inner())
+                .await
+                .map(|s| pb::Snapshot::from(&s)),
+        )
+    }
+
+    async fn get_snapshot(
+        &self,
+        request: Request<pb::GetSnapshotRequest>,
+    ) -> Result<Response<pb::Snapshot>, Status> {
+        let ctx = context(&request)?;
+        let result = match validate::uuid("id", &request.get_ref().id) {
+            Ok(id) => self.load(&ctx, &id).await,
+            Err(err) => Err(err),
+        };
+        reply(result.map(|s| pb::Snapshot::from(&s)))
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let ctx = context(&request)?;
+        reply(self.list(&ctx, request.into_inner()).await)
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::Snapshot>, Status> {
+        let ctx = context(&request)?;
+        let id = request.get_ref().id.clone();
+        reply(self.delete(&ctx, &id).await.map(|s| pb::Snapshot::from(&s)))
+    }
+}

@@ -1,0 +1,208 @@
+//! The manager's `create_snapshot` and `delete_snapshot` handlers. The API wrote
+//! the snapshot row (`creating`, or moved it to `deleting`) with a worker entry
+//! owned by this host before casting; these do the backend work and settle the
+//! row. Idempotent, for a redelivered cast:
+//!
+//! ```text
+//!  create_snapshot: row gone ──────────────▶ remove leftover snapshot object, ack
+//!                   not `creating` ────────▶ ack, logged (redelivered or stale)
+//!                   driver create_snapshot (a no-op if it exists)
+//!                       ok ──▶ creating -> available     snapshot.create.end
+//!                       failed ──▶ leftover removed, creating -> error (why)
+//!                                                        snapshot.create.error
+//!  delete_snapshot: row gone ──────────────▶ remove leftover snapshot object, ack
+//!                   not `deleting` ────────▶ ack, logged
+//!                   driver delete_snapshot (a no-op if it is gone)
+//!                       ok ──▶ row removed               snapshot.delete.end
+//!                       failed ──▶ deleting -> error_deleting (why)
+//!                                                        snapshot.delete.error
+//! ```
+//!
+//! Each settling step is a compare-and-set that also removes the worker entry.
+
+use scoria_common::{
+    RequestContext,
+    model::{Snapshot, SnapshotStatus},
+    rpc::Priority,
+};
+use scoria_proto::bus::{CreateSnapshot, DeleteSnapshot};
+use tonic::Status;
+
+use super::{VolumeManager, db_error};
+
+impl VolumeManager {
+    async fn notify_snapshot(
+        &self,
+        ctx: &RequestContext,
+        priority: Priority,
+        event_type: &str,
+        snapshot: &Snapshot,
+    ) {
+        self.notifier
+            .notify_snapshot(ctx, priority, event_type, snapshot)
+            .await;
+    }
+
+    /// Removes the backend object of a snapshot whose row is gone (best effort).
+    async fn remove_leftover_snapshot(&self, id: &str) {
+        if let Err(err) = self.driver.delete_snapshot(id).await {
+            tracing::warn!(snapshot_id = %id, %err, "cannot remove leftover snapshot object");
+        }
+    }
+
+    /// Whether the row's `host` names this service (a row without one is taken
+    /// as addressed here: the cast came to this host's topic).
+    fn holds(&self, snapshot: &Snapshot) -> bool {
+        snapshot
+            .host
+            .as_deref()
+            .is_none_or(|h| self.settings.is_mine(h))
+    }
+
+    pub(super) async fn snapshot_create(
+        &self,
+        ctx: &RequestContext,
+        request: CreateSnapshot,
+    ) -> Result<(), Status> {
+        let id = request.snapshot_id.as_str();
+        let Some(mut snapshot) = self.db.get_snapshot(id).await.map_err(db_error)? else {
+            tracing::info!("snapshot row gone before it was made: removing any leftover");
+            self.remove_leftover_snapshot(id).await;
+            return Ok(());
+        };
+        if snapshot.status != SnapshotStatus::Creating {
+            if snapshot.status == SnapshotStatus::Available {
+                tracing::info!("snapshot already made: redelivered cast ignored");
+            } else {
+                tracing::warn!(status = %snapshot.status, "snapshot is not creating: cast ignored");
+            }
+            return Ok(());
+        }
+        if !self.holds(&snapshot) {
+            tracing::warn!(host = ?snapshot.host, "snapshot belongs to another backend: cast ignored");
+            return Ok(());
+        }
+        if request.volume_id != snapshot.volume_id {
+            tracing::warn!(
+                requested = %request.volume_id,
+                row = %snapshot.volume_id,
+                "volumes differ: the row wins"
+            );
+        }
+        self.notify_snapshot(ctx, Priority::Info, "snapshot.create.start", &snapshot)
+            .await;
+        if let Err(err) = self.driver.create_snapshot(id, &snapshot.volume_id).await {
+            let message = format!("creating snapshot {id} failed: {err}");
+            tracing::error!(%err, "backend failed to create the snapshot");
+            self.remove_leftover_snapshot(id).await;
+            let won = self
+                .db
+                .transition_snapshot(
+                    id,
+                    &[SnapshotStatus::Creating],
+                    SnapshotStatus::Error,
+                    Some(&message),
+                    None,
+                )
+                .await
+                .map_err(db_error)?;
+            if won {
+                snapshot.status = SnapshotStatus::Error;
+                snapshot.error_message = message;
+                self.notify_snapshot(ctx, Priority::Error, "snapshot.create.error", &snapshot)
+                    .await;
+            } else {
+                tracing::info!("snapshot changed while failing: left as it is");
+            }
+            return Ok(());
+        }
+        let won = self
+            .db
+            .transition_snapshot(
+                id,
+                &[SnapshotStatus::Creating],
+                SnapshotStatus::Available,
+                Some(""),
+                None,
+            )
+            .await
+            .map_err(db_error)?;
+        if won {
+            snapshot.status = SnapshotStatus::Available;
+            snapshot.error_message.clear();
+            tracing::info!(volume_id = %snapshot.volume_id, "snapshot created");
+            self.notify_snapshot(ctx, Priority::Info, "snapshot.create.end", &snapshot)
+                .await;
+            return Ok(());
+        }
+        match self.db.get_snapshot(id).await.map_err(db_error)? {
+            None => {
+                tracing::warn!("snapshot row removed while being made: removing the object");
+                self.remove_leftover_snapshot(id).await;
+            }
+            Some(now) => {
+                tracing::info!(status = %now.status, "snapshot settled by someone else first");
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn snapshot_delete(
+        &self,
+        ctx: &RequestContext,
+        request: DeleteSnapshot,
+    ) -> Result<(), Status> {
+        let id = request.snapshot_id.as_str();
+        let Some(mut snapshot) = self.db.get_snapshot(id).await.map_err(db_error)? else {
+            tracing::info!("snapshot row already gone: removing any leftover");
+            self.remove_leftover_snapshot(id).await;
+            return Ok(());
+        };
+        if snapshot.status != SnapshotStatus::Deleting {
+            tracing::warn!(status = %snapshot.status, "snapshot is not deleting: cast ignored");
+            return Ok(());
+        }
+        if !self.holds(&snapshot) {
+            tracing::warn!(host = ?snapshot.host, "snapshot belongs to another backend: cast ignored");
+            return Ok(());
+        }
+        self.notify_snapshot(ctx, Priority::Info, "snapshot.delete.start", &snapshot)
+            .await;
+        match self.driver.delete_snapshot(id).await {
+            Ok(()) => {
+                if self.db.delete_snapshot_row(id).await.map_err(db_error)? {
+                    tracing::info!("snapshot deleted");
+                    self.notify_snapshot(ctx, Priority::Info, "snapshot.delete.end", &snapshot)
+                        .await;
+                }
+                Ok(())
+            }
+            Err(err) => {
+                let message = format!("deleting snapshot {id} failed: {err}");
+                tracing::error!(%err, "backend failed to delete the snapshot");
+                let won = self
+                    .db
+                    .transition_snapshot(
+                        id,
+                        &[SnapshotStatus::Deleting],
+                        SnapshotStatus::ErrorDeleting,
+                        Some(&message),
+                        None,
+                    )
+                    .await
+                    .map_err(db_error)?;
+                if won {
+                    snapshot.status = SnapshotStatus::ErrorDeleting;
+                    snapshot.error_message = message;
+                    self.notify_snapshot(ctx, Priority::Error, "snapshot.delete.error", &snapshot)
+                        .await;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "manager_snapshots_tests.rs"]
+mod tests;
