@@ -37,9 +37,8 @@ use scoria_proto::v1::{
     volume_type_service_server::VolumeTypeServiceServer,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::transport::{Server, server::TcpIncoming};
 use tower::Layer;
 
 pub use crate::config::Config;
@@ -189,7 +188,8 @@ async fn serve_with(
         .add_service(volume_type_service)
         .add_service(availability_zone_service)
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            // No Nagle: small replies must not wait 40 ms for a delayed ACK.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown.clone().cancelled_owned(),
         );
     tokio::pin!(server);

@@ -183,7 +183,12 @@ impl HostState {
     pub fn consume(&mut self, size_gib: u64) {
         let size = size_gib as f64;
         self.allocated_capacity_gib += size;
-        if let Capacity::Known(free) = self.free_capacity {
+        // A thin pool's new volume takes (almost) no real space: only the
+        // provisioned figure grows, bounded by the over-subscription ratio;
+        // the next report brings the real free space. Cinder subtracts it from
+        // free too, which refuses creates long before a sparse backend is full.
+        if let (false, Capacity::Known(free)) = (self.thin_provisioning_support, self.free_capacity)
+        {
             self.free_capacity = Capacity::Known(free - size);
         }
         self.consumed_gib = self.consumed_gib.saturating_add(size_gib);
@@ -193,7 +198,8 @@ impl HostState {
     pub fn release(&mut self, size_gib: u64) {
         let size = size_gib as f64;
         self.allocated_capacity_gib = (self.allocated_capacity_gib - size).max(0.0);
-        if let Capacity::Known(free) = self.free_capacity {
+        if let (false, Capacity::Known(free)) = (self.thin_provisioning_support, self.free_capacity)
+        {
             self.free_capacity = Capacity::Known(free + size);
         }
         self.consumed_gib = self.consumed_gib.saturating_sub(size_gib);

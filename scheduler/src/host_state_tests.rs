@@ -135,6 +135,21 @@ fn virtual_consumption_until_next_report() {
 }
 
 #[test]
+fn thin_pools_consume_provisioned_space_not_free_space() {
+    let mut r = report("n1@file", 1, &[("p1", 100.0, 40.0)]);
+    r.pools[0].thin_provisioning_support = true;
+    r.pools[0].allocated_capacity_gib = 10.0;
+    let mut p = HostState::from_report(&r, &r.pools[0], 1, 1);
+    p.consume(30);
+    assert_eq!(
+        (p.free_capacity, p.allocated_capacity_gib),
+        (Capacity::Known(40.0), 40.0)
+    );
+    p.release(30);
+    assert_eq!(p.allocated_capacity_gib, 10.0);
+}
+
+#[test]
 fn unknown_free_is_not_consumed() {
     let mut r = report("n1@file", 1, &[("p1", 100.0, -1.0)]);
     r.pools[0].allocated_capacity_gib = 0.0;

@@ -38,6 +38,10 @@ struct Seen {
 
 type Waiters = Arc<Seen>;
 
+/// Reads the stack's logs, for failure messages.
+static LOGS: std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>> =
+    std::sync::OnceLock::new();
+
 fn request<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
     request
@@ -78,10 +82,10 @@ async fn arrival(seen: &Waiters, event: &str, id: &str) -> Instant {
         if let Some(at) = seen.at.lock().unwrap().get(&key) {
             return *at;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no {event} for volume {id} within 30 s"
-        );
+        if Instant::now() >= deadline {
+            let logs = LOGS.get().map(|f| f()).unwrap_or_default();
+            panic!("no {event} for volume {id} within 30 s\n{logs}");
+        }
         let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
     }
 }
@@ -128,6 +132,21 @@ async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n: usize = if full { 200 } else { 20 };
     let stack = Stack::start_with(DbKind::Sqlite, &[("RUST_LOG", "warn")]).await;
+    let log_dir = stack.dir.path().to_path_buf();
+    let _ = LOGS.set(Box::new(move || {
+        ["scoria-api", "scoria-scheduler", "scoria-volume"]
+            .iter()
+            .map(|n| {
+                let text =
+                    std::fs::read_to_string(log_dir.join(format!("{n}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                format!(
+                    "--- {n} ---\n{}\n",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect()
+    }));
     let broker = Broker::connect(
         bus_config(&stack.exchange),
         "bench-reader",

@@ -122,6 +122,8 @@ pub struct Stack {
     pub api: String,
     /// The volume service's `host@backend`.
     pub volume_host: String,
+    /// The volume service's backend name (the folder of its objects).
+    pub backend: String,
     /// The database URL all three use.
     pub database_url: String,
     /// The database, for assertions.
@@ -169,8 +171,14 @@ impl Stack {
         let port = free_port();
         let api = format!("127.0.0.1:{port}");
         let host = format!("node-{}", &exchange[exchange.len() - 6..]);
+        let backend = extra_env
+            .iter()
+            .find(|(k, _)| *k == "SCORIA_VOLUME_BACKEND")
+            .map_or("file", |(_, v)| *v)
+            .to_owned();
         let mut stack = Self {
-            volume_host: format!("{host}@file"),
+            volume_host: format!("{host}@{backend}"),
+            backend: backend.clone(),
             dir,
             exchange,
             api,
@@ -271,6 +279,18 @@ impl Stack {
         }
     }
 
+    /// Calls `method` as an `admin` of project `project`.
+    pub async fn call_admin(
+        &self,
+        project: &str,
+        method: &str,
+        body: &Value,
+    ) -> Result<Value, GrpcError> {
+        let header = format!("x-project-id: {project}");
+        let roles = ["-H", &header, "-H", "x-roles: admin,member"];
+        grpcurl(&self.api, &roles, method, &body.to_string()).await
+    }
+
     /// Calls `method` on the API with grpcurl as a `member` of project `project`.
     pub async fn call(
         &self,
@@ -310,7 +330,40 @@ impl Stack {
 
     /// The backing file of volume `id` on the `file` backend.
     pub fn volume_file(&self, id: &str) -> PathBuf {
-        self.dir.path().join("file").join(format!("volume-{id}"))
+        self.backend_object("volume", id)
+    }
+
+    /// The backend object `<kind>-<id>` (with whatever extension the driver
+    /// gives it), or the bare name if there is none.
+    pub fn backend_object(&self, kind: &str, id: &str) -> PathBuf {
+        let dir = self.dir.path().join(&self.backend);
+        let stem = format!("{kind}-{id}");
+        std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n == stem
+                        || n.strip_prefix(&stem)
+                            .is_some_and(|rest| rest.starts_with('.'))
+                })
+            })
+            .unwrap_or_else(|| dir.join(stem))
+    }
+
+    /// Every file in the backend's folder (for leftover checks).
+    pub fn backend_files(&self) -> Vec<String> {
+        let dir = self.dir.path().join(&self.backend);
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
     }
 
     /// The pids of the running processes, by binary name.

@@ -68,8 +68,8 @@ pub struct VolumeSection {
     pub report_interval_secs: u64,
     /// Seconds between heartbeats (`SCORIA_HEARTBEAT_INTERVAL_SECS`).
     pub heartbeat_interval_secs: u64,
-    /// How far the scheduler may over-provision this thin backend (file only: a
-    /// float has no env override).
+    /// How far the scheduler may over-provision this thin backend (Cinder's
+    /// default, 20; file only: a float has no env override).
     pub max_over_subscription_ratio: f64,
     /// The percentage of capacity kept free (`SCORIA_VOLUME_RESERVED_PERCENTAGE`).
     pub reserved_percentage: u32,
@@ -84,7 +84,7 @@ impl Default for VolumeSection {
             availability_zone: "default".to_owned(),
             report_interval_secs: 60,
             heartbeat_interval_secs: 10,
-            max_over_subscription_ratio: 1.0,
+            max_over_subscription_ratio: 20.0,
             reserved_percentage: 0,
         }
     }
@@ -230,7 +230,7 @@ mod tests {
         assert_eq!(c.volume.availability_zone, "default");
         assert_eq!(c.report_interval(), Duration::from_secs(60));
         assert_eq!(c.heartbeat_interval(), Duration::from_secs(10));
-        assert_eq!(c.volume.max_over_subscription_ratio, 1.0);
+        assert_eq!(c.volume.max_over_subscription_ratio, 20.0);
         assert_eq!(c.volume.reserved_percentage, 0);
         assert_eq!(c.host(), "node1@file");
         assert_eq!(c.database_url(), "sqlite://./data/scoria.db");

@@ -85,7 +85,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         db.clone(),
         driver,
         Arc::new(SchedulerClient::new(rpc)),
-        Arc::new(notifier),
+        Arc::new(notifier.clone()),
         ManagerSettings::from_config(&config),
     ));
     tracing::info!(
@@ -96,6 +96,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         "{BINARY} starting"
     );
     let result = serve(&config, &db, &broker, manager, shutdown).await;
+    // Events of the work drained above reach the broker before we leave.
+    let _ = tokio::time::timeout(config.bus.publish_timeout(), notifier.flush()).await;
     broker.close().await;
     db.close().await;
     match &result {

@@ -74,10 +74,8 @@ impl Notifications for Notifier {
         event_type: &str,
         volume: &Volume,
     ) {
-        let payload = pb::Volume::from(volume);
-        if let Err(err) = Notifier::notify(self, ctx, priority, event_type, &payload).await {
-            tracing::warn!(event_type, volume_id = %volume.id, %err, "notification not sent");
-        }
+        // Off the operation's path: ordered, confirmed in the background.
+        self.emit(ctx, priority, event_type, &pb::Volume::from(volume));
     }
 
     async fn notify_snapshot(
@@ -87,10 +85,7 @@ impl Notifications for Notifier {
         event_type: &str,
         snapshot: &Snapshot,
     ) {
-        let payload = pb::Snapshot::from(snapshot);
-        if let Err(err) = Notifier::notify(self, ctx, priority, event_type, &payload).await {
-            tracing::warn!(event_type, snapshot_id = %snapshot.id, %err, "notification not sent");
-        }
+        self.emit(ctx, priority, event_type, &pb::Snapshot::from(snapshot));
     }
 }
 

@@ -2,13 +2,15 @@
 //! `<cx>.notifications` with key `notifications.info` or `notifications.error`,
 //! persistent and confirmed, into durable queues a billing or audit consumer reads.
 
+use futures_util::{StreamExt, stream::FuturesUnordered};
 use lapin::{
     BasicProperties, ExchangeKind,
-    options::{BasicAckOptions, BasicConsumeOptions},
+    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions},
     types::FieldTable,
 };
 use prost::{Message, Name};
 use scoria_proto::rpc::Notification;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     CONTENT_TYPE,
@@ -39,18 +41,63 @@ impl Priority {
 }
 
 /// Publishes notifications for one publisher (`<binary>.<host>`).
+///
+/// [`Notifier::notify`] waits for the broker's confirmation; [`Notifier::emit`]
+/// hands the event to a background publisher that keeps the order of events and
+/// waits for confirmations off the caller's path (an operation should not wait
+/// for its audit trail to reach the disk). [`Notifier::flush`] waits until
+/// everything emitted is confirmed (at shutdown).
 #[derive(Clone)]
 pub struct Notifier {
     broker: Broker,
     publisher_id: String,
+    background: mpsc::UnboundedSender<Background>,
+}
+
+enum Background {
+    Publish(Publish),
+    Flush(oneshot::Sender<()>),
 }
 
 impl Notifier {
-    /// A notifier publishing as `publisher_id`.
+    /// A notifier publishing as `publisher_id`. Must be called within a Tokio
+    /// runtime: it starts the background publisher, which ends when the last
+    /// clone of the notifier is dropped.
     pub fn new(broker: Broker, publisher_id: impl Into<String>) -> Self {
+        let (background, rx) = mpsc::unbounded_channel();
+        tokio::spawn(publish_in_background(broker.clone(), rx));
         Self {
             broker,
             publisher_id: publisher_id.into(),
+            background,
+        }
+    }
+
+    /// Queues `event_type` for publishing in the background, in order; failures
+    /// are logged. Returns at once.
+    pub fn emit<P: Message + Name>(
+        &self,
+        ctx: &RequestContext,
+        priority: Priority,
+        event_type: &str,
+        payload: &P,
+    ) {
+        match self.build(ctx, priority, event_type, payload) {
+            Ok(publish) => {
+                if self.background.send(Background::Publish(publish)).is_err() {
+                    tracing::warn!(event_type, "notifier closed: event dropped");
+                }
+            }
+            Err(err) => tracing::warn!(event_type, %err, "notification not built"),
+        }
+    }
+
+    /// Waits until every event emitted so far is confirmed by the broker (or
+    /// given up on).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.background.send(Background::Flush(tx)).is_ok() {
+            let _ = rx.await;
         }
     }
 
@@ -84,6 +131,17 @@ impl Notifier {
         payload: &P,
     ) -> RpcResult<()> {
         tracing::Span::current().record("event_type", event_type);
+        let publish = self.build(ctx, priority, event_type, payload)?;
+        publish_confirmed(&self.broker, &publish, "notifications").await
+    }
+
+    fn build<P: Message + Name>(
+        &self,
+        ctx: &RequestContext,
+        priority: Priority,
+        event_type: &str,
+        payload: &P,
+    ) -> RpcResult<Publish> {
         let payload = prost_types::Any::from_msg(payload).map_err(|e| {
             RpcError::Unavailable(format!("cannot encode notification payload: {e}"))
         })?;
@@ -102,15 +160,75 @@ impl Notifier {
             .with_message_id(notification.message_id.as_str().into())
             .with_delivery_mode(2)
             .with_headers(headers::encode(ctx));
-        let publish = Publish {
+        Ok(Publish {
             exchange: self.broker.names().notifications_exchange(),
             routing_key: format!("notifications.{}", priority.as_str()),
             body: notification.encode_to_vec(),
             properties,
             mandatory: false,
             fanout: false,
-        };
-        publish_confirmed(&self.broker, &publish, "notifications").await
+        })
+    }
+}
+
+/// The background publisher: sends events in the order they were emitted and
+/// collects their confirmations concurrently; an event whose publish or
+/// confirmation failed is retried through [`publish_confirmed`].
+async fn publish_in_background(broker: Broker, mut rx: mpsc::UnboundedReceiver<Background>) {
+    let mut confirms = FuturesUnordered::new();
+    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+    loop {
+        tokio::select! {
+            message = rx.recv() => match message {
+                Some(Background::Publish(publish)) => {
+                    let broker = broker.clone();
+                    let sent = match broker.session(broker.config().publish_timeout()).await {
+                        Ok(session) => session
+                            .publisher
+                            .basic_publish(
+                                publish.exchange.as_str().into(),
+                                publish.routing_key.as_str().into(),
+                                BasicPublishOptions::default(),
+                                &publish.body,
+                                publish.properties.clone(),
+                            )
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(err) => Err(err.to_string()),
+                    };
+                    confirms.push(async move {
+                        let confirmed = match sent {
+                            Ok(confirm) => matches!(confirm.await, Ok(c) if c.is_ack()),
+                            Err(_) => false,
+                        };
+                        if !confirmed
+                            && let Err(err) = publish_confirmed(&broker, &publish, "notifications").await
+                        {
+                            tracing::warn!(%err, "notification not sent");
+                        }
+                    });
+                }
+                Some(Background::Flush(done)) => {
+                    if confirms.is_empty() {
+                        let _ = done.send(());
+                    } else {
+                        flushes.push(done);
+                    }
+                }
+                None => break,
+            },
+            Some(()) = confirms.next(), if !confirms.is_empty() => {
+                if confirms.is_empty() {
+                    for done in flushes.drain(..) {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        }
+    }
+    while confirms.next().await.is_some() {}
+    for done in flushes {
+        let _ = done.send(());
     }
 }
 

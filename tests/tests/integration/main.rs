@@ -4,4 +4,5 @@
 
 mod db;
 mod rpc;
+mod snapshots;
 mod volumes;
