@@ -55,7 +55,7 @@ pub struct Notifier {
 }
 
 enum Background {
-    Publish(Publish),
+    Publish(Box<Publish>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -84,7 +84,11 @@ impl Notifier {
     ) {
         match self.build(ctx, priority, event_type, payload) {
             Ok(publish) => {
-                if self.background.send(Background::Publish(publish)).is_err() {
+                if self
+                    .background
+                    .send(Background::Publish(Box::new(publish)))
+                    .is_err()
+                {
                     tracing::warn!(event_type, "notifier closed: event dropped");
                 }
             }
