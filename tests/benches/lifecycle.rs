@@ -20,7 +20,8 @@ use hdrhistogram::Histogram;
 use prost::Message;
 use scoria_common::rpc::{Broker, Priority, notifier::NotificationReader};
 use scoria_proto::v1::{
-    CreateVolumeRequest, DeleteVolumeRequest, ListVolumesRequest, Volume,
+    CreateSnapshotRequest, CreateVolumeRequest, DeleteSnapshotRequest, DeleteVolumeRequest,
+    ListVolumesRequest, Snapshot, Volume, snapshot_service_client::SnapshotServiceClient,
     volume_service_client::VolumeServiceClient,
 };
 use scoria_tests::{
@@ -60,13 +61,18 @@ async fn watch_notifications(broker: Broker, seen: Waiters) {
             break;
         };
         let Some(payload) = n.payload else { continue };
-        let Ok(volume) = Volume::decode(payload.value.as_ref()) else {
+        let id = if payload.type_url.ends_with(".Snapshot") {
+            Snapshot::decode(payload.value.as_ref()).map(|s| s.id)
+        } else {
+            Volume::decode(payload.value.as_ref()).map(|v| v.id)
+        };
+        let Ok(id) = id else {
             continue;
         };
         seen.at
             .lock()
             .unwrap()
-            .insert((n.event_type, volume.id), Instant::now());
+            .insert((n.event_type, id), Instant::now());
         seen.changed.notify_waiters();
     }
 }
@@ -161,7 +167,7 @@ async fn main() {
         .connect()
         .await
         .unwrap();
-    let client = VolumeServiceClient::new(channel);
+    let client = VolumeServiceClient::new(channel.clone());
 
     // Warm up.
     for _ in 0..10 {
@@ -230,6 +236,94 @@ async fn main() {
         "list    p50 {} for {n} volumes",
         ms(list.value_at_quantile(0.5))
     );
+
+    // snapshot-create -> available, then create-from-snapshot -> available, 10 clients
+    let snapshots = SnapshotServiceClient::new(channel.clone());
+    let sources: Vec<String> = results
+        .iter()
+        .take(n / 2)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let started = Instant::now();
+    let snaps: Vec<(String, Duration)> = stream::iter(sources)
+        .map(|volume_id| {
+            let (mut client, seen) = (snapshots.clone(), waiters.clone());
+            async move {
+                let t = Instant::now();
+                let snap = client
+                    .create_snapshot(request(CreateSnapshotRequest {
+                        volume_id,
+                        ..Default::default()
+                    }))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let done = arrival(&seen, "snapshot.create.end", &snap.id).await;
+                (snap.id, done.saturating_duration_since(t))
+            }
+        })
+        .buffer_unordered(10)
+        .collect()
+        .await;
+    let mut snap_hist = Histogram::<u64>::new(3).unwrap();
+    for (_, latency) in &snaps {
+        snap_hist.record(latency.as_micros() as u64).unwrap();
+    }
+    println!(
+        "snapshot {:.0} snapshots/s with 10 clients ({} snapshots), p50 {}",
+        snaps.len() as f64 / started.elapsed().as_secs_f64(),
+        snaps.len(),
+        ms(snap_hist.value_at_quantile(0.5))
+    );
+    let started = Instant::now();
+    let restored: Vec<(String, Duration)> = stream::iter(snaps.iter().map(|(id, _)| id.clone()))
+        .map(|snapshot_id| {
+            let (mut client, seen) = (client.clone(), waiters.clone());
+            async move {
+                let t = Instant::now();
+                let volume = client
+                    .create_volume(request(CreateVolumeRequest {
+                        size_gib: 1,
+                        source: Some(scoria_proto::v1::create_volume_request::Source::SnapshotId(
+                            snapshot_id,
+                        )),
+                        ..Default::default()
+                    }))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let done = arrival(&seen, "volume.create.end", &volume.id).await;
+                (volume.id, done.saturating_duration_since(t))
+            }
+        })
+        .buffer_unordered(10)
+        .collect()
+        .await;
+    let mut restore_hist = Histogram::<u64>::new(3).unwrap();
+    for (_, latency) in &restored {
+        restore_hist.record(latency.as_micros() as u64).unwrap();
+    }
+    println!(
+        "from-snapshot {:.0} volumes/s with 10 clients ({} volumes), p50 {}",
+        restored.len() as f64 / started.elapsed().as_secs_f64(),
+        restored.len(),
+        ms(restore_hist.value_at_quantile(0.5))
+    );
+    // Out of the way of the delete figure: restored volumes, then snapshots.
+    for (id, _) in &restored {
+        let mut c = client.clone();
+        c.delete_volume(request(DeleteVolumeRequest { id: id.clone() }))
+            .await
+            .unwrap();
+        arrival(&waiters, "volume.delete.end", id).await;
+    }
+    for (id, _) in &snaps {
+        let mut c = snapshots.clone();
+        c.delete_snapshot(request(DeleteSnapshotRequest { id: id.clone() }))
+            .await
+            .unwrap();
+        arrival(&waiters, "snapshot.delete.end", id).await;
+    }
 
     // delete -> gone, 10 clients
     let started = Instant::now();

@@ -192,6 +192,41 @@ async fn bytes_survive_snapshot_clone_and_extend(driver: &str) {
         Vec::<String>::new(),
         "leftovers on the backend"
     );
+
+    // Every operation announced itself.
+    let broker = scoria_common::rpc::Broker::connect(
+        scoria_tests::bus_config(&stack.exchange),
+        "reader",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("broker");
+    let mut reader = scoria_common::rpc::notifier::NotificationReader::open(
+        &broker,
+        scoria_common::rpc::Priority::Info,
+    )
+    .await
+    .expect("reader");
+    let mut events = std::collections::BTreeSet::new();
+    while let Some(n) = reader.next(Duration::from_secs(2)).await.expect("read") {
+        events.insert(n.event_type);
+    }
+    for event in [
+        "snapshot.create.start",
+        "snapshot.create.end",
+        "snapshot.delete.start",
+        "snapshot.delete.end",
+        "volume.resize.start",
+        "volume.resize.end",
+        "volume.create.end",
+        "volume.delete.end",
+    ] {
+        assert!(
+            events.contains(event),
+            "no {event} notification: {events:?}"
+        );
+    }
+    broker.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
