@@ -26,6 +26,7 @@ if port_open 8776; then
   die "something else already listens on $API; stop it first"
 fi
 
+started_ms="$(date +%s%3N)"
 for name in "${SERVICES[@]}"; do
   bin="target/release/$name"
   [[ -x "$bin" ]] || die "$bin was not built"
@@ -74,6 +75,24 @@ for key in sys.argv[1:]:
         break
 ' "$@"
 }
+
+# The scheduler and the volume service heartbeat once they consume and the
+# scheduler knows the backend's capacity: wait for both before the first create.
+log "waiting for the scheduler and the volume service"
+for _ in $(seq 1 150); do
+  ready="$(python3 - data/scoria.db "$started_ms" <<'PY' 2>/dev/null || true
+import sqlite3, sys
+rows = sqlite3.connect(sys.argv[1]).execute(
+    "SELECT COUNT(DISTINCT binary_name) FROM services "
+    "WHERE binary_name IN ('scoria-scheduler', 'scoria-volume') AND last_heartbeat >= ?",
+    (int(sys.argv[2]),)).fetchone()
+print(rows[0])
+PY
+)"
+  [[ "$ready" == 2 ]] && break
+  sleep 0.2
+done
+[[ "$ready" == 2 ]] || die "the scheduler or the volume service did not come up; see data/logs/"
 
 log "creating a 1 GiB volume"
 reply="$("${gc[@]}" -H 'x-project-id: demo' -d '{"name":"demo","size_gib":1}' \
