@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod driver;
+pub mod export;
 pub mod manager;
 
 use std::{sync::Arc, time::Duration};
