@@ -213,21 +213,14 @@ impl Db {
         host: Option<&str>,
         error_message: Option<&str>,
     ) -> DbResult<bool> {
-        let sql = format!(
-            "UPDATE volumes SET status = $1, updated_at = $2, host = COALESCE($3, host), \
-             error_message = COALESCE($4, error_message) WHERE id = $5 AND status IN ({})",
-            placeholders(6, from.len())
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql))
-            .bind(to.as_str())
-            .bind(now_ms())
-            .bind(host.map(str::to_owned))
-            .bind(error_message.map(str::to_owned))
-            .bind(id);
-        for status in from {
-            q = q.bind(status.as_str());
-        }
-        Ok(q.execute(&self.pool).await?.rows_affected() == 1)
+        let cas = Transition {
+            id,
+            from,
+            to,
+            host,
+            error_message,
+        };
+        cas.run(&self.pool).await
     }
 
     /// [`Db::transition_volume`] and a worker entry change in one transaction:
@@ -243,21 +236,14 @@ impl Db {
         worker: Option<&WorkerEntry>,
     ) -> DbResult<bool> {
         let mut tx = self.pool.begin().await?;
-        let sql = format!(
-            "UPDATE volumes SET status = $1, updated_at = $2, host = COALESCE($3, host), \
-             error_message = COALESCE($4, error_message) WHERE id = $5 AND status IN ({})",
-            placeholders(6, from.len())
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql))
-            .bind(to.as_str())
-            .bind(now_ms())
-            .bind(host.map(str::to_owned))
-            .bind(error_message.map(str::to_owned))
-            .bind(id);
-        for status in from {
-            q = q.bind(status.as_str());
-        }
-        if q.execute(&mut *tx).await?.rows_affected() != 1 {
+        let cas = Transition {
+            id,
+            from,
+            to,
+            host,
+            error_message,
+        };
+        if !cas.run(&mut *tx).await? {
             return Ok(false);
         }
         match worker {
@@ -347,6 +333,39 @@ impl Db {
         super::services::remove_worker(&mut *tx, super::WorkerKind::Volume, id).await?;
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+/// One compare-and-set of a volume's status, in or out of a transaction.
+struct Transition<'a> {
+    id: &'a str,
+    from: &'a [VolumeStatus],
+    to: VolumeStatus,
+    host: Option<&'a str>,
+    error_message: Option<&'a str>,
+}
+
+impl Transition<'_> {
+    /// Whether the row was in one of `from` (and so moved to `to`).
+    async fn run<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+        &self,
+        executor: E,
+    ) -> DbResult<bool> {
+        let sql = format!(
+            "UPDATE volumes SET status = $1, updated_at = $2, host = COALESCE($3, host), \
+             error_message = COALESCE($4, error_message) WHERE id = $5 AND status IN ({})",
+            placeholders(6, self.from.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(self.to.as_str())
+            .bind(now_ms())
+            .bind(self.host.map(str::to_owned))
+            .bind(self.error_message.map(str::to_owned))
+            .bind(self.id);
+        for status in self.from {
+            q = q.bind(status.as_str());
+        }
+        Ok(q.execute(executor).await?.rows_affected() == 1)
     }
 }
 
