@@ -159,6 +159,15 @@ impl Scheduler<'_> {
             };
         }
 
+        // Creates sent while we wait for reports queue up instead of being refused.
+        if let Err(err) = scoria_common::rpc::server::declare_work_queue(
+            broker,
+            &scoria_common::rpc::Target::topic(SCHEDULER_TOPIC)?,
+        )
+        .await
+        {
+            tracing::warn!(%err, "could not declare the scheduler queue early");
+        }
         let ctx = RequestContext::internal(BINARY);
         if let Err(status) =
             VolumeClient::publish_to_all(rpc, &ctx, &format!("{BINARY}@{host}")).await

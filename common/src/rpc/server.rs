@@ -343,24 +343,7 @@ impl Worker {
     }
 
     async fn consume_work_queue(&self, channel: &Channel, target: &Target) -> RpcResult<Consumer> {
-        let names = self.broker.names();
-        let queue = names.queue(target);
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                durable(),
-                work_queue_args(names, self.broker.config()),
-            )
-            .await?;
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                names.topic_exchange().into(),
-                target.routing_key().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let queue = declare_and_bind(&self.broker, channel, target).await?;
         Ok(channel
             .basic_consume(
                 queue.as_str().into(),
@@ -412,6 +395,43 @@ impl Worker {
             )
             .await?)
     }
+}
+
+/// Declares `target`'s durable work queue and binds it, without consuming: casts
+/// sent from now on wait in the queue until a server consumes it (a service that
+/// warms up before serving calls this first, so its clients are not refused).
+pub async fn declare_work_queue(broker: &Broker, target: &Target) -> RpcResult<()> {
+    let session = broker.session(broker.config().publish_timeout()).await?;
+    let channel = session.connection.create_channel().await?;
+    let declared = declare_and_bind(broker, &channel, target).await;
+    let _ = channel.close(200, "declared".into()).await;
+    declared.map(|_| ())
+}
+
+async fn declare_and_bind(
+    broker: &Broker,
+    channel: &Channel,
+    target: &Target,
+) -> RpcResult<String> {
+    let names = broker.names();
+    let queue = names.queue(target);
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            durable(),
+            work_queue_args(names, broker.config()),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            names.topic_exchange().into(),
+            target.routing_key().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(queue)
 }
 
 // === one message ===

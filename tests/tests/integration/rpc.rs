@@ -747,3 +747,24 @@ async fn graceful_shutdown_finishes_handlers_in_flight() {
         .await
         .expect("the handler in flight finished before exit");
 }
+
+#[tokio::test]
+async fn casts_to_a_declared_queue_wait_for_their_server() {
+    let cx = unique_exchange("declared");
+    let client = RpcClient::new(broker(&cx, "client").await);
+    let target = Target::topic("warming").unwrap();
+    scoria_common::rpc::server::declare_work_queue(client.broker(), &target)
+        .await
+        .expect("declare");
+    for seq in 0..5 {
+        client
+            .cast(&ctx(), &target, "record", &echo(seq))
+            .await
+            .expect("a cast to a declared queue is accepted before any server runs");
+    }
+    let seen = Seen::default();
+    let server =
+        TestServer::start(&cx, "late", ServerOptions::topic("warming"), seen.clone()).await;
+    wait_until("the queued casts", || seen.lock().unwrap().len() >= 5).await;
+    server.stop().await;
+}
