@@ -54,6 +54,27 @@ impl Wire {
     }
 }
 
+/// Trims `rows`, fetched with `limit + 1` to learn whether more exist, to `limit`
+/// and returns the token of the next page: empty on the last page.
+pub fn finish_page<T>(
+    rows: &mut Vec<T>,
+    limit: u32,
+    key: impl Fn(&T) -> (i64, String),
+    project_id: &str,
+    filter_digest: &[u8],
+) -> String {
+    if rows.len() <= limit as usize {
+        return String::new();
+    }
+    rows.truncate(limit as usize);
+    rows.last()
+        .map(|last| {
+            let (created_at_ms, id) = key(last);
+            PageToken { created_at_ms, id }.encode(project_id, filter_digest)
+        })
+        .unwrap_or_default()
+}
+
 /// A digest of a list's filters, so a token only continues the list it came from.
 /// `filters` are the filter values in a fixed order, as strings.
 pub fn filter_digest(filters: &[&str]) -> Vec<u8> {

@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     bus::Bus,
     error::{ApiError, ApiResult},
-    page_token::{PageToken, filter_digest},
+    page_token::{PageToken, filter_digest, finish_page},
     validate,
     volume::{context, reply},
 };
@@ -184,17 +184,13 @@ impl SnapshotApi {
             .list_snapshots(&query)
             .await
             .map_err(ApiError::db("list snapshots"))?;
-        let mut next_page_token = String::new();
-        if snapshots.len() > limit as usize {
-            snapshots.truncate(limit as usize);
-            if let Some(last) = snapshots.last() {
-                let token = PageToken {
-                    created_at_ms: last.created_at_ms,
-                    id: last.id.clone(),
-                };
-                next_page_token = token.encode(&ctx.project_id, &digest);
-            }
-        }
+        let next_page_token = finish_page(
+            &mut snapshots,
+            limit,
+            |last| (last.created_at_ms, last.id.clone()),
+            &ctx.project_id,
+            &digest,
+        );
         Ok(pb::ListSnapshotsResponse {
             snapshots: snapshots.iter().map(pb::Snapshot::from).collect(),
             next_page_token,

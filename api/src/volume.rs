@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     bus::Bus,
     error::{ApiError, ApiResult},
-    page_token::{PageToken, filter_digest},
+    page_token::{PageToken, filter_digest, finish_page},
     validate,
 };
 
@@ -190,17 +190,13 @@ impl VolumeApi {
             .list_volumes(&query)
             .await
             .map_err(ApiError::db("list volumes"))?;
-        let mut next_page_token = String::new();
-        if volumes.len() > limit as usize {
-            volumes.truncate(limit as usize);
-            if let Some(last) = volumes.last() {
-                let token = PageToken {
-                    created_at_ms: last.created_at_ms,
-                    id: last.id.clone(),
-                };
-                next_page_token = token.encode(&ctx.project_id, &digest);
-            }
-        }
+        let next_page_token = finish_page(
+            &mut volumes,
+            limit,
+            |last| (last.created_at_ms, last.id.clone()),
+            &ctx.project_id,
+            &digest,
+        );
         Ok(pb::ListVolumesResponse {
             volumes: volumes.iter().map(pb::Volume::from).collect(),
             next_page_token,
