@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "scoria/v1/volume.proto",
     "scoria/v1/snapshot.proto",
     "scoria/v1/volume_type.proto",
+    "scoria/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -44,7 +44,15 @@ const READER_ROLES: [&str; 3] = ["admin", "member", "reader"];
 const ADMIN_ROLES: [&str; 1] = ["admin"];
 /// Methods only admins may call (gRPC method names are unique across Scoria's
 /// services).
-const ADMIN_METHODS: [&str; 3] = ["CreateVolumeType", "UpdateVolumeType", "DeleteVolumeType"];
+const ADMIN_METHODS: [&str; 6] = [
+    "CreateVolumeType",
+    "UpdateVolumeType",
+    "DeleteVolumeType",
+    // AdminService: every method.
+    "ListServices",
+    "SetServiceEnabled",
+    "ResetVolumeStatus",
+];
 
 /// Why the tokens file cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,10 @@ pub const API_ENV: &[EnvKey] = &[
     EnvKey::str("SCORIA_AUTH_MODE", "api.auth_mode"),
     EnvKey::str("SCORIA_AUTH_TOKENS_FILE", "api.tokens_file"),
     EnvKey::int("SCORIA_MAX_VOLUME_SIZE_GIB", "api.max_volume_size_gib"),
+    EnvKey::int(
+        "SCORIA_SERVICE_DOWN_TIME_SECS",
+        "api.service_down_time_secs",
+    ),
 ];
 
 /// Every override of the API process: [`COMMON_ENV`] then [`API_ENV`].
@@ -48,6 +52,10 @@ pub struct ApiSection {
     pub tokens_file: Option<PathBuf>,
     /// The largest volume a client may create, in GiB (`SCORIA_MAX_VOLUME_SIZE_GIB`).
     pub max_volume_size_gib: u64,
+    /// A service whose last heartbeat is older than this is shown down
+    /// (`SCORIA_SERVICE_DOWN_TIME_SECS`, the scheduler's key too; Cinder's
+    /// `service_down_time`).
+    pub service_down_time_secs: u64,
 }
 
 impl Default for ApiSection {
@@ -57,6 +65,7 @@ impl Default for ApiSection {
             auth_mode: AuthMode::Noauth,
             tokens_file: None,
             max_volume_size_gib: 16_384,
+            service_down_time_secs: 60,
         }
     }
 }
@@ -115,6 +124,11 @@ impl Config {
         })
     }
 
+    /// How old a heartbeat may get before its service is down, in ms.
+    pub fn service_down_ms(&self) -> i64 {
+        i64::try_from(self.api.service_down_time_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+
     /// Checks values that are well-typed but unusable.
     pub fn validate(&self) -> config::Result<()> {
         self.bus.validate()?;
@@ -122,6 +136,12 @@ impl Config {
         if self.api.max_volume_size_gib == 0 {
             return Err(ConfigError::Value {
                 key: "api.max_volume_size_gib",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.api.service_down_time_secs == 0 {
+            return Err(ConfigError::Value {
+                key: "api.service_down_time_secs",
                 reason: "must be at least 1".into(),
             });
         }
@@ -153,6 +173,8 @@ mod tests {
         assert_eq!(c.api.auth_mode, AuthMode::Noauth);
         assert_eq!(c.api.tokens_file, None);
         assert_eq!(c.api.max_volume_size_gib, 16_384);
+        assert_eq!(c.api.service_down_time_secs, 60);
+        assert_eq!(c.service_down_ms(), 60_000);
         assert_eq!(c.database_url(), "sqlite://./data/scoria.db");
         assert_eq!(c.bus.control_exchange, "scoria");
     }
@@ -174,6 +196,7 @@ mod tests {
                 ("SCORIA_AUTH_MODE", "token"),
                 ("SCORIA_AUTH_TOKENS_FILE", "/etc/scoria/tokens.toml"),
                 ("SCORIA_CONTROL_EXCHANGE", "e"),
+                ("SCORIA_SERVICE_DOWN_TIME_SECS", "42"),
             ]),
         )
         .expect("load");
@@ -184,6 +207,7 @@ mod tests {
             Some(PathBuf::from("/etc/scoria/tokens.toml"))
         );
         assert_eq!(c.api.max_volume_size_gib, 10);
+        assert_eq!(c.api.service_down_time_secs, 42);
         assert_eq!(c.bus.control_exchange, "e");
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -202,5 +226,11 @@ mod tests {
         let err = Config::load_from(None, &env(&[("SCORIA_MAX_VOLUME_SIZE_GIB", "0")]))
             .expect_err("zero max");
         assert!(err.to_string().contains("api.max_volume_size_gib"), "{err}");
+        let err = Config::load_from(None, &env(&[("SCORIA_SERVICE_DOWN_TIME_SECS", "0")]))
+            .expect_err("zero down time");
+        assert!(
+            err.to_string().contains("api.service_down_time_secs"),
+            "{err}"
+        );
     }
 }

@@ -10,9 +10,11 @@
 //!                                            └─▶ bus cast (scheduler / volume.<host>)
 //!         ─gRPC─▶ AuthLayer ─▶ VolumeTypeService, AvailabilityZoneService ─▶ Db
 //!         ─gRPC─▶ AuthLayer ─▶ SnapshotService ─▶ Db, bus cast (volume.<host>)
+//!         ─gRPC─▶ AuthLayer ─▶ AdminService (admin role only) ─▶ Db
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod availability_zone;
 pub mod bus;
@@ -32,6 +34,7 @@ use scoria_common::{
     rpc::{Broker, RpcClient},
 };
 use scoria_proto::v1::{
+    admin_service_server::AdminServiceServer,
     availability_zone_service_server::AvailabilityZoneServiceServer,
     snapshot_service_server::SnapshotServiceServer, volume_service_server::VolumeServiceServer,
     volume_type_service_server::VolumeTypeServiceServer,
@@ -43,6 +46,7 @@ use tower::Layer;
 
 pub use crate::config::Config;
 use crate::{
+    admin::AdminApi,
     auth::{AuthLayer, Authenticator, TokensError},
     availability_zone::AvailabilityZoneApi,
     bus::AmqpBus,
@@ -133,6 +137,10 @@ async fn serve_with(
     let availability_zone_service = auth.layer(AvailabilityZoneServiceServer::new(
         AvailabilityZoneApi::new(db.clone()),
     ));
+    let admin_service = auth.layer(AdminServiceServer::new(AdminApi::new(
+        db.clone(),
+        config.service_down_ms(),
+    )));
     let snapshot_service = auth.layer(SnapshotServiceServer::new(SnapshotApi::new(
         db.clone(),
         Arc::new(AmqpBus::new(rpc.clone())),
@@ -171,6 +179,7 @@ async fn serve_with(
     health
         .set_serving::<AvailabilityZoneServiceServer<AvailabilityZoneApi>>()
         .await;
+    health.set_serving::<AdminServiceServer<AdminApi>>().await;
 
     let local = listener.local_addr().ok();
     tracing::info!(
@@ -187,6 +196,7 @@ async fn serve_with(
         .add_service(snapshot_service)
         .add_service(volume_type_service)
         .add_service(availability_zone_service)
+        .add_service(admin_service)
         .serve_with_incoming_shutdown(
             // No Nagle: small replies must not wait 40 ms for a delayed ACK.
             TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -211,6 +221,9 @@ async fn serve_with(
             .await;
         health
             .set_not_serving::<AvailabilityZoneServiceServer<AvailabilityZoneApi>>()
+            .await;
+        health
+            .set_not_serving::<AdminServiceServer<AdminApi>>()
             .await;
         tokio::time::sleep(drain).await;
     };

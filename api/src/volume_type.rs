@@ -138,8 +138,8 @@ fn type_not_found(id_or_name: &str) -> ApiError {
     }
 }
 
-/// Type writes are for admins only.
-fn require_admin(ctx: &RequestContext, method: &str) -> ApiResult<()> {
+/// Type writes (and the admin service) are for admins only.
+pub(crate) fn require_admin(ctx: &RequestContext, method: &str) -> ApiResult<()> {
     if ctx.is_admin() {
         return Ok(());
     }

@@ -63,6 +63,15 @@ impl VolumeStatus {
         }
     }
 
+    /// Whether this is one of the error statuses (`error`, `error_deleting`,
+    /// `error_extending`), the ones that keep an `error_message`.
+    pub fn is_error(self) -> bool {
+        matches!(
+            self,
+            Self::Error | Self::ErrorDeleting | Self::ErrorExtending
+        )
+    }
+
     /// The statuses a volume may be deleted from (Cinder: not attached, not busy).
     pub const DELETABLE: [VolumeStatus; 4] = [
         Self::Available,
@@ -244,6 +253,14 @@ pub struct Service {
     pub disabled_reason: String,
     /// Last heartbeat, ms since the epoch.
     pub last_heartbeat_ms: i64,
+}
+
+impl Service {
+    /// Whether it is up at `now_ms`: its last heartbeat is at most
+    /// `service_down_ms` old (Cinder's `service_down_time`).
+    pub fn is_up(&self, now_ms: i64, service_down_ms: i64) -> bool {
+        now_ms.saturating_sub(self.last_heartbeat_ms) <= service_down_ms
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -129,9 +129,58 @@ impl From<&crate::model::VolumeType> for pb::VolumeType {
     }
 }
 
+/// The wire form of a registered service at `now_ms`: up when its last heartbeat
+/// is at most `service_down_ms` old ([`crate::model::Service::is_up`]).
+pub fn service_to_proto(
+    service: &crate::model::Service,
+    now_ms: i64,
+    service_down_ms: i64,
+) -> pb::Service {
+    let state = if service.is_up(now_ms, service_down_ms) {
+        pb::ServiceState::Up
+    } else {
+        pb::ServiceState::Down
+    };
+    pb::Service {
+        binary: service.binary.clone(),
+        host: service.host.clone(),
+        availability_zone: service.availability_zone.clone(),
+        enabled: !service.disabled,
+        disabled_reason: service.disabled_reason.clone(),
+        state: state as i32,
+        last_heartbeat: Some(timestamp(service.last_heartbeat_ms)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn services_are_up_within_the_down_time() {
+        let service = crate::model::Service {
+            binary: "scoria-volume".into(),
+            host: "n1@file".into(),
+            availability_zone: "az1".into(),
+            disabled: true,
+            disabled_reason: "maintenance".into(),
+            last_heartbeat_ms: 1_000_000,
+        };
+        let up = service_to_proto(&service, 1_060_000, 60_000);
+        assert_eq!(
+            up.state,
+            pb::ServiceState::Up as i32,
+            "exactly the down time is up"
+        );
+        assert!(!up.enabled);
+        assert_eq!(up.disabled_reason, "maintenance");
+        assert_eq!(up.binary, "scoria-volume");
+        assert_eq!(up.host, "n1@file");
+        assert_eq!(up.availability_zone, "az1");
+        assert_eq!(up.last_heartbeat, Some(timestamp(1_000_000)));
+        let down = service_to_proto(&service, 1_060_001, 60_000);
+        assert_eq!(down.state, pb::ServiceState::Down as i32);
+    }
 
     #[test]
     fn every_status_round_trips() {

@@ -7,6 +7,8 @@
 //! Migrations are embedded and run at start by every process; they are idempotent,
 //! so processes starting together do not trip on each other.
 
+#[cfg(test)]
+mod admin_tests;
 mod services;
 mod snapshots;
 mod types;

@@ -125,6 +125,39 @@ impl Db {
         Ok(())
     }
 
+    /// Enables or disables the service `binary` on `host`. Disabling records
+    /// `reason`; enabling clears it (the reason given is ignored). Returns whether
+    /// the service exists.
+    pub async fn set_service_enabled(
+        &self,
+        binary: &str,
+        host: &str,
+        enabled: bool,
+        reason: &str,
+    ) -> DbResult<bool> {
+        let reason = if enabled { "" } else { reason };
+        let updated = sqlx::query(
+            "UPDATE services SET disabled = $1, disabled_reason = $2 \
+             WHERE binary_name = $3 AND host = $4",
+        )
+        .bind(i64::from(!enabled))
+        .bind(reason)
+        .bind(binary)
+        .bind(host)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    /// The service `binary` on `host`, if registered.
+    pub async fn get_service(&self, binary: &str, host: &str) -> DbResult<Option<Service>> {
+        Ok(self
+            .list_services()
+            .await?
+            .into_iter()
+            .find(|s| s.binary == binary && s.host == host))
+    }
+
     /// Every registered service.
     pub async fn list_services(&self) -> DbResult<Vec<Service>> {
         let rows = sqlx::query(

@@ -304,6 +304,42 @@ impl Db {
         Ok(row.try_get("n")?)
     }
 
+    /// Sets volume `id`'s status to `status` whatever it was (an admin's reset,
+    /// any project) and removes its worker entry, in one transaction. A status
+    /// that is not an error status clears `error_message`. Returns the volume as
+    /// it is now, or `None` when there is no such volume.
+    pub async fn reset_volume_status(
+        &self,
+        id: &str,
+        status: VolumeStatus,
+    ) -> DbResult<Option<Volume>> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE volumes SET status = $1, updated_at = $2, \
+             error_message = CASE WHEN $3 = 1 THEN error_message ELSE '' END WHERE id = $4",
+        )
+        .bind(status.as_str())
+        .bind(now_ms())
+        .bind(i64::from(status.is_error()))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            return Ok(None);
+        }
+        super::services::remove_worker(&mut *tx, super::WorkerKind::Volume, id).await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM volumes WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let volume = row.as_ref().map(volume_from_row).transpose()?;
+        tx.commit().await?;
+        Ok(volume)
+    }
+
     /// Compare-and-set ending an extend: `extending` -> `to` (the status before
     /// the extend, `available`) with the new size and no error message, and the
     /// worker entry removed, in one transaction. Returns whether it won.

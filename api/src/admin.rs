@@ -1,0 +1,204 @@
+//! `scoria.v1.AdminService`: operator actions on services and volumes, for admins
+//! only (the auth layer refuses other callers first, by method name; the handlers
+//! check again, so the rule holds whatever wraps them).
+//!
+//! - `ListServices`: the `services` table, each row up or down by its last
+//!   heartbeat against `api.service_down_time_secs`.
+//! - `SetServiceEnabled`: the scheduler drops disabled services on its next
+//!   `services` refresh.
+//! - `ResetVolumeStatus`: an unconditional status override of any project's volume.
+
+use scoria_common::{
+    RequestContext,
+    db::Db,
+    model::{Service, Volume, now_ms},
+    translation::service_to_proto,
+};
+use scoria_proto::v1::{self as pb, admin_service_server::AdminService};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    error::{ApiError, ApiResult},
+    validate::{status_filter, text},
+    volume::{context, reply},
+    volume_type::require_admin,
+};
+
+/// The `AdminService` implementation.
+#[derive(Clone)]
+pub struct AdminApi {
+    db: Db,
+    /// A service whose last heartbeat is older than this (ms) is down.
+    service_down_ms: i64,
+}
+
+impl AdminApi {
+    /// The service over `db`; `service_down_ms` from `api.service_down_time_secs`.
+    pub fn new(db: Db, service_down_ms: i64) -> Self {
+        Self {
+            db,
+            service_down_ms,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(binary = %req.binary))]
+    async fn services(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::ListServicesRequest,
+    ) -> ApiResult<Vec<Service>> {
+        require_admin(ctx, "ListServices")?;
+        let services = self
+            .db
+            .list_services()
+            .await
+            .map_err(ApiError::db("list services"))?;
+        Ok(services
+            .into_iter()
+            .filter(|s| req.binary.is_empty() || s.binary == req.binary)
+            .collect())
+    }
+
+    #[tracing::instrument(skip_all, fields(binary = %req.binary, host = %req.host, enabled = req.enabled))]
+    async fn set_enabled(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::SetServiceEnabledRequest,
+    ) -> ApiResult<Service> {
+        require_admin(ctx, "SetServiceEnabled")?;
+        required("binary", &req.binary)?;
+        required("host", &req.host)?;
+        if !req.enabled {
+            disable_reason(&req.reason)?;
+        }
+        let found = self
+            .db
+            .set_service_enabled(&req.binary, &req.host, req.enabled, &req.reason)
+            .await
+            .map_err(ApiError::db(format!(
+                "set service {} on {} enabled={}",
+                req.binary, req.host, req.enabled
+            )))?;
+        let service = if found {
+            self.db
+                .get_service(&req.binary, &req.host)
+                .await
+                .map_err(ApiError::db(format!(
+                    "get service {} on {}",
+                    req.binary, req.host
+                )))?
+        } else {
+            None
+        };
+        let service = service.ok_or_else(|| ApiError::NotFound {
+            kind: "service",
+            id: format!("binary={:?} host={:?}", req.binary, req.host),
+        })?;
+        tracing::info!(
+            binary = %service.binary,
+            host = %service.host,
+            enabled = !service.disabled,
+            reason = %service.disabled_reason,
+            "service {}",
+            if service.disabled { "disabled" } else { "enabled" }
+        );
+        Ok(service)
+    }
+
+    #[tracing::instrument(skip_all, fields(volume_id = %req.volume_id))]
+    async fn reset_status(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::ResetVolumeStatusRequest,
+    ) -> ApiResult<Volume> {
+        require_admin(ctx, "ResetVolumeStatus")?;
+        required("volume_id", &req.volume_id)?;
+        let status = status_filter(req.status)?
+            .ok_or_else(|| ApiError::invalid("status", "must be set (not UNSPECIFIED)"))?;
+        let volume = self
+            .db
+            .reset_volume_status(&req.volume_id, status)
+            .await
+            .map_err(ApiError::db(format!(
+                "reset status of volume {}",
+                req.volume_id
+            )))?
+            .ok_or_else(|| ApiError::volume_not_found(&req.volume_id))?;
+        tracing::warn!(
+            volume_id = %volume.id,
+            project_id = %volume.project_id,
+            status = %volume.status,
+            admin = %ctx.user_id,
+            "volume status reset by an admin"
+        );
+        Ok(volume)
+    }
+}
+
+/// A field that must not be empty.
+fn required(field: &'static str, value: &str) -> ApiResult<()> {
+    if value.is_empty() {
+        return Err(ApiError::invalid(field, "must not be empty"));
+    }
+    Ok(())
+}
+
+/// The reason of a disable: 1 to [`crate::validate::MAX_TEXT_CHARS`] characters, not only spaces.
+pub fn disable_reason(reason: &str) -> ApiResult<()> {
+    if reason.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "reason",
+            "must not be empty when disabling a service",
+        ));
+    }
+    text("reason", reason)
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn list_services(
+        &self,
+        request: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let ctx = context(&request)?;
+        let now = now_ms();
+        reply(
+            self.services(&ctx, request.get_ref())
+                .await
+                .map(|services| pb::ListServicesResponse {
+                    services: services
+                        .iter()
+                        .map(|s| service_to_proto(s, now, self.service_down_ms))
+                        .collect(),
+                }),
+        )
+    }
+
+    async fn set_service_enabled(
+        &self,
+        request: Request<pb::SetServiceEnabledRequest>,
+    ) -> Result<Response<pb::Service>, Status> {
+        let ctx = context(&request)?;
+        reply(
+            self.set_enabled(&ctx, request.get_ref())
+                .await
+                .map(|s| service_to_proto(&s, now_ms(), self.service_down_ms)),
+        )
+    }
+
+    async fn reset_volume_status(
+        &self,
+        request: Request<pb::ResetVolumeStatusRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let ctx = context(&request)?;
+        reply(
+            self.reset_status(&ctx, request.get_ref())
+                .await
+                .map(|v| pb::Volume::from(&v)),
+        )
+    }
+}
+
+#[cfg(test)]
+#[path = "admin_tests.rs"]
+mod tests;
