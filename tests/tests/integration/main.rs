@@ -2,6 +2,7 @@
 //! SQLite, real binaries. One binary, a module per area.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod admin;
 mod db;
 mod rpc;
 mod snapshots;
