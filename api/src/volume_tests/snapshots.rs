@@ -243,8 +243,13 @@ async fn get_and_list_snapshots_of_own_project() {
     let p1 = member("p1");
     let v1 = volume_in(&f, &p1, 1, VolumeStatus::Available).await;
     let v2 = volume_in(&f, &p1, 1, VolumeStatus::Available).await;
+    // Lists are ordered by (created_at in ms, id): keep the three in distinct
+    // milliseconds so creation order is the expected order.
+    let tick = || tokio::time::sleep(std::time::Duration::from_millis(3));
     let a = snapshot_in(&f, &p1, &v1.id, SnapshotStatus::Available).await;
+    tick().await;
     let b = snapshot(&f, &p1, &v2.id).await.expect("b");
+    tick().await;
     let c = snapshot_in(&f, &p1, &v1.id, SnapshotStatus::Error).await;
     let other = volume_in(&f, &member("p2"), 1, VolumeStatus::Available).await;
     let foreign = snapshot(&f, &member("p2"), &other.id).await.expect("p2");
