@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "scoria/v1/snapshot.proto",
     "scoria/v1/volume_type.proto",
     "scoria/v1/admin.proto",
+    "scoria/v1/attachment.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -197,6 +197,14 @@ impl AdminService for AdminApi {
                 .map(|v| pb::Volume::from(&v)),
         )
     }
+
+    async fn list_pools(
+        &self,
+        request: Request<pb::ListPoolsRequest>,
+    ) -> Result<Response<pb::ListPoolsResponse>, Status> {
+        let _ctx = context(&request)?;
+        Err(Status::unimplemented("ListPools: not built yet"))
+    }
 }
 
 #[cfg(test)]

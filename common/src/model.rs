@@ -219,6 +219,201 @@ pub struct Snapshot {
     pub updated_at_ms: i64,
 }
 
+/// The life cycle of an attachment (Cinder's statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttachmentStatus {
+    /// Held, not exported yet.
+    Reserved,
+    /// Its volume service is exporting the volume.
+    Attaching,
+    /// Exported: the connection info works.
+    Attached,
+    /// Its volume service is stopping the export.
+    Detaching,
+    /// Detached (a row in this status is about to go).
+    Detached,
+    /// The export failed; see `error_message`.
+    ErrorAttaching,
+    /// Stopping the export failed; the export may still run.
+    ErrorDetaching,
+}
+
+impl AttachmentStatus {
+    /// Every status.
+    pub const ALL: [AttachmentStatus; 7] = [
+        Self::Reserved,
+        Self::Attaching,
+        Self::Attached,
+        Self::Detaching,
+        Self::Detached,
+        Self::ErrorAttaching,
+        Self::ErrorDetaching,
+    ];
+
+    /// The statuses of an attachment that holds its volume (keeps it in use).
+    pub const ACTIVE: [AttachmentStatus; 5] = [
+        Self::Reserved,
+        Self::Attaching,
+        Self::Attached,
+        Self::Detaching,
+        Self::ErrorDetaching,
+    ];
+
+    /// The statuses an attachment may be deleted (detached) from.
+    pub const DETACHABLE: [AttachmentStatus; 4] = [
+        Self::Reserved,
+        Self::Attached,
+        Self::ErrorAttaching,
+        Self::ErrorDetaching,
+    ];
+
+    /// The name stored in the database (Cinder's spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserved => "reserved",
+            Self::Attaching => "attaching",
+            Self::Attached => "attached",
+            Self::Detaching => "detaching",
+            Self::Detached => "detached",
+            Self::ErrorAttaching => "error_attaching",
+            Self::ErrorDetaching => "error_detaching",
+        }
+    }
+}
+
+impl fmt::Display for AttachmentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AttachmentStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown attachment status {s:?}"))
+    }
+}
+
+/// How an attachment may use its volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AttachMode {
+    /// Read-write.
+    #[default]
+    ReadWrite,
+    /// Read-only: its export refuses writes.
+    ReadOnly,
+}
+
+impl AttachMode {
+    /// `rw` or `ro`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadWrite => "rw",
+            Self::ReadOnly => "ro",
+        }
+    }
+
+    /// Whether writes are refused.
+    pub fn is_read_only(self) -> bool {
+        self == Self::ReadOnly
+    }
+}
+
+impl FromStr for AttachMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rw" => Ok(Self::ReadWrite),
+            "ro" => Ok(Self::ReadOnly),
+            other => Err(format!("unknown attach mode {other:?}")),
+        }
+    }
+}
+
+/// The attaching host (Cinder's connector).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Connector {
+    /// The host's name.
+    pub host: String,
+    /// Its address.
+    #[serde(default)]
+    pub ip: String,
+    /// An initiator name.
+    #[serde(default)]
+    pub initiator: String,
+    /// Anything else it reports.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// How to reach an exported volume.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConnectionInfo {
+    /// Always `nbd`.
+    pub protocol: String,
+    /// The address the export listens on.
+    pub host: String,
+    /// Its TCP port.
+    pub port: u16,
+    /// The NBD export name.
+    pub export_name: String,
+    /// Whether the export refuses writes.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl ConnectionInfo {
+    /// The export as an NBD URI, `nbd://<host>:<port>/<export_name>` (an IPv6 host
+    /// is bracketed), as `qemu-io` and `qemu-img` take it.
+    pub fn uri(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!(
+            "{}://{host}:{}/{}",
+            self.protocol, self.port, self.export_name
+        )
+    }
+}
+
+/// An attachment as the database holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// UUID.
+    pub id: String,
+    /// The attached volume.
+    pub volume_id: String,
+    /// The owning project (the volume's).
+    pub project_id: String,
+    /// The user who attached.
+    pub user_id: String,
+    /// Status.
+    pub status: AttachmentStatus,
+    /// The instance it is for (empty: none given).
+    pub instance_id: String,
+    /// The attaching host.
+    pub connector: Connector,
+    /// Read-write or read-only.
+    pub mode: AttachMode,
+    /// The volume's backend, `host@backend` (the service that exports it).
+    pub volume_host: String,
+    /// Set once attached.
+    pub connection_info: Option<ConnectionInfo>,
+    /// Why it is in an error status (empty otherwise).
+    pub error_message: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Last change, milliseconds since the Unix epoch.
+    pub updated_at_ms: i64,
+    /// When it became attached, milliseconds since the Unix epoch.
+    pub attached_at_ms: Option<i64>,
+}
+
 /// A volume type: a named set of extra specs that steers scheduling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeType {
@@ -282,6 +477,23 @@ mod tests {
         }
         assert_eq!(VolumeStatus::InUse.as_str(), "in-use");
         assert!("bogus".parse::<VolumeStatus>().is_err());
+    }
+
+    #[test]
+    fn attachment_statuses_and_modes_round_trip() {
+        for status in AttachmentStatus::ALL {
+            assert_eq!(status.as_str().parse::<AttachmentStatus>(), Ok(status));
+        }
+        assert_eq!("ro".parse::<AttachMode>(), Ok(AttachMode::ReadOnly));
+        assert!("wo".parse::<AttachMode>().is_err());
+        let info = ConnectionInfo {
+            protocol: "nbd".into(),
+            host: "::1".into(),
+            port: 10809,
+            export_name: "volume-x".into(),
+            read_only: false,
+        };
+        assert_eq!(info.uri(), "nbd://[::1]:10809/volume-x");
     }
 
     #[test]

@@ -12,13 +12,17 @@
 //! | `volume.<host@backend>` | `extend_volume` | `ExtendVolume` | cast |
 //! | `volume.<host@backend>` | `create_snapshot` | `CreateSnapshot` | cast |
 //! | `volume.<host@backend>` | `delete_snapshot` | `DeleteSnapshot` | cast |
+//! | `volume.<host@backend>` | `attach_volume` | `AttachVolume` -> `AttachResult` | call |
+//! | `volume.<host@backend>` | `detach_volume` | `DetachVolume` -> `DetachResult` | call |
 //! | `volume` (fanout) | `publish_service_capabilities` | `PublishCapabilities` | fanout |
+//! | `scheduler` | `get_pools` | `GetPools` -> `PoolList` | call |
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use scoria_proto::bus::{
-    Capabilities, CreateSnapshot, CreateVolume, DeleteSnapshot, DeleteVolume, ExtendVolume,
+    AttachResult, AttachVolume, Capabilities, CreateSnapshot, CreateVolume, DeleteSnapshot,
+    DeleteVolume, DetachResult, DetachVolume, ExtendVolume, GetPools, PoolList,
     PublishCapabilities, ScheduleCreateVolume,
 };
 use tonic::Status;
@@ -53,6 +57,15 @@ pub trait SchedulerOps: Send + Sync {
         ctx: &RequestContext,
         report: Capabilities,
     ) -> Result<(), Status>;
+    /// The pools this scheduler knows, with their capacity (a call). The default,
+    /// for fakes that only take casts, answers UNIMPLEMENTED.
+    async fn get_pools(
+        &self,
+        _ctx: &RequestContext,
+        _request: GetPools,
+    ) -> Result<PoolList, Status> {
+        Err(Status::unimplemented("get_pools is not served here"))
+    }
 }
 
 /// What a volume service does for others.
@@ -94,6 +107,26 @@ pub trait VolumeOps: Send + Sync {
         ctx: &RequestContext,
         request: PublishCapabilities,
     ) -> Result<(), Status>;
+    /// Exports a volume for an `attaching` attachment and marks it `attached` (a
+    /// call: the API waits for the connection info). The default, for fakes that
+    /// only take casts, answers UNIMPLEMENTED.
+    async fn attach_volume(
+        &self,
+        _ctx: &RequestContext,
+        _request: AttachVolume,
+    ) -> Result<AttachResult, Status> {
+        Err(Status::unimplemented("attach_volume is not served here"))
+    }
+    /// Detaches a `detaching` attachment: stops the export when no other
+    /// attachment uses it, removes the attachment (a call). The default, for
+    /// fakes that only take casts, answers UNIMPLEMENTED.
+    async fn detach_volume(
+        &self,
+        _ctx: &RequestContext,
+        _request: DetachVolume,
+    ) -> Result<DetachResult, Status> {
+        Err(Status::unimplemented("detach_volume is not served here"))
+    }
 }
 
 // === over the bus: clients ===
@@ -134,6 +167,11 @@ impl SchedulerOps for SchedulerClient {
             .rpc
             .fanout_cast(ctx, SCHEDULER_TOPIC, "update_service_capabilities", &report)
             .await?)
+    }
+
+    async fn get_pools(&self, ctx: &RequestContext, request: GetPools) -> Result<PoolList, Status> {
+        let target = Target::topic(SCHEDULER_TOPIC)?;
+        Ok(self.rpc.call(ctx, &target, "get_pools", &request).await?)
     }
 }
 
@@ -235,12 +273,34 @@ impl VolumeOps for VolumeClient {
             .fanout_cast(ctx, VOLUME_TOPIC, "publish_service_capabilities", &request)
             .await?)
     }
+
+    async fn attach_volume(
+        &self,
+        ctx: &RequestContext,
+        request: AttachVolume,
+    ) -> Result<AttachResult, Status> {
+        Ok(self
+            .rpc
+            .call(ctx, &self.target, "attach_volume", &request)
+            .await?)
+    }
+
+    async fn detach_volume(
+        &self,
+        ctx: &RequestContext,
+        request: DetachVolume,
+    ) -> Result<DetachResult, Status> {
+        Ok(self
+            .rpc
+            .call(ctx, &self.target, "detach_volume", &request)
+            .await?)
+    }
 }
 
 // === over the bus: servers ===
 
 /// The dispatcher serving `ops` as the scheduler (`create_volume`,
-/// `update_service_capabilities`).
+/// `update_service_capabilities`, `get_pools`).
 pub fn scheduler_dispatcher(ops: Arc<dyn SchedulerOps>) -> Dispatcher {
     let create = ops.clone();
     Dispatcher::new()
@@ -251,18 +311,22 @@ pub fn scheduler_dispatcher(ops: Arc<dyn SchedulerOps>) -> Dispatcher {
                 async move { ops.create_volume(&ctx, req).await }
             },
         )
-        .method(
-            "update_service_capabilities",
+        .method("update_service_capabilities", {
+            let ops = ops.clone();
             move |ctx: RequestContext, req: Capabilities| {
                 let ops = ops.clone();
                 async move { ops.update_service_capabilities(&ctx, req).await }
-            },
-        )
+            }
+        })
+        .method("get_pools", move |ctx: RequestContext, req: GetPools| {
+            let ops = ops.clone();
+            async move { ops.get_pools(&ctx, req).await }
+        })
 }
 
 /// The dispatcher serving `ops` as a volume service (`create_volume`,
 /// `delete_volume`, `extend_volume`, `create_snapshot`, `delete_snapshot`,
-/// `publish_service_capabilities`).
+/// `attach_volume`, `detach_volume`, `publish_service_capabilities`).
 pub fn volume_dispatcher(ops: Arc<dyn VolumeOps>) -> Dispatcher {
     let (create, delete) = (ops.clone(), ops.clone());
     Dispatcher::new()
@@ -299,6 +363,20 @@ pub fn volume_dispatcher(ops: Arc<dyn VolumeOps>) -> Dispatcher {
             move |ctx: RequestContext, req: DeleteSnapshot| {
                 let ops = ops.clone();
                 async move { ops.delete_snapshot(&ctx, req).await }
+            }
+        })
+        .method("attach_volume", {
+            let ops = ops.clone();
+            move |ctx: RequestContext, req: AttachVolume| {
+                let ops = ops.clone();
+                async move { ops.attach_volume(&ctx, req).await }
+            }
+        })
+        .method("detach_volume", {
+            let ops = ops.clone();
+            move |ctx: RequestContext, req: DetachVolume| {
+                let ops = ops.clone();
+                async move { ops.detach_volume(&ctx, req).await }
             }
         })
         .method(

@@ -9,6 +9,9 @@
 
 #[cfg(test)]
 mod admin_tests;
+mod attachments;
+#[cfg(test)]
+mod attachments_tests;
 mod services;
 mod snapshots;
 mod types;
@@ -21,6 +24,7 @@ use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 
+pub use attachments::{AttachReserve, AttachmentQuery, DetachStart};
 pub use services::{WorkerEntry, WorkerKind};
 pub use snapshots::{SnapshotDeleteStart, SnapshotQuery, VolumeDeleteStart};
 pub use types::{DEFAULT_VOLUME_TYPE_ID, DEFAULT_VOLUME_TYPE_NAME, TypeDeleted, VolumeTypeChanges};
@@ -108,6 +112,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("schema_v1.sql")),
     (2, "snapshots", include_str!("schema_v2.sql")),
     (3, "volume types", include_str!("schema_v3.sql")),
+    (4, "attachments", include_str!("schema_v4.sql")),
 ];
 
 impl Db {

@@ -13,6 +13,8 @@ pub enum WorkerKind {
     Volume,
     /// A snapshot.
     Snapshot,
+    /// An attachment.
+    Attachment,
 }
 
 impl WorkerKind {
@@ -20,6 +22,7 @@ impl WorkerKind {
         match self {
             WorkerKind::Volume => "volume",
             WorkerKind::Snapshot => "snapshot",
+            WorkerKind::Attachment => "attachment",
         }
     }
 }

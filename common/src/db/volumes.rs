@@ -128,13 +128,8 @@ impl Db {
 
     /// The volume `id`, of any project.
     pub async fn get_volume(&self, id: &str) -> DbResult<Option<Volume>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM volumes WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(volume_from_row).transpose()
+        let mut conn = self.pool.acquire().await?;
+        get_volume_in(&mut conn, id).await
     }
 
     /// Volumes matching `query`, oldest first.
@@ -258,6 +253,11 @@ impl Db {
     pub async fn delete_volume_row(&self, id: &str) -> DbResult<bool> {
         let mut tx = self.pool.begin().await?;
         let removed = sqlx::query("DELETE FROM volumes WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        // Failed attachments (`error_attaching`) do not hold a volume; they go with it.
+        sqlx::query("DELETE FROM attachments WHERE volume_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -403,6 +403,20 @@ impl Transition<'_> {
         }
         Ok(q.execute(executor).await?.rows_affected() == 1)
     }
+}
+
+/// The volume `id` as `conn` sees it (inside a transaction, say).
+pub(crate) async fn get_volume_in(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+) -> DbResult<Option<Volume>> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM volumes WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(volume_from_row).transpose()
 }
 
 fn metadata_json(metadata: &BTreeMap<String, String>) -> String {
