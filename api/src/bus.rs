@@ -1,5 +1,6 @@
-//! The bus as the volume API uses it: casts only, never a call. A trait, so the
-//! handlers can be tested without a broker.
+//! The bus as the API uses it: casts for work that runs on (create, delete,
+//! extend, snapshots), calls where the client waits for the answer (attach, detach,
+//! pools). A trait, so the handlers can be tested without a broker.
 
 use scoria_common::{
     RequestContext,
@@ -7,11 +8,12 @@ use scoria_common::{
     rpc::RpcClient,
 };
 use scoria_proto::bus::{
-    CreateSnapshot, DeleteSnapshot, DeleteVolume, ExtendVolume, ScheduleCreateVolume,
+    AttachResult, AttachVolume, CreateSnapshot, DeleteSnapshot, DeleteVolume, DetachResult,
+    DetachVolume, ExtendVolume, GetPools, PoolList, ScheduleCreateVolume,
 };
 use tonic::Status;
 
-/// The bus as the volume API uses it: casts only.
+/// The bus as the API uses it.
 #[tonic::async_trait]
 pub trait Bus: Send + Sync {
     /// Whether the broker connection is up (nothing is written while it is down).
@@ -50,6 +52,22 @@ pub trait Bus: Send + Sync {
         host: &str,
         request: DeleteSnapshot,
     ) -> Result<(), Status>;
+    /// Calls `attach_volume` on the volume service owning `host`.
+    async fn attach_on_host(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: AttachVolume,
+    ) -> Result<AttachResult, Status>;
+    /// Calls `detach_volume` on the volume service owning `host`.
+    async fn detach_on_host(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: DetachVolume,
+    ) -> Result<DetachResult, Status>;
+    /// Calls `get_pools` on a scheduler.
+    async fn get_pools(&self, ctx: &RequestContext, request: GetPools) -> Result<PoolList, Status>;
 }
 
 /// [`Bus`] over AMQP.
@@ -125,5 +143,31 @@ impl Bus for AmqpBus {
         VolumeClient::new(self.rpc.clone(), host)?
             .delete_snapshot(ctx, request)
             .await
+    }
+
+    async fn attach_on_host(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: AttachVolume,
+    ) -> Result<AttachResult, Status> {
+        VolumeClient::new(self.rpc.clone(), host)?
+            .attach_volume(ctx, request)
+            .await
+    }
+
+    async fn detach_on_host(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: DetachVolume,
+    ) -> Result<DetachResult, Status> {
+        VolumeClient::new(self.rpc.clone(), host)?
+            .detach_volume(ctx, request)
+            .await
+    }
+
+    async fn get_pools(&self, ctx: &RequestContext, request: GetPools) -> Result<PoolList, Status> {
+        self.scheduler.get_pools(ctx, request).await
     }
 }

@@ -4,7 +4,10 @@
 use prost_types::Timestamp;
 use scoria_proto::v1 as pb;
 
-use crate::model::{Snapshot, SnapshotStatus, Volume, VolumeStatus};
+use crate::model::{
+    AttachMode, Attachment, AttachmentStatus, ConnectionInfo, Connector, Snapshot, SnapshotStatus,
+    Volume, VolumeStatus,
+};
 
 impl From<VolumeStatus> for pb::VolumeStatus {
     fn from(status: VolumeStatus) -> Self {
@@ -219,5 +222,103 @@ mod tests {
                 nanos: 500_000_000
             }
         );
+    }
+}
+
+impl From<AttachmentStatus> for pb::AttachmentStatus {
+    fn from(status: AttachmentStatus) -> Self {
+        match status {
+            AttachmentStatus::Reserved => pb::AttachmentStatus::Reserved,
+            AttachmentStatus::Attaching => pb::AttachmentStatus::Attaching,
+            AttachmentStatus::Attached => pb::AttachmentStatus::Attached,
+            AttachmentStatus::Detaching => pb::AttachmentStatus::Detaching,
+            AttachmentStatus::Detached => pb::AttachmentStatus::Detached,
+            AttachmentStatus::ErrorAttaching => pb::AttachmentStatus::ErrorAttaching,
+            AttachmentStatus::ErrorDetaching => pb::AttachmentStatus::ErrorDetaching,
+        }
+    }
+}
+
+impl From<AttachMode> for pb::AttachMode {
+    fn from(mode: AttachMode) -> Self {
+        match mode {
+            AttachMode::ReadWrite => pb::AttachMode::Rw,
+            AttachMode::ReadOnly => pb::AttachMode::Ro,
+        }
+    }
+}
+
+/// The domain mode of a wire mode (`UNSPECIFIED` is read-write).
+pub fn attach_mode_from_proto(mode: pb::AttachMode) -> AttachMode {
+    match mode {
+        pb::AttachMode::Unspecified | pb::AttachMode::Rw => AttachMode::ReadWrite,
+        pb::AttachMode::Ro => AttachMode::ReadOnly,
+    }
+}
+
+impl From<&Connector> for pb::Connector {
+    fn from(c: &Connector) -> Self {
+        pb::Connector {
+            host: c.host.clone(),
+            ip: c.ip.clone(),
+            initiator: c.initiator.clone(),
+            properties: c.properties.clone(),
+        }
+    }
+}
+
+impl From<&pb::Connector> for Connector {
+    fn from(c: &pb::Connector) -> Self {
+        Connector {
+            host: c.host.clone(),
+            ip: c.ip.clone(),
+            initiator: c.initiator.clone(),
+            properties: c.properties.clone(),
+        }
+    }
+}
+
+impl From<&ConnectionInfo> for pb::ConnectionInfo {
+    fn from(info: &ConnectionInfo) -> Self {
+        pb::ConnectionInfo {
+            protocol: info.protocol.clone(),
+            host: info.host.clone(),
+            port: u32::from(info.port),
+            export_name: info.export_name.clone(),
+            uri: info.uri(),
+            read_only: info.read_only,
+        }
+    }
+}
+
+/// The domain form of a wire connection info (from the bus); `None` when its port
+/// does not fit a TCP port.
+pub fn connection_info_from_proto(info: &pb::ConnectionInfo) -> Option<ConnectionInfo> {
+    Some(ConnectionInfo {
+        protocol: info.protocol.clone(),
+        host: info.host.clone(),
+        port: u16::try_from(info.port).ok()?,
+        export_name: info.export_name.clone(),
+        read_only: info.read_only,
+    })
+}
+
+impl From<&Attachment> for pb::Attachment {
+    fn from(a: &Attachment) -> Self {
+        pb::Attachment {
+            id: a.id.clone(),
+            volume_id: a.volume_id.clone(),
+            project_id: a.project_id.clone(),
+            status: pb::AttachmentStatus::from(a.status) as i32,
+            instance_id: a.instance_id.clone(),
+            connector: Some(pb::Connector::from(&a.connector)),
+            mode: pb::AttachMode::from(a.mode) as i32,
+            connection_info: a.connection_info.as_ref().map(pb::ConnectionInfo::from),
+            error_message: a.error_message.clone(),
+            volume_host: a.volume_host.clone(),
+            created_at: Some(timestamp(a.created_at_ms)),
+            updated_at: Some(timestamp(a.updated_at_ms)),
+            attached_at: a.attached_at_ms.map(timestamp),
+        }
     }
 }

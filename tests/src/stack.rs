@@ -131,6 +131,7 @@ pub struct Stack {
     kind: DbKind,
     pg_database: Option<String>,
     children: Vec<(String, Child)>,
+    env: Vec<(String, String)>,
 }
 
 impl Stack {
@@ -187,6 +188,7 @@ impl Stack {
             kind,
             pg_database,
             children: Vec::new(),
+            env: Vec::new(),
         };
         let mut env: Vec<(String, String)> = vec![
             ("SCORIA_AMQP_URL".into(), amqp_url()),
@@ -214,12 +216,17 @@ impl Stack {
         for name in ["scoria-volume", "scoria-scheduler", "scoria-api"] {
             stack.spawn(name, &env);
         }
+        stack.env = env;
         stack.wait_ready().await;
         stack
     }
 
     fn spawn(&mut self, name: &str, env: &[(String, String)]) {
-        let log = std::fs::File::create(self.log_path(name)).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(name))
+            .expect("log file");
         let mut command = Command::new(binary(name));
         command
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -379,6 +386,78 @@ impl Stack {
         self.kind
     }
 
+    /// Kills process `name` (`scoria-volume`, ...) with SIGKILL and waits for it.
+    pub async fn kill_service(&mut self, name: &str) {
+        self.signal_and_wait(name, "-KILL").await;
+    }
+
+    /// Stops process `name` with SIGTERM; returns its exit code (None: killed by a
+    /// signal, or still running after 30 s).
+    pub async fn stop_service(&mut self, name: &str) -> Option<i32> {
+        self.signal_and_wait(name, "-TERM").await
+    }
+
+    async fn signal_and_wait(&mut self, name: &str, signal: &str) -> Option<i32> {
+        let index = self
+            .children
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} is not running in this stack"));
+        let (_, mut child) = self.children.remove(index);
+        if let Some(pid) = child.id() {
+            let _ = Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status()
+                .await;
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+        status.ok().and_then(|s| s.ok()).and_then(|s| s.code())
+    }
+
+    /// Starts process `name` again with the stack's environment (its log goes on
+    /// in the same file) and, for the volume service and the scheduler, waits for
+    /// a heartbeat written after this call (the service is ready then).
+    pub async fn start_service(&mut self, name: &str) {
+        assert!(
+            !self.children.iter().any(|(n, _)| n == name),
+            "{name} runs already"
+        );
+        let since = scoria_common::model::now_ms();
+        let env = self.env.clone();
+        self.spawn(name, &env);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name)
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "{name} exited during start-up with {status}\n{}",
+                    self.logs()
+                );
+            }
+            let ready = if name == "scoria-api" {
+                grpcurl(&self.api, &[], "grpc.health.v1.Health/Check", "{}")
+                    .await
+                    .map(|v| v["status"] == "SERVING")
+                    .unwrap_or(false)
+            } else {
+                let services = self.db.list_services().await.unwrap_or_default();
+                services
+                    .iter()
+                    .any(|s| s.binary == name && s.last_heartbeat_ms >= since)
+            };
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not become ready in {START_TIMEOUT:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Sends SIGTERM to every process and waits for them; returns each exit code.
     pub async fn terminate(&mut self) -> Vec<(String, Option<i32>)> {
         let mut codes = Vec::new();
@@ -404,6 +483,17 @@ impl Drop for Stack {
         for (_, child) in &mut self.children {
             let _ = child.start_kill();
         }
+        // Exports (`qemu-nbd`) outlive the volume service by design; the stack's
+        // own go with it (their command lines name files under its dir).
+        let _ = std::process::Command::new("pkill")
+            .args([
+                "-KILL",
+                "-f",
+                &format!("qemu-nbd.*{}", self.dir.path().display()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         if let Some(name) = &self.pg_database {
             // Best effort; a leftover test database is harmless.
             let _ = std::process::Command::new("psql")

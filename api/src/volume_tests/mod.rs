@@ -97,6 +97,38 @@ impl Bus for FakeBus {
     ) -> Result<(), Status> {
         self.snapshot_cast("delete_snapshot", host, request.snapshot_id)
     }
+
+    async fn attach_on_host(
+        &self,
+        _ctx: &RequestContext,
+        _host: &str,
+        _request: scoria_proto::bus::AttachVolume,
+    ) -> Result<scoria_proto::bus::AttachResult, Status> {
+        Err(Status::unimplemented(
+            "the volume API's tests attach nothing",
+        ))
+    }
+
+    async fn detach_on_host(
+        &self,
+        _ctx: &RequestContext,
+        _host: &str,
+        _request: scoria_proto::bus::DetachVolume,
+    ) -> Result<scoria_proto::bus::DetachResult, Status> {
+        Err(Status::unimplemented(
+            "the volume API's tests detach nothing",
+        ))
+    }
+
+    async fn get_pools(
+        &self,
+        _ctx: &RequestContext,
+        _request: scoria_proto::bus::GetPools,
+    ) -> Result<scoria_proto::bus::PoolList, Status> {
+        Err(Status::unimplemented(
+            "the volume API's tests list no pools",
+        ))
+    }
 }
 
 impl FakeBus {
