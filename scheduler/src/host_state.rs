@@ -16,8 +16,11 @@ use std::{
     time::Duration,
 };
 
-use scoria_common::model::Service;
-use scoria_proto::bus::{Capabilities, Pool};
+use scoria_common::{model::Service, translation::timestamp};
+use scoria_proto::{
+    bus::{Capabilities, Pool},
+    v1::StoragePool,
+};
 
 /// The `binary` of volume services in the `services` table.
 pub const VOLUME_BINARY: &str = "scoria-volume";
@@ -52,6 +55,34 @@ impl Capacity {
         match self {
             Capacity::Known(gib) => Some(gib),
             _ => None,
+        }
+    }
+}
+
+/// The capability keys [`HostState::from_report`] derives from the report itself
+/// (not the pool's own capabilities); `ListPools` carries them as fields.
+const DERIVED_KEYS: [&str; 11] = [
+    "volume_backend_name",
+    "driver",
+    "availability_zone",
+    "pool_name",
+    "total_capacity_gb",
+    "free_capacity_gb",
+    "allocated_capacity_gb",
+    "reserved_percentage",
+    "thin_provisioning_support",
+    "thick_provisioning_support",
+    "max_over_subscription_ratio",
+];
+
+impl Capacity {
+    /// The figure on the wire: GiB, `+inf` for infinite, `-1` for unknown
+    /// (the convention of the capability reports).
+    pub fn to_wire(self) -> f64 {
+        match self {
+            Capacity::Known(gib) => gib,
+            Capacity::Infinite => f64::INFINITY,
+            Capacity::Unknown => -1.0,
         }
     }
 }
@@ -203,6 +234,34 @@ impl HostState {
             self.free_capacity = Capacity::Known(free + size);
         }
         self.consumed_gib = self.consumed_gib.saturating_sub(size_gib);
+    }
+
+    /// The pool as `ListPools` shows it: the scheduler's view, so free and
+    /// allocated include what was consumed virtually since the report (a thin
+    /// pool's free figure is the reported one: only allocated grows). The
+    /// capabilities are the pool's own, without the keys derived from the report.
+    pub fn to_storage_pool(&self) -> StoragePool {
+        StoragePool {
+            name: self.pool_key.clone(),
+            host: self.host.clone(),
+            backend_name: self.backend_name.clone(),
+            availability_zone: self.availability_zone.clone(),
+            driver: self.driver.clone(),
+            total_capacity_gib: self.total_capacity.to_wire(),
+            free_capacity_gib: self.free_capacity.to_wire(),
+            allocated_capacity_gib: self.allocated_capacity_gib,
+            reserved_percentage: self.reserved_percentage,
+            thin_provisioning_support: self.thin_provisioning_support,
+            thick_provisioning_support: self.thick_provisioning_support,
+            max_over_subscription_ratio: self.max_over_subscription_ratio,
+            capabilities: self
+                .capabilities
+                .iter()
+                .filter(|(key, _)| !DERIVED_KEYS.contains(&key.as_str()))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+            updated_at: Some(timestamp(self.reported_at_ms)),
+        }
     }
 
     /// The reserved share of the total, in whole GiB (Cinder floors it).
@@ -363,6 +422,21 @@ impl HostManager {
     /// A copy of one pool's state.
     pub fn pool(&self, pool_key: &str) -> Option<HostState> {
         self.lock().pools.get(pool_key).cloned()
+    }
+
+    /// Every pool whose report is fresh at `now_ms`, of `host` (`host@backend`)
+    /// only unless it is empty, by `host@backend#pool`. Whether its service is
+    /// up or enabled does not matter: Cinder's `get_pools` lists its whole host
+    /// state too, and `ListServices` shows the services' state. Stale reports
+    /// are left out even before [`HostManager::prune`] drops them.
+    pub fn pools(&self, host: &str, now_ms: i64) -> Vec<HostState> {
+        self.lock()
+            .pools
+            .values()
+            .filter(|p| host.is_empty() || p.host == host)
+            .filter(|p| now_ms.saturating_sub(p.received_at_ms) <= self.stale_after_ms)
+            .cloned()
+            .collect()
     }
 
     /// How many pools are held (usable or not).

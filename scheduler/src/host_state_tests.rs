@@ -221,3 +221,86 @@ fn reserved_gib_is_floored() {
     let p = HostState::from_report(&r, &r.pools[0], 1, 1);
     assert_eq!(p.reserved_gib(), Some(9.0));
 }
+
+#[test]
+fn pools_lists_every_fresh_pool_whatever_its_service_state() {
+    let hosts = manager();
+    let now = 1_000_000;
+    hosts.set_services(&[
+        service("up@file", now, false),
+        service("down@file", now - 61_000, false),
+        service("off@file", now, true),
+    ]);
+    for host in ["up@file", "down@file", "off@file", "unregistered@file"] {
+        hosts.update(&report(host, now, &[("p", 10.0, 10.0)]), now);
+    }
+    hosts.update(
+        &report("stale@file", now - 181_000, &[("p", 10.0, 10.0)]),
+        now - 181_000,
+    );
+    let keys = |host: &str| -> Vec<String> {
+        hosts
+            .pools(host, now)
+            .into_iter()
+            .map(|p| p.pool_key)
+            .collect()
+    };
+    assert_eq!(
+        keys(""),
+        [
+            "down@file#p",
+            "off@file#p",
+            "unregistered@file#p",
+            "up@file#p"
+        ],
+        "stale reports are left out before the prune"
+    );
+    assert_eq!(keys("off@file"), ["off@file#p"]);
+    assert!(keys("stale@file").is_empty());
+    assert!(keys("nobody@file").is_empty());
+    assert!(keys("up").is_empty(), "the host filter is exact");
+}
+
+#[test]
+fn storage_pool_shows_virtual_consumption_and_the_pools_own_capabilities() {
+    let hosts = manager();
+    hosts.set_services(&[service("n1@file", 10_000, false)]);
+    let mut r = report("n1@file", 9_000, &[("p1", 100.0, 60.0)]);
+    r.pools[0].reserved_percentage = 5;
+    r.pools[0]
+        .capabilities
+        .insert("multiattach".into(), "True".into());
+    hosts.update(&r, 10_000);
+    hosts
+        .choose(10_000, 10, |usable, _| usable.first().copied().ok_or(()))
+        .expect("chosen");
+    let pools = hosts.pools("", 10_000);
+    assert_eq!(pools.len(), 1);
+    let pool = pools[0].to_storage_pool();
+    assert_eq!(pool.name, "n1@file#p1");
+    assert_eq!(pool.host, "n1@file");
+    assert_eq!(pool.backend_name, "file");
+    assert_eq!(pool.availability_zone, "default");
+    assert_eq!(pool.driver, "file");
+    assert_eq!(pool.total_capacity_gib, 100.0);
+    assert_eq!(pool.free_capacity_gib, 50.0, "60 reported less 10 consumed");
+    assert_eq!(pool.allocated_capacity_gib, 50.0, "40 reported plus 10");
+    assert_eq!(pool.reserved_percentage, 5);
+    assert!(pool.thick_provisioning_support);
+    assert!(!pool.thin_provisioning_support);
+    assert_eq!(pool.max_over_subscription_ratio, 1.0);
+    assert_eq!(
+        pool.capabilities.into_iter().collect::<Vec<_>>(),
+        [("multiattach".to_owned(), "True".to_owned())],
+        "the figures are fields, not capabilities"
+    );
+    assert_eq!(pool.updated_at, Some(timestamp(9_000)));
+
+    let mut r = report("n2@file", 1, &[("p", f64::INFINITY, -1.0)]);
+    r.pools[0].allocated_capacity_gib = 0.0;
+    let p = HostState::from_report(&r, &r.pools[0], 1, 1).to_storage_pool();
+    assert_eq!(
+        (p.total_capacity_gib, p.free_capacity_gib),
+        (f64::INFINITY, -1.0)
+    );
+}

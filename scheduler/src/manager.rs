@@ -17,7 +17,7 @@ use scoria_common::{
     ops::{SchedulerOps, VolumeClient, VolumeOps},
     rpc::RpcClient,
 };
-use scoria_proto::bus::{Capabilities, CreateVolume, ScheduleCreateVolume};
+use scoria_proto::bus::{Capabilities, CreateVolume, GetPools, PoolList, ScheduleCreateVolume};
 use tokio::sync::Notify;
 use tonic::Status;
 
@@ -253,6 +253,23 @@ impl SchedulerOps for SchedulerManager {
             ReportOutcome::Outdated => tracing::debug!("outdated capability report ignored"),
         }
         Ok(())
+    }
+
+    /// Every pool with a fresh report (see [`HostManager::pools`]), capacity
+    /// as this scheduler sees it (virtual consumption included).
+    #[tracing::instrument(name = "scheduler.get_pools", skip_all, fields(host = %request.host))]
+    async fn get_pools(
+        &self,
+        _ctx: &RequestContext,
+        request: GetPools,
+    ) -> Result<PoolList, Status> {
+        let pools = self
+            .hosts
+            .pools(&request.host, now_ms())
+            .iter()
+            .map(|p| p.to_storage_pool())
+            .collect();
+        Ok(PoolList { pools })
     }
 }
 

@@ -415,3 +415,59 @@ async fn reports_from_unknown_services_ask_for_a_refresh() {
         .expect("ignored");
     assert_eq!(f.hosts.len(), 1);
 }
+
+#[tokio::test]
+async fn get_pools_answers_the_scheduler_view_with_the_host_filter() {
+    let f = fixture(&[], SchedulerSection::default()).await;
+    f.backends(&[("a@file", 100.0, 40.0), ("b@file", 100.0, 50.0)]);
+    f.schedule(request("v1", 20)).await;
+    let ctx = RequestContext::internal("test");
+
+    let all = f
+        .manager
+        .get_pools(&ctx, GetPools::default())
+        .await
+        .expect("pools")
+        .pools;
+    let figures: Vec<(&str, f64, f64)> = all
+        .iter()
+        .map(|p| {
+            (
+                p.name.as_str(),
+                p.free_capacity_gib,
+                p.allocated_capacity_gib,
+            )
+        })
+        .collect();
+    assert_eq!(
+        figures,
+        [("a@file#pool", 40.0, 60.0), ("b@file#pool", 30.0, 70.0)],
+        "b took the 20 GiB volume"
+    );
+
+    let only_a = f
+        .manager
+        .get_pools(
+            &ctx,
+            GetPools {
+                host: "a@file".into(),
+            },
+        )
+        .await
+        .expect("pools")
+        .pools;
+    assert_eq!(only_a.len(), 1);
+    assert_eq!(only_a[0].host, "a@file");
+    let none = f
+        .manager
+        .get_pools(
+            &ctx,
+            GetPools {
+                host: "c@file".into(),
+            },
+        )
+        .await
+        .expect("pools")
+        .pools;
+    assert!(none.is_empty(), "an unknown host lists nothing");
+}
