@@ -16,6 +16,7 @@ mod services;
 mod snapshots;
 mod types;
 mod volumes;
+mod workers;
 
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ pub use services::{WorkerEntry, WorkerKind};
 pub use snapshots::{SnapshotDeleteStart, SnapshotQuery, VolumeDeleteStart};
 pub use types::{DEFAULT_VOLUME_TYPE_ID, DEFAULT_VOLUME_TYPE_NAME, TypeDeleted, VolumeTypeChanges};
 pub use volumes::{Created, IdempotencyKey, VolumeChanges, VolumeQuery};
+pub use workers::WorkerOutcome;
 
 /// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]
