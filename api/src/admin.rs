@@ -7,6 +7,12 @@
 //! - `SetServiceEnabled`: the scheduler drops disabled services on its next
 //!   `services` refresh.
 //! - `ResetVolumeStatus`: an unconditional status override of any project's volume.
+//! - `ListPools`: a call to a scheduler (`get_pools`), which answers from its host
+//!   state: every pool with a fresh capability report, whatever its service's
+//!   state, capacity including the virtual consumption since the report.
+//!   UNAVAILABLE when the broker is down or no scheduler answers.
+
+use std::sync::Arc;
 
 use scoria_common::{
     RequestContext,
@@ -14,12 +20,16 @@ use scoria_common::{
     model::{Service, Volume, now_ms},
     translation::service_to_proto,
 };
-use scoria_proto::v1::{self as pb, admin_service_server::AdminService};
+use scoria_proto::{
+    bus::GetPools,
+    v1::{self as pb, admin_service_server::AdminService},
+};
 use tonic::{Request, Response, Status};
 
 use crate::{
+    bus::Bus,
     error::{ApiError, ApiResult},
-    validate::{status_filter, text},
+    validate::{MAX_TEXT_CHARS, status_filter, text},
     volume::{context, reply},
     volume_type::require_admin,
 };
@@ -30,15 +40,48 @@ pub struct AdminApi {
     db: Db,
     /// A service whose last heartbeat is older than this (ms) is down.
     service_down_ms: i64,
+    /// Where `ListPools` asks a scheduler.
+    bus: Arc<dyn Bus>,
 }
 
 impl AdminApi {
-    /// The service over `db`; `service_down_ms` from `api.service_down_time_secs`.
-    pub fn new(db: Db, service_down_ms: i64) -> Self {
+    /// The service over `db` and `bus`; `service_down_ms` from
+    /// `api.service_down_time_secs`.
+    pub fn new(db: Db, service_down_ms: i64, bus: Arc<dyn Bus>) -> Self {
         Self {
             db,
             service_down_ms,
+            bus,
         }
+    }
+
+    #[tracing::instrument(skip_all, fields(host = %req.host))]
+    async fn pools(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::ListPoolsRequest,
+    ) -> ApiResult<Vec<pb::StoragePool>> {
+        require_admin(ctx, "ListPools")?;
+        pool_host(&req.host)?;
+        if !self.bus.is_connected() {
+            return Err(ApiError::BrokerDown(
+                "cannot ask a scheduler for its pools".into(),
+            ));
+        }
+        let list = self
+            .bus
+            .get_pools(
+                ctx,
+                GetPools {
+                    host: req.host.clone(),
+                },
+            )
+            .await
+            .map_err(|status| ApiError::Bus {
+                action: "list pools: no scheduler answered".into(),
+                status,
+            })?;
+        Ok(list.pools)
     }
 
     #[tracing::instrument(skip_all, fields(binary = %req.binary))]
@@ -143,6 +186,32 @@ fn required(field: &'static str, value: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// The `host` filter of `ListPools`: empty, or `host@backend` of at most
+/// [`MAX_TEXT_CHARS`] characters (no pool part, no spaces).
+pub fn pool_host(host: &str) -> ApiResult<()> {
+    if host.is_empty() {
+        return Ok(());
+    }
+    text("host", host)?;
+    let well_formed = host.split_once('@').is_some_and(|(name, backend)| {
+        !name.is_empty()
+            && !backend.is_empty()
+            && !backend.contains('@')
+            && !host
+                .chars()
+                .any(|c| c == '#' || c.is_whitespace() || c.is_control())
+    });
+    if !well_formed {
+        return Err(ApiError::invalid(
+            "host",
+            format!(
+                "must be empty or host@backend (up to {MAX_TEXT_CHARS} characters, no pool part, no spaces), got {host:?}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The reason of a disable: 1 to [`crate::validate::MAX_TEXT_CHARS`] characters, not only spaces.
 pub fn disable_reason(reason: &str) -> ApiResult<()> {
     if reason.trim().is_empty() {
@@ -202,8 +271,12 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::ListPoolsRequest>,
     ) -> Result<Response<pb::ListPoolsResponse>, Status> {
-        let _ctx = context(&request)?;
-        Err(Status::unimplemented("ListPools: not built yet"))
+        let ctx = context(&request)?;
+        reply(
+            self.pools(&ctx, request.get_ref())
+                .await
+                .map(|pools| pb::ListPoolsResponse { pools }),
+        )
     }
 }
 

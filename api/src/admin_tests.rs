@@ -1,12 +1,22 @@
 //! Tests of [`super`]: admin-only (auth layer and handlers), services up/down and
 //! enable/disable, volume status resets.
 
-use std::convert::Infallible;
+use std::{
+    convert::Infallible,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use http::Request as HttpRequest;
 use scoria_common::{
     db::{WorkerEntry, WorkerKind},
     model::VolumeStatus,
+};
+use scoria_proto::bus::{
+    AttachResult, AttachVolume, CreateSnapshot, DeleteSnapshot, DeleteVolume, DetachResult,
+    DetachVolume, ExtendVolume, PoolList, ScheduleCreateVolume,
 };
 use scoria_proto::v1::admin_service_server::AdminServiceServer;
 use tonic::{Code, body::Body};
@@ -15,7 +25,102 @@ use tower::{Layer, Service as _, ServiceExt};
 use super::*;
 use crate::auth::{AuthLayer, Authenticator, authorize};
 
-const METHODS: [&str; 3] = ["ListServices", "SetServiceEnabled", "ResetVolumeStatus"];
+const METHODS: [&str; 4] = [
+    "ListServices",
+    "SetServiceEnabled",
+    "ResetVolumeStatus",
+    "ListPools",
+];
+
+/// A bus whose scheduler knows `pools` (or fails with `failure`); records the
+/// `get_pools` requests. Every other method is refused: AdminService casts nothing.
+#[derive(Default)]
+struct FakeBus {
+    down: AtomicBool,
+    failure: Mutex<Option<Status>>,
+    pools: Vec<pb::StoragePool>,
+    asked: Mutex<Vec<GetPools>>,
+}
+
+fn not_admin<T>() -> Result<T, Status> {
+    Err(Status::unimplemented("AdminService sends no such message"))
+}
+
+#[tonic::async_trait]
+impl Bus for FakeBus {
+    fn is_connected(&self) -> bool {
+        !self.down.load(Ordering::SeqCst)
+    }
+    async fn schedule_create(
+        &self,
+        _: &RequestContext,
+        _: ScheduleCreateVolume,
+    ) -> Result<(), Status> {
+        not_admin()
+    }
+    async fn delete_on_host(
+        &self,
+        _: &RequestContext,
+        _: &str,
+        _: DeleteVolume,
+    ) -> Result<(), Status> {
+        not_admin()
+    }
+    async fn extend_on_host(
+        &self,
+        _: &RequestContext,
+        _: &str,
+        _: ExtendVolume,
+    ) -> Result<(), Status> {
+        not_admin()
+    }
+    async fn create_snapshot_on_host(
+        &self,
+        _: &RequestContext,
+        _: &str,
+        _: CreateSnapshot,
+    ) -> Result<(), Status> {
+        not_admin()
+    }
+    async fn delete_snapshot_on_host(
+        &self,
+        _: &RequestContext,
+        _: &str,
+        _: DeleteSnapshot,
+    ) -> Result<(), Status> {
+        not_admin()
+    }
+    async fn attach_on_host(
+        &self,
+        _: &RequestContext,
+        _: &str,
+        _: AttachVolume,
+    ) -> Result<AttachResult, Status> {
+        not_admin()
+    }
+    async fn detach_on_host(
+        &self,
+        _: &RequestContext,
+        _: &str,
+        _: DetachVolume,
+    ) -> Result<DetachResult, Status> {
+        not_admin()
+    }
+    async fn get_pools(&self, _: &RequestContext, request: GetPools) -> Result<PoolList, Status> {
+        self.asked.lock().expect("lock").push(request.clone());
+        if let Some(status) = self.failure.lock().expect("lock").clone() {
+            return Err(status);
+        }
+        Ok(PoolList {
+            pools: self
+                .pools
+                .iter()
+                .filter(|p| request.host.is_empty() || p.host == request.host)
+                .cloned()
+                .collect(),
+        })
+    }
+}
 
 struct TempDb {
     db: Db,
@@ -115,8 +220,9 @@ fn the_role_table_keeps_every_method_for_admins() {
 #[tokio::test]
 async fn the_auth_layer_refuses_members() {
     let t = temp_db().await;
-    let mut service = AuthLayer::new(Authenticator::noauth())
-        .layer(AdminServiceServer::new(AdminApi::new(t.db.clone(), 60_000)));
+    let mut service = AuthLayer::new(Authenticator::noauth()).layer(AdminServiceServer::new(
+        AdminApi::new(t.db.clone(), 60_000, Arc::new(FakeBus::default())),
+    ));
     for method in METHODS {
         let request = HttpRequest::builder()
             .method("POST")
@@ -142,7 +248,7 @@ async fn the_auth_layer_refuses_members() {
 #[tokio::test]
 async fn handlers_refuse_non_admins() {
     let t = temp_db().await;
-    let api = AdminApi::new(t.db.clone(), 60_000);
+    let api = AdminApi::new(t.db.clone(), 60_000, Arc::new(FakeBus::default()));
     let err = api
         .list_services(request(member(), pb::ListServicesRequest::default()))
         .await
@@ -200,7 +306,7 @@ async fn list_services_filters_and_computes_up_and_down() {
         .await
         .expect("beat");
 
-    let fresh = AdminApi::new(t.db.clone(), 60_000);
+    let fresh = AdminApi::new(t.db.clone(), 60_000, Arc::new(FakeBus::default()));
     let all = list(&fresh, "").await;
     let got: Vec<(&str, &str, &str, bool, i32)> = all
         .iter()
@@ -231,7 +337,7 @@ async fn list_services_filters_and_computes_up_and_down() {
 
     // With a 1 ms down time, heartbeats 20 ms old are down.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let strict = AdminApi::new(t.db.clone(), 1);
+    let strict = AdminApi::new(t.db.clone(), 1, Arc::new(FakeBus::default()));
     let states: Vec<i32> = list(&strict, "").await.iter().map(|s| s.state).collect();
     assert_eq!(states, [pb::ServiceState::Down as i32; 3]);
 }
@@ -251,7 +357,7 @@ async fn set_service_enabled_needs_a_reason_to_disable_and_clears_it_to_enable()
     t.db.heartbeat("scoria-volume", "n1@file", "az1")
         .await
         .expect("beat");
-    let api = AdminApi::new(t.db.clone(), 60_000);
+    let api = AdminApi::new(t.db.clone(), 60_000, Arc::new(FakeBus::default()));
 
     for reason in ["", "   ", &"x".repeat(256)] {
         let err = api
@@ -325,7 +431,7 @@ fn reset(volume_id: &str, status: pb::VolumeStatus) -> pb::ResetVolumeStatusRequ
 #[tokio::test]
 async fn reset_volume_status_overrides_any_projects_volume() {
     let t = temp_db().await;
-    let api = AdminApi::new(t.db.clone(), 60_000);
+    let api = AdminApi::new(t.db.clone(), 60_000, Arc::new(FakeBus::default()));
     // Project p2's volume, stuck deleting; the admin is in another project.
     let stuck = volume(&t.db, VolumeStatus::Deleting).await;
 
@@ -419,4 +525,128 @@ async fn reset_volume_status_overrides_any_projects_volume() {
             .expect("get")
             .expect("there");
     assert_eq!(stored.status, VolumeStatus::InUse);
+}
+
+fn pool(name: &str, free: f64) -> pb::StoragePool {
+    pb::StoragePool {
+        name: name.into(),
+        host: name.split('#').next().unwrap_or_default().into(),
+        backend_name: "file".into(),
+        availability_zone: "az1".into(),
+        driver: "file".into(),
+        total_capacity_gib: 100.0,
+        free_capacity_gib: free,
+        allocated_capacity_gib: 100.0 - free,
+        ..Default::default()
+    }
+}
+
+fn list_pools_request(host: &str) -> pb::ListPoolsRequest {
+    pb::ListPoolsRequest { host: host.into() }
+}
+
+#[tokio::test]
+async fn list_pools_asks_a_scheduler_with_the_host_filter() {
+    let t = temp_db().await;
+    let bus = Arc::new(FakeBus {
+        pools: vec![pool("n1@file#pool", 60.0), pool("n2@qcow#pool", 10.0)],
+        ..FakeBus::default()
+    });
+    let api = AdminApi::new(t.db.clone(), 60_000, bus.clone());
+    let all = api
+        .list_pools(request(admin(), list_pools_request("")))
+        .await
+        .expect("list")
+        .into_inner()
+        .pools;
+    assert_eq!(all, bus.pools);
+    let one = api
+        .list_pools(request(admin(), list_pools_request("n2@qcow")))
+        .await
+        .expect("list")
+        .into_inner()
+        .pools;
+    assert_eq!(one, [pool("n2@qcow#pool", 10.0)]);
+    let hosts: Vec<String> = bus
+        .asked
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|r| r.host.clone())
+        .collect();
+    assert_eq!(hosts, ["", "n2@qcow"]);
+}
+
+#[tokio::test]
+async fn list_pools_validates_host_and_role_before_asking() {
+    let t = temp_db().await;
+    let bus = Arc::new(FakeBus::default());
+    let api = AdminApi::new(t.db.clone(), 60_000, bus.clone());
+    let err = api
+        .list_pools(request(member(), list_pools_request("")))
+        .await
+        .expect_err("member");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("ListPools"), "{}", err.message());
+    let long = format!("{}@file", "h".repeat(251));
+    for bad in [
+        "n1",
+        "@file",
+        "n1@",
+        "n1@file@x",
+        "n1@file#pool",
+        "n1 @file",
+        "n1@fi\nle",
+        long.as_str(),
+    ] {
+        let err = api
+            .list_pools(request(admin(), list_pools_request(bad)))
+            .await
+            .expect_err(bad);
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad:?}");
+        assert_eq!(field_of(&err), "host", "{bad:?}");
+        assert!(err.message().contains("host"), "{}", err.message());
+    }
+    assert!(
+        bus.asked.lock().expect("lock").is_empty(),
+        "nothing was asked"
+    );
+    let longest = format!("{}@file", "h".repeat(250));
+    api.list_pools(request(admin(), list_pools_request(&longest)))
+        .await
+        .expect("255 characters are fine");
+}
+
+#[tokio::test]
+async fn list_pools_is_unavailable_without_broker_or_scheduler() {
+    let t = temp_db().await;
+    let bus = Arc::new(FakeBus::default());
+    let api = AdminApi::new(t.db.clone(), 60_000, bus.clone());
+    bus.down.store(true, Ordering::SeqCst);
+    let err = api
+        .list_pools(request(admin(), list_pools_request("")))
+        .await
+        .expect_err("broker down");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("broker"), "{}", err.message());
+    assert!(bus.asked.lock().expect("lock").is_empty());
+
+    bus.down.store(false, Ordering::SeqCst);
+    for status in [
+        Status::unavailable("queue scoria.scheduler has no consumer"),
+        Status::deadline_exceeded("get_pools timed out after 5s"),
+    ] {
+        *bus.failure.lock().expect("lock") = Some(status.clone());
+        let err = api
+            .list_pools(request(admin(), list_pools_request("")))
+            .await
+            .expect_err("no scheduler");
+        assert_eq!(err.code(), Code::Unavailable);
+        assert!(err.message().contains("scheduler"), "{}", err.message());
+        assert!(
+            err.message().contains(status.message()),
+            "{}",
+            err.message()
+        );
+    }
 }

@@ -44,7 +44,7 @@ const READER_ROLES: [&str; 3] = ["admin", "member", "reader"];
 const ADMIN_ROLES: [&str; 1] = ["admin"];
 /// Methods only admins may call (gRPC method names are unique across Scoria's
 /// services).
-const ADMIN_METHODS: [&str; 6] = [
+const ADMIN_METHODS: [&str; 7] = [
     "CreateVolumeType",
     "UpdateVolumeType",
     "DeleteVolumeType",
@@ -52,6 +52,7 @@ const ADMIN_METHODS: [&str; 6] = [
     "ListServices",
     "SetServiceEnabled",
     "ResetVolumeStatus",
+    "ListPools",
 ];
 
 /// Why the tokens file cannot be used.

@@ -1,6 +1,7 @@
 //! `scoria.v1.AvailabilityZoneService`: the zones of the volume services (from
 //! the `services` table their heartbeats write), each available when at least one
-//! of its services is up and enabled.
+//! of its services is up and enabled. "Up" uses the same window as
+//! `AdminService.ListServices`: `api.service_down_time_secs`.
 
 use std::collections::BTreeMap;
 
@@ -18,28 +19,31 @@ use crate::{
 
 /// The binary whose services make the zones.
 const VOLUME_BINARY: &str = "scoria-volume";
-/// A service whose last heartbeat is older than this is down (Cinder's
-/// `service_down_time` default).
-pub const SERVICE_DOWN_MS: i64 = 60_000;
 
 /// The `AvailabilityZoneService` implementation.
 #[derive(Clone)]
 pub struct AvailabilityZoneApi {
     db: Db,
+    /// A service whose last heartbeat is older than this (ms) is down.
+    service_down_ms: i64,
 }
 
 impl AvailabilityZoneApi {
-    /// The service over `db`.
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    /// The service over `db`; `service_down_ms` from `api.service_down_time_secs`.
+    pub fn new(db: Db, service_down_ms: i64) -> Self {
+        Self {
+            db,
+            service_down_ms,
+        }
     }
 }
 
-/// The zones of `services` at `now_ms`, by name.
-pub fn zones(services: &[Service], now_ms: i64) -> Vec<pb::AvailabilityZone> {
+/// The zones of `services` at `now_ms`, by name; a service whose heartbeat is
+/// more than `service_down_ms` old is down.
+pub fn zones(services: &[Service], now_ms: i64, service_down_ms: i64) -> Vec<pb::AvailabilityZone> {
     let mut zones: BTreeMap<&str, bool> = BTreeMap::new();
     for service in services.iter().filter(|s| s.binary == VOLUME_BINARY) {
-        let up = now_ms - service.last_heartbeat_ms <= SERVICE_DOWN_MS;
+        let up = now_ms.saturating_sub(service.last_heartbeat_ms) <= service_down_ms;
         *zones.entry(service.availability_zone.as_str()).or_default() |= up && !service.disabled;
     }
     zones
@@ -64,7 +68,7 @@ impl AvailabilityZoneService for AvailabilityZoneApi {
             .await
             .map_err(ApiError::db("list services"))
             .map(|services| pb::ListAvailabilityZonesResponse {
-                availability_zones: zones(&services, now_ms()),
+                availability_zones: zones(&services, now_ms(), self.service_down_ms),
             });
         reply(result)
     }
@@ -95,7 +99,7 @@ mod tests {
             service("scoria-volume", "az3", 61_000, false),
             service("scoria-scheduler", "az4", 0, false),
         ];
-        let zones = zones(&services, 1_000_000);
+        let zones = zones(&services, 1_000_000, 60_000);
         let got: Vec<(&str, bool)> = zones
             .iter()
             .map(|z| (z.name.as_str(), z.available))
@@ -104,6 +108,30 @@ mod tests {
             got,
             [("az1", true), ("az2", false), ("az3", false)],
             "schedulers make no zone"
+        );
+    }
+
+    #[test]
+    fn the_down_window_is_the_configured_one() {
+        let services = [
+            service("scoria-volume", "az1", 30_000, false),
+            service("scoria-volume", "az2", 90_000, false),
+        ];
+        let available = |down_ms: i64| -> Vec<(String, bool)> {
+            zones(&services, 1_000_000, down_ms)
+                .into_iter()
+                .map(|z| (z.name, z.available))
+                .collect()
+        };
+        assert_eq!(
+            available(120_000),
+            [("az1".to_owned(), true), ("az2".to_owned(), true)],
+            "a 90 s old heartbeat is up with a 120 s window"
+        );
+        assert_eq!(
+            available(10_000),
+            [("az1".to_owned(), false), ("az2".to_owned(), false)],
+            "a 30 s old heartbeat is down with a 10 s window"
         );
     }
 
@@ -116,7 +144,7 @@ mod tests {
         db.heartbeat("scoria-volume", "n1@file", "az1")
             .await
             .expect("beat");
-        let api = AvailabilityZoneApi::new(db.clone());
+        let api = AvailabilityZoneApi::new(db.clone(), 60_000);
         let mut request = Request::new(pb::ListAvailabilityZonesRequest {});
         request
             .extensions_mut()
