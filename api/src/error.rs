@@ -72,6 +72,16 @@ pub enum ApiError {
         /// The bus client's status.
         status: Status,
     },
+    /// A call on the bus failed: its status's code is kept (UNAVAILABLE when
+    /// no server took it, DEADLINE_EXCEEDED on a timeout, a remote handler's own
+    /// code otherwise).
+    #[error("{action}: {}", status.message())]
+    Call {
+        /// What was being asked.
+        action: String,
+        /// The bus client's (or the remote handler's) status.
+        status: Status,
+    },
     /// A database operation failed.
     #[error("{action}: {source}")]
     Db {
@@ -110,6 +120,14 @@ impl ApiError {
         }
     }
 
+    /// An attachment that is not there (or not the caller's).
+    pub fn attachment_not_found(id: impl Into<String>) -> Self {
+        ApiError::NotFound {
+            kind: "attachment",
+            id: id.into(),
+        }
+    }
+
     /// A closure wrapping a [`DbError`] with what was being done.
     pub fn db(action: impl Into<String>) -> impl FnOnce(DbError) -> Self {
         let action = action.into();
@@ -137,6 +155,10 @@ impl ApiError {
             ApiError::Bus { status, .. } => match status.code() {
                 Code::Unavailable | Code::DeadlineExceeded => Status::unavailable(message),
                 _ => internal(&message),
+            },
+            ApiError::Call { status, .. } => match status.code() {
+                Code::Internal | Code::Unknown | Code::DataLoss => internal(&message),
+                code => Status::new(code, message),
             },
             ApiError::Db {
                 source: DbError::Unavailable(_),
@@ -227,6 +249,34 @@ mod tests {
                 ApiError::Bus {
                     action: "cast".into(),
                     status: Status::invalid_argument("bad target"),
+                },
+                Code::Internal,
+            ),
+            (
+                ApiError::Call {
+                    action: "attach".into(),
+                    status: Status::deadline_exceeded("no reply"),
+                },
+                Code::DeadlineExceeded,
+            ),
+            (
+                ApiError::Call {
+                    action: "attach".into(),
+                    status: Status::unavailable("no server is consuming"),
+                },
+                Code::Unavailable,
+            ),
+            (
+                ApiError::Call {
+                    action: "attach".into(),
+                    status: Status::resource_exhausted("no free export port"),
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                ApiError::Call {
+                    action: "attach".into(),
+                    status: Status::internal("qemu-nbd crashed"),
                 },
                 Code::Internal,
             ),

@@ -10,11 +10,13 @@
 //!                                            └─▶ bus cast (scheduler / volume.<host>)
 //!         ─gRPC─▶ AuthLayer ─▶ VolumeTypeService, AvailabilityZoneService ─▶ Db
 //!         ─gRPC─▶ AuthLayer ─▶ SnapshotService ─▶ Db, bus cast (volume.<host>)
-//!         ─gRPC─▶ AuthLayer ─▶ AdminService (admin role only) ─▶ Db
+//!         ─gRPC─▶ AuthLayer ─▶ AdminService (admin role only) ─▶ Db, bus call (scheduler)
+//!         ─gRPC─▶ AuthLayer ─▶ AttachmentService ─▶ Db, bus call (volume.<host>)
 //! ```
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod attachment;
 pub mod auth;
 pub mod availability_zone;
 pub mod bus;
@@ -34,7 +36,7 @@ use scoria_common::{
     rpc::{Broker, RpcClient},
 };
 use scoria_proto::v1::{
-    admin_service_server::AdminServiceServer,
+    admin_service_server::AdminServiceServer, attachment_service_server::AttachmentServiceServer,
     availability_zone_service_server::AvailabilityZoneServiceServer,
     snapshot_service_server::SnapshotServiceServer, volume_service_server::VolumeServiceServer,
     volume_type_service_server::VolumeTypeServiceServer,
@@ -47,6 +49,7 @@ use tower::Layer;
 pub use crate::config::Config;
 use crate::{
     admin::AdminApi,
+    attachment::AttachmentApi,
     auth::{AuthLayer, Authenticator, TokensError},
     availability_zone::AvailabilityZoneApi,
     bus::AmqpBus,
@@ -135,15 +138,21 @@ async fn serve_with(
     let volume_type_service =
         auth.layer(VolumeTypeServiceServer::new(VolumeTypeApi::new(db.clone())));
     let availability_zone_service = auth.layer(AvailabilityZoneServiceServer::new(
-        AvailabilityZoneApi::new(db.clone()),
+        AvailabilityZoneApi::new(db.clone(), config.service_down_ms()),
     ));
     let admin_service = auth.layer(AdminServiceServer::new(AdminApi::new(
         db.clone(),
         config.service_down_ms(),
+        Arc::new(AmqpBus::new(rpc.clone())),
     )));
     let snapshot_service = auth.layer(SnapshotServiceServer::new(SnapshotApi::new(
         db.clone(),
         Arc::new(AmqpBus::new(rpc.clone())),
+    )));
+    let attachment_service = auth.layer(AttachmentServiceServer::new(AttachmentApi::new(
+        db.clone(),
+        Arc::new(AmqpBus::new(rpc.clone())),
+        config.bus.call_timeout(),
     )));
     let volumes = VolumeApi::new(
         db,
@@ -180,6 +189,9 @@ async fn serve_with(
         .set_serving::<AvailabilityZoneServiceServer<AvailabilityZoneApi>>()
         .await;
     health.set_serving::<AdminServiceServer<AdminApi>>().await;
+    health
+        .set_serving::<AttachmentServiceServer<AttachmentApi>>()
+        .await;
 
     let local = listener.local_addr().ok();
     tracing::info!(
@@ -197,6 +209,7 @@ async fn serve_with(
         .add_service(volume_type_service)
         .add_service(availability_zone_service)
         .add_service(admin_service)
+        .add_service(attachment_service)
         .serve_with_incoming_shutdown(
             // No Nagle: small replies must not wait 40 ms for a delayed ACK.
             TcpIncoming::from(listener).with_nodelay(Some(true)),
@@ -224,6 +237,9 @@ async fn serve_with(
             .await;
         health
             .set_not_serving::<AdminServiceServer<AdminApi>>()
+            .await;
+        health
+            .set_not_serving::<AttachmentServiceServer<AttachmentApi>>()
             .await;
         tokio::time::sleep(drain).await;
     };

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use scoria_common::{
     db::VolumeChanges,
-    model::{SnapshotStatus, VolumeStatus},
-    translation::{snapshot_status_from_proto, volume_status_from_proto},
+    model::{AttachMode, Connector, SnapshotStatus, VolumeStatus},
+    translation::{attach_mode_from_proto, snapshot_status_from_proto, volume_status_from_proto},
 };
 use scoria_proto::v1 as pb;
 
@@ -197,6 +197,69 @@ pub fn metadata(metadata: &BTreeMap<String, String>) -> ApiResult<()> {
         }
     }
     Ok(())
+}
+
+/// The most connector properties an attachment may carry.
+pub const MAX_CONNECTOR_PROPERTIES: usize = 50;
+
+/// What a valid `CreateAttachmentRequest` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidAttach {
+    /// The volume, in canonical form.
+    pub volume_id: String,
+    /// The attaching host.
+    pub connector: Connector,
+    /// Read-write or read-only.
+    pub mode: AttachMode,
+}
+
+/// Checks a `CreateAttachmentRequest`: a volume UUID, a connector with a `host`
+/// (text fields of at most [`MAX_TEXT_CHARS`], at most
+/// [`MAX_CONNECTOR_PROPERTIES`] properties), a known mode.
+pub fn create_attachment(req: &pb::CreateAttachmentRequest) -> ApiResult<ValidAttach> {
+    let volume_id = uuid("volume_id", &req.volume_id)?;
+    let Some(connector) = &req.connector else {
+        return Err(ApiError::invalid("connector", "is required"));
+    };
+    if connector.host.trim().is_empty() {
+        return Err(ApiError::invalid("connector.host", "is required"));
+    }
+    text("connector.host", &connector.host)?;
+    text("connector.ip", &connector.ip)?;
+    text("connector.initiator", &connector.initiator)?;
+    if connector.properties.len() > MAX_CONNECTOR_PROPERTIES {
+        return Err(ApiError::invalid(
+            "connector.properties",
+            format!(
+                "must have at most {MAX_CONNECTOR_PROPERTIES} entries, got {}",
+                connector.properties.len()
+            ),
+        ));
+    }
+    for (key, value) in &connector.properties {
+        let key_chars = key.chars().count();
+        if key_chars == 0 || key_chars > MAX_TEXT_CHARS {
+            return Err(ApiError::invalid(
+                "connector.properties",
+                format!("keys must have 1 to {MAX_TEXT_CHARS} characters, got {key_chars}"),
+            ));
+        }
+        if value.chars().count() > MAX_TEXT_CHARS {
+            return Err(ApiError::invalid(
+                "connector.properties",
+                format!("the value of {key:?} must be at most {MAX_TEXT_CHARS} characters"),
+            ));
+        }
+    }
+    text("instance_id", &req.instance_id)?;
+    let mode = pb::AttachMode::try_from(req.mode)
+        .map(attach_mode_from_proto)
+        .map_err(|_| ApiError::invalid("mode", format!("unknown attach mode {}", req.mode)))?;
+    Ok(ValidAttach {
+        volume_id,
+        connector: Connector::from(connector),
+        mode,
+    })
 }
 
 #[cfg(test)]

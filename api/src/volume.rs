@@ -7,8 +7,11 @@ use std::sync::Arc;
 use prost::Message;
 use scoria_common::{
     RequestContext,
-    db::{Created, Db, IdempotencyKey, VolumeDeleteStart, VolumeQuery, WorkerEntry, WorkerKind},
-    model::{Volume, VolumeStatus, now_ms},
+    db::{
+        AttachmentQuery, Created, Db, IdempotencyKey, VolumeDeleteStart, VolumeQuery, WorkerEntry,
+        WorkerKind,
+    },
+    model::{AttachmentStatus, Volume, VolumeStatus, now_ms},
 };
 use scoria_proto::{
     bus::{DeleteVolume, ScheduleCreateVolume},
@@ -228,6 +231,7 @@ impl VolumeApi {
         if !VolumeStatus::DELETABLE.contains(&volume.status) {
             return Err(not_deletable(&volume));
         }
+        self.refuse_attached(&id).await?;
         let Some(host) = volume.host.clone() else {
             // It never reached a backend: nothing to clean up but the row.
             self.start_delete(ctx, &id, None).await?;
@@ -290,6 +294,29 @@ impl VolumeApi {
         Ok(volume)
     }
 
+    /// Refuses to delete volume `id` while attachments hold it, whatever its
+    /// status says (an operator may have reset an attached volume's status).
+    async fn refuse_attached(&self, id: &str) -> ApiResult<()> {
+        let query = AttachmentQuery {
+            volume_id: Some(id.to_owned()),
+            statuses: AttachmentStatus::ACTIVE.to_vec(),
+            limit: 1,
+            ..AttachmentQuery::default()
+        };
+        let held = self
+            .db
+            .list_attachments(&query)
+            .await
+            .map_err(ApiError::db(format!("list attachments of volume {id}")))?;
+        match held.first() {
+            Some(attachment) => Err(ApiError::FailedPrecondition(format!(
+                "volume {id} has attachments ({} is {}): delete its attachments first",
+                attachment.id, attachment.status
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// DeleteVolume's compare-and-set (refused while the volume has snapshots),
     /// with the error of a lost one.
     async fn start_delete(
@@ -321,11 +348,21 @@ impl VolumeApi {
 }
 
 fn not_deletable(volume: &Volume) -> ApiError {
-    ApiError::FailedPrecondition(format!(
-        "volume {} is {}: only available or error volumes can be deleted",
-        volume.id, volume.status
-    ))
+    let hint = if ATTACHED.contains(&volume.status) {
+        ": delete its attachments first"
+    } else {
+        ": only available or error volumes can be deleted"
+    };
+    ApiError::FailedPrecondition(format!("volume {} is {}{hint}", volume.id, volume.status))
 }
+
+/// The statuses of a volume that has (or is getting, or losing) attachments.
+const ATTACHED: [VolumeStatus; 4] = [
+    VolumeStatus::Reserved,
+    VolumeStatus::Attaching,
+    VolumeStatus::InUse,
+    VolumeStatus::Detaching,
+];
 
 fn deleting(volume: Volume) -> Volume {
     Volume {

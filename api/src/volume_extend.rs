@@ -121,8 +121,10 @@ impl VolumeApi {
 }
 
 fn not_extendable(volume: &Volume) -> ApiError {
-    ApiError::FailedPrecondition(format!(
-        "volume {} is {}: only available volumes can be extended",
-        volume.id, volume.status
-    ))
+    let hint = if volume.status == VolumeStatus::InUse {
+        ": detach it first (delete its attachments), only available volumes can be extended"
+    } else {
+        ": only available volumes can be extended"
+    };
+    ApiError::FailedPrecondition(format!("volume {} is {}{hint}", volume.id, volume.status))
 }

@@ -1,0 +1,422 @@
+//! `scoria.v1.AttachmentService`: attaching hands a host a volume over NBD. Unlike
+//! the other writes, the client waits for the backend: CreateAttachment and
+//! DeleteAttachment persist their intent (row + worker entry, by compare-and-set
+//! on the volume) and then *call* the volume's host, which exports (or unexports)
+//! and settles the row; the answer carries the connection info.
+//!
+//! ```text
+//!  CreateAttachment: volume available (in use, multiattach) ─reserve─▶ attaching
+//!                    ─call attach_volume─▶ host: export, attached ─▶ reply
+//!                    call fails ─▶ error_attaching (with the reason), the error
+//!  DeleteAttachment: attached | reserved | error_* ─CAS─▶ detaching
+//!                    ─call detach_volume─▶ host: unexport when unused, row gone
+//!                    call fails ─▶ error_detaching (with the reason), the error
+//! ```
+//!
+//! The volume's status follows from its attachments in the same transactions
+//! (see `scoria_common::db::attachments`): `attaching`, `in-use`, `detaching`,
+//! back to `available` after the last one.
+
+use std::{sync::Arc, time::Duration};
+
+use scoria_common::{
+    RequestContext,
+    db::{AttachReserve, AttachmentQuery, Db, DetachStart, WorkerEntry, WorkerKind},
+    model::{Attachment, AttachmentStatus, Volume, VolumeStatus, now_ms},
+    translation::connection_info_from_proto,
+};
+use scoria_proto::{
+    bus::{AttachVolume, DetachVolume},
+    v1::{self as pb, attachment_service_server::AttachmentService},
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    bus::Bus,
+    error::{ApiError, ApiResult},
+    page_token::{PageToken, filter_digest, finish_page},
+    validate,
+    volume::{context, reply},
+};
+
+/// The extra spec of a volume type that lets its volumes have several attachments.
+pub const MULTIATTACH_SPEC: &str = "multiattach";
+/// How much longer than the call's timeout an attach or detach may stay in flight
+/// before the reconciler takes it over.
+const DEADLINE_MARGIN_MS: i64 = 60 * 1000;
+/// The volume statuses an attachment may start from (`available`, or an attached
+/// one for multiattach volumes; the database decides which).
+const ATTACHABLE: [VolumeStatus; 5] = [
+    VolumeStatus::Available,
+    VolumeStatus::Reserved,
+    VolumeStatus::Attaching,
+    VolumeStatus::InUse,
+    VolumeStatus::Detaching,
+];
+
+/// The `AttachmentService` implementation.
+#[derive(Clone)]
+pub struct AttachmentApi {
+    db: Db,
+    bus: Arc<dyn Bus>,
+    call_timeout: Duration,
+}
+
+impl AttachmentApi {
+    /// The service over `db` and `bus`; `call_timeout` is the bus's call timeout
+    /// (it sets the deadline of the worker entries).
+    pub fn new(db: Db, bus: Arc<dyn Bus>, call_timeout: Duration) -> Self {
+        Self {
+            db,
+            bus,
+            call_timeout,
+        }
+    }
+
+    /// The attachment `id` if the caller may see it (its project's, or any for admins).
+    async fn load(&self, ctx: &RequestContext, id: &str) -> ApiResult<Attachment> {
+        let attachment = self
+            .db
+            .get_attachment(id)
+            .await
+            .map_err(ApiError::db(format!("get attachment {id}")))?;
+        attachment
+            .filter(|a| ctx.is_admin() || a.project_id == ctx.project_id)
+            .ok_or_else(|| ApiError::attachment_not_found(id))
+    }
+
+    /// The volume `id` if the caller may see it.
+    async fn load_volume(&self, ctx: &RequestContext, id: &str) -> ApiResult<Volume> {
+        let volume = self
+            .db
+            .get_volume(id)
+            .await
+            .map_err(ApiError::db(format!("get volume {id}")))?;
+        volume
+            .filter(|v| ctx.is_admin() || v.project_id == ctx.project_id)
+            .ok_or_else(|| ApiError::volume_not_found(id))
+    }
+
+    /// Whether `volume`'s type allows several attachments (`multiattach` =
+    /// `<is> True`). A type that is gone allows one.
+    async fn multiattach(&self, volume: &Volume) -> ApiResult<bool> {
+        if volume.volume_type.is_empty() {
+            return Ok(false);
+        }
+        let volume_type =
+            self.db
+                .get_volume_type(&volume.volume_type)
+                .await
+                .map_err(ApiError::db(format!(
+                    "get volume type {}",
+                    volume.volume_type
+                )))?;
+        Ok(volume_type
+            .and_then(|t| t.extra_specs.get(MULTIATTACH_SPEC).cloned())
+            .is_some_and(|value| is_true(&value)))
+    }
+
+    /// The worker entry of an attach or detach of attachment `id` on `host`.
+    fn worker(&self, id: &str, status: AttachmentStatus, host: &str) -> WorkerEntry {
+        let timeout_ms = i64::try_from(self.call_timeout.as_millis()).unwrap_or(i64::MAX / 4);
+        WorkerEntry {
+            kind: WorkerKind::Attachment,
+            resource_id: id.to_owned(),
+            status: status.as_str().to_owned(),
+            service: host.to_owned(),
+            deadline_ms: now_ms()
+                .saturating_add(timeout_ms)
+                .saturating_add(DEADLINE_MARGIN_MS),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(volume_id = %req.volume_id, attachment_id))]
+    async fn create(
+        &self,
+        ctx: &RequestContext,
+        req: pb::CreateAttachmentRequest,
+    ) -> ApiResult<Attachment> {
+        let valid = validate::create_attachment(&req)?;
+        let volume_id = valid.volume_id;
+        let volume = self.load_volume(ctx, &volume_id).await?;
+        if !ATTACHABLE.contains(&volume.status) {
+            return Err(not_attachable(&volume_id, volume.status));
+        }
+        let Some(host) = volume.host.clone().filter(|h| !h.is_empty()) else {
+            return Err(ApiError::FailedPrecondition(format!(
+                "volume {volume_id} is on no backend"
+            )));
+        };
+        let multiattach = self.multiattach(&volume).await?;
+        if !self.bus.is_connected() {
+            return Err(ApiError::BrokerDown(format!(
+                "cannot ask {host} to attach volume {volume_id} now"
+            )));
+        }
+        let now = now_ms();
+        let attachment = Attachment {
+            id: uuid::Uuid::new_v4().to_string(),
+            volume_id: volume_id.clone(),
+            // The volume's project: an admin attaching it makes it the owner's.
+            project_id: volume.project_id.clone(),
+            user_id: ctx.user_id.clone(),
+            status: AttachmentStatus::Attaching,
+            instance_id: req.instance_id.clone(),
+            connector: valid.connector,
+            mode: valid.mode,
+            volume_host: host.clone(),
+            connection_info: None,
+            error_message: String::new(),
+            created_at_ms: now,
+            updated_at_ms: now,
+            attached_at_ms: None,
+        };
+        let id = attachment.id.clone();
+        tracing::Span::current().record("attachment_id", id.as_str());
+        let worker = self.worker(&id, AttachmentStatus::Attaching, &host);
+        let reserved = self
+            .db
+            .reserve_attachment(&attachment, multiattach, &worker)
+            .await
+            .map_err(ApiError::db(format!("reserve attachment {id}")))?;
+        match reserved {
+            AttachReserve::Reserved(_) => {}
+            AttachReserve::VolumeNotFound => return Err(ApiError::volume_not_found(&volume_id)),
+            AttachReserve::WrongStatus(status) => {
+                return Err(not_attachable(&volume_id, status));
+            }
+            AttachReserve::NotMultiattach(ids) => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "volume {volume_id} is attached already ({}) and is not multiattach: \
+                     its volume type needs the extra spec {MULTIATTACH_SPEC}=\"<is> True\"",
+                    ids.join(", ")
+                )));
+            }
+        }
+        let request = AttachVolume {
+            attachment_id: id.clone(),
+        };
+        let result = match self.bus.attach_on_host(ctx, &host, request).await {
+            Ok(result) => result,
+            Err(status) => {
+                let reason = format!("cannot attach on {host}: {}", status.message());
+                self.settle_failed(&id, AttachmentStatus::Attaching, &reason)
+                    .await;
+                return Err(ApiError::Call {
+                    action: format!("attach volume {volume_id} on {host}"),
+                    status,
+                });
+            }
+        };
+        let mut attached = self
+            .db
+            .get_attachment(&id)
+            .await
+            .map_err(ApiError::db(format!("get attachment {id}")))?
+            .ok_or_else(|| {
+                ApiError::Internal(format!("attachment {id} vanished while attaching"))
+            })?;
+        if attached.status == AttachmentStatus::Attaching {
+            // The host answered but did not settle the row: settle it with its answer.
+            let info = result
+                .connection_info
+                .as_ref()
+                .and_then(connection_info_from_proto)
+                .ok_or_else(|| {
+                    ApiError::Internal(format!(
+                        "{host} attached {id} without a usable connection info"
+                    ))
+                })?;
+            if let Some(done) = self
+                .db
+                .finish_attach(&id, &info)
+                .await
+                .map_err(ApiError::db(format!("mark attachment {id} attached")))?
+            {
+                attached = done;
+            }
+        }
+        if attached.status != AttachmentStatus::Attached {
+            return Err(ApiError::FailedPrecondition(format!(
+                "attachment {id} is {} after its host answered: {}",
+                attached.status, attached.error_message
+            )));
+        }
+        tracing::info!(attachment_id = %id, volume_id = %volume_id, host = %host, "volume attached");
+        Ok(attached)
+    }
+
+    /// After a failed call: `from` -> its error status with `reason`, if the row is
+    /// still `from` (the host may have settled it meanwhile).
+    async fn settle_failed(&self, id: &str, from: AttachmentStatus, reason: &str) {
+        let settled = match from {
+            AttachmentStatus::Detaching => self.db.fail_detach(id, reason).await,
+            _ => self.db.fail_attach(id, reason).await,
+        };
+        match settled {
+            Ok(true) => tracing::warn!(attachment_id = %id, %reason, "attachment failed"),
+            Ok(false) => tracing::info!(attachment_id = %id, "attachment settled by its host"),
+            Err(err) => {
+                tracing::error!(attachment_id = %id, error = %err, "cannot mark attachment failed");
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list(
+        &self,
+        ctx: &RequestContext,
+        req: pb::ListAttachmentsRequest,
+    ) -> ApiResult<pb::ListAttachmentsResponse> {
+        let page_size = i32::try_from(req.page_size).map_err(|_| {
+            ApiError::invalid(
+                "page_size",
+                format!(
+                    "must be between 0 and {}, got {}",
+                    validate::MAX_PAGE_SIZE,
+                    req.page_size
+                ),
+            )
+        })?;
+        let limit = validate::page_size(page_size)?;
+        let volume_id = match req.volume_id.as_str() {
+            "" => None,
+            id => Some(validate::uuid("volume_id", id)?),
+        };
+        let digest = filter_digest(&["attachments", volume_id.as_deref().unwrap_or_default()]);
+        let after = PageToken::decode(&req.page_token, &ctx.project_id, &digest)?;
+        let query = AttachmentQuery {
+            project_id: Some(ctx.project_id.clone()),
+            volume_id,
+            after: after.map(|token| (token.created_at_ms, token.id)),
+            limit: limit + 1,
+            ..AttachmentQuery::default()
+        };
+        let mut attachments = self
+            .db
+            .list_attachments(&query)
+            .await
+            .map_err(ApiError::db("list attachments"))?;
+        let next_page_token = finish_page(
+            &mut attachments,
+            limit,
+            |last| (last.created_at_ms, last.id.clone()),
+            &ctx.project_id,
+            &digest,
+        );
+        Ok(pb::ListAttachmentsResponse {
+            attachments: attachments.iter().map(pb::Attachment::from).collect(),
+            next_page_token,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(attachment_id = %id))]
+    async fn delete(&self, ctx: &RequestContext, id: &str) -> ApiResult<()> {
+        let id = validate::uuid("id", id)?;
+        let attachment = self.load(ctx, &id).await?;
+        let host = attachment.volume_host.clone();
+        if !self.bus.is_connected() {
+            return Err(ApiError::BrokerDown(format!(
+                "cannot ask {host} to detach attachment {id} now"
+            )));
+        }
+        let worker = self.worker(&id, AttachmentStatus::Detaching, &host);
+        let started = self
+            .db
+            .start_detach(&id, &worker)
+            .await
+            .map_err(ApiError::db(format!("mark attachment {id} detaching")))?;
+        match started {
+            DetachStart::Started(_) => {}
+            DetachStart::NotFound => return Err(ApiError::attachment_not_found(&id)),
+            DetachStart::WrongStatus(status) => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "attachment {id} is {status}: it can be deleted once it is attached \
+                     (or in an error status)"
+                )));
+            }
+        }
+        let request = DetachVolume {
+            attachment_id: id.clone(),
+        };
+        if let Err(status) = self.bus.detach_on_host(ctx, &host, request).await {
+            let reason = format!("cannot detach on {host}: {}", status.message());
+            self.settle_failed(&id, AttachmentStatus::Detaching, &reason)
+                .await;
+            return Err(ApiError::Call {
+                action: format!("detach attachment {id} on {host}"),
+                status,
+            });
+        }
+        tracing::info!(attachment_id = %id, volume_id = %attachment.volume_id, host = %host, "volume detached");
+        Ok(())
+    }
+}
+
+/// Whether an extra spec's value says `<is> True` (case-insensitive, spaces
+/// around the parts ignored).
+fn is_true(value: &str) -> bool {
+    let value = value.trim().to_ascii_lowercase();
+    value
+        .strip_prefix("<is>")
+        .is_some_and(|rest| rest.trim() == "true")
+}
+
+fn not_attachable(volume_id: &str, status: VolumeStatus) -> ApiError {
+    ApiError::FailedPrecondition(format!(
+        "volume {volume_id} is {status}: only available volumes (or attached multiattach \
+         ones) can be attached"
+    ))
+}
+
+#[tonic::async_trait]
+impl AttachmentService for AttachmentApi {
+    async fn create_attachment(
+        &self,
+        request: Request<pb::CreateAttachmentRequest>,
+    ) -> Result<Response<pb::Attachment>, Status> {
+        let ctx = context(&request)?;
+        reply(
+            self.create(&ctx, request.into_inner())
+                .await
+                .map(|a| pb::Attachment::from(&a)),
+        )
+    }
+
+    async fn get_attachment(
+        &self,
+        request: Request<pb::GetAttachmentRequest>,
+    ) -> Result<Response<pb::Attachment>, Status> {
+        let ctx = context(&request)?;
+        let result = match validate::uuid("id", &request.get_ref().id) {
+            Ok(id) => self.load(&ctx, &id).await,
+            Err(err) => Err(err),
+        };
+        reply(result.map(|a| pb::Attachment::from(&a)))
+    }
+
+    async fn list_attachments(
+        &self,
+        request: Request<pb::ListAttachmentsRequest>,
+    ) -> Result<Response<pb::ListAttachmentsResponse>, Status> {
+        let ctx = context(&request)?;
+        reply(self.list(&ctx, request.into_inner()).await)
+    }
+
+    async fn delete_attachment(
+        &self,
+        request: Request<pb::DeleteAttachmentRequest>,
+    ) -> Result<Response<pb::DeleteAttachmentResponse>, Status> {
+        let ctx = context(&request)?;
+        let id = request.get_ref().id.clone();
+        reply(
+            self.delete(&ctx, &id)
+                .await
+                .map(|()| pb::DeleteAttachmentResponse {}),
+        )
+    }
+}
+
+#[cfg(test)]
+#[path = "attachment_tests.rs"]
+mod tests;
