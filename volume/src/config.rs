@@ -30,6 +30,14 @@ pub const VOLUME_ENV: &[EnvKey] = &[
         "SCORIA_VOLUME_RESERVED_PERCENTAGE",
         "volume.reserved_percentage",
     ),
+    EnvKey::int(
+        "SCORIA_RECONCILE_INTERVAL_SECS",
+        "volume.reconcile_interval_secs",
+    ),
+    EnvKey::int(
+        "SCORIA_OPERATION_DEADLINE_SECS",
+        "volume.operation_deadline_secs",
+    ),
 ];
 
 /// Every override the volume service reads: [`COMMON_ENV`] then [`VOLUME_ENV`].
@@ -73,6 +81,13 @@ pub struct VolumeSection {
     pub max_over_subscription_ratio: f64,
     /// The percentage of capacity kept free (`SCORIA_VOLUME_RESERVED_PERCENTAGE`).
     pub reserved_percentage: u32,
+    /// Seconds between two runs of the reconciler, which resolves this service's
+    /// overdue work (`SCORIA_RECONCILE_INTERVAL_SECS`).
+    pub reconcile_interval_secs: u64,
+    /// Seconds this service gives itself to finish work it starts (create,
+    /// delete, extend, snapshots) before its reconciler, or a scheduler's reaper
+    /// when it is down, steps in (`SCORIA_OPERATION_DEADLINE_SECS`).
+    pub operation_deadline_secs: u64,
 }
 
 impl Default for VolumeSection {
@@ -86,6 +101,8 @@ impl Default for VolumeSection {
             heartbeat_interval_secs: 10,
             max_over_subscription_ratio: 20.0,
             reserved_percentage: 0,
+            reconcile_interval_secs: 60,
+            operation_deadline_secs: 600,
         }
     }
 }
@@ -155,6 +172,18 @@ impl Config {
                 ),
             );
         }
+        if v.reconcile_interval_secs == 0 {
+            return refuse(
+                "volume.reconcile_interval_secs",
+                "must be at least 1".into(),
+            );
+        }
+        if v.operation_deadline_secs == 0 {
+            return refuse(
+                "volume.operation_deadline_secs",
+                "must be at least 1".into(),
+            );
+        }
         if v.reserved_percentage > 100 {
             return refuse(
                 "volume.reserved_percentage",
@@ -207,6 +236,16 @@ impl Config {
     pub fn report_interval(&self) -> Duration {
         Duration::from_secs(self.volume.report_interval_secs)
     }
+
+    /// The time between two reconciler runs.
+    pub fn reconcile_interval(&self) -> Duration {
+        Duration::from_secs(self.volume.reconcile_interval_secs)
+    }
+
+    /// The deadline of work this service starts.
+    pub fn operation_deadline(&self) -> Duration {
+        Duration::from_secs(self.volume.operation_deadline_secs)
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +271,8 @@ mod tests {
         assert_eq!(c.heartbeat_interval(), Duration::from_secs(10));
         assert_eq!(c.volume.max_over_subscription_ratio, 20.0);
         assert_eq!(c.volume.reserved_percentage, 0);
+        assert_eq!(c.reconcile_interval(), Duration::from_secs(60));
+        assert_eq!(c.operation_deadline(), Duration::from_secs(600));
         assert_eq!(c.host(), "node1@file");
         assert_eq!(c.database_url(), "sqlite://./data/scoria.db");
         assert_eq!(c.backend_dir(), std::path::PathBuf::from("./data/file"));
@@ -253,9 +294,13 @@ mod tests {
                 ("SCORIA_VOLUME_CAPACITY_GIB", "40"),
                 ("SCORIA_AVAILABILITY_ZONE", "az1"),
                 ("SCORIA_HEARTBEAT_INTERVAL_SECS", "2"),
+                ("SCORIA_RECONCILE_INTERVAL_SECS", "3"),
+                ("SCORIA_OPERATION_DEADLINE_SECS", "4"),
             ]),
         )
         .expect("load");
+        assert_eq!(c.reconcile_interval(), Duration::from_secs(3));
+        assert_eq!(c.operation_deadline(), Duration::from_secs(4));
         assert_eq!(c.host(), "node2@fast");
         assert_eq!(c.volume.capacity_gib, Some(40));
         assert_eq!(c.volume.availability_zone, "az1");

@@ -12,6 +12,7 @@ pub mod config;
 pub mod driver;
 pub mod export;
 pub mod manager;
+pub mod reconciler;
 
 use std::{sync::Arc, time::Duration};
 
@@ -82,13 +83,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     };
     let rpc = RpcClient::new(broker.clone());
     let notifier = Notifier::new(broker.clone(), format!("{BINARY}.{host}"));
-    let manager = Arc::new(VolumeManager::new(
-        db.clone(),
-        driver,
-        Arc::new(SchedulerClient::new(rpc)),
-        Arc::new(notifier.clone()),
-        ManagerSettings::from_config(&config),
-    ));
+    let manager = Arc::new(
+        VolumeManager::new(
+            db.clone(),
+            driver,
+            Arc::new(SchedulerClient::new(rpc)),
+            Arc::new(notifier.clone()),
+            ManagerSettings::from_config(&config),
+        )
+        .with_operation_deadline(config.operation_deadline()),
+    );
     tracing::info!(
         %host,
         exchange = %config.bus.control_exchange,
@@ -157,6 +161,11 @@ async fn serve(
     if let Ok(true) = result {
         let tasks = TaskTracker::new();
         tasks.spawn(heartbeats(db.clone(), config.clone(), shutdown.clone()));
+        tasks.spawn(reconcile(
+            reconciler::Reconciler::new(manager.clone()),
+            config.reconcile_interval(),
+            shutdown.clone(),
+        ));
         tasks.spawn(reports(manager, config.report_interval(), shutdown.clone()));
         tasks.close();
         shutdown.cancelled().await;
@@ -188,6 +197,28 @@ async fn heartbeats(db: Db, config: Config, shutdown: CancellationToken) {
             .await
         {
             tracing::warn!(%host, %err, "heartbeat not written");
+        }
+    }
+}
+
+/// Resolves this service's overdue work now (start-up) and every `period`
+/// until `shutdown`.
+async fn reconcile(
+    reconciler: reconciler::Reconciler,
+    period: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            // Errors are logged by the run's span.
+            _ = reconciler.run_once() => {}
         }
     }
 }

@@ -134,6 +134,10 @@ pub struct VolumeManager {
     scheduler: Arc<dyn SchedulerOps>,
     notifier: Arc<dyn Notifications>,
     settings: ManagerSettings,
+    /// The resources a handler works on right now (the reconciler leaves them be).
+    in_flight: crate::reconciler::InFlight,
+    /// How long this service gives itself to finish work it starts.
+    operation_deadline: Duration,
 }
 
 impl VolumeManager {
@@ -151,7 +155,47 @@ impl VolumeManager {
             scheduler,
             notifier,
             settings,
+            in_flight: Default::default(),
+            operation_deadline: CREATE_DEADLINE,
         }
+    }
+
+    /// Gives work this service starts `deadline` to finish (default
+    /// [`CREATE_DEADLINE`]); past it, the reconciler (or a reaper) steps in.
+    pub fn with_operation_deadline(mut self, deadline: Duration) -> Self {
+        self.operation_deadline = deadline;
+        self
+    }
+
+    /// The database.
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The backend.
+    pub(crate) fn driver(&self) -> &Arc<dyn VolumeDriver> {
+        &self.driver
+    }
+
+    /// The resources a handler works on right now.
+    pub(crate) fn in_flight(&self) -> &crate::reconciler::InFlight {
+        &self.in_flight
+    }
+
+    /// Takes the worker entry of the work this service starts on resource `id`
+    /// in `status`, with this service's own deadline.
+    pub(crate) async fn claim(
+        &self,
+        kind: WorkerKind,
+        id: &str,
+        status: &str,
+    ) -> Result<(), Status> {
+        let deadline = now_ms() + self.operation_deadline.as_millis() as i64;
+        self.db
+            .claim_worker(kind, id, status, &self.settings.host, deadline)
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     /// The settings.
@@ -207,7 +251,7 @@ impl VolumeManager {
             .await
     }
 
-    async fn notify(
+    pub(crate) async fn notify(
         &self,
         ctx: &RequestContext,
         priority: Priority,
@@ -220,7 +264,7 @@ impl VolumeManager {
     }
 
     /// Removes the backend object of a volume whose row is gone (best effort).
-    async fn remove_leftover(&self, id: &str) {
+    pub(crate) async fn remove_leftover(&self, id: &str) {
         if let Err(err) = self.driver.delete_volume(id).await {
             tracing::warn!(volume_id = %id, %err, "cannot remove leftover backend object");
         }
@@ -232,7 +276,7 @@ impl VolumeManager {
             resource_id: id.to_owned(),
             status: VolumeStatus::Creating.as_str().to_owned(),
             service: service.to_owned(),
-            deadline_ms: now_ms() + CREATE_DEADLINE.as_millis() as i64,
+            deadline_ms: now_ms() + self.operation_deadline.as_millis() as i64,
         }
     }
 
@@ -240,6 +284,7 @@ impl VolumeManager {
 
     async fn create(&self, ctx: &RequestContext, request: CreateVolume) -> Result<(), Status> {
         let id = request.volume_id.as_str();
+        let _busy = self.in_flight.enter(id);
         let host = self.settings.host.as_str();
         let Some(mut volume) = self.db.get_volume(id).await.map_err(db_error)? else {
             tracing::info!("volume was deleted before it was created: removing any leftover");
@@ -441,8 +486,15 @@ impl VolumeManager {
 
     // === delete ===
 
-    async fn delete(&self, ctx: &RequestContext, request: DeleteVolume) -> Result<(), Status> {
+    /// The `delete_volume` handler (the reconciler runs it again for an overdue
+    /// `deleting`).
+    pub(crate) async fn delete(
+        &self,
+        ctx: &RequestContext,
+        request: DeleteVolume,
+    ) -> Result<(), Status> {
         let id = request.volume_id.as_str();
+        let _busy = self.in_flight.enter(id);
         let Some(mut volume) = self.db.get_volume(id).await.map_err(db_error)? else {
             tracing::info!("volume row already gone: removing any leftover");
             self.remove_leftover(id).await;
@@ -452,6 +504,8 @@ impl VolumeManager {
             tracing::warn!(status = %volume.status, "volume is not deleting: cast ignored");
             return Ok(());
         }
+        self.claim(WorkerKind::Volume, id, VolumeStatus::Deleting.as_str())
+            .await?;
         self.notify(ctx, Priority::Info, "volume.delete.start", &volume)
             .await;
         match self.driver.delete_volume(id).await {

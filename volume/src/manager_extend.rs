@@ -13,6 +13,7 @@
 
 use scoria_common::{
     RequestContext,
+    db::WorkerKind,
     model::{VolumeStatus, now_ms},
     rpc::Priority,
 };
@@ -29,6 +30,7 @@ impl VolumeManager {
     ) -> Result<(), Status> {
         let id = request.volume_id.as_str();
         let new_size = request.new_size_gib;
+        let _busy = self.in_flight().enter(id);
         let Some(mut volume) = self.db.get_volume(id).await.map_err(db_error)? else {
             tracing::info!("volume row gone: extend cast ignored");
             return Ok(());
@@ -49,6 +51,8 @@ impl VolumeManager {
             tracing::warn!(host = ?volume.host, "volume is on another backend: extend cast ignored");
             return Ok(());
         }
+        self.claim(WorkerKind::Volume, id, VolumeStatus::Extending.as_str())
+            .await?;
         // The status to return to (only `available` is extended today).
         let back_to = match request.previous_status.parse::<VolumeStatus>() {
             Ok(status @ (VolumeStatus::Available | VolumeStatus::InUse)) => status,

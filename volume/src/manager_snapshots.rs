@@ -22,6 +22,7 @@
 
 use scoria_common::{
     RequestContext,
+    db::WorkerKind,
     model::{Snapshot, SnapshotStatus},
     rpc::Priority,
 };
@@ -31,7 +32,7 @@ use tonic::Status;
 use super::{VolumeManager, db_error};
 
 impl VolumeManager {
-    async fn notify_snapshot(
+    pub(crate) async fn notify_snapshot(
         &self,
         ctx: &RequestContext,
         priority: Priority,
@@ -44,7 +45,7 @@ impl VolumeManager {
     }
 
     /// Removes the backend object of a snapshot whose row is gone (best effort).
-    async fn remove_leftover_snapshot(&self, id: &str) {
+    pub(crate) async fn remove_leftover_snapshot(&self, id: &str) {
         if let Err(err) = self.driver.delete_snapshot(id).await {
             tracing::warn!(snapshot_id = %id, %err, "cannot remove leftover snapshot object");
         }
@@ -65,6 +66,7 @@ impl VolumeManager {
         request: CreateSnapshot,
     ) -> Result<(), Status> {
         let id = request.snapshot_id.as_str();
+        let _busy = self.in_flight().enter(id);
         let Some(mut snapshot) = self.db.get_snapshot(id).await.map_err(db_error)? else {
             tracing::info!("snapshot row gone before it was made: removing any leftover");
             self.remove_leftover_snapshot(id).await;
@@ -82,6 +84,8 @@ impl VolumeManager {
             tracing::warn!(host = ?snapshot.host, "snapshot belongs to another backend: cast ignored");
             return Ok(());
         }
+        self.claim(WorkerKind::Snapshot, id, SnapshotStatus::Creating.as_str())
+            .await?;
         if request.volume_id != snapshot.volume_id {
             tracing::warn!(
                 requested = %request.volume_id,
@@ -147,12 +151,13 @@ impl VolumeManager {
         Ok(())
     }
 
-    pub(super) async fn snapshot_delete(
+    pub(crate) async fn snapshot_delete(
         &self,
         ctx: &RequestContext,
         request: DeleteSnapshot,
     ) -> Result<(), Status> {
         let id = request.snapshot_id.as_str();
+        let _busy = self.in_flight().enter(id);
         let Some(mut snapshot) = self.db.get_snapshot(id).await.map_err(db_error)? else {
             tracing::info!("snapshot row already gone: removing any leftover");
             self.remove_leftover_snapshot(id).await;
@@ -166,6 +171,8 @@ impl VolumeManager {
             tracing::warn!(host = ?snapshot.host, "snapshot belongs to another backend: cast ignored");
             return Ok(());
         }
+        self.claim(WorkerKind::Snapshot, id, SnapshotStatus::Deleting.as_str())
+            .await?;
         self.notify_snapshot(ctx, Priority::Info, "snapshot.delete.start", &snapshot)
             .await;
         match self.driver.delete_snapshot(id).await {
