@@ -40,9 +40,21 @@ pub const VOLUME_ENV: &[EnvKey] = &[
     ),
 ];
 
-/// Every override the volume service reads: [`COMMON_ENV`] then [`VOLUME_ENV`].
+/// The `[export]` overrides.
+pub const EXPORT_ENV: &[EnvKey] = &[
+    EnvKey::str("SCORIA_EXPORT_HOST", "export.host"),
+    EnvKey::str("SCORIA_EXPORT_PORTS", "export.ports"),
+];
+
+/// Every override the volume service reads: [`COMMON_ENV`], [`VOLUME_ENV`], then
+/// [`EXPORT_ENV`].
 pub fn env_keys() -> Vec<EnvKey> {
-    COMMON_ENV.iter().chain(VOLUME_ENV).copied().collect()
+    COMMON_ENV
+        .iter()
+        .chain(VOLUME_ENV)
+        .chain(EXPORT_ENV)
+        .copied()
+        .collect()
 }
 
 /// The volume service's configuration.
@@ -57,6 +69,41 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// The backend this service owns (`[volume]`).
     pub volume: VolumeSection,
+    /// The NBD exports of attachments (`[export]`).
+    pub export: ExportSection,
+}
+
+/// The `[export]` section: where attachments' `qemu-nbd` servers listen.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportSection {
+    /// The address the servers bind, which is also the host clients are told to
+    /// connect to (`SCORIA_EXPORT_HOST`).
+    pub host: String,
+    /// The TCP ports the servers take, `first-last` (`SCORIA_EXPORT_PORTS`).
+    pub ports: String,
+}
+
+impl Default for ExportSection {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            ports: "10809-11808".to_owned(),
+        }
+    }
+}
+
+/// `first-last` as a port range, or why not.
+fn parse_ports(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad =
+        || format!("{text:?} must be \"first-last\", two ports from 1 to 65535, first <= last");
+    let (first, last) = text.trim().split_once('-').ok_or_else(bad)?;
+    let first: u16 = first.trim().parse().map_err(|_| bad())?;
+    let last: u16 = last.trim().parse().map_err(|_| bad())?;
+    if first == 0 || first > last {
+        return Err(bad());
+    }
+    Ok(first..=last)
 }
 
 /// The `[volume]` section: the one backend this service owns.
@@ -190,6 +237,15 @@ impl Config {
                 format!("{} is above 100", v.reserved_percentage),
             );
         }
+        if self.export.host.is_empty() || self.export.host.contains(char::is_whitespace) {
+            return refuse(
+                "export.host",
+                format!("{:?} must be an address without spaces", self.export.host),
+            );
+        }
+        if let Err(reason) = parse_ports(&self.export.ports) {
+            return refuse("export.ports", reason);
+        }
         if self.service.host.is_empty() || self.service.host.contains(['@', '#', '*']) {
             return refuse(
                 "service.host",
@@ -225,6 +281,19 @@ impl Config {
     /// Where the backend keeps its objects: `<data_dir>/<backend>`.
     pub fn backend_dir(&self) -> std::path::PathBuf {
         self.service.data_dir.join(&self.volume.backend)
+    }
+
+    /// The ports of the exports (validated by [`Config::validate`]; the default
+    /// range if unparsable).
+    pub fn export_ports(&self) -> std::ops::RangeInclusive<u16> {
+        parse_ports(&self.export.ports).unwrap_or(10809..=11808)
+    }
+
+    /// Where the export servers' pid files and logs live, one directory per
+    /// backend: `<data_dir>/exports/<host@backend>`. A restarted service finds its
+    /// running servers there.
+    pub fn export_run_dir(&self) -> std::path::PathBuf {
+        self.service.data_dir.join("exports").join(self.host())
     }
 
     /// The heartbeat interval.
@@ -323,6 +392,41 @@ mod tests {
         )
         .expect("load");
         assert_eq!(c.volume.driver, "qcow2");
+    }
+
+    #[test]
+    fn exports_default_to_loopback_and_nbd_ports() {
+        let c = Config::load_from(None, &env(&[("SCORIA_HOST", "node1")])).expect("defaults");
+        assert_eq!(c.export, ExportSection::default());
+        assert_eq!(c.export.host, "127.0.0.1");
+        assert_eq!(c.export_ports(), 10809..=11808);
+        assert_eq!(
+            c.export_run_dir(),
+            std::path::PathBuf::from("./data/exports/node1@file")
+        );
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("SCORIA_HOST", "node1"),
+                ("SCORIA_EXPORT_HOST", "10.0.0.5"),
+                ("SCORIA_EXPORT_PORTS", "20000-20009"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.export.host, "10.0.0.5");
+        assert_eq!(c.export_ports(), 20000..=20009);
+    }
+
+    #[test]
+    fn bad_export_ports_name_the_key() {
+        for ports in ["10809", "11808-10809", "0-10", "a-b", "1-70000", ""] {
+            let err =
+                Config::load_from(None, &env(&[("SCORIA_EXPORT_PORTS", ports)])).expect_err(ports);
+            assert!(err.to_string().contains("export.ports"), "{ports}: {err}");
+        }
+        let err =
+            Config::load_from(None, &env(&[("SCORIA_EXPORT_HOST", "")])).expect_err("empty host");
+        assert!(err.to_string().contains("export.host"), "{err}");
     }
 
     #[test]

@@ -250,6 +250,30 @@ impl Db {
         Ok(())
     }
 
+    /// Replaces the connection info of attachment `id` if it holds an export
+    /// (`attached`, `detaching` or `error_detaching`): its volume was exported
+    /// again on another port after a restart. Whether it changed.
+    pub async fn update_connection_info(&self, id: &str, info: &ConnectionInfo) -> DbResult<bool> {
+        const HOLDING: [AttachmentStatus; 3] = [
+            AttachmentStatus::Attached,
+            AttachmentStatus::Detaching,
+            AttachmentStatus::ErrorDetaching,
+        ];
+        let sql = format!(
+            "UPDATE attachments SET connection_info = $1, updated_at = $2 \
+             WHERE id = $3 AND status IN ({})",
+            placeholders(4, HOLDING.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(to_json(info))
+            .bind(now_ms())
+            .bind(id);
+        for status in HOLDING {
+            q = q.bind(status.as_str());
+        }
+        Ok(q.execute(&self.pool).await?.rows_affected() == 1)
+    }
+
     /// The attachment `id`, of any project.
     pub async fn get_attachment(&self, id: &str) -> DbResult<Option<Attachment>> {
         let row = sqlx::query(AssertSqlSafe(format!(

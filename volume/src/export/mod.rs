@@ -1,4 +1,6 @@
-//! Exports: volumes served over NBD for attachments, one real `qemu-nbd` per volume.
+//! Exports: volumes served over NBD for attachments, one real `qemu-nbd` per export.
+//! An export is a volume in a mode ([`ExportKey`]): `volume-<id>` read-write,
+//! `volume-<id>-ro` read-only; a volume attached both ways has two servers.
 //!
 //! ```text
 //!  export(id, path, format, ro) ──▶ exported and alive? ──yes──▶ same ConnectionInfo
@@ -6,20 +8,30 @@
 //!                                    ▼
 //!         next port of the range: held by one of ours? bind fails? ──▶ next port
 //!                                    ▼
-//!   qemu-nbd --persistent --shared=16 -f <format> -x volume-<id> -b <host> -p <port>
-//!            [--read-only] --pid-file <run_dir>/volume-<id>.pid <path>
-//!       (stderr to <run_dir>/volume-<id>.log; the Child is kept, killed on drop)
+//!   qemu-nbd --persistent --shared=16 -x <export> -b <host> -p <port>
+//!            --pid-file <run_dir>/<export>.pid
+//!            rw: -f <format> <path>
+//!            ro: --read-only --image-opts driver=<format>,force-share=on,file.filename=<path>
+//!       (stderr to <run_dir>/<export>.log; own process group; killed when its
+//!        handle is dropped, unless released)
 //!                                    ▼
-//!        port greets "NBDMAGIC" within 5 s ──▶ ConnectionInfo {nbd, host, port, volume-<id>}
+//!        port greets "NBDMAGIC" within 5 s ──▶ ConnectionInfo {nbd, host, port, <export>, ro}
 //!        exits first: "Address already in use" ──▶ next port; else its stderr in the error
 //!
-//!  unexport(id) ──▶ SIGTERM, 5 s, SIGKILL; pid file and log removed; missing = Ok
-//!  start-up     ──▶ adopt_or_clean(wanted): pid files of run_dir whose qemu-nbd still
-//!                   serves a wanted volume are adopted, the others killed
-//!                   (cleanup_stale: kill them all); reexport(.., port_hint) keeps
-//!                   a volume on its old port when that port is free
-//!  shutdown()   ──▶ SIGTERM to all at once, then wait for each
+//!  unexport(id, ro) ──▶ SIGTERM, 5 s, SIGKILL; pid file and log removed; missing = Ok
+//!  release()        ──▶ the service stops: servers left running, pid files kept
+//!  start-up         ──▶ adopt_or_clean(wanted): pid files of run_dir whose qemu-nbd
+//!                       still serves a wanted export are adopted, the others killed
+//!                       (cleanup_stale: kill them all); reexport(.., port_hint) keeps
+//!                       an export on its old port when that port is free
+//!  shutdown()       ──▶ SIGTERM to all at once, then wait for each
 //! ```
+//!
+//! The read-only server opens the image without QEMU's image locks
+//! (`force-share=on`), so it can serve a volume a read-write server holds. A qcow2
+//! volume written through its read-write export meanwhile may show the read-only
+//! reader stale data (each server caches the image's metadata); raw volumes do not
+//! have that problem.
 //!
 //! One lock serialises the operations (an export holds it while its server starts,
 //! up to 5 s), so two exports never pick the same port. A snapshot of the connection
@@ -135,44 +147,66 @@ impl ExportError {
     }
 }
 
-/// What a client needs to reach an exported volume.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct ConnectionInfo {
-    /// Always `nbd`.
-    pub protocol: String,
-    /// The address the server listens on.
-    pub host: String,
-    /// Its TCP port.
-    pub port: u16,
-    /// The export name, `volume-<id>`.
-    pub export_name: String,
+pub use scoria_common::model::ConnectionInfo;
+
+/// One export: a volume served read-write (`volume-<id>`) or read-only
+/// (`volume-<id>-ro`). A volume may have both at once, each its own `qemu-nbd`
+/// (a server serves one export) on its own port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExportKey {
+    /// The volume, as one hyphenated, lower-case UUID.
+    pub volume_id: String,
+    /// Whether writes are refused.
+    pub read_only: bool,
 }
 
-impl ConnectionInfo {
-    /// The export as an NBD URI, `nbd://<host>:<port>/<export_name>` (as `qemu-io` and
-    /// `qemu-img` take it; an IPv6 host is bracketed).
-    pub fn uri(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
+impl ExportKey {
+    /// The export of volume `volume_id` (any UUID form) in that mode.
+    pub fn new(volume_id: &str, read_only: bool) -> Result<Self> {
+        Ok(Self {
+            volume_id: canonical_id(volume_id)?,
+            read_only,
+        })
+    }
+
+    /// The NBD export name, also the stem of its pid file and log.
+    pub fn export_name(&self) -> String {
+        if self.read_only {
+            format!("volume-{}-ro", self.volume_id)
         } else {
-            self.host.clone()
+            format!("volume-{}", self.volume_id)
+        }
+    }
+
+    /// The key whose [`ExportKey::export_name`] is `name`, if it is one.
+    fn from_export_name(name: &str) -> Option<Self> {
+        let rest = name.strip_prefix("volume-")?;
+        let (id, read_only) = match rest.strip_suffix("-ro") {
+            Some(id) => (id, true),
+            None => (rest, false),
         };
-        format!("nbd://{host}:{}/{}", self.port, self.export_name)
+        Self::new(id, read_only).ok()
+    }
+}
+
+impl std::fmt::Display for ExportKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.export_name())
     }
 }
 
 /// What [`ExportManager::adopt_or_clean`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cleanup {
-    /// Wanted volumes whose server from an earlier run now belongs to this manager.
-    pub adopted: Vec<String>,
-    /// Volumes this manager exported that were not wanted: unexported.
-    pub unexported: Vec<String>,
-    /// Volumes whose leftover server was killed.
-    pub killed: Vec<String>,
+    /// Wanted exports whose server from an earlier run now belongs to this manager.
+    pub adopted: Vec<ExportKey>,
+    /// Exports of this manager that were not wanted: unexported.
+    pub unexported: Vec<ExportKey>,
+    /// Exports whose leftover server was killed.
+    pub killed: Vec<ExportKey>,
 }
 
-/// Serves volumes over NBD, one `qemu-nbd` child per exported volume.
+/// Serves volumes over NBD, one `qemu-nbd` per export.
 #[derive(Debug)]
 pub struct ExportManager {
     bind_host: String,
@@ -181,12 +215,12 @@ pub struct ExportManager {
     program: PathBuf,
     state: Mutex<State>,
     /// The connection infos of `state`, for [`ExportManager::exported`].
-    published: std::sync::Mutex<BTreeMap<String, ConnectionInfo>>,
+    published: std::sync::Mutex<BTreeMap<ExportKey, ConnectionInfo>>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    servers: HashMap<String, Server>,
+    servers: HashMap<ExportKey, Server>,
     /// Where the next search for a free port starts, so a port just freed is not
     /// handed out again at once.
     next_port: u16,
@@ -226,10 +260,11 @@ impl ExportManager {
         &self.run_dir
     }
 
-    /// Exports volume `volume_id` (its object at `path`, in `format`) and returns how
-    /// to connect. Idempotent: an exported volume keeps its server, and every caller
-    /// (every attachment of a multiattach volume) gets the same info; asking for
-    /// another path, format or mode is [`ExportError::Conflict`].
+    /// Exports volume `volume_id` (its object at `path`, in `format`), read-only or
+    /// read-write, and returns how to connect. Idempotent: an export keeps its
+    /// server, and every caller (every attachment of a multiattach volume in that
+    /// mode) gets the same info; the other mode is another export, on another port.
+    /// Asking for another path or format is [`ExportError::Conflict`].
     #[tracing::instrument(skip(self, path), err, fields(path = %path.display()))]
     pub async fn export(
         &self,
@@ -238,7 +273,8 @@ impl ExportManager {
         format: &str,
         read_only: bool,
     ) -> Result<ConnectionInfo> {
-        self.ensure(volume_id, path, format, read_only, None).await
+        let key = ExportKey::new(volume_id, read_only)?;
+        self.ensure(key, path, format, None).await
     }
 
     /// As [`ExportManager::export`], on `port_hint` if that port is free: a volume
@@ -253,33 +289,30 @@ impl ExportManager {
         read_only: bool,
         port_hint: Option<u16>,
     ) -> Result<ConnectionInfo> {
-        self.ensure(volume_id, path, format, read_only, port_hint)
-            .await
+        let key = ExportKey::new(volume_id, read_only)?;
+        self.ensure(key, path, format, port_hint).await
     }
 
     async fn ensure(
         &self,
-        volume_id: &str,
+        key: ExportKey,
         path: &Path,
         format: &str,
-        read_only: bool,
         mut port_hint: Option<u16>,
     ) -> Result<ConnectionInfo> {
-        let id = canonical_id(volume_id)?;
         let mut state = self.state.lock().await;
-        if let Some(server) = state.servers.get_mut(&id) {
+        if let Some(server) = state.servers.get_mut(&key) {
             if server.is_alive() {
-                return same_export(&id, &server.spec, path, format, read_only)
-                    .map(|()| server.spec.info());
+                return same_export(&key, &server.spec, path, format).map(|()| server.spec.info());
             }
             tracing::warn!(
-                volume_id = %id,
+                export = %key,
                 port = server.spec.port,
                 stderr = %server.stderr(),
                 "qemu-nbd died: restarting it"
             );
             port_hint = port_hint.or(Some(server.spec.port));
-            if let Some(dead) = state.servers.remove(&id) {
+            if let Some(dead) = state.servers.remove(&key) {
                 dead.stop().await;
             }
             self.publish(&state);
@@ -298,85 +331,109 @@ impl ExportManager {
                 continue;
             }
             let spec = Spec {
-                export_name: format!("volume-{id}"),
+                export_name: key.export_name(),
                 path: path.to_owned(),
                 format: format.to_owned(),
-                read_only,
+                read_only: key.read_only,
                 host: self.bind_host.clone(),
                 port,
             };
-            match Server::start(&self.program, spec, &self.run_dir, &id).await {
+            match Server::start(&self.program, spec, &self.run_dir, &key.volume_id).await {
                 Ok(server) => {
                     let info = server.spec.info();
                     if self.port_range.contains(&port) {
                         state.next_port = port.checked_add(1).unwrap_or(*self.port_range.start());
                     }
-                    state.servers.insert(id.clone(), server);
+                    state.servers.insert(key.clone(), server);
                     self.publish(&state);
-                    tracing::info!(volume_id = %id, uri = %info.uri(), read_only, "exported");
+                    tracing::info!(export = %key, uri = %info.uri(), "exported");
                     return Ok(info);
                 }
                 Err(err) if err.is_addr_in_use() => {
-                    tracing::debug!(volume_id = %id, port, "port taken meanwhile: next one");
+                    tracing::debug!(export = %key, port, "port taken meanwhile: next one");
                 }
                 Err(err) => return Err(err),
             }
         }
         Err(ExportError::PortsExhausted {
-            volume_id: id,
+            volume_id: key.volume_id,
             first: *self.port_range.start(),
             last: *self.port_range.end(),
         })
     }
 
-    /// Stops volume `volume_id`'s export (SIGTERM, then SIGKILL after 5 s). A volume
-    /// that is not exported is fine.
+    /// Stops volume `volume_id`'s export in that mode (SIGTERM, then SIGKILL after
+    /// 5 s). Whether one ran: an export that is not there is fine.
     #[tracing::instrument(skip(self), err)]
-    pub async fn unexport(&self, volume_id: &str) -> Result<()> {
-        let id = canonical_id(volume_id)?;
+    pub async fn unexport(&self, volume_id: &str, read_only: bool) -> Result<bool> {
+        let key = ExportKey::new(volume_id, read_only)?;
         let mut state = self.state.lock().await;
-        if let Some(server) = state.servers.remove(&id) {
-            server.stop().await;
-            self.publish(&state);
-            tracing::info!(volume_id = %id, "unexported");
-        }
-        Ok(())
+        let Some(server) = state.servers.remove(&key) else {
+            return Ok(false);
+        };
+        server.stop().await;
+        self.publish(&state);
+        tracing::info!(export = %key, "unexported");
+        Ok(true)
     }
 
-    /// The exported volumes and their connection infos, by volume id.
-    pub fn exported(&self) -> Vec<(String, ConnectionInfo)> {
+    /// Stops both exports (read-write and read-only) of volume `volume_id`, as it
+    /// is deleted. Whether any ran.
+    pub async fn unexport_volume(&self, volume_id: &str) -> Result<bool> {
+        let rw = self.unexport(volume_id, false).await?;
+        let ro = self.unexport(volume_id, true).await?;
+        Ok(rw || ro)
+    }
+
+    /// Volume `volume_id`'s export in that mode, if its server runs now.
+    pub async fn serving(
+        &self,
+        volume_id: &str,
+        read_only: bool,
+    ) -> Result<Option<ConnectionInfo>> {
+        let key = ExportKey::new(volume_id, read_only)?;
+        let mut state = self.state.lock().await;
+        let Some(server) = state.servers.get_mut(&key) else {
+            return Ok(None);
+        };
+        Ok(server.is_alive().then(|| server.spec.info()))
+    }
+
+    /// The exports and their connection infos (as last started or stopped; a
+    /// server that died since is still listed: see [`ExportManager::serving`]).
+    pub fn exported(&self) -> Vec<(ExportKey, ConnectionInfo)> {
         self.published
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .iter()
-            .map(|(id, info)| (id.clone(), info.clone()))
+            .map(|(key, info)| (key.clone(), info.clone()))
             .collect()
     }
 
-    /// At start-up: the `qemu-nbd` of an earlier run that still serves a volume of
-    /// `wanted` (found through the pid files of the run dir) is adopted, keeping its
-    /// clients connected; the other leftovers are killed, and this manager's own
-    /// exports of volumes not wanted are stopped. Wanted volumes with no server left
-    /// are for the caller to [`reexport`](ExportManager::reexport).
+    /// At start-up: the `qemu-nbd` of an earlier run that still serves an export
+    /// of `wanted` (found through the pid files of the run dir) is adopted, keeping
+    /// its clients connected; the other leftovers are killed, and this manager's
+    /// own exports not wanted are stopped. Wanted exports with no server left are
+    /// for the caller to [`reexport`](ExportManager::reexport).
     #[tracing::instrument(skip(self, wanted), err)]
-    pub async fn adopt_or_clean(&self, wanted: &[String]) -> Result<Cleanup> {
+    pub async fn adopt_or_clean(&self, wanted: &[ExportKey]) -> Result<Cleanup> {
         let wanted = wanted
             .iter()
-            .map(|id| canonical_id(id))
+            .map(|key| ExportKey::new(&key.volume_id, key.read_only))
             .collect::<Result<HashSet<_>>>()?;
         let mut cleanup = Cleanup::default();
         let mut state = self.state.lock().await;
-        let unwanted: Vec<String> = state
+        let unwanted: Vec<ExportKey> = state
             .servers
             .keys()
-            .filter(|id| !wanted.contains(*id))
+            .filter(|key| !wanted.contains(*key))
             .cloned()
             .collect();
-        for id in unwanted {
-            if let Some(server) = state.servers.remove(&id) {
+        for key in unwanted {
+            if let Some(server) = state.servers.remove(&key) {
                 server.stop().await;
             }
-            cleanup.unexported.push(id);
+            cleanup.unexported.push(key);
         }
         self.sweep(&mut state, Some(&wanted), &mut cleanup).await?;
         self.publish(&state);
@@ -386,10 +443,10 @@ impl ExportManager {
 
     /// Kills the `qemu-nbd` processes recorded in the run dir's pid files that this
     /// manager does not export (checking first, in `/proc`, that the pid is a
-    /// `qemu-nbd` serving that volume), and removes stale pid files. Returns the
-    /// volumes whose server was killed.
+    /// `qemu-nbd` serving that export), and removes stale pid files. Returns the
+    /// exports whose server was killed.
     #[tracing::instrument(skip(self), err)]
-    pub async fn cleanup_stale(&self) -> Result<Vec<String>> {
+    pub async fn cleanup_stale(&self) -> Result<Vec<ExportKey>> {
         let mut cleanup = Cleanup::default();
         let mut state = self.state.lock().await;
         self.sweep(&mut state, None, &mut cleanup).await?;
@@ -400,7 +457,7 @@ impl ExportManager {
     async fn sweep(
         &self,
         state: &mut State,
-        adopt: Option<&HashSet<String>>,
+        adopt: Option<&HashSet<ExportKey>>,
         cleanup: &mut Cleanup,
     ) -> Result<()> {
         let entries = match std::fs::read_dir(&self.run_dir) {
@@ -416,18 +473,18 @@ impl ExportManager {
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(id) = name
+            let Some(key) = name
                 .to_str()
-                .and_then(|n| n.strip_prefix("volume-")?.strip_suffix(".pid"))
-                .and_then(|id| canonical_id(id).ok())
+                .and_then(|n| n.strip_suffix(".pid"))
+                .and_then(ExportKey::from_export_name)
             else {
                 continue;
             };
-            if state.servers.contains_key(&id) {
+            if state.servers.contains_key(&key) {
                 continue;
             }
-            let (pid_file, log_file) = nbd::files(&self.run_dir, &id);
-            let export_name = format!("volume-{id}");
+            let export_name = key.export_name();
+            let (pid_file, log_file) = nbd::files(&self.run_dir, &export_name);
             let running = nbd::read_pid_file(&pid_file)
                 .and_then(|pid| Some((pid, nbd::qemu_nbd_serving(pid, &export_name)?)));
             let Some((pid, cmdline)) = running else {
@@ -435,27 +492,28 @@ impl ExportManager {
                 nbd::remove_file(&log_file);
                 continue;
             };
-            let spec = Spec::from_cmdline(&cmdline).filter(|s| s.export_name == export_name);
+            let spec = Spec::from_cmdline(&cmdline)
+                .filter(|s| s.export_name == export_name && s.read_only == key.read_only);
             match spec {
-                Some(spec) if adopt.is_some_and(|wanted| wanted.contains(&id)) => {
-                    tracing::info!(volume_id = %id, %pid, uri = %spec.info().uri(), "adopted");
-                    let server = Server::adopt(pid, spec, &self.run_dir, &id);
-                    state.servers.insert(id.clone(), server);
-                    cleanup.adopted.push(id);
+                Some(spec) if adopt.is_some_and(|wanted| wanted.contains(&key)) => {
+                    tracing::info!(export = %key, %pid, uri = %spec.info().uri(), "adopted");
+                    let server = Server::adopt(pid, spec, &self.run_dir);
+                    state.servers.insert(key.clone(), server);
+                    cleanup.adopted.push(key);
                 }
                 _ => {
-                    tracing::info!(volume_id = %id, %pid, "killing a leftover qemu-nbd");
+                    tracing::info!(export = %key, %pid, "killing a leftover qemu-nbd");
                     nbd::terminate_pid(pid).await;
                     nbd::remove_file(&pid_file);
                     nbd::remove_file(&log_file);
-                    cleanup.killed.push(id);
+                    cleanup.killed.push(key);
                 }
             }
         }
         Ok(())
     }
 
-    /// Stops every export (SIGTERM to all, then waits for each), as the service drains.
+    /// Stops every export (SIGTERM to all, then waits for each).
     #[tracing::instrument(skip(self))]
     pub async fn shutdown(&self) {
         let mut state = self.state.lock().await;
@@ -468,6 +526,26 @@ impl ExportManager {
             server.stop().await;
         }
         tracing::info!("every export stopped");
+    }
+
+    /// Lets every export go on serving without this manager, as the service stops:
+    /// clients stay connected, and the pid files stay for the next run's
+    /// [`adopt_or_clean`](ExportManager::adopt_or_clean). Returns the exports left.
+    #[tracing::instrument(skip(self))]
+    pub async fn release(&self) -> Vec<ExportKey> {
+        let mut state = self.state.lock().await;
+        let mut keys = Vec::new();
+        for (key, server) in state.servers.drain() {
+            server.release();
+            keys.push(key);
+        }
+        self.publish(&state);
+        keys.sort();
+        tracing::info!(
+            exports = keys.len(),
+            "exports left running for the next start"
+        );
+        keys
     }
 
     /// The ports of the range, from `cursor` round to just before it.
@@ -498,7 +576,7 @@ impl ExportManager {
         let infos = state
             .servers
             .iter()
-            .map(|(id, server)| (id.clone(), server.spec.info()))
+            .map(|(key, server)| (key.clone(), server.spec.info()))
             .collect();
         *self
             .published
@@ -514,24 +592,15 @@ fn canonical_id(id: &str) -> Result<String> {
         .map_err(|_| ExportError::InvalidId { id: id.to_owned() })
 }
 
-/// Ok if `existing` serves what was asked for now.
-fn same_export(
-    id: &str,
-    existing: &Spec,
-    path: &Path,
-    format: &str,
-    read_only: bool,
-) -> Result<()> {
-    let describe = |path: &Path, format: &str, read_only: bool| {
-        let mode = if read_only { "read-only" } else { "read-write" };
-        format!("{} ({format}, {mode})", path.display())
-    };
-    if existing.path == path && existing.format == format && existing.read_only == read_only {
+/// Ok if `existing` serves what was asked for now (the mode is the key's).
+fn same_export(key: &ExportKey, existing: &Spec, path: &Path, format: &str) -> Result<()> {
+    if existing.path == path && existing.format == format {
         return Ok(());
     }
+    let describe = |path: &Path, format: &str| format!("{} ({format})", path.display());
     Err(ExportError::Conflict {
-        volume_id: id.to_owned(),
-        existing: describe(&existing.path, &existing.format, existing.read_only),
-        requested: describe(path, format, read_only),
+        volume_id: key.volume_id.clone(),
+        existing: describe(&existing.path, &existing.format),
+        requested: describe(path, format),
     })
 }

@@ -2,8 +2,15 @@
 //! answers with the NBD greeting), its stop (SIGTERM, then SIGKILL), and the
 //! processes an earlier run left behind (found through pid files and `/proc`).
 //!
-//! A server is either our child (a [`tokio::process::Child`], killed when dropped)
-//! or an adopted process of an earlier run, known only by its pid.
+//! A server is either our child (a [`tokio::process::Child`], killed when dropped
+//! unless [released](Server::release)) or an adopted process of an earlier run,
+//! known only by its pid. Children run in their own process group, so a signal to
+//! the service's group (a terminal's Ctrl-C) does not reach them: an export
+//! outlives the service that started it unless the service stops it.
+//!
+//! A read-write server opens the image with `-f <format>` and takes QEMU's image
+//! locks; a read-only one opens it with `--image-opts ...,force-share=on`, taking
+//! no lock, so it can serve a volume a read-write server holds (multiattach).
 
 use std::{
     path::{Path, PathBuf},
@@ -41,7 +48,7 @@ const MAX_STDERR: usize = 4096;
 /// What a server serves, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Spec {
-    /// The export name, `volume-<id>`.
+    /// The export name, `volume-<id>` (read-write) or `volume-<id>-ro`.
     pub export_name: String,
     /// The backend object.
     pub path: PathBuf,
@@ -57,27 +64,28 @@ pub(super) struct Spec {
 
 impl Spec {
     /// The arguments of `qemu-nbd` serving this spec, writing its pid to `pid_file`.
+    /// The image comes last: its path (read-write), or its `--image-opts` string
+    /// (read-only, with `force-share=on`).
     pub fn args(&self, pid_file: &Path) -> Vec<std::ffi::OsString> {
         let mut args: Vec<std::ffi::OsString> = vec![
             "--persistent".into(),
             format!("--shared={SHARED_CLIENTS}").into(),
-            "-f".into(),
-            self.format.clone().into(),
             "-x".into(),
             self.export_name.clone().into(),
             "-b".into(),
             self.host.clone().into(),
             "-p".into(),
             self.port.to_string().into(),
-        ];
-        if self.read_only {
-            args.push("--read-only".into());
-        }
-        args.extend([
             "--pid-file".into(),
             pid_file.into(),
-            self.path.clone().into(),
-        ]);
+        ];
+        if self.read_only {
+            args.extend(["--read-only".into(), IMAGE_OPTS.into()]);
+            args.push(image_opts(&self.format, &self.path).into());
+        } else {
+            args.extend(["-f".into(), self.format.clone().into()]);
+            args.push(self.path.clone().into());
+        }
         args
     }
 
@@ -87,10 +95,16 @@ impl Spec {
             let at = cmdline.iter().position(|a| a == flag)?;
             cmdline.get(at + 1).cloned()
         };
+        let image = cmdline.last()?;
+        let (format, path) = if cmdline.iter().any(|a| a == IMAGE_OPTS) {
+            parse_image_opts(image)?
+        } else {
+            (value("-f")?, PathBuf::from(image))
+        };
         Some(Self {
             export_name: value("-x")?,
-            path: PathBuf::from(cmdline.last()?),
-            format: value("-f")?,
+            path,
+            format,
             read_only: cmdline.iter().any(|a| a == "--read-only"),
             host: value("-b")?,
             port: value("-p")?.parse().ok()?,
@@ -104,8 +118,44 @@ impl Spec {
             host: self.host.clone(),
             port: self.port,
             export_name: self.export_name.clone(),
+            read_only: self.read_only,
         }
     }
+}
+
+/// The flag that makes `qemu-nbd` read its image as a set of options.
+const IMAGE_OPTS: &str = "--image-opts";
+
+/// The `--image-opts` of a read-only, lock-free open of the `format` image at
+/// `path` (a comma in the path is doubled, as QEMU's option syntax wants).
+fn image_opts(format: &str, path: &Path) -> String {
+    let path = path.to_string_lossy().replace(',', ",,");
+    format!("driver={format},force-share=on,file.driver=file,file.filename={path}")
+}
+
+/// The format and the path of an [`image_opts`] string.
+fn parse_image_opts(opts: &str) -> Option<(String, PathBuf)> {
+    // Split on single commas; a doubled one is a comma inside a value.
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = opts.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ',' if chars.peek() == Some(&',') => {
+                chars.next();
+                field.push(',');
+            }
+            ',' => fields.push(std::mem::take(&mut field)),
+            c => field.push(c),
+        }
+    }
+    fields.push(field);
+    let value = |key: &str| {
+        fields
+            .iter()
+            .find_map(|f| f.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
+    };
+    Some((value("driver")?, PathBuf::from(value("file.filename")?)))
 }
 
 /// The process behind a server.
@@ -125,6 +175,8 @@ pub(super) struct Server {
     process: Process,
     pid_file: PathBuf,
     log_file: PathBuf,
+    /// Whether dropping it leaves the process running (see [`Server::release`]).
+    released: bool,
 }
 
 // === impl Server ===
@@ -139,7 +191,7 @@ impl Server {
         run_dir: &Path,
         volume_id: &str,
     ) -> Result<Self> {
-        let (pid_file, log_file) = files(run_dir, volume_id);
+        let (pid_file, log_file) = files(run_dir, &spec.export_name);
         // stderr goes to a file, not a pipe: nobody reads a pipe while the server runs,
         // and a full pipe would block it.
         let log = std::fs::File::create(&log_file).map_err(|source| ExportError::Io {
@@ -153,7 +205,10 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            .kill_on_drop(true);
+            // Not killed with the service's process group, nor when the Child is
+            // dropped: `Drop for Server` kills it unless it was released.
+            .process_group(0)
+            .kill_on_drop(false);
         tracing::debug!(?command, "starting qemu-nbd");
         let child = command.spawn().map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => ExportError::ToolMissing {
@@ -171,6 +226,7 @@ impl Server {
             process: Process::Child(child),
             pid_file,
             log_file,
+            released: false,
         };
         match server.wait_ready(volume_id).await {
             Ok(()) => Ok(server),
@@ -181,15 +237,22 @@ impl Server {
         }
     }
 
-    /// Adopts `pid`, a `qemu-nbd` an earlier run started for `volume_id` with `spec`.
-    pub fn adopt(pid: Pid, spec: Spec, run_dir: &Path, volume_id: &str) -> Self {
-        let (pid_file, log_file) = files(run_dir, volume_id);
+    /// Adopts `pid`, a `qemu-nbd` an earlier run started with `spec`.
+    pub fn adopt(pid: Pid, spec: Spec, run_dir: &Path) -> Self {
+        let (pid_file, log_file) = files(run_dir, &spec.export_name);
         Self {
             spec,
             process: Process::Adopted(pid),
             pid_file,
             log_file,
+            released: false,
         }
+    }
+
+    /// Lets the server go on when this handle is dropped (the service stops, its
+    /// clients stay connected); its pid file stays for the next run to adopt.
+    pub fn release(mut self) {
+        self.released = true;
     }
 
     async fn wait_ready(&mut self, volume_id: &str) -> Result<()> {
@@ -280,11 +343,22 @@ impl Server {
     }
 }
 
-/// The pid file and the stderr log of volume `volume_id`'s server in `run_dir`.
-pub(super) fn files(run_dir: &Path, volume_id: &str) -> (PathBuf, PathBuf) {
+impl Drop for Server {
+    /// A child that was neither stopped nor released is killed (SIGKILL), as a
+    /// `kill_on_drop` child would be; an adopted process is left alone.
+    fn drop(&mut self) {
+        if let (Process::Child(child), false) = (&mut self.process, self.released) {
+            // An error means it exited already.
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// The pid file and the stderr log of export `export_name`'s server in `run_dir`.
+pub(super) fn files(run_dir: &Path, export_name: &str) -> (PathBuf, PathBuf) {
     (
-        run_dir.join(format!("volume-{volume_id}.pid")),
-        run_dir.join(format!("volume-{volume_id}.log")),
+        run_dir.join(format!("{export_name}.pid")),
+        run_dir.join(format!("{export_name}.log")),
     )
 }
 

@@ -11,7 +11,7 @@ use std::{
 
 use tempfile::TempDir;
 
-use super::{ConnectionInfo, ExportError, ExportManager, nbd};
+use super::{ConnectionInfo, ExportError, ExportKey, ExportManager, nbd};
 
 /// A manager on its own ports and run dir.
 struct Fixture {
@@ -44,6 +44,10 @@ fn fixture() -> Fixture {
 
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+fn key(id: &str, read_only: bool) -> ExportKey {
+    ExportKey::new(id, read_only).expect("a UUID")
 }
 
 /// A 16 MiB image of `format` for volume `id` in `dir`.
@@ -119,9 +123,10 @@ async fn round_trip(format: &str) {
     qemu_io(&[], "raw", &again.uri(), READ)
         .await
         .expect("read over NBD");
-    assert_eq!(f.manager.exported(), vec![(id.clone(), info.clone())]);
+    assert!(!info.read_only);
+    assert_eq!(f.manager.exported(), vec![(key(&id, false), info.clone())]);
 
-    f.manager.unexport(&id).await.expect("unexport");
+    assert!(f.manager.unexport(&id, false).await.expect("unexport"));
     assert!(!accepts(&info).await, "the port is closed");
     assert!(f.manager.exported().is_empty());
     let pid_file = f.manager.run_dir().join(format!("volume-{id}.pid"));
@@ -129,7 +134,13 @@ async fn round_trip(format: &str) {
     qemu_io(&[], format, path.to_str().expect("utf-8"), READ)
         .await
         .expect("the bytes are in the file");
-    f.manager.unexport(&id).await.expect("unexport twice");
+    assert!(
+        !f.manager
+            .unexport(&id, false)
+            .await
+            .expect("unexport twice"),
+        "nothing ran the second time"
+    );
 }
 
 #[tokio::test]
@@ -152,6 +163,8 @@ async fn a_read_only_export_refuses_writes() {
         .export(&id, &path, "raw", true)
         .await
         .expect("export");
+    assert!(info.read_only);
+    assert_eq!(info.export_name, format!("volume-{id}-ro"));
     let refused = qemu_io(&[], "raw", &info.uri(), WRITE).await;
     assert!(refused.is_err(), "a write to a read-only export succeeded");
     qemu_io(&["-r"], "raw", &info.uri(), "read -P 0 0 1M")
@@ -159,11 +172,111 @@ async fn a_read_only_export_refuses_writes() {
         .expect("reads are served");
     let err = f
         .manager
-        .export(&id, &path, "raw", false)
+        .export(&id, &path, "qcow2", true)
         .await
-        .expect_err("read-write over read-only");
+        .expect_err("another format over the same export");
     assert!(matches!(err, ExportError::Conflict { .. }), "{err}");
     f.manager.shutdown().await;
+}
+
+/// A volume served read-write and read-only at once (multiattach in two modes):
+/// two servers, the read-only one sees what was written and refuses its own writes.
+/// A raw volume's later writes show through too; a qcow2 reader keeps the image's
+/// metadata it read at its open (the module's documentation).
+async fn both_modes(format: &str) {
+    let f = fixture();
+    let id = new_id();
+    let path = image(&f.dir, &id, format).await;
+    let rw = f
+        .manager
+        .export(&id, &path, format, false)
+        .await
+        .expect("read-write export");
+    qemu_io(&[], "raw", &rw.uri(), WRITE)
+        .await
+        .expect("write through the read-write export");
+    let ro = f
+        .manager
+        .export(&id, &path, format, true)
+        .await
+        .expect("read-only export beside it (no image lock taken)");
+    assert_ne!(rw.port, ro.port);
+    assert_ne!(rw.export_name, ro.export_name);
+    qemu_io(&["-r"], "raw", &ro.uri(), READ)
+        .await
+        .expect("the read-only export reads the bytes");
+    if format == "raw" {
+        qemu_io(&[], "raw", &rw.uri(), "write -P 0x5c 1M 64k")
+            .await
+            .expect("write again");
+        qemu_io(&["-r"], "raw", &ro.uri(), "read -P 0x5c 1M 64k")
+            .await
+            .expect("the read-only export reads a write made after it opened");
+    }
+    assert!(
+        qemu_io(&[], "raw", &ro.uri(), WRITE).await.is_err(),
+        "the read-only export took a write"
+    );
+    let mut listed = f.manager.exported();
+    listed.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        listed,
+        vec![(key(&id, false), rw.clone()), (key(&id, true), ro.clone())]
+    );
+    assert!(f.manager.unexport(&id, true).await.expect("unexport ro"));
+    assert!(!accepts(&ro).await, "the read-only export stopped");
+    qemu_io(&[], "raw", &rw.uri(), READ)
+        .await
+        .expect("the read-write export still serves");
+    assert!(f.manager.unexport_volume(&id).await.expect("unexport all"));
+    assert!(!accepts(&rw).await);
+}
+
+#[tokio::test]
+async fn a_raw_volume_serves_both_modes_at_once() {
+    both_modes("raw").await;
+}
+
+#[tokio::test]
+async fn a_qcow2_volume_serves_both_modes_at_once() {
+    both_modes("qcow2").await;
+}
+
+#[test]
+fn a_read_only_command_line_reads_back() {
+    let spec = nbd::Spec {
+        export_name: "volume-x-ro".into(),
+        path: "/data/a,b/volume-x.qcow2".into(),
+        format: "qcow2".into(),
+        read_only: true,
+        host: "127.0.0.1".into(),
+        port: 10809,
+    };
+    let cmdline: Vec<String> = std::iter::once("qemu-nbd".to_owned())
+        .chain(
+            spec.args(Path::new("/run/x.pid"))
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned()),
+        )
+        .collect();
+    assert!(
+        cmdline.iter().any(|a| a.contains("force-share=on")),
+        "{cmdline:?}"
+    );
+    assert_eq!(nbd::Spec::from_cmdline(&cmdline), Some(spec.clone()));
+    let rw = nbd::Spec {
+        read_only: false,
+        export_name: "volume-x".into(),
+        ..spec
+    };
+    let cmdline: Vec<String> = std::iter::once("qemu-nbd".to_owned())
+        .chain(
+            rw.args(Path::new("/run/x.pid"))
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned()),
+        )
+        .collect();
+    assert_eq!(nbd::Spec::from_cmdline(&cmdline), Some(rw));
 }
 
 #[tokio::test]
@@ -194,7 +307,7 @@ async fn two_volumes_get_two_ports_and_a_taken_port_is_skipped() {
         .expect("write b");
     let mut listed = f.manager.exported();
     listed.sort_by_key(|(_, info)| info.port);
-    let mut expected = vec![(a, info_a), (b, info_b)];
+    let mut expected = vec![(key(&a, false), info_a), (key(&b, false), info_b)];
     expected.sort_by_key(|(_, info)| info.port);
     assert_eq!(listed, expected);
     f.manager.shutdown().await;
@@ -231,7 +344,7 @@ async fn reexport_keeps_the_port_when_it_is_free() {
         .export(&id, &path, "raw", false)
         .await
         .expect("export");
-    f.manager.unexport(&id).await.expect("unexport");
+    f.manager.unexport(&id, false).await.expect("unexport");
     // A plain export would move on to the next port; the hint keeps this one.
     let again = f
         .manager
@@ -294,7 +407,7 @@ async fn cleanup_stale_kills_leftovers_and_keeps_exports() {
         .expect("export");
 
     let killed = f.manager.cleanup_stale().await.expect("cleanup");
-    assert_eq!(killed, vec![stale.clone()]);
+    assert_eq!(killed, vec![key(&stale, false)]);
     tokio::time::timeout(Duration::from_secs(5), child.wait())
         .await
         .expect("the leftover exits")
@@ -320,19 +433,19 @@ async fn adopt_or_clean_adopts_the_wanted_and_kills_the_rest() {
 
     let cleanup = f
         .manager
-        .adopt_or_clean(std::slice::from_ref(&wanted))
+        .adopt_or_clean(&[key(&wanted, false)])
         .await
         .expect("adopt or clean");
-    assert_eq!(cleanup.adopted, vec![wanted.clone()]);
-    assert_eq!(cleanup.killed, vec![unwanted.clone()]);
-    assert_eq!(cleanup.unexported, vec![ours.clone()]);
+    assert_eq!(cleanup.adopted, vec![key(&wanted, false)]);
+    assert_eq!(cleanup.killed, vec![key(&unwanted, false)]);
+    assert_eq!(cleanup.unexported, vec![key(&ours, false)]);
     tokio::time::timeout(Duration::from_secs(5), unwanted_child.wait())
         .await
         .expect("the unwanted leftover exits")
         .expect("wait");
     assert_eq!(
         f.manager.exported(),
-        vec![(wanted.clone(), wanted_info.clone())]
+        vec![(key(&wanted, false), wanted_info.clone())]
     );
     // The adopted server is the export now: exporting returns it, and it serves.
     let wanted_path = f.dir.join(format!("volume-{wanted}.raw"));
@@ -347,7 +460,7 @@ async fn adopt_or_clean_adopts_the_wanted_and_kills_the_rest() {
         .expect("write to the adopted");
 
     // Reap it here (it is this test's child) while the manager stops it.
-    let (stopped, exited) = tokio::join!(f.manager.unexport(&wanted), wanted_child.wait());
+    let (stopped, exited) = tokio::join!(f.manager.unexport(&wanted, false), wanted_child.wait());
     stopped.expect("unexport");
     exited.expect("the adopted server exits");
     assert!(!accepts(&info).await);
@@ -418,7 +531,7 @@ async fn ids_must_be_uuids() {
     assert!(matches!(err, ExportError::InvalidId { .. }), "{err}");
     let upper = new_id().to_uppercase();
     f.manager
-        .unexport(&upper)
+        .unexport(&upper, false)
         .await
         .expect("unexporting nothing is fine");
 }
@@ -467,4 +580,102 @@ async fn a_dead_server_is_restarted_on_its_port() {
     assert_eq!(again, info, "the new server takes the old port");
     qemu_io(&[], "raw", &again.uri(), READ).await.expect("read");
     f.manager.shutdown().await;
+}
+
+/// The pid `manager` recorded for `key`'s server.
+fn pid_of(manager: &ExportManager, key: &ExportKey) -> nix::unistd::Pid {
+    let pid_file = manager.run_dir().join(format!("{}.pid", key.export_name()));
+    nbd::read_pid_file(&pid_file).expect("pid file")
+}
+
+#[tokio::test]
+async fn released_exports_outlive_their_manager_and_are_adopted_by_the_next() {
+    let f = fixture();
+    let id = new_id();
+    let path = image(&f.dir, &id, "raw").await;
+    let rw = f
+        .manager
+        .export(&id, &path, "raw", false)
+        .await
+        .expect("export rw");
+    let ro = f
+        .manager
+        .export(&id, &path, "raw", true)
+        .await
+        .expect("export ro");
+    let pid = pid_of(&f.manager, &key(&id, false));
+    // Its own process group: a signal to the service's group does not reach it.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // `pid (comm) state ppid pgrp ...`
+    let pgrp = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+        .expect("pgrp field");
+    assert_eq!(
+        pgrp,
+        pid.to_string(),
+        "qemu-nbd leads its own process group"
+    );
+    qemu_io(&[], "raw", &rw.uri(), WRITE).await.expect("write");
+    let mut released = f.manager.release().await;
+    released.sort();
+    assert_eq!(released, vec![key(&id, false), key(&id, true)]);
+    assert!(f.manager.exported().is_empty());
+    let Fixture {
+        _temp,
+        dir,
+        manager,
+    } = f;
+    let run_dir = manager.run_dir().to_owned();
+    let range = manager.port_range.clone();
+    drop(manager);
+    assert!(accepts(&rw).await && accepts(&ro).await, "both still serve");
+
+    // The next run adopts both; their clients see the same bytes.
+    let next = ExportManager::new("127.0.0.1".into(), range, run_dir);
+    let cleanup = next
+        .adopt_or_clean(&[key(&id, false), key(&id, true)])
+        .await
+        .expect("adopt");
+    let mut adopted = cleanup.adopted.clone();
+    adopted.sort();
+    assert_eq!(adopted, vec![key(&id, false), key(&id, true)]);
+    assert!(cleanup.killed.is_empty());
+    assert_eq!(
+        next.serving(&id, true).await.expect("serving"),
+        Some(ro.clone())
+    );
+    qemu_io(&["-r"], "raw", &ro.uri(), READ)
+        .await
+        .expect("read through the adopted read-only export");
+    let again = next
+        .export(&id, &path, "raw", false)
+        .await
+        .expect("export returns the adopted one");
+    assert_eq!(again, rw);
+    next.shutdown().await;
+    assert!(!accepts(&rw).await && !accepts(&ro).await);
+    drop(dir);
+}
+
+#[tokio::test]
+async fn dropping_a_manager_kills_what_it_did_not_release() {
+    let f = fixture();
+    let id = new_id();
+    let path = image(&f.dir, &id, "raw").await;
+    let info = f
+        .manager
+        .export(&id, &path, "raw", false)
+        .await
+        .expect("export");
+    let Fixture { _temp, manager, .. } = f;
+    drop(manager);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while accepts(&info).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the export outlived its dropped manager"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
