@@ -51,6 +51,12 @@ pub enum Error {
     /// The backend could not be set up.
     #[error("backend: {0}")]
     Driver(#[from] DriverError),
+    /// The exports of the last run could not be restored.
+    #[error("restoring the exports of the last run failed: {status}")]
+    Exports {
+        /// Why.
+        status: tonic::Status,
+    },
     /// The first capability report could not be sent.
     #[error("first capability report of {host} failed: {status}")]
     Report {
@@ -91,7 +97,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             Arc::new(notifier.clone()),
             ManagerSettings::from_config(&config),
         )
-        .with_operation_deadline(config.operation_deadline()),
+        .with_operation_deadline(config.operation_deadline())
+        .with_exports(Arc::new(export::ExportManager::new(
+            config.export.host.clone(),
+            config.export_ports(),
+            config.export_run_dir(),
+        ))),
     );
     tracing::info!(
         %host,
@@ -100,7 +111,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         data_dir = %config.service.data_dir.display(),
         "{BINARY} starting"
     );
-    let result = serve(&config, &db, &broker, manager, shutdown).await;
+    // The exports of the last run are adopted (or started again) before the first
+    // call; they outlive this run too: released, not stopped, at the end.
+    let result = match manager.restore_exports().await {
+        Ok(_) => {
+            // Logged by its span; the reconciler tries again.
+            let _ = manager.reconcile_attachments().await;
+            serve(&config, &db, &broker, manager.clone(), shutdown).await
+        }
+        Err(status) => Err(Error::Exports { status }),
+    };
+    manager.release_exports().await;
     // Events of the work drained above reach the broker before we leave.
     let _ = tokio::time::timeout(config.bus.publish_timeout(), notifier.flush()).await;
     broker.close().await;

@@ -63,6 +63,17 @@ pub trait Notifications: Send + Sync {
         _snapshot: &Snapshot,
     ) {
     }
+
+    /// Publishes `event_type` about `attachment` at `priority`. The default drops
+    /// it, for fakes that follow only volumes; the bus's [`Notifier`] sends it.
+    async fn notify_attachment(
+        &self,
+        _ctx: &RequestContext,
+        _priority: Priority,
+        _event_type: &str,
+        _attachment: &scoria_common::model::Attachment,
+    ) {
+    }
 }
 
 #[async_trait]
@@ -86,6 +97,16 @@ impl Notifications for Notifier {
         snapshot: &Snapshot,
     ) {
         self.emit(ctx, priority, event_type, &pb::Snapshot::from(snapshot));
+    }
+
+    async fn notify_attachment(
+        &self,
+        ctx: &RequestContext,
+        priority: Priority,
+        event_type: &str,
+        attachment: &scoria_common::model::Attachment,
+    ) {
+        self.emit(ctx, priority, event_type, &pb::Attachment::from(attachment));
     }
 }
 
@@ -138,6 +159,10 @@ pub struct VolumeManager {
     in_flight: crate::reconciler::InFlight,
     /// How long this service gives itself to finish work it starts.
     operation_deadline: Duration,
+    /// The NBD exports of attachments (None: this manager attaches nothing).
+    exports: Option<Arc<crate::export::ExportManager>>,
+    /// One lock per volume: its attaches and detaches run one at a time.
+    volume_locks: attach::VolumeLocks,
 }
 
 impl VolumeManager {
@@ -157,6 +182,8 @@ impl VolumeManager {
             settings,
             in_flight: Default::default(),
             operation_deadline: CREATE_DEADLINE,
+            exports: None,
+            volume_locks: Default::default(),
         }
     }
 
@@ -217,7 +244,8 @@ impl VolumeManager {
             ("volume_backend_name", s.backend.as_str()),
             ("storage_protocol", "nbd"),
             ("driver", self.driver.name()),
-            ("multiattach", "False"),
+            // Exports are shared: several attachments of one volume (rw and ro).
+            ("multiattach", "True"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -508,7 +536,16 @@ impl VolumeManager {
             .await?;
         self.notify(ctx, Priority::Info, "volume.delete.start", &volume)
             .await;
-        match self.driver.delete_volume(id).await {
+        // Its attachments are gone (or failed): no export may serve a deleted file.
+        let removed = match self.unexport_volume(id).await {
+            Ok(()) => self
+                .driver
+                .delete_volume(id)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(err) => Err(err),
+        };
+        match removed {
             Ok(()) => {
                 if self.db.delete_volume_row(id).await.map_err(db_error)? {
                     tracing::info!("volume deleted");
@@ -604,6 +641,24 @@ impl VolumeOps for VolumeManager {
         tracing::debug!(requester = %request.requester, "capabilities asked for");
         self.report_capabilities(ctx).await
     }
+
+    #[tracing::instrument(skip(self, ctx, request), err, fields(attachment_id = %request.attachment_id, request_id = %ctx.request_id))]
+    async fn attach_volume(
+        &self,
+        ctx: &RequestContext,
+        request: scoria_proto::bus::AttachVolume,
+    ) -> Result<scoria_proto::bus::AttachResult, Status> {
+        self.attach(ctx, request).await
+    }
+
+    #[tracing::instrument(skip(self, ctx, request), err, fields(attachment_id = %request.attachment_id, request_id = %ctx.request_id))]
+    async fn detach_volume(
+        &self,
+        ctx: &RequestContext,
+        request: scoria_proto::bus::DetachVolume,
+    ) -> Result<scoria_proto::bus::DetachResult, Status> {
+        self.detach(ctx, request).await
+    }
 }
 
 /// The status of a database error: `UNAVAILABLE` (the cast is requeued and tried
@@ -621,6 +676,8 @@ fn db_error(err: DbError) -> Status {
     }
 }
 
+#[path = "manager_attach.rs"]
+mod attach;
 #[path = "manager_extend.rs"]
 mod extend;
 #[path = "manager_snapshots.rs"]

@@ -89,7 +89,10 @@ impl Format for Qcow2 {
     }
 
     async fn copy(&self, src: &Path, dst: &Path) -> DriverResult<()> {
-        let args = ["convert", "-q", "-f", "qcow2", "-O", "qcow2"].map(AsRef::as_ref);
+        // `-U` (force-share): the source may be attached, its export (`qemu-nbd`)
+        // holding QEMU's write lock on it; a snapshot of an in-use volume reads it
+        // anyway, as Cinder's forced snapshot does.
+        let args = ["convert", "-q", "-U", "-f", "qcow2", "-O", "qcow2"].map(AsRef::as_ref);
         let args = args.into_iter().chain([src.as_os_str(), dst.as_os_str()]);
         self.qemu_img.run(args).await
     }

@@ -40,6 +40,8 @@
 mod nbd;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) use tests::test_ports;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -195,6 +197,19 @@ impl std::fmt::Display for ExportKey {
     }
 }
 
+/// One export for [`ExportManager::reexport_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reexport {
+    /// The export.
+    pub key: ExportKey,
+    /// The volume's backend object.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: String,
+    /// The port it had.
+    pub port_hint: Option<u16>,
+}
+
 /// What [`ExportManager::adopt_or_clean`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cleanup {
@@ -293,14 +308,60 @@ impl ExportManager {
         self.ensure(key, path, format, port_hint).await
     }
 
+    /// Starts several exports again after a restart, each on its `port_hint` if
+    /// that port is free; one that must move never takes another's hint, so a
+    /// taken port moves one export, not a chain of them.
+    #[tracing::instrument(skip_all)]
+    pub async fn reexport_many(
+        &self,
+        wanted: Vec<Reexport>,
+    ) -> Vec<(ExportKey, Result<ConnectionInfo>)> {
+        let hints: HashSet<u16> = wanted.iter().filter_map(|w| w.port_hint).collect();
+        let mut state = self.state.lock().await;
+        let mut results = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            let mut avoid = hints.clone();
+            if let Some(hint) = w.port_hint {
+                avoid.remove(&hint);
+            }
+            let result = self
+                .ensure_locked(
+                    &mut state,
+                    w.key.clone(),
+                    &w.path,
+                    &w.format,
+                    w.port_hint,
+                    &avoid,
+                )
+                .await;
+            results.push((w.key, result));
+        }
+        results
+    }
+
     async fn ensure(
         &self,
         key: ExportKey,
         path: &Path,
         format: &str,
-        mut port_hint: Option<u16>,
+        port_hint: Option<u16>,
     ) -> Result<ConnectionInfo> {
         let mut state = self.state.lock().await;
+        self.ensure_locked(&mut state, key, path, format, port_hint, &HashSet::new())
+            .await
+    }
+
+    /// The export `key` of `path`, started if it does not run, on `port_hint` if
+    /// free, else on the next free port of the range not in `avoid`.
+    async fn ensure_locked(
+        &self,
+        state: &mut State,
+        key: ExportKey,
+        path: &Path,
+        format: &str,
+        mut port_hint: Option<u16>,
+        avoid: &HashSet<u16>,
+    ) -> Result<ConnectionInfo> {
         if let Some(server) = state.servers.get_mut(&key) {
             if server.is_alive() {
                 return same_export(&key, &server.spec, path, format).map(|()| server.spec.info());
@@ -315,7 +376,7 @@ impl ExportManager {
             if let Some(dead) = state.servers.remove(&key) {
                 dead.stop().await;
             }
-            self.publish(&state);
+            self.publish(state);
         }
         std::fs::create_dir_all(&self.run_dir).map_err(|source| ExportError::Io {
             op: "create",
@@ -325,7 +386,7 @@ impl ExportManager {
         let hint = port_hint;
         let ranged = self
             .candidates(state.next_port)
-            .filter(move |p| Some(*p) != hint);
+            .filter(move |p| Some(*p) != hint && !avoid.contains(p));
         for port in hint.into_iter().chain(ranged) {
             if state.servers.values().any(|s| s.spec.port == port) || !self.port_free(port).await? {
                 continue;
@@ -345,7 +406,7 @@ impl ExportManager {
                         state.next_port = port.checked_add(1).unwrap_or(*self.port_range.start());
                     }
                     state.servers.insert(key.clone(), server);
-                    self.publish(&state);
+                    self.publish(state);
                     tracing::info!(export = %key, uri = %info.uri(), "exported");
                     return Ok(info);
                 }

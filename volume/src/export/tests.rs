@@ -1,6 +1,6 @@
 //! The export manager against the real `qemu-nbd`: bytes are written and read over
 //! NBD and through the file with `qemu-io`, which fails when a pattern differs.
-//! Each test takes ten ports at a random place in 20000-20999 and its own temp dir;
+//! Each test takes its own block of ports ([`test_ports`]) and its own temp dir;
 //! without qemu-utils the tests fail, saying so.
 
 use std::{
@@ -33,13 +33,26 @@ fn fixture() -> Fixture {
     }
     let temp = tempfile::tempdir().expect("tempdir");
     let dir = temp.path().to_owned();
-    let first = 20000 + (uuid::Uuid::new_v4().as_u128() % 990) as u16;
+    let first = *test_ports().start();
     let manager = ExportManager::new("127.0.0.1".into(), first..=first + 9, dir.join("run"));
     Fixture {
         _temp: temp,
         dir,
         manager,
     }
+}
+
+/// 20 ports no other test of this process holds: a block of 20000-27999, from a
+/// random place for each process, then the next block for each call.
+pub(crate) fn test_ports() -> std::ops::RangeInclusive<u16> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const BLOCKS: u16 = 400;
+    static NEXT: AtomicU16 = AtomicU16::new(u16::MAX);
+    let start = (uuid::Uuid::new_v4().as_u128() % u128::from(BLOCKS)) as u16;
+    let _ = NEXT.compare_exchange(u16::MAX, start, Ordering::SeqCst, Ordering::SeqCst);
+    let block = NEXT.fetch_add(1, Ordering::SeqCst) % BLOCKS;
+    let first = 20000 + block * 20;
+    first..=first + 19
 }
 
 fn new_id() -> String {
@@ -393,7 +406,8 @@ async fn leftover(f: &Fixture, id: &str, port: u16) -> (tokio::process::Child, C
 #[tokio::test]
 async fn cleanup_stale_kills_leftovers_and_keeps_exports() {
     let f = fixture();
-    let base = *f.manager.port_range.end() + 1000;
+    // The ten ports after the manager's range are this test's too.
+    let base = *f.manager.port_range.end() + 1;
     let (stale, kept) = (new_id(), new_id());
     let (mut child, stale_info) = leftover(&f, &stale, base).await;
     // A pid file whose process is gone is removed without a kill.
@@ -421,7 +435,8 @@ async fn cleanup_stale_kills_leftovers_and_keeps_exports() {
 #[tokio::test]
 async fn adopt_or_clean_adopts_the_wanted_and_kills_the_rest() {
     let f = fixture();
-    let base = *f.manager.port_range.end() + 1000;
+    // The ten ports after the manager's range are this test's too.
+    let base = *f.manager.port_range.end() + 1;
     let (wanted, unwanted, ours) = (new_id(), new_id(), new_id());
     let (mut wanted_child, wanted_info) = leftover(&f, &wanted, base).await;
     let (mut unwanted_child, _) = leftover(&f, &unwanted, base + 1).await;
@@ -506,7 +521,7 @@ async fn a_taken_port_is_told_apart_from_other_failures() {
 #[tokio::test]
 async fn a_missing_qemu_nbd_names_its_package() {
     let f = fixture();
-    let manager = ExportManager::new("127.0.0.1".into(), 20000..=20999, f.dir.join("run"))
+    let manager = ExportManager::new("127.0.0.1".into(), test_ports(), f.dir.join("run"))
         .with_program("scoria-no-such-qemu-nbd");
     let id = new_id();
     let path = image(&f.dir, &id, "raw").await;
