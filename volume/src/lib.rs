@@ -6,6 +6,11 @@
 //! Start-up order matters to whoever waits for the service: the bus servers consume
 //! first, then one capability report goes out, and only then the first heartbeat
 //! is written, so a heartbeat means "ready".
+//!
+//! Attachments' exports (`qemu-nbd`) outlive the service: before the bus is
+//! served, the exports of the last run are adopted (or started again) and stuck
+//! attachments settled; on shutdown the exports are released, not stopped, so NBD
+//! clients stay connected across a restart, SIGTERM or SIGKILL alike.
 #![forbid(unsafe_code)]
 
 pub mod config;
