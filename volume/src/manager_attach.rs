@@ -193,7 +193,12 @@ impl VolumeManager {
         }
         self.notify_attachment(ctx, Priority::Info, "volume.attach.start", &attachment)
             .await;
-        let info = match self.export_for(&attachment).await {
+        let volume = self
+            .db
+            .get_volume(&attachment.volume_id)
+            .await
+            .map_err(db_error)?;
+        let info = match self.export_for(&attachment, volume).await {
             Ok(info) => info,
             Err(failure) => {
                 tracing::error!(reason = failure.reason(), "export failed");
@@ -244,22 +249,19 @@ impl VolumeManager {
         })
     }
 
-    /// Exports `attachment`'s volume in its mode, after checking the volume is
-    /// this backend's.
-    async fn export_for(&self, attachment: &Attachment) -> Result<ConnectionInfo, AttachFailure> {
+    /// Exports `attachment`'s volume (its row `volume`) in its mode, after checking
+    /// the volume is this backend's.
+    async fn export_for(
+        &self,
+        attachment: &Attachment,
+        volume: Option<scoria_common::model::Volume>,
+    ) -> Result<ConnectionInfo, AttachFailure> {
         use tonic::Code;
         let volume_id = &attachment.volume_id;
         let host = &self.settings.host;
-        let volume = self
-            .db
-            .get_volume(volume_id)
-            .await
-            .map_err(|err| AttachFailure {
-                status: db_error(err),
-            })?
-            .ok_or_else(|| {
-                AttachFailure::new(Code::NotFound, format!("volume {volume_id} is gone"))
-            })?;
+        let volume = volume.ok_or_else(|| {
+            AttachFailure::new(Code::NotFound, format!("volume {volume_id} is gone"))
+        })?;
         match volume.host.as_deref() {
             Some(h) if self.settings.is_mine(h) => {}
             other => {
