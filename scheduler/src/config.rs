@@ -24,6 +24,14 @@ pub const SCHEDULER_ENV: &[EnvKey] = &[
         "SCORIA_HEARTBEAT_INTERVAL_SECS",
         "scheduler.heartbeat_interval_secs",
     ),
+    EnvKey::int(
+        "SCORIA_REAPER_INTERVAL_SECS",
+        "scheduler.reaper_interval_secs",
+    ),
+    EnvKey::int(
+        "SCORIA_REAPER_DEADLINE_SECS",
+        "scheduler.reaper_deadline_secs",
+    ),
 ];
 
 /// The whole configuration of `scoria-scheduler`.
@@ -63,6 +71,16 @@ pub struct SchedulerSection {
     pub capacity_weight_multiplier: f64,
     /// The filters, in the order they run.
     pub enabled_filters: Vec<String>,
+    /// Seconds between two runs of the reaper, which fails or hands over work
+    /// whose owner is gone (`SCORIA_REAPER_INTERVAL_SECS`).
+    pub reaper_interval_secs: u64,
+    /// The deadline the reaper gives work it schedules again or hands to
+    /// another service, in seconds (`SCORIA_REAPER_DEADLINE_SECS`).
+    pub reaper_deadline_secs: u64,
+    /// Backends (the `@backend` part) whose objects every volume service of that
+    /// name reaches, so one may delete for another that is down. Empty by
+    /// default: the `file` and `qcow2` drivers keep objects in their own data dir.
+    pub shared_backends: Vec<String>,
 }
 
 impl Default for SchedulerSection {
@@ -76,6 +94,9 @@ impl Default for SchedulerSection {
             capability_stale_secs: 180,
             capacity_weight_multiplier: 1.0,
             enabled_filters: FILTER_NAMES.iter().map(|name| (*name).to_owned()).collect(),
+            reaper_interval_secs: 30,
+            reaper_deadline_secs: 300,
+            shared_backends: Vec::new(),
         }
     }
 }
@@ -100,6 +121,14 @@ impl SchedulerSection {
     /// How old a capability report may get.
     pub fn capability_stale(&self) -> Duration {
         Duration::from_secs(self.capability_stale_secs)
+    }
+    /// How often the reaper runs.
+    pub fn reaper_interval(&self) -> Duration {
+        Duration::from_secs(self.reaper_interval_secs)
+    }
+    /// The deadline of work the reaper schedules again or hands over.
+    pub fn reaper_deadline(&self) -> Duration {
+        Duration::from_secs(self.reaper_deadline_secs)
     }
 
     /// Checks values that are well-typed but unusable.
@@ -128,6 +157,8 @@ impl SchedulerSection {
             "scheduler.capability_stale_secs",
             self.capability_stale_secs,
         )?;
+        positive("scheduler.reaper_interval_secs", self.reaper_interval_secs)?;
+        positive("scheduler.reaper_deadline_secs", self.reaper_deadline_secs)?;
         if !self.capacity_weight_multiplier.is_finite() {
             return Err(ConfigError::Value {
                 key: "scheduler.capacity_weight_multiplier",
@@ -202,6 +233,9 @@ mod tests {
         assert_eq!(s.heartbeat_interval_secs, 10);
         assert_eq!(s.max_attempts, 3);
         assert_eq!(s.capability_stale_secs, 180);
+        assert_eq!(s.reaper_interval(), Duration::from_secs(30));
+        assert_eq!(s.reaper_deadline(), Duration::from_secs(300));
+        assert!(s.shared_backends.is_empty());
         assert_eq!(s.capacity_weight_multiplier, 1.0);
         assert_eq!(
             s.enabled_filters,
@@ -233,9 +267,13 @@ mod tests {
                 ("SCORIA_SCHEDULER_STARTUP_WAIT_MS", "250"),
                 ("SCORIA_HEARTBEAT_INTERVAL_SECS", "2"),
                 ("SCORIA_CONTROL_EXCHANGE", "env"),
+                ("SCORIA_REAPER_INTERVAL_SECS", "2"),
+                ("SCORIA_REAPER_DEADLINE_SECS", "9"),
             ]),
         )
         .expect("load");
+        assert_eq!(c.scheduler.reaper_interval(), Duration::from_secs(2));
+        assert_eq!(c.scheduler.reaper_deadline(), Duration::from_secs(9));
         assert_eq!(c.scheduler.service_down_time_secs, 42);
         assert_eq!(c.scheduler.startup_wait(), Duration::from_millis(250));
         assert_eq!(c.scheduler.heartbeat_interval(), Duration::from_secs(2));

@@ -20,6 +20,7 @@ pub mod config;
 pub mod filters;
 pub mod host_state;
 pub mod manager;
+pub mod reaper;
 pub mod weighers;
 
 use std::{sync::Arc, time::Duration};
@@ -206,6 +207,15 @@ impl Scheduler<'_> {
             hosts.clone(),
             settings.services_refresh(),
             services_changed,
+            shutdown.clone(),
+        ));
+        tasks.spawn(reaper::reap_loop(
+            reaper::Reaper::new(
+                db.clone(),
+                Arc::new(reaper::BusReaperCasts::new(rpc.clone())),
+                reaper::ReaperSettings::from_section(settings),
+            ),
+            settings.reaper_interval(),
             shutdown.clone(),
         ));
         tasks.close();

@@ -1,0 +1,498 @@
+//! The reaper: every `reaper_interval`, a scheduler settles work whose owner will
+//! not finish it, so no status stays transient for ever when a process is gone
+//! for good. (A volume service resolves its own overdue work with its
+//! reconciler; the reaper covers what no live volume service owns.)
+//!
+//! ```text
+//!  owned by scoria-scheduler, overdue (the cast was lost, a scheduler died)
+//!    volume gone / not creating ─▶ entry removed (stale)
+//!    not retried yet ────────────▶ scheduled once more (last attempt), noted
+//!                                  on the volume, new deadline
+//!    retried already ────────────▶ error "no volume service took it in time"
+//!  owned by a volume service that is down (no heartbeat for service_down_time), overdue
+//!    resource gone / status moved ─▶ entry removed (stale)
+//!    another up, enabled service of the same backend name can do it
+//!      (a plain create; a delete on a shared backend) ─▶ entry moved, work cast there
+//!    else ─▶ creating -> error, deleting -> error_deleting, extending ->
+//!            error_extending, snapshots likewise, attaching -> error_attaching,
+//!            detaching -> error_detaching; the message names the dead owner
+//! ```
+//!
+//! Several schedulers may run: every change is a compare-and-set on the worker
+//! entry as read (`scoria_common::db::workers`), so two reapers never both
+//! reschedule, move or fail the same work.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use scoria_common::{
+    RequestContext,
+    db::{Db, DbError, WorkerEntry, WorkerKind, WorkerOutcome},
+    model::{SnapshotStatus, Volume, VolumeStatus, now_ms},
+    ops::{SchedulerClient, SchedulerOps, VolumeClient, VolumeOps},
+    rpc::RpcClient,
+};
+use scoria_proto::bus::{CreateVolume, DeleteVolume, ScheduleCreateVolume};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::BINARY;
+
+/// The owner of a volume waiting to be scheduled.
+pub const SCHEDULER_SERVICE: &str = "scoria-scheduler";
+/// The binary whose services own backend work.
+const VOLUME_BINARY: &str = "scoria-volume";
+/// The `error_message` of a `creating` volume the reaper scheduled once more.
+pub const RESCHEDULED_NOTE: &str = "scheduling did not finish by its deadline: scheduled once more";
+
+/// Work the reaper sends to a volume service taking over.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Takeover {
+    /// Create the volume there.
+    Create(CreateVolume),
+    /// Delete the volume there.
+    Delete(DeleteVolume),
+}
+
+/// Where the reaper sends work: the bus in production, a recorder in tests.
+#[async_trait]
+pub trait ReaperCasts: Send + Sync {
+    /// Casts `create_volume` to the schedulers' shared queue.
+    async fn schedule(
+        &self,
+        ctx: &RequestContext,
+        request: ScheduleCreateVolume,
+    ) -> Result<(), Status>;
+    /// Casts `work` to the volume service owning `host` (`host@backend`).
+    async fn take_over(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        work: Takeover,
+    ) -> Result<(), Status>;
+}
+
+/// [`ReaperCasts`] over the bus.
+#[derive(Clone)]
+pub struct BusReaperCasts {
+    rpc: RpcClient,
+}
+
+impl BusReaperCasts {
+    /// Casts through `rpc`.
+    pub fn new(rpc: RpcClient) -> Self {
+        Self { rpc }
+    }
+}
+
+#[async_trait]
+impl ReaperCasts for BusReaperCasts {
+    async fn schedule(
+        &self,
+        ctx: &RequestContext,
+        request: ScheduleCreateVolume,
+    ) -> Result<(), Status> {
+        SchedulerClient::new(self.rpc.clone())
+            .create_volume(ctx, request)
+            .await
+    }
+
+    async fn take_over(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        work: Takeover,
+    ) -> Result<(), Status> {
+        let client = VolumeClient::new(self.rpc.clone(), host)?;
+        match work {
+            Takeover::Create(request) => client.create_volume(ctx, request).await,
+            Takeover::Delete(request) => client.delete_volume(ctx, request).await,
+        }
+    }
+}
+
+/// How the reaper decides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReaperSettings {
+    /// A service whose last heartbeat is older than this is down.
+    pub service_down_time: Duration,
+    /// The attempt number a volume scheduled once more gets (the last allowed).
+    pub max_attempts: u32,
+    /// The deadline of work scheduled once more or handed over.
+    pub deadline: Duration,
+    /// Backends whose objects every service of that name reaches.
+    pub shared_backends: Vec<String>,
+}
+
+impl ReaperSettings {
+    /// The settings of `section`.
+    pub fn from_section(section: &crate::config::SchedulerSection) -> Self {
+        Self {
+            service_down_time: section.service_down_time(),
+            max_attempts: section.max_attempts.max(1),
+            deadline: section.reaper_deadline(),
+            shared_backends: section.shared_backends.clone(),
+        }
+    }
+}
+
+/// What one run did (resource ids).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Volumes scheduled once more.
+    pub rescheduled: Vec<String>,
+    /// Work handed to another service.
+    pub taken_over: Vec<String>,
+    /// Work failed.
+    pub failed: Vec<String>,
+    /// Stale entries removed.
+    pub stale: Vec<String>,
+    /// Entries left alone (someone else acted, or an error; tried next run).
+    pub skipped: Vec<String>,
+}
+
+/// Settles work whose owner is gone.
+pub struct Reaper {
+    db: Db,
+    casts: Arc<dyn ReaperCasts>,
+    settings: ReaperSettings,
+}
+
+/// What became of one entry.
+enum Reaped {
+    Rescheduled,
+    TakenOver,
+    Failed,
+    Stale,
+    Skipped,
+}
+
+impl Reaper {
+    /// A reaper over `db`, sending work through `casts`.
+    pub fn new(db: Db, casts: Arc<dyn ReaperCasts>, settings: ReaperSettings) -> Self {
+        Self {
+            db,
+            casts,
+            settings,
+        }
+    }
+
+    /// One pass over the overdue entries of the scheduler and of down services.
+    #[tracing::instrument(name = "scheduler.reap", skip_all, err)]
+    pub async fn run_once(&self) -> Result<ReapReport, DbError> {
+        let now = now_ms();
+        let mut report = ReapReport::default();
+        let mine = self.db.overdue_workers(SCHEDULER_SERVICE, now).await?;
+        let down_before = now - self.settings.service_down_time.as_millis() as i64;
+        let orphans = self
+            .db
+            .orphaned_workers(VOLUME_BINARY, SCHEDULER_SERVICE, down_before, now)
+            .await?;
+        for (entry, orphan) in mine
+            .into_iter()
+            .map(|e| (e, false))
+            .chain(orphans.into_iter().map(|e| (e, true)))
+        {
+            let outcome = if orphan {
+                self.orphan(&entry).await
+            } else {
+                self.unscheduled(&entry).await
+            };
+            let id = entry.resource_id.clone();
+            match outcome {
+                Ok(Reaped::Rescheduled) => report.rescheduled.push(id),
+                Ok(Reaped::TakenOver) => report.taken_over.push(id),
+                Ok(Reaped::Failed) => report.failed.push(id),
+                Ok(Reaped::Stale) => report.stale.push(id),
+                Ok(Reaped::Skipped) => report.skipped.push(id),
+                Err(err) => {
+                    tracing::warn!(resource_id = %id, %err, "cannot settle orphaned work now");
+                    report.skipped.push(id);
+                }
+            }
+        }
+        if report != ReapReport::default() {
+            tracing::info!(
+                rescheduled = report.rescheduled.len(),
+                taken_over = report.taken_over.len(),
+                failed = report.failed.len(),
+                stale = report.stale.len(),
+                skipped = report.skipped.len(),
+                "reaped overdue work"
+            );
+        }
+        Ok(report)
+    }
+
+    async fn stale(&self, entry: &WorkerEntry) -> Result<Reaped, DbError> {
+        self.db.remove_worker_entry(entry).await?;
+        tracing::info!(resource_id = %entry.resource_id, status = %entry.status, owner = %entry.service, "stale worker entry removed");
+        Ok(Reaped::Stale)
+    }
+
+    fn from_outcome(outcome: WorkerOutcome) -> Reaped {
+        match outcome {
+            WorkerOutcome::Done => Reaped::Failed,
+            WorkerOutcome::Stale => Reaped::Stale,
+            WorkerOutcome::Lost => Reaped::Skipped,
+        }
+    }
+
+    // === volumes waiting to be scheduled ===
+
+    async fn unscheduled(&self, entry: &WorkerEntry) -> Result<Reaped, DbError> {
+        let volume = match entry.kind {
+            WorkerKind::Volume => self.db.get_volume(&entry.resource_id).await?,
+            _ => None,
+        };
+        let Some(volume) = volume.filter(|v| {
+            v.status == VolumeStatus::Creating && entry.status == VolumeStatus::Creating.as_str()
+        }) else {
+            if self.db.worker_is_stale(entry).await? {
+                return self.stale(entry).await;
+            }
+            tracing::warn!(resource_id = %entry.resource_id, status = %entry.status, "scheduler entry of an unexpected kind: left alone");
+            return Ok(Reaped::Skipped);
+        };
+        let id = volume.id.clone();
+        if volume.error_message == RESCHEDULED_NOTE {
+            let message = format!(
+                "No valid backend was found in time: volume {id} was not taken by any volume service, \
+                 even after it was scheduled once more"
+            );
+            let outcome = self
+                .db
+                .fail_volume_worker(entry, VolumeStatus::Error, &message)
+                .await?;
+            if outcome == WorkerOutcome::Done {
+                tracing::warn!(volume_id = %id, "scheduling overdue twice: volume set to error");
+            }
+            return Ok(Self::from_outcome(outcome));
+        }
+        let request = self.schedule_request(&volume).await?;
+        let deadline = now_ms() + self.settings.deadline.as_millis() as i64;
+        if !self
+            .db
+            .note_rescheduled(entry, RESCHEDULED_NOTE, deadline)
+            .await?
+        {
+            return Ok(Reaped::Skipped);
+        }
+        tracing::warn!(volume_id = %id, "scheduling overdue: scheduling the volume once more");
+        let ctx = RequestContext::internal(BINARY);
+        if let Err(status) = self.casts.schedule(&ctx, request).await {
+            // The entry is overdue again at the new deadline, and then failed.
+            tracing::warn!(volume_id = %id, error = %status.message(), "cannot schedule the volume once more");
+        }
+        Ok(Reaped::Rescheduled)
+    }
+
+    /// The scheduling request of `volume`, rebuilt from the database.
+    async fn schedule_request(&self, volume: &Volume) -> Result<ScheduleCreateVolume, DbError> {
+        let extra_specs = match self.db.get_volume_type(&volume.volume_type).await? {
+            Some(volume_type) => volume_type.extra_specs,
+            None => Default::default(),
+        };
+        let required_host = if let Some(source) = volume.source_volume_id.as_deref() {
+            self.db
+                .get_volume(source)
+                .await?
+                .and_then(|v| v.host)
+                .unwrap_or_default()
+        } else if let Some(snapshot) = volume.snapshot_id.as_deref() {
+            self.db
+                .get_snapshot(snapshot)
+                .await?
+                .and_then(|s| s.host)
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(ScheduleCreateVolume {
+            volume_id: volume.id.clone(),
+            size_gib: volume.size_gib,
+            volume_type: volume.volume_type.clone(),
+            availability_zone: volume.availability_zone.clone(),
+            extra_specs,
+            tried_hosts: Vec::new(),
+            attempt: self.settings.max_attempts,
+            last_error: RESCHEDULED_NOTE.to_owned(),
+            snapshot_id: volume.snapshot_id.clone().unwrap_or_default(),
+            source_volume_id: volume.source_volume_id.clone().unwrap_or_default(),
+            required_host: required_host
+                .split('#')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        })
+    }
+
+    // === work of a service that is down ===
+
+    async fn orphan(&self, entry: &WorkerEntry) -> Result<Reaped, DbError> {
+        if self.db.worker_is_stale(entry).await? {
+            return self.stale(entry).await;
+        }
+        let owner = entry.service.as_str();
+        let backend = owner.split_once('@').map(|(_, b)| b).unwrap_or(owner);
+        if let Some(taken) = self.take_over(entry, backend).await? {
+            return Ok(taken);
+        }
+        let down = self.settings.service_down_time.as_secs();
+        let why = |what: &str| {
+            format!(
+                "{what} did not finish: its owner {owner} is down (no heartbeat for {down} s) \
+                 and no other service of backend {backend} can take it over"
+            )
+        };
+        let id = entry.resource_id.as_str();
+        let outcome = match (entry.kind, entry.status.as_str()) {
+            (WorkerKind::Volume, status) => {
+                let to = match status {
+                    "creating" => VolumeStatus::Error,
+                    "deleting" => VolumeStatus::ErrorDeleting,
+                    "extending" => VolumeStatus::ErrorExtending,
+                    other => {
+                        tracing::warn!(volume_id = %id, status = %other, "orphaned volume entry in a status the reaper does not settle");
+                        return Ok(Reaped::Skipped);
+                    }
+                };
+                let message = why(&format!("{status} volume {id}"));
+                self.db.fail_volume_worker(entry, to, &message).await?
+            }
+            (WorkerKind::Snapshot, status) => {
+                let to = match status {
+                    "creating" => SnapshotStatus::Error,
+                    "deleting" => SnapshotStatus::ErrorDeleting,
+                    other => {
+                        tracing::warn!(snapshot_id = %id, status = %other, "orphaned snapshot entry in a status the reaper does not settle");
+                        return Ok(Reaped::Skipped);
+                    }
+                };
+                let message = why(&format!("{status} snapshot {id}"));
+                self.db.fail_snapshot_worker(entry, to, &message).await?
+            }
+            (WorkerKind::Attachment, status) => {
+                // The attachment CAS removes the entry; check it is the one read.
+                if self.db.get_worker(entry.kind, id).await?.as_ref() != Some(entry) {
+                    return Ok(Reaped::Skipped);
+                }
+                let message = why(&format!("{status} attachment {id}"));
+                let won = match status {
+                    "attaching" | "reserved" => self.db.fail_attach(id, &message).await?,
+                    "detaching" => self.db.fail_detach(id, &message).await?,
+                    other => {
+                        tracing::warn!(attachment_id = %id, status = %other, "orphaned attachment entry in a status the reaper does not settle");
+                        return Ok(Reaped::Skipped);
+                    }
+                };
+                if won {
+                    WorkerOutcome::Done
+                } else {
+                    WorkerOutcome::Lost
+                }
+            }
+        };
+        if outcome == WorkerOutcome::Done {
+            tracing::warn!(resource_id = %id, status = %entry.status, %owner, "owner down: work failed");
+        }
+        Ok(Self::from_outcome(outcome))
+    }
+
+    /// Hands `entry` to another up, enabled volume service of `backend` if one
+    /// can do the work: a plain create anywhere, a delete on a shared backend.
+    /// `None`: no takeover (the caller fails the work).
+    async fn take_over(
+        &self,
+        entry: &WorkerEntry,
+        backend: &str,
+    ) -> Result<Option<Reaped>, DbError> {
+        if entry.kind != WorkerKind::Volume {
+            return Ok(None);
+        }
+        let Some(volume) = self.db.get_volume(&entry.resource_id).await? else {
+            return Ok(None);
+        };
+        let shared = self.settings.shared_backends.iter().any(|b| b == backend);
+        let plain_create = volume.status == VolumeStatus::Creating
+            && volume.snapshot_id.is_none()
+            && volume.source_volume_id.is_none();
+        let doable = plain_create || (shared && volume.status == VolumeStatus::Deleting);
+        if !doable {
+            return Ok(None);
+        }
+        let now = now_ms();
+        let down_ms = self.settings.service_down_time.as_millis() as i64;
+        let heir = self
+            .db
+            .list_services()
+            .await?
+            .into_iter()
+            .filter(|s| {
+                s.binary == VOLUME_BINARY
+                    && !s.disabled
+                    && s.is_up(now, down_ms)
+                    && s.host != entry.service
+                    && s.host.split_once('@').map(|(_, b)| b) == Some(backend)
+            })
+            .max_by_key(|s| s.last_heartbeat_ms);
+        let Some(heir) = heir else {
+            return Ok(None);
+        };
+        let deadline = now + self.settings.deadline.as_millis() as i64;
+        if !self.db.move_worker(entry, &heir.host, deadline).await? {
+            return Ok(Some(Reaped::Skipped));
+        }
+        let work = if volume.status == VolumeStatus::Creating {
+            let extra_specs = match self.db.get_volume_type(&volume.volume_type).await? {
+                Some(volume_type) => volume_type.extra_specs,
+                None => Default::default(),
+            };
+            Takeover::Create(CreateVolume {
+                volume_id: volume.id.clone(),
+                size_gib: volume.size_gib,
+                pool: format!("{}#{backend}", heir.host),
+                tried_hosts: Vec::new(),
+                attempt: self.settings.max_attempts,
+                volume_type: volume.volume_type.clone(),
+                availability_zone: volume.availability_zone.clone(),
+                extra_specs,
+                snapshot_id: String::new(),
+                source_volume_id: String::new(),
+            })
+        } else {
+            Takeover::Delete(DeleteVolume {
+                volume_id: volume.id.clone(),
+            })
+        };
+        tracing::warn!(volume_id = %volume.id, from = %entry.service, to = %heir.host, status = %volume.status, "owner down: work handed over");
+        let ctx = RequestContext::internal(BINARY);
+        if let Err(status) = self.casts.take_over(&ctx, &heir.host, work).await {
+            // The heir owns the entry now: its reconciler or a later reap settles it.
+            tracing::warn!(volume_id = %volume.id, to = %heir.host, error = %status.message(), "cannot cast the handed-over work");
+        }
+        Ok(Some(Reaped::TakenOver))
+    }
+}
+
+/// Runs the reaper every `period` (the first run one period after start) until
+/// `shutdown`.
+pub async fn reap_loop(reaper: Reaper, period: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            // Errors are logged by the run's span.
+            _ = reaper.run_once() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "reaper_tests.rs"]
+mod tests;
