@@ -124,7 +124,8 @@ pub struct Stack {
     pub volume_host: String,
     /// The volume service's backend name (the folder of its objects).
     pub backend: String,
-    /// The database URL all three use.
+    /// The database URL all three use (unless [`Stack::start_routed`] routes
+    /// theirs elsewhere: then the one the test's [`Stack::db`] uses).
     pub database_url: String,
     /// The database, for assertions.
     pub db: Db,
@@ -132,6 +133,7 @@ pub struct Stack {
     pg_database: Option<String>,
     children: Vec<(String, Child)>,
     env: Vec<(String, String)>,
+    extra_backends: Vec<String>,
 }
 
 impl Stack {
@@ -142,6 +144,17 @@ impl Stack {
 
     /// [`Stack::start`] with extra environment for every process.
     pub async fn start_with(kind: DbKind, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_routed(kind, extra_env, str::to_owned).await
+    }
+
+    /// [`Stack::start_with`], the services reaching the database at
+    /// `route(database_url)` (through a proxy, say) while the test's own
+    /// connection ([`Stack::db`], [`Stack::database_url`]) goes straight to it.
+    pub async fn start_routed(
+        kind: DbKind,
+        extra_env: &[(&str, &str)],
+        route: impl FnOnce(&str) -> String,
+    ) -> Self {
         require_rabbitmq();
         let dir = tempfile::tempdir().expect("temp dir");
         let exchange = unique_exchange("stack");
@@ -189,11 +202,12 @@ impl Stack {
             pg_database,
             children: Vec::new(),
             env: Vec::new(),
+            extra_backends: Vec::new(),
         };
         let mut env: Vec<(String, String)> = vec![
             ("SCORIA_AMQP_URL".into(), amqp_url()),
             ("SCORIA_CONTROL_EXCHANGE".into(), stack.exchange.clone()),
-            ("SCORIA_DATABASE_URL".into(), stack.database_url.clone()),
+            ("SCORIA_DATABASE_URL".into(), route(&stack.database_url)),
             (
                 "SCORIA_DATA_DIR".into(),
                 stack.dir.path().display().to_string(),
@@ -222,12 +236,18 @@ impl Stack {
     }
 
     fn spawn(&mut self, name: &str, env: &[(String, String)]) {
+        self.spawn_as(name, name, env);
+    }
+
+    /// Spawns `program` under the name `name` (its log file, its handle for
+    /// [`Stack::kill_service`] and friends).
+    fn spawn_as(&mut self, name: &str, program: &str, env: &[(String, String)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path(name))
             .expect("log file");
-        let mut command = Command::new(binary(name));
+        let mut command = Command::new(binary(program));
         command
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().expect("log"))
@@ -456,6 +476,69 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Starts a further `scoria-volume` owning backend `backend` on the stack's
+    /// host (its objects under `<dir>/<backend>`), with the stack's environment
+    /// plus `extra_env`, and waits for its first heartbeat. Its process is named
+    /// `scoria-volume@<backend>` (log file, [`Stack::kill_service`]); returns its
+    /// `host@backend`.
+    pub async fn start_volume_service(
+        &mut self,
+        backend: &str,
+        extra_env: &[(&str, &str)],
+    ) -> String {
+        let name = format!("scoria-volume@{backend}");
+        assert!(
+            !self.children.iter().any(|(n, _)| *n == name),
+            "{name} runs already"
+        );
+        let mut env = self.env.clone();
+        let overrides = [("SCORIA_VOLUME_BACKEND", backend)];
+        for (k, v) in overrides.iter().chain(extra_env) {
+            env.retain(|(key, _)| key != k);
+            env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        let host = self
+            .volume_host
+            .split_once('@')
+            .map_or(self.volume_host.as_str(), |(h, _)| h);
+        let volume_host = format!("{host}@{backend}");
+        let since = scoria_common::model::now_ms();
+        self.spawn_as(&name, "scoria-volume", &env);
+        self.extra_backends.push(backend.to_owned());
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| *n == name)
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "{name} exited during start-up with {status}\n{}",
+                    self.logs()
+                );
+            }
+            let services = self.db.list_services().await.unwrap_or_default();
+            if services
+                .iter()
+                .any(|s| s.host == volume_host && s.last_heartbeat_ms >= since)
+            {
+                return volume_host;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not become ready in {START_TIMEOUT:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The backends of the stack's volume services: [`Stack::backend`] first,
+    /// then those of [`Stack::start_volume_service`].
+    pub fn backends(&self) -> Vec<String> {
+        std::iter::once(self.backend.clone())
+            .chain(self.extra_backends.iter().cloned())
+            .collect()
     }
 
     /// Sends SIGTERM to every process and waits for them; returns each exit code.

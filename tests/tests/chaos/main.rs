@@ -1,0 +1,18 @@
+//! Chaos tests (issue 6): the real processes, broker and database disturbed
+//! while volumes are being made, each test ending with every volume `available`
+//! or `error`, none stuck, and the backends' objects matching the database
+//! ([`support::assert_settled`]).
+//!
+//! Some scenarios disturb the shared broker for everyone (a RabbitMQ restart),
+//! so every test here takes [`support::serial`] first: one at a time, whatever
+//! `--test-threads` says. (A poison message on every queue is covered by the
+//! integration tests' `malformed` module, not here.)
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod broker;
+mod database;
+mod races;
+mod reschedule;
+mod scheduler_down;
+mod support;
+mod volume_kill;
