@@ -4,6 +4,7 @@
 
 mod admin;
 mod db;
+mod reconcile;
 mod rpc;
 mod snapshots;
 mod volumes;
