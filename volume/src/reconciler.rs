@@ -372,7 +372,7 @@ impl Reconciler {
     }
 
     /// Overdue attachment entries: stale ones go here; the rest are settled
-    /// from what really runs by the manager's attachment reconciliation.
+    /// from what really runs by [`VolumeManager::reconcile_attachments`].
     async fn attachments(&self, entries: &[WorkerEntry], report: &mut ReconcileReport) {
         let mut live = Vec::new();
         for entry in entries {
@@ -394,10 +394,25 @@ impl Reconciler {
         if live.is_empty() {
             return;
         }
-        // Hook: attachments are settled from the exports that really run, by the
-        // manager's attachment code (it owns the export manager).
-        tracing::info!(attachments = ?live, "overdue attachments: left to the attachment reconciliation");
-        report.skipped.extend(live);
+        // Settled from the exports that really run by the manager's attachment
+        // code (it owns the export manager).
+        match self.manager.reconcile_attachments().await {
+            Ok(settled) => {
+                for id in live {
+                    if settled.failed.contains(&id) || settled.failed_detach.contains(&id) {
+                        report.failed.push(id);
+                    } else if settled.attached.contains(&id) || settled.detached.contains(&id) {
+                        report.finished.push(id);
+                    } else {
+                        report.skipped.push(id);
+                    }
+                }
+            }
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "cannot settle overdue attachments now");
+                report.skipped.extend(live);
+            }
+        }
     }
 }
 

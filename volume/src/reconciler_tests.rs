@@ -437,3 +437,70 @@ async fn a_claim_gives_the_work_this_services_deadline() {
         entry.deadline_ms - before
     );
 }
+
+#[tokio::test]
+async fn an_overdue_attach_without_an_export_is_settled_through_the_manager() {
+    use scoria_common::model::{AttachMode, Attachment, Connector};
+    let f = fixture().await;
+    let target = volume(&f, VolumeStatus::Available, HOST, i64::MAX).await;
+    f.db.transition_volume_with_worker(
+        &target.id,
+        &[VolumeStatus::Available],
+        VolumeStatus::Available,
+        None,
+        None,
+        None,
+    )
+    .await
+    .expect("drop the volume's entry");
+    let now = now_ms();
+    let attachment = Attachment {
+        id: uuid::Uuid::new_v4().to_string(),
+        volume_id: target.id.clone(),
+        project_id: "p1".into(),
+        user_id: "u1".into(),
+        status: AttachmentStatus::Attaching,
+        instance_id: "vm-1".into(),
+        connector: Connector {
+            host: "compute-1".into(),
+            ..Default::default()
+        },
+        mode: AttachMode::ReadWrite,
+        volume_host: HOST.into(),
+        connection_info: None,
+        error_message: String::new(),
+        created_at_ms: now,
+        updated_at_ms: now,
+        attached_at_ms: None,
+    };
+    let entry = WorkerEntry {
+        kind: WorkerKind::Attachment,
+        resource_id: attachment.id.clone(),
+        status: "attaching".into(),
+        service: HOST.into(),
+        deadline_ms: now - 1,
+    };
+    f.db.reserve_attachment(&attachment, false, &entry)
+        .await
+        .expect("reserve");
+
+    let report = f.reconciler.run_once().await.expect("run");
+
+    assert_eq!(report.failed, vec![attachment.id.clone()]);
+    let stored =
+        f.db.get_attachment(&attachment.id)
+            .await
+            .expect("get")
+            .expect("attachment");
+    assert_eq!(stored.status, AttachmentStatus::ErrorAttaching);
+    let volume =
+        f.db.get_volume(&target.id)
+            .await
+            .expect("get")
+            .expect("row");
+    assert_eq!(
+        volume.status,
+        VolumeStatus::Available,
+        "the volume settles back"
+    );
+}
