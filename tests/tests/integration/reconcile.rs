@@ -124,8 +124,17 @@ fn assert_backend_matches(stack: &Stack, volumes: &[Volume]) {
 
 #[tokio::test]
 async fn work_cut_by_kill_9_is_finished_or_failed_after_a_restart() {
+    restart_settles_cut_work(DbKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn work_cut_by_kill_9_settles_after_a_restart_on_postgres() {
+    restart_settles_cut_work(DbKind::Postgres).await;
+}
+
+async fn restart_settles_cut_work(kind: DbKind) {
     let mut stack = Stack::start_with(
-        DbKind::Sqlite,
+        kind,
         &[
             ("SCORIA_OPERATION_DEADLINE_SECS", "2"),
             ("SCORIA_RECONCILE_INTERVAL_SECS", "1"),
@@ -210,8 +219,17 @@ async fn work_cut_by_kill_9_is_finished_or_failed_after_a_restart() {
 
 #[tokio::test]
 async fn the_reaper_fails_the_work_of_a_volume_service_that_stays_down() {
+    reaper_fails_orphaned_work(DbKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_reaper_fails_orphaned_work_on_postgres() {
+    reaper_fails_orphaned_work(DbKind::Postgres).await;
+}
+
+async fn reaper_fails_orphaned_work(kind: DbKind) {
     let mut stack = Stack::start_with(
-        DbKind::Sqlite,
+        kind,
         &[
             ("SCORIA_OPERATION_DEADLINE_SECS", "2"),
             ("SCORIA_HEARTBEAT_INTERVAL_SECS", "1"),
