@@ -139,6 +139,11 @@ async fn database_cut_answers_unavailable_then_recovers() {
 
     proxy.cut();
     let cut_at = Instant::now();
+    let in_flight = volumes(&stack)
+        .await
+        .iter()
+        .filter(|v| v.status == VolumeStatus::Creating)
+        .count();
     let during = request_id("db-during", 0);
     let (got, listed, created) = tokio::join!(
         tokio::time::timeout(Duration::from_secs(20), api.get(&known)),
@@ -159,6 +164,10 @@ async fn database_cut_answers_unavailable_then_recovers() {
             ),
         }
     }
+    eprintln!(
+        "cut with {in_flight} creates in flight; UNAVAILABLE answered within {:?}",
+        cut_at.elapsed()
+    );
     let remaining = Duration::from_secs(3).saturating_sub(cut_at.elapsed());
     tokio::time::sleep(remaining).await;
     proxy.restore();

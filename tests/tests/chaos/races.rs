@@ -1,8 +1,10 @@
 //! 50 rounds of DeleteVolume, ExtendVolume and CreateAttachment sent at once
 //! on one available volume: the status changes are compare-and-set, so exactly
-//! one wins each round, the two others get FAILED_PRECONDITION (or NOT_FOUND
-//! once a winning delete removed the volume), and the volume
-//! ends as the winner left it (gone, one GiB larger, or in use until detached).
+//! one wins each round, the others get FAILED_PRECONDITION (or NOT_FOUND once a
+//! winning delete removed the volume), and the volume ends as the winner left
+//! it (gone, one GiB larger, or in use until detached). The one serializable
+//! exception, an extend that finished before a slower racer even read the
+//! volume, is told apart by the second winner finding the larger volume.
 
 use std::time::Duration;
 
@@ -32,6 +34,7 @@ async fn racing_delete_extend_attach_have_exactly_one_winner() {
     let api = Api::new(&stack);
     let mut current: Option<(String, u64)> = None;
     let mut wins = [0usize; 3];
+    let mut extend_first = 0;
     for round in 0..ROUNDS {
         let (id, size) = match current.take() {
             Some(volume) => volume,
@@ -78,49 +81,63 @@ async fn racing_delete_extend_attach_have_exactly_one_winner() {
             "round {round} on {id}: delete {deleted:?}, extend {extended:?}, attach {attached:?}\n{}",
             stack.logs()
         );
-        assert_eq!(
-            winners.iter().filter(|w| **w).count(),
-            1,
+        // Exactly one wins while the three overlap. A file grows in a few
+        // milliseconds, though, so an extend can finish (the volume available
+        // again, one GiB larger) before a racing request that waited on the
+        // database's write lock even reads the volume: that one may then win
+        // too, as it would one request later. Only that order is serializable
+        // (a reserved or deleting volume never comes back available), and it
+        // is checked below: the second winner found the larger volume.
+        let count = winners.iter().filter(|w| **w).count();
+        let extend_then_other = count == 2 && winners[1];
+        assert!(
+            count == 1 || extend_then_other,
             "not exactly one winner: {context}"
         );
-        let deleted = deleted.map(|_| ());
-        let extended = extended.map(|_| ());
-        if winners[0] {
-            wins[0] += 1;
-            loser("extend", &extended, true);
-            loser("attach", &attached.map(|_| ()), true);
+        if extend_then_other {
+            extend_first += 1;
+        }
+        for (won, tally) in winners.iter().zip(wins.iter_mut()) {
+            *tally += usize::from(*won);
+        }
+        let gone = winners[0];
+        let attached = attached.map(|a| a.id);
+        for (op, won, result) in [
+            ("delete", winners[0], deleted.map(|_| ())),
+            ("extend", winners[1], extended.map(|_| ())),
+            ("attach", winners[2], attached.clone().map(|_| ())),
+        ] {
+            if !won {
+                loser(op, &result, gone);
+            }
+        }
+        let size = if winners[1] { size + 1 } else { size };
+        if gone {
             api.wait_gone(&id).await;
             assert!(
                 !stack.volume_file(&id).exists(),
                 "round {round}: the deleted volume's file is still there"
             );
-        } else if winners[1] {
-            wins[1] += 1;
-            loser("delete", &deleted, false);
-            loser("attach", &attached.map(|_| ()), false);
-            let v = api.wait_status(&id, VolumeStatus::Available).await;
-            assert_eq!(v.size_gib, size + 1, "round {round}: {v:?}");
-            let len = std::fs::metadata(stack.volume_file(&id))
-                .expect("volume file")
-                .len();
-            assert_eq!(len, (size + 1) * GIB, "round {round}: file not grown");
-            current = Some((id, size + 1));
-        } else {
-            wins[2] += 1;
-            loser("delete", &deleted, false);
-            loser("extend", &extended, false);
-            let attachment = attached.expect("the winner");
+            continue;
+        }
+        if let Ok(attachment) = attached {
             let v = api.wait_status(&id, VolumeStatus::InUse).await;
-            assert_eq!(v.size_gib, size, "round {round}: {v:?}");
-            api.detach(&attachment.id)
+            assert_eq!(v.size_gib, size, "round {round}: {v:?}\n{context}");
+            api.detach(&attachment)
                 .await
                 .unwrap_or_else(|s| panic!("round {round}: detach: {s:?}\n{}", stack.logs()));
-            api.wait_status(&id, VolumeStatus::Available).await;
-            current = Some((id, size));
         }
+        let v = api.wait_status(&id, VolumeStatus::Available).await;
+        assert_eq!(v.size_gib, size, "round {round}: {v:?}\n{context}");
+        let len = std::fs::metadata(stack.volume_file(&id))
+            .expect("volume file")
+            .len();
+        assert_eq!(len, size * GIB, "round {round}: the file's size");
+        current = Some((id, size));
     }
     eprintln!(
-        "winners over {ROUNDS} rounds: delete {}, extend {}, attach {}",
+        "winners over {ROUNDS} rounds: delete {}, extend {}, attach {}; \
+         {extend_first} rounds with an extend finished before a second winner",
         wins[0], wins[1], wins[2]
     );
     assert!(

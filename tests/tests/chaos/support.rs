@@ -8,7 +8,7 @@ use std::{
 };
 
 use scoria_common::{
-    db::{SnapshotQuery, VolumeQuery},
+    db::{SnapshotQuery, VolumeQuery, WorkerKind},
     model::{SnapshotStatus, VolumeStatus},
 };
 use scoria_proto::v1::{
@@ -268,7 +268,8 @@ fn is_object(name: &str, kind: &str, id: &str) -> bool {
 
 /// Waits (up to [`SETTLE_TIMEOUT`]) until no volume or snapshot of `stack` is in
 /// a transient status, then asserts the end state every chaos scenario must
-/// reach: every volume `available` or `error` (an `error` one says why), and
+/// reach: every volume `available` or `error` (an `error` one says why, none
+/// keeps a `workers` entry), and
 /// the objects in every backend folder exactly the `available` volumes and
 /// snapshots of that backend (no leftover object, no row without its object).
 pub async fn assert_settled(stack: &Stack) {
@@ -320,6 +321,18 @@ pub async fn assert_settled(stack: &Stack) {
                 v.id
             );
         }
+        // A settled volume has no owner left that could still act on it.
+        let worker = stack
+            .db
+            .get_worker(WorkerKind::Volume, &v.id)
+            .await
+            .expect("get worker");
+        assert!(
+            worker.is_none(),
+            "volume {} settled in {} but still has a worker entry {worker:?}",
+            v.id,
+            v.status
+        );
     }
     for backend in stack.backends() {
         let dir = stack.dir.path().join(&backend);
