@@ -3,6 +3,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod admin;
+mod attachments;
 mod db;
 mod reconcile;
 mod rpc;
