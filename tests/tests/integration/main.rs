@@ -5,6 +5,7 @@
 mod admin;
 mod attachments;
 mod db;
+mod malformed;
 mod reconcile;
 mod rpc;
 mod snapshots;
