@@ -522,8 +522,17 @@ async fn in_use_volumes_are_guarded() {
 // === attach racing delete ===
 
 #[tokio::test(flavor = "multi_thread")]
-async fn attach_racing_delete_has_one_winner() {
-    let stack = Stack::start(DbKind::Sqlite).await;
+async fn attach_racing_delete_has_one_winner_on_sqlite() {
+    attach_racing_delete(DbKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_racing_delete_has_one_winner_on_postgres() {
+    attach_racing_delete(DbKind::Postgres).await;
+}
+
+async fn attach_racing_delete(kind: DbKind) {
+    let stack = Stack::start(kind).await;
     let (mut attaches, mut deletes) = (0, 0);
     for round in 0..20 {
         let volume_id = new_volume(
