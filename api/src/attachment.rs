@@ -418,5 +418,5 @@ impl AttachmentService for AttachmentApi {
 }
 
 #[cfg(test)]
-#[path = "attachment_tests.rs"]
+#[path = "attachment_tests/mod.rs"]
 mod tests;
