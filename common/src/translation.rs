@@ -155,76 +155,6 @@ pub fn service_to_proto(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn services_are_up_within_the_down_time() {
-        let service = crate::model::Service {
-            binary: "scoria-volume".into(),
-            host: "n1@file".into(),
-            availability_zone: "az1".into(),
-            disabled: true,
-            disabled_reason: "maintenance".into(),
-            last_heartbeat_ms: 1_000_000,
-        };
-        let up = service_to_proto(&service, 1_060_000, 60_000);
-        assert_eq!(
-            up.state,
-            pb::ServiceState::Up as i32,
-            "exactly the down time is up"
-        );
-        assert!(!up.enabled);
-        assert_eq!(up.disabled_reason, "maintenance");
-        assert_eq!(up.binary, "scoria-volume");
-        assert_eq!(up.host, "n1@file");
-        assert_eq!(up.availability_zone, "az1");
-        assert_eq!(up.last_heartbeat, Some(timestamp(1_000_000)));
-        let down = service_to_proto(&service, 1_060_001, 60_000);
-        assert_eq!(down.state, pb::ServiceState::Down as i32);
-    }
-
-    #[test]
-    fn every_status_round_trips() {
-        for status in VolumeStatus::ALL {
-            assert_eq!(
-                volume_status_from_proto(pb::VolumeStatus::from(status)),
-                Some(status)
-            );
-        }
-        assert_eq!(
-            volume_status_from_proto(pb::VolumeStatus::Unspecified),
-            None
-        );
-    }
-
-    #[test]
-    fn every_snapshot_status_round_trips() {
-        for status in SnapshotStatus::ALL {
-            assert_eq!(
-                snapshot_status_from_proto(pb::SnapshotStatus::from(status)),
-                Some(status)
-            );
-        }
-        assert_eq!(
-            snapshot_status_from_proto(pb::SnapshotStatus::Unspecified),
-            None
-        );
-    }
-
-    #[test]
-    fn timestamps_split_milliseconds() {
-        assert_eq!(
-            timestamp(1_500),
-            Timestamp {
-                seconds: 1,
-                nanos: 500_000_000
-            }
-        );
-    }
-}
-
 impl From<AttachmentStatus> for pb::AttachmentStatus {
     fn from(status: AttachmentStatus) -> Self {
         match status {
@@ -320,5 +250,75 @@ impl From<&Attachment> for pb::Attachment {
             updated_at: Some(timestamp(a.updated_at_ms)),
             attached_at: a.attached_at_ms.map(timestamp),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_are_up_within_the_down_time() {
+        let service = crate::model::Service {
+            binary: "scoria-volume".into(),
+            host: "n1@file".into(),
+            availability_zone: "az1".into(),
+            disabled: true,
+            disabled_reason: "maintenance".into(),
+            last_heartbeat_ms: 1_000_000,
+        };
+        let up = service_to_proto(&service, 1_060_000, 60_000);
+        assert_eq!(
+            up.state,
+            pb::ServiceState::Up as i32,
+            "exactly the down time is up"
+        );
+        assert!(!up.enabled);
+        assert_eq!(up.disabled_reason, "maintenance");
+        assert_eq!(up.binary, "scoria-volume");
+        assert_eq!(up.host, "n1@file");
+        assert_eq!(up.availability_zone, "az1");
+        assert_eq!(up.last_heartbeat, Some(timestamp(1_000_000)));
+        let down = service_to_proto(&service, 1_060_001, 60_000);
+        assert_eq!(down.state, pb::ServiceState::Down as i32);
+    }
+
+    #[test]
+    fn every_status_round_trips() {
+        for status in VolumeStatus::ALL {
+            assert_eq!(
+                volume_status_from_proto(pb::VolumeStatus::from(status)),
+                Some(status)
+            );
+        }
+        assert_eq!(
+            volume_status_from_proto(pb::VolumeStatus::Unspecified),
+            None
+        );
+    }
+
+    #[test]
+    fn every_snapshot_status_round_trips() {
+        for status in SnapshotStatus::ALL {
+            assert_eq!(
+                snapshot_status_from_proto(pb::SnapshotStatus::from(status)),
+                Some(status)
+            );
+        }
+        assert_eq!(
+            snapshot_status_from_proto(pb::SnapshotStatus::Unspecified),
+            None
+        );
+    }
+
+    #[test]
+    fn timestamps_split_milliseconds() {
+        assert_eq!(
+            timestamp(1_500),
+            Timestamp {
+                seconds: 1,
+                nanos: 500_000_000
+            }
+        );
     }
 }

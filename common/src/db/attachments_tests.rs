@@ -382,3 +382,23 @@ async fn list_filters_by_host_and_status_and_pages() {
         .expect("other project");
     assert!(other.is_empty());
 }
+
+#[tokio::test]
+async fn a_volume_with_an_attachment_cannot_be_deleted_even_after_a_status_reset() {
+    let t = temp_db().await;
+    let v = volume(&t.db, VolumeStatus::Available).await;
+    let a = attachment(&v, AttachMode::ReadWrite);
+    reserve(&t.db, &a, false).await;
+    t.db.finish_attach(&a.id, &info(10809))
+        .await
+        .expect("finish");
+    // An operator forces the volume to `available`; the attachment still holds it.
+    t.db.reset_volume_status(&v.id, VolumeStatus::Available)
+        .await
+        .expect("reset");
+    assert_eq!(
+        t.db.start_volume_delete(&v.id, None).await.expect("delete"),
+        VolumeDeleteStart::WrongStatus
+    );
+    assert_eq!(status_of(&t.db, &v.id).await, VolumeStatus::Available);
+}

@@ -19,7 +19,7 @@ use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 use super::{
     Db, DbError, DbResult, WorkerEntry, WorkerKind, placeholders, services::remove_worker,
 };
-use crate::model::{Snapshot, SnapshotStatus, VolumeStatus, now_ms};
+use crate::model::{AttachmentStatus, Snapshot, SnapshotStatus, VolumeStatus, now_ms};
 
 const COLUMNS: &str = "id, project_id, user_id, volume_id, name, description, size_gib, status, \
     host, error_message, created_at, updated_at";
@@ -272,9 +272,16 @@ impl Db {
         worker: Option<&WorkerEntry>,
     ) -> DbResult<VolumeDeleteStart> {
         let mut tx = self.pool.begin().await?;
+        // An attachment holds its volume even after an operator reset its status.
+        let active = AttachmentStatus::ACTIVE
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
             "UPDATE volumes SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ({}) \
-             AND NOT EXISTS (SELECT 1 FROM snapshots WHERE volume_id = $3)",
+             AND NOT EXISTS (SELECT 1 FROM snapshots WHERE volume_id = $3) \
+             AND NOT EXISTS (SELECT 1 FROM attachments WHERE volume_id = $3 AND status IN ({active}))",
             placeholders(4, VolumeStatus::DELETABLE.len())
         );
         let mut q = sqlx::query(AssertSqlSafe(sql))

@@ -366,7 +366,7 @@ async fn volume_types_steer_scheduling_and_zones_are_listed() {
         .call_admin(
             "p1",
             &format!("{types}/CreateVolumeType"),
-            &json!({"name": "shared", "extra_specs": {"multiattach": "<is> True"}}),
+            &json!({"name": "shared", "extra_specs": {"multiattach": "<is> False"}}),
         )
         .await
         .expect("create type");
