@@ -114,7 +114,12 @@ pub async fn serve(
     tracing::info!(engine = ?db.engine(), "database connected");
     let broker = Broker::start(
         config.bus.clone(),
-        format!("{BINARY}@{}", config.service.host),
+        // Named like the other services' connections, `<exchange>:<binary>@<host>`,
+        // so an operator (or a test) finds a deployment's connections by its exchange.
+        format!(
+            "{}:{BINARY}@{}",
+            config.bus.control_exchange, config.service.host
+        ),
     );
     let rpc = RpcClient::new(broker.clone());
 

@@ -3,7 +3,8 @@
 //!
 //! Prints: create -> available for N volumes with 10 concurrent clients
 //! (volumes/s, p50, p99); the same with 1 client (p50); delete -> gone with 10
-//! clients (volumes/s); ListVolumes of N (p50); CPU-ms per create summed over the
+//! clients (volumes/s); attach (an NBD export up) and detach with 10 clients
+//! (attachments/s, p50); ListVolumes of N (p50); CPU-ms per create summed over the
 //! three processes. "Available" and "gone" are observed on the notification queue
 //! (`volume.create.end` / `volume.delete.end`), so the bench does not poll.
 //! Under `cargo test --benches` (no `--bench` flag) it runs a small smoke size.
@@ -20,9 +21,10 @@ use hdrhistogram::Histogram;
 use prost::Message;
 use scoria_common::rpc::{Broker, Priority, notifier::NotificationReader};
 use scoria_proto::v1::{
-    CreateSnapshotRequest, CreateVolumeRequest, DeleteSnapshotRequest, DeleteVolumeRequest,
-    ListVolumesRequest, Snapshot, Volume, snapshot_service_client::SnapshotServiceClient,
-    volume_service_client::VolumeServiceClient,
+    Connector, CreateAttachmentRequest, CreateSnapshotRequest, CreateVolumeRequest,
+    DeleteAttachmentRequest, DeleteSnapshotRequest, DeleteVolumeRequest, ListVolumesRequest,
+    Snapshot, Volume, attachment_service_client::AttachmentServiceClient,
+    snapshot_service_client::SnapshotServiceClient, volume_service_client::VolumeServiceClient,
 };
 use scoria_tests::{
     bus_config,
@@ -324,6 +326,73 @@ async fn main() {
             .unwrap();
         arrival(&waiters, "snapshot.delete.end", id).await;
     }
+
+    // attach (a qemu-nbd export started and answering) and detach, 10 clients
+    let attachments = AttachmentServiceClient::new(channel.clone());
+    let m = if full { 50 } else { 5 };
+    let started = Instant::now();
+    let attached: Vec<(String, Duration)> = stream::iter(results.iter().take(m))
+        .map(|(volume_id, _)| {
+            let mut c = attachments.clone();
+            let volume_id = volume_id.clone();
+            async move {
+                let t = Instant::now();
+                let a = c
+                    .create_attachment(request(CreateAttachmentRequest {
+                        volume_id,
+                        connector: Some(Connector {
+                            host: "bench".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(
+                    a.connection_info.is_some(),
+                    "attached without connection info"
+                );
+                (a.id, t.elapsed())
+            }
+        })
+        .buffer_unordered(10)
+        .collect()
+        .await;
+    let attach_elapsed = started.elapsed();
+    let started = Instant::now();
+    let detached: Vec<Duration> = stream::iter(attached.iter())
+        .map(|(id, _)| {
+            let mut c = attachments.clone();
+            let id = id.clone();
+            async move {
+                let t = Instant::now();
+                c.delete_attachment(request(DeleteAttachmentRequest { id }))
+                    .await
+                    .unwrap();
+                t.elapsed()
+            }
+        })
+        .buffer_unordered(10)
+        .collect()
+        .await;
+    let detach_elapsed = started.elapsed();
+    let mut attach_hist = Histogram::<u64>::new(3).unwrap();
+    for (_, latency) in &attached {
+        attach_hist.record(latency.as_micros() as u64).unwrap();
+    }
+    let mut detach_hist = Histogram::<u64>::new(3).unwrap();
+    for latency in &detached {
+        detach_hist.record(latency.as_micros() as u64).unwrap();
+    }
+    println!(
+        "attach  {:.0} attachments/s with 10 clients ({m}), p50 {} p99 {}; detach {:.0}/s, p50 {}",
+        m as f64 / attach_elapsed.as_secs_f64(),
+        ms(attach_hist.value_at_quantile(0.5)),
+        ms(attach_hist.value_at_quantile(0.99)),
+        m as f64 / detach_elapsed.as_secs_f64(),
+        ms(detach_hist.value_at_quantile(0.5)),
+    );
 
     // delete -> gone, 10 clients
     let started = Instant::now();

@@ -426,16 +426,22 @@ pub(super) fn qemu_nbd_serving(pid: Pid, export_name: &str) -> Option<Vec<String
     (pid_alive(pid) && is_qemu_nbd && serves).then_some(args)
 }
 
-/// Whether `pid` runs (a zombie does not: it only waits for its parent to reap it).
+/// Whether `pid` runs: one of its threads is not a zombie (a zombie only waits
+/// for its parent to reap it).
 fn pid_alive(pid: Pid) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    // The leader of a thread group shows `Z` as soon as its own thread exited, while
+    // the other threads still run (and hold the listening socket): look at every one.
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
-    // `pid (comm) S ...`: the state follows the last parenthesis.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, None | Some('Z' | 'X'))
+    tasks.flatten().any(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // `tid (comm) S ...`: the state follows the last parenthesis.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        !matches!(state, None | Some('Z' | 'X'))
+    })
 }
 
 /// Stops `pid`, which is not our child: SIGTERM, up to [`STOP_TIMEOUT`], SIGKILL.
