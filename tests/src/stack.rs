@@ -62,8 +62,16 @@ pub fn require_postgres() {
 /// test never runs stale binaries.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir")
+        .to_owned();
     let built = BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        // The profile of this test binary (`cargo bench` runs a release one).
+        let release = dir.file_name().is_some_and(|n| n == "release");
         let out = std::process::Command::new(cargo)
             .args([
                 "build",
@@ -75,6 +83,7 @@ pub fn binary(name: &str) -> PathBuf {
                 "-p",
                 "scoria-volume",
             ])
+            .args(release.then_some("--release"))
             .stdout(Stdio::null())
             .output()
             .map_err(|e| e.to_string())?;
@@ -87,11 +96,6 @@ pub fn binary(name: &str) -> PathBuf {
     if let Err(err) = built {
         panic!("building the service binaries failed: {err}");
     }
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile dir");
     let path = dir.join(name);
     assert!(
         path.exists(),
