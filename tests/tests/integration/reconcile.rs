@@ -75,6 +75,27 @@ async fn wait_claimed(stack: &Stack, id: &str) {
     }
 }
 
+/// Waits for a heartbeat of the volume service written after this call.
+async fn fresh_heartbeat(stack: &Stack) {
+    let since = scoria_common::model::now_ms();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let services = stack.db.list_services().await.expect("services");
+        if services
+            .iter()
+            .any(|s| s.binary == "scoria-volume" && s.last_heartbeat_ms >= since)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat of the volume service\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until no volume is in a transient status; returns every volume.
 async fn settled(stack: &Stack, within: Duration) -> Vec<Volume> {
     let deadline = Instant::now() + within;
@@ -233,12 +254,16 @@ async fn reaper_fails_orphaned_work(kind: DbKind) {
         &[
             ("SCORIA_OPERATION_DEADLINE_SECS", "2"),
             ("SCORIA_HEARTBEAT_INTERVAL_SECS", "1"),
-            ("SCORIA_SERVICE_DOWN_TIME_SECS", "3"),
+            ("SCORIA_SERVICE_DOWN_TIME_SECS", "6"),
             ("SCORIA_REAPER_INTERVAL_SECS", "1"),
         ],
     )
     .await;
     let source = full_source(&stack).await;
+    // Writing the source floods the disk, which can hold the volume service's
+    // heartbeats back past the short down time: the clone is asked for only once
+    // the service beats again, so the scheduler sees it up.
+    fresh_heartbeat(&stack).await;
     let clone = create(
         &stack,
         json!({"name": "clone", "size_gib": 2, "source_volume_id": source}),
