@@ -116,6 +116,14 @@ pub struct GrpcError {
     pub raw: String,
 }
 
+/// A heartbeat to wait for: of `binary` (on `host`, when given), written at or
+/// after `since_ms`.
+struct Heartbeat<'a> {
+    binary: &'a str,
+    host: Option<&'a str>,
+    since_ms: i64,
+}
+
 /// A running stack of the three services.
 pub struct Stack {
     /// The temp dir holding data and logs.
@@ -449,37 +457,12 @@ impl Stack {
         let since = scoria_common::model::now_ms();
         let env = self.env.clone();
         self.spawn(name, &env);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name)
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!(
-                    "{name} exited during start-up with {status}\n{}",
-                    self.logs()
-                );
-            }
-            let ready = if name == "scoria-api" {
-                grpcurl(&self.api, &[], "grpc.health.v1.Health/Check", "{}")
-                    .await
-                    .map(|v| v["status"] == "SERVING")
-                    .unwrap_or(false)
-            } else {
-                let services = self.db.list_services().await.unwrap_or_default();
-                services
-                    .iter()
-                    .any(|s| s.binary == name && s.last_heartbeat_ms >= since)
-            };
-            if ready {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not become ready in {START_TIMEOUT:?}\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let beat = (name != "scoria-api").then_some(Heartbeat {
+            binary: name,
+            host: None,
+            since_ms: since,
+        });
+        self.wait_started(name, beat).await;
     }
 
     /// Starts a further `scoria-volume` owning backend `backend` on the stack's
@@ -511,9 +494,22 @@ impl Stack {
         let since = scoria_common::model::now_ms();
         self.spawn_as(&name, "scoria-volume", &env);
         self.extra_backends.push(backend.to_owned());
+        let beat = Heartbeat {
+            binary: "scoria-volume",
+            host: Some(&volume_host),
+            since_ms: since,
+        };
+        self.wait_started(&name, Some(beat)).await;
+        volume_host
+    }
+
+    /// Waits until process `name`, just spawned, is ready: `beat` written (or,
+    /// without one, the API's health check serving). Panics with the logs if it
+    /// exits or is not ready within the start timeout.
+    async fn wait_started(&mut self, name: &str, beat: Option<Heartbeat<'_>>) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| *n == name)
+            if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name)
                 && let Ok(Some(status)) = child.try_wait()
             {
                 panic!(
@@ -521,12 +517,15 @@ impl Stack {
                     self.logs()
                 );
             }
-            let services = self.db.list_services().await.unwrap_or_default();
-            if services
-                .iter()
-                .any(|s| s.host == volume_host && s.last_heartbeat_ms >= since)
-            {
-                return volume_host;
+            let ready = match &beat {
+                Some(beat) => self.has_beaten(beat).await,
+                None => grpcurl(&self.api, &[], "grpc.health.v1.Health/Check", "{}")
+                    .await
+                    .map(|v| v["status"] == "SERVING")
+                    .unwrap_or(false),
+            };
+            if ready {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
@@ -535,6 +534,34 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Waits (up to the start timeout) for a heartbeat of `binary` written at or
+    /// after `since_ms`.
+    pub async fn wait_heartbeat(&self, binary: &str, since_ms: i64) {
+        let beat = Heartbeat {
+            binary,
+            host: None,
+            since_ms,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !self.has_beaten(&beat).await {
+            assert!(
+                Instant::now() < deadline,
+                "no heartbeat of {binary} since {since_ms}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn has_beaten(&self, beat: &Heartbeat<'_>) -> bool {
+        let services = self.db.list_services().await.unwrap_or_default();
+        services.iter().any(|s| {
+            s.binary == beat.binary
+                && beat.host.is_none_or(|host| s.host == host)
+                && s.last_heartbeat_ms >= beat.since_ms
+        })
     }
 
     /// The backends of the stack's volume services: [`Stack::backend`] first,

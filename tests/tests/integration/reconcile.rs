@@ -75,27 +75,6 @@ async fn wait_claimed(stack: &Stack, id: &str) {
     }
 }
 
-/// Waits for a heartbeat of the volume service written after this call.
-async fn fresh_heartbeat(stack: &Stack) {
-    let since = scoria_common::model::now_ms();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let services = stack.db.list_services().await.expect("services");
-        if services
-            .iter()
-            .any(|s| s.binary == "scoria-volume" && s.last_heartbeat_ms >= since)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no heartbeat of the volume service\n{}",
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until no volume is in a transient status; returns every volume.
 async fn settled(stack: &Stack, within: Duration) -> Vec<Volume> {
     let deadline = Instant::now() + within;
@@ -263,7 +242,9 @@ async fn reaper_fails_orphaned_work(kind: DbKind) {
     // Writing the source floods the disk, which can hold the volume service's
     // heartbeats back past the short down time: the clone is asked for only once
     // the service beats again, so the scheduler sees it up.
-    fresh_heartbeat(&stack).await;
+    stack
+        .wait_heartbeat("scoria-volume", scoria_common::model::now_ms())
+        .await;
     let clone = create(
         &stack,
         json!({"name": "clone", "size_gib": 2, "source_volume_id": source}),
