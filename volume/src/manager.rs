@@ -686,3 +686,26 @@ mod snapshots;
 #[cfg(test)]
 #[path = "manager_tests.rs"]
 mod tests;
+
+/// A scheduler fake for tests that never reschedule: takes every cast, keeps nothing.
+#[cfg(test)]
+pub(crate) struct IdleScheduler;
+
+#[cfg(test)]
+#[async_trait]
+impl SchedulerOps for IdleScheduler {
+    async fn create_volume(
+        &self,
+        _ctx: &RequestContext,
+        _request: ScheduleCreateVolume,
+    ) -> Result<(), Status> {
+        Ok(())
+    }
+    async fn update_service_capabilities(
+        &self,
+        _ctx: &RequestContext,
+        _report: Capabilities,
+    ) -> Result<(), Status> {
+        Ok(())
+    }
+}

@@ -17,19 +17,16 @@ use scoria_common::{
         AttachMode, Attachment, AttachmentStatus, ConnectionInfo, Connector, Snapshot,
         SnapshotStatus, Volume, VolumeStatus, now_ms,
     },
-    ops::{SchedulerOps, VolumeOps},
+    ops::VolumeOps,
     rpc::Priority,
 };
-use scoria_proto::bus::{
-    AttachVolume, Capabilities, CreateSnapshot, CreateVolume, DeleteVolume, DetachVolume,
-    ScheduleCreateVolume,
-};
+use scoria_proto::bus::{AttachVolume, CreateSnapshot, CreateVolume, DeleteVolume, DetachVolume};
 use tonic::{Code, Status};
 
 use crate::{
     driver::{FileDriver, Qcow2Driver, VolumeDriver},
     export::{ExportKey, ExportManager},
-    manager::{ManagerSettings, Notifications, VolumeManager},
+    manager::{IdleScheduler, ManagerSettings, Notifications, VolumeManager},
 };
 
 const HOST: &str = "node1@file";
@@ -38,24 +35,6 @@ const HOST: &str = "node1@file";
 #[derive(Default)]
 struct Recorder {
     events: Mutex<Vec<(Priority, String, AttachmentStatus)>>,
-}
-
-#[async_trait]
-impl SchedulerOps for Recorder {
-    async fn create_volume(
-        &self,
-        _ctx: &RequestContext,
-        _request: ScheduleCreateVolume,
-    ) -> Result<(), Status> {
-        Ok(())
-    }
-    async fn update_service_capabilities(
-        &self,
-        _ctx: &RequestContext,
-        _report: Capabilities,
-    ) -> Result<(), Status> {
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -167,7 +146,7 @@ fn manager(
     VolumeManager::new(
         db.clone(),
         driver.clone(),
-        recorder.clone(),
+        Arc::new(IdleScheduler),
         recorder.clone(),
         settings,
     )

@@ -1,5 +1,5 @@
 //! Tests of the reconciler against SQLite, the real `file` driver in a temp dir
-//! and recording fakes of the scheduler and the notifier.
+//! an idle scheduler and a recording notifier.
 
 use std::{sync::Mutex, time::Duration};
 
@@ -7,15 +7,12 @@ use async_trait::async_trait;
 use scoria_common::{
     db::Db,
     model::{Snapshot, Volume, now_ms},
-    ops::SchedulerOps,
 };
-use scoria_proto::bus::{Capabilities, ScheduleCreateVolume};
-use tonic::Status;
 
 use super::*;
 use crate::{
     driver::FileDriver,
-    manager::{ManagerSettings, Notifications},
+    manager::{IdleScheduler, ManagerSettings, Notifications},
 };
 
 const HOST: &str = "node1@file";
@@ -23,24 +20,6 @@ const HOST: &str = "node1@file";
 #[derive(Default)]
 struct Recorder {
     events: Mutex<Vec<(String, String)>>,
-}
-
-#[async_trait]
-impl SchedulerOps for Recorder {
-    async fn create_volume(
-        &self,
-        _ctx: &RequestContext,
-        _request: ScheduleCreateVolume,
-    ) -> Result<(), Status> {
-        Ok(())
-    }
-    async fn update_service_capabilities(
-        &self,
-        _ctx: &RequestContext,
-        _report: Capabilities,
-    ) -> Result<(), Status> {
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -113,7 +92,7 @@ async fn fixture() -> Fixture {
         VolumeManager::new(
             db.clone(),
             Arc::new(file.clone()),
-            recorder.clone(),
+            Arc::new(IdleScheduler),
             recorder.clone(),
             settings,
         )
