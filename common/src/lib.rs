@@ -11,6 +11,7 @@ pub mod model;
 pub mod ops;
 pub mod rpc;
 pub mod shutdown;
+pub mod sync;
 pub mod telemetry;
 pub mod traceparent;
 pub mod translation;
