@@ -98,7 +98,7 @@ impl Bus for AmqpBus {
         ctx: &RequestContext,
         request: ScheduleCreateVolume,
     ) -> Result<(), Status> {
-        self.scheduler.create_volume(ctx, request).await
+        Ok(self.scheduler.create_volume(ctx, request).await?)
     }
 
     async fn delete_on_host(
@@ -107,9 +107,9 @@ impl Bus for AmqpBus {
         host: &str,
         request: DeleteVolume,
     ) -> Result<(), Status> {
-        VolumeClient::new(self.rpc.clone(), host)?
-            .delete_volume(ctx, request)
-            .await
+        Ok(VolumeClient::new(self.rpc.clone())
+            .delete_volume(ctx, host, request)
+            .await?)
     }
 
     async fn extend_on_host(
@@ -118,9 +118,9 @@ impl Bus for AmqpBus {
         host: &str,
         request: ExtendVolume,
     ) -> Result<(), Status> {
-        VolumeClient::new(self.rpc.clone(), host)?
-            .extend_volume(ctx, request)
-            .await
+        Ok(VolumeClient::new(self.rpc.clone())
+            .extend_volume(ctx, host, request)
+            .await?)
     }
 
     async fn create_snapshot_on_host(
@@ -129,9 +129,9 @@ impl Bus for AmqpBus {
         host: &str,
         request: CreateSnapshot,
     ) -> Result<(), Status> {
-        VolumeClient::new(self.rpc.clone(), host)?
-            .create_snapshot(ctx, request)
-            .await
+        Ok(VolumeClient::new(self.rpc.clone())
+            .create_snapshot(ctx, host, request)
+            .await?)
     }
 
     async fn delete_snapshot_on_host(
@@ -140,9 +140,9 @@ impl Bus for AmqpBus {
         host: &str,
         request: DeleteSnapshot,
     ) -> Result<(), Status> {
-        VolumeClient::new(self.rpc.clone(), host)?
-            .delete_snapshot(ctx, request)
-            .await
+        Ok(VolumeClient::new(self.rpc.clone())
+            .delete_snapshot(ctx, host, request)
+            .await?)
     }
 
     async fn attach_on_host(
@@ -151,9 +151,9 @@ impl Bus for AmqpBus {
         host: &str,
         request: AttachVolume,
     ) -> Result<AttachResult, Status> {
-        VolumeClient::new(self.rpc.clone(), host)?
-            .attach_volume(ctx, request)
-            .await
+        Ok(VolumeClient::new(self.rpc.clone())
+            .attach_volume(ctx, host, request)
+            .await?)
     }
 
     async fn detach_on_host(
@@ -162,12 +162,12 @@ impl Bus for AmqpBus {
         host: &str,
         request: DetachVolume,
     ) -> Result<DetachResult, Status> {
-        VolumeClient::new(self.rpc.clone(), host)?
-            .detach_volume(ctx, request)
-            .await
+        Ok(VolumeClient::new(self.rpc.clone())
+            .detach_volume(ctx, host, request)
+            .await?)
     }
 
     async fn get_pools(&self, ctx: &RequestContext, request: GetPools) -> Result<PoolList, Status> {
-        self.scheduler.get_pools(ctx, request).await
+        Ok(self.scheduler.get_pools(ctx, request).await?)
     }
 }

@@ -7,12 +7,17 @@
 pub mod config;
 pub mod context;
 pub mod db;
+pub mod events;
 pub mod model;
 pub mod ops;
 pub mod rpc;
+pub mod settle;
 pub mod shutdown;
+pub mod status;
 pub mod sync;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod traceparent;
 pub mod translation;
 

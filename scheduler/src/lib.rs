@@ -30,9 +30,10 @@ use scoria_common::{
     config::ConfigError,
     db::{Db, DbError},
     model::now_ms,
-    ops::{SCHEDULER_TOPIC, SchedulerOps, VolumeClient, scheduler_dispatcher},
+    ops::{SCHEDULER_TOPIC, SchedulerOps, VolumeClient, VolumeOps, scheduler_dispatcher},
     rpc::{Broker, RpcClient, RpcError, RpcServer, ServerOptions},
 };
+use scoria_proto::bus::PublishCapabilities;
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -170,10 +171,14 @@ impl Scheduler<'_> {
             tracing::warn!(%err, "could not declare the scheduler queue early");
         }
         let ctx = RequestContext::internal(BINARY);
-        if let Err(status) =
-            VolumeClient::publish_to_all(rpc, &ctx, &format!("{BINARY}@{host}")).await
+        let ask = PublishCapabilities {
+            requester: format!("{BINARY}@{host}"),
+        };
+        if let Err(err) = VolumeClient::new(rpc.clone())
+            .publish_service_capabilities(&ctx, ask)
+            .await
         {
-            tracing::warn!(error = %status.message(), "could not ask the volume services to report");
+            tracing::warn!(error = %err, "could not ask the volume services to report");
         }
         wait_for_reports(db, hosts, settings.startup_wait(), shutdown).await;
 

@@ -14,7 +14,7 @@ use scoria_common::{
     RequestContext,
     db::{Db, DbError},
     model::{VolumeStatus, now_ms},
-    ops::{SchedulerOps, VolumeClient, VolumeOps},
+    ops::{OpsResult, SchedulerOps, VolumeClient, VolumeOps},
     rpc::RpcClient,
 };
 use scoria_proto::bus::{Capabilities, CreateVolume, GetPools, PoolList, ScheduleCreateVolume};
@@ -61,9 +61,10 @@ impl VolumeCaster for BusCaster {
         host: &str,
         request: CreateVolume,
     ) -> Result<(), Status> {
-        VolumeClient::new(self.rpc.clone(), host)?
-            .create_volume(ctx, request)
+        VolumeClient::new(self.rpc.clone())
+            .create_volume(ctx, host, request)
             .await
+            .map_err(Status::from)
     }
 }
 
@@ -159,7 +160,7 @@ impl SchedulerOps for SchedulerManager {
         &self,
         ctx: &RequestContext,
         request: ScheduleCreateVolume,
-    ) -> Result<(), Status> {
+    ) -> OpsResult<()> {
         let attempt = request.attempt.max(1);
         if attempt > self.max_attempts {
             let message = format!(
@@ -168,7 +169,7 @@ impl SchedulerOps for SchedulerManager {
                 request.volume_id,
                 last_error_suffix(&request.last_error)
             );
-            return self.fail(&request.volume_id, &message).await;
+            return Ok(self.fail(&request.volume_id, &message).await?);
         }
         let mut spec = RequestSpec::new(&request);
         let mut tried = request.tried_hosts.clone();
@@ -191,7 +192,7 @@ impl SchedulerOps for SchedulerManager {
                             .push_str(&format!("; could not reach {}", undeliverable.join(", ")));
                     }
                     message.push_str(&last_error_suffix(&request.last_error));
-                    return self.fail(&request.volume_id, &message).await;
+                    return Ok(self.fail(&request.volume_id, &message).await?);
                 }
             };
             tried.push(chosen.pool_key.clone());
@@ -230,7 +231,7 @@ impl SchedulerOps for SchedulerManager {
             undeliverable.join(", "),
             last_error_suffix(&request.last_error)
         );
-        self.fail(&request.volume_id, &message).await
+        Ok(self.fail(&request.volume_id, &message).await?)
     }
 
     #[tracing::instrument(name = "scheduler.update_service_capabilities", skip_all, fields(host = %report.host))]
@@ -238,7 +239,7 @@ impl SchedulerOps for SchedulerManager {
         &self,
         _ctx: &RequestContext,
         report: Capabilities,
-    ) -> Result<(), Status> {
+    ) -> OpsResult<()> {
         if report.host.is_empty() {
             tracing::warn!("capability report without a host: ignored");
             return Ok(());
@@ -258,11 +259,7 @@ impl SchedulerOps for SchedulerManager {
     /// Every pool with a fresh report (see [`HostManager::pools`]), capacity
     /// as this scheduler sees it (virtual consumption included).
     #[tracing::instrument(name = "scheduler.get_pools", skip_all, fields(host = %request.host))]
-    async fn get_pools(
-        &self,
-        _ctx: &RequestContext,
-        request: GetPools,
-    ) -> Result<PoolList, Status> {
+    async fn get_pools(&self, _ctx: &RequestContext, request: GetPools) -> OpsResult<PoolList> {
         let pools = self
             .hosts
             .pools(&request.host, now_ms())

@@ -92,9 +92,9 @@ impl ReaperCasts for BusReaperCasts {
         ctx: &RequestContext,
         request: ScheduleCreateVolume,
     ) -> Result<(), Status> {
-        SchedulerClient::new(self.rpc.clone())
+        Ok(SchedulerClient::new(self.rpc.clone())
             .create_volume(ctx, request)
-            .await
+            .await?)
     }
 
     async fn take_over(
@@ -103,11 +103,11 @@ impl ReaperCasts for BusReaperCasts {
         host: &str,
         work: Takeover,
     ) -> Result<(), Status> {
-        let client = VolumeClient::new(self.rpc.clone(), host)?;
-        match work {
-            Takeover::Create(request) => client.create_volume(ctx, request).await,
-            Takeover::Delete(request) => client.delete_volume(ctx, request).await,
-        }
+        let client = VolumeClient::new(self.rpc.clone());
+        Ok(match work {
+            Takeover::Create(request) => client.create_volume(ctx, host, request).await,
+            Takeover::Delete(request) => client.delete_volume(ctx, host, request).await,
+        }?)
     }
 }
 

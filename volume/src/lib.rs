@@ -152,13 +152,13 @@ async fn serve(
     let topic = RpcServer::start(
         broker.clone(),
         ServerOptions::topic(volume_topic(&host)).with_drain_timeout(drain),
-        volume_dispatcher(ops.clone()),
+        volume_dispatcher(ops.clone(), &host),
         shutdown.clone(),
     )?;
     let fanout = match RpcServer::start(
         broker.clone(),
         ServerOptions::fanout_only(VOLUME_TOPIC).with_drain_timeout(drain),
-        volume_dispatcher(ops),
+        volume_dispatcher(ops, &host),
         shutdown.clone(),
     ) {
         Ok(server) => server,

@@ -20,7 +20,7 @@ use scoria_common::{
     RequestContext,
     db::{Db, DbError, WorkerEntry, WorkerKind},
     model::{Snapshot, Volume, VolumeStatus, now_ms},
-    ops::{SchedulerOps, VolumeOps},
+    ops::{OpsResult, SchedulerOps, VolumeOps},
     rpc::{Notifier, Priority},
 };
 use scoria_proto::{
@@ -274,9 +274,10 @@ impl VolumeManager {
     #[tracing::instrument(skip_all, err, fields(host = %self.settings.host))]
     pub async fn report_capabilities(&self, ctx: &RequestContext) -> Result<(), Status> {
         let report = self.capabilities().await?;
-        self.scheduler
+        Ok(self
+            .scheduler
             .update_service_capabilities(ctx, report)
-            .await
+            .await?)
     }
 
     pub(crate) async fn notify(
@@ -485,7 +486,7 @@ impl VolumeManager {
                 source_volume_id: request.source_volume_id,
             };
             tracing::info!(next_attempt = attempt + 1, "rescheduling the volume");
-            return self.scheduler.create_volume(ctx, reschedule).await;
+            return Ok(self.scheduler.create_volume(ctx, reschedule).await?);
         }
         let message = format!("creating volume {id} failed after {attempt} attempts: {reason}");
         let host = self.settings.host.as_str();
@@ -591,45 +592,50 @@ impl VolumeOps for VolumeManager {
     async fn create_volume(
         &self,
         ctx: &RequestContext,
+        _host: &str,
         request: CreateVolume,
-    ) -> Result<(), Status> {
-        self.create(ctx, request).await
+    ) -> OpsResult<()> {
+        Ok(self.create(ctx, request).await?)
     }
 
     #[tracing::instrument(skip(self, ctx, request), err, fields(volume_id = %request.volume_id, request_id = %ctx.request_id))]
     async fn delete_volume(
         &self,
         ctx: &RequestContext,
+        _host: &str,
         request: DeleteVolume,
-    ) -> Result<(), Status> {
-        self.delete(ctx, request).await
+    ) -> OpsResult<()> {
+        Ok(self.delete(ctx, request).await?)
     }
 
     #[tracing::instrument(skip(self, ctx, request), err, fields(volume_id = %request.volume_id, new_size_gib = request.new_size_gib, request_id = %ctx.request_id))]
     async fn extend_volume(
         &self,
         ctx: &RequestContext,
+        _host: &str,
         request: scoria_proto::bus::ExtendVolume,
-    ) -> Result<(), Status> {
-        self.extend(ctx, request).await
+    ) -> OpsResult<()> {
+        Ok(self.extend(ctx, request).await?)
     }
 
     #[tracing::instrument(skip(self, ctx, request), err, fields(snapshot_id = %request.snapshot_id, volume_id = %request.volume_id, request_id = %ctx.request_id))]
     async fn create_snapshot(
         &self,
         ctx: &RequestContext,
+        _host: &str,
         request: scoria_proto::bus::CreateSnapshot,
-    ) -> Result<(), Status> {
-        self.snapshot_create(ctx, request).await
+    ) -> OpsResult<()> {
+        Ok(self.snapshot_create(ctx, request).await?)
     }
 
     #[tracing::instrument(skip(self, ctx, request), err, fields(snapshot_id = %request.snapshot_id, request_id = %ctx.request_id))]
     async fn delete_snapshot(
         &self,
         ctx: &RequestContext,
+        _host: &str,
         request: scoria_proto::bus::DeleteSnapshot,
-    ) -> Result<(), Status> {
-        self.snapshot_delete(ctx, request).await
+    ) -> OpsResult<()> {
+        Ok(self.snapshot_delete(ctx, request).await?)
     }
 
     #[tracing::instrument(skip(self, ctx, request), err, fields(request_id = %ctx.request_id))]
@@ -637,27 +643,29 @@ impl VolumeOps for VolumeManager {
         &self,
         ctx: &RequestContext,
         request: PublishCapabilities,
-    ) -> Result<(), Status> {
+    ) -> OpsResult<()> {
         tracing::debug!(requester = %request.requester, "capabilities asked for");
-        self.report_capabilities(ctx).await
+        Ok(self.report_capabilities(ctx).await?)
     }
 
     #[tracing::instrument(skip(self, ctx, request), err, fields(attachment_id = %request.attachment_id, request_id = %ctx.request_id))]
     async fn attach_volume(
         &self,
         ctx: &RequestContext,
+        _host: &str,
         request: scoria_proto::bus::AttachVolume,
-    ) -> Result<scoria_proto::bus::AttachResult, Status> {
-        self.attach(ctx, request).await
+    ) -> OpsResult<scoria_proto::bus::AttachResult> {
+        Ok(self.attach(ctx, request).await?)
     }
 
     #[tracing::instrument(skip(self, ctx, request), err, fields(attachment_id = %request.attachment_id, request_id = %ctx.request_id))]
     async fn detach_volume(
         &self,
         ctx: &RequestContext,
+        _host: &str,
         request: scoria_proto::bus::DetachVolume,
-    ) -> Result<scoria_proto::bus::DetachResult, Status> {
-        self.detach(ctx, request).await
+    ) -> OpsResult<scoria_proto::bus::DetachResult> {
+        Ok(self.detach(ctx, request).await?)
     }
 }
 
@@ -687,25 +695,6 @@ mod snapshots;
 #[path = "manager_tests.rs"]
 mod tests;
 
-/// A scheduler fake for tests that never reschedule: takes every cast, keeps nothing.
+/// A scheduler fake for tests that never reschedule.
 #[cfg(test)]
-pub(crate) struct IdleScheduler;
-
-#[cfg(test)]
-#[async_trait]
-impl SchedulerOps for IdleScheduler {
-    async fn create_volume(
-        &self,
-        _ctx: &RequestContext,
-        _request: ScheduleCreateVolume,
-    ) -> Result<(), Status> {
-        Ok(())
-    }
-    async fn update_service_capabilities(
-        &self,
-        _ctx: &RequestContext,
-        _report: Capabilities,
-    ) -> Result<(), Status> {
-        Ok(())
-    }
-}
+pub(crate) use scoria_common::testing::IdleScheduler;

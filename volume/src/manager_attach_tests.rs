@@ -191,6 +191,7 @@ async fn new_volume(f: &Fixture) -> Volume {
     f.manager
         .create_volume(
             &ctx(),
+            HOST,
             CreateVolume {
                 volume_id: volume.id.clone(),
                 size_gib: 1,
@@ -269,6 +270,7 @@ async fn attach(f: &Fixture, id: &str) -> Result<ConnectionInfo, Status> {
         .manager
         .attach_volume(
             &ctx(),
+            HOST,
             AttachVolume {
                 attachment_id: id.to_owned(),
             },
@@ -306,12 +308,14 @@ async fn detach_call(f: &Fixture, id: &str) -> Result<bool, Status> {
     f.manager
         .detach_volume(
             &ctx(),
+            HOST,
             DetachVolume {
                 attachment_id: id.to_owned(),
             },
         )
         .await
         .map(|r| r.unexported)
+        .map_err(Status::from)
 }
 
 /// `qemu-io [-r] -f raw -c <command> <uri>`: Ok, or Err with its output.
@@ -645,6 +649,7 @@ async fn a_restart_adopts_running_exports_and_kills_unknown_ones() {
     let unexported = next
         .detach_volume(
             &ctx(),
+            HOST,
             DetachVolume {
                 attachment_id: id.clone(),
             },
@@ -807,6 +812,7 @@ async fn snapshot_in_use(driver: &str) {
     f.manager
         .create_snapshot(
             &ctx(),
+            HOST,
             CreateSnapshot {
                 snapshot_id: snapshot.id.clone(),
                 volume_id: volume.id.clone(),
@@ -885,6 +891,7 @@ async fn deleting_a_volume_stops_its_exports() {
     f.manager
         .delete_volume(
             &ctx(),
+            HOST,
             DeleteVolume {
                 volume_id: volume.id.clone(),
             },

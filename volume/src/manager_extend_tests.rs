@@ -31,7 +31,7 @@ impl SchedulerOps for Recorder {
         &self,
         _ctx: &RequestContext,
         request: ScheduleCreateVolume,
-    ) -> Result<(), Status> {
+    ) -> scoria_common::ops::OpsResult<()> {
         self.scheduled.lock().expect("lock").push(request);
         Ok(())
     }
@@ -39,8 +39,16 @@ impl SchedulerOps for Recorder {
         &self,
         _ctx: &RequestContext,
         _report: Capabilities,
-    ) -> Result<(), Status> {
+    ) -> scoria_common::ops::OpsResult<()> {
         Ok(())
+    }
+
+    async fn get_pools(
+        &self,
+        _ctx: &RequestContext,
+        _request: scoria_proto::bus::GetPools,
+    ) -> scoria_common::ops::OpsResult<scoria_proto::bus::PoolList> {
+        Ok(Default::default())
     }
 }
 
@@ -169,7 +177,7 @@ async fn extend_grows_the_object_and_settles_once() {
     f.file.create_volume(&volume.id, 1).await.expect("object");
 
     f.manager
-        .extend_volume(&ctx(), extend(&volume, 3))
+        .extend_volume(&ctx(), HOST, extend(&volume, 3))
         .await
         .expect("extend");
     let now = row(&f, &volume.id).await;
@@ -198,7 +206,7 @@ async fn extend_grows_the_object_and_settles_once() {
 
     // Redelivered: nothing more happens.
     f.manager
-        .extend_volume(&ctx(), extend(&volume, 3))
+        .extend_volume(&ctx(), HOST, extend(&volume, 3))
         .await
         .expect("again");
     assert_eq!(f.recorder.event_types().len(), 2);
@@ -214,18 +222,21 @@ async fn extend_ignores_casts_it_should_not_act_on() {
         new_size_gib: 2,
         previous_status: "available".into(),
     };
-    f.manager.extend_volume(&ctx(), gone).await.expect("gone");
+    f.manager
+        .extend_volume(&ctx(), HOST, gone)
+        .await
+        .expect("gone");
     // Not extending (and not a redelivery).
     let available = insert(&f, VolumeStatus::Available, HOST, None).await;
     f.manager
-        .extend_volume(&ctx(), extend(&available, 2))
+        .extend_volume(&ctx(), HOST, extend(&available, 2))
         .await
         .expect("available");
     assert_eq!(row(&f, &available.id).await.size_gib, 1);
     // Another backend's volume.
     let foreign = insert(&f, VolumeStatus::Extending, "node2@file", None).await;
     f.manager
-        .extend_volume(&ctx(), extend(&foreign, 2))
+        .extend_volume(&ctx(), HOST, extend(&foreign, 2))
         .await
         .expect("foreign");
     assert_eq!(row(&f, &foreign.id).await.status, VolumeStatus::Extending);
@@ -238,7 +249,7 @@ async fn a_failed_extend_is_error_extending_with_the_reason() {
     // No backend object: the driver cannot grow it.
     let volume = insert(&f, VolumeStatus::Extending, HOST, None).await;
     f.manager
-        .extend_volume(&ctx(), extend(&volume, 2))
+        .extend_volume(&ctx(), HOST, extend(&volume, 2))
         .await
         .expect("handled");
     let now = row(&f, &volume.id).await;
@@ -282,7 +293,7 @@ async fn a_clone_is_made_from_its_source_object() {
         ..Default::default()
     };
     f.manager
-        .create_volume(&ctx(), request)
+        .create_volume(&ctx(), HOST, request)
         .await
         .expect("create");
     assert_eq!(row(&f, &clone.id).await.status, VolumeStatus::Available);
@@ -305,7 +316,7 @@ async fn a_failed_clone_is_rescheduled_to_its_source_host_only() {
         ..Default::default()
     };
     f.manager
-        .create_volume(&ctx(), request)
+        .create_volume(&ctx(), HOST, request)
         .await
         .expect("handled");
     let scheduled = f.recorder.scheduled.lock().expect("lock").clone();

@@ -130,15 +130,23 @@ impl SchedulerOps for Recorder {
         &self,
         _ctx: &RequestContext,
         _request: ScheduleCreateVolume,
-    ) -> Result<(), Status> {
+    ) -> scoria_common::ops::OpsResult<()> {
         Ok(())
     }
     async fn update_service_capabilities(
         &self,
         _ctx: &RequestContext,
         _report: Capabilities,
-    ) -> Result<(), Status> {
+    ) -> scoria_common::ops::OpsResult<()> {
         Ok(())
+    }
+
+    async fn get_pools(
+        &self,
+        _ctx: &RequestContext,
+        _request: scoria_proto::bus::GetPools,
+    ) -> scoria_common::ops::OpsResult<scoria_proto::bus::PoolList> {
+        Ok(Default::default())
     }
 }
 
@@ -310,7 +318,7 @@ async fn create_makes_the_snapshot_and_is_idempotent() {
     let v = volume(&f.db, VolumeStatus::Available, None).await;
     let s = snapshot_row(&f.db, &v, HOST).await;
     f.manager
-        .create_snapshot(&f.ctx, create_req(&s))
+        .create_snapshot(&f.ctx, HOST, create_req(&s))
         .await
         .expect("create");
     let row = get(&f, &s.id).await.expect("row");
@@ -326,7 +334,7 @@ async fn create_makes_the_snapshot_and_is_idempotent() {
 
     // Redelivered: nothing more is done.
     f.manager
-        .create_snapshot(&f.ctx, create_req(&s))
+        .create_snapshot(&f.ctx, HOST, create_req(&s))
         .await
         .expect("again");
     assert_eq!(f.driver.calls().len(), 1);
@@ -340,7 +348,7 @@ async fn create_failure_marks_error_and_removes_leftovers() {
     let s = snapshot_row(&f.db, &v, HOST).await;
     f.driver.fail.store(true, Ordering::SeqCst);
     f.manager
-        .create_snapshot(&f.ctx, create_req(&s))
+        .create_snapshot(&f.ctx, HOST, create_req(&s))
         .await
         .expect("acked");
     let row = get(&f, &s.id).await.expect("row");
@@ -375,6 +383,7 @@ async fn create_of_a_vanished_row_removes_the_leftover() {
     f.manager
         .create_snapshot(
             &f.ctx,
+            HOST,
             CreateSnapshot {
                 snapshot_id: id.clone(),
                 volume_id: uuid::Uuid::new_v4().to_string(),
@@ -392,7 +401,7 @@ async fn create_ignores_other_statuses_and_other_hosts() {
     let v = volume(&f.db, VolumeStatus::Available, None).await;
     let elsewhere = snapshot_row(&f.db, &v, "node2@file").await;
     f.manager
-        .create_snapshot(&f.ctx, create_req(&elsewhere))
+        .create_snapshot(&f.ctx, HOST, create_req(&elsewhere))
         .await
         .expect("acked");
     assert_eq!(
@@ -410,7 +419,7 @@ async fn create_ignores_other_statuses_and_other_hosts() {
     .await
     .expect("db");
     f.manager
-        .create_snapshot(&f.ctx, create_req(&s))
+        .create_snapshot(&f.ctx, HOST, create_req(&s))
         .await
         .expect("acked");
     assert_eq!(
@@ -426,12 +435,12 @@ async fn delete_removes_object_and_row_and_is_idempotent() {
     let v = volume(&f.db, VolumeStatus::Available, None).await;
     let s = snapshot_row(&f.db, &v, HOST).await;
     f.manager
-        .create_snapshot(&f.ctx, create_req(&s))
+        .create_snapshot(&f.ctx, HOST, create_req(&s))
         .await
         .expect("create");
     // Not deleting yet: ignored.
     f.manager
-        .delete_snapshot(&f.ctx, delete_req(&s.id))
+        .delete_snapshot(&f.ctx, HOST, delete_req(&s.id))
         .await
         .expect("acked");
     assert!(get(&f, &s.id).await.is_some());
@@ -443,7 +452,7 @@ async fn delete_removes_object_and_row_and_is_idempotent() {
         scoria_common::db::SnapshotDeleteStart::Started
     );
     f.manager
-        .delete_snapshot(&f.ctx, delete_req(&s.id))
+        .delete_snapshot(&f.ctx, HOST, delete_req(&s.id))
         .await
         .expect("delete");
     assert_eq!(get(&f, &s.id).await, None);
@@ -455,7 +464,7 @@ async fn delete_removes_object_and_row_and_is_idempotent() {
     );
     // Redelivered after the row is gone: the (absent) object is removed again.
     f.manager
-        .delete_snapshot(&f.ctx, delete_req(&s.id))
+        .delete_snapshot(&f.ctx, HOST, delete_req(&s.id))
         .await
         .expect("again");
     assert_eq!(f.recorder.event_types().len(), 4);
@@ -478,7 +487,7 @@ async fn delete_failure_marks_error_deleting() {
     .expect("db");
     f.driver.fail.store(true, Ordering::SeqCst);
     f.manager
-        .delete_snapshot(&f.ctx, delete_req(&s.id))
+        .delete_snapshot(&f.ctx, HOST, delete_req(&s.id))
         .await
         .expect("acked");
     let row = get(&f, &s.id).await.expect("row");
@@ -501,13 +510,14 @@ async fn a_volume_with_snapshot_id_is_made_from_the_snapshot() {
     let v = volume(&f.db, VolumeStatus::Available, None).await;
     let s = snapshot_row(&f.db, &v, HOST).await;
     f.manager
-        .create_snapshot(&f.ctx, create_req(&s))
+        .create_snapshot(&f.ctx, HOST, create_req(&s))
         .await
         .expect("snapshot");
     let child = volume(&f.db, VolumeStatus::Creating, Some(&s.id)).await;
     f.manager
         .create_volume(
             &f.ctx,
+            HOST,
             CreateVolume {
                 volume_id: child.id.clone(),
                 size_gib: child.size_gib,

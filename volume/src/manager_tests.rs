@@ -21,7 +21,7 @@ impl SchedulerOps for Recorder {
         &self,
         _ctx: &RequestContext,
         request: ScheduleCreateVolume,
-    ) -> Result<(), Status> {
+    ) -> scoria_common::ops::OpsResult<()> {
         self.scheduled.lock().expect("lock").push(request);
         Ok(())
     }
@@ -29,9 +29,17 @@ impl SchedulerOps for Recorder {
         &self,
         _ctx: &RequestContext,
         report: Capabilities,
-    ) -> Result<(), Status> {
+    ) -> scoria_common::ops::OpsResult<()> {
         self.reports.lock().expect("lock").push(report);
         Ok(())
+    }
+
+    async fn get_pools(
+        &self,
+        _ctx: &RequestContext,
+        _request: scoria_proto::bus::GetPools,
+    ) -> scoria_common::ops::OpsResult<scoria_proto::bus::PoolList> {
+        Ok(Default::default())
     }
 }
 
@@ -188,7 +196,7 @@ async fn create_makes_the_volume_available_once() {
     let f = fixture(false).await;
     let volume = insert(&f.db, VolumeStatus::Creating, None).await;
     f.manager
-        .create_volume(&ctx(), create_request(&volume, 1))
+        .create_volume(&ctx(), HOST, create_request(&volume, 1))
         .await
         .expect("create");
     let row =
@@ -207,7 +215,7 @@ async fn create_makes_the_volume_available_once() {
     );
     // Redelivered: nothing happens.
     f.manager
-        .create_volume(&ctx(), create_request(&volume, 1))
+        .create_volume(&ctx(), HOST, create_request(&volume, 1))
         .await
         .expect("again");
     assert_eq!(
@@ -227,7 +235,7 @@ async fn create_of_a_deleted_volume_leaves_nothing() {
         ..Default::default()
     };
     f.manager
-        .create_volume(&ctx(), request)
+        .create_volume(&ctx(), HOST, request)
         .await
         .expect("create");
     assert!(!f.file.volume_exists(&id).await.expect("exists"));
@@ -240,7 +248,7 @@ async fn create_owned_by_another_backend_is_ignored() {
     let mut worker = f.manager.worker(&volume.id, "node2@file");
     f.db.upsert_worker(&worker).await.expect("owner");
     f.manager
-        .create_volume(&ctx(), create_request(&volume, 1))
+        .create_volume(&ctx(), HOST, create_request(&volume, 1))
         .await
         .expect("create");
     assert!(!f.file.volume_exists(&volume.id).await.expect("exists"));
@@ -254,7 +262,7 @@ async fn create_owned_by_another_backend_is_ignored() {
     worker.service = SCHEDULER_SERVICE.into();
     f.db.upsert_worker(&worker).await.expect("owner");
     f.manager
-        .create_volume(&ctx(), create_request(&volume, 2))
+        .create_volume(&ctx(), HOST, create_request(&volume, 2))
         .await
         .expect("create");
     let row =
@@ -273,7 +281,7 @@ async fn failed_create_is_rescheduled_then_fails() {
     let f = fixture(true).await;
     let volume = insert(&f.db, VolumeStatus::Creating, None).await;
     f.manager
-        .create_volume(&ctx(), create_request(&volume, 1))
+        .create_volume(&ctx(), HOST, create_request(&volume, 1))
         .await
         .expect("create");
     let scheduled = f.recorder.scheduled.lock().expect("lock").clone();
@@ -289,7 +297,7 @@ async fn failed_create_is_rescheduled_then_fails() {
     assert_eq!(worker.service, SCHEDULER_SERVICE);
 
     f.manager
-        .create_volume(&ctx(), create_request(&volume, 3))
+        .create_volume(&ctx(), HOST, create_request(&volume, 3))
         .await
         .expect("last attempt");
     let row =
@@ -316,7 +324,7 @@ async fn delete_removes_object_and_row_idempotently() {
     let f = fixture(false).await;
     let volume = insert(&f.db, VolumeStatus::Creating, None).await;
     f.manager
-        .create_volume(&ctx(), create_request(&volume, 1))
+        .create_volume(&ctx(), HOST, create_request(&volume, 1))
         .await
         .expect("create");
     // Not deleting yet: ignored.
@@ -324,7 +332,7 @@ async fn delete_removes_object_and_row_idempotently() {
         volume_id: volume.id.clone(),
     };
     f.manager
-        .delete_volume(&ctx(), request.clone())
+        .delete_volume(&ctx(), HOST, request.clone())
         .await
         .expect("ignored");
     assert!(f.file.volume_exists(&volume.id).await.expect("exists"));
@@ -341,13 +349,13 @@ async fn delete_removes_object_and_row_idempotently() {
         .expect("cas")
     );
     f.manager
-        .delete_volume(&ctx(), request.clone())
+        .delete_volume(&ctx(), HOST, request.clone())
         .await
         .expect("delete");
     assert!(f.db.get_volume(&volume.id).await.expect("get").is_none());
     assert!(!f.file.volume_exists(&volume.id).await.expect("exists"));
     f.manager
-        .delete_volume(&ctx(), request)
+        .delete_volume(&ctx(), HOST, request)
         .await
         .expect("redelivered");
 }
@@ -359,6 +367,7 @@ async fn failed_delete_is_error_deleting() {
     f.manager
         .delete_volume(
             &ctx(),
+            HOST,
             DeleteVolume {
                 volume_id: volume.id.clone(),
             },

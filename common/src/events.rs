@@ -1,0 +1,167 @@
+//! Notifications: the event names (one enum, in this one file) and the port
+//! through which every service announces them ([`Notifications`]), implemented by
+//! the bus's [`Notifier`] and by the recorder in `scoria_common::testing`.
+//!
+//! Event types follow Cinder's: `<resource>.<action>.start|end|error`, the
+//! `.error` ones at priority ERROR. A status change that fails an operation,
+//! wherever it happens (volume service, reconciler, scheduler, reaper, the API's
+//! compensation), announces the operation's `.error` event.
+
+use crate::{
+    context::RequestContext,
+    model::{Attachment, Snapshot, Volume},
+    rpc::{Notifier, Priority},
+};
+use scoria_proto::v1 as pb;
+
+macro_rules! events {
+    ($($(#[doc = $doc:expr])* $variant:ident => $text:literal,)*) => {
+        /// A notification's event type.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Event {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl Event {
+            /// Every event.
+            pub const ALL: &[Event] = &[$(Event::$variant,)*];
+
+            /// The event type as published (`volume.create.end`).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Event::$variant => $text,)*
+                }
+            }
+        }
+    };
+}
+
+events! {
+    /// A volume service started creating a volume.
+    VolumeCreateStart => "volume.create.start",
+    /// A volume is available.
+    VolumeCreateEnd => "volume.create.end",
+    /// A create failed (the volume is `error`).
+    VolumeCreateError => "volume.create.error",
+    /// A volume service started deleting a volume.
+    VolumeDeleteStart => "volume.delete.start",
+    /// A volume is gone.
+    VolumeDeleteEnd => "volume.delete.end",
+    /// A delete failed (the volume is `error_deleting`).
+    VolumeDeleteError => "volume.delete.error",
+    /// A volume service started growing a volume.
+    VolumeResizeStart => "volume.resize.start",
+    /// A volume has its new size.
+    VolumeResizeEnd => "volume.resize.end",
+    /// An extend failed (the volume is `error_extending`).
+    VolumeResizeError => "volume.resize.error",
+    /// A volume service started exporting a volume for an attachment.
+    VolumeAttachStart => "volume.attach.start",
+    /// An attachment is `attached`.
+    VolumeAttachEnd => "volume.attach.end",
+    /// An attach failed (the attachment is `error_attaching`).
+    VolumeAttachError => "volume.attach.error",
+    /// A volume service started ending an attachment.
+    VolumeDetachStart => "volume.detach.start",
+    /// An attachment is gone.
+    VolumeDetachEnd => "volume.detach.end",
+    /// A detach failed (the attachment is `error_detaching`).
+    VolumeDetachError => "volume.detach.error",
+    /// A volume service started a snapshot.
+    SnapshotCreateStart => "snapshot.create.start",
+    /// A snapshot is available.
+    SnapshotCreateEnd => "snapshot.create.end",
+    /// A snapshot failed (it is `error`).
+    SnapshotCreateError => "snapshot.create.error",
+    /// A volume service started deleting a snapshot.
+    SnapshotDeleteStart => "snapshot.delete.start",
+    /// A snapshot is gone.
+    SnapshotDeleteEnd => "snapshot.delete.end",
+    /// A snapshot delete failed (it is `error_deleting`).
+    SnapshotDeleteError => "snapshot.delete.error",
+}
+
+impl Event {
+    /// ERROR for the `.error` events, INFO for the others.
+    pub fn priority(self) -> Priority {
+        if self.as_str().ends_with(".error") {
+            Priority::Error
+        } else {
+            Priority::Info
+        }
+    }
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an event is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Payload<'a> {
+    /// A volume.
+    Volume(&'a Volume),
+    /// A snapshot.
+    Snapshot(&'a Snapshot),
+    /// An attachment.
+    Attachment(&'a Attachment),
+}
+
+impl<'a> From<&'a Volume> for Payload<'a> {
+    fn from(volume: &'a Volume) -> Self {
+        Payload::Volume(volume)
+    }
+}
+
+impl<'a> From<&'a Snapshot> for Payload<'a> {
+    fn from(snapshot: &'a Snapshot) -> Self {
+        Payload::Snapshot(snapshot)
+    }
+}
+
+impl<'a> From<&'a Attachment> for Payload<'a> {
+    fn from(attachment: &'a Attachment) -> Self {
+        Payload::Attachment(attachment)
+    }
+}
+
+/// Where a service's notifications go. Best effort and off the operation's path:
+/// `announce` never waits for the broker and never fails the operation.
+pub trait Notifications: Send + Sync {
+    /// Announces `event` about `payload`, at the event's priority.
+    fn announce(&self, ctx: &RequestContext, event: Event, payload: Payload<'_>);
+}
+
+impl Notifications for Notifier {
+    fn announce(&self, ctx: &RequestContext, event: Event, payload: Payload<'_>) {
+        let (priority, name) = (event.priority(), event.as_str());
+        match payload {
+            Payload::Volume(v) => self.emit(ctx, priority, name, &pb::Volume::from(v)),
+            Payload::Snapshot(s) => self.emit(ctx, priority, name, &pb::Snapshot::from(s)),
+            Payload::Attachment(a) => self.emit(ctx, priority, name, &pb::Attachment::from(a)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_are_unique_and_error_events_are_errors() {
+        let mut seen = std::collections::HashSet::new();
+        for event in Event::ALL {
+            assert!(seen.insert(event.as_str()), "{event} twice");
+            let parts: Vec<_> = event.as_str().split('.').collect();
+            assert_eq!(parts.len(), 3, "{event}");
+            assert!(["start", "end", "error"].contains(&parts[2]), "{event}");
+            assert_eq!(
+                event.priority() == Priority::Error,
+                parts[2] == "error",
+                "{event}"
+            );
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! [`VolumeOps`] over the bus.
+
+use async_trait::async_trait;
+use scoria_proto::bus::{
+    AttachResult, AttachVolume, CreateSnapshot, CreateVolume, DeleteSnapshot, DeleteVolume,
+    DetachResult, DetachVolume, ExtendVolume, PublishCapabilities,
+};
+
+use super::{VOLUME_TOPIC, VolumeOps, methods, volume_topic};
+use crate::{
+    context::RequestContext,
+    ops::OpsResult,
+    rpc::{RpcClient, Target},
+};
+
+/// [`VolumeOps`] over the bus: each method goes to the topic of the host it names,
+/// `volume.<host@backend>`.
+#[derive(Clone)]
+pub struct VolumeClient {
+    rpc: RpcClient,
+}
+
+impl VolumeClient {
+    /// A client sending through `rpc`.
+    pub fn new(rpc: RpcClient) -> Self {
+        Self { rpc }
+    }
+
+    fn target(host: &str) -> OpsResult<Target> {
+        Ok(Target::topic(volume_topic(host))?)
+    }
+}
+
+#[async_trait]
+impl VolumeOps for VolumeClient {
+    async fn create_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: CreateVolume,
+    ) -> OpsResult<()> {
+        methods::CREATE_VOLUME
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
+
+    async fn delete_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: DeleteVolume,
+    ) -> OpsResult<()> {
+        methods::DELETE_VOLUME
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
+
+    async fn extend_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: ExtendVolume,
+    ) -> OpsResult<()> {
+        methods::EXTEND_VOLUME
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
+
+    async fn create_snapshot(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: CreateSnapshot,
+    ) -> OpsResult<()> {
+        methods::CREATE_SNAPSHOT
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
+
+    async fn delete_snapshot(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: DeleteSnapshot,
+    ) -> OpsResult<()> {
+        methods::DELETE_SNAPSHOT
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
+
+    async fn attach_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: AttachVolume,
+    ) -> OpsResult<AttachResult> {
+        methods::ATTACH_VOLUME
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
+
+    async fn detach_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: DetachVolume,
+    ) -> OpsResult<DetachResult> {
+        methods::DETACH_VOLUME
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
+
+    async fn publish_service_capabilities(
+        &self,
+        ctx: &RequestContext,
+        request: PublishCapabilities,
+    ) -> OpsResult<()> {
+        methods::PUBLISH_SERVICE_CAPABILITIES
+            .send(&self.rpc, ctx, VOLUME_TOPIC, &request)
+            .await
+    }
+}

@@ -1,0 +1,136 @@
+//! The volume service's port: what a volume service does for the API and the
+//! scheduler. Every method but the capability fanout goes to one service, named
+//! by its `host@backend`.
+
+mod client;
+mod server;
+
+use async_trait::async_trait;
+use scoria_proto::bus::{
+    AttachResult, AttachVolume, CreateSnapshot, CreateVolume, DeleteSnapshot, DeleteVolume,
+    DetachResult, DetachVolume, ExtendVolume, PublishCapabilities,
+};
+
+pub use client::VolumeClient;
+pub use server::volume_dispatcher;
+
+use super::OpsResult;
+use crate::context::RequestContext;
+
+/// The topic whose fanout reaches every volume service.
+pub const VOLUME_TOPIC: &str = "volume";
+
+/// The topic of the volume service owning `host` (`host@backend`).
+pub fn volume_topic(host: &str) -> String {
+    format!("{VOLUME_TOPIC}.{host}")
+}
+
+/// The volume services' bus methods, each declared once.
+pub mod methods {
+    use scoria_proto::bus::{
+        AttachResult, AttachVolume, CreateSnapshot, CreateVolume, DeleteSnapshot, DeleteVolume,
+        DetachResult, DetachVolume, ExtendVolume, PublishCapabilities,
+    };
+
+    use crate::ops::method::{Call, Cast, Fanout};
+
+    /// Create a volume on the backend.
+    pub const CREATE_VOLUME: Cast<CreateVolume> = Cast::new("create_volume");
+    /// Delete a volume from the backend.
+    pub const DELETE_VOLUME: Cast<DeleteVolume> = Cast::new("delete_volume");
+    /// Grow a volume.
+    pub const EXTEND_VOLUME: Cast<ExtendVolume> = Cast::new("extend_volume");
+    /// Snapshot a volume.
+    pub const CREATE_SNAPSHOT: Cast<CreateSnapshot> = Cast::new("create_snapshot");
+    /// Delete a snapshot.
+    pub const DELETE_SNAPSHOT: Cast<DeleteSnapshot> = Cast::new("delete_snapshot");
+    /// Export a volume for an attachment.
+    pub const ATTACH_VOLUME: Call<AttachVolume, AttachResult> = Call::new("attach_volume");
+    /// End an attachment.
+    pub const DETACH_VOLUME: Call<DetachVolume, DetachResult> = Call::new("detach_volume");
+    /// Report capabilities now (to every volume service).
+    pub const PUBLISH_SERVICE_CAPABILITIES: Fanout<PublishCapabilities> =
+        Fanout::new("publish_service_capabilities");
+
+    /// Every method name a volume service serves.
+    pub const ALL: [&str; 8] = [
+        CREATE_VOLUME.name(),
+        DELETE_VOLUME.name(),
+        EXTEND_VOLUME.name(),
+        CREATE_SNAPSHOT.name(),
+        DELETE_SNAPSHOT.name(),
+        ATTACH_VOLUME.name(),
+        DETACH_VOLUME.name(),
+        PUBLISH_SERVICE_CAPABILITIES.name(),
+    ];
+}
+
+/// What a volume service does for others. `host` is the `host@backend` of the
+/// service that must do it.
+#[async_trait]
+pub trait VolumeOps: Send + Sync {
+    /// Creates a volume (its row is `creating`, owned by `host`).
+    async fn create_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: CreateVolume,
+    ) -> OpsResult<()>;
+
+    /// Deletes a volume (its row is `deleting`).
+    async fn delete_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: DeleteVolume,
+    ) -> OpsResult<()>;
+
+    /// Grows a volume (its row is `extending`).
+    async fn extend_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: ExtendVolume,
+    ) -> OpsResult<()>;
+
+    /// Snapshots a volume (the snapshot row is `creating`).
+    async fn create_snapshot(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: CreateSnapshot,
+    ) -> OpsResult<()>;
+
+    /// Deletes a snapshot (the snapshot row is `deleting`).
+    async fn delete_snapshot(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: DeleteSnapshot,
+    ) -> OpsResult<()>;
+
+    /// Exports a volume for an `attaching` attachment and marks it `attached`
+    /// (a call: the caller waits for the connection info).
+    async fn attach_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: AttachVolume,
+    ) -> OpsResult<AttachResult>;
+
+    /// Ends a `detaching` attachment: stops the export when no other attachment
+    /// uses it and removes the attachment (a call).
+    async fn detach_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: DetachVolume,
+    ) -> OpsResult<DetachResult>;
+
+    /// Asks every volume service to report its capabilities now (a fanout).
+    async fn publish_service_capabilities(
+        &self,
+        ctx: &RequestContext,
+        request: PublishCapabilities,
+    ) -> OpsResult<()>;
+}

@@ -1,0 +1,35 @@
+//! Any [`VolumeOps`] served on the bus as one volume service.
+
+use std::sync::Arc;
+
+use super::{VolumeOps, methods};
+use crate::rpc::Dispatcher;
+
+/// Adds `$method` to `$dispatcher`, handled by `$ops.$handler(&ctx, host, req)`.
+macro_rules! serve_on_host {
+    ($dispatcher:expr, $method:expr, $ops:expr, $host:expr, $handler:ident) => {{
+        let (ops, host) = ($ops.clone(), $host.clone());
+        $method.serve($dispatcher, move |ctx, req| {
+            let (ops, host) = (ops.clone(), host.clone());
+            async move { ops.$handler(&ctx, &host, req).await }
+        })
+    }};
+}
+
+/// The dispatcher serving `ops` as the volume service of `host` (`host@backend`):
+/// every message on its topic is handed to `ops` with that host.
+pub fn volume_dispatcher(ops: Arc<dyn VolumeOps>, host: &str) -> Dispatcher {
+    let host: Arc<str> = Arc::from(host);
+    let d = Dispatcher::new();
+    let d = serve_on_host!(d, methods::CREATE_VOLUME, ops, host, create_volume);
+    let d = serve_on_host!(d, methods::DELETE_VOLUME, ops, host, delete_volume);
+    let d = serve_on_host!(d, methods::EXTEND_VOLUME, ops, host, extend_volume);
+    let d = serve_on_host!(d, methods::CREATE_SNAPSHOT, ops, host, create_snapshot);
+    let d = serve_on_host!(d, methods::DELETE_SNAPSHOT, ops, host, delete_snapshot);
+    let d = serve_on_host!(d, methods::ATTACH_VOLUME, ops, host, attach_volume);
+    let d = serve_on_host!(d, methods::DETACH_VOLUME, ops, host, detach_volume);
+    methods::PUBLISH_SERVICE_CAPABILITIES.serve(d, move |ctx, req| {
+        let ops = ops.clone();
+        async move { ops.publish_service_capabilities(&ctx, req).await }
+    })
+}

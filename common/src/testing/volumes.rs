@@ -1,0 +1,199 @@
+//! A fake of [`VolumeOps`] that records what it is sent.
+
+use std::sync::{
+    Mutex,
+    atomic::{AtomicBool, Ordering},
+};
+
+use async_trait::async_trait;
+use scoria_proto::bus::{
+    AttachResult, AttachVolume, CreateSnapshot, CreateVolume, DeleteSnapshot, DeleteVolume,
+    DetachResult, DetachVolume, ExtendVolume, PublishCapabilities,
+};
+
+use crate::{
+    context::RequestContext,
+    ops::{OpsError, OpsResult, VolumeOps},
+    sync::lock,
+};
+
+/// One message sent to a volume service, with the host it was sent to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VolumeCall {
+    /// `create_volume`.
+    Create(String, CreateVolume),
+    /// `delete_volume`.
+    Delete(String, DeleteVolume),
+    /// `extend_volume`.
+    Extend(String, ExtendVolume),
+    /// `create_snapshot`.
+    CreateSnapshot(String, CreateSnapshot),
+    /// `delete_snapshot`.
+    DeleteSnapshot(String, DeleteSnapshot),
+    /// `attach_volume`.
+    Attach(String, AttachVolume),
+    /// `detach_volume`.
+    Detach(String, DetachVolume),
+    /// `publish_service_capabilities` (to every host).
+    Publish(PublishCapabilities),
+}
+
+impl VolumeCall {
+    /// The host it went to (`None`: the fanout to all).
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            VolumeCall::Create(h, _)
+            | VolumeCall::Delete(h, _)
+            | VolumeCall::Extend(h, _)
+            | VolumeCall::CreateSnapshot(h, _)
+            | VolumeCall::DeleteSnapshot(h, _)
+            | VolumeCall::Attach(h, _)
+            | VolumeCall::Detach(h, _) => Some(h),
+            VolumeCall::Publish(_) => None,
+        }
+    }
+}
+
+type AttachAnswer = Box<dyn Fn(&str, &AttachVolume) -> OpsResult<AttachResult> + Send + Sync>;
+type DetachAnswer = Box<dyn Fn(&str, &DetachVolume) -> OpsResult<DetachResult> + Send + Sync>;
+
+/// Records every message; while [`RecordingVolumes::set_down`] every method fails
+/// as undelivered (recording nothing). Calls answer what
+/// [`RecordingVolumes::answer_attach`] / [`RecordingVolumes::answer_detach`] say
+/// (by default: FAILED, unimplemented).
+#[derive(Default)]
+pub struct RecordingVolumes {
+    down: AtomicBool,
+    calls: Mutex<Vec<VolumeCall>>,
+    attach: Mutex<Option<AttachAnswer>>,
+    detach: Mutex<Option<DetachAnswer>>,
+}
+
+impl RecordingVolumes {
+    /// Every method fails as undelivered while `down`.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// What `attach_volume` answers.
+    pub fn answer_attach(
+        &self,
+        answer: impl Fn(&str, &AttachVolume) -> OpsResult<AttachResult> + Send + Sync + 'static,
+    ) {
+        *lock(&self.attach) = Some(Box::new(answer));
+    }
+
+    /// What `detach_volume` answers.
+    pub fn answer_detach(
+        &self,
+        answer: impl Fn(&str, &DetachVolume) -> OpsResult<DetachResult> + Send + Sync + 'static,
+    ) {
+        *lock(&self.detach) = Some(Box::new(answer));
+    }
+
+    /// Every message sent so far, in order.
+    pub fn calls(&self) -> Vec<VolumeCall> {
+        lock(&self.calls).clone()
+    }
+
+    /// Forgets the messages sent so far.
+    pub fn clear(&self) {
+        lock(&self.calls).clear();
+    }
+
+    fn record(&self, call: VolumeCall) -> OpsResult<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(super::broker_down());
+        }
+        lock(&self.calls).push(call);
+        Ok(())
+    }
+}
+
+fn unimplemented(method: &str) -> OpsError {
+    OpsError::Failed(tonic::Status::unimplemented(format!(
+        "{method} has no answer in this test"
+    )))
+}
+
+#[async_trait]
+impl VolumeOps for RecordingVolumes {
+    async fn create_volume(
+        &self,
+        _: &RequestContext,
+        host: &str,
+        r: CreateVolume,
+    ) -> OpsResult<()> {
+        self.record(VolumeCall::Create(host.to_owned(), r))
+    }
+
+    async fn delete_volume(
+        &self,
+        _: &RequestContext,
+        host: &str,
+        r: DeleteVolume,
+    ) -> OpsResult<()> {
+        self.record(VolumeCall::Delete(host.to_owned(), r))
+    }
+
+    async fn extend_volume(
+        &self,
+        _: &RequestContext,
+        host: &str,
+        r: ExtendVolume,
+    ) -> OpsResult<()> {
+        self.record(VolumeCall::Extend(host.to_owned(), r))
+    }
+
+    async fn create_snapshot(
+        &self,
+        _: &RequestContext,
+        host: &str,
+        r: CreateSnapshot,
+    ) -> OpsResult<()> {
+        self.record(VolumeCall::CreateSnapshot(host.to_owned(), r))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _: &RequestContext,
+        host: &str,
+        r: DeleteSnapshot,
+    ) -> OpsResult<()> {
+        self.record(VolumeCall::DeleteSnapshot(host.to_owned(), r))
+    }
+
+    async fn attach_volume(
+        &self,
+        _: &RequestContext,
+        host: &str,
+        r: AttachVolume,
+    ) -> OpsResult<AttachResult> {
+        self.record(VolumeCall::Attach(host.to_owned(), r.clone()))?;
+        match lock(&self.attach).as_ref() {
+            Some(answer) => answer(host, &r),
+            None => Err(unimplemented("attach_volume")),
+        }
+    }
+
+    async fn detach_volume(
+        &self,
+        _: &RequestContext,
+        host: &str,
+        r: DetachVolume,
+    ) -> OpsResult<DetachResult> {
+        self.record(VolumeCall::Detach(host.to_owned(), r.clone()))?;
+        match lock(&self.detach).as_ref() {
+            Some(answer) => answer(host, &r),
+            None => Err(unimplemented("detach_volume")),
+        }
+    }
+
+    async fn publish_service_capabilities(
+        &self,
+        _: &RequestContext,
+        r: PublishCapabilities,
+    ) -> OpsResult<()> {
+        self.record(VolumeCall::Publish(r))
+    }
+}
