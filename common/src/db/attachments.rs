@@ -20,7 +20,8 @@
 use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 
 use super::{
-    Db, DbError, DbResult, WorkerEntry, WorkerKind, placeholders, services::remove_worker,
+    Db, DbError, DbResult, WorkerEntry, WorkerKind, keyset::Keyset, placeholders,
+    workers::remove_worker,
 };
 use crate::model::{
     Attachment, AttachmentStatus, ConnectionInfo, Connector, Volume, VolumeStatus, now_ms,
@@ -291,47 +292,15 @@ impl Db {
 
     /// Attachments matching `query`, oldest first.
     pub async fn list_attachments(&self, query: &AttachmentQuery) -> DbResult<Vec<Attachment>> {
-        let mut sql = format!("SELECT {COLUMNS} FROM attachments WHERE 1 = 1");
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            format!("${n}")
-        };
-        if query.project_id.is_some() {
-            sql += &format!(" AND project_id = {}", next());
-        }
-        if query.volume_id.is_some() {
-            sql += &format!(" AND volume_id = {}", next());
-        }
-        if query.volume_host.is_some() {
-            sql += &format!(" AND volume_host = {}", next());
-        }
-        if !query.statuses.is_empty() {
-            let list: Vec<String> = query.statuses.iter().map(|_| next()).collect();
-            sql += &format!(" AND status IN ({})", list.join(", "));
-        }
-        if query.after.is_some() {
-            let (at, at_again, id) = (next(), next(), next());
-            sql += &format!(" AND (created_at > {at} OR (created_at = {at_again} AND id > {id}))");
-        }
-        sql += " ORDER BY created_at, id";
-        if query.limit > 0 {
-            sql += &format!(" LIMIT {}", query.limit);
-        }
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for value in [&query.project_id, &query.volume_id, &query.volume_host]
-            .into_iter()
-            .flatten()
-        {
-            q = q.bind(value.clone());
-        }
-        for status in &query.statuses {
-            q = q.bind(status.as_str());
-        }
-        if let Some((at, id)) = &query.after {
-            q = q.bind(*at).bind(*at).bind(id.clone());
-        }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = Keyset::new("attachments", COLUMNS)
+            .eq("project_id", query.project_id.as_deref())
+            .eq("volume_id", query.volume_id.as_deref())
+            .eq("volume_host", query.volume_host.as_deref())
+            .any_of("status", query.statuses.iter().map(|s| s.as_str()))
+            .after(query.after.as_ref())
+            .limit(Some(query.limit).filter(|&n| n > 0))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(attachment_from_row).collect()
     }
 

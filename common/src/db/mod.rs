@@ -12,6 +12,8 @@ mod admin_tests;
 mod attachments;
 #[cfg(test)]
 mod attachments_tests;
+mod keyset;
+mod overdue;
 mod services;
 mod snapshots;
 mod types;
@@ -26,11 +28,11 @@ use sqlx::{
 };
 
 pub use attachments::{AttachReserve, AttachmentQuery, DetachStart};
-pub use services::{WorkerEntry, WorkerKind};
+pub use overdue::WorkerOutcome;
 pub use snapshots::{SnapshotDeleteStart, SnapshotQuery, VolumeDeleteStart};
 pub use types::{DEFAULT_VOLUME_TYPE_ID, DEFAULT_VOLUME_TYPE_NAME, TypeDeleted, VolumeTypeChanges};
 pub use volumes::{Created, IdempotencyKey, VolumeChanges, VolumeQuery};
-pub use workers::WorkerOutcome;
+pub use workers::{Owner, SCHEDULER_OWNER, TransientStatus, WorkerEntry, WorkerKind, deadlines};
 
 /// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,110 +1,16 @@
-//! The `services` table (heartbeats) and the `workers` table (who owns which
-//! transient status, until when).
+//! The `services` table: who runs where, and their heartbeats. (The `workers`
+//! table is in `workers.rs`.)
 
-use sqlx::{Any, Executor, Row};
+use sqlx::Row;
 
 use super::{Db, DbResult};
 use crate::model::{Service, now_ms};
 
-/// The kind of resource a worker entry is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerKind {
-    /// A volume.
-    Volume,
-    /// A snapshot.
-    Snapshot,
-    /// An attachment.
-    Attachment,
-}
-
-impl WorkerKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            WorkerKind::Volume => "volume",
-            WorkerKind::Snapshot => "snapshot",
-            WorkerKind::Attachment => "attachment",
-        }
-    }
-}
-
-/// An operation in flight: a resource in a transient status, the service that
-/// must finish it, and by when.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerEntry {
-    /// The resource kind.
-    pub kind: WorkerKind,
-    /// The resource id.
-    pub resource_id: String,
-    /// The transient status (`creating`, `deleting`, ...).
-    pub status: String,
-    /// The owning service (`scoria-scheduler`, or a volume service's `host@backend`).
-    pub service: String,
-    /// Deadline, ms since the epoch.
-    pub deadline_ms: i64,
-}
-
-impl WorkerEntry {
-    pub(crate) async fn upsert<'e, E: Executor<'e, Database = Any>>(
-        &self,
-        executor: E,
-    ) -> DbResult<()> {
-        sqlx::query(
-            "INSERT INTO workers (resource_type, resource_id, status, service, deadline, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (resource_type, resource_id) DO UPDATE SET \
-             status = excluded.status, service = excluded.service, deadline = excluded.deadline",
-        )
-        .bind(self.kind.as_str())
-        .bind(&self.resource_id)
-        .bind(&self.status)
-        .bind(&self.service)
-        .bind(self.deadline_ms)
-        .bind(now_ms())
-        .execute(executor)
-        .await?;
-        Ok(())
-    }
-}
-
-pub(crate) async fn remove_worker<'e, E: Executor<'e, Database = Any>>(
-    executor: E,
-    kind: WorkerKind,
-    id: &str,
-) -> DbResult<()> {
-    sqlx::query("DELETE FROM workers WHERE resource_type = $1 AND resource_id = $2")
-        .bind(kind.as_str())
-        .bind(id)
-        .execute(executor)
-        .await?;
-    Ok(())
-}
+// Kept for `volumes.rs`, whose callers are being edited elsewhere: the helper
+// lives in `workers.rs`.
+pub(super) use super::workers::remove_worker;
 
 impl Db {
-    /// Records or moves a worker entry.
-    pub async fn upsert_worker(&self, entry: &WorkerEntry) -> DbResult<()> {
-        entry.upsert(&self.pool).await
-    }
-
-    /// The worker entry of a resource, if any.
-    pub async fn get_worker(&self, kind: WorkerKind, id: &str) -> DbResult<Option<WorkerEntry>> {
-        let row = sqlx::query(
-            "SELECT status, service, deadline FROM workers WHERE resource_type = $1 AND resource_id = $2",
-        )
-        .bind(kind.as_str())
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(WorkerEntry {
-                kind,
-                resource_id: id.to_owned(),
-                status: row.try_get("status")?,
-                service: row.try_get("service")?,
-                deadline_ms: row.try_get("deadline")?,
-            })
-        })
-        .transpose()
-    }
-
     /// Records a heartbeat of `binary` on `host` (registering it on first beat).
     pub async fn heartbeat(
         &self,

@@ -17,7 +17,8 @@
 use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 
 use super::{
-    Db, DbError, DbResult, WorkerEntry, WorkerKind, placeholders, services::remove_worker,
+    Db, DbError, DbResult, WorkerEntry, WorkerKind, keyset::Keyset, placeholders,
+    workers::remove_worker,
 };
 use crate::model::{AttachmentStatus, Snapshot, SnapshotStatus, VolumeStatus, now_ms};
 
@@ -124,42 +125,14 @@ impl Db {
 
     /// Snapshots matching `query`, oldest first.
     pub async fn list_snapshots(&self, query: &SnapshotQuery) -> DbResult<Vec<Snapshot>> {
-        let mut sql = format!("SELECT {COLUMNS} FROM snapshots WHERE 1 = 1");
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            format!("${n}")
-        };
-        if query.project_id.is_some() {
-            sql += &format!(" AND project_id = {}", next());
-        }
-        if query.volume_id.is_some() {
-            sql += &format!(" AND volume_id = {}", next());
-        }
-        if query.status.is_some() {
-            sql += &format!(" AND status = {}", next());
-        }
-        if query.after.is_some() {
-            let (a, b, c) = (next(), next(), next());
-            sql += &format!(" AND (created_at > {a} OR (created_at = {b} AND id > {c}))");
-        }
-        sql += &format!(" ORDER BY created_at, id LIMIT {}", next());
-        // Only fixed fragments and placeholders are formatted in; values are bound.
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        if let Some(project) = &query.project_id {
-            q = q.bind(project);
-        }
-        if let Some(volume) = &query.volume_id {
-            q = q.bind(volume);
-        }
-        if let Some(status) = query.status {
-            q = q.bind(status.as_str());
-        }
-        if let Some((created, id)) = &query.after {
-            q = q.bind(*created).bind(*created).bind(id);
-        }
-        q = q.bind(i64::from(query.limit));
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = Keyset::new("snapshots", COLUMNS)
+            .eq("project_id", query.project_id.as_deref())
+            .eq("volume_id", query.volume_id.as_deref())
+            .eq("status", query.status.map(SnapshotStatus::as_str))
+            .after(query.after.as_ref())
+            .limit(Some(query.limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(snapshot_from_row).collect()
     }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 
-use super::{Db, DbError, DbResult, WorkerEntry, placeholders};
+use super::{Db, DbError, DbResult, WorkerEntry, keyset::Keyset, placeholders};
 use crate::model::{Volume, VolumeStatus, now_ms};
 
 const COLUMNS: &str = "id, project_id, user_id, name, description, size_gib, status, volume_type, \
@@ -134,42 +134,14 @@ impl Db {
 
     /// Volumes matching `query`, oldest first.
     pub async fn list_volumes(&self, query: &VolumeQuery) -> DbResult<Vec<Volume>> {
-        let mut sql = format!("SELECT {COLUMNS} FROM volumes WHERE 1 = 1");
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            format!("${n}")
-        };
-        if query.project_id.is_some() {
-            sql += &format!(" AND project_id = {}", next());
-        }
-        if query.status.is_some() {
-            sql += &format!(" AND status = {}", next());
-        }
-        if query.name.is_some() {
-            sql += &format!(" AND name = {}", next());
-        }
-        if query.after.is_some() {
-            let (a, b, c) = (next(), next(), next());
-            sql += &format!(" AND (created_at > {a} OR (created_at = {b} AND id > {c}))");
-        }
-        sql += &format!(" ORDER BY created_at, id LIMIT {}", next());
-        // Only fixed fragments and placeholders are formatted in; values are bound.
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        if let Some(project) = &query.project_id {
-            q = q.bind(project);
-        }
-        if let Some(status) = query.status {
-            q = q.bind(status.as_str());
-        }
-        if let Some(name) = &query.name {
-            q = q.bind(name);
-        }
-        if let Some((created, id)) = &query.after {
-            q = q.bind(*created).bind(*created).bind(id);
-        }
-        q = q.bind(i64::from(query.limit));
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = Keyset::new("volumes", COLUMNS)
+            .eq("project_id", query.project_id.as_deref())
+            .eq("status", query.status.map(VolumeStatus::as_str))
+            .eq("name", query.name.as_deref())
+            .after(query.after.as_ref())
+            .limit(Some(query.limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(volume_from_row).collect()
     }
 

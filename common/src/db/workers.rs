@@ -1,302 +1,298 @@
-//! Queries of the `workers` table for whoever finishes or fails work that did not
-//! finish in time: a volume service's reconciler (its own overdue entries) and the
-//! scheduler's reaper (entries whose owner is down, or the scheduler's own).
+//! The `workers` table: every transient status has an owner and a deadline.
 //!
-//! Every change here is a compare-and-set on the whole entry (kind, id, status,
-//! owner, deadline): whoever acts on an entry acts on the entry it read, so two
-//! reapers (or a reaper and a reconciler) cannot both move or fail it, and an
-//! entry rewritten meanwhile (a new operation, a new owner) is left alone.
+//! A [`WorkerEntry`] names a resource in a transient status (`creating`,
+//! `deleting`, `attaching`, ...), its [`Owner`] (the scheduler, or the volume
+//! service `host@backend` that must finish it) and its deadline. The entry is
+//! written in the same transaction as the status it is about, and removed in the
+//! transaction that settles it.
 //!
-//! An entry is *stale* when its resource is gone or no longer in the entry's
-//! status (a settle that forgot it, an operator's reset): it is removed.
+//! Past the deadline, whoever finishes or fails the work steps in: a volume
+//! service's reconciler and the scheduler's reaper, through the compare-and-set
+//! queries in `overdue.rs`.
 
-use sqlx::{AssertSqlSafe, Row, any::AnyRow};
+use std::fmt;
 
-use super::{Db, DbError, DbResult, WorkerEntry, WorkerKind};
-use crate::model::{SnapshotStatus, VolumeStatus, now_ms};
+use sqlx::{Any, Executor, Row};
 
-const COLUMNS: &str = "w.resource_type, w.resource_id, w.status, w.service, w.deadline";
+use super::{Db, DbError, DbResult};
+use crate::model::{AttachmentStatus, SnapshotStatus, VolumeStatus, now_ms};
 
-/// The outcome of failing the resource of a worker entry.
+/// The owner name of a volume waiting for the scheduler (stored in
+/// `workers.service`); every other owner is a volume service's `host@backend`.
+pub const SCHEDULER_OWNER: &str = "scoria-scheduler";
+
+/// The default deadlines of worker entries, each from the moment the entry is
+/// written. Callers turn one into a deadline with [`deadlines::from_now`].
+pub mod deadlines {
+    use std::time::Duration;
+
+    /// A volume the API created, owned by the scheduler until a backend claims it
+    /// (the API's `CreateVolume`).
+    pub const VOLUME_CREATE: Duration = Duration::from_secs(5 * 60);
+    /// A volume the API moved to `deleting`, owned by its backend (the API's
+    /// `DeleteVolume`).
+    pub const VOLUME_DELETE: Duration = Duration::from_secs(10 * 60);
+    /// A volume the API moved to `extending`, owned by its backend (the API's
+    /// `ExtendVolume`).
+    pub const VOLUME_EXTEND: Duration = Duration::from_secs(10 * 60);
+    /// A snapshot the API created, owned by its volume's backend (the API's
+    /// `CreateSnapshot`).
+    pub const SNAPSHOT_CREATE: Duration = Duration::from_secs(10 * 60);
+    /// A snapshot the API moved to `deleting`, owned by its backend (the API's
+    /// `DeleteSnapshot`).
+    pub const SNAPSHOT_DELETE: Duration = Duration::from_secs(10 * 60);
+    /// How much longer than the bus's call timeout an attach or detach may stay
+    /// in flight before the backend's reconciler takes it over (the API's
+    /// attachment service adds it to `bus.call_timeout`).
+    pub const ATTACH_MARGIN: Duration = Duration::from_secs(60);
+    /// Work a volume service starts or claims (a create, a clone, a delete),
+    /// owned by that service: the volume service's default
+    /// `volume.operation_deadline_secs`.
+    pub const OPERATION: Duration = Duration::from_secs(10 * 60);
+    /// Work the scheduler's reaper schedules once more or hands to another
+    /// backend: its default `scheduler.reaper_deadline_secs`.
+    pub const REAPER: Duration = Duration::from_secs(5 * 60);
+
+    /// The deadline `after` from `now_ms` (ms since the epoch), saturating.
+    pub fn at(now_ms: i64, after: Duration) -> i64 {
+        now_ms.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// The deadline `after` from now (ms since the epoch).
+    pub fn from_now(after: Duration) -> i64 {
+        at(crate::model::now_ms(), after)
+    }
+}
+
+/// The kind of resource a worker entry is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerOutcome {
-    /// The resource moved to the new status; the entry is gone.
-    Done,
-    /// The resource was gone or no longer in the entry's status: the (stale)
-    /// entry is gone, nothing else changed.
-    Stale,
-    /// The entry changed since it was read (someone else acted): nothing changed.
-    Lost,
+pub enum WorkerKind {
+    /// A volume.
+    Volume,
+    /// A snapshot.
+    Snapshot,
+    /// An attachment.
+    Attachment,
 }
 
-fn kind_str(kind: WorkerKind) -> &'static str {
-    match kind {
-        WorkerKind::Volume => "volume",
-        WorkerKind::Snapshot => "snapshot",
-        WorkerKind::Attachment => "attachment",
-    }
-}
-
-fn table(kind: WorkerKind) -> &'static str {
-    match kind {
-        WorkerKind::Volume => "volumes",
-        WorkerKind::Snapshot => "snapshots",
-        WorkerKind::Attachment => "attachments",
-    }
-}
-
-fn entry_from_row(row: &AnyRow) -> DbResult<WorkerEntry> {
-    let kind: String = row.try_get("resource_type")?;
-    let resource_id: String = row.try_get("resource_id")?;
-    let kind = match kind.as_str() {
-        "volume" => WorkerKind::Volume,
-        "snapshot" => WorkerKind::Snapshot,
-        "attachment" => WorkerKind::Attachment,
-        other => {
-            return Err(DbError::Corrupt {
-                table: "workers",
-                id: resource_id,
-                reason: format!("unknown resource type {other:?}"),
-            });
+impl WorkerKind {
+    /// The name stored in `workers.resource_type`.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            WorkerKind::Volume => "volume",
+            WorkerKind::Snapshot => "snapshot",
+            WorkerKind::Attachment => "attachment",
         }
-    };
-    Ok(WorkerEntry {
-        kind,
-        resource_id,
-        status: row.try_get("status")?,
-        service: row.try_get("service")?,
-        deadline_ms: row.try_get("deadline")?,
-    })
+    }
+
+    /// The table of the resources of this kind.
+    pub(super) fn table(self) -> &'static str {
+        match self {
+            WorkerKind::Volume => "volumes",
+            WorkerKind::Snapshot => "snapshots",
+            WorkerKind::Attachment => "attachments",
+        }
+    }
+
+    /// The kind `workers.resource_type` names.
+    pub(super) fn parse(s: &str) -> Option<Self> {
+        [Self::Volume, Self::Snapshot, Self::Attachment]
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+    }
 }
 
-/// `WHERE` of the exact entry, its placeholders from `$first` (5 of them).
-fn exact(first: usize) -> String {
-    let [a, b, c, d, e] = [0, 1, 2, 3, 4].map(|i| format!("${}", first + i));
-    format!(
-        "resource_type = {a} AND resource_id = {b} AND status = {c} AND service = {d} AND deadline = {e}"
-    )
+/// Who must finish the work of a worker entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// The scheduler (a volume waiting to be placed), stored as
+    /// [`SCHEDULER_OWNER`].
+    Scheduler,
+    /// A volume service, by its `host@backend`.
+    Service(String),
 }
 
-/// Binds the entry's five fields in [`exact`]'s order.
-fn bind_exact<'q>(
-    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    entry: &WorkerEntry,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    q.bind(kind_str(entry.kind))
-        .bind(entry.resource_id.clone())
-        .bind(entry.status.clone())
-        .bind(entry.service.clone())
-        .bind(entry.deadline_ms)
+impl Owner {
+    /// The owner a stored `workers.service` names.
+    pub fn parse(service: &str) -> Self {
+        if service == SCHEDULER_OWNER {
+            Owner::Scheduler
+        } else {
+            Owner::Service(service.to_owned())
+        }
+    }
+
+    /// The name stored in `workers.service`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Owner::Scheduler => SCHEDULER_OWNER,
+            Owner::Service(host) => host,
+        }
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The transient status of a worker entry, typed by its resource kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransientStatus {
+    /// A volume's.
+    Volume(VolumeStatus),
+    /// A snapshot's.
+    Snapshot(SnapshotStatus),
+    /// An attachment's.
+    Attachment(AttachmentStatus),
+}
+
+/// An operation in flight: a resource in a transient status, the service that
+/// must finish it, and by when.
+///
+/// Build one with [`WorkerEntry::volume`], [`WorkerEntry::snapshot`] or
+/// [`WorkerEntry::attachment`]; the fields stay public for existing callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerEntry {
+    /// The resource kind.
+    pub kind: WorkerKind,
+    /// The resource id.
+    pub resource_id: String,
+    /// The transient status (`creating`, `deleting`, ...).
+    pub status: String,
+    /// The owning service ([`SCHEDULER_OWNER`], or a volume service's `host@backend`).
+    pub service: String,
+    /// Deadline, ms since the epoch.
+    pub deadline_ms: i64,
+}
+
+// === impl WorkerEntry ===
+
+impl WorkerEntry {
+    /// The entry of volume `id` in `status`, owned by `owner` until
+    /// `deadline_ms` (ms since the epoch; see [`deadlines`]).
+    pub fn volume(id: &str, status: VolumeStatus, owner: Owner, deadline_ms: i64) -> Self {
+        Self::new(WorkerKind::Volume, id, status.as_str(), owner, deadline_ms)
+    }
+
+    /// The entry of snapshot `id` in `status`; see [`WorkerEntry::volume`].
+    pub fn snapshot(id: &str, status: SnapshotStatus, owner: Owner, deadline_ms: i64) -> Self {
+        Self::new(
+            WorkerKind::Snapshot,
+            id,
+            status.as_str(),
+            owner,
+            deadline_ms,
+        )
+    }
+
+    /// The entry of attachment `id` in `status`; see [`WorkerEntry::volume`].
+    pub fn attachment(id: &str, status: AttachmentStatus, owner: Owner, deadline_ms: i64) -> Self {
+        Self::new(
+            WorkerKind::Attachment,
+            id,
+            status.as_str(),
+            owner,
+            deadline_ms,
+        )
+    }
+
+    fn new(kind: WorkerKind, id: &str, status: &str, owner: Owner, deadline_ms: i64) -> Self {
+        let service = match owner {
+            Owner::Scheduler => SCHEDULER_OWNER.to_owned(),
+            Owner::Service(host) => host,
+        };
+        Self {
+            kind,
+            resource_id: id.to_owned(),
+            status: status.to_owned(),
+            service,
+            deadline_ms,
+        }
+    }
+
+    /// Who must finish the work.
+    pub fn owner(&self) -> Owner {
+        Owner::parse(&self.service)
+    }
+
+    /// The status, parsed by the entry's kind; a status no resource of that kind
+    /// has is a corrupt row.
+    pub fn transient_status(&self) -> DbResult<TransientStatus> {
+        let parsed = match self.kind {
+            WorkerKind::Volume => self.status.parse().map(TransientStatus::Volume),
+            WorkerKind::Snapshot => self.status.parse().map(TransientStatus::Snapshot),
+            WorkerKind::Attachment => self.status.parse().map(TransientStatus::Attachment),
+        };
+        parsed.map_err(|reason| DbError::Corrupt {
+            table: "workers",
+            id: self.resource_id.clone(),
+            reason,
+        })
+    }
+
+    pub(crate) async fn upsert<'e, E: Executor<'e, Database = Any>>(
+        &self,
+        executor: E,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO workers (resource_type, resource_id, status, service, deadline, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (resource_type, resource_id) DO UPDATE SET \
+             status = excluded.status, service = excluded.service, deadline = excluded.deadline",
+        )
+        .bind(self.kind.as_str())
+        .bind(&self.resource_id)
+        .bind(&self.status)
+        .bind(&self.service)
+        .bind(self.deadline_ms)
+        .bind(now_ms())
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Removes the entry of resource `id` of `kind`, whatever it holds (the
+/// transaction that settles the resource calls it).
+pub(crate) async fn remove_worker<'e, E: Executor<'e, Database = Any>>(
+    executor: E,
+    kind: WorkerKind,
+    id: &str,
+) -> DbResult<()> {
+    sqlx::query("DELETE FROM workers WHERE resource_type = $1 AND resource_id = $2")
+        .bind(kind.as_str())
+        .bind(id)
+        .execute(executor)
+        .await?;
+    Ok(())
 }
 
 impl Db {
-    /// The entries owned by `service` whose deadline passed before `now_ms`,
-    /// the most overdue first.
-    pub async fn overdue_workers(&self, service: &str, now_ms: i64) -> DbResult<Vec<WorkerEntry>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM workers w WHERE w.service = $1 AND w.deadline < $2 \
-             ORDER BY w.deadline, w.resource_id"
-        )))
-        .bind(service)
-        .bind(now_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(entry_from_row).collect()
+    /// Records or moves a worker entry.
+    pub async fn upsert_worker(&self, entry: &WorkerEntry) -> DbResult<()> {
+        entry.upsert(&self.pool).await
     }
 
-    /// The entries overdue at `now_ms` whose owner is a `binary` service that is
-    /// down: its last heartbeat is older than `down_before_ms`, or it has no
-    /// `services` row at all. Entries owned by `except` (the scheduler's own
-    /// name) are not listed. The most overdue first.
-    pub async fn orphaned_workers(
-        &self,
-        binary: &str,
-        except: &str,
-        down_before_ms: i64,
-        now_ms: i64,
-    ) -> DbResult<Vec<WorkerEntry>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM workers w \
-             LEFT JOIN services s ON s.binary_name = $1 AND s.host = w.service \
-             WHERE w.deadline < $2 AND w.service <> $3 \
-             AND (s.host IS NULL OR s.last_heartbeat < $4) \
-             ORDER BY w.deadline, w.resource_id"
-        )))
-        .bind(binary)
-        .bind(now_ms)
-        .bind(except)
-        .bind(down_before_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(entry_from_row).collect()
-    }
-
-    /// Removes `entry` if it is still exactly as read; whether it did.
-    pub async fn remove_worker_entry(&self, entry: &WorkerEntry) -> DbResult<bool> {
-        let sql = format!("DELETE FROM workers WHERE {}", exact(1));
-        let q = bind_exact(sqlx::query(AssertSqlSafe(sql)), entry);
-        Ok(q.execute(&self.pool).await?.rows_affected() == 1)
-    }
-
-    /// Hands `entry`, if it is still exactly as read, to `service` with a new
-    /// deadline; whether it did.
-    pub async fn move_worker(
-        &self,
-        entry: &WorkerEntry,
-        service: &str,
-        deadline_ms: i64,
-    ) -> DbResult<bool> {
-        let sql = format!(
-            "UPDATE workers SET service = $1, deadline = $2 WHERE {}",
-            exact(3)
-        );
-        let q = sqlx::query(AssertSqlSafe(sql))
-            .bind(service.to_owned())
-            .bind(deadline_ms);
-        let q = bind_exact(q, entry);
-        Ok(q.execute(&self.pool).await?.rows_affected() == 1)
-    }
-
-    /// A service starting work on resource `id` in `status` takes its entry
-    /// (whoever held it) with its own deadline. Whether there was such an entry
-    /// (none: the resource settled meanwhile, or it was never recorded).
-    pub async fn claim_worker(
-        &self,
-        kind: WorkerKind,
-        id: &str,
-        status: &str,
-        service: &str,
-        deadline_ms: i64,
-    ) -> DbResult<bool> {
-        let done = sqlx::query(
-            "UPDATE workers SET service = $1, deadline = $2 \
-             WHERE resource_type = $3 AND resource_id = $4 AND status = $5",
+    /// The worker entry of a resource, if any.
+    pub async fn get_worker(&self, kind: WorkerKind, id: &str) -> DbResult<Option<WorkerEntry>> {
+        let row = sqlx::query(
+            "SELECT status, service, deadline FROM workers WHERE resource_type = $1 AND resource_id = $2",
         )
-        .bind(service)
-        .bind(deadline_ms)
-        .bind(kind_str(kind))
+        .bind(kind.as_str())
         .bind(id)
-        .bind(status)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Fails the volume of `entry` (a volume entry): if the entry is still exactly
-    /// as read, removes it and moves the volume from the entry's status to `to`
-    /// with `error_message`, in one transaction. A volume gone or in another
-    /// status makes the entry stale (removed).
-    pub async fn fail_volume_worker(
-        &self,
-        entry: &WorkerEntry,
-        to: VolumeStatus,
-        error_message: &str,
-    ) -> DbResult<WorkerOutcome> {
-        self.fail_worker(entry, WorkerKind::Volume, to.as_str(), error_message)
-            .await
-    }
-
-    /// [`Db::fail_volume_worker`] for a snapshot entry.
-    pub async fn fail_snapshot_worker(
-        &self,
-        entry: &WorkerEntry,
-        to: SnapshotStatus,
-        error_message: &str,
-    ) -> DbResult<WorkerOutcome> {
-        self.fail_worker(entry, WorkerKind::Snapshot, to.as_str(), error_message)
-            .await
-    }
-
-    async fn fail_worker(
-        &self,
-        entry: &WorkerEntry,
-        kind: WorkerKind,
-        to: &str,
-        error_message: &str,
-    ) -> DbResult<WorkerOutcome> {
-        if entry.kind != kind {
-            return Ok(WorkerOutcome::Lost);
-        }
-        let mut tx = self.pool.begin().await?;
-        let sql = format!("DELETE FROM workers WHERE {}", exact(1));
-        let removed = bind_exact(sqlx::query(AssertSqlSafe(sql)), entry)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if removed != 1 {
-            return Ok(WorkerOutcome::Lost);
-        }
-        let sql = format!(
-            "UPDATE {} SET status = $1, error_message = $2, updated_at = $3 \
-             WHERE id = $4 AND status = $5",
-            table(kind)
-        );
-        let moved = sqlx::query(AssertSqlSafe(sql))
-            .bind(to.to_owned())
-            .bind(error_message.to_owned())
-            .bind(now_ms())
-            .bind(entry.resource_id.clone())
-            .bind(entry.status.clone())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(if moved == 1 {
-            WorkerOutcome::Done
-        } else {
-            WorkerOutcome::Stale
+        row.map(|row| {
+            Ok(WorkerEntry {
+                kind,
+                resource_id: id.to_owned(),
+                status: row.try_get("status")?,
+                service: row.try_get("service")?,
+                deadline_ms: row.try_get("deadline")?,
+            })
         })
-    }
-
-    /// Whether the resource of `entry` is gone or no longer in the entry's
-    /// status (the entry is stale then).
-    pub async fn worker_is_stale(&self, entry: &WorkerEntry) -> DbResult<bool> {
-        let sql = format!("SELECT status FROM {} WHERE id = $1", table(entry.kind));
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(entry.resource_id.clone())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            None => true,
-            Some(row) => row.try_get::<String, _>("status")? != entry.status,
-        })
-    }
-
-    /// Records that a volume owned by the scheduler is being scheduled once more
-    /// (its first cast was lost): if `entry` is still exactly as read, gives it
-    /// `deadline_ms` and sets the `creating` volume's `error_message` to `note`,
-    /// in one transaction. Whether it did (false: someone else acted, or the
-    /// volume is no longer `creating`).
-    pub async fn note_rescheduled(
-        &self,
-        entry: &WorkerEntry,
-        note: &str,
-        deadline_ms: i64,
-    ) -> DbResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        let sql = format!("UPDATE workers SET deadline = $1 WHERE {}", exact(2));
-        let moved = bind_exact(sqlx::query(AssertSqlSafe(sql)).bind(deadline_ms), entry)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if moved != 1 || entry.kind != WorkerKind::Volume {
-            return Ok(false);
-        }
-        let noted = sqlx::query(
-            "UPDATE volumes SET error_message = $1, updated_at = $2 WHERE id = $3 AND status = $4",
-        )
-        .bind(note)
-        .bind(now_ms())
-        .bind(entry.resource_id.clone())
-        .bind(VolumeStatus::Creating.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if noted != 1 {
-            return Ok(false);
-        }
-        tx.commit().await?;
-        Ok(true)
+        .transpose()
     }
 }
 

@@ -1,8 +1,9 @@
-//! Tests of the reconciler's and the reaper's queries of the `workers` table, on
-//! a SQLite file.
+//! Tests of the `workers` table: the typed entry, and the reconciler's and the
+//! reaper's queries, on a SQLite file.
 
 use super::*;
-use crate::model::{Snapshot, SnapshotStatus, Volume, VolumeStatus, now_ms};
+use crate::db::WorkerOutcome;
+use crate::model::{Snapshot, Volume};
 
 struct TempDb {
     db: Db,
@@ -334,4 +335,92 @@ async fn a_reschedule_is_noted_once() {
             .expect("get")
             .expect("entry");
     assert_eq!(now.deadline_ms, 5_000);
+}
+
+// === typed constructors ===
+
+#[test]
+fn owner_round_trips_through_the_stored_name() {
+    assert_eq!(Owner::Scheduler.to_string(), "scoria-scheduler");
+    assert_eq!(Owner::parse(SCHEDULER_OWNER), Owner::Scheduler);
+    let host = Owner::Service("node1@file".into());
+    assert_eq!(host.to_string(), "node1@file");
+    assert_eq!(Owner::parse("node1@file"), host);
+}
+
+#[test]
+fn typed_constructors_store_what_the_fields_held() {
+    let entry = WorkerEntry::volume("v1", VolumeStatus::Creating, Owner::Scheduler, 42);
+    assert_eq!(
+        entry,
+        WorkerEntry {
+            kind: WorkerKind::Volume,
+            resource_id: "v1".into(),
+            status: "creating".into(),
+            service: "scoria-scheduler".into(),
+            deadline_ms: 42,
+        }
+    );
+    assert_eq!(entry.owner(), Owner::Scheduler);
+    assert_eq!(
+        entry.transient_status().expect("status"),
+        TransientStatus::Volume(VolumeStatus::Creating)
+    );
+
+    let owner = Owner::Service("n1@file".into());
+    let entry = WorkerEntry::snapshot("s1", SnapshotStatus::Deleting, owner.clone(), 7);
+    assert_eq!(
+        (entry.kind, entry.status.as_str()),
+        (WorkerKind::Snapshot, "deleting")
+    );
+    assert_eq!(entry.owner(), owner);
+    assert_eq!(
+        entry.transient_status().expect("status"),
+        TransientStatus::Snapshot(SnapshotStatus::Deleting)
+    );
+
+    let entry = WorkerEntry::attachment("a1", AttachmentStatus::Attaching, owner.clone(), 9);
+    assert_eq!(
+        (entry.kind, entry.service.as_str()),
+        (WorkerKind::Attachment, "n1@file")
+    );
+    assert_eq!(
+        entry.transient_status().expect("status"),
+        TransientStatus::Attachment(AttachmentStatus::Attaching)
+    );
+}
+
+#[test]
+fn a_status_of_another_kind_is_corrupt() {
+    let mut entry = WorkerEntry::attachment("a1", AttachmentStatus::Detaching, Owner::Scheduler, 0);
+    entry.status = "extending".into();
+    assert!(matches!(
+        entry.transient_status(),
+        Err(DbError::Corrupt { table: "workers", ref id, .. }) if id == "a1"
+    ));
+}
+
+#[test]
+fn deadlines_add_to_now_and_saturate() {
+    assert_eq!(deadlines::at(1_000, deadlines::ATTACH_MARGIN), 61_000);
+    assert_eq!(deadlines::at(i64::MAX - 1, deadlines::OPERATION), i64::MAX);
+    let before = now_ms();
+    let deadline = deadlines::from_now(deadlines::VOLUME_CREATE);
+    assert!(deadline >= before + 300_000 && deadline <= now_ms() + 300_000);
+}
+
+#[tokio::test]
+async fn a_typed_entry_reads_back_typed() {
+    let t = temp_db().await;
+    let entry = volume(&t.db, VolumeStatus::Deleting, "n1@file", 5).await;
+    let read =
+        t.db.get_worker(WorkerKind::Volume, &entry.resource_id)
+            .await
+            .expect("get")
+            .expect("entry");
+    assert_eq!(read.owner(), Owner::Service("n1@file".into()));
+    assert_eq!(
+        read.transient_status().expect("status"),
+        TransientStatus::Volume(VolumeStatus::Deleting)
+    );
 }
