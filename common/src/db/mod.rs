@@ -18,6 +18,8 @@ mod services;
 mod snapshots;
 mod types;
 mod volumes;
+#[cfg(test)]
+mod volumes_tests;
 mod workers;
 
 use std::time::Duration;
