@@ -30,7 +30,10 @@ use scoria_common::{
     config::ConfigError,
     db::{Db, DbError},
     model::now_ms,
-    ops::{SCHEDULER_TOPIC, SchedulerOps, VolumeClient, VolumeOps, scheduler_dispatcher},
+    ops::{
+        SCHEDULER_TOPIC, SchedulerClient, SchedulerOps, VolumeClient, VolumeOps,
+        scheduler_dispatcher,
+    },
     rpc::{Broker, RpcClient, RpcError, RpcServer, ServerOptions},
 };
 use scoria_proto::bus::PublishCapabilities;
@@ -39,10 +42,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use config::Config;
 
-use crate::{
-    host_state::HostManager,
-    manager::{BusCaster, SchedulerManager},
-};
+use crate::{host_state::HostManager, manager::SchedulerManager};
 
 /// The binary's name, as it appears in logs, on the bus and in `services`.
 pub const BINARY: &str = "scoria-scheduler";
@@ -96,7 +96,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let manager = SchedulerManager::new(
         settings,
         hosts.clone(),
-        Arc::new(BusCaster::new(rpc.clone())),
+        Arc::new(VolumeClient::new(rpc.clone())),
         db.clone(),
     )
     .map_err(|unknown| ConfigError::Value {
@@ -217,7 +217,8 @@ impl Scheduler<'_> {
         tasks.spawn(reaper::reap_loop(
             reaper::Reaper::new(
                 db.clone(),
-                Arc::new(reaper::BusReaperCasts::new(rpc.clone())),
+                Arc::new(SchedulerClient::new(rpc.clone())),
+                Arc::new(VolumeClient::new(rpc.clone())),
                 reaper::ReaperSettings::from_section(settings),
             ),
             settings.reaper_interval(),

@@ -24,17 +24,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use async_trait::async_trait;
 use scoria_common::{
     RequestContext,
     db::{Db, DbError, WorkerEntry, WorkerKind, WorkerOutcome},
     model::{SnapshotStatus, Volume, VolumeStatus, now_ms},
-    ops::{SchedulerClient, SchedulerOps, VolumeClient, VolumeOps},
-    rpc::RpcClient,
+    ops::{SchedulerOps, VolumeOps},
 };
 use scoria_proto::bus::{CreateVolume, DeleteVolume, ScheduleCreateVolume};
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
 
 use crate::BINARY;
 
@@ -44,72 +41,6 @@ pub const SCHEDULER_SERVICE: &str = "scoria-scheduler";
 const VOLUME_BINARY: &str = "scoria-volume";
 /// The `error_message` of a `creating` volume the reaper scheduled once more.
 pub const RESCHEDULED_NOTE: &str = "scheduling did not finish by its deadline: scheduled once more";
-
-/// Work the reaper sends to a volume service taking over.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Takeover {
-    /// Create the volume there.
-    Create(CreateVolume),
-    /// Delete the volume there.
-    Delete(DeleteVolume),
-}
-
-/// Where the reaper sends work: the bus in production, a recorder in tests.
-#[async_trait]
-pub trait ReaperCasts: Send + Sync {
-    /// Casts `create_volume` to the schedulers' shared queue.
-    async fn schedule(
-        &self,
-        ctx: &RequestContext,
-        request: ScheduleCreateVolume,
-    ) -> Result<(), Status>;
-    /// Casts `work` to the volume service owning `host` (`host@backend`).
-    async fn take_over(
-        &self,
-        ctx: &RequestContext,
-        host: &str,
-        work: Takeover,
-    ) -> Result<(), Status>;
-}
-
-/// [`ReaperCasts`] over the bus.
-#[derive(Clone)]
-pub struct BusReaperCasts {
-    rpc: RpcClient,
-}
-
-impl BusReaperCasts {
-    /// Casts through `rpc`.
-    pub fn new(rpc: RpcClient) -> Self {
-        Self { rpc }
-    }
-}
-
-#[async_trait]
-impl ReaperCasts for BusReaperCasts {
-    async fn schedule(
-        &self,
-        ctx: &RequestContext,
-        request: ScheduleCreateVolume,
-    ) -> Result<(), Status> {
-        Ok(SchedulerClient::new(self.rpc.clone())
-            .create_volume(ctx, request)
-            .await?)
-    }
-
-    async fn take_over(
-        &self,
-        ctx: &RequestContext,
-        host: &str,
-        work: Takeover,
-    ) -> Result<(), Status> {
-        let client = VolumeClient::new(self.rpc.clone());
-        Ok(match work {
-            Takeover::Create(request) => client.create_volume(ctx, host, request).await,
-            Takeover::Delete(request) => client.delete_volume(ctx, host, request).await,
-        }?)
-    }
-}
 
 /// How the reaper decides.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,7 +85,8 @@ pub struct ReapReport {
 /// Settles work whose owner is gone.
 pub struct Reaper {
     db: Db,
-    casts: Arc<dyn ReaperCasts>,
+    scheduler: Arc<dyn SchedulerOps>,
+    volumes: Arc<dyn VolumeOps>,
     settings: ReaperSettings,
 }
 
@@ -168,11 +100,18 @@ enum Reaped {
 }
 
 impl Reaper {
-    /// A reaper over `db`, sending work through `casts`.
-    pub fn new(db: Db, casts: Arc<dyn ReaperCasts>, settings: ReaperSettings) -> Self {
+    /// A reaper over `db`, scheduling volumes once more through `scheduler` and
+    /// handing work over to other volume services through `volumes`.
+    pub fn new(
+        db: Db,
+        scheduler: Arc<dyn SchedulerOps>,
+        volumes: Arc<dyn VolumeOps>,
+        settings: ReaperSettings,
+    ) -> Self {
         Self {
             db,
-            casts,
+            scheduler,
+            volumes,
             settings,
         }
     }
@@ -280,9 +219,9 @@ impl Reaper {
         }
         tracing::warn!(volume_id = %id, "scheduling overdue: scheduling the volume once more");
         let ctx = RequestContext::internal(BINARY);
-        if let Err(status) = self.casts.schedule(&ctx, request).await {
+        if let Err(err) = self.scheduler.create_volume(&ctx, request).await {
             // The entry is overdue again at the new deadline, and then failed.
-            tracing::warn!(volume_id = %id, error = %status.message(), "cannot schedule the volume once more");
+            tracing::warn!(volume_id = %id, error = %err, "cannot schedule the volume once more");
         }
         Ok(Reaped::Rescheduled)
     }
@@ -443,12 +382,14 @@ impl Reaper {
         if !self.db.move_worker(entry, &heir.host, deadline).await? {
             return Ok(Some(Reaped::Skipped));
         }
-        let work = if volume.status == VolumeStatus::Creating {
+        tracing::warn!(volume_id = %volume.id, from = %entry.service, to = %heir.host, status = %volume.status, "owner down: work handed over");
+        let ctx = RequestContext::internal(BINARY);
+        let cast = if volume.status == VolumeStatus::Creating {
             let extra_specs = match self.db.get_volume_type(&volume.volume_type).await? {
                 Some(volume_type) => volume_type.extra_specs,
                 None => Default::default(),
             };
-            Takeover::Create(CreateVolume {
+            let request = CreateVolume {
                 volume_id: volume.id.clone(),
                 size_gib: volume.size_gib,
                 pool: format!("{}#{backend}", heir.host),
@@ -459,17 +400,17 @@ impl Reaper {
                 extra_specs,
                 snapshot_id: String::new(),
                 source_volume_id: String::new(),
-            })
+            };
+            self.volumes.create_volume(&ctx, &heir.host, request).await
         } else {
-            Takeover::Delete(DeleteVolume {
+            let request = DeleteVolume {
                 volume_id: volume.id.clone(),
-            })
+            };
+            self.volumes.delete_volume(&ctx, &heir.host, request).await
         };
-        tracing::warn!(volume_id = %volume.id, from = %entry.service, to = %heir.host, status = %volume.status, "owner down: work handed over");
-        let ctx = RequestContext::internal(BINARY);
-        if let Err(status) = self.casts.take_over(&ctx, &heir.host, work).await {
+        if let Err(err) = cast {
             // The heir owns the entry now: its reconciler or a later reap settles it.
-            tracing::warn!(volume_id = %volume.id, to = %heir.host, error = %status.message(), "cannot cast the handed-over work");
+            tracing::warn!(volume_id = %volume.id, to = %heir.host, error = %err, "cannot cast the handed-over work");
         }
         Ok(Some(Reaped::TakenOver))
     }
@@ -494,5 +435,4 @@ pub async fn reap_loop(reaper: Reaper, period: Duration, shutdown: CancellationT
 }
 
 #[cfg(test)]
-#[path = "reaper_tests.rs"]
 mod tests;

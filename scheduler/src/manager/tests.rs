@@ -1,77 +1,146 @@
-//! Unit tests of the manager: a real SQLite database in a temp dir, a fake caster.
+//! Unit tests of the manager: a real SQLite database in a temp dir, the
+//! recording volume services of `scoria_common::testing`.
 
 use std::{
     collections::{BTreeMap, HashSet},
-    sync::Mutex,
     time::Duration,
 };
 
 use scoria_common::{
     db::{WorkerEntry, WorkerKind},
     model::Volume,
+    ops::OpsError,
+    testing::{RecordingVolumes, TempDb, VolumeCall},
+};
+use scoria_proto::bus::{
+    AttachResult, AttachVolume, CreateSnapshot, DeleteSnapshot, DeleteVolume, DetachResult,
+    DetachVolume, ExtendVolume, PublishCapabilities,
 };
 
 use super::*;
 use crate::host_state::tests::{report, service};
 
-/// Records casts; fails those to the hosts in `unreachable`.
-#[derive(Default)]
-struct FakeCaster {
-    casts: Mutex<Vec<(String, CreateVolume)>>,
+/// [`RecordingVolumes`] with some hosts whose queue is not bound: a create cast
+/// to them is recorded, then refused as undeliverable.
+struct PartlyReachable {
+    volumes: RecordingVolumes,
     unreachable: HashSet<String>,
 }
 
-#[async_trait]
-impl VolumeCaster for FakeCaster {
-    async fn create_volume(
-        &self,
-        _ctx: &RequestContext,
-        host: &str,
-        request: CreateVolume,
-    ) -> Result<(), Status> {
-        if let Ok(mut casts) = self.casts.lock() {
-            casts.push((host.to_owned(), request));
-        }
-        if self.unreachable.contains(host) {
-            return Err(Status::unavailable(format!(
-                "no queue is bound for volume.{host}"
-            )));
-        }
-        Ok(())
+impl PartlyReachable {
+    /// The creates cast so far (to reachable hosts or not), with their host.
+    fn casts(&self) -> Vec<(String, CreateVolume)> {
+        self.volumes
+            .calls()
+            .into_iter()
+            .filter_map(|call| match call {
+                VolumeCall::Create(host, request) => Some((host, request)),
+                _ => None,
+            })
+            .collect()
     }
 }
 
-impl FakeCaster {
-    fn casts(&self) -> Vec<(String, CreateVolume)> {
-        self.casts.lock().map(|c| c.clone()).unwrap_or_default()
+#[async_trait]
+impl VolumeOps for PartlyReachable {
+    async fn create_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: CreateVolume,
+    ) -> OpsResult<()> {
+        self.volumes.create_volume(ctx, host, request).await?;
+        if self.unreachable.contains(host) {
+            return Err(OpsError::Failed(Status::unavailable(format!(
+                "no queue is bound for volume.{host}"
+            ))));
+        }
+        Ok(())
+    }
+
+    async fn delete_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        r: DeleteVolume,
+    ) -> OpsResult<()> {
+        self.volumes.delete_volume(ctx, host, r).await
+    }
+
+    async fn extend_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        r: ExtendVolume,
+    ) -> OpsResult<()> {
+        self.volumes.extend_volume(ctx, host, r).await
+    }
+
+    async fn create_snapshot(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        r: CreateSnapshot,
+    ) -> OpsResult<()> {
+        self.volumes.create_snapshot(ctx, host, r).await
+    }
+
+    async fn delete_snapshot(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        r: DeleteSnapshot,
+    ) -> OpsResult<()> {
+        self.volumes.delete_snapshot(ctx, host, r).await
+    }
+
+    async fn attach_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        r: AttachVolume,
+    ) -> OpsResult<AttachResult> {
+        self.volumes.attach_volume(ctx, host, r).await
+    }
+
+    async fn detach_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        r: DetachVolume,
+    ) -> OpsResult<DetachResult> {
+        self.volumes.detach_volume(ctx, host, r).await
+    }
+
+    async fn publish_service_capabilities(
+        &self,
+        ctx: &RequestContext,
+        r: PublishCapabilities,
+    ) -> OpsResult<()> {
+        self.volumes.publish_service_capabilities(ctx, r).await
     }
 }
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    db: Db,
+    db: TempDb,
     hosts: Arc<HostManager>,
-    caster: Arc<FakeCaster>,
+    caster: Arc<PartlyReachable>,
     manager: SchedulerManager,
 }
 
 async fn fixture(unreachable: &[&str], settings: SchedulerSection) -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
-        .await
-        .expect("db");
+    let db = TempDb::new().await;
     let hosts = Arc::new(HostManager::new(
         settings.capability_stale(),
         settings.service_down_time(),
     ));
-    let caster = Arc::new(FakeCaster {
+    let caster = Arc::new(PartlyReachable {
+        volumes: RecordingVolumes::default(),
         unreachable: unreachable.iter().map(|h| (*h).to_owned()).collect(),
-        ..FakeCaster::default()
     });
-    let manager = SchedulerManager::new(&settings, hosts.clone(), caster.clone(), db.clone())
+    let manager = SchedulerManager::new(&settings, hosts.clone(), caster.clone(), db.db().clone())
         .expect("manager");
     Fixture {
-        _dir: dir,
         db,
         hosts,
         caster,

@@ -14,8 +14,7 @@ use scoria_common::{
     RequestContext,
     db::{Db, DbError},
     model::{VolumeStatus, now_ms},
-    ops::{OpsResult, SchedulerOps, VolumeClient, VolumeOps},
-    rpc::RpcClient,
+    ops::{OpsResult, SchedulerOps, VolumeOps},
 };
 use scoria_proto::bus::{Capabilities, CreateVolume, GetPools, PoolList, ScheduleCreateVolume};
 use tokio::sync::Notify;
@@ -28,71 +27,32 @@ use crate::{
     weighers::CapacityWeigher,
 };
 
-/// Where the manager sends a placed volume: the bus in production, a fake in tests.
-#[async_trait]
-pub trait VolumeCaster: Send + Sync {
-    /// Casts `create_volume` to the volume service owning `host` (`host@backend`).
-    async fn create_volume(
-        &self,
-        ctx: &RequestContext,
-        host: &str,
-        request: CreateVolume,
-    ) -> Result<(), Status>;
-}
-
-/// [`VolumeCaster`] over the bus ([`VolumeClient`]).
-#[derive(Clone)]
-pub struct BusCaster {
-    rpc: RpcClient,
-}
-
-impl BusCaster {
-    /// A caster publishing through `rpc`.
-    pub fn new(rpc: RpcClient) -> Self {
-        Self { rpc }
-    }
-}
-
-#[async_trait]
-impl VolumeCaster for BusCaster {
-    async fn create_volume(
-        &self,
-        ctx: &RequestContext,
-        host: &str,
-        request: CreateVolume,
-    ) -> Result<(), Status> {
-        VolumeClient::new(self.rpc.clone())
-            .create_volume(ctx, host, request)
-            .await
-            .map_err(Status::from)
-    }
-}
-
 /// The filter scheduler: implements [`SchedulerOps`].
 pub struct SchedulerManager {
     hosts: Arc<HostManager>,
     pipeline: FilterPipeline,
     weigher: CapacityWeigher,
-    caster: Arc<dyn VolumeCaster>,
+    volumes: Arc<dyn VolumeOps>,
     db: Db,
     max_attempts: u32,
     services_changed: Arc<Notify>,
 }
 
 impl SchedulerManager {
-    /// A manager placing volumes on `hosts` as `settings` say, casting through
-    /// `caster`, failing volumes in `db`. `Err` names an unknown filter.
+    /// A manager placing volumes on `hosts` as `settings` say, casting to the
+    /// chosen volume service through `volumes`, failing volumes in `db`. `Err`
+    /// names an unknown filter.
     pub fn new(
         settings: &SchedulerSection,
         hosts: Arc<HostManager>,
-        caster: Arc<dyn VolumeCaster>,
+        volumes: Arc<dyn VolumeOps>,
         db: Db,
     ) -> Result<Self, String> {
         Ok(Self {
             hosts,
             pipeline: FilterPipeline::from_names(&settings.enabled_filters)?,
             weigher: CapacityWeigher::new(settings.capacity_weight_multiplier),
-            caster,
+            volumes,
             db,
             max_attempts: settings.max_attempts.max(1),
             services_changed: Arc::new(Notify::new()),
@@ -213,12 +173,13 @@ impl SchedulerOps for SchedulerManager {
                 snapshot_id: request.snapshot_id.clone(),
                 source_volume_id: request.source_volume_id.clone(),
             };
-            match self.caster.create_volume(ctx, &chosen.host, cast).await {
+            match self.volumes.create_volume(ctx, &chosen.host, cast).await {
                 Ok(()) => {
                     tracing::info!(pool = %chosen.pool_key, size_gib = request.size_gib, "volume scheduled");
                     return Ok(());
                 }
-                Err(status) => {
+                Err(err) => {
+                    let status = Status::from(err);
                     tracing::warn!(pool = %chosen.pool_key, error = %status.message(), "cast to the chosen backend failed; trying the next");
                     self.hosts.release(&chosen);
                     spec.tried_hosts.insert(chosen.pool_key.clone());
@@ -271,5 +232,4 @@ impl SchedulerOps for SchedulerManager {
 }
 
 #[cfg(test)]
-#[path = "manager_tests.rs"]
 mod tests;
