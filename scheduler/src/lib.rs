@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod error;
 pub mod filters;
 pub mod host_state;
 pub mod manager;
@@ -41,6 +42,7 @@ use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use config::Config;
+pub use error::SchedulerError;
 
 use crate::{host_state::HostManager, manager::SchedulerManager};
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use scoria_common::{
     RequestContext,
-    db::{Db, DbError},
+    db::Db,
     model::{VolumeStatus, now_ms},
     ops::{OpsResult, SchedulerOps, VolumeOps},
 };
@@ -22,6 +22,7 @@ use tonic::Status;
 
 use crate::{
     config::SchedulerSection,
+    error::{Result, SchedulerError},
     filters::{FilterPipeline, RequestSpec},
     host_state::{HostManager, ReportOutcome},
     weighers::CapacityWeigher,
@@ -65,38 +66,49 @@ impl SchedulerManager {
         self.services_changed.clone()
     }
 
-    /// Moves the volume from `creating` to `error` with `message`.
-    async fn fail(&self, volume_id: &str, message: &str) -> Result<(), Status> {
-        let outcome = self
+    /// Moves the volume from `creating` to `error`, `why` its error message.
+    async fn fail(&self, volume_id: &str, why: SchedulerError) -> Result<()> {
+        let message = why.to_string();
+        let won = self
             .db
             .transition_volume_with_worker(
                 volume_id,
                 &[VolumeStatus::Creating],
                 VolumeStatus::Error,
                 None,
-                Some(message),
+                Some(&message),
                 None,
             )
-            .await;
-        match outcome {
-            Ok(true) => {
-                tracing::warn!(%volume_id, error = %message, "volume could not be scheduled: set to error");
-                Ok(())
-            }
-            Ok(false) => {
-                tracing::info!(%volume_id, error = %message, "volume could not be scheduled but is no longer creating: left as is");
-                Ok(())
-            }
-            Err(DbError::Unavailable(err)) => Err(Status::unavailable(format!(
-                "cannot fail volume {volume_id}: database unavailable: {err}"
-            ))),
-            Err(err) => {
-                tracing::error!(%volume_id, error = %err, "cannot set volume to error");
-                Err(Status::internal(format!(
-                    "cannot set volume {volume_id} to error"
-                )))
-            }
+            .await
+            .map_err(SchedulerError::db("fail", volume_id))?;
+        if won {
+            tracing::warn!(%volume_id, error = %message, "volume could not be scheduled: set to error");
+        } else {
+            tracing::info!(%volume_id, error = %message, "volume could not be scheduled but is no longer creating: left as is");
         }
+        Ok(())
+    }
+}
+
+/// Checks a `get_pools` host filter: empty (every host) or `host@backend`.
+fn host_filter(host: &str) -> Result<()> {
+    if host.is_empty() {
+        return Ok(());
+    }
+    let well_formed = host.split_once('@').is_some_and(|(name, backend)| {
+        !name.is_empty()
+            && !backend.is_empty()
+            && !backend.contains('@')
+            && !host
+                .chars()
+                .any(|c| c == '#' || c.is_whitespace() || c.is_control())
+    });
+    if well_formed {
+        Ok(())
+    } else {
+        Err(SchedulerError::BadHostFilter {
+            host: host.to_owned(),
+        })
     }
 }
 
@@ -123,13 +135,12 @@ impl SchedulerOps for SchedulerManager {
     ) -> OpsResult<()> {
         let attempt = request.attempt.max(1);
         if attempt > self.max_attempts {
-            let message = format!(
-                "No valid backend was found: exceeded the maximum number of scheduling attempts ({}) for volume {}{}",
-                self.max_attempts,
-                request.volume_id,
-                last_error_suffix(&request.last_error)
-            );
-            return Ok(self.fail(&request.volume_id, &message).await?);
+            let why = SchedulerError::TooManyAttempts {
+                volume_id: request.volume_id.clone(),
+                max_attempts: self.max_attempts,
+                last_error: last_error_suffix(&request.last_error),
+            };
+            return Ok(self.fail(&request.volume_id, why).await?);
         }
         let mut spec = RequestSpec::new(&request);
         let mut tried = request.tried_hosts.clone();
@@ -146,13 +157,13 @@ impl SchedulerOps for SchedulerManager {
             let chosen = match chosen {
                 Ok(chosen) => chosen,
                 Err(explain) => {
-                    let mut message = format!("No valid backend was found: {explain}");
+                    let mut detail = explain;
                     if !undeliverable.is_empty() {
-                        message
-                            .push_str(&format!("; could not reach {}", undeliverable.join(", ")));
+                        detail.push_str(&format!("; could not reach {}", undeliverable.join(", ")));
                     }
-                    message.push_str(&last_error_suffix(&request.last_error));
-                    return Ok(self.fail(&request.volume_id, &message).await?);
+                    detail.push_str(&last_error_suffix(&request.last_error));
+                    let why = SchedulerError::NoValidBackend { detail };
+                    return Ok(self.fail(&request.volume_id, why).await?);
                 }
             };
             tried.push(chosen.pool_key.clone());
@@ -187,12 +198,14 @@ impl SchedulerOps for SchedulerManager {
                 }
             }
         }
-        let message = format!(
-            "No valid backend was found: could not reach {}{}",
-            undeliverable.join(", "),
-            last_error_suffix(&request.last_error)
-        );
-        Ok(self.fail(&request.volume_id, &message).await?)
+        let why = SchedulerError::NoValidBackend {
+            detail: format!(
+                "could not reach {}{}",
+                undeliverable.join(", "),
+                last_error_suffix(&request.last_error)
+            ),
+        };
+        Ok(self.fail(&request.volume_id, why).await?)
     }
 
     #[tracing::instrument(name = "scheduler.update_service_capabilities", skip_all, fields(host = %report.host))]
@@ -221,6 +234,7 @@ impl SchedulerOps for SchedulerManager {
     /// as this scheduler sees it (virtual consumption included).
     #[tracing::instrument(name = "scheduler.get_pools", skip_all, fields(host = %request.host))]
     async fn get_pools(&self, _ctx: &RequestContext, request: GetPools) -> OpsResult<PoolList> {
+        host_filter(&request.host)?;
         let pools = self
             .hosts
             .pools(&request.host, now_ms())

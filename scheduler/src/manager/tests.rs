@@ -540,3 +540,22 @@ async fn get_pools_answers_the_scheduler_view_with_the_host_filter() {
         .pools;
     assert!(none.is_empty(), "an unknown host lists nothing");
 }
+
+#[tokio::test]
+async fn a_malformed_host_filter_is_refused_with_its_reason() {
+    let f = fixture(&[], SchedulerSection::default()).await;
+    let ctx = RequestContext::internal("test");
+    for host in ["a", "a@file#pool", "@file", "a@", "a b@file"] {
+        let err = f
+            .manager
+            .get_pools(&ctx, GetPools { host: host.into() })
+            .await
+            .expect_err(host);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{host}");
+        assert_eq!(
+            err.reason(),
+            Some(scoria_common::status::Reason::InvalidField),
+            "{host}"
+        );
+    }
+}
