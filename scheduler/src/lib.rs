@@ -35,7 +35,8 @@ use scoria_common::{
         SCHEDULER_TOPIC, SchedulerClient, SchedulerOps, VolumeClient, VolumeOps,
         scheduler_dispatcher,
     },
-    rpc::{Broker, RpcClient, RpcError, RpcServer, ServerOptions},
+    rpc::{Broker, Notifier, RpcClient, RpcError, RpcServer, ServerOptions},
+    settle::Settler,
 };
 use scoria_proto::bus::PublishCapabilities;
 use tokio::sync::Notify;
@@ -90,6 +91,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         }
     };
     let rpc = RpcClient::new(broker.clone());
+    let notifier = Notifier::new(broker.clone(), format!("{BINARY}.{host}"));
+    let settler = Settler::new(db.clone(), Arc::new(notifier.clone()));
     let hosts = Arc::new(HostManager::new(
         settings.capability_stale(),
         settings.service_down_time(),
@@ -99,7 +102,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         settings,
         hosts.clone(),
         Arc::new(VolumeClient::new(rpc.clone())),
-        db.clone(),
+        settler.clone(),
     )
     .map_err(|unknown| ConfigError::Value {
         key: "scheduler.enabled_filters",
@@ -112,10 +115,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         broker: &broker,
         rpc: &rpc,
         hosts: &hosts,
+        settler: &settler,
         ops: Arc::new(manager),
         services_changed,
     };
     let outcome = scheduler.serve(&shutdown).await;
+    // Events of the work drained above reach the broker before we leave.
+    let _ = tokio::time::timeout(config.bus.publish_timeout(), notifier.flush()).await;
     broker.close().await;
     db.close().await;
     tracing::info!("{BINARY} stopped");
@@ -129,6 +135,7 @@ struct Scheduler<'a> {
     broker: &'a Broker,
     rpc: &'a RpcClient,
     hosts: &'a Arc<HostManager>,
+    settler: &'a Settler,
     ops: Arc<dyn SchedulerOps>,
     services_changed: Arc<Notify>,
 }
@@ -142,6 +149,7 @@ impl Scheduler<'_> {
             broker,
             rpc,
             hosts,
+            settler,
             ops,
             services_changed,
         } = self;
@@ -218,7 +226,7 @@ impl Scheduler<'_> {
         ));
         tasks.spawn(reaper::reap_loop(
             reaper::Reaper::new(
-                db.clone(),
+                settler.clone(),
                 Arc::new(SchedulerClient::new(rpc.clone())),
                 Arc::new(VolumeClient::new(rpc.clone())),
                 reaper::ReaperSettings::from_section(settings),

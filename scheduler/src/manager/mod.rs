@@ -1,20 +1,22 @@
 //! The scheduler's handlers ([`SchedulerOps`]): take capability reports, and
 //! place each new volume: filters -> weigher -> virtual consumption -> cast to
 //! the chosen volume service (the next best if that cast cannot be delivered),
-//! or the volume goes to `error` with the reason.
+//! or the volume goes to `error` with the reason (through the [`Settler`], which
+//! announces `volume.create.error`).
 //!
 //! The hot path touches no database: host state lives in memory behind a lock
 //! that is never held across an await. Only a volume that cannot be placed
-//! costs a (compare-and-set) write.
+//! costs a read and a (compare-and-set) write.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use scoria_common::{
     RequestContext,
-    db::Db,
+    events::Event,
     model::{VolumeStatus, now_ms},
     ops::{OpsResult, SchedulerOps, VolumeOps},
+    settle::{Settler, VolumeChange},
 };
 use scoria_proto::bus::{Capabilities, CreateVolume, GetPools, PoolList, ScheduleCreateVolume};
 use tokio::sync::Notify;
@@ -34,27 +36,27 @@ pub struct SchedulerManager {
     pipeline: FilterPipeline,
     weigher: CapacityWeigher,
     volumes: Arc<dyn VolumeOps>,
-    db: Db,
+    settler: Settler,
     max_attempts: u32,
     services_changed: Arc<Notify>,
 }
 
 impl SchedulerManager {
     /// A manager placing volumes on `hosts` as `settings` say, casting to the
-    /// chosen volume service through `volumes`, failing volumes in `db`. `Err`
-    /// names an unknown filter.
+    /// chosen volume service through `volumes`, failing the volumes it cannot
+    /// place through `settler`. `Err` names an unknown filter.
     pub fn new(
         settings: &SchedulerSection,
         hosts: Arc<HostManager>,
         volumes: Arc<dyn VolumeOps>,
-        db: Db,
-    ) -> Result<Self, String> {
+        settler: Settler,
+    ) -> std::result::Result<Self, String> {
         Ok(Self {
             hosts,
             pipeline: FilterPipeline::from_names(&settings.enabled_filters)?,
             weigher: CapacityWeigher::new(settings.capacity_weight_multiplier),
             volumes,
-            db,
+            settler,
             max_attempts: settings.max_attempts.max(1),
             services_changed: Arc::new(Notify::new()),
         })
@@ -66,19 +68,25 @@ impl SchedulerManager {
         self.services_changed.clone()
     }
 
-    /// Moves the volume from `creating` to `error`, `why` its error message.
-    async fn fail(&self, volume_id: &str, why: SchedulerError) -> Result<()> {
+    /// Moves the volume from `creating` to `error`, `why` its error message,
+    /// through the settler: a win announces `volume.create.error`.
+    async fn fail(&self, ctx: &RequestContext, volume_id: &str, why: SchedulerError) -> Result<()> {
         let message = why.to_string();
+        let volume = self
+            .settler
+            .db()
+            .get_volume(volume_id)
+            .await
+            .map_err(SchedulerError::db("read", volume_id))?;
+        let Some(mut volume) = volume else {
+            tracing::info!(%volume_id, error = %message, "volume could not be scheduled but is gone: nothing to fail");
+            return Ok(());
+        };
+        let change =
+            VolumeChange::new(&[VolumeStatus::Creating], VolumeStatus::Error).error(&message);
         let won = self
-            .db
-            .transition_volume_with_worker(
-                volume_id,
-                &[VolumeStatus::Creating],
-                VolumeStatus::Error,
-                None,
-                Some(&message),
-                None,
-            )
+            .settler
+            .volume(ctx, &mut volume, change, Some(Event::VolumeCreateError))
             .await
             .map_err(SchedulerError::db("fail", volume_id))?;
         if won {
@@ -140,7 +148,7 @@ impl SchedulerOps for SchedulerManager {
                 max_attempts: self.max_attempts,
                 last_error: last_error_suffix(&request.last_error),
             };
-            return Ok(self.fail(&request.volume_id, why).await?);
+            return Ok(self.fail(ctx, &request.volume_id, why).await?);
         }
         let mut spec = RequestSpec::new(&request);
         let mut tried = request.tried_hosts.clone();
@@ -163,7 +171,7 @@ impl SchedulerOps for SchedulerManager {
                     }
                     detail.push_str(&last_error_suffix(&request.last_error));
                     let why = SchedulerError::NoValidBackend { detail };
-                    return Ok(self.fail(&request.volume_id, why).await?);
+                    return Ok(self.fail(ctx, &request.volume_id, why).await?);
                 }
             };
             tried.push(chosen.pool_key.clone());
@@ -205,7 +213,7 @@ impl SchedulerOps for SchedulerManager {
                 last_error_suffix(&request.last_error)
             ),
         };
-        Ok(self.fail(&request.volume_id, why).await?)
+        Ok(self.fail(ctx, &request.volume_id, why).await?)
     }
 
     #[tracing::instrument(name = "scheduler.update_service_capabilities", skip_all, fields(host = %report.host))]

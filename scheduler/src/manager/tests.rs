@@ -1,128 +1,25 @@
 //! Unit tests of the manager: a real SQLite database in a temp dir, the
 //! recording volume services of `scoria_common::testing`.
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use scoria_common::{
     db::{WorkerEntry, WorkerKind},
     model::Volume,
-    ops::OpsError,
-    testing::{RecordingVolumes, TempDb, VolumeCall},
-};
-use scoria_proto::bus::{
-    AttachResult, AttachVolume, CreateSnapshot, DeleteSnapshot, DeleteVolume, DetachResult,
-    DetachVolume, ExtendVolume, PublishCapabilities,
+    testing::{RecordingNotifier, RecordingVolumes, TempDb},
 };
 
 use super::*;
 use crate::host_state::tests::{report, service};
 
-/// [`RecordingVolumes`] with some hosts whose queue is not bound: a create cast
-/// to them is recorded, then refused as undeliverable.
-struct PartlyReachable {
-    volumes: RecordingVolumes,
-    unreachable: HashSet<String>,
-}
+mod events;
+mod reachable;
 
-impl PartlyReachable {
-    /// The creates cast so far (to reachable hosts or not), with their host.
-    fn casts(&self) -> Vec<(String, CreateVolume)> {
-        self.volumes
-            .calls()
-            .into_iter()
-            .filter_map(|call| match call {
-                VolumeCall::Create(host, request) => Some((host, request)),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-#[async_trait]
-impl VolumeOps for PartlyReachable {
-    async fn create_volume(
-        &self,
-        ctx: &RequestContext,
-        host: &str,
-        request: CreateVolume,
-    ) -> OpsResult<()> {
-        self.volumes.create_volume(ctx, host, request).await?;
-        if self.unreachable.contains(host) {
-            return Err(OpsError::Failed(Status::unavailable(format!(
-                "no queue is bound for volume.{host}"
-            ))));
-        }
-        Ok(())
-    }
-
-    async fn delete_volume(
-        &self,
-        ctx: &RequestContext,
-        host: &str,
-        r: DeleteVolume,
-    ) -> OpsResult<()> {
-        self.volumes.delete_volume(ctx, host, r).await
-    }
-
-    async fn extend_volume(
-        &self,
-        ctx: &RequestContext,
-        host: &str,
-        r: ExtendVolume,
-    ) -> OpsResult<()> {
-        self.volumes.extend_volume(ctx, host, r).await
-    }
-
-    async fn create_snapshot(
-        &self,
-        ctx: &RequestContext,
-        host: &str,
-        r: CreateSnapshot,
-    ) -> OpsResult<()> {
-        self.volumes.create_snapshot(ctx, host, r).await
-    }
-
-    async fn delete_snapshot(
-        &self,
-        ctx: &RequestContext,
-        host: &str,
-        r: DeleteSnapshot,
-    ) -> OpsResult<()> {
-        self.volumes.delete_snapshot(ctx, host, r).await
-    }
-
-    async fn attach_volume(
-        &self,
-        ctx: &RequestContext,
-        host: &str,
-        r: AttachVolume,
-    ) -> OpsResult<AttachResult> {
-        self.volumes.attach_volume(ctx, host, r).await
-    }
-
-    async fn detach_volume(
-        &self,
-        ctx: &RequestContext,
-        host: &str,
-        r: DetachVolume,
-    ) -> OpsResult<DetachResult> {
-        self.volumes.detach_volume(ctx, host, r).await
-    }
-
-    async fn publish_service_capabilities(
-        &self,
-        ctx: &RequestContext,
-        r: PublishCapabilities,
-    ) -> OpsResult<()> {
-        self.volumes.publish_service_capabilities(ctx, r).await
-    }
-}
+use reachable::PartlyReachable;
 
 struct Fixture {
     db: TempDb,
+    notifier: Arc<RecordingNotifier>,
     hosts: Arc<HostManager>,
     caster: Arc<PartlyReachable>,
     manager: SchedulerManager,
@@ -138,10 +35,13 @@ async fn fixture(unreachable: &[&str], settings: SchedulerSection) -> Fixture {
         volumes: RecordingVolumes::default(),
         unreachable: unreachable.iter().map(|h| (*h).to_owned()).collect(),
     });
-    let manager = SchedulerManager::new(&settings, hosts.clone(), caster.clone(), db.db().clone())
-        .expect("manager");
+    let notifier = Arc::new(RecordingNotifier::default());
+    let settler = Settler::new(db.db().clone(), notifier.clone());
+    let manager =
+        SchedulerManager::new(&settings, hosts.clone(), caster.clone(), settler).expect("manager");
     Fixture {
         db,
+        notifier,
         hosts,
         caster,
         manager,
@@ -539,23 +439,4 @@ async fn get_pools_answers_the_scheduler_view_with_the_host_filter() {
         .expect("pools")
         .pools;
     assert!(none.is_empty(), "an unknown host lists nothing");
-}
-
-#[tokio::test]
-async fn a_malformed_host_filter_is_refused_with_its_reason() {
-    let f = fixture(&[], SchedulerSection::default()).await;
-    let ctx = RequestContext::internal("test");
-    for host in ["a", "a@file#pool", "@file", "a@", "a b@file"] {
-        let err = f
-            .manager
-            .get_pools(&ctx, GetPools { host: host.into() })
-            .await
-            .expect_err(host);
-        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{host}");
-        assert_eq!(
-            err.reason(),
-            Some(scoria_common::status::Reason::InvalidField),
-            "{host}"
-        );
-    }
 }

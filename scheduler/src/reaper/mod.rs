@@ -22,15 +22,19 @@
 //! entry as read (`scoria_common::db::workers`), so two reapers never both
 //! reschedule, move or fail the same work.
 
-use std::{sync::Arc, time::Duration};
+mod orphans;
+
+use std::{future::Future, sync::Arc, time::Duration};
 
 use scoria_common::{
     RequestContext,
     db::{Db, DbError, WorkerEntry, WorkerKind, WorkerOutcome},
-    model::{SnapshotStatus, Volume, VolumeStatus, now_ms},
+    events::Event,
+    model::{Volume, VolumeStatus, now_ms},
     ops::{SchedulerOps, VolumeOps},
+    settle::{Resource, Settler},
 };
-use scoria_proto::bus::{CreateVolume, DeleteVolume, ScheduleCreateVolume};
+use scoria_proto::bus::ScheduleCreateVolume;
 use tokio_util::sync::CancellationToken;
 
 use crate::BINARY;
@@ -85,6 +89,7 @@ pub struct ReapReport {
 /// Settles work whose owner is gone.
 pub struct Reaper {
     db: Db,
+    settler: Settler,
     scheduler: Arc<dyn SchedulerOps>,
     volumes: Arc<dyn VolumeOps>,
     settings: ReaperSettings,
@@ -100,16 +105,18 @@ enum Reaped {
 }
 
 impl Reaper {
-    /// A reaper over `db`, scheduling volumes once more through `scheduler` and
+    /// A reaper changing statuses through `settler` (so failures announce their
+    /// `.error` event), scheduling volumes once more through `scheduler` and
     /// handing work over to other volume services through `volumes`.
     pub fn new(
-        db: Db,
+        settler: Settler,
         scheduler: Arc<dyn SchedulerOps>,
         volumes: Arc<dyn VolumeOps>,
         settings: ReaperSettings,
     ) -> Self {
         Self {
-            db,
+            db: settler.db().clone(),
+            settler,
             scheduler,
             volumes,
             settings,
@@ -184,7 +191,7 @@ impl Reaper {
             WorkerKind::Volume => self.db.get_volume(&entry.resource_id).await?,
             _ => None,
         };
-        let Some(volume) = volume.filter(|v| {
+        let Some(mut volume) = volume.filter(|v| {
             v.status == VolumeStatus::Creating && entry.status == VolumeStatus::Creating.as_str()
         }) else {
             if self.db.worker_is_stale(entry).await? {
@@ -200,8 +207,7 @@ impl Reaper {
                  even after it was scheduled once more"
             );
             let outcome = self
-                .db
-                .fail_volume_worker(entry, VolumeStatus::Error, &message)
+                .fail_volume(entry, &mut volume, VolumeStatus::Error, &message)
                 .await?;
             if outcome == WorkerOutcome::Done {
                 tracing::warn!(volume_id = %id, "scheduling overdue twice: volume set to error");
@@ -210,20 +216,76 @@ impl Reaper {
         }
         let request = self.schedule_request(&volume).await?;
         let deadline = now_ms() + self.settings.deadline.as_millis() as i64;
-        if !self
-            .db
-            .note_rescheduled(entry, RESCHEDULED_NOTE, deadline)
-            .await?
-        {
+        let ctx = RequestContext::internal(BINARY);
+        // Still `creating`, not a failure: noted on the volume, nothing announced.
+        let noted = self.settler.settle(
+            &ctx,
+            &mut volume,
+            self.db.note_rescheduled(entry, RESCHEDULED_NOTE, deadline),
+            |v| {
+                v.error_message = RESCHEDULED_NOTE.to_owned();
+                v.updated_at_ms = now_ms();
+            },
+            None,
+        );
+        if !noted.await? {
             return Ok(Reaped::Skipped);
         }
         tracing::warn!(volume_id = %id, "scheduling overdue: scheduling the volume once more");
-        let ctx = RequestContext::internal(BINARY);
         if let Err(err) = self.scheduler.create_volume(&ctx, request).await {
             // The entry is overdue again at the new deadline, and then failed.
             tracing::warn!(volume_id = %id, error = %err, "cannot schedule the volume once more");
         }
         Ok(Reaped::Rescheduled)
+    }
+
+    /// Fails `resource` through the settler: `cas` (a compare-and-set on the
+    /// worker entry as read) and, if it won, `apply` and `event` announced.
+    async fn settle_worker<T: Resource>(
+        &self,
+        resource: &mut T,
+        cas: impl Future<Output = Result<WorkerOutcome, DbError>>,
+        apply: impl FnOnce(&mut T),
+        event: Event,
+    ) -> Result<WorkerOutcome, DbError> {
+        let ctx = RequestContext::internal(BINARY);
+        let mut outcome = WorkerOutcome::Lost;
+        let won = async {
+            outcome = cas.await?;
+            Ok::<_, DbError>(outcome == WorkerOutcome::Done)
+        };
+        self.settler
+            .settle(&ctx, resource, won, apply, Some(event))
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Fails the volume of `entry` (`to`: `error`, `error_deleting`,
+    /// `error_extending`) with `message`, announcing the operation's `.error`.
+    async fn fail_volume(
+        &self,
+        entry: &WorkerEntry,
+        volume: &mut Volume,
+        to: VolumeStatus,
+        message: &str,
+    ) -> Result<WorkerOutcome, DbError> {
+        let event = match to {
+            VolumeStatus::ErrorDeleting => Event::VolumeDeleteError,
+            VolumeStatus::ErrorExtending => Event::VolumeResizeError,
+            _ => Event::VolumeCreateError,
+        };
+        let apply = |v: &mut Volume| {
+            v.status = to;
+            v.error_message = message.to_owned();
+            v.updated_at_ms = now_ms();
+        };
+        self.settle_worker(
+            volume,
+            self.db.fail_volume_worker(entry, to, message),
+            apply,
+            event,
+        )
+        .await
     }
 
     /// The scheduling request of `volume`, rebuilt from the database.
@@ -264,155 +326,6 @@ impl Reaper {
                 .unwrap_or_default()
                 .to_owned(),
         })
-    }
-
-    // === work of a service that is down ===
-
-    async fn orphan(&self, entry: &WorkerEntry) -> Result<Reaped, DbError> {
-        if self.db.worker_is_stale(entry).await? {
-            return self.stale(entry).await;
-        }
-        let owner = entry.service.as_str();
-        let backend = owner.split_once('@').map(|(_, b)| b).unwrap_or(owner);
-        if let Some(taken) = self.take_over(entry, backend).await? {
-            return Ok(taken);
-        }
-        let down = self.settings.service_down_time.as_secs();
-        let why = |what: &str| {
-            format!(
-                "{what} did not finish: its owner {owner} is down (no heartbeat for {down} s) \
-                 and no other service of backend {backend} can take it over"
-            )
-        };
-        let id = entry.resource_id.as_str();
-        let outcome = match (entry.kind, entry.status.as_str()) {
-            (WorkerKind::Volume, status) => {
-                let to = match status {
-                    "creating" => VolumeStatus::Error,
-                    "deleting" => VolumeStatus::ErrorDeleting,
-                    "extending" => VolumeStatus::ErrorExtending,
-                    other => {
-                        tracing::warn!(volume_id = %id, status = %other, "orphaned volume entry in a status the reaper does not settle");
-                        return Ok(Reaped::Skipped);
-                    }
-                };
-                let message = why(&format!("{status} volume {id}"));
-                self.db.fail_volume_worker(entry, to, &message).await?
-            }
-            (WorkerKind::Snapshot, status) => {
-                let to = match status {
-                    "creating" => SnapshotStatus::Error,
-                    "deleting" => SnapshotStatus::ErrorDeleting,
-                    other => {
-                        tracing::warn!(snapshot_id = %id, status = %other, "orphaned snapshot entry in a status the reaper does not settle");
-                        return Ok(Reaped::Skipped);
-                    }
-                };
-                let message = why(&format!("{status} snapshot {id}"));
-                self.db.fail_snapshot_worker(entry, to, &message).await?
-            }
-            (WorkerKind::Attachment, status) => {
-                // The attachment CAS removes the entry; check it is the one read.
-                if self.db.get_worker(entry.kind, id).await?.as_ref() != Some(entry) {
-                    return Ok(Reaped::Skipped);
-                }
-                let message = why(&format!("{status} attachment {id}"));
-                let won = match status {
-                    "attaching" | "reserved" => self.db.fail_attach(id, &message).await?,
-                    "detaching" => self.db.fail_detach(id, &message).await?,
-                    other => {
-                        tracing::warn!(attachment_id = %id, status = %other, "orphaned attachment entry in a status the reaper does not settle");
-                        return Ok(Reaped::Skipped);
-                    }
-                };
-                if won {
-                    WorkerOutcome::Done
-                } else {
-                    WorkerOutcome::Lost
-                }
-            }
-        };
-        if outcome == WorkerOutcome::Done {
-            tracing::warn!(resource_id = %id, status = %entry.status, %owner, "owner down: work failed");
-        }
-        Ok(Self::from_outcome(outcome))
-    }
-
-    /// Hands `entry` to another up, enabled volume service of `backend` if one
-    /// can do the work: a plain create anywhere, a delete on a shared backend.
-    /// `None`: no takeover (the caller fails the work).
-    async fn take_over(
-        &self,
-        entry: &WorkerEntry,
-        backend: &str,
-    ) -> Result<Option<Reaped>, DbError> {
-        if entry.kind != WorkerKind::Volume {
-            return Ok(None);
-        }
-        let Some(volume) = self.db.get_volume(&entry.resource_id).await? else {
-            return Ok(None);
-        };
-        let shared = self.settings.shared_backends.iter().any(|b| b == backend);
-        let plain_create = volume.status == VolumeStatus::Creating
-            && volume.snapshot_id.is_none()
-            && volume.source_volume_id.is_none();
-        let doable = plain_create || (shared && volume.status == VolumeStatus::Deleting);
-        if !doable {
-            return Ok(None);
-        }
-        let now = now_ms();
-        let down_ms = self.settings.service_down_time.as_millis() as i64;
-        let heir = self
-            .db
-            .list_services()
-            .await?
-            .into_iter()
-            .filter(|s| {
-                s.binary == VOLUME_BINARY
-                    && !s.disabled
-                    && s.is_up(now, down_ms)
-                    && s.host != entry.service
-                    && s.host.split_once('@').map(|(_, b)| b) == Some(backend)
-            })
-            .max_by_key(|s| s.last_heartbeat_ms);
-        let Some(heir) = heir else {
-            return Ok(None);
-        };
-        let deadline = now + self.settings.deadline.as_millis() as i64;
-        if !self.db.move_worker(entry, &heir.host, deadline).await? {
-            return Ok(Some(Reaped::Skipped));
-        }
-        tracing::warn!(volume_id = %volume.id, from = %entry.service, to = %heir.host, status = %volume.status, "owner down: work handed over");
-        let ctx = RequestContext::internal(BINARY);
-        let cast = if volume.status == VolumeStatus::Creating {
-            let extra_specs = match self.db.get_volume_type(&volume.volume_type).await? {
-                Some(volume_type) => volume_type.extra_specs,
-                None => Default::default(),
-            };
-            let request = CreateVolume {
-                volume_id: volume.id.clone(),
-                size_gib: volume.size_gib,
-                pool: format!("{}#{backend}", heir.host),
-                tried_hosts: Vec::new(),
-                attempt: self.settings.max_attempts,
-                volume_type: volume.volume_type.clone(),
-                availability_zone: volume.availability_zone.clone(),
-                extra_specs,
-                snapshot_id: String::new(),
-                source_volume_id: String::new(),
-            };
-            self.volumes.create_volume(&ctx, &heir.host, request).await
-        } else {
-            let request = DeleteVolume {
-                volume_id: volume.id.clone(),
-            };
-            self.volumes.delete_volume(&ctx, &heir.host, request).await
-        };
-        if let Err(err) = cast {
-            // The heir owns the entry now: its reconciler or a later reap settles it.
-            tracing::warn!(volume_id = %volume.id, to = %heir.host, error = %err, "cannot cast the handed-over work");
-        }
-        Ok(Some(Reaped::TakenOver))
     }
 }
 

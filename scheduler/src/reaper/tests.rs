@@ -4,14 +4,19 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use scoria_common::{
-    model::Snapshot,
-    testing::{RecordingScheduler, RecordingVolumes, TempDb, VolumeCall},
+    model::{Snapshot, SnapshotStatus},
+    testing::{RecordingNotifier, RecordingScheduler, RecordingVolumes, TempDb, VolumeCall},
 };
+
+use scoria_proto::bus::DeleteVolume;
 
 use super::*;
 
+mod events;
+
 struct Fixture {
     db: TempDb,
+    notifier: Arc<RecordingNotifier>,
     scheduler: Arc<RecordingScheduler>,
     volumes: Arc<RecordingVolumes>,
 }
@@ -19,7 +24,7 @@ struct Fixture {
 impl Fixture {
     fn reaper(&self, shared: &[&str]) -> Reaper {
         Reaper::new(
-            self.db.db().clone(),
+            Settler::new(self.db.db().clone(), self.notifier.clone()),
             self.scheduler.clone(),
             self.volumes.clone(),
             ReaperSettings {
@@ -100,6 +105,7 @@ impl Fixture {
 async fn fixture() -> Fixture {
     Fixture {
         db: TempDb::new().await,
+        notifier: Arc::default(),
         scheduler: Arc::default(),
         volumes: Arc::default(),
     }
