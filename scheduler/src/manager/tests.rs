@@ -87,7 +87,7 @@ impl Fixture {
             kind: WorkerKind::Volume,
             resource_id: id.clone(),
             status: "creating".into(),
-            service: "scoria-scheduler".into(),
+            service: scoria_common::service::SCHEDULER_OWNER.into(),
             deadline_ms: now_ms() + 60_000,
         };
         self.db

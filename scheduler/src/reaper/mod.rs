@@ -32,15 +32,13 @@ use scoria_common::{
     events::Event,
     model::{Volume, VolumeStatus, now_ms},
     ops::{SchedulerOps, VolumeOps},
+    service::SCHEDULER_OWNER,
     settle::{Resource, Settler},
 };
 use scoria_proto::bus::ScheduleCreateVolume;
-use tokio_util::sync::CancellationToken;
 
 use crate::BINARY;
 
-/// The owner of a volume waiting to be scheduled.
-pub const SCHEDULER_SERVICE: &str = "scoria-scheduler";
 /// The binary whose services own backend work.
 const VOLUME_BINARY: &str = "scoria-volume";
 /// The `error_message` of a `creating` volume the reaper scheduled once more.
@@ -128,11 +126,11 @@ impl Reaper {
     pub async fn run_once(&self) -> Result<ReapReport, DbError> {
         let now = now_ms();
         let mut report = ReapReport::default();
-        let mine = self.db.overdue_workers(SCHEDULER_SERVICE, now).await?;
+        let mine = self.db.overdue_workers(SCHEDULER_OWNER, now).await?;
         let down_before = now - self.settings.service_down_time.as_millis() as i64;
         let orphans = self
             .db
-            .orphaned_workers(VOLUME_BINARY, SCHEDULER_SERVICE, down_before, now)
+            .orphaned_workers(VOLUME_BINARY, SCHEDULER_OWNER, down_before, now)
             .await?;
         for (entry, orphan) in mine
             .into_iter()
@@ -326,24 +324,6 @@ impl Reaper {
                 .unwrap_or_default()
                 .to_owned(),
         })
-    }
-}
-
-/// Runs the reaper every `period` (the first run one period after start) until
-/// `shutdown`.
-pub async fn reap_loop(reaper: Reaper, period: Duration, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            // Errors are logged by the run's span.
-            _ = reaper.run_once() => {}
-        }
     }
 }
 

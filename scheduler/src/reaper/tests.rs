@@ -115,7 +115,7 @@ async fn fixture() -> Fixture {
 async fn an_unscheduled_volume_is_scheduled_once_more_then_failed() {
     let f = fixture().await;
     let lost = f
-        .volume(VolumeStatus::Creating, SCHEDULER_SERVICE, now_ms() - 1)
+        .volume(VolumeStatus::Creating, SCHEDULER_OWNER, now_ms() - 1)
         .await;
     let reaper = f.reaper(&[]);
 
@@ -139,7 +139,7 @@ async fn an_unscheduled_volume_is_scheduled_once_more_then_failed() {
     assert_eq!(reaper.run_once().await.expect("run"), ReapReport::default());
 
     // Overdue again: no second try.
-    f.db.move_worker(&entry, SCHEDULER_SERVICE, now_ms() - 1)
+    f.db.move_worker(&entry, SCHEDULER_OWNER, now_ms() - 1)
         .await
         .expect("age the entry");
     let report = reaper.run_once().await.expect("run");

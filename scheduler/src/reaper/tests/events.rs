@@ -190,7 +190,7 @@ async fn a_down_owners_failed_attachments_announce_attach_and_detach_errors() {
 async fn a_volume_scheduled_once_more_is_quiet_then_its_failure_announces_create_error() {
     let f = fixture().await;
     let lost = f
-        .volume(VolumeStatus::Creating, SCHEDULER_SERVICE, now_ms() - 1)
+        .volume(VolumeStatus::Creating, SCHEDULER_OWNER, now_ms() - 1)
         .await;
     let reaper = f.reaper(&[]);
     reaper.run_once().await.expect("run");
@@ -200,7 +200,7 @@ async fn a_volume_scheduled_once_more_is_quiet_then_its_failure_announces_create
     );
 
     let entry = f.worker(&lost.id).await.expect("entry");
-    f.db.move_worker(&entry, SCHEDULER_SERVICE, now_ms() - 1)
+    f.db.move_worker(&entry, SCHEDULER_OWNER, now_ms() - 1)
         .await
         .expect("age the entry");
     reaper.run_once().await.expect("run");
