@@ -11,6 +11,7 @@ pub mod events;
 pub mod model;
 pub mod ops;
 pub mod rpc;
+pub mod service;
 pub mod settle;
 pub mod shutdown;
 pub mod status;

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod error;
 pub mod filters;
 pub mod host_state;
 pub mod manager;
@@ -30,25 +31,30 @@ use scoria_common::{
     config::ConfigError,
     db::{Db, DbError},
     model::now_ms,
-    ops::{SCHEDULER_TOPIC, SchedulerOps, VolumeClient, VolumeOps, scheduler_dispatcher},
-    rpc::{Broker, RpcClient, RpcError, RpcServer, ServerOptions},
+    ops::{
+        SCHEDULER_TOPIC, SchedulerClient, SchedulerOps, VolumeClient, VolumeOps,
+        scheduler_dispatcher,
+    },
+    rpc::{RpcError, ServerOptions},
+    service::{ConnectError, Connected, FirstRun, ServiceRuntime},
+    settle::Settler,
 };
 use scoria_proto::bus::PublishCapabilities;
 use tokio::sync::Notify;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+pub use error::SchedulerError;
 
-use crate::{
-    host_state::HostManager,
-    manager::{BusCaster, SchedulerManager},
-};
+use crate::{host_state::HostManager, manager::SchedulerManager};
 
 /// The binary's name, as it appears in logs, on the bus and in `services`.
 pub const BINARY: &str = "scoria-scheduler";
 
 /// How long start-up waits for the broker's first connection.
 const BROKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the periodic tasks may take to stop at shutdown.
+const DRAIN_TASKS_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server may take to consume its queues.
 const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long start-up waits for reports when no volume service is up.
@@ -78,87 +84,96 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     config.scheduler.validate()?;
     let settings = &config.scheduler;
     let host = config.service.host.clone();
-    let db = Db::connect(&config.database_url()).await?;
-    let connection_name = format!("{}:{BINARY}@{host}", config.bus.control_exchange);
-    let broker = tokio::select! {
-        broker = Broker::connect(config.bus.clone(), connection_name, BROKER_CONNECT_TIMEOUT) => broker?,
-        _ = shutdown.cancelled() => {
-            db.close().await;
-            return Ok(());
-        }
+    let mut runtime = ServiceRuntime::new(BINARY, host.clone(), shutdown);
+    let connected = runtime
+        .connect(&config.database_url(), &config.bus, BROKER_CONNECT_TIMEOUT)
+        .await
+        .map_err(|err| match err {
+            ConnectError::Database(err) => Error::Database(err),
+            ConnectError::Bus(err) => Error::Bus(err),
+        })?;
+    let Some(connected) = connected else {
+        return Ok(());
     };
-    let rpc = RpcClient::new(broker.clone());
+    let settler = Settler::new(connected.db.clone(), Arc::new(connected.notifier.clone()));
     let hosts = Arc::new(HostManager::new(
         settings.capability_stale(),
         settings.service_down_time(),
     ));
-    refresh_services(&db, &hosts).await;
-    let manager = SchedulerManager::new(
+    refresh_services(&connected.db, &hosts).await;
+    let outcome = match SchedulerManager::new(
         settings,
         hosts.clone(),
-        Arc::new(BusCaster::new(rpc.clone())),
-        db.clone(),
-    )
-    .map_err(|unknown| ConfigError::Value {
-        key: "scheduler.enabled_filters",
-        reason: format!("unknown filter {unknown:?}"),
-    })?;
-    let services_changed = manager.services_changed();
-    let scheduler = Scheduler {
-        config: &config,
-        db: &db,
-        broker: &broker,
-        rpc: &rpc,
-        hosts: &hosts,
-        ops: Arc::new(manager),
-        services_changed,
+        Arc::new(VolumeClient::new(connected.rpc.clone())),
+        settler.clone(),
+    ) {
+        Ok(manager) => {
+            let services_changed = manager.services_changed();
+            let scheduler = Scheduler {
+                config: &config,
+                connected: &connected,
+                hosts: &hosts,
+                settler: &settler,
+                ops: Arc::new(manager),
+                services_changed,
+            };
+            scheduler.start(&mut runtime).await
+        }
+        Err(unknown) => Err(ConfigError::Value {
+            key: "scheduler.enabled_filters",
+            reason: format!("unknown filter {unknown:?}"),
+        }
+        .into()),
     };
-    let outcome = scheduler.serve(&shutdown).await;
-    broker.close().await;
-    db.close().await;
+    if matches!(outcome, Ok(true)) {
+        runtime.run_until_shutdown(DRAIN_TASKS_TIMEOUT).await;
+    } else {
+        runtime.drain(DRAIN_TASKS_TIMEOUT).await;
+    }
+    connected.close(config.bus.publish_timeout()).await;
     tracing::info!("{BINARY} stopped");
-    outcome
+    outcome.map(|_| ())
 }
 
 /// What a running scheduler holds.
 struct Scheduler<'a> {
     config: &'a Config,
-    db: &'a Db,
-    broker: &'a Broker,
-    rpc: &'a RpcClient,
+    connected: &'a Connected,
     hosts: &'a Arc<HostManager>,
+    settler: &'a Settler,
     ops: Arc<dyn SchedulerOps>,
     services_changed: Arc<Notify>,
 }
 
 impl Scheduler<'_> {
-    /// Start-up steps 2-6, then the background tasks until shutdown.
-    async fn serve(self, shutdown: &CancellationToken) -> Result<()> {
+    /// Start-up steps 2-6, then the background tasks. `Ok(false)`: shutdown
+    /// came first.
+    async fn start(self, runtime: &mut ServiceRuntime) -> Result<bool> {
         let Self {
             config,
-            db,
-            broker,
-            rpc,
+            connected,
             hosts,
+            settler,
             ops,
             services_changed,
         } = self;
+        let Connected {
+            db, broker, rpc, ..
+        } = connected;
         let settings = &config.scheduler;
         let host = &config.service.host;
         let drain = config.service.drain_timeout();
-        let reports = RpcServer::start(
-            broker.clone(),
-            ServerOptions::fanout_only(SCHEDULER_TOPIC).with_drain_timeout(drain),
-            scheduler_dispatcher(ops.clone()),
-            shutdown.clone(),
-        )?;
-        if let Err(err) = reports.wait_ready(SERVER_READY_TIMEOUT).await {
-            reports.shutdown().await;
-            return if shutdown.is_cancelled() {
-                Ok(())
-            } else {
-                Err(err.into())
-            };
+        let reports = ServerOptions::fanout_only(SCHEDULER_TOPIC).with_drain_timeout(drain);
+        if !runtime
+            .serve(
+                broker,
+                reports,
+                scheduler_dispatcher(ops.clone()),
+                SERVER_READY_TIMEOUT,
+            )
+            .await?
+        {
+            return Ok(false);
         }
 
         // Creates sent while we wait for reports queue up instead of being refused.
@@ -180,57 +195,52 @@ impl Scheduler<'_> {
         {
             tracing::warn!(error = %err, "could not ask the volume services to report");
         }
-        wait_for_reports(db, hosts, settings.startup_wait(), shutdown).await;
+        wait_for_reports(db, hosts, settings.startup_wait(), runtime.shutdown()).await;
 
-        let work = RpcServer::start(
-            broker.clone(),
-            ServerOptions::topic(SCHEDULER_TOPIC).with_drain_timeout(drain),
-            scheduler_dispatcher(ops),
-            shutdown.clone(),
-        )?;
-        if let Err(err) = work.wait_ready(SERVER_READY_TIMEOUT).await {
-            work.shutdown().await;
-            reports.shutdown().await;
-            return if shutdown.is_cancelled() {
-                Ok(())
-            } else {
-                Err(err.into())
-            };
+        let work = ServerOptions::topic(SCHEDULER_TOPIC).with_drain_timeout(drain);
+        if !runtime
+            .serve(
+                broker,
+                work,
+                scheduler_dispatcher(ops),
+                SERVER_READY_TIMEOUT,
+            )
+            .await?
+        {
+            return Ok(false);
         }
-        heartbeat(db, host).await;
+        if let Err(err) = runtime.beat(db, "").await {
+            tracing::warn!(error = %err, "heartbeat failed");
+        }
         tracing::info!(%host, exchange = %config.bus.control_exchange, pools = hosts.len(), "{BINARY} ready");
 
-        let tasks = TaskTracker::new();
-        tasks.spawn(heartbeat_loop(
-            db.clone(),
-            host.clone(),
-            settings.heartbeat_interval(),
-            shutdown.clone(),
-        ));
-        tasks.spawn(services_loop(
+        runtime.heartbeat(db.clone(), "", settings.heartbeat_interval());
+        services_loop(
+            runtime,
             db.clone(),
             hosts.clone(),
             settings.services_refresh(),
             services_changed,
-            shutdown.clone(),
+        );
+        let reaper = Arc::new(reaper::Reaper::new(
+            settler.clone(),
+            Arc::new(SchedulerClient::new(rpc.clone())),
+            Arc::new(VolumeClient::new(rpc.clone())),
+            reaper::ReaperSettings::from_section(settings),
         ));
-        tasks.spawn(reaper::reap_loop(
-            reaper::Reaper::new(
-                db.clone(),
-                Arc::new(reaper::BusReaperCasts::new(rpc.clone())),
-                reaper::ReaperSettings::from_section(settings),
-            ),
+        runtime.periodic(
+            "reaper",
             settings.reaper_interval(),
-            shutdown.clone(),
-        ));
-        tasks.close();
-
-        shutdown.cancelled().await;
-        tracing::info!("{BINARY} draining");
-        work.shutdown().await;
-        reports.shutdown().await;
-        tasks.wait().await;
-        Ok(())
+            FirstRun::AfterPeriod,
+            move || {
+                let reaper = reaper.clone();
+                // Errors are logged by the run's span.
+                async move {
+                    let _ = reaper.run_once().await;
+                }
+            },
+        );
+        Ok(true)
     }
 }
 
@@ -272,24 +282,6 @@ async fn wait_for_reports(
     }
 }
 
-async fn heartbeat(db: &Db, host: &str) {
-    if let Err(err) = db.heartbeat(BINARY, host, "").await {
-        tracing::warn!(error = %err, "heartbeat failed");
-    }
-}
-
-async fn heartbeat_loop(db: Db, host: String, every: Duration, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await; // the first beat was written at start-up
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => heartbeat(&db, &host).await,
-        }
-    }
-}
-
 async fn refresh_services(db: &Db, hosts: &HostManager) {
     match db.list_services().await {
         Ok(services) => hosts.set_services(&services),
@@ -300,26 +292,30 @@ async fn refresh_services(db: &Db, hosts: &HostManager) {
 }
 
 /// Re-reads `services` periodically (or at once when a report comes from an
-/// unknown host) and drops stale reports.
-async fn services_loop(
+/// unknown host) and drops stale reports, until shutdown.
+fn services_loop(
+    runtime: &ServiceRuntime,
     db: Db,
     hosts: Arc<HostManager>,
     every: Duration,
     changed: Arc<Notify>,
-    shutdown: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-            _ = changed.notified() => {}
+    let shutdown = runtime.shutdown().clone();
+    // Not a plain periodic task: a notification runs it early too.
+    runtime.spawn("services", async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+                _ = changed.notified() => {}
+            }
+            refresh_services(&db, &hosts).await;
+            let dropped = hosts.prune(now_ms());
+            if dropped > 0 {
+                tracing::info!(dropped, "dropped pools with stale capability reports");
+            }
         }
-        refresh_services(&db, &hosts).await;
-        let dropped = hosts.prune(now_ms());
-        if dropped > 0 {
-            tracing::info!(dropped, "dropped pools with stale capability reports");
-        }
-    }
+    });
 }

@@ -26,10 +26,10 @@ use scoria_common::{
     config::ConfigError,
     db::{Db, DbError},
     ops::{SchedulerClient, VOLUME_TOPIC, VolumeOps, volume_dispatcher, volume_topic},
-    rpc::{Broker, Notifier, RpcClient, RpcError, RpcServer, ServerOptions},
+    rpc::{Broker, RpcError, ServerOptions},
+    service::{ConnectError, FirstRun, ServiceRuntime},
 };
-use tokio::time::MissedTickBehavior;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 use driver::DriverError;
@@ -82,24 +82,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     config.validate()?;
     let host = config.host();
     let driver = driver::from_config(&config)?;
-    let db = Db::connect(&config.database_url()).await?;
-    let connection_name = format!("{}:{BINARY}@{host}", config.bus.control_exchange);
+    let mut runtime = ServiceRuntime::new(BINARY, host.clone(), shutdown);
     let within = config.bus.publish_timeout().max(STARTUP_TIMEOUT);
-    let broker = match Broker::connect(config.bus.clone(), connection_name, within).await {
-        Ok(broker) => broker,
-        Err(err) => {
-            db.close().await;
-            return Err(err.into());
-        }
+    let connected = runtime
+        .connect(&config.database_url(), &config.bus, within)
+        .await
+        .map_err(|err| match err {
+            ConnectError::Database(err) => Error::Db(err),
+            ConnectError::Bus(err) => Error::Rpc(err),
+        })?;
+    let Some(connected) = connected else {
+        return Ok(());
     };
-    let rpc = RpcClient::new(broker.clone());
-    let notifier = Notifier::new(broker.clone(), format!("{BINARY}.{host}"));
     let manager = Arc::new(
         VolumeManager::new(
-            db.clone(),
+            connected.db.clone(),
             driver,
-            Arc::new(SchedulerClient::new(rpc)),
-            Arc::new(notifier.clone()),
+            Arc::new(SchedulerClient::new(connected.rpc.clone())),
+            Arc::new(connected.notifier.clone()),
             ManagerSettings::from_config(&config),
         )
         .with_operation_deadline(config.operation_deadline())
@@ -122,146 +122,107 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         Ok(_) => {
             // Logged by its span; the reconciler tries again.
             let _ = manager.reconcile_attachments().await;
-            serve(&config, &db, &broker, manager.clone(), shutdown).await
+            start(
+                &config,
+                &connected.db,
+                &connected.broker,
+                manager.clone(),
+                &mut runtime,
+            )
+            .await
         }
         Err(status) => Err(Error::Exports { status }),
     };
+    if let Ok(true) = result {
+        runtime
+            .run_until_shutdown(config.service.drain_timeout())
+            .await;
+    } else {
+        runtime.drain(config.service.drain_timeout()).await;
+    }
     manager.release_exports().await;
-    // Events of the work drained above reach the broker before we leave.
-    let _ = tokio::time::timeout(config.bus.publish_timeout(), notifier.flush()).await;
-    broker.close().await;
-    db.close().await;
+    connected.close(config.bus.publish_timeout()).await;
     match &result {
-        Ok(()) => tracing::info!(%host, "{BINARY} stopped"),
+        Ok(_) => tracing::info!(%host, "{BINARY} stopped"),
         Err(err) => tracing::error!(%host, %err, "{BINARY} failed"),
     }
-    result
+    result.map(|_| ())
 }
 
-/// Serves the bus, reports and heartbeats until `shutdown`.
-async fn serve(
+/// Serves the bus, sends the first report, writes the first heartbeat (in this
+/// order: a heartbeat means "ready"), then starts the heartbeats, the reconciler
+/// and the reports. `Ok(false)`: shutdown came first.
+async fn start(
     config: &Config,
     db: &Db,
     broker: &Broker,
     manager: Arc<VolumeManager>,
-    shutdown: CancellationToken,
-) -> Result<()> {
+    runtime: &mut ServiceRuntime,
+) -> Result<bool> {
     let host = config.host();
     let drain = config.service.drain_timeout();
     let ops: Arc<dyn VolumeOps> = manager.clone();
-    let topic = RpcServer::start(
-        broker.clone(),
-        ServerOptions::topic(volume_topic(&host)).with_drain_timeout(drain),
-        volume_dispatcher(ops.clone(), &host),
-        shutdown.clone(),
-    )?;
-    let fanout = match RpcServer::start(
-        broker.clone(),
-        ServerOptions::fanout_only(VOLUME_TOPIC).with_drain_timeout(drain),
-        volume_dispatcher(ops, &host),
-        shutdown.clone(),
-    ) {
-        Ok(server) => server,
-        Err(err) => {
-            topic.shutdown().await;
-            return Err(err.into());
+    let topic = ServerOptions::topic(volume_topic(&host)).with_drain_timeout(drain);
+    if !runtime
+        .serve(
+            broker,
+            topic,
+            volume_dispatcher(ops.clone(), &host),
+            STARTUP_TIMEOUT,
+        )
+        .await?
+    {
+        return Ok(false);
+    }
+    let fanout = ServerOptions::fanout_only(VOLUME_TOPIC).with_drain_timeout(drain);
+    if !runtime
+        .serve(
+            broker,
+            fanout,
+            volume_dispatcher(ops, &host),
+            STARTUP_TIMEOUT,
+        )
+        .await?
+    {
+        return Ok(false);
+    }
+    let ctx = RequestContext::internal(BINARY);
+    tokio::select! {
+        _ = runtime.shutdown().cancelled() => return Ok(false),
+        sent = manager.report_capabilities(&ctx) => {
+            sent.map_err(|status| Error::Report { host: host.clone(), status })?;
         }
-    };
-    let result = async {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(false),
-            ready = async { tokio::try_join!(topic.wait_ready(STARTUP_TIMEOUT), fanout.wait_ready(STARTUP_TIMEOUT)) } => { ready?; }
-        }
-        let ctx = RequestContext::internal(BINARY);
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(false),
-            sent = manager.report_capabilities(&ctx) => {
-                sent.map_err(|status| Error::Report { host: host.clone(), status })?;
+    }
+    let zone = &config.volume.availability_zone;
+    runtime.beat(db, zone).await?;
+    tracing::info!(%host, "{BINARY} ready: consuming, capabilities reported, heartbeat written");
+
+    runtime.heartbeat(db.clone(), zone.clone(), config.heartbeat_interval());
+    let reconciler = Arc::new(reconciler::Reconciler::new(manager.clone()));
+    // At once (start-up), then every period; errors are logged by the run's span.
+    runtime.periodic(
+        "reconciler",
+        config.reconcile_interval(),
+        FirstRun::Now,
+        move || {
+            let reconciler = reconciler.clone();
+            async move {
+                let _ = reconciler.run_once().await;
             }
-        }
-        db.heartbeat(BINARY, &host, &config.volume.availability_zone).await?;
-        tracing::info!(%host, "{BINARY} ready: consuming, capabilities reported, heartbeat written");
-        Ok(true)
-    }
-    .await;
-    if let Ok(true) = result {
-        let tasks = TaskTracker::new();
-        tasks.spawn(heartbeats(db.clone(), config.clone(), shutdown.clone()));
-        tasks.spawn(reconcile(
-            reconciler::Reconciler::new(manager.clone()),
-            config.reconcile_interval(),
-            shutdown.clone(),
-        ));
-        tasks.spawn(reports(manager, config.report_interval(), shutdown.clone()));
-        tasks.close();
-        shutdown.cancelled().await;
-        tasks.wait().await;
-    }
-    tracing::info!(%host, "draining");
-    tokio::join!(topic.shutdown(), fanout.shutdown());
-    result.map(|_| ())
-}
-
-/// An interval ticking every `period`, the first tick one period from now.
-fn every(period: Duration) -> tokio::time::Interval {
-    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    interval
-}
-
-/// Writes a heartbeat every heartbeat interval until `shutdown`.
-async fn heartbeats(db: Db, config: Config, shutdown: CancellationToken) {
-    let host = config.host();
-    let mut interval = every(config.heartbeat_interval());
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        if let Err(err) = db
-            .heartbeat(BINARY, &host, &config.volume.availability_zone)
-            .await
-        {
-            tracing::warn!(%host, %err, "heartbeat not written");
-        }
-    }
-}
-
-/// Resolves this service's overdue work now (start-up) and every `period`
-/// until `shutdown`.
-async fn reconcile(
-    reconciler: reconciler::Reconciler,
-    period: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            // Errors are logged by the run's span.
-            _ = reconciler.run_once() => {}
-        }
-    }
-}
-
-/// Sends a capability report every `period` until `shutdown`.
-async fn reports(manager: Arc<VolumeManager>, period: Duration, shutdown: CancellationToken) {
-    let mut interval = every(period);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        let ctx = RequestContext::internal(BINARY);
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            // Errors are logged by the report's span.
-            _ = manager.report_capabilities(&ctx) => {}
-        }
-    }
+        },
+    );
+    runtime.periodic(
+        "reports",
+        config.report_interval(),
+        FirstRun::AfterPeriod,
+        move || {
+            let manager = manager.clone();
+            async move {
+                let ctx = RequestContext::internal(BINARY);
+                // Errors are logged by the report's span.
+                let _ = manager.report_capabilities(&ctx).await;
+            }
+        },
+    );
+    Ok(true)
 }

@@ -1,78 +1,47 @@
-//! Unit tests of the manager: a real SQLite database in a temp dir, a fake caster.
+//! Unit tests of the manager: a real SQLite database in a temp dir, the
+//! recording volume services of `scoria_common::testing`.
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    sync::Mutex,
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use scoria_common::{
     db::{WorkerEntry, WorkerKind},
     model::Volume,
+    testing::{RecordingNotifier, RecordingVolumes, TempDb},
 };
 
 use super::*;
 use crate::host_state::tests::{report, service};
 
-/// Records casts; fails those to the hosts in `unreachable`.
-#[derive(Default)]
-struct FakeCaster {
-    casts: Mutex<Vec<(String, CreateVolume)>>,
-    unreachable: HashSet<String>,
-}
+mod events;
+mod reachable;
 
-#[async_trait]
-impl VolumeCaster for FakeCaster {
-    async fn create_volume(
-        &self,
-        _ctx: &RequestContext,
-        host: &str,
-        request: CreateVolume,
-    ) -> Result<(), Status> {
-        if let Ok(mut casts) = self.casts.lock() {
-            casts.push((host.to_owned(), request));
-        }
-        if self.unreachable.contains(host) {
-            return Err(Status::unavailable(format!(
-                "no queue is bound for volume.{host}"
-            )));
-        }
-        Ok(())
-    }
-}
-
-impl FakeCaster {
-    fn casts(&self) -> Vec<(String, CreateVolume)> {
-        self.casts.lock().map(|c| c.clone()).unwrap_or_default()
-    }
-}
+use reachable::PartlyReachable;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    db: Db,
+    db: TempDb,
+    notifier: Arc<RecordingNotifier>,
     hosts: Arc<HostManager>,
-    caster: Arc<FakeCaster>,
+    caster: Arc<PartlyReachable>,
     manager: SchedulerManager,
 }
 
 async fn fixture(unreachable: &[&str], settings: SchedulerSection) -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
-        .await
-        .expect("db");
+    let db = TempDb::new().await;
     let hosts = Arc::new(HostManager::new(
         settings.capability_stale(),
         settings.service_down_time(),
     ));
-    let caster = Arc::new(FakeCaster {
+    let caster = Arc::new(PartlyReachable {
+        volumes: RecordingVolumes::default(),
         unreachable: unreachable.iter().map(|h| (*h).to_owned()).collect(),
-        ..FakeCaster::default()
     });
-    let manager = SchedulerManager::new(&settings, hosts.clone(), caster.clone(), db.clone())
-        .expect("manager");
+    let notifier = Arc::new(RecordingNotifier::default());
+    let settler = Settler::new(db.db().clone(), notifier.clone());
+    let manager =
+        SchedulerManager::new(&settings, hosts.clone(), caster.clone(), settler).expect("manager");
     Fixture {
-        _dir: dir,
         db,
+        notifier,
         hosts,
         caster,
         manager,
@@ -118,7 +87,7 @@ impl Fixture {
             kind: WorkerKind::Volume,
             resource_id: id.clone(),
             status: "creating".into(),
-            service: "scoria-scheduler".into(),
+            service: scoria_common::service::SCHEDULER_OWNER.into(),
             deadline_ms: now_ms() + 60_000,
         };
         self.db

@@ -1,21 +1,22 @@
 //! The scheduler's handlers ([`SchedulerOps`]): take capability reports, and
 //! place each new volume: filters -> weigher -> virtual consumption -> cast to
 //! the chosen volume service (the next best if that cast cannot be delivered),
-//! or the volume goes to `error` with the reason.
+//! or the volume goes to `error` with the reason (through the [`Settler`], which
+//! announces `volume.create.error`).
 //!
 //! The hot path touches no database: host state lives in memory behind a lock
 //! that is never held across an await. Only a volume that cannot be placed
-//! costs a (compare-and-set) write.
+//! costs a read and a (compare-and-set) write.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use scoria_common::{
     RequestContext,
-    db::{Db, DbError},
+    events::Event,
     model::{VolumeStatus, now_ms},
-    ops::{OpsResult, SchedulerOps, VolumeClient, VolumeOps},
-    rpc::RpcClient,
+    ops::{OpsResult, SchedulerOps, VolumeOps},
+    settle::{Settler, VolumeChange},
 };
 use scoria_proto::bus::{Capabilities, CreateVolume, GetPools, PoolList, ScheduleCreateVolume};
 use tokio::sync::Notify;
@@ -23,77 +24,39 @@ use tonic::Status;
 
 use crate::{
     config::SchedulerSection,
+    error::{Result, SchedulerError},
     filters::{FilterPipeline, RequestSpec},
     host_state::{HostManager, ReportOutcome},
     weighers::CapacityWeigher,
 };
-
-/// Where the manager sends a placed volume: the bus in production, a fake in tests.
-#[async_trait]
-pub trait VolumeCaster: Send + Sync {
-    /// Casts `create_volume` to the volume service owning `host` (`host@backend`).
-    async fn create_volume(
-        &self,
-        ctx: &RequestContext,
-        host: &str,
-        request: CreateVolume,
-    ) -> Result<(), Status>;
-}
-
-/// [`VolumeCaster`] over the bus ([`VolumeClient`]).
-#[derive(Clone)]
-pub struct BusCaster {
-    rpc: RpcClient,
-}
-
-impl BusCaster {
-    /// A caster publishing through `rpc`.
-    pub fn new(rpc: RpcClient) -> Self {
-        Self { rpc }
-    }
-}
-
-#[async_trait]
-impl VolumeCaster for BusCaster {
-    async fn create_volume(
-        &self,
-        ctx: &RequestContext,
-        host: &str,
-        request: CreateVolume,
-    ) -> Result<(), Status> {
-        VolumeClient::new(self.rpc.clone())
-            .create_volume(ctx, host, request)
-            .await
-            .map_err(Status::from)
-    }
-}
 
 /// The filter scheduler: implements [`SchedulerOps`].
 pub struct SchedulerManager {
     hosts: Arc<HostManager>,
     pipeline: FilterPipeline,
     weigher: CapacityWeigher,
-    caster: Arc<dyn VolumeCaster>,
-    db: Db,
+    volumes: Arc<dyn VolumeOps>,
+    settler: Settler,
     max_attempts: u32,
     services_changed: Arc<Notify>,
 }
 
 impl SchedulerManager {
-    /// A manager placing volumes on `hosts` as `settings` say, casting through
-    /// `caster`, failing volumes in `db`. `Err` names an unknown filter.
+    /// A manager placing volumes on `hosts` as `settings` say, casting to the
+    /// chosen volume service through `volumes`, failing the volumes it cannot
+    /// place through `settler`. `Err` names an unknown filter.
     pub fn new(
         settings: &SchedulerSection,
         hosts: Arc<HostManager>,
-        caster: Arc<dyn VolumeCaster>,
-        db: Db,
-    ) -> Result<Self, String> {
+        volumes: Arc<dyn VolumeOps>,
+        settler: Settler,
+    ) -> std::result::Result<Self, String> {
         Ok(Self {
             hosts,
             pipeline: FilterPipeline::from_names(&settings.enabled_filters)?,
             weigher: CapacityWeigher::new(settings.capacity_weight_multiplier),
-            caster,
-            db,
+            volumes,
+            settler,
             max_attempts: settings.max_attempts.max(1),
             services_changed: Arc::new(Notify::new()),
         })
@@ -105,38 +68,55 @@ impl SchedulerManager {
         self.services_changed.clone()
     }
 
-    /// Moves the volume from `creating` to `error` with `message`.
-    async fn fail(&self, volume_id: &str, message: &str) -> Result<(), Status> {
-        let outcome = self
-            .db
-            .transition_volume_with_worker(
-                volume_id,
-                &[VolumeStatus::Creating],
-                VolumeStatus::Error,
-                None,
-                Some(message),
-                None,
-            )
-            .await;
-        match outcome {
-            Ok(true) => {
-                tracing::warn!(%volume_id, error = %message, "volume could not be scheduled: set to error");
-                Ok(())
-            }
-            Ok(false) => {
-                tracing::info!(%volume_id, error = %message, "volume could not be scheduled but is no longer creating: left as is");
-                Ok(())
-            }
-            Err(DbError::Unavailable(err)) => Err(Status::unavailable(format!(
-                "cannot fail volume {volume_id}: database unavailable: {err}"
-            ))),
-            Err(err) => {
-                tracing::error!(%volume_id, error = %err, "cannot set volume to error");
-                Err(Status::internal(format!(
-                    "cannot set volume {volume_id} to error"
-                )))
-            }
+    /// Moves the volume from `creating` to `error`, `why` its error message,
+    /// through the settler: a win announces `volume.create.error`.
+    async fn fail(&self, ctx: &RequestContext, volume_id: &str, why: SchedulerError) -> Result<()> {
+        let message = why.to_string();
+        let volume = self
+            .settler
+            .db()
+            .get_volume(volume_id)
+            .await
+            .map_err(SchedulerError::db("read", volume_id))?;
+        let Some(mut volume) = volume else {
+            tracing::info!(%volume_id, error = %message, "volume could not be scheduled but is gone: nothing to fail");
+            return Ok(());
+        };
+        let change =
+            VolumeChange::new(&[VolumeStatus::Creating], VolumeStatus::Error).error(&message);
+        let won = self
+            .settler
+            .volume(ctx, &mut volume, change, Some(Event::VolumeCreateError))
+            .await
+            .map_err(SchedulerError::db("fail", volume_id))?;
+        if won {
+            tracing::warn!(%volume_id, error = %message, "volume could not be scheduled: set to error");
+        } else {
+            tracing::info!(%volume_id, error = %message, "volume could not be scheduled but is no longer creating: left as is");
         }
+        Ok(())
+    }
+}
+
+/// Checks a `get_pools` host filter: empty (every host) or `host@backend`.
+fn host_filter(host: &str) -> Result<()> {
+    if host.is_empty() {
+        return Ok(());
+    }
+    let well_formed = host.split_once('@').is_some_and(|(name, backend)| {
+        !name.is_empty()
+            && !backend.is_empty()
+            && !backend.contains('@')
+            && !host
+                .chars()
+                .any(|c| c == '#' || c.is_whitespace() || c.is_control())
+    });
+    if well_formed {
+        Ok(())
+    } else {
+        Err(SchedulerError::BadHostFilter {
+            host: host.to_owned(),
+        })
     }
 }
 
@@ -163,13 +143,12 @@ impl SchedulerOps for SchedulerManager {
     ) -> OpsResult<()> {
         let attempt = request.attempt.max(1);
         if attempt > self.max_attempts {
-            let message = format!(
-                "No valid backend was found: exceeded the maximum number of scheduling attempts ({}) for volume {}{}",
-                self.max_attempts,
-                request.volume_id,
-                last_error_suffix(&request.last_error)
-            );
-            return Ok(self.fail(&request.volume_id, &message).await?);
+            let why = SchedulerError::TooManyAttempts {
+                volume_id: request.volume_id.clone(),
+                max_attempts: self.max_attempts,
+                last_error: last_error_suffix(&request.last_error),
+            };
+            return Ok(self.fail(ctx, &request.volume_id, why).await?);
         }
         let mut spec = RequestSpec::new(&request);
         let mut tried = request.tried_hosts.clone();
@@ -186,13 +165,13 @@ impl SchedulerOps for SchedulerManager {
             let chosen = match chosen {
                 Ok(chosen) => chosen,
                 Err(explain) => {
-                    let mut message = format!("No valid backend was found: {explain}");
+                    let mut detail = explain;
                     if !undeliverable.is_empty() {
-                        message
-                            .push_str(&format!("; could not reach {}", undeliverable.join(", ")));
+                        detail.push_str(&format!("; could not reach {}", undeliverable.join(", ")));
                     }
-                    message.push_str(&last_error_suffix(&request.last_error));
-                    return Ok(self.fail(&request.volume_id, &message).await?);
+                    detail.push_str(&last_error_suffix(&request.last_error));
+                    let why = SchedulerError::NoValidBackend { detail };
+                    return Ok(self.fail(ctx, &request.volume_id, why).await?);
                 }
             };
             tried.push(chosen.pool_key.clone());
@@ -213,12 +192,13 @@ impl SchedulerOps for SchedulerManager {
                 snapshot_id: request.snapshot_id.clone(),
                 source_volume_id: request.source_volume_id.clone(),
             };
-            match self.caster.create_volume(ctx, &chosen.host, cast).await {
+            match self.volumes.create_volume(ctx, &chosen.host, cast).await {
                 Ok(()) => {
                     tracing::info!(pool = %chosen.pool_key, size_gib = request.size_gib, "volume scheduled");
                     return Ok(());
                 }
-                Err(status) => {
+                Err(err) => {
+                    let status = Status::from(err);
                     tracing::warn!(pool = %chosen.pool_key, error = %status.message(), "cast to the chosen backend failed; trying the next");
                     self.hosts.release(&chosen);
                     spec.tried_hosts.insert(chosen.pool_key.clone());
@@ -226,12 +206,14 @@ impl SchedulerOps for SchedulerManager {
                 }
             }
         }
-        let message = format!(
-            "No valid backend was found: could not reach {}{}",
-            undeliverable.join(", "),
-            last_error_suffix(&request.last_error)
-        );
-        Ok(self.fail(&request.volume_id, &message).await?)
+        let why = SchedulerError::NoValidBackend {
+            detail: format!(
+                "could not reach {}{}",
+                undeliverable.join(", "),
+                last_error_suffix(&request.last_error)
+            ),
+        };
+        Ok(self.fail(ctx, &request.volume_id, why).await?)
     }
 
     #[tracing::instrument(name = "scheduler.update_service_capabilities", skip_all, fields(host = %report.host))]
@@ -260,6 +242,7 @@ impl SchedulerOps for SchedulerManager {
     /// as this scheduler sees it (virtual consumption included).
     #[tracing::instrument(name = "scheduler.get_pools", skip_all, fields(host = %request.host))]
     async fn get_pools(&self, _ctx: &RequestContext, request: GetPools) -> OpsResult<PoolList> {
+        host_filter(&request.host)?;
         let pools = self
             .hosts
             .pools(&request.host, now_ms())
@@ -271,5 +254,4 @@ impl SchedulerOps for SchedulerManager {
 }
 
 #[cfg(test)]
-#[path = "manager_tests.rs"]
 mod tests;

@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use scoria_common::{model::Service, translation::timestamp};
+use scoria_common::{model::Service, sync::lock, translation::timestamp};
 use scoria_proto::{
     bus::{Capabilities, Pool},
     v1::StoragePool,
@@ -338,9 +338,7 @@ impl HostManager {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // The state stays consistent even if a holder panicked: every update is
         // a plain assignment.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner)
     }
 
     /// Takes a capability report received at `now_ms`: the host's pools are
@@ -508,5 +506,4 @@ impl HostManager {
 }
 
 #[cfg(test)]
-#[path = "host_state_tests.rs"]
 pub(crate) mod tests;

@@ -1,56 +1,32 @@
-//! Unit tests of the reaper: a real SQLite database in a temp dir, a recording
-//! fake of the casts.
+//! Unit tests of the reaper: a real SQLite database in a temp dir, the recording
+//! scheduler and volume services of `scoria_common::testing`.
 
-use std::sync::{
-    Mutex,
-    atomic::{AtomicUsize, Ordering},
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use scoria_common::{
+    model::{Snapshot, SnapshotStatus},
+    testing::{RecordingNotifier, RecordingScheduler, RecordingVolumes, TempDb, VolumeCall},
 };
 
-use scoria_common::model::Snapshot;
+use scoria_proto::bus::DeleteVolume;
 
 use super::*;
 
-#[derive(Default)]
-struct Recorder {
-    scheduled: Mutex<Vec<ScheduleCreateVolume>>,
-    taken: Mutex<Vec<(String, Takeover)>>,
-}
-
-#[async_trait]
-impl ReaperCasts for Recorder {
-    async fn schedule(
-        &self,
-        _ctx: &RequestContext,
-        request: ScheduleCreateVolume,
-    ) -> Result<(), Status> {
-        self.scheduled.lock().expect("lock").push(request);
-        Ok(())
-    }
-    async fn take_over(
-        &self,
-        _ctx: &RequestContext,
-        host: &str,
-        work: Takeover,
-    ) -> Result<(), Status> {
-        self.taken
-            .lock()
-            .expect("lock")
-            .push((host.to_owned(), work));
-        Ok(())
-    }
-}
+mod events;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    db: Db,
-    casts: Arc<Recorder>,
+    db: TempDb,
+    notifier: Arc<RecordingNotifier>,
+    scheduler: Arc<RecordingScheduler>,
+    volumes: Arc<RecordingVolumes>,
 }
 
 impl Fixture {
     fn reaper(&self, shared: &[&str]) -> Reaper {
         Reaper::new(
-            self.db.clone(),
-            self.casts.clone(),
+            Settler::new(self.db.db().clone(), self.notifier.clone()),
+            self.scheduler.clone(),
+            self.volumes.clone(),
             ReaperSettings {
                 service_down_time: Duration::from_secs(1),
                 max_attempts: 3,
@@ -127,14 +103,11 @@ impl Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
-        .await
-        .expect("db");
     Fixture {
-        _dir: dir,
-        db,
-        casts: Arc::new(Recorder::default()),
+        db: TempDb::new().await,
+        notifier: Arc::default(),
+        scheduler: Arc::default(),
+        volumes: Arc::default(),
     }
 }
 
@@ -142,13 +115,13 @@ async fn fixture() -> Fixture {
 async fn an_unscheduled_volume_is_scheduled_once_more_then_failed() {
     let f = fixture().await;
     let lost = f
-        .volume(VolumeStatus::Creating, SCHEDULER_SERVICE, now_ms() - 1)
+        .volume(VolumeStatus::Creating, SCHEDULER_OWNER, now_ms() - 1)
         .await;
     let reaper = f.reaper(&[]);
 
     let report = reaper.run_once().await.expect("run");
     assert_eq!(report.rescheduled, vec![lost.id.clone()]);
-    let scheduled = f.casts.scheduled.lock().expect("lock").clone();
+    let scheduled = f.scheduler.scheduled();
     assert_eq!(scheduled.len(), 1);
     assert_eq!(scheduled[0].volume_id, lost.id);
     assert_eq!(scheduled[0].size_gib, 2);
@@ -166,12 +139,12 @@ async fn an_unscheduled_volume_is_scheduled_once_more_then_failed() {
     assert_eq!(reaper.run_once().await.expect("run"), ReapReport::default());
 
     // Overdue again: no second try.
-    f.db.move_worker(&entry, SCHEDULER_SERVICE, now_ms() - 1)
+    f.db.move_worker(&entry, SCHEDULER_OWNER, now_ms() - 1)
         .await
         .expect("age the entry");
     let report = reaper.run_once().await.expect("run");
     assert_eq!(report.failed, vec![lost.id.clone()]);
-    assert_eq!(f.casts.scheduled.lock().expect("lock").len(), 1);
+    assert_eq!(f.scheduler.scheduled().len(), 1);
     let now = f.get(&lost.id).await;
     assert_eq!(now.status, VolumeStatus::Error);
     assert!(
@@ -220,7 +193,7 @@ async fn work_of_a_down_service_is_failed_naming_the_owner() {
         );
         assert_eq!(f.worker(&volume.id).await, None);
     }
-    assert!(f.casts.taken.lock().expect("lock").is_empty());
+    assert!(f.volumes.calls().is_empty());
 }
 
 #[tokio::test]
@@ -306,11 +279,11 @@ async fn a_plain_create_is_handed_to_a_live_service_of_the_same_backend() {
     let entry = f.worker(&creating.id).await.expect("entry");
     assert_eq!(entry.service, "live@file");
     assert!(entry.deadline_ms > now_ms());
-    let taken = f.casts.taken.lock().expect("lock").clone();
+    let taken = f.volumes.calls();
     assert_eq!(taken.len(), 1);
-    assert_eq!(taken[0].0, "live@file");
-    match &taken[0].1 {
-        Takeover::Create(request) => {
+    assert_eq!(taken[0].host(), Some("live@file"));
+    match &taken[0] {
+        VolumeCall::Create(_, request) => {
             assert_eq!(request.volume_id, creating.id);
             assert_eq!(request.pool, "live@file#file");
             assert_eq!(request.size_gib, 2);
@@ -340,14 +313,14 @@ async fn a_delete_is_handed_over_only_on_a_shared_backend() {
         .await;
     let report = f.reaper(&["file"]).run_once().await.expect("run");
     assert_eq!(report.taken_over, vec![shared.id.clone()]);
-    let taken = f.casts.taken.lock().expect("lock").clone();
+    let taken = f.volumes.calls();
     assert_eq!(
         taken,
-        vec![(
+        vec![VolumeCall::Delete(
             "live@file".to_owned(),
-            Takeover::Delete(DeleteVolume {
+            DeleteVolume {
                 volume_id: shared.id.clone()
-            })
+            }
         )]
     );
     assert_eq!(
