@@ -26,9 +26,8 @@ use crate::{
     rpc::{Broker, Dispatcher, Notifier, RpcClient, RpcError, RpcServer, ServerOptions},
 };
 
-/// The owner, in `workers`, of work the schedulers must finish (a volume waiting
-/// to be scheduled): every scheduler may take it.
-pub const SCHEDULER_OWNER: &str = "scoria-scheduler";
+/// The owner of work the schedulers must finish (defined with the worker entries).
+pub use crate::db::SCHEDULER_OWNER;
 
 /// Why a service could not connect.
 #[derive(Debug, thiserror::Error)]
