@@ -16,8 +16,11 @@
 pub mod config;
 pub mod driver;
 pub mod export;
+mod in_flight;
+mod locks;
 pub mod manager;
 pub mod reconciler;
+pub mod shared;
 
 use std::{sync::Arc, time::Duration};
 
@@ -121,7 +124,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let result = match manager.restore_exports().await {
         Ok(_) => {
             // Logged by its span; the reconciler tries again.
-            let _ = manager.reconcile_attachments().await;
+            let _ = reconciler::Reconciler::new(manager.shared(), manager.clone())
+                .reconcile_attachments()
+                .await;
             serve(&config, &db, &broker, manager.clone(), shutdown).await
         }
         Err(status) => Err(Error::Exports { status }),
@@ -188,7 +193,7 @@ async fn serve(
         let tasks = TaskTracker::new();
         tasks.spawn(heartbeats(db.clone(), config.clone(), shutdown.clone()));
         tasks.spawn(reconcile(
-            reconciler::Reconciler::new(manager.clone()),
+            reconciler::Reconciler::new(manager.shared(), manager.clone()),
             config.reconcile_interval(),
             shutdown.clone(),
         ));

@@ -737,7 +737,13 @@ async fn reconcile_settles_stuck_attaching_and_detaching() {
     // Attaching, not overdue: left alone.
     let waiting = reserve(&f, &new_volume(&f).await, AttachMode::ReadWrite).await;
 
-    let report = f.manager.reconcile_attachments().await.expect("reconcile");
+    let report = crate::reconciler::Reconciler::new(
+        f.manager.shared(),
+        Arc::new(scoria_common::testing::RecordingVolumes::default()),
+    )
+    .reconcile_attachments()
+    .await
+    .expect("reconcile");
     assert_eq!(report.failed, vec![failed.clone()]);
     assert_eq!(report.attached, vec![finished.clone()]);
     assert_eq!(report.detached, vec![gone.clone()]);
@@ -769,7 +775,13 @@ async fn reconcile_settles_stuck_attaching_and_detaching() {
         get_attachment(&f, &waiting).await.map(|a| a.status),
         Some(AttachmentStatus::Attaching)
     );
-    let again = f.manager.reconcile_attachments().await.expect("again");
+    let again = crate::reconciler::Reconciler::new(
+        f.manager.shared(),
+        Arc::new(scoria_common::testing::RecordingVolumes::default()),
+    )
+    .reconcile_attachments()
+    .await
+    .expect("again");
     assert_eq!(again, Default::default(), "nothing left to settle");
     f.exports.shutdown().await;
 }

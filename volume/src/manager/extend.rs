@@ -20,7 +20,8 @@ use scoria_common::{
 use scoria_proto::bus::ExtendVolume;
 use tonic::Status;
 
-use super::{VolumeManager, db_error};
+use super::VolumeManager;
+use crate::shared::db_error;
 
 impl VolumeManager {
     pub(super) async fn extend(
@@ -30,8 +31,8 @@ impl VolumeManager {
     ) -> Result<(), Status> {
         let id = request.volume_id.as_str();
         let new_size = request.new_size_gib;
-        let _busy = self.in_flight().enter(id);
-        let Some(mut volume) = self.db.get_volume(id).await.map_err(db_error)? else {
+        let _busy = self.shared.in_flight.enter(id);
+        let Some(mut volume) = self.shared.db.get_volume(id).await.map_err(db_error)? else {
             tracing::info!("volume row gone: extend cast ignored");
             return Ok(());
         };
@@ -58,11 +59,13 @@ impl VolumeManager {
             Ok(status @ (VolumeStatus::Available | VolumeStatus::InUse)) => status,
             _ => VolumeStatus::Available,
         };
-        self.notify(ctx, Priority::Info, "volume.resize.start", &volume)
+        self.shared
+            .notify(ctx, Priority::Info, "volume.resize.start", &volume)
             .await;
-        match self.driver.extend_volume(id, new_size).await {
+        match self.shared.driver.extend_volume(id, new_size).await {
             Ok(()) => {
                 if self
+                    .shared
                     .db
                     .finish_extend(id, new_size, back_to)
                     .await
@@ -77,7 +80,8 @@ impl VolumeManager {
                     volume.size_gib = new_size;
                     volume.error_message.clear();
                     volume.updated_at_ms = now_ms();
-                    self.notify(ctx, Priority::Info, "volume.resize.end", &volume)
+                    self.shared
+                        .notify(ctx, Priority::Info, "volume.resize.end", &volume)
                         .await;
                 } else {
                     tracing::info!("volume changed while being extended: left as it is");
@@ -88,6 +92,7 @@ impl VolumeManager {
                 let message = format!("extending volume {id} to {new_size} GiB failed: {err}");
                 tracing::error!(%err, "backend failed to extend the volume");
                 let won = self
+                    .shared
                     .db
                     .transition_volume_with_worker(
                         id,
@@ -103,7 +108,8 @@ impl VolumeManager {
                     volume.status = VolumeStatus::ErrorExtending;
                     volume.error_message = message;
                     volume.updated_at_ms = now_ms();
-                    self.notify(ctx, Priority::Error, "volume.resize.error", &volume)
+                    self.shared
+                        .notify(ctx, Priority::Error, "volume.resize.error", &volume)
                         .await;
                 }
                 Ok(())
@@ -111,7 +117,3 @@ impl VolumeManager {
         }
     }
 }
-
-#[cfg(test)]
-#[path = "manager_extend_tests.rs"]
-mod tests;

@@ -23,6 +23,13 @@ use crate::{
     driver::{BackendStats, DriverError, DriverResult, VolumeDriver},
     manager::{ManagerSettings, Notifications},
 };
+#[allow(unused_imports)]
+use scoria_common::{
+    model::{Snapshot, SnapshotStatus},
+    rpc::Priority,
+};
+#[allow(unused_imports)]
+use scoria_proto::bus::{CreateSnapshot, DeleteSnapshot, ExtendVolume};
 
 const HOST: &str = "node1@file";
 

@@ -7,6 +7,13 @@ use scoria_common::db::Db;
 
 use super::*;
 use crate::driver::{BackendStats, DriverError, DriverResult, FileDriver};
+#[allow(unused_imports)]
+use scoria_common::{
+    model::{Snapshot, SnapshotStatus, Volume},
+    rpc::Priority,
+};
+#[allow(unused_imports)]
+use scoria_proto::bus::{CreateSnapshot, DeleteSnapshot, ExtendVolume, ScheduleCreateVolume};
 
 #[derive(Default)]
 struct Recorder {

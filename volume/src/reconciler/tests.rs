@@ -14,6 +14,13 @@ use crate::{
     driver::FileDriver,
     manager::{IdleScheduler, ManagerSettings, Notifications},
 };
+#[allow(unused_imports)]
+use crate::{driver::VolumeDriver, manager::VolumeManager};
+#[allow(unused_imports)]
+use scoria_common::{
+    model::{AttachmentStatus, SnapshotStatus, VolumeStatus},
+    rpc::Priority,
+};
 
 const HOST: &str = "node1@file";
 
@@ -103,7 +110,7 @@ async fn fixture() -> Fixture {
         db,
         file,
         recorder,
-        reconciler: Reconciler::new(manager.clone()),
+        reconciler: Reconciler::new(manager.shared(), manager.clone()),
         manager,
     }
 }
@@ -237,7 +244,7 @@ async fn work_not_overdue_or_of_another_owner_is_left_alone() {
 async fn work_in_flight_is_left_alone_whatever_its_deadline() {
     let f = fixture().await;
     let busy = volume(&f, VolumeStatus::Creating, HOST, now_ms() - 1).await;
-    let guard = f.manager.in_flight().enter(&busy.id);
+    let guard = f.manager.shared().in_flight.enter(&busy.id);
 
     let report = f.reconciler.run_once().await.expect("run");
     assert_eq!(report.skipped, vec![busy.id.clone()]);
