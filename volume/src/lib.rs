@@ -21,6 +21,8 @@ mod locks;
 pub mod manager;
 pub mod reconciler;
 pub mod shared;
+#[cfg(test)]
+mod testing;
 
 use std::{sync::Arc, time::Duration};
 

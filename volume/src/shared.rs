@@ -1,19 +1,16 @@
 //! What the manager and the reconciler both act through: the database, the
-//! backend, the notifications, the in-flight registry, the per-volume locks and
+//! backend, the settler (status changes and their notifications), the in-flight registry, the per-volume locks and
 //! the exports, with the few steps both take (removing a leftover object,
 //! stopping an export nobody uses). A module below both, so neither imports the
 //! other.
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use scoria_common::{
-    RequestContext,
     db::{AttachmentQuery, Db, DbError},
-    model::{Attachment, AttachmentStatus, Snapshot, Volume},
-    rpc::{Notifier, Priority},
+    model::{Attachment, AttachmentStatus},
+    settle::Settler,
 };
-use scoria_proto::v1 as pb;
 use tonic::Status;
 
 use crate::{
@@ -23,76 +20,6 @@ use crate::{
     locks::VolumeLocks,
 };
 
-/// Where the manager's notifications go: the bus's [`Notifier`] in the service,
-/// a recorder in tests. Notifications are best effort: a failure is logged.
-#[async_trait]
-pub trait Notifications: Send + Sync {
-    /// Publishes `event_type` about `volume` at `priority`.
-    async fn notify(
-        &self,
-        ctx: &RequestContext,
-        priority: Priority,
-        event_type: &str,
-        volume: &Volume,
-    );
-
-    /// Publishes `event_type` about `snapshot` at `priority`. The default drops
-    /// it, for fakes that follow only volumes; the bus's [`Notifier`] sends it.
-    async fn notify_snapshot(
-        &self,
-        _ctx: &RequestContext,
-        _priority: Priority,
-        _event_type: &str,
-        _snapshot: &Snapshot,
-    ) {
-    }
-
-    /// Publishes `event_type` about `attachment` at `priority`. The default drops
-    /// it, for fakes that follow only volumes; the bus's [`Notifier`] sends it.
-    async fn notify_attachment(
-        &self,
-        _ctx: &RequestContext,
-        _priority: Priority,
-        _event_type: &str,
-        _attachment: &scoria_common::model::Attachment,
-    ) {
-    }
-}
-
-#[async_trait]
-impl Notifications for Notifier {
-    async fn notify(
-        &self,
-        ctx: &RequestContext,
-        priority: Priority,
-        event_type: &str,
-        volume: &Volume,
-    ) {
-        // Off the operation's path: ordered, confirmed in the background.
-        self.emit(ctx, priority, event_type, &pb::Volume::from(volume));
-    }
-
-    async fn notify_snapshot(
-        &self,
-        ctx: &RequestContext,
-        priority: Priority,
-        event_type: &str,
-        snapshot: &Snapshot,
-    ) {
-        self.emit(ctx, priority, event_type, &pb::Snapshot::from(snapshot));
-    }
-
-    async fn notify_attachment(
-        &self,
-        ctx: &RequestContext,
-        priority: Priority,
-        event_type: &str,
-        attachment: &scoria_common::model::Attachment,
-    ) {
-        self.emit(ctx, priority, event_type, &pb::Attachment::from(attachment));
-    }
-}
-
 /// The state the manager and the reconciler share (cheap to clone).
 #[derive(Clone)]
 pub struct Shared {
@@ -100,8 +27,8 @@ pub struct Shared {
     pub(crate) db: Db,
     /// The backend.
     pub(crate) driver: Arc<dyn VolumeDriver>,
-    /// Where notifications go.
-    pub(crate) notifier: Arc<dyn Notifications>,
+    /// The one settle path: compare-and-set, the copy, then the notification.
+    pub(crate) settler: Settler,
     /// `host@backend`.
     pub(crate) host: String,
     /// The resources a handler works on right now (the reconciler leaves them be).
@@ -113,42 +40,6 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub(crate) async fn notify(
-        &self,
-        ctx: &RequestContext,
-        priority: Priority,
-        event_type: &str,
-        volume: &Volume,
-    ) {
-        self.notifier
-            .notify(ctx, priority, event_type, volume)
-            .await;
-    }
-
-    pub(crate) async fn notify_snapshot(
-        &self,
-        ctx: &RequestContext,
-        priority: Priority,
-        event_type: &str,
-        snapshot: &Snapshot,
-    ) {
-        self.notifier
-            .notify_snapshot(ctx, priority, event_type, snapshot)
-            .await;
-    }
-
-    pub(crate) async fn notify_attachment(
-        &self,
-        ctx: &RequestContext,
-        priority: Priority,
-        event_type: &str,
-        attachment: &Attachment,
-    ) {
-        self.notifier
-            .notify_attachment(ctx, priority, event_type, attachment)
-            .await;
-    }
-
     /// Removes the backend object of a volume whose row is gone (best effort).
     pub(crate) async fn remove_leftover(&self, id: &str) {
         if let Err(err) = self.driver.delete_volume(id).await {

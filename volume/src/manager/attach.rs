@@ -32,8 +32,8 @@ use std::sync::Arc;
 
 use scoria_common::{
     RequestContext,
+    events::Event,
     model::{Attachment, AttachmentStatus, ConnectionInfo},
-    rpc::Priority,
 };
 use scoria_proto::{
     bus::{AttachResult, AttachVolume},
@@ -128,8 +128,8 @@ impl VolumeManager {
             }
         }
         self.shared
-            .notify_attachment(ctx, Priority::Info, "volume.attach.start", &attachment)
-            .await;
+            .settler
+            .announce(ctx, Event::VolumeAttachStart, &attachment);
         let volume = self
             .shared
             .db
@@ -150,8 +150,8 @@ impl VolumeManager {
                     attachment.status = AttachmentStatus::ErrorAttaching;
                     attachment.error_message = failure.reason().to_owned();
                     self.shared
-                        .notify_attachment(ctx, Priority::Error, "volume.attach.error", &attachment)
-                        .await;
+                        .settler
+                        .announce(ctx, Event::VolumeAttachError, &attachment);
                 }
                 return Err(failure.status);
             }
@@ -165,8 +165,8 @@ impl VolumeManager {
         {
             tracing::info!(volume_id = %attached.volume_id, uri = %info.uri(), "attached");
             self.shared
-                .notify_attachment(ctx, Priority::Info, "volume.attach.end", &attached)
-                .await;
+                .settler
+                .announce(ctx, Event::VolumeAttachEnd, &attached);
             return Ok(attach_result(&info));
         }
         // Changed meanwhile (failed by a reconciler, or removed): the export may

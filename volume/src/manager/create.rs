@@ -3,8 +3,8 @@
 use scoria_common::{
     RequestContext,
     db::WorkerKind,
+    events::Event,
     model::{Volume, VolumeStatus, now_ms},
-    rpc::Priority,
 };
 use scoria_proto::bus::{CreateVolume, ScheduleCreateVolume};
 use tonic::Status;
@@ -81,8 +81,8 @@ impl VolumeManager {
         }
         volume.host = Some(host.to_owned());
         self.shared
-            .notify(ctx, Priority::Info, "volume.create.start", &volume)
-            .await;
+            .settler
+            .announce(ctx, Event::VolumeCreateStart, &volume);
         let made = match volume.source_volume_id.as_deref() {
             Some(source) => {
                 self.shared
@@ -130,8 +130,8 @@ impl VolumeManager {
             volume.error_message.clear();
             tracing::info!(size_gib = volume.size_gib, "volume created");
             self.shared
-                .notify(ctx, Priority::Info, "volume.create.end", &volume)
-                .await;
+                .settler
+                .announce(ctx, Event::VolumeCreateEnd, &volume);
             return Ok(());
         }
         match self.shared.db.get_volume(&id).await.map_err(db_error)? {
@@ -221,8 +221,8 @@ impl VolumeManager {
             volume.status = VolumeStatus::Error;
             volume.error_message = message;
             self.shared
-                .notify(ctx, Priority::Error, "volume.create.error", &volume)
-                .await;
+                .settler
+                .announce(ctx, Event::VolumeCreateError, &volume);
         } else {
             tracing::info!("volume changed while failing: left as it is");
         }

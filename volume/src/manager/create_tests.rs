@@ -1,12 +1,13 @@
 //! Tests of the manager against a SQLite database, the real `file` driver (or a
 //! failing one), and recording fakes of the scheduler and the notifier.
 
-use std::sync::Mutex;
-
 use scoria_common::db::Db;
 
 use super::*;
 use crate::driver::{BackendStats, DriverError, DriverResult, FileDriver};
+use crate::testing::Recorder;
+#[allow(unused_imports)]
+use scoria_common::events::Event;
 #[allow(unused_imports)]
 use scoria_common::{
     model::{Snapshot, SnapshotStatus, Volume},
@@ -14,68 +15,6 @@ use scoria_common::{
 };
 #[allow(unused_imports)]
 use scoria_proto::bus::{CreateSnapshot, DeleteSnapshot, ExtendVolume, ScheduleCreateVolume};
-
-#[derive(Default)]
-struct Recorder {
-    scheduled: Mutex<Vec<ScheduleCreateVolume>>,
-    reports: Mutex<Vec<Capabilities>>,
-    events: Mutex<Vec<(Priority, String, Volume)>>,
-}
-
-#[async_trait]
-impl SchedulerOps for Recorder {
-    async fn create_volume(
-        &self,
-        _ctx: &RequestContext,
-        request: ScheduleCreateVolume,
-    ) -> scoria_common::ops::OpsResult<()> {
-        self.scheduled.lock().expect("lock").push(request);
-        Ok(())
-    }
-    async fn update_service_capabilities(
-        &self,
-        _ctx: &RequestContext,
-        report: Capabilities,
-    ) -> scoria_common::ops::OpsResult<()> {
-        self.reports.lock().expect("lock").push(report);
-        Ok(())
-    }
-
-    async fn get_pools(
-        &self,
-        _ctx: &RequestContext,
-        _request: scoria_proto::bus::GetPools,
-    ) -> scoria_common::ops::OpsResult<scoria_proto::bus::PoolList> {
-        Ok(Default::default())
-    }
-}
-
-#[async_trait]
-impl Notifications for Recorder {
-    async fn notify(
-        &self,
-        _ctx: &RequestContext,
-        priority: Priority,
-        event_type: &str,
-        volume: &Volume,
-    ) {
-        self.events
-            .lock()
-            .expect("lock")
-            .push((priority, event_type.to_owned(), volume.clone()));
-    }
-}
-
-impl Recorder {
-    fn event_types(&self) -> Vec<String> {
-        self.events
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|(_, t, _)| t.clone())
-            .collect()
-    }
-}
 
 /// A backend whose every operation fails.
 struct BrokenDriver;
@@ -127,7 +66,7 @@ async fn fixture(broken: bool) -> Fixture {
     } else {
         Arc::new(file.clone())
     };
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Recorder::following(&["volume."]);
     let settings = ManagerSettings {
         host: HOST.into(),
         backend: "file".into(),
@@ -138,8 +77,8 @@ async fn fixture(broken: bool) -> Fixture {
     let manager = VolumeManager::new(
         db.clone(),
         driver,
-        recorder.clone(),
-        recorder.clone(),
+        recorder.scheduler.clone(),
+        recorder.notifier.clone(),
         settings,
     );
     Fixture {
@@ -291,7 +230,7 @@ async fn failed_create_is_rescheduled_then_fails() {
         .create_volume(&ctx(), HOST, create_request(&volume, 1))
         .await
         .expect("create");
-    let scheduled = f.recorder.scheduled.lock().expect("lock").clone();
+    let scheduled = f.recorder.scheduler.scheduled();
     assert_eq!(scheduled.len(), 1);
     assert_eq!(scheduled[0].attempt, 2);
     assert_eq!(scheduled[0].tried_hosts, [format!("{HOST}#file")]);
@@ -317,12 +256,12 @@ async fn failed_create_is_rescheduled_then_fails() {
         "creating volume {} failed after 3 attempts",
         volume.id
     )));
-    assert_eq!(f.recorder.scheduled.lock().expect("lock").len(), 1);
-    let events = f.recorder.events.lock().expect("lock").clone();
-    let (priority, event, _) = events.last().expect("event");
+    assert_eq!(f.recorder.scheduler.scheduled().len(), 1);
+    let events = f.recorder.announced();
+    let last = events.last().expect("event");
     assert_eq!(
-        (*priority, event.as_str()),
-        (Priority::Error, "volume.create.error")
+        (last.event.priority(), last.event),
+        (Priority::Error, Event::VolumeCreateError)
     );
 }
 
@@ -401,7 +340,7 @@ async fn capability_report_describes_the_pool() {
         .publish_service_capabilities(&ctx(), PublishCapabilities::default())
         .await
         .expect("report");
-    let reports = f.recorder.reports.lock().expect("lock").clone();
+    let reports = f.recorder.scheduler.reports();
     let report = &reports[0];
     assert_eq!(
         (

@@ -1,7 +1,7 @@
 //! The manager's `delete_volume` handler (the reconciler casts it again for an
 //! overdue `deleting`).
 
-use scoria_common::{RequestContext, db::WorkerKind, model::VolumeStatus, rpc::Priority};
+use scoria_common::{RequestContext, db::WorkerKind, events::Event, model::VolumeStatus};
 use scoria_proto::bus::DeleteVolume;
 use tonic::Status;
 
@@ -30,8 +30,8 @@ impl VolumeManager {
         self.claim(WorkerKind::Volume, id, VolumeStatus::Deleting.as_str())
             .await?;
         self.shared
-            .notify(ctx, Priority::Info, "volume.delete.start", &volume)
-            .await;
+            .settler
+            .announce(ctx, Event::VolumeDeleteStart, &volume);
         // Its attachments are gone (or failed): no export may serve a deleted file.
         let removed = match self.unexport_volume(id).await {
             Ok(()) => self
@@ -53,8 +53,8 @@ impl VolumeManager {
                 {
                     tracing::info!("volume deleted");
                     self.shared
-                        .notify(ctx, Priority::Info, "volume.delete.end", &volume)
-                        .await;
+                        .settler
+                        .announce(ctx, Event::VolumeDeleteEnd, &volume);
                 }
                 Ok(())
             }
@@ -78,8 +78,8 @@ impl VolumeManager {
                     volume.status = VolumeStatus::ErrorDeleting;
                     volume.error_message = message;
                     self.shared
-                        .notify(ctx, Priority::Error, "volume.delete.error", &volume)
-                        .await;
+                        .settler
+                        .announce(ctx, Event::VolumeDeleteError, &volume);
                 }
                 Ok(())
             }

@@ -1,7 +1,7 @@
 //! The manager's `detach_volume` call and the stopping of a deleted volume's
 //! exports (see the diagram in `attach.rs`).
 
-use scoria_common::{RequestContext, model::AttachmentStatus, rpc::Priority};
+use scoria_common::{RequestContext, events::Event, model::AttachmentStatus};
 use scoria_proto::bus::{DetachResult, DetachVolume};
 use tonic::Status;
 
@@ -36,16 +36,16 @@ impl VolumeManager {
             )));
         }
         self.shared
-            .notify_attachment(ctx, Priority::Info, "volume.detach.start", &attachment)
-            .await;
+            .settler
+            .announce(ctx, Event::VolumeDetachStart, &attachment);
         match self.shared.unexport_if_unused(&attachment).await {
             Ok(unexported) => {
                 if self.shared.db.finish_detach(id).await.map_err(db_error)? {
                     tracing::info!(volume_id = %attachment.volume_id, unexported, "detached");
                     attachment.status = AttachmentStatus::Detached;
                     self.shared
-                        .notify_attachment(ctx, Priority::Info, "volume.detach.end", &attachment)
-                        .await;
+                        .settler
+                        .announce(ctx, Event::VolumeDetachEnd, &attachment);
                 }
                 Ok(DetachResult { unexported })
             }
@@ -65,8 +65,8 @@ impl VolumeManager {
                     attachment.status = AttachmentStatus::ErrorDetaching;
                     attachment.error_message = reason.clone();
                     self.shared
-                        .notify_attachment(ctx, Priority::Error, "volume.detach.error", &attachment)
-                        .await;
+                        .settler
+                        .announce(ctx, Event::VolumeDetachError, &attachment);
                 }
                 Err(Status::internal(reason))
             }

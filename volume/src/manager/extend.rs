@@ -14,8 +14,8 @@
 use scoria_common::{
     RequestContext,
     db::WorkerKind,
+    events::Event,
     model::{VolumeStatus, now_ms},
-    rpc::Priority,
 };
 use scoria_proto::bus::ExtendVolume;
 use tonic::Status;
@@ -60,8 +60,8 @@ impl VolumeManager {
             _ => VolumeStatus::Available,
         };
         self.shared
-            .notify(ctx, Priority::Info, "volume.resize.start", &volume)
-            .await;
+            .settler
+            .announce(ctx, Event::VolumeResizeStart, &volume);
         match self.shared.driver.extend_volume(id, new_size).await {
             Ok(()) => {
                 if self
@@ -81,8 +81,8 @@ impl VolumeManager {
                     volume.error_message.clear();
                     volume.updated_at_ms = now_ms();
                     self.shared
-                        .notify(ctx, Priority::Info, "volume.resize.end", &volume)
-                        .await;
+                        .settler
+                        .announce(ctx, Event::VolumeResizeEnd, &volume);
                 } else {
                     tracing::info!("volume changed while being extended: left as it is");
                 }
@@ -109,8 +109,8 @@ impl VolumeManager {
                     volume.error_message = message;
                     volume.updated_at_ms = now_ms();
                     self.shared
-                        .notify(ctx, Priority::Error, "volume.resize.error", &volume)
-                        .await;
+                        .settler
+                        .announce(ctx, Event::VolumeResizeError, &volume);
                 }
                 Ok(())
             }

@@ -19,8 +19,10 @@ use async_trait::async_trait;
 use scoria_common::{
     RequestContext,
     db::{Db, WorkerEntry, WorkerKind},
+    events::Notifications,
     model::{VolumeStatus, now_ms},
     ops::{OpsResult, SchedulerOps, VolumeOps},
+    settle::Settler,
 };
 use scoria_proto::bus::{Capabilities, CreateVolume, DeleteVolume, Pool, PublishCapabilities};
 use tonic::Status;
@@ -99,9 +101,9 @@ impl VolumeManager {
     ) -> Self {
         Self {
             shared: Shared {
+                settler: Settler::new(db.clone(), notifier),
                 db,
                 driver,
-                notifier,
                 host: settings.host.clone(),
                 in_flight: Default::default(),
                 locks: Default::default(),
@@ -303,7 +305,6 @@ mod extend;
 mod restore;
 mod snapshot;
 
-pub use crate::shared::Notifications;
 pub use restore::RestoreReport;
 
 #[cfg(test)]

@@ -23,8 +23,8 @@
 use scoria_common::{
     RequestContext,
     db::WorkerKind,
+    events::Event,
     model::{Snapshot, SnapshotStatus},
-    rpc::Priority,
 };
 use scoria_proto::bus::{CreateSnapshot, DeleteSnapshot};
 use tonic::Status;
@@ -76,8 +76,8 @@ impl VolumeManager {
             );
         }
         self.shared
-            .notify_snapshot(ctx, Priority::Info, "snapshot.create.start", &snapshot)
-            .await;
+            .settler
+            .announce(ctx, Event::SnapshotCreateStart, &snapshot);
         if let Err(err) = self
             .shared
             .driver
@@ -103,8 +103,8 @@ impl VolumeManager {
                 snapshot.status = SnapshotStatus::Error;
                 snapshot.error_message = message;
                 self.shared
-                    .notify_snapshot(ctx, Priority::Error, "snapshot.create.error", &snapshot)
-                    .await;
+                    .settler
+                    .announce(ctx, Event::SnapshotCreateError, &snapshot);
             } else {
                 tracing::info!("snapshot changed while failing: left as it is");
             }
@@ -127,8 +127,8 @@ impl VolumeManager {
             snapshot.error_message.clear();
             tracing::info!(volume_id = %snapshot.volume_id, "snapshot created");
             self.shared
-                .notify_snapshot(ctx, Priority::Info, "snapshot.create.end", &snapshot)
-                .await;
+                .settler
+                .announce(ctx, Event::SnapshotCreateEnd, &snapshot);
             return Ok(());
         }
         match self.shared.db.get_snapshot(id).await.map_err(db_error)? {
@@ -166,8 +166,8 @@ impl VolumeManager {
         self.claim(WorkerKind::Snapshot, id, SnapshotStatus::Deleting.as_str())
             .await?;
         self.shared
-            .notify_snapshot(ctx, Priority::Info, "snapshot.delete.start", &snapshot)
-            .await;
+            .settler
+            .announce(ctx, Event::SnapshotDeleteStart, &snapshot);
         match self.shared.driver.delete_snapshot(id).await {
             Ok(()) => {
                 if self
@@ -179,8 +179,8 @@ impl VolumeManager {
                 {
                     tracing::info!("snapshot deleted");
                     self.shared
-                        .notify_snapshot(ctx, Priority::Info, "snapshot.delete.end", &snapshot)
-                        .await;
+                        .settler
+                        .announce(ctx, Event::SnapshotDeleteEnd, &snapshot);
                 }
                 Ok(())
             }
@@ -203,8 +203,8 @@ impl VolumeManager {
                     snapshot.status = SnapshotStatus::ErrorDeleting;
                     snapshot.error_message = message;
                     self.shared
-                        .notify_snapshot(ctx, Priority::Error, "snapshot.delete.error", &snapshot)
-                        .await;
+                        .settler
+                        .announce(ctx, Event::SnapshotDeleteError, &snapshot);
                 }
                 Ok(())
             }

@@ -4,8 +4,8 @@
 use scoria_common::{
     RequestContext,
     db::{WorkerEntry, WorkerKind},
+    events::Event,
     model::{Attachment, AttachmentStatus, now_ms},
-    rpc::Priority,
 };
 use tonic::Status;
 
@@ -143,8 +143,8 @@ impl Reconciler {
             {
                 tracing::info!(attachment_id = %id, uri = %info.uri(), "stuck attach: its export runs, attached");
                 self.shared
-                    .notify_attachment(&ctx, Priority::Info, "volume.attach.end", &attached)
-                    .await;
+                    .settler
+                    .announce(&ctx, Event::VolumeAttachEnd, &attached);
                 report.attached.push(id.to_owned());
             }
             return Ok(());
@@ -165,8 +165,8 @@ impl Reconciler {
             failed.status = AttachmentStatus::ErrorAttaching;
             failed.error_message = reason;
             self.shared
-                .notify_attachment(&ctx, Priority::Error, "volume.attach.error", &failed)
-                .await;
+                .settler
+                .announce(&ctx, Event::VolumeAttachError, &failed);
             report.failed.push(id.to_owned());
         }
         Ok(())
@@ -186,8 +186,8 @@ impl Reconciler {
                     let mut gone = attachment.clone();
                     gone.status = AttachmentStatus::Detached;
                     self.shared
-                        .notify_attachment(&ctx, Priority::Info, "volume.detach.end", &gone)
-                        .await;
+                        .settler
+                        .announce(&ctx, Event::VolumeDetachEnd, &gone);
                     report.detached.push(id.to_owned());
                 }
             }
@@ -207,8 +207,8 @@ impl Reconciler {
                     failed.status = AttachmentStatus::ErrorDetaching;
                     failed.error_message = reason;
                     self.shared
-                        .notify_attachment(&ctx, Priority::Error, "volume.detach.error", &failed)
-                        .await;
+                        .settler
+                        .announce(&ctx, Event::VolumeDetachError, &failed);
                     report.failed_detach.push(id.to_owned());
                 }
             }

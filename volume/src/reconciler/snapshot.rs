@@ -2,8 +2,8 @@
 
 use scoria_common::{
     db::{WorkerEntry, WorkerOutcome},
+    events::Event,
     model::SnapshotStatus,
-    rpc::Priority,
 };
 use scoria_proto::bus::DeleteSnapshot;
 
@@ -37,14 +37,11 @@ impl Reconciler {
                         let mut failed = snapshot;
                         failed.status = SnapshotStatus::Error;
                         failed.error_message = message;
-                        self.shared
-                            .notify_snapshot(
-                                &Self::ctx(),
-                                Priority::Error,
-                                "snapshot.create.error",
-                                &failed,
-                            )
-                            .await;
+                        self.shared.settler.announce(
+                            &Self::ctx(),
+                            Event::SnapshotCreateError,
+                            &failed,
+                        );
                         Ok(Resolved::Failed)
                     }
                     WorkerOutcome::Stale => Ok(Resolved::Stale),

@@ -1,21 +1,23 @@
 //! Tests of the reconciler against SQLite, the real `file` driver in a temp dir
 //! an idle scheduler and a recording notifier.
 
-use std::{sync::Mutex, time::Duration};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use scoria_common::{
     db::Db,
     model::{Snapshot, Volume, now_ms},
 };
 
 use super::*;
+use crate::testing::Recorder;
 use crate::{
     driver::FileDriver,
-    manager::{IdleScheduler, ManagerSettings, Notifications},
+    manager::{IdleScheduler, ManagerSettings},
 };
 #[allow(unused_imports)]
 use crate::{driver::VolumeDriver, manager::VolumeManager};
+#[allow(unused_imports)]
+use scoria_common::events::Event;
 #[allow(unused_imports)]
 use scoria_common::{
     model::{AttachmentStatus, SnapshotStatus, VolumeStatus},
@@ -23,39 +25,6 @@ use scoria_common::{
 };
 
 const HOST: &str = "node1@file";
-
-#[derive(Default)]
-struct Recorder {
-    events: Mutex<Vec<(String, String)>>,
-}
-
-#[async_trait]
-impl Notifications for Recorder {
-    async fn notify(
-        &self,
-        _ctx: &RequestContext,
-        _priority: Priority,
-        event_type: &str,
-        volume: &Volume,
-    ) {
-        self.events
-            .lock()
-            .expect("lock")
-            .push((event_type.to_owned(), volume.error_message.clone()));
-    }
-    async fn notify_snapshot(
-        &self,
-        _ctx: &RequestContext,
-        _priority: Priority,
-        event_type: &str,
-        snapshot: &Snapshot,
-    ) {
-        self.events
-            .lock()
-            .expect("lock")
-            .push((event_type.to_owned(), snapshot.error_message.clone()));
-    }
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -68,13 +37,7 @@ struct Fixture {
 
 impl Fixture {
     fn events(&self) -> Vec<String> {
-        self.recorder
-            .events
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|(t, _)| t.clone())
-            .collect()
+        self.recorder.event_types()
     }
 }
 
@@ -87,7 +50,12 @@ async fn fixture() -> Fixture {
     .await
     .expect("db");
     let file = FileDriver::new(dir.path().join("file"), Some(100)).expect("driver");
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Recorder::following(&[
+        "volume.create.",
+        "volume.delete.",
+        "volume.resize.",
+        "snapshot.",
+    ]);
     let settings = ManagerSettings {
         host: HOST.into(),
         backend: "file".into(),
@@ -100,7 +68,7 @@ async fn fixture() -> Fixture {
             db.clone(),
             Arc::new(file.clone()),
             Arc::new(IdleScheduler),
-            recorder.clone(),
+            recorder.notifier.clone(),
             settings,
         )
         .with_operation_deadline(Duration::from_secs(7)),

@@ -2,8 +2,8 @@
 
 use scoria_common::{
     db::{AttachmentQuery, WorkerEntry, WorkerOutcome},
+    events::Event,
     model::{AttachmentStatus, VolumeStatus},
-    rpc::Priority,
 };
 use scoria_proto::bus::DeleteVolume;
 
@@ -38,14 +38,11 @@ impl Reconciler {
                         let mut failed = volume;
                         failed.status = VolumeStatus::Error;
                         failed.error_message = message;
-                        self.shared
-                            .notify(
-                                &Self::ctx(),
-                                Priority::Error,
-                                "volume.create.error",
-                                &failed,
-                            )
-                            .await;
+                        self.shared.settler.announce(
+                            &Self::ctx(),
+                            Event::VolumeCreateError,
+                            &failed,
+                        );
                         Ok(Resolved::Failed)
                     }
                     WorkerOutcome::Stale => Ok(Resolved::Stale),
@@ -104,8 +101,8 @@ impl Reconciler {
                 tracing::info!(volume_id = %id, new_size_gib = new_size, "overdue extend was done on the backend: recorded");
                 if let Some(volume) = db.get_volume(id).await? {
                     self.shared
-                        .notify(&Self::ctx(), Priority::Info, "volume.resize.end", &volume)
-                        .await;
+                        .settler
+                        .announce(&Self::ctx(), Event::VolumeResizeEnd, &volume);
                 }
                 return Ok(Resolved::Finished);
             }
@@ -123,13 +120,8 @@ impl Reconciler {
                 tracing::warn!(volume_id = %id, "extend overdue: volume set to error_extending");
                 if let Some(volume) = db.get_volume(id).await? {
                     self.shared
-                        .notify(
-                            &Self::ctx(),
-                            Priority::Error,
-                            "volume.resize.error",
-                            &volume,
-                        )
-                        .await;
+                        .settler
+                        .announce(&Self::ctx(), Event::VolumeResizeError, &volume);
                 }
                 Ok(Resolved::Failed)
             }
