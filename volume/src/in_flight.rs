@@ -8,6 +8,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use scoria_common::sync::lock;
+
 /// The resources handlers of this process work on right now (counted: a
 /// redelivered cast may run beside the first delivery).
 #[derive(Debug, Clone, Default)]
@@ -23,9 +25,7 @@ pub struct InFlightGuard {
 impl InFlight {
     /// Marks `id` in flight until the guard is dropped.
     pub fn enter(&self, id: &str) -> InFlightGuard {
-        if let Ok(mut map) = self.0.lock() {
-            *map.entry(id.to_owned()).or_insert(0) += 1;
-        }
+        *lock(&self.0).entry(id.to_owned()).or_insert(0) += 1;
         InFlightGuard {
             set: self.clone(),
             id: id.to_owned(),
@@ -34,22 +34,39 @@ impl InFlight {
 
     /// Whether a handler works on `id` right now.
     pub fn contains(&self, id: &str) -> bool {
-        self.0
-            .lock()
-            .map(|map| map.contains_key(id))
-            .unwrap_or(false)
+        lock(&self.0).contains_key(id)
     }
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        if let Ok(mut map) = self.set.0.lock()
-            && let Some(count) = map.get_mut(&self.id)
-        {
+        let mut map = lock(&self.set.0);
+        if let Some(count) = map.get_mut(&self.id) {
             *count -= 1;
             if *count == 0 {
                 map.remove(&self.id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poisoned_registry_still_marks_work_in_flight() {
+        let set = InFlight::default();
+        let poisoner = set.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = poisoner.0.lock().expect("first lock");
+            panic!("poison the registry");
+        })
+        .join();
+        assert!(set.0.is_poisoned());
+        let guard = set.enter("vol-1");
+        assert!(set.contains("vol-1"), "entered work must be in flight");
+        drop(guard);
+        assert!(!set.contains("vol-1"), "left work must not be in flight");
     }
 }

@@ -7,6 +7,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use scoria_common::sync::lock;
+
 /// One async lock per volume, made on first use and dropped once nobody holds or
 /// waits for it.
 #[derive(Debug, Default)]
@@ -16,7 +18,7 @@ impl VolumeLocks {
     /// Waits for volume `volume_id`'s lock; held until the guard is dropped.
     pub(crate) async fn lock(&self, volume_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
-            let mut locks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let mut locks = lock(&self.0);
             // A lock only this map holds is neither held nor awaited.
             locks.retain(|_, lock| Arc::strong_count(lock) > 1);
             locks.entry(volume_id.to_owned()).or_default().clone()
