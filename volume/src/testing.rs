@@ -34,6 +34,11 @@ impl Recorder {
             .collect()
     }
 
+    /// The followed events, in order.
+    pub(crate) fn events(&self) -> Vec<scoria_common::events::Event> {
+        self.announced().iter().map(|a| a.event).collect()
+    }
+
     /// The followed event types, in order.
     pub(crate) fn event_types(&self) -> Vec<String> {
         self.announced()

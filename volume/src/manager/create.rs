@@ -5,6 +5,7 @@ use scoria_common::{
     db::WorkerKind,
     events::Event,
     model::{Volume, VolumeStatus, now_ms},
+    settle::VolumeChange,
 };
 use scoria_proto::bus::{CreateVolume, ScheduleCreateVolume};
 use tonic::Status;
@@ -162,7 +163,8 @@ impl VolumeManager {
         let id = volume.id.clone();
         let attempt = request.attempt.max(1);
         tracing::error!(attempt, reason, "backend failed to create the volume");
-        self.shared.remove_leftover(&id).await;
+        // Compare-and-set first, the object removed only if it won: a redelivered
+        // copy may have made the volume available meanwhile, and its object stays.
         if attempt < MAX_CREATE_ATTEMPTS {
             let mut tried_hosts = request.tried_hosts;
             let pool = if request.pool.is_empty() {
@@ -173,12 +175,26 @@ impl VolumeManager {
             if !tried_hosts.contains(&pool) {
                 tried_hosts.push(pool);
             }
-            // The scheduler owns the volume again before it hears of it.
-            self.shared
+            // The scheduler owns the volume again before it hears of it, if the
+            // volume still is `creating`.
+            let handed_back = self
+                .shared
                 .db
-                .upsert_worker(&self.worker(&id, SCHEDULER_SERVICE))
+                .transition_volume_with_worker(
+                    &id,
+                    &[VolumeStatus::Creating],
+                    VolumeStatus::Creating,
+                    None,
+                    None,
+                    Some(&self.worker(&id, SCHEDULER_SERVICE)),
+                )
                 .await
                 .map_err(db_error)?;
+            if !handed_back {
+                tracing::info!("volume changed while failing: left as it is, not rescheduled");
+                return Ok(());
+            }
+            self.shared.remove_leftover(&id).await;
             let reschedule = ScheduleCreateVolume {
                 volume_id: id.clone(),
                 size_gib: volume.size_gib,
@@ -206,23 +222,19 @@ impl VolumeManager {
         let host = self.settings.host.as_str();
         let won = self
             .shared
-            .db
-            .transition_volume_with_worker(
-                &id,
-                &[VolumeStatus::Creating],
-                VolumeStatus::Error,
-                Some(host),
-                Some(&message),
-                None,
+            .settler
+            .volume(
+                ctx,
+                &mut volume,
+                VolumeChange::new(&[VolumeStatus::Creating], VolumeStatus::Error)
+                    .host(host)
+                    .error(&message),
+                Some(Event::VolumeCreateError),
             )
             .await
             .map_err(db_error)?;
         if won {
-            volume.status = VolumeStatus::Error;
-            volume.error_message = message;
-            self.shared
-                .settler
-                .announce(ctx, Event::VolumeCreateError, &volume);
+            self.shared.remove_leftover(&id).await;
         } else {
             tracing::info!("volume changed while failing: left as it is");
         }

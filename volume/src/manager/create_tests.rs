@@ -370,3 +370,81 @@ async fn capability_report_describes_the_pool() {
     );
     assert!(report.reported_at.is_some());
 }
+
+/// A backend that loses a race: while it fails this delivery's create, another
+/// delivery of the same cast made the object and settled the row `available`.
+struct RacedDriver {
+    db: Db,
+    file: FileDriver,
+}
+
+#[async_trait]
+impl VolumeDriver for RacedDriver {
+    fn name(&self) -> &'static str {
+        "raced"
+    }
+    async fn create_volume(&self, id: &str, size_gib: u64) -> DriverResult<()> {
+        self.file.create_volume(id, size_gib).await?;
+        let won = self
+            .db
+            .transition_volume_with_worker(
+                id,
+                &[VolumeStatus::Creating],
+                VolumeStatus::Available,
+                Some(HOST),
+                Some(""),
+                None,
+            )
+            .await
+            .expect("db");
+        assert!(won, "the other delivery settles the row");
+        Err(DriverError::Task(
+            "object exists (the other delivery)".into(),
+        ))
+    }
+    async fn delete_volume(&self, id: &str) -> DriverResult<()> {
+        self.file.delete_volume(id).await
+    }
+    async fn volume_exists(&self, id: &str) -> DriverResult<bool> {
+        self.file.volume_exists(id).await
+    }
+    async fn stats(&self) -> DriverResult<BackendStats> {
+        self.file.stats().await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_redelivery_never_removes_the_object_of_an_available_volume() {
+    for attempt in [1, MAX_CREATE_ATTEMPTS] {
+        let f = fixture(false).await;
+        let raced = VolumeManager::new(
+            f.db.clone(),
+            Arc::new(RacedDriver {
+                db: f.db.clone(),
+                file: f.file.clone(),
+            }),
+            f.recorder.scheduler.clone(),
+            f.recorder.notifier.clone(),
+            f.manager.settings().clone(),
+        );
+        let volume = insert(&f.db, VolumeStatus::Creating, None).await;
+        raced
+            .create_volume(&ctx(), HOST, create_request(&volume, attempt))
+            .await
+            .expect("create");
+        let row = f.db.get_volume(&volume.id).await.expect("db").expect("row");
+        assert_eq!(row.status, VolumeStatus::Available, "attempt {attempt}");
+        assert!(
+            f.file.volume_exists(&volume.id).await.expect("exists"),
+            "attempt {attempt}: an available volume keeps its object"
+        );
+        assert!(
+            f.recorder.scheduler.scheduled().is_empty(),
+            "attempt {attempt}: an available volume is not rescheduled"
+        );
+        assert!(
+            !f.recorder.events().contains(&Event::VolumeCreateError),
+            "attempt {attempt}"
+        );
+    }
+}

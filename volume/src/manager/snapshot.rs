@@ -86,7 +86,8 @@ impl VolumeManager {
         {
             let message = format!("creating snapshot {id} failed: {err}");
             tracing::error!(%err, "backend failed to create the snapshot");
-            self.shared.remove_leftover_snapshot(id).await;
+            // Compare-and-set first; the object goes only if it won (a redelivered
+            // copy may have made the snapshot available meanwhile).
             let won = self
                 .shared
                 .db
@@ -100,6 +101,7 @@ impl VolumeManager {
                 .await
                 .map_err(db_error)?;
             if won {
+                self.shared.remove_leftover_snapshot(id).await;
                 snapshot.status = SnapshotStatus::Error;
                 snapshot.error_message = message;
                 self.shared
