@@ -14,6 +14,7 @@
 use scoria_common::{
     RequestContext,
     db::WorkerKind,
+    db::{Db, DbResult},
     events::Event,
     model::{VolumeStatus, now_ms},
 };
@@ -52,6 +53,14 @@ impl VolumeManager {
             tracing::warn!(host = ?volume.host, "volume is on another backend: extend cast ignored");
             return Ok(());
         }
+        if new_size <= volume.size_gib {
+            // A stale cast: a larger (or equal) extend finished since it was sent.
+            tracing::warn!(
+                size_gib = volume.size_gib,
+                "volume is that big already: stale extend cast ignored"
+            );
+            return Ok(());
+        }
         self.claim(WorkerKind::Volume, id, VolumeStatus::Extending.as_str())
             .await?;
         // The status to return to (only `available` is extended today).
@@ -67,7 +76,7 @@ impl VolumeManager {
                 if self
                     .shared
                     .db
-                    .finish_extend(id, new_size, back_to)
+                    .finish_growing_extend(id, new_size, back_to)
                     .await
                     .map_err(db_error)?
                 {
@@ -115,5 +124,52 @@ impl VolumeManager {
                 Ok(())
             }
         }
+    }
+}
+
+/// The finish of an extend as a compare-and-set that includes the size:
+/// `extending` -> `to` with `new_size_gib`, only if the row is still smaller, so a
+/// stale smaller extend never shrinks (or overwrites) a larger finished one.
+/// Removes the volume's worker entry in the same transaction.
+trait FinishGrowingExtend {
+    async fn finish_growing_extend(
+        &self,
+        id: &str,
+        new_size_gib: u64,
+        to: VolumeStatus,
+    ) -> DbResult<bool>;
+}
+
+impl FinishGrowingExtend for Db {
+    async fn finish_growing_extend(
+        &self,
+        id: &str,
+        new_size_gib: u64,
+        to: VolumeStatus,
+    ) -> DbResult<bool> {
+        let mut tx = self.pool().begin().await?;
+        let won = sqlx::query(
+            "UPDATE volumes SET status = $1, size_gib = $2, error_message = '', updated_at = $3 \
+             WHERE id = $4 AND status = $5 AND size_gib < $2",
+        )
+        .bind(to.as_str())
+        .bind(new_size_gib as i64)
+        .bind(now_ms())
+        .bind(id)
+        .bind(VolumeStatus::Extending.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !won {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM workers WHERE resource_type = $1 AND resource_id = $2")
+            .bind("volume")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }

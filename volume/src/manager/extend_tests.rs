@@ -6,7 +6,7 @@ use std::sync::Arc;
 use scoria_common::{
     db::{Db, WorkerEntry, WorkerKind},
     model::Volume,
-    ops::{SchedulerOps, VolumeOps},
+    ops::VolumeOps,
 };
 use scoria_proto::bus::CreateVolume;
 
@@ -280,4 +280,42 @@ async fn a_failed_clone_is_rescheduled_to_its_source_host_only() {
         ),
         (HOST, source.id.as_str(), 2)
     );
+}
+
+#[tokio::test]
+async fn a_stale_smaller_extend_never_shrinks_a_larger_finished_one() {
+    let f = fixture().await;
+    let volume = insert(&f, VolumeStatus::Extending, HOST, None).await;
+    f.file.create_volume(&volume.id, 1).await.expect("object");
+    // The larger extend (to 3 GiB) finishes first...
+    f.manager
+        .extend_volume(&ctx(), HOST, extend(&volume, 3))
+        .await
+        .expect("extend to 3");
+    // ... and the volume is being extended again when the stale cast (to 2 GiB,
+    // asked for while the row still said 1) arrives.
+    assert!(
+        f.db.transition_volume_with_worker(
+            &volume.id,
+            &[VolumeStatus::Available],
+            VolumeStatus::Extending,
+            None,
+            None,
+            None,
+        )
+        .await
+        .expect("db")
+    );
+    f.manager
+        .extend_volume(&ctx(), HOST, extend(&volume, 2))
+        .await
+        .expect("stale extend");
+    let now = row(&f, &volume.id).await;
+    assert_eq!(
+        (now.size_gib, now.status),
+        (3, VolumeStatus::Extending),
+        "a stale extend neither shrinks nor fails the newer one"
+    );
+    let path = f.file.volume_path(&volume.id).expect("path");
+    assert_eq!(std::fs::metadata(path).expect("object").len(), 3 << 30);
 }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use scoria_common::{
     db::{Db, WorkerEntry, WorkerKind},
     model::{Volume, VolumeStatus, now_ms},
-    ops::{SchedulerOps, VolumeOps},
+    ops::VolumeOps,
 };
 use scoria_proto::bus::CreateVolume;
 
