@@ -16,8 +16,13 @@
 pub mod config;
 pub mod driver;
 pub mod export;
+mod in_flight;
+mod locks;
 pub mod manager;
 pub mod reconciler;
+pub mod shared;
+#[cfg(test)]
+mod testing;
 
 use std::{sync::Arc, time::Duration};
 
@@ -121,7 +126,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let result = match manager.restore_exports().await {
         Ok(_) => {
             // Logged by its span; the reconciler tries again.
-            let _ = manager.reconcile_attachments().await;
+            let _ = reconciler::Reconciler::new(manager.shared(), manager.clone())
+                .reconcile_attachments()
+                .await;
             start(
                 &config,
                 &connected.db,
@@ -198,7 +205,7 @@ async fn start(
     tracing::info!(%host, "{BINARY} ready: consuming, capabilities reported, heartbeat written");
 
     runtime.heartbeat(db.clone(), zone.clone(), config.heartbeat_interval());
-    let reconciler = Arc::new(reconciler::Reconciler::new(manager.clone()));
+    let reconciler = Arc::new(reconciler::Reconciler::new(manager.shared(), manager.clone()));
     // At once (start-up), then every period; errors are logged by the run's span.
     runtime.periodic(
         "reconciler",

@@ -463,9 +463,7 @@ impl ExportManager {
     /// The exports and their connection infos (as last started or stopped; a
     /// server that died since is still listed: see [`ExportManager::serving`]).
     pub fn exported(&self) -> Vec<(ExportKey, ConnectionInfo)> {
-        self.published
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        scoria_common::sync::lock(&self.published)
             .iter()
             .map(|(key, info)| (key.clone(), info.clone()))
             .collect()
@@ -639,10 +637,7 @@ impl ExportManager {
             .iter()
             .map(|(key, server)| (key.clone(), server.spec.info()))
             .collect();
-        *self
-            .published
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = infos;
+        *scoria_common::sync::lock(&self.published) = infos;
     }
 }
 

@@ -3,13 +3,8 @@
 //! NBD (it fails when a pattern differs). Each test takes its own ports and temp
 //! dir.
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use async_trait::async_trait;
 use scoria_common::{
     RequestContext,
     db::{Db, DetachStart, WorkerEntry, WorkerKind},
@@ -23,51 +18,16 @@ use scoria_common::{
 use scoria_proto::bus::{AttachVolume, CreateSnapshot, CreateVolume, DeleteVolume, DetachVolume};
 use tonic::{Code, Status};
 
+use scoria_common::events::Event;
+
 use crate::{
     driver::{FileDriver, Qcow2Driver, VolumeDriver},
     export::{ExportKey, ExportManager},
-    manager::{IdleScheduler, ManagerSettings, Notifications, VolumeManager},
+    manager::{IdleScheduler, ManagerSettings, VolumeManager},
+    testing::Recorder,
 };
 
 const HOST: &str = "node1@file";
-
-/// Attachment events, as `(priority, event type, attachment status)`.
-#[derive(Default)]
-struct Recorder {
-    events: Mutex<Vec<(Priority, String, AttachmentStatus)>>,
-}
-
-#[async_trait]
-impl Notifications for Recorder {
-    async fn notify(
-        &self,
-        _ctx: &RequestContext,
-        _priority: Priority,
-        _event_type: &str,
-        _volume: &Volume,
-    ) {
-    }
-    async fn notify_attachment(
-        &self,
-        _ctx: &RequestContext,
-        priority: Priority,
-        event_type: &str,
-        attachment: &Attachment,
-    ) {
-        self.events.lock().expect("lock").push((
-            priority,
-            event_type.to_owned(),
-            attachment.status,
-        ));
-    }
-}
-
-impl Recorder {
-    fn event_types(&self) -> Vec<String> {
-        let events = self.events.lock().expect("lock");
-        events.iter().map(|(_, t, _)| t.clone()).collect()
-    }
-}
 
 struct Fixture {
     _temp: tempfile::TempDir,
@@ -116,7 +76,7 @@ async fn fixture_with(driver: &str, program: Option<&str>) -> Fixture {
         exports = exports.with_program(program);
     }
     let exports = Arc::new(exports);
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Recorder::following(&["volume.attach.", "volume.detach."]);
     let manager = manager(&db, &driver, &recorder, &exports);
     Fixture {
         _temp: temp,
@@ -147,7 +107,7 @@ fn manager(
         db.clone(),
         driver.clone(),
         Arc::new(IdleScheduler),
-        recorder.clone(),
+        recorder.notifier.clone(),
         settings,
     )
     .with_exports(exports.clone())
@@ -548,13 +508,17 @@ async fn a_failed_export_leaves_error_attaching_and_the_volume_available() {
         f.recorder.event_types(),
         ["volume.attach.start", "volume.attach.error"]
     );
-    let events = f.recorder.events.lock().expect("lock").clone();
+    let events = f.recorder.announced();
     assert_eq!(
-        events[1],
+        (
+            events[1].event.priority(),
+            events[1].event,
+            events[1].status.as_str()
+        ),
         (
             Priority::Error,
-            "volume.attach.error".to_owned(),
-            AttachmentStatus::ErrorAttaching
+            Event::VolumeAttachError,
+            AttachmentStatus::ErrorAttaching.as_str()
         )
     );
 }
@@ -737,7 +701,13 @@ async fn reconcile_settles_stuck_attaching_and_detaching() {
     // Attaching, not overdue: left alone.
     let waiting = reserve(&f, &new_volume(&f).await, AttachMode::ReadWrite).await;
 
-    let report = f.manager.reconcile_attachments().await.expect("reconcile");
+    let report = crate::reconciler::Reconciler::new(
+        f.manager.shared(),
+        Arc::new(scoria_common::testing::RecordingVolumes::default()),
+    )
+    .reconcile_attachments()
+    .await
+    .expect("reconcile");
     assert_eq!(report.failed, vec![failed.clone()]);
     assert_eq!(report.attached, vec![finished.clone()]);
     assert_eq!(report.detached, vec![gone.clone()]);
@@ -769,7 +739,13 @@ async fn reconcile_settles_stuck_attaching_and_detaching() {
         get_attachment(&f, &waiting).await.map(|a| a.status),
         Some(AttachmentStatus::Attaching)
     );
-    let again = f.manager.reconcile_attachments().await.expect("again");
+    let again = crate::reconciler::Reconciler::new(
+        f.manager.shared(),
+        Arc::new(scoria_common::testing::RecordingVolumes::default()),
+    )
+    .reconcile_attachments()
+    .await
+    .expect("again");
     assert_eq!(again, Default::default(), "nothing left to settle");
     f.exports.shutdown().await;
 }

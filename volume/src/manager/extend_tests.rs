@@ -1,83 +1,32 @@
 //! Tests of the extend handler (and of a clone's create) against SQLite, the real
 //! `file` driver and recording fakes of the scheduler and the notifier.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use scoria_common::{
     db::{Db, WorkerEntry, WorkerKind},
     model::Volume,
-    ops::{SchedulerOps, VolumeOps},
+    ops::VolumeOps,
 };
-use scoria_proto::bus::{Capabilities, CreateVolume, ScheduleCreateVolume};
+use scoria_proto::bus::CreateVolume;
 
 use super::*;
+use crate::testing::Recorder;
 use crate::{
     driver::{FileDriver, VolumeDriver},
-    manager::{ManagerSettings, Notifications},
+    manager::ManagerSettings,
 };
+#[allow(unused_imports)]
+use scoria_common::events::Event;
+#[allow(unused_imports)]
+use scoria_common::{
+    model::{Snapshot, SnapshotStatus},
+    rpc::Priority,
+};
+#[allow(unused_imports)]
+use scoria_proto::bus::{CreateSnapshot, DeleteSnapshot, ExtendVolume};
 
 const HOST: &str = "node1@file";
-
-#[derive(Default)]
-struct Recorder {
-    scheduled: Mutex<Vec<ScheduleCreateVolume>>,
-    events: Mutex<Vec<(String, Volume)>>,
-}
-
-#[async_trait]
-impl SchedulerOps for Recorder {
-    async fn create_volume(
-        &self,
-        _ctx: &RequestContext,
-        request: ScheduleCreateVolume,
-    ) -> scoria_common::ops::OpsResult<()> {
-        self.scheduled.lock().expect("lock").push(request);
-        Ok(())
-    }
-    async fn update_service_capabilities(
-        &self,
-        _ctx: &RequestContext,
-        _report: Capabilities,
-    ) -> scoria_common::ops::OpsResult<()> {
-        Ok(())
-    }
-
-    async fn get_pools(
-        &self,
-        _ctx: &RequestContext,
-        _request: scoria_proto::bus::GetPools,
-    ) -> scoria_common::ops::OpsResult<scoria_proto::bus::PoolList> {
-        Ok(Default::default())
-    }
-}
-
-#[async_trait]
-impl Notifications for Recorder {
-    async fn notify(
-        &self,
-        _ctx: &RequestContext,
-        _priority: Priority,
-        event_type: &str,
-        volume: &Volume,
-    ) {
-        self.events
-            .lock()
-            .expect("lock")
-            .push((event_type.to_owned(), volume.clone()));
-    }
-}
-
-impl Recorder {
-    fn event_types(&self) -> Vec<String> {
-        self.events
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|(t, _)| t.clone())
-            .collect()
-    }
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -96,7 +45,7 @@ async fn fixture() -> Fixture {
     .await
     .expect("db");
     let file = FileDriver::new(dir.path().join("file"), Some(100)).expect("driver");
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Recorder::following(&["volume."]);
     let settings = ManagerSettings {
         host: HOST.into(),
         backend: "file".into(),
@@ -107,8 +56,8 @@ async fn fixture() -> Fixture {
     let manager = VolumeManager::new(
         db.clone(),
         Arc::new(file.clone()),
-        recorder.clone(),
-        recorder.clone(),
+        recorder.scheduler.clone(),
+        recorder.notifier.clone(),
         settings,
     );
     Fixture {
@@ -198,10 +147,12 @@ async fn extend_grows_the_object_and_settles_once() {
         f.recorder.event_types(),
         ["volume.resize.start", "volume.resize.end"]
     );
-    let events = f.recorder.events.lock().expect("lock").clone();
+    // The event's copy is the settled row: available with the new size.
+    let events = f.recorder.announced();
+    let settled = row(&f, &volume.id).await;
     assert_eq!(
-        (events[1].1.size_gib, events[1].1.status),
-        (3, VolumeStatus::Available)
+        (settled.size_gib, events[1].status.as_str()),
+        (3, VolumeStatus::Available.as_str())
     );
 
     // Redelivered: nothing more happens.
@@ -319,7 +270,7 @@ async fn a_failed_clone_is_rescheduled_to_its_source_host_only() {
         .create_volume(&ctx(), HOST, request)
         .await
         .expect("handled");
-    let scheduled = f.recorder.scheduled.lock().expect("lock").clone();
+    let scheduled = f.recorder.scheduler.scheduled();
     assert_eq!(scheduled.len(), 1);
     assert_eq!(
         (
@@ -329,4 +280,42 @@ async fn a_failed_clone_is_rescheduled_to_its_source_host_only() {
         ),
         (HOST, source.id.as_str(), 2)
     );
+}
+
+#[tokio::test]
+async fn a_stale_smaller_extend_never_shrinks_a_larger_finished_one() {
+    let f = fixture().await;
+    let volume = insert(&f, VolumeStatus::Extending, HOST, None).await;
+    f.file.create_volume(&volume.id, 1).await.expect("object");
+    // The larger extend (to 3 GiB) finishes first...
+    f.manager
+        .extend_volume(&ctx(), HOST, extend(&volume, 3))
+        .await
+        .expect("extend to 3");
+    // ... and the volume is being extended again when the stale cast (to 2 GiB,
+    // asked for while the row still said 1) arrives.
+    assert!(
+        f.db.transition_volume_with_worker(
+            &volume.id,
+            &[VolumeStatus::Available],
+            VolumeStatus::Extending,
+            None,
+            None,
+            None,
+        )
+        .await
+        .expect("db")
+    );
+    f.manager
+        .extend_volume(&ctx(), HOST, extend(&volume, 2))
+        .await
+        .expect("stale extend");
+    let now = row(&f, &volume.id).await;
+    assert_eq!(
+        (now.size_gib, now.status),
+        (3, VolumeStatus::Extending),
+        "a stale extend neither shrinks nor fails the newer one"
+    );
+    let path = f.file.volume_path(&volume.id).expect("path");
+    assert_eq!(std::fs::metadata(path).expect("object").len(), 3 << 30);
 }

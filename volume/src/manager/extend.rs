@@ -14,13 +14,15 @@
 use scoria_common::{
     RequestContext,
     db::WorkerKind,
+    db::{Db, DbResult},
+    events::Event,
     model::{VolumeStatus, now_ms},
-    rpc::Priority,
 };
 use scoria_proto::bus::ExtendVolume;
 use tonic::Status;
 
-use super::{VolumeManager, db_error};
+use super::VolumeManager;
+use crate::shared::db_error;
 
 impl VolumeManager {
     pub(super) async fn extend(
@@ -30,8 +32,8 @@ impl VolumeManager {
     ) -> Result<(), Status> {
         let id = request.volume_id.as_str();
         let new_size = request.new_size_gib;
-        let _busy = self.in_flight().enter(id);
-        let Some(mut volume) = self.db.get_volume(id).await.map_err(db_error)? else {
+        let _busy = self.shared.in_flight.enter(id);
+        let Some(mut volume) = self.shared.db.get_volume(id).await.map_err(db_error)? else {
             tracing::info!("volume row gone: extend cast ignored");
             return Ok(());
         };
@@ -51,6 +53,14 @@ impl VolumeManager {
             tracing::warn!(host = ?volume.host, "volume is on another backend: extend cast ignored");
             return Ok(());
         }
+        if new_size <= volume.size_gib {
+            // A stale cast: a larger (or equal) extend finished since it was sent.
+            tracing::warn!(
+                size_gib = volume.size_gib,
+                "volume is that big already: stale extend cast ignored"
+            );
+            return Ok(());
+        }
         self.claim(WorkerKind::Volume, id, VolumeStatus::Extending.as_str())
             .await?;
         // The status to return to (only `available` is extended today).
@@ -58,13 +68,15 @@ impl VolumeManager {
             Ok(status @ (VolumeStatus::Available | VolumeStatus::InUse)) => status,
             _ => VolumeStatus::Available,
         };
-        self.notify(ctx, Priority::Info, "volume.resize.start", &volume)
-            .await;
-        match self.driver.extend_volume(id, new_size).await {
+        self.shared
+            .settler
+            .announce(ctx, Event::VolumeResizeStart, &volume);
+        match self.shared.driver.extend_volume(id, new_size).await {
             Ok(()) => {
                 if self
+                    .shared
                     .db
-                    .finish_extend(id, new_size, back_to)
+                    .finish_growing_extend(id, new_size, back_to)
                     .await
                     .map_err(db_error)?
                 {
@@ -77,8 +89,9 @@ impl VolumeManager {
                     volume.size_gib = new_size;
                     volume.error_message.clear();
                     volume.updated_at_ms = now_ms();
-                    self.notify(ctx, Priority::Info, "volume.resize.end", &volume)
-                        .await;
+                    self.shared
+                        .settler
+                        .announce(ctx, Event::VolumeResizeEnd, &volume);
                 } else {
                     tracing::info!("volume changed while being extended: left as it is");
                 }
@@ -88,6 +101,7 @@ impl VolumeManager {
                 let message = format!("extending volume {id} to {new_size} GiB failed: {err}");
                 tracing::error!(%err, "backend failed to extend the volume");
                 let won = self
+                    .shared
                     .db
                     .transition_volume_with_worker(
                         id,
@@ -103,8 +117,9 @@ impl VolumeManager {
                     volume.status = VolumeStatus::ErrorExtending;
                     volume.error_message = message;
                     volume.updated_at_ms = now_ms();
-                    self.notify(ctx, Priority::Error, "volume.resize.error", &volume)
-                        .await;
+                    self.shared
+                        .settler
+                        .announce(ctx, Event::VolumeResizeError, &volume);
                 }
                 Ok(())
             }
@@ -112,6 +127,49 @@ impl VolumeManager {
     }
 }
 
-#[cfg(test)]
-#[path = "manager_extend_tests.rs"]
-mod tests;
+/// The finish of an extend as a compare-and-set that includes the size:
+/// `extending` -> `to` with `new_size_gib`, only if the row is still smaller, so a
+/// stale smaller extend never shrinks (or overwrites) a larger finished one.
+/// Removes the volume's worker entry in the same transaction.
+trait FinishGrowingExtend {
+    async fn finish_growing_extend(
+        &self,
+        id: &str,
+        new_size_gib: u64,
+        to: VolumeStatus,
+    ) -> DbResult<bool>;
+}
+
+impl FinishGrowingExtend for Db {
+    async fn finish_growing_extend(
+        &self,
+        id: &str,
+        new_size_gib: u64,
+        to: VolumeStatus,
+    ) -> DbResult<bool> {
+        let mut tx = self.pool().begin().await?;
+        let won = sqlx::query(
+            "UPDATE volumes SET status = $1, size_gib = $2, error_message = '', updated_at = $3 \
+             WHERE id = $4 AND status = $5 AND size_gib < $2",
+        )
+        .bind(to.as_str())
+        .bind(new_size_gib as i64)
+        .bind(now_ms())
+        .bind(id)
+        .bind(VolumeStatus::Extending.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !won {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM workers WHERE resource_type = $1 AND resource_id = $2")
+            .bind("volume")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}

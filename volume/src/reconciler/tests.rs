@@ -1,54 +1,30 @@
 //! Tests of the reconciler against SQLite, the real `file` driver in a temp dir
 //! an idle scheduler and a recording notifier.
 
-use std::{sync::Mutex, time::Duration};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use scoria_common::{
     db::Db,
     model::{Snapshot, Volume, now_ms},
 };
 
 use super::*;
+use crate::testing::Recorder;
 use crate::{
     driver::FileDriver,
-    manager::{IdleScheduler, ManagerSettings, Notifications},
+    manager::{IdleScheduler, ManagerSettings},
+};
+#[allow(unused_imports)]
+use crate::{driver::VolumeDriver, manager::VolumeManager};
+#[allow(unused_imports)]
+use scoria_common::events::Event;
+#[allow(unused_imports)]
+use scoria_common::{
+    model::{AttachmentStatus, SnapshotStatus, VolumeStatus},
+    rpc::Priority,
 };
 
 const HOST: &str = "node1@file";
-
-#[derive(Default)]
-struct Recorder {
-    events: Mutex<Vec<(String, String)>>,
-}
-
-#[async_trait]
-impl Notifications for Recorder {
-    async fn notify(
-        &self,
-        _ctx: &RequestContext,
-        _priority: Priority,
-        event_type: &str,
-        volume: &Volume,
-    ) {
-        self.events
-            .lock()
-            .expect("lock")
-            .push((event_type.to_owned(), volume.error_message.clone()));
-    }
-    async fn notify_snapshot(
-        &self,
-        _ctx: &RequestContext,
-        _priority: Priority,
-        event_type: &str,
-        snapshot: &Snapshot,
-    ) {
-        self.events
-            .lock()
-            .expect("lock")
-            .push((event_type.to_owned(), snapshot.error_message.clone()));
-    }
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -61,13 +37,7 @@ struct Fixture {
 
 impl Fixture {
     fn events(&self) -> Vec<String> {
-        self.recorder
-            .events
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|(t, _)| t.clone())
-            .collect()
+        self.recorder.event_types()
     }
 }
 
@@ -80,7 +50,12 @@ async fn fixture() -> Fixture {
     .await
     .expect("db");
     let file = FileDriver::new(dir.path().join("file"), Some(100)).expect("driver");
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Recorder::following(&[
+        "volume.create.",
+        "volume.delete.",
+        "volume.resize.",
+        "snapshot.",
+    ]);
     let settings = ManagerSettings {
         host: HOST.into(),
         backend: "file".into(),
@@ -93,7 +68,7 @@ async fn fixture() -> Fixture {
             db.clone(),
             Arc::new(file.clone()),
             Arc::new(IdleScheduler),
-            recorder.clone(),
+            recorder.notifier.clone(),
             settings,
         )
         .with_operation_deadline(Duration::from_secs(7)),
@@ -103,7 +78,7 @@ async fn fixture() -> Fixture {
         db,
         file,
         recorder,
-        reconciler: Reconciler::new(manager.clone()),
+        reconciler: Reconciler::new(manager.shared(), manager.clone()),
         manager,
     }
 }
@@ -237,7 +212,7 @@ async fn work_not_overdue_or_of_another_owner_is_left_alone() {
 async fn work_in_flight_is_left_alone_whatever_its_deadline() {
     let f = fixture().await;
     let busy = volume(&f, VolumeStatus::Creating, HOST, now_ms() - 1).await;
-    let guard = f.manager.in_flight().enter(&busy.id);
+    let guard = f.manager.shared().in_flight.enter(&busy.id);
 
     let report = f.reconciler.run_once().await.expect("run");
     assert_eq!(report.skipped, vec![busy.id.clone()]);

@@ -23,34 +23,16 @@
 use scoria_common::{
     RequestContext,
     db::WorkerKind,
+    events::Event,
     model::{Snapshot, SnapshotStatus},
-    rpc::Priority,
 };
 use scoria_proto::bus::{CreateSnapshot, DeleteSnapshot};
 use tonic::Status;
 
-use super::{VolumeManager, db_error};
+use super::VolumeManager;
+use crate::shared::db_error;
 
 impl VolumeManager {
-    pub(crate) async fn notify_snapshot(
-        &self,
-        ctx: &RequestContext,
-        priority: Priority,
-        event_type: &str,
-        snapshot: &Snapshot,
-    ) {
-        self.notifier
-            .notify_snapshot(ctx, priority, event_type, snapshot)
-            .await;
-    }
-
-    /// Removes the backend object of a snapshot whose row is gone (best effort).
-    pub(crate) async fn remove_leftover_snapshot(&self, id: &str) {
-        if let Err(err) = self.driver.delete_snapshot(id).await {
-            tracing::warn!(snapshot_id = %id, %err, "cannot remove leftover snapshot object");
-        }
-    }
-
     /// Whether the row's `host` names this service (a row without one is taken
     /// as addressed here: the cast came to this host's topic).
     fn holds(&self, snapshot: &Snapshot) -> bool {
@@ -66,10 +48,10 @@ impl VolumeManager {
         request: CreateSnapshot,
     ) -> Result<(), Status> {
         let id = request.snapshot_id.as_str();
-        let _busy = self.in_flight().enter(id);
-        let Some(mut snapshot) = self.db.get_snapshot(id).await.map_err(db_error)? else {
+        let _busy = self.shared.in_flight.enter(id);
+        let Some(mut snapshot) = self.shared.db.get_snapshot(id).await.map_err(db_error)? else {
             tracing::info!("snapshot row gone before it was made: removing any leftover");
-            self.remove_leftover_snapshot(id).await;
+            self.shared.remove_leftover_snapshot(id).await;
             return Ok(());
         };
         if snapshot.status != SnapshotStatus::Creating {
@@ -93,13 +75,21 @@ impl VolumeManager {
                 "volumes differ: the row wins"
             );
         }
-        self.notify_snapshot(ctx, Priority::Info, "snapshot.create.start", &snapshot)
-            .await;
-        if let Err(err) = self.driver.create_snapshot(id, &snapshot.volume_id).await {
+        self.shared
+            .settler
+            .announce(ctx, Event::SnapshotCreateStart, &snapshot);
+        if let Err(err) = self
+            .shared
+            .driver
+            .create_snapshot(id, &snapshot.volume_id)
+            .await
+        {
             let message = format!("creating snapshot {id} failed: {err}");
             tracing::error!(%err, "backend failed to create the snapshot");
-            self.remove_leftover_snapshot(id).await;
+            // Compare-and-set first; the object goes only if it won (a redelivered
+            // copy may have made the snapshot available meanwhile).
             let won = self
+                .shared
                 .db
                 .transition_snapshot(
                     id,
@@ -111,16 +101,19 @@ impl VolumeManager {
                 .await
                 .map_err(db_error)?;
             if won {
+                self.shared.remove_leftover_snapshot(id).await;
                 snapshot.status = SnapshotStatus::Error;
                 snapshot.error_message = message;
-                self.notify_snapshot(ctx, Priority::Error, "snapshot.create.error", &snapshot)
-                    .await;
+                self.shared
+                    .settler
+                    .announce(ctx, Event::SnapshotCreateError, &snapshot);
             } else {
                 tracing::info!("snapshot changed while failing: left as it is");
             }
             return Ok(());
         }
         let won = self
+            .shared
             .db
             .transition_snapshot(
                 id,
@@ -135,14 +128,15 @@ impl VolumeManager {
             snapshot.status = SnapshotStatus::Available;
             snapshot.error_message.clear();
             tracing::info!(volume_id = %snapshot.volume_id, "snapshot created");
-            self.notify_snapshot(ctx, Priority::Info, "snapshot.create.end", &snapshot)
-                .await;
+            self.shared
+                .settler
+                .announce(ctx, Event::SnapshotCreateEnd, &snapshot);
             return Ok(());
         }
-        match self.db.get_snapshot(id).await.map_err(db_error)? {
+        match self.shared.db.get_snapshot(id).await.map_err(db_error)? {
             None => {
                 tracing::warn!("snapshot row removed while being made: removing the object");
-                self.remove_leftover_snapshot(id).await;
+                self.shared.remove_leftover_snapshot(id).await;
             }
             Some(now) => {
                 tracing::info!(status = %now.status, "snapshot settled by someone else first");
@@ -157,10 +151,10 @@ impl VolumeManager {
         request: DeleteSnapshot,
     ) -> Result<(), Status> {
         let id = request.snapshot_id.as_str();
-        let _busy = self.in_flight().enter(id);
-        let Some(mut snapshot) = self.db.get_snapshot(id).await.map_err(db_error)? else {
+        let _busy = self.shared.in_flight.enter(id);
+        let Some(mut snapshot) = self.shared.db.get_snapshot(id).await.map_err(db_error)? else {
             tracing::info!("snapshot row already gone: removing any leftover");
-            self.remove_leftover_snapshot(id).await;
+            self.shared.remove_leftover_snapshot(id).await;
             return Ok(());
         };
         if snapshot.status != SnapshotStatus::Deleting {
@@ -173,14 +167,22 @@ impl VolumeManager {
         }
         self.claim(WorkerKind::Snapshot, id, SnapshotStatus::Deleting.as_str())
             .await?;
-        self.notify_snapshot(ctx, Priority::Info, "snapshot.delete.start", &snapshot)
-            .await;
-        match self.driver.delete_snapshot(id).await {
+        self.shared
+            .settler
+            .announce(ctx, Event::SnapshotDeleteStart, &snapshot);
+        match self.shared.driver.delete_snapshot(id).await {
             Ok(()) => {
-                if self.db.delete_snapshot_row(id).await.map_err(db_error)? {
+                if self
+                    .shared
+                    .db
+                    .delete_snapshot_row(id)
+                    .await
+                    .map_err(db_error)?
+                {
                     tracing::info!("snapshot deleted");
-                    self.notify_snapshot(ctx, Priority::Info, "snapshot.delete.end", &snapshot)
-                        .await;
+                    self.shared
+                        .settler
+                        .announce(ctx, Event::SnapshotDeleteEnd, &snapshot);
                 }
                 Ok(())
             }
@@ -188,6 +190,7 @@ impl VolumeManager {
                 let message = format!("deleting snapshot {id} failed: {err}");
                 tracing::error!(%err, "backend failed to delete the snapshot");
                 let won = self
+                    .shared
                     .db
                     .transition_snapshot(
                         id,
@@ -201,15 +204,12 @@ impl VolumeManager {
                 if won {
                     snapshot.status = SnapshotStatus::ErrorDeleting;
                     snapshot.error_message = message;
-                    self.notify_snapshot(ctx, Priority::Error, "snapshot.delete.error", &snapshot)
-                        .await;
+                    self.shared
+                        .settler
+                        .announce(ctx, Event::SnapshotDeleteError, &snapshot);
                 }
                 Ok(())
             }
         }
     }
 }
-
-#[cfg(test)]
-#[path = "manager_snapshots_tests.rs"]
-mod tests;

@@ -1,74 +1,20 @@
 //! Tests of the manager against a SQLite database, the real `file` driver (or a
 //! failing one), and recording fakes of the scheduler and the notifier.
 
-use std::sync::Mutex;
-
 use scoria_common::db::Db;
 
 use super::*;
 use crate::driver::{BackendStats, DriverError, DriverResult, FileDriver};
-
-#[derive(Default)]
-struct Recorder {
-    scheduled: Mutex<Vec<ScheduleCreateVolume>>,
-    reports: Mutex<Vec<Capabilities>>,
-    events: Mutex<Vec<(Priority, String, Volume)>>,
-}
-
-#[async_trait]
-impl SchedulerOps for Recorder {
-    async fn create_volume(
-        &self,
-        _ctx: &RequestContext,
-        request: ScheduleCreateVolume,
-    ) -> scoria_common::ops::OpsResult<()> {
-        self.scheduled.lock().expect("lock").push(request);
-        Ok(())
-    }
-    async fn update_service_capabilities(
-        &self,
-        _ctx: &RequestContext,
-        report: Capabilities,
-    ) -> scoria_common::ops::OpsResult<()> {
-        self.reports.lock().expect("lock").push(report);
-        Ok(())
-    }
-
-    async fn get_pools(
-        &self,
-        _ctx: &RequestContext,
-        _request: scoria_proto::bus::GetPools,
-    ) -> scoria_common::ops::OpsResult<scoria_proto::bus::PoolList> {
-        Ok(Default::default())
-    }
-}
-
-#[async_trait]
-impl Notifications for Recorder {
-    async fn notify(
-        &self,
-        _ctx: &RequestContext,
-        priority: Priority,
-        event_type: &str,
-        volume: &Volume,
-    ) {
-        self.events
-            .lock()
-            .expect("lock")
-            .push((priority, event_type.to_owned(), volume.clone()));
-    }
-}
-
-impl Recorder {
-    fn event_types(&self) -> Vec<String> {
-        self.events
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|(_, t, _)| t.clone())
-            .collect()
-    }
-}
+use crate::testing::Recorder;
+#[allow(unused_imports)]
+use scoria_common::events::Event;
+#[allow(unused_imports)]
+use scoria_common::{
+    model::{Snapshot, SnapshotStatus, Volume},
+    rpc::Priority,
+};
+#[allow(unused_imports)]
+use scoria_proto::bus::{CreateSnapshot, DeleteSnapshot, ExtendVolume, ScheduleCreateVolume};
 
 /// A backend whose every operation fails.
 struct BrokenDriver;
@@ -120,7 +66,7 @@ async fn fixture(broken: bool) -> Fixture {
     } else {
         Arc::new(file.clone())
     };
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Recorder::following(&["volume."]);
     let settings = ManagerSettings {
         host: HOST.into(),
         backend: "file".into(),
@@ -131,8 +77,8 @@ async fn fixture(broken: bool) -> Fixture {
     let manager = VolumeManager::new(
         db.clone(),
         driver,
-        recorder.clone(),
-        recorder.clone(),
+        recorder.scheduler.clone(),
+        recorder.notifier.clone(),
         settings,
     );
     Fixture {
@@ -284,7 +230,7 @@ async fn failed_create_is_rescheduled_then_fails() {
         .create_volume(&ctx(), HOST, create_request(&volume, 1))
         .await
         .expect("create");
-    let scheduled = f.recorder.scheduled.lock().expect("lock").clone();
+    let scheduled = f.recorder.scheduler.scheduled();
     assert_eq!(scheduled.len(), 1);
     assert_eq!(scheduled[0].attempt, 2);
     assert_eq!(scheduled[0].tried_hosts, [format!("{HOST}#file")]);
@@ -310,12 +256,12 @@ async fn failed_create_is_rescheduled_then_fails() {
         "creating volume {} failed after 3 attempts",
         volume.id
     )));
-    assert_eq!(f.recorder.scheduled.lock().expect("lock").len(), 1);
-    let events = f.recorder.events.lock().expect("lock").clone();
-    let (priority, event, _) = events.last().expect("event");
+    assert_eq!(f.recorder.scheduler.scheduled().len(), 1);
+    let events = f.recorder.announced();
+    let last = events.last().expect("event");
     assert_eq!(
-        (*priority, event.as_str()),
-        (Priority::Error, "volume.create.error")
+        (last.event.priority(), last.event),
+        (Priority::Error, Event::VolumeCreateError)
     );
 }
 
@@ -394,7 +340,7 @@ async fn capability_report_describes_the_pool() {
         .publish_service_capabilities(&ctx(), PublishCapabilities::default())
         .await
         .expect("report");
-    let reports = f.recorder.reports.lock().expect("lock").clone();
+    let reports = f.recorder.scheduler.reports();
     let report = &reports[0];
     assert_eq!(
         (
@@ -423,4 +369,82 @@ async fn capability_report_describes_the_pool() {
         Some("file")
     );
     assert!(report.reported_at.is_some());
+}
+
+/// A backend that loses a race: while it fails this delivery's create, another
+/// delivery of the same cast made the object and settled the row `available`.
+struct RacedDriver {
+    db: Db,
+    file: FileDriver,
+}
+
+#[async_trait]
+impl VolumeDriver for RacedDriver {
+    fn name(&self) -> &'static str {
+        "raced"
+    }
+    async fn create_volume(&self, id: &str, size_gib: u64) -> DriverResult<()> {
+        self.file.create_volume(id, size_gib).await?;
+        let won = self
+            .db
+            .transition_volume_with_worker(
+                id,
+                &[VolumeStatus::Creating],
+                VolumeStatus::Available,
+                Some(HOST),
+                Some(""),
+                None,
+            )
+            .await
+            .expect("db");
+        assert!(won, "the other delivery settles the row");
+        Err(DriverError::Task(
+            "object exists (the other delivery)".into(),
+        ))
+    }
+    async fn delete_volume(&self, id: &str) -> DriverResult<()> {
+        self.file.delete_volume(id).await
+    }
+    async fn volume_exists(&self, id: &str) -> DriverResult<bool> {
+        self.file.volume_exists(id).await
+    }
+    async fn stats(&self) -> DriverResult<BackendStats> {
+        self.file.stats().await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_redelivery_never_removes_the_object_of_an_available_volume() {
+    for attempt in [1, MAX_CREATE_ATTEMPTS] {
+        let f = fixture(false).await;
+        let raced = VolumeManager::new(
+            f.db.clone(),
+            Arc::new(RacedDriver {
+                db: f.db.clone(),
+                file: f.file.clone(),
+            }),
+            f.recorder.scheduler.clone(),
+            f.recorder.notifier.clone(),
+            f.manager.settings().clone(),
+        );
+        let volume = insert(&f.db, VolumeStatus::Creating, None).await;
+        raced
+            .create_volume(&ctx(), HOST, create_request(&volume, attempt))
+            .await
+            .expect("create");
+        let row = f.db.get_volume(&volume.id).await.expect("db").expect("row");
+        assert_eq!(row.status, VolumeStatus::Available, "attempt {attempt}");
+        assert!(
+            f.file.volume_exists(&volume.id).await.expect("exists"),
+            "attempt {attempt}: an available volume keeps its object"
+        );
+        assert!(
+            f.recorder.scheduler.scheduled().is_empty(),
+            "attempt {attempt}: an available volume is not rescheduled"
+        );
+        assert!(
+            !f.recorder.events().contains(&Event::VolumeCreateError),
+            "attempt {attempt}"
+        );
+    }
 }

@@ -14,15 +14,25 @@ use async_trait::async_trait;
 use scoria_common::{
     db::{Db, WorkerEntry, WorkerKind},
     model::{Volume, VolumeStatus, now_ms},
-    ops::{SchedulerOps, VolumeOps},
+    ops::VolumeOps,
 };
-use scoria_proto::bus::{Capabilities, CreateVolume, ScheduleCreateVolume};
+use scoria_proto::bus::CreateVolume;
 
 use super::*;
+use crate::testing::Recorder;
 use crate::{
     driver::{BackendStats, DriverError, DriverResult, VolumeDriver},
-    manager::{ManagerSettings, Notifications},
+    manager::ManagerSettings,
 };
+#[allow(unused_imports)]
+use scoria_common::events::Event;
+#[allow(unused_imports)]
+use scoria_common::{
+    model::{Snapshot, SnapshotStatus},
+    rpc::Priority,
+};
+#[allow(unused_imports)]
+use scoria_proto::bus::{CreateSnapshot, DeleteSnapshot, ExtendVolume};
 
 const HOST: &str = "node1@file";
 
@@ -119,69 +129,6 @@ impl VolumeDriver for MemDriver {
     }
 }
 
-#[derive(Default)]
-struct Recorder {
-    events: Mutex<Vec<(Priority, String, Snapshot)>>,
-}
-
-#[async_trait]
-impl SchedulerOps for Recorder {
-    async fn create_volume(
-        &self,
-        _ctx: &RequestContext,
-        _request: ScheduleCreateVolume,
-    ) -> scoria_common::ops::OpsResult<()> {
-        Ok(())
-    }
-    async fn update_service_capabilities(
-        &self,
-        _ctx: &RequestContext,
-        _report: Capabilities,
-    ) -> scoria_common::ops::OpsResult<()> {
-        Ok(())
-    }
-
-    async fn get_pools(
-        &self,
-        _ctx: &RequestContext,
-        _request: scoria_proto::bus::GetPools,
-    ) -> scoria_common::ops::OpsResult<scoria_proto::bus::PoolList> {
-        Ok(Default::default())
-    }
-}
-
-#[async_trait]
-impl Notifications for Recorder {
-    async fn notify(
-        &self,
-        _ctx: &RequestContext,
-        _priority: Priority,
-        _event_type: &str,
-        _volume: &Volume,
-    ) {
-    }
-
-    async fn notify_snapshot(
-        &self,
-        _ctx: &RequestContext,
-        priority: Priority,
-        event_type: &str,
-        snapshot: &Snapshot,
-    ) {
-        self.events
-            .lock()
-            .expect("lock")
-            .push((priority, event_type.to_owned(), snapshot.clone()));
-    }
-}
-
-impl Recorder {
-    fn event_types(&self) -> Vec<String> {
-        let events = self.events.lock().expect("lock");
-        events.iter().map(|(_, t, _)| t.clone()).collect()
-    }
-}
-
 struct Fixture {
     _dir: tempfile::TempDir,
     db: Db,
@@ -200,7 +147,7 @@ async fn fixture() -> Fixture {
     .await
     .expect("db");
     let driver = Arc::new(MemDriver::default());
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Recorder::following(&["snapshot."]);
     let settings = ManagerSettings {
         host: HOST.into(),
         backend: "file".into(),
@@ -211,8 +158,8 @@ async fn fixture() -> Fixture {
     let manager = VolumeManager::new(
         db.clone(),
         driver.clone(),
-        recorder.clone(),
-        recorder.clone(),
+        recorder.scheduler.clone(),
+        recorder.notifier.clone(),
         settings,
     );
     Fixture {
@@ -329,8 +276,8 @@ async fn create_makes_the_snapshot_and_is_idempotent() {
         f.recorder.event_types(),
         ["snapshot.create.start", "snapshot.create.end"]
     );
-    let (_, _, payload) = f.recorder.events.lock().expect("lock")[1].clone();
-    assert_eq!(payload.status, SnapshotStatus::Available);
+    let payload = f.recorder.announced()[1].clone();
+    assert_eq!(payload.status, SnapshotStatus::Available.as_str());
 
     // Redelivered: nothing more is done.
     f.manager
@@ -370,10 +317,7 @@ async fn create_failure_marks_error_and_removes_leftovers() {
         f.recorder.event_types(),
         ["snapshot.create.start", "snapshot.create.error"]
     );
-    assert_eq!(
-        f.recorder.events.lock().expect("lock")[1].0,
-        Priority::Error
-    );
+    assert_eq!(f.recorder.announced()[1].event.priority(), Priority::Error);
 }
 
 #[tokio::test]

@@ -1,0 +1,268 @@
+//! The manager's attachments: the `attach_volume` and `detach_volume` calls, the
+//! exports' restart (adopted or re-exported from the database) and the settling of
+//! attachments stuck past their deadline. The API moved the attachment (to
+//! `attaching`, or to `detaching`) with a worker entry owned by this host before
+//! calling; these do the export work and settle the row, whose change settles the
+//! volume's status in the same transaction.
+//!
+//! ```text
+//!  attach_volume: row gone ─────────────────▶ NOT_FOUND
+//!                 attached ─────────────────▶ its connection info (a retried call)
+//!                 not attaching ────────────▶ FAILED_PRECONDITION naming the status
+//!                 volume here? export (volume, mode) ─ ok ──▶ attached + info
+//!                                                      failed ─▶ error_attaching (why)
+//!  detach_volume: row gone ─────────────────▶ Ok, unexported = false (a retried call)
+//!                 not detaching ────────────▶ FAILED_PRECONDITION naming the status
+//!                 another active attachment in the same mode? ── no ──▶ unexport
+//!                     row removed            unexport failed ──▶ error_detaching (why)
+//!  start-up:      attachments attaching / attached / detaching / error_detaching
+//!                 ─▶ their exports adopted (servers of the last run), the others killed
+//!                 ─▶ attached / detaching / error_detaching without a server:
+//!                    re-exported on their old port if free (else the rows get the new one)
+//!  reconcile:     attaching past its deadline ─▶ export runs? attached : error_attaching
+//!                 detaching past its deadline ─▶ unexport if unused, row removed
+//! ```
+//!
+//! A volume's exports are keyed by mode: every read-write attachment shares
+//! `volume-<id>`, every read-only one `volume-<id>-ro`. Attaches, detaches and
+//! reconciliation of one volume take its lock ([`VolumeLocks`]), so "last user
+//! gone: unexport" never races an attach that reuses the export.
+
+use std::sync::Arc;
+
+use scoria_common::{
+    RequestContext,
+    events::Event,
+    model::{Attachment, AttachmentStatus, ConnectionInfo},
+};
+use scoria_proto::{
+    bus::{AttachResult, AttachVolume},
+    v1 as pb,
+};
+use tonic::Status;
+
+use super::VolumeManager;
+use crate::export::{ExportError, ExportManager};
+use crate::shared::db_error;
+
+/// Why an attach failed: the code returned, and the reason (also stored).
+struct AttachFailure {
+    status: Status,
+}
+
+impl AttachFailure {
+    fn new(code: tonic::Code, reason: String) -> Self {
+        Self {
+            status: Status::new(code, reason),
+        }
+    }
+
+    fn reason(&self) -> &str {
+        self.status.message()
+    }
+}
+
+/// The code of an export failure.
+fn export_code(err: &ExportError) -> tonic::Code {
+    match err {
+        ExportError::InvalidId { .. } => tonic::Code::InvalidArgument,
+        ExportError::PortsExhausted { .. } => tonic::Code::ResourceExhausted,
+        ExportError::ToolMissing { .. }
+        | ExportError::Exited { .. }
+        | ExportError::NotReady { .. }
+        | ExportError::Conflict { .. }
+        | ExportError::Bind { .. }
+        | ExportError::Io { .. } => tonic::Code::Internal,
+    }
+}
+
+fn attach_result(info: &ConnectionInfo) -> AttachResult {
+    AttachResult {
+        connection_info: Some(pb::ConnectionInfo::from(info)),
+    }
+}
+
+impl VolumeManager {
+    /// This manager exporting attachments through `exports`.
+    pub fn with_exports(mut self, exports: Arc<ExportManager>) -> Self {
+        self.shared.exports = Some(exports);
+        self
+    }
+
+    /// The export manager, if this manager attaches.
+    pub fn exports(&self) -> Option<&Arc<ExportManager>> {
+        self.shared.exports.as_ref()
+    }
+
+    // === attach ===
+
+    pub(super) async fn attach(
+        &self,
+        ctx: &RequestContext,
+        request: AttachVolume,
+    ) -> Result<AttachResult, Status> {
+        let id = request.attachment_id.as_str();
+        if id.is_empty() {
+            return Err(Status::invalid_argument("attachment_id is required"));
+        }
+        let _busy = self.shared.in_flight.enter(id);
+        let not_found = || Status::not_found(format!("attachment {id} not found"));
+        let Some(first) = self.shared.db.get_attachment(id).await.map_err(db_error)? else {
+            return Err(not_found());
+        };
+        let _volume = self.shared.locks.lock(&first.volume_id).await;
+        let Some(mut attachment) = self.shared.db.get_attachment(id).await.map_err(db_error)?
+        else {
+            return Err(not_found());
+        };
+        match attachment.status {
+            AttachmentStatus::Attaching => {}
+            AttachmentStatus::Attached => {
+                tracing::info!("attachment already attached: its connection info again");
+                return attached_info(&attachment).map(attach_result);
+            }
+            other => {
+                return Err(Status::failed_precondition(format!(
+                    "attachment {id} is {other}, not attaching"
+                )));
+            }
+        }
+        self.shared
+            .settler
+            .announce(ctx, Event::VolumeAttachStart, &attachment);
+        let volume = self
+            .shared
+            .db
+            .get_volume(&attachment.volume_id)
+            .await
+            .map_err(db_error)?;
+        let info = match self.export_for(&attachment, volume).await {
+            Ok(info) => info,
+            Err(failure) => {
+                tracing::error!(reason = failure.reason(), "export failed");
+                if self
+                    .shared
+                    .db
+                    .fail_attach(id, failure.reason())
+                    .await
+                    .map_err(db_error)?
+                {
+                    attachment.status = AttachmentStatus::ErrorAttaching;
+                    attachment.error_message = failure.reason().to_owned();
+                    self.shared
+                        .settler
+                        .announce(ctx, Event::VolumeAttachError, &attachment);
+                }
+                return Err(failure.status);
+            }
+        };
+        if let Some(attached) = self
+            .shared
+            .db
+            .finish_attach(id, &info)
+            .await
+            .map_err(db_error)?
+        {
+            tracing::info!(volume_id = %attached.volume_id, uri = %info.uri(), "attached");
+            self.shared
+                .settler
+                .announce(ctx, Event::VolumeAttachEnd, &attached);
+            return Ok(attach_result(&info));
+        }
+        // Changed meanwhile (failed by a reconciler, or removed): the export may
+        // have no user now.
+        let now = self.shared.db.get_attachment(id).await.map_err(db_error)?;
+        if let Some(now) = &now
+            && now.status == AttachmentStatus::Attached
+        {
+            return attached_info(now).map(attach_result);
+        }
+        self.shared
+            .unexport_if_unused(&attachment)
+            .await
+            .map_err(|err| Status::internal(err.to_string()))?;
+        Err(match now {
+            Some(now) => Status::failed_precondition(format!(
+                "attachment {id} became {} while it was being attached",
+                now.status
+            )),
+            None => Status::not_found(format!(
+                "attachment {id} was removed while it was being attached"
+            )),
+        })
+    }
+
+    /// Exports `attachment`'s volume (its row `volume`) in its mode, after checking
+    /// the volume is this backend's.
+    async fn export_for(
+        &self,
+        attachment: &Attachment,
+        volume: Option<scoria_common::model::Volume>,
+    ) -> Result<ConnectionInfo, AttachFailure> {
+        use tonic::Code;
+        let volume_id = &attachment.volume_id;
+        let host = &self.settings.host;
+        let volume = volume.ok_or_else(|| {
+            AttachFailure::new(Code::NotFound, format!("volume {volume_id} is gone"))
+        })?;
+        match volume.host.as_deref() {
+            Some(h) if self.settings.is_mine(h) => {}
+            other => {
+                return Err(AttachFailure::new(
+                    Code::FailedPrecondition,
+                    format!(
+                        "volume {volume_id} is on {}, not on {host}",
+                        other.unwrap_or("no host")
+                    ),
+                ));
+            }
+        }
+        let Some(exports) = &self.shared.exports else {
+            return Err(AttachFailure::new(
+                Code::Unavailable,
+                format!("volume service {host} has no export manager"),
+            ));
+        };
+        let backend = |err: crate::driver::DriverError| {
+            AttachFailure::new(
+                Code::Internal,
+                format!("volume {volume_id} on {host}: {err}"),
+            )
+        };
+        let path = self.shared.driver.volume_path(volume_id).map_err(backend)?;
+        if !self
+            .shared
+            .driver
+            .volume_exists(volume_id)
+            .await
+            .map_err(backend)?
+        {
+            return Err(AttachFailure::new(
+                Code::Internal,
+                format!("volume {volume_id} has no backend object on {host}"),
+            ));
+        }
+        exports
+            .export(
+                volume_id,
+                &path,
+                self.shared.driver.format(),
+                attachment.mode.is_read_only(),
+            )
+            .await
+            .map_err(|err| {
+                AttachFailure::new(
+                    export_code(&err),
+                    format!("exporting volume {volume_id} failed: {err}"),
+                )
+            })
+    }
+}
+
+/// The connection info of an `attached` attachment (a row without one is corrupt).
+fn attached_info(attachment: &Attachment) -> Result<&ConnectionInfo, Status> {
+    attachment.connection_info.as_ref().ok_or_else(|| {
+        tracing::error!(attachment_id = %attachment.id, "attached without connection info");
+        Status::internal("internal error")
+    })
+}

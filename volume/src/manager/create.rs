@@ -1,0 +1,243 @@
+//! The manager's `create_volume` handler.
+
+use scoria_common::{
+    RequestContext,
+    db::WorkerKind,
+    events::Event,
+    model::{Volume, VolumeStatus, now_ms},
+    settle::VolumeChange,
+};
+use scoria_proto::bus::{CreateVolume, ScheduleCreateVolume};
+use tonic::Status;
+
+use super::{MAX_CREATE_ATTEMPTS, SCHEDULER_SERVICE, VolumeManager};
+use crate::shared::db_error;
+
+impl VolumeManager {
+    pub(super) async fn create(
+        &self,
+        ctx: &RequestContext,
+        request: CreateVolume,
+    ) -> Result<(), Status> {
+        let id = request.volume_id.as_str();
+        let _busy = self.shared.in_flight.enter(id);
+        let host = self.settings.host.as_str();
+        let Some(mut volume) = self.shared.db.get_volume(id).await.map_err(db_error)? else {
+            tracing::info!("volume was deleted before it was created: removing any leftover");
+            self.shared.remove_leftover(id).await;
+            return Ok(());
+        };
+        if volume.status != VolumeStatus::Creating {
+            if volume.status == VolumeStatus::Available
+                && volume
+                    .host
+                    .as_deref()
+                    .is_some_and(|h| self.settings.is_mine(h))
+            {
+                tracing::info!("volume already created here: redelivered cast ignored");
+            } else {
+                tracing::warn!(status = %volume.status, host = ?volume.host, "volume is not creating: cast ignored");
+            }
+            return Ok(());
+        }
+        // A stale delivery (this backend failed and the volume was rescheduled) must
+        // not race the backend now creating it: the worker entry names the owner.
+        let owner = self
+            .shared
+            .db
+            .get_worker(WorkerKind::Volume, id)
+            .await
+            .map_err(db_error)?;
+        if let Some(owner) = owner.filter(|w| {
+            w.service.contains('@')
+                && !self.settings.is_mine(&w.service)
+                && w.deadline_ms > now_ms()
+        }) {
+            tracing::warn!(owner = %owner.service, "another backend is creating the volume: cast ignored");
+            return Ok(());
+        }
+        if request.size_gib != volume.size_gib {
+            tracing::warn!(
+                requested = request.size_gib,
+                row = volume.size_gib,
+                "sizes differ: the row wins"
+            );
+        }
+        let claimed = self
+            .shared
+            .db
+            .transition_volume_with_worker(
+                id,
+                &[VolumeStatus::Creating],
+                VolumeStatus::Creating,
+                Some(host),
+                None,
+                Some(&self.worker(id, host)),
+            )
+            .await
+            .map_err(db_error)?;
+        if !claimed {
+            tracing::info!("volume changed before it was claimed: cast ignored");
+            return Ok(());
+        }
+        volume.host = Some(host.to_owned());
+        self.shared
+            .settler
+            .announce(ctx, Event::VolumeCreateStart, &volume);
+        let made = match volume.source_volume_id.as_deref() {
+            Some(source) => {
+                self.shared
+                    .driver
+                    .create_cloned_volume(id, source, volume.size_gib)
+                    .await
+            }
+            None => match volume.snapshot_id.as_deref() {
+                Some(snapshot) => {
+                    self.shared
+                        .driver
+                        .create_volume_from_snapshot(id, snapshot, volume.size_gib)
+                        .await
+                }
+                None => self.shared.driver.create_volume(id, volume.size_gib).await,
+            },
+        };
+        match made {
+            Ok(()) => self.create_done(ctx, volume).await,
+            Err(err) => {
+                self.create_failed(ctx, request, volume, err.to_string())
+                    .await
+            }
+        }
+    }
+
+    async fn create_done(&self, ctx: &RequestContext, mut volume: Volume) -> Result<(), Status> {
+        let id = volume.id.clone();
+        let host = self.settings.host.as_str();
+        let won = self
+            .shared
+            .db
+            .transition_volume_with_worker(
+                &id,
+                &[VolumeStatus::Creating],
+                VolumeStatus::Available,
+                Some(host),
+                Some(""),
+                None,
+            )
+            .await
+            .map_err(db_error)?;
+        if won {
+            volume.status = VolumeStatus::Available;
+            volume.error_message.clear();
+            tracing::info!(size_gib = volume.size_gib, "volume created");
+            self.shared
+                .settler
+                .announce(ctx, Event::VolumeCreateEnd, &volume);
+            return Ok(());
+        }
+        match self.shared.db.get_volume(&id).await.map_err(db_error)? {
+            Some(now)
+                if now.status == VolumeStatus::Available
+                    && now
+                        .host
+                        .as_deref()
+                        .is_some_and(|h| self.settings.is_mine(h)) =>
+            {
+                tracing::info!("a concurrent delivery finished the volume first");
+            }
+            now => {
+                tracing::warn!(status = ?now.map(|v| v.status), "volume changed while being created: removing the backend object");
+                self.shared.remove_leftover(&id).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_failed(
+        &self,
+        ctx: &RequestContext,
+        request: CreateVolume,
+        mut volume: Volume,
+        reason: String,
+    ) -> Result<(), Status> {
+        let id = volume.id.clone();
+        let attempt = request.attempt.max(1);
+        tracing::error!(attempt, reason, "backend failed to create the volume");
+        // Compare-and-set first, the object removed only if it won: a redelivered
+        // copy may have made the volume available meanwhile, and its object stays.
+        if attempt < MAX_CREATE_ATTEMPTS {
+            let mut tried_hosts = request.tried_hosts;
+            let pool = if request.pool.is_empty() {
+                self.settings.pool_key()
+            } else {
+                request.pool
+            };
+            if !tried_hosts.contains(&pool) {
+                tried_hosts.push(pool);
+            }
+            // The scheduler owns the volume again before it hears of it, if the
+            // volume still is `creating`.
+            let handed_back = self
+                .shared
+                .db
+                .transition_volume_with_worker(
+                    &id,
+                    &[VolumeStatus::Creating],
+                    VolumeStatus::Creating,
+                    None,
+                    None,
+                    Some(&self.worker(&id, SCHEDULER_SERVICE)),
+                )
+                .await
+                .map_err(db_error)?;
+            if !handed_back {
+                tracing::info!("volume changed while failing: left as it is, not rescheduled");
+                return Ok(());
+            }
+            self.shared.remove_leftover(&id).await;
+            let reschedule = ScheduleCreateVolume {
+                volume_id: id.clone(),
+                size_gib: volume.size_gib,
+                volume_type: request.volume_type,
+                availability_zone: request.availability_zone,
+                extra_specs: request.extra_specs,
+                tried_hosts,
+                attempt: attempt + 1,
+                last_error: reason,
+                // A copy can only be made where its source is.
+                required_host: if request.snapshot_id.is_empty()
+                    && request.source_volume_id.is_empty()
+                {
+                    String::new()
+                } else {
+                    self.settings.host.clone()
+                },
+                snapshot_id: request.snapshot_id,
+                source_volume_id: request.source_volume_id,
+            };
+            tracing::info!(next_attempt = attempt + 1, "rescheduling the volume");
+            return Ok(self.scheduler.create_volume(ctx, reschedule).await?);
+        }
+        let message = format!("creating volume {id} failed after {attempt} attempts: {reason}");
+        let host = self.settings.host.as_str();
+        let won = self
+            .shared
+            .settler
+            .volume(
+                ctx,
+                &mut volume,
+                VolumeChange::new(&[VolumeStatus::Creating], VolumeStatus::Error)
+                    .host(host)
+                    .error(&message),
+                Some(Event::VolumeCreateError),
+            )
+            .await
+            .map_err(db_error)?;
+        if won {
+            self.shared.remove_leftover(&id).await;
+        } else {
+            tracing::info!("volume changed while failing: left as it is");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! The manager's `detach_volume` call and the stopping of a deleted volume's
+//! exports (see the diagram in `attach.rs`).
+
+use scoria_common::{RequestContext, events::Event, model::AttachmentStatus};
+use scoria_proto::bus::{DetachResult, DetachVolume};
+use tonic::Status;
+
+use super::VolumeManager;
+use crate::shared::db_error;
+
+impl VolumeManager {
+    pub(super) async fn detach(
+        &self,
+        ctx: &RequestContext,
+        request: DetachVolume,
+    ) -> Result<DetachResult, Status> {
+        let id = request.attachment_id.as_str();
+        if id.is_empty() {
+            return Err(Status::invalid_argument("attachment_id is required"));
+        }
+        let _busy = self.shared.in_flight.enter(id);
+        let Some(first) = self.shared.db.get_attachment(id).await.map_err(db_error)? else {
+            tracing::info!("attachment already gone: a retried detach");
+            return Ok(DetachResult { unexported: false });
+        };
+        let _volume = self.shared.locks.lock(&first.volume_id).await;
+        let Some(mut attachment) = self.shared.db.get_attachment(id).await.map_err(db_error)?
+        else {
+            tracing::info!("attachment removed meanwhile: a retried detach");
+            return Ok(DetachResult { unexported: false });
+        };
+        if attachment.status != AttachmentStatus::Detaching {
+            return Err(Status::failed_precondition(format!(
+                "attachment {id} is {}, not detaching",
+                attachment.status
+            )));
+        }
+        self.shared
+            .settler
+            .announce(ctx, Event::VolumeDetachStart, &attachment);
+        match self.shared.unexport_if_unused(&attachment).await {
+            Ok(unexported) => {
+                if self.shared.db.finish_detach(id).await.map_err(db_error)? {
+                    tracing::info!(volume_id = %attachment.volume_id, unexported, "detached");
+                    attachment.status = AttachmentStatus::Detached;
+                    self.shared
+                        .settler
+                        .announce(ctx, Event::VolumeDetachEnd, &attachment);
+                }
+                Ok(DetachResult { unexported })
+            }
+            Err(err) => {
+                let reason = format!(
+                    "stopping the export of volume {} failed: {err}",
+                    attachment.volume_id
+                );
+                tracing::error!(%reason, "detach failed");
+                if self
+                    .shared
+                    .db
+                    .fail_detach(id, &reason)
+                    .await
+                    .map_err(db_error)?
+                {
+                    attachment.status = AttachmentStatus::ErrorDetaching;
+                    attachment.error_message = reason.clone();
+                    self.shared
+                        .settler
+                        .announce(ctx, Event::VolumeDetachError, &attachment);
+                }
+                Err(Status::internal(reason))
+            }
+        }
+    }
+
+    /// Stops every export of volume `volume_id` (it is being deleted).
+    pub(super) async fn unexport_volume(&self, volume_id: &str) -> Result<(), String> {
+        let Some(exports) = &self.shared.exports else {
+            return Ok(());
+        };
+        let _volume = self.shared.locks.lock(volume_id).await;
+        match exports.unexport_volume(volume_id).await {
+            Ok(true) => {
+                tracing::warn!("a deleted volume was still exported: export stopped");
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(err) => Err(format!("stopping the exports of volume {volume_id}: {err}")),
+        }
+    }
+}

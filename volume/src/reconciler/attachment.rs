@@ -1,0 +1,218 @@
+//! The settling of attachments stuck in `attaching` or `detaching` past their
+//! deadline, from what really runs (see the README's diagram).
+
+use scoria_common::{
+    RequestContext,
+    db::{WorkerEntry, WorkerKind},
+    events::Event,
+    model::{Attachment, AttachmentStatus, now_ms},
+};
+use tonic::Status;
+
+use super::{ReconcileReport, Reconciler};
+use crate::shared::db_error;
+
+/// What [`Reconciler::reconcile_attachments`] did, by attachment id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachmentReconcile {
+    /// `attaching` whose export runs: now `attached`.
+    pub attached: Vec<String>,
+    /// `attaching` without an export: now `error_attaching`.
+    pub failed: Vec<String>,
+    /// `detaching`: export stopped if unused, row removed.
+    pub detached: Vec<String>,
+    /// `detaching` whose export would not stop: now `error_detaching`.
+    pub failed_detach: Vec<String>,
+}
+
+impl Reconciler {
+    /// Overdue attachment entries: stale ones go here; the rest are settled
+    /// from what really runs by [`VolumeManager::reconcile_attachments`].
+    pub(super) async fn attachments(&self, entries: &[WorkerEntry], report: &mut ReconcileReport) {
+        let mut live = Vec::new();
+        for entry in entries {
+            match &self.shared.db.worker_is_stale(entry).await {
+                Ok(true) => match self.stale(entry).await {
+                    Ok(_) => report.stale.push(entry.resource_id.clone()),
+                    Err(err) => {
+                        tracing::warn!(attachment_id = %entry.resource_id, %err, "cannot remove stale entry now");
+                        report.skipped.push(entry.resource_id.clone());
+                    }
+                },
+                Ok(false) => live.push(entry.resource_id.clone()),
+                Err(err) => {
+                    tracing::warn!(attachment_id = %entry.resource_id, %err, "cannot check attachment now");
+                    report.skipped.push(entry.resource_id.clone());
+                }
+            }
+        }
+        if live.is_empty() {
+            return;
+        }
+        // Settled from the exports that really run.
+        match self.reconcile_attachments().await {
+            Ok(settled) => {
+                for id in live {
+                    if settled.failed.contains(&id) || settled.failed_detach.contains(&id) {
+                        report.failed.push(id);
+                    } else if settled.attached.contains(&id) || settled.detached.contains(&id) {
+                        report.finished.push(id);
+                    } else {
+                        report.skipped.push(id);
+                    }
+                }
+            }
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "cannot settle overdue attachments now");
+                report.skipped.extend(live);
+            }
+        }
+    }
+
+    /// Settles this host's attachments stuck in `attaching` or `detaching` past
+    /// their worker entry's deadline, from what really runs: an `attaching` one
+    /// whose export serves becomes `attached` (with that info), else
+    /// `error_attaching`; a `detaching` one has its export stopped if no other
+    /// attachment uses it, and goes. Attachments a handler works on now are left
+    /// alone. A database error fails the run.
+    #[tracing::instrument(skip(self), err, fields(host = %self.shared.host))]
+    pub async fn reconcile_attachments(&self) -> Result<AttachmentReconcile, Status> {
+        let overdue = self
+            .shared
+            .db
+            .overdue_workers(&self.shared.host, now_ms())
+            .await
+            .map_err(db_error)?;
+        let mut report = AttachmentReconcile::default();
+        for entry in overdue {
+            if entry.kind != WorkerKind::Attachment
+                || self.shared.in_flight.contains(&entry.resource_id)
+            {
+                continue;
+            }
+            let id = entry.resource_id.as_str();
+            let _busy = self.shared.in_flight.enter(id);
+            let Some(first) = self.shared.db.get_attachment(id).await.map_err(db_error)? else {
+                continue;
+            };
+            let _volume = self.shared.locks.lock(&first.volume_id).await;
+            let Some(attachment) = self.shared.db.get_attachment(id).await.map_err(db_error)?
+            else {
+                continue;
+            };
+            match attachment.status {
+                AttachmentStatus::Attaching => {
+                    self.settle_attaching(&attachment, &mut report).await?;
+                }
+                AttachmentStatus::Detaching => {
+                    self.settle_detaching(&attachment, &mut report).await?;
+                }
+                other => {
+                    tracing::debug!(attachment_id = %id, status = %other, "not stuck: left to the reconciler's stale check");
+                }
+            }
+        }
+        if report != AttachmentReconcile::default() {
+            tracing::info!(?report, "stuck attachments settled");
+        }
+        Ok(report)
+    }
+
+    async fn settle_attaching(
+        &self,
+        attachment: &Attachment,
+        report: &mut AttachmentReconcile,
+    ) -> Result<(), Status> {
+        let id = attachment.id.as_str();
+        let serving = match &self.shared.exports {
+            Some(exports) => exports
+                .serving(&attachment.volume_id, attachment.mode.is_read_only())
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let ctx = RequestContext::internal(crate::BINARY);
+        if let Some(info) = serving {
+            if let Some(attached) = self
+                .shared
+                .db
+                .finish_attach(id, &info)
+                .await
+                .map_err(db_error)?
+            {
+                tracing::info!(attachment_id = %id, uri = %info.uri(), "stuck attach: its export runs, attached");
+                self.shared
+                    .settler
+                    .announce(&ctx, Event::VolumeAttachEnd, &attached);
+                report.attached.push(id.to_owned());
+            }
+            return Ok(());
+        }
+        let reason = format!(
+            "attaching volume {} did not finish before its deadline",
+            attachment.volume_id
+        );
+        if self
+            .shared
+            .db
+            .fail_attach(id, &reason)
+            .await
+            .map_err(db_error)?
+        {
+            tracing::warn!(attachment_id = %id, "stuck attach without an export: error_attaching");
+            let mut failed = attachment.clone();
+            failed.status = AttachmentStatus::ErrorAttaching;
+            failed.error_message = reason;
+            self.shared
+                .settler
+                .announce(&ctx, Event::VolumeAttachError, &failed);
+            report.failed.push(id.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn settle_detaching(
+        &self,
+        attachment: &Attachment,
+        report: &mut AttachmentReconcile,
+    ) -> Result<(), Status> {
+        let id = attachment.id.as_str();
+        let ctx = RequestContext::internal(crate::BINARY);
+        match self.shared.unexport_if_unused(attachment).await {
+            Ok(_) => {
+                if self.shared.db.finish_detach(id).await.map_err(db_error)? {
+                    tracing::info!(attachment_id = %id, "stuck detach finished");
+                    let mut gone = attachment.clone();
+                    gone.status = AttachmentStatus::Detached;
+                    self.shared
+                        .settler
+                        .announce(&ctx, Event::VolumeDetachEnd, &gone);
+                    report.detached.push(id.to_owned());
+                }
+            }
+            Err(err) => {
+                let reason = format!(
+                    "stopping the export of volume {} failed: {err}",
+                    attachment.volume_id
+                );
+                if self
+                    .shared
+                    .db
+                    .fail_detach(id, &reason)
+                    .await
+                    .map_err(db_error)?
+                {
+                    let mut failed = attachment.clone();
+                    failed.status = AttachmentStatus::ErrorDetaching;
+                    failed.error_message = reason;
+                    self.shared
+                        .settler
+                        .announce(&ctx, Event::VolumeDetachError, &failed);
+                    report.failed_detach.push(id.to_owned());
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! The reconciler: at start and every `reconcile_interval`, this volume service
+//! resolves the work it owns (its `workers` entries) whose deadline passed — the
+//! process that started it died, or a cast was lost — so no status stays
+//! transient for ever:
+//!
+//! ```text
+//!  entry owned by me, overdue, no handler on it right now
+//!    resource gone ─────────────▶ entry removed (+ leftover object of a create/delete)
+//!    not in the entry's status ─▶ entry removed (stale)
+//!    volume creating ───────────▶ error "did not finish by its deadline", object removed
+//!    volume deleting ───────────▶ the delete handler again (object, then row)
+//!    volume extending ──────────▶ object bigger already: finished (available / in-use)
+//!                                 else error_extending "did not finish by its deadline"
+//!    snapshot creating ─────────▶ error, snapshot object removed
+//!    snapshot deleting ─────────▶ the snapshot delete handler again
+//!    attachment entries ────────▶ VolumeManager::reconcile_attachments (settled from
+//!                                 what really runs)
+//! ```
+//!
+//! Every change is a compare-and-set on the entry as read (see
+//! `scoria_common::db::workers`), so a scheduler's reaper acting at once cannot
+//! fail the same work twice. Work a handler of this process is doing right now
+//! ([`InFlight`]) is left alone whatever its deadline: its owner is alive.
+
+use std::sync::Arc;
+
+use scoria_common::{
+    RequestContext,
+    db::{DbError, WorkerEntry, WorkerKind},
+    ops::{OpsError, VolumeOps},
+};
+
+use crate::{BINARY, shared::Shared};
+
+mod attachment;
+mod snapshot;
+mod volume;
+
+pub use attachment::AttachmentReconcile;
+
+/// What one run did, entry by entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Work failed (moved to an error status).
+    pub failed: Vec<String>,
+    /// Work run again (deletes).
+    pub redone: Vec<String>,
+    /// Work found done on the backend and recorded (extends).
+    pub finished: Vec<String>,
+    /// Stale entries removed.
+    pub stale: Vec<String>,
+    /// Entries left alone (in flight, changed meanwhile, or not ours to settle).
+    pub skipped: Vec<String>,
+}
+
+/// Resolves this service's overdue work.
+pub struct Reconciler {
+    /// The state it shares with the manager.
+    shared: Shared,
+    /// Where work is run again (deletes): the manager, through its port.
+    ops: Arc<dyn VolumeOps>,
+}
+
+// === impl Reconciler ===
+
+impl Reconciler {
+    /// A reconciler acting through `shared` (the manager's state) that runs
+    /// deletes again through `ops` (the manager, served on this host).
+    pub fn new(shared: Shared, ops: Arc<dyn VolumeOps>) -> Self {
+        Self { shared, ops }
+    }
+
+    /// Resolves every entry this service owns that is overdue now. A database
+    /// error listing the entries fails the run; one resolving an entry is logged
+    /// and the entry is tried again next run.
+    #[tracing::instrument(skip_all, err, fields(host = %self.shared.host))]
+    pub async fn run_once(&self) -> Result<ReconcileReport, DbError> {
+        let host = self.shared.host.clone();
+        let overdue = self
+            .shared
+            .db
+            .overdue_workers(&host, scoria_common::model::now_ms())
+            .await?;
+        let mut report = ReconcileReport::default();
+        let mut attachments = Vec::new();
+        for entry in overdue {
+            let id = entry.resource_id.clone();
+            if self.shared.in_flight.contains(&id) {
+                tracing::debug!(resource_id = %id, "overdue but in flight: left alone");
+                report.skipped.push(id);
+                continue;
+            }
+            let outcome = match entry.kind {
+                WorkerKind::Volume => self.volume(&entry).await,
+                WorkerKind::Snapshot => self.snapshot(&entry).await,
+                WorkerKind::Attachment => {
+                    attachments.push(entry);
+                    continue;
+                }
+            };
+            match outcome {
+                Ok(outcome) => {
+                    let list = match outcome {
+                        Resolved::Failed => &mut report.failed,
+                        Resolved::Redone => &mut report.redone,
+                        Resolved::Finished => &mut report.finished,
+                        Resolved::Stale => &mut report.stale,
+                        Resolved::Skipped => &mut report.skipped,
+                    };
+                    list.push(id);
+                }
+                Err(err) => {
+                    tracing::warn!(resource_id = %id, %err, "cannot resolve overdue work now");
+                    report.skipped.push(id);
+                }
+            }
+        }
+        if !attachments.is_empty() {
+            self.attachments(&attachments, &mut report).await;
+        }
+        if report != ReconcileReport::default() {
+            tracing::info!(
+                failed = report.failed.len(),
+                redone = report.redone.len(),
+                finished = report.finished.len(),
+                stale = report.stale.len(),
+                skipped = report.skipped.len(),
+                "reconciled overdue work"
+            );
+        }
+        Ok(report)
+    }
+
+    pub(super) fn ctx() -> RequestContext {
+        RequestContext::internal(BINARY)
+    }
+
+    /// Removes a stale entry (if still as read).
+    pub(super) async fn stale(&self, entry: &WorkerEntry) -> Result<Resolved, ResolveError> {
+        self.shared.db.remove_worker_entry(entry).await?;
+        tracing::info!(resource_id = %entry.resource_id, status = %entry.status, "stale worker entry removed");
+        Ok(Resolved::Stale)
+    }
+}
+
+/// How one entry was resolved.
+pub(super) enum Resolved {
+    Failed,
+    Redone,
+    Finished,
+    Stale,
+    Skipped,
+}
+
+/// Why an entry could not be resolved this run.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ResolveError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{}", .0.message())]
+    Handler(#[from] tonic::Status),
+    #[error(transparent)]
+    Ops(#[from] OpsError),
+}
+
+#[cfg(test)]
+mod tests;
