@@ -4,23 +4,10 @@
 use super::*;
 use crate::model::{Volume, VolumeStatus, now_ms};
 
-struct TempDb {
-    db: Db,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use crate::testing::TempDb;
 
 async fn temp_db() -> TempDb {
-    let dir = std::env::temp_dir().join(format!("scoria-db-admin-{}", uuid::Uuid::new_v4()));
-    let db = Db::connect(&format!("sqlite://{}", dir.join("scoria.db").display()))
-        .await
-        .expect("db");
-    TempDb { db, dir }
+    TempDb::new().await
 }
 
 /// A volume of project `p2` in `status`, with an error message and a worker entry.
@@ -60,57 +47,64 @@ async fn volume(db: &Db, status: VolumeStatus) -> Volume {
 #[tokio::test]
 async fn set_service_enabled_records_and_clears_the_reason() {
     let t = temp_db().await;
-    t.db.heartbeat("scoria-volume", "n1@file", "az1")
+    t.db()
+        .heartbeat("scoria-volume", "n1@file", "az1")
         .await
         .expect("beat");
 
     assert!(
-        t.db.set_service_enabled("scoria-volume", "n1@file", false, "disk swap")
+        t.db()
+            .set_service_enabled("scoria-volume", "n1@file", false, "disk swap")
             .await
             .expect("disable")
     );
-    let service =
-        t.db.get_service("scoria-volume", "n1@file")
-            .await
-            .expect("get")
-            .expect("exists");
+    let service = t
+        .db()
+        .get_service("scoria-volume", "n1@file")
+        .await
+        .expect("get")
+        .expect("exists");
     assert!(service.disabled);
     assert_eq!(service.disabled_reason, "disk swap");
 
     // A heartbeat keeps the disabled flag.
-    t.db.heartbeat("scoria-volume", "n1@file", "az1")
+    t.db()
+        .heartbeat("scoria-volume", "n1@file", "az1")
         .await
         .expect("beat");
-    let service = t.db.list_services().await.expect("list").remove(0);
+    let service = t.db().list_services().await.expect("list").remove(0);
     assert!(service.disabled);
 
     assert!(
-        t.db.set_service_enabled("scoria-volume", "n1@file", true, "ignored")
+        t.db()
+            .set_service_enabled("scoria-volume", "n1@file", true, "ignored")
             .await
             .expect("enable")
     );
-    let service =
-        t.db.get_service("scoria-volume", "n1@file")
-            .await
-            .expect("get")
-            .expect("exists");
+    let service = t
+        .db()
+        .get_service("scoria-volume", "n1@file")
+        .await
+        .expect("get")
+        .expect("exists");
     assert!(!service.disabled);
     assert_eq!(service.disabled_reason, "");
 
     assert!(
-        !t.db
+        !t.db()
             .set_service_enabled("scoria-volume", "nowhere@file", false, "x")
             .await
             .expect("unknown host")
     );
     assert!(
-        !t.db
+        !t.db()
             .set_service_enabled("scoria-scheduler", "n1@file", false, "x")
             .await
             .expect("unknown binary")
     );
     assert_eq!(
-        t.db.get_service("scoria-scheduler", "n1@file")
+        t.db()
+            .get_service("scoria-scheduler", "n1@file")
             .await
             .expect("get"),
         None
@@ -120,19 +114,21 @@ async fn set_service_enabled_records_and_clears_the_reason() {
 #[tokio::test]
 async fn reset_volume_status_is_unconditional_and_drops_the_worker() {
     let t = temp_db().await;
-    let stuck = volume(&t.db, VolumeStatus::Deleting).await;
+    let stuck = volume(&t.db(), VolumeStatus::Deleting).await;
     assert!(
-        t.db.get_worker(WorkerKind::Volume, &stuck.id)
+        t.db()
+            .get_worker(WorkerKind::Volume, &stuck.id)
             .await
             .expect("worker")
             .is_some()
     );
 
-    let reset =
-        t.db.reset_volume_status(&stuck.id, VolumeStatus::Error)
-            .await
-            .expect("reset")
-            .expect("found");
+    let reset = t
+        .db()
+        .reset_volume_status(&stuck.id, VolumeStatus::Error)
+        .await
+        .expect("reset")
+        .expect("found");
     assert_eq!(reset.status, VolumeStatus::Error);
     assert_eq!(
         reset.error_message, "backend exploded",
@@ -140,31 +136,35 @@ async fn reset_volume_status_is_unconditional_and_drops_the_worker() {
     );
     assert_eq!(reset.project_id, "p2");
     assert!(
-        t.db.get_worker(WorkerKind::Volume, &stuck.id)
+        t.db()
+            .get_worker(WorkerKind::Volume, &stuck.id)
             .await
             .expect("worker")
             .is_none()
     );
 
-    let reset =
-        t.db.reset_volume_status(&stuck.id, VolumeStatus::Available)
-            .await
-            .expect("reset")
-            .expect("found");
+    let reset = t
+        .db()
+        .reset_volume_status(&stuck.id, VolumeStatus::Available)
+        .await
+        .expect("reset")
+        .expect("found");
     assert_eq!(reset.status, VolumeStatus::Available);
     assert_eq!(
         reset.error_message, "",
         "a non-error status clears the message"
     );
-    let stored =
-        t.db.get_volume(&stuck.id)
-            .await
-            .expect("get")
-            .expect("found");
+    let stored = t
+        .db()
+        .get_volume(&stuck.id)
+        .await
+        .expect("get")
+        .expect("found");
     assert_eq!(stored, reset);
 
     assert_eq!(
-        t.db.reset_volume_status("no-such-volume", VolumeStatus::Available)
+        t.db()
+            .reset_volume_status("no-such-volume", VolumeStatus::Available)
             .await
             .expect("reset"),
         None

@@ -6,23 +6,10 @@ use crate::{
     model::Volume,
 };
 
-struct TempDb {
-    db: Db,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use crate::testing::TempDb;
 
 async fn temp_db() -> TempDb {
-    let dir = std::env::temp_dir().join(format!("scoria-db-test-{}", uuid::Uuid::new_v4()));
-    let db = Db::connect(&format!("sqlite://{}", dir.join("scoria.db").display()))
-        .await
-        .expect("db");
-    TempDb { db, dir }
+    TempDb::new().await
 }
 
 fn new_id() -> String {
@@ -113,28 +100,33 @@ async fn snapshot(db: &Db, volume: &Volume, status: SnapshotStatus) -> Snapshot 
 #[tokio::test]
 async fn create_inserts_row_and_worker_and_reads_back() {
     let t = temp_db().await;
-    let v = volume(&t.db, VolumeStatus::Available, None).await;
+    let v = volume(&t.db(), VolumeStatus::Available, None).await;
     let s = snapshot_of(&v, now_ms());
     let w = worker(WorkerKind::Snapshot, &s.id, "creating");
     assert!(
-        t.db.create_snapshot(&s, &[VolumeStatus::Available], &w)
+        t.db()
+            .create_snapshot(&s, &[VolumeStatus::Available], &w)
             .await
             .expect("create")
     );
     assert_eq!(
-        t.db.get_snapshot(&s.id).await.expect("get"),
+        t.db().get_snapshot(&s.id).await.expect("get"),
         Some(s.clone())
     );
     assert_eq!(
-        t.db.get_worker(WorkerKind::Snapshot, &s.id)
+        t.db()
+            .get_worker(WorkerKind::Snapshot, &s.id)
             .await
             .expect("worker"),
         Some(w)
     );
-    assert_eq!(t.db.get_snapshot(&new_id()).await.expect("get"), None);
-    assert_eq!(t.db.count_volume_snapshots(&v.id).await.expect("count"), 1);
+    assert_eq!(t.db().get_snapshot(&new_id()).await.expect("get"), None);
     assert_eq!(
-        t.db.volume_snapshot_ids(&v.id).await.expect("ids"),
+        t.db().count_volume_snapshots(&v.id).await.expect("count"),
+        1
+    );
+    assert_eq!(
+        t.db().volume_snapshot_ids(&v.id).await.expect("ids"),
         vec![s.id]
     );
 }
@@ -142,25 +134,27 @@ async fn create_inserts_row_and_worker_and_reads_back() {
 #[tokio::test]
 async fn create_refuses_a_volume_in_another_status_and_writes_nothing() {
     let t = temp_db().await;
-    let v = volume(&t.db, VolumeStatus::InUse, None).await;
+    let v = volume(&t.db(), VolumeStatus::InUse, None).await;
     let s = snapshot_of(&v, now_ms());
     let w = worker(WorkerKind::Snapshot, &s.id, "creating");
     assert!(
-        !t.db
+        !t.db()
             .create_snapshot(&s, &[VolumeStatus::Available], &w)
             .await
             .expect("create")
     );
-    assert_eq!(t.db.get_snapshot(&s.id).await.expect("get"), None);
+    assert_eq!(t.db().get_snapshot(&s.id).await.expect("get"), None);
     assert_eq!(
-        t.db.get_worker(WorkerKind::Snapshot, &s.id)
+        t.db()
+            .get_worker(WorkerKind::Snapshot, &s.id)
             .await
             .expect("worker"),
         None
     );
     // With force, in-use is allowed.
     assert!(
-        t.db.create_snapshot(&s, &[VolumeStatus::Available, VolumeStatus::InUse], &w)
+        t.db()
+            .create_snapshot(&s, &[VolumeStatus::Available, VolumeStatus::InUse], &w)
             .await
             .expect("create")
     );
@@ -168,7 +162,7 @@ async fn create_refuses_a_volume_in_another_status_and_writes_nothing() {
     let mut orphan = snapshot_of(&v, now_ms());
     orphan.volume_id = new_id();
     assert!(
-        !t.db
+        !t.db()
             .create_snapshot(&orphan, &[VolumeStatus::Available], &w)
             .await
             .expect("create")
@@ -178,8 +172,8 @@ async fn create_refuses_a_volume_in_another_status_and_writes_nothing() {
 #[tokio::test]
 async fn list_filters_and_pages() {
     let t = temp_db().await;
-    let v1 = volume(&t.db, VolumeStatus::Available, None).await;
-    let v2 = volume(&t.db, VolumeStatus::Available, None).await;
+    let v1 = volume(&t.db(), VolumeStatus::Available, None).await;
+    let v2 = volume(&t.db(), VolumeStatus::Available, None).await;
     let mut all = Vec::new();
     for (i, v) in [&v1, &v2, &v1, &v1].into_iter().enumerate() {
         // Two share a timestamp: the id breaks the tie.
@@ -189,21 +183,23 @@ async fn list_filters_and_pages() {
         }
         let w = worker(WorkerKind::Snapshot, &s.id, "creating");
         assert!(
-            t.db.create_snapshot(&s, &[VolumeStatus::Available], &w)
+            t.db()
+                .create_snapshot(&s, &[VolumeStatus::Available], &w)
                 .await
                 .expect("create")
         );
         all.push(s);
     }
-    t.db.transition_snapshot(
-        &all[0].id,
-        &[SnapshotStatus::Creating],
-        SnapshotStatus::Available,
-        None,
-        None,
-    )
-    .await
-    .expect("cas");
+    t.db()
+        .transition_snapshot(
+            &all[0].id,
+            &[SnapshotStatus::Creating],
+            SnapshotStatus::Available,
+            None,
+            None,
+        )
+        .await
+        .expect("cas");
     let ids = |list: Vec<Snapshot>| list.into_iter().map(|s| s.id).collect::<Vec<_>>();
     let p1 = SnapshotQuery {
         project_id: Some("p1".into()),
@@ -216,10 +212,14 @@ async fn list_filters_and_pages() {
         .collect();
     expected.sort();
     let expected: Vec<_> = expected.into_iter().map(|(_, id)| id).collect();
-    assert_eq!(ids(t.db.list_snapshots(&p1).await.expect("list")), expected);
+    assert_eq!(
+        ids(t.db().list_snapshots(&p1).await.expect("list")),
+        expected
+    );
 
-    let first =
-        t.db.list_snapshots(&SnapshotQuery {
+    let first = t
+        .db()
+        .list_snapshots(&SnapshotQuery {
             limit: 2,
             ..p1.clone()
         })
@@ -227,8 +227,9 @@ async fn list_filters_and_pages() {
         .expect("page 1");
     assert_eq!(ids(first.clone()), expected[..2]);
     let last = first.last().expect("last");
-    let rest =
-        t.db.list_snapshots(&SnapshotQuery {
+    let rest = t
+        .db()
+        .list_snapshots(&SnapshotQuery {
             after: Some((last.created_at_ms, last.id.clone())),
             ..p1.clone()
         })
@@ -241,7 +242,7 @@ async fn list_filters_and_pages() {
         ..p1.clone()
     };
     assert_eq!(
-        ids(t.db.list_snapshots(&of_v1).await.expect("list")).len(),
+        ids(t.db().list_snapshots(&of_v1).await.expect("list")).len(),
         2
     );
     let available = SnapshotQuery {
@@ -249,7 +250,7 @@ async fn list_filters_and_pages() {
         ..p1.clone()
     };
     assert_eq!(
-        ids(t.db.list_snapshots(&available).await.expect("list")),
+        ids(t.db().list_snapshots(&available).await.expect("list")),
         vec![all[0].id.clone()]
     );
 }
@@ -257,10 +258,10 @@ async fn list_filters_and_pages() {
 #[tokio::test]
 async fn transition_is_compare_and_set_and_moves_the_worker() {
     let t = temp_db().await;
-    let v = volume(&t.db, VolumeStatus::Available, None).await;
-    let s = snapshot(&t.db, &v, SnapshotStatus::Creating).await;
+    let v = volume(&t.db(), VolumeStatus::Available, None).await;
+    let s = snapshot(&t.db(), &v, SnapshotStatus::Creating).await;
     assert!(
-        !t.db
+        !t.db()
             .transition_snapshot(
                 &s.id,
                 &[SnapshotStatus::Available],
@@ -272,47 +273,52 @@ async fn transition_is_compare_and_set_and_moves_the_worker() {
             .expect("cas")
     );
     assert!(
-        t.db.transition_snapshot(
-            &s.id,
-            &[SnapshotStatus::Creating],
-            SnapshotStatus::Error,
-            Some("boom"),
-            None
-        )
-        .await
-        .expect("cas")
+        t.db()
+            .transition_snapshot(
+                &s.id,
+                &[SnapshotStatus::Creating],
+                SnapshotStatus::Error,
+                Some("boom"),
+                None
+            )
+            .await
+            .expect("cas")
     );
-    let now = t.db.get_snapshot(&s.id).await.expect("get").expect("row");
+    let now = t.db().get_snapshot(&s.id).await.expect("get").expect("row");
     assert_eq!(now.status, SnapshotStatus::Error);
     assert_eq!(now.error_message, "boom");
     assert_eq!(
-        t.db.get_worker(WorkerKind::Snapshot, &s.id)
+        t.db()
+            .get_worker(WorkerKind::Snapshot, &s.id)
             .await
             .expect("worker"),
         None
     );
     let w = worker(WorkerKind::Snapshot, &s.id, "deleting");
     assert!(
-        t.db.transition_snapshot(
-            &s.id,
-            &[SnapshotStatus::Error],
-            SnapshotStatus::Deleting,
-            None,
-            Some(&w)
-        )
-        .await
-        .expect("cas")
+        t.db()
+            .transition_snapshot(
+                &s.id,
+                &[SnapshotStatus::Error],
+                SnapshotStatus::Deleting,
+                None,
+                Some(&w)
+            )
+            .await
+            .expect("cas")
     );
     assert_eq!(
-        t.db.get_worker(WorkerKind::Snapshot, &s.id)
+        t.db()
+            .get_worker(WorkerKind::Snapshot, &s.id)
             .await
             .expect("worker"),
         Some(w)
     );
-    assert!(t.db.delete_snapshot_row(&s.id).await.expect("delete"));
-    assert!(!t.db.delete_snapshot_row(&s.id).await.expect("again"));
+    assert!(t.db().delete_snapshot_row(&s.id).await.expect("delete"));
+    assert!(!t.db().delete_snapshot_row(&s.id).await.expect("again"));
     assert_eq!(
-        t.db.get_worker(WorkerKind::Snapshot, &s.id)
+        t.db()
+            .get_worker(WorkerKind::Snapshot, &s.id)
             .await
             .expect("worker"),
         None
@@ -322,29 +328,32 @@ async fn transition_is_compare_and_set_and_moves_the_worker() {
 #[tokio::test]
 async fn volume_delete_is_refused_while_snapshots_exist() {
     let t = temp_db().await;
-    let v = volume(&t.db, VolumeStatus::Available, None).await;
-    let s1 = snapshot(&t.db, &v, SnapshotStatus::Available).await;
-    let s2 = snapshot(&t.db, &v, SnapshotStatus::Error).await;
+    let v = volume(&t.db(), VolumeStatus::Available, None).await;
+    let s1 = snapshot(&t.db(), &v, SnapshotStatus::Available).await;
+    let s2 = snapshot(&t.db(), &v, SnapshotStatus::Error).await;
     let w = worker(WorkerKind::Volume, &v.id, "deleting");
     assert_eq!(
-        t.db.start_volume_delete(&v.id, Some(&w))
+        t.db()
+            .start_volume_delete(&v.id, Some(&w))
             .await
             .expect("delete"),
         VolumeDeleteStart::HasSnapshots(vec![s1.id.clone(), s2.id.clone()])
     );
-    let row = t.db.get_volume(&v.id).await.expect("get").expect("row");
+    let row = t.db().get_volume(&v.id).await.expect("get").expect("row");
     assert_eq!(row.status, VolumeStatus::Available, "nothing changed");
     for s in [&s1, &s2] {
-        t.db.delete_snapshot_row(&s.id).await.expect("delete");
+        t.db().delete_snapshot_row(&s.id).await.expect("delete");
     }
     assert_eq!(
-        t.db.start_volume_delete(&v.id, Some(&w))
+        t.db()
+            .start_volume_delete(&v.id, Some(&w))
             .await
             .expect("delete"),
         VolumeDeleteStart::Started
     );
     assert_eq!(
-        t.db.get_volume(&v.id)
+        t.db()
+            .get_volume(&v.id)
             .await
             .expect("get")
             .expect("row")
@@ -352,13 +361,15 @@ async fn volume_delete_is_refused_while_snapshots_exist() {
         VolumeStatus::Deleting
     );
     assert_eq!(
-        t.db.get_worker(WorkerKind::Volume, &v.id)
+        t.db()
+            .get_worker(WorkerKind::Volume, &v.id)
             .await
             .expect("worker"),
         Some(w.clone())
     );
     assert_eq!(
-        t.db.start_volume_delete(&v.id, Some(&w))
+        t.db()
+            .start_volume_delete(&v.id, Some(&w))
             .await
             .expect("again"),
         VolumeDeleteStart::WrongStatus
@@ -367,7 +378,7 @@ async fn volume_delete_is_refused_while_snapshots_exist() {
     let s = snapshot_of(&v, now_ms());
     let sw = worker(WorkerKind::Snapshot, &s.id, "creating");
     assert!(
-        !t.db
+        !t.db()
             .create_snapshot(&s, &[VolumeStatus::Available], &sw)
             .await
             .expect("create")
@@ -377,13 +388,17 @@ async fn volume_delete_is_refused_while_snapshots_exist() {
 #[tokio::test]
 async fn volume_delete_without_worker_removes_the_entry() {
     let t = temp_db().await;
-    let v = volume(&t.db, VolumeStatus::Error, None).await;
+    let v = volume(&t.db(), VolumeStatus::Error, None).await;
     assert_eq!(
-        t.db.start_volume_delete(&v.id, None).await.expect("delete"),
+        t.db()
+            .start_volume_delete(&v.id, None)
+            .await
+            .expect("delete"),
         VolumeDeleteStart::Started
     );
     assert_eq!(
-        t.db.get_worker(WorkerKind::Volume, &v.id)
+        t.db()
+            .get_worker(WorkerKind::Volume, &v.id)
             .await
             .expect("worker"),
         None
@@ -393,66 +408,74 @@ async fn volume_delete_without_worker_removes_the_entry() {
 #[tokio::test]
 async fn snapshot_delete_is_refused_while_a_volume_is_made_from_it() {
     let t = temp_db().await;
-    let v = volume(&t.db, VolumeStatus::Available, None).await;
-    let s = snapshot(&t.db, &v, SnapshotStatus::Available).await;
-    let child = volume(&t.db, VolumeStatus::Creating, Some(&s.id)).await;
+    let v = volume(&t.db(), VolumeStatus::Available, None).await;
+    let s = snapshot(&t.db(), &v, SnapshotStatus::Available).await;
+    let child = volume(&t.db(), VolumeStatus::Creating, Some(&s.id)).await;
     assert!(
-        t.db.confirm_snapshot_available(&s.id)
+        t.db()
+            .confirm_snapshot_available(&s.id)
             .await
             .expect("confirm")
     );
     let w = worker(WorkerKind::Snapshot, &s.id, "deleting");
     assert_eq!(
-        t.db.start_snapshot_delete(&s.id, Some(&w))
+        t.db()
+            .start_snapshot_delete(&s.id, Some(&w))
             .await
             .expect("delete"),
         SnapshotDeleteStart::InUse(vec![child.id.clone()])
     );
     assert_eq!(
-        t.db.get_snapshot(&s.id)
+        t.db()
+            .get_snapshot(&s.id)
             .await
             .expect("get")
             .expect("row")
             .status,
         SnapshotStatus::Available
     );
-    t.db.transition_volume(
-        &child.id,
-        &[VolumeStatus::Creating],
-        VolumeStatus::Available,
-        None,
-        None,
-    )
-    .await
-    .expect("cas");
+    t.db()
+        .transition_volume(
+            &child.id,
+            &[VolumeStatus::Creating],
+            VolumeStatus::Available,
+            None,
+            None,
+        )
+        .await
+        .expect("cas");
     assert_eq!(
-        t.db.start_snapshot_delete(&s.id, Some(&w))
+        t.db()
+            .start_snapshot_delete(&s.id, Some(&w))
             .await
             .expect("delete"),
         SnapshotDeleteStart::Started
     );
     assert_eq!(
-        t.db.get_worker(WorkerKind::Snapshot, &s.id)
+        t.db()
+            .get_worker(WorkerKind::Snapshot, &s.id)
             .await
             .expect("worker"),
         Some(w.clone())
     );
     // Once deleting, a new volume from it is refused, and deleting again is too.
     assert!(
-        !t.db
+        !t.db()
             .confirm_snapshot_available(&s.id)
             .await
             .expect("confirm")
     );
     assert_eq!(
-        t.db.start_snapshot_delete(&s.id, Some(&w))
+        t.db()
+            .start_snapshot_delete(&s.id, Some(&w))
             .await
             .expect("again"),
         SnapshotDeleteStart::WrongStatus
     );
-    let creating = snapshot(&t.db, &v, SnapshotStatus::Creating).await;
+    let creating = snapshot(&t.db(), &v, SnapshotStatus::Creating).await;
     assert_eq!(
-        t.db.start_snapshot_delete(&creating.id, None)
+        t.db()
+            .start_snapshot_delete(&creating.id, None)
             .await
             .expect("creating"),
         SnapshotDeleteStart::WrongStatus
@@ -462,7 +485,7 @@ async fn snapshot_delete_is_refused_while_a_volume_is_made_from_it() {
 #[tokio::test]
 async fn migrations_run_twice() {
     let t = temp_db().await;
-    let url = format!("sqlite://{}", t.dir.join("scoria.db").display());
+    let url = format!("sqlite://{}", t.dir().join("scoria.db").display());
     Db::connect(&url)
         .await
         .expect("second connect re-runs nothing");

@@ -3,17 +3,6 @@
 use super::*;
 use crate::model::{Volume, VolumeStatus, now_ms};
 
-async fn temp_db() -> (Db, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("dir");
-    let db = Db::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("scoria.db").display()
-    ))
-    .await
-    .expect("db");
-    (db, dir)
-}
-
 /// Inserts a volume of `project` named `name` in `status`, created at `created_at_ms`.
 async fn volume(
     db: &Db,
@@ -53,7 +42,7 @@ fn ids(list: Vec<Volume>) -> Vec<String> {
 
 #[tokio::test]
 async fn pages_follow_created_at_then_id() {
-    let (db, _dir) = temp_db().await;
+    let db = crate::testing::TempDb::new().await;
     // Three share a timestamp: the id breaks the tie, and no page skips or repeats one.
     let mut mine = Vec::new();
     for at in [100, 200, 200, 200, 300] {
@@ -94,7 +83,7 @@ async fn pages_follow_created_at_then_id() {
 
 #[tokio::test]
 async fn filters_combine() {
-    let (db, _dir) = temp_db().await;
+    let db = crate::testing::TempDb::new().await;
     let wanted = volume(&db, "p1", "db", VolumeStatus::Available, 10).await;
     volume(&db, "p1", "db", VolumeStatus::Creating, 20).await;
     volume(&db, "p1", "web", VolumeStatus::Available, 30).await;

@@ -5,23 +5,10 @@ use super::*;
 use crate::db::WorkerOutcome;
 use crate::model::{Snapshot, Volume};
 
-struct TempDb {
-    db: Db,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use crate::testing::TempDb;
 
 async fn temp_db() -> TempDb {
-    let dir = std::env::temp_dir().join(format!("scoria-db-workers-{}", uuid::Uuid::new_v4()));
-    let db = Db::connect(&format!("sqlite://{}", dir.join("scoria.db").display()))
-        .await
-        .expect("db");
-    TempDb { db, dir }
+    TempDb::new().await
 }
 
 /// A volume in `status` with a worker entry owned by `owner`, due at `deadline_ms`.
@@ -62,15 +49,16 @@ async fn volume(db: &Db, status: VolumeStatus, owner: &str, deadline_ms: i64) ->
 async fn overdue_lists_only_the_owners_entries_past_their_deadline() {
     let t = temp_db().await;
     let now = now_ms();
-    let late = volume(&t.db, VolumeStatus::Creating, "n1@file", now - 5_000).await;
-    let later = volume(&t.db, VolumeStatus::Deleting, "n1@file", now - 1_000).await;
-    let _due = volume(&t.db, VolumeStatus::Creating, "n1@file", now + 60_000).await;
-    let _other = volume(&t.db, VolumeStatus::Creating, "n2@file", now - 5_000).await;
+    let late = volume(&t.db(), VolumeStatus::Creating, "n1@file", now - 5_000).await;
+    let later = volume(&t.db(), VolumeStatus::Deleting, "n1@file", now - 1_000).await;
+    let _due = volume(&t.db(), VolumeStatus::Creating, "n1@file", now + 60_000).await;
+    let _other = volume(&t.db(), VolumeStatus::Creating, "n2@file", now - 5_000).await;
 
-    let overdue = t.db.overdue_workers("n1@file", now).await.expect("list");
+    let overdue = t.db().overdue_workers("n1@file", now).await.expect("list");
     assert_eq!(overdue, vec![late, later], "most overdue first, only n1's");
     assert!(
-        t.db.overdue_workers("n3@file", now)
+        t.db()
+            .overdue_workers("n3@file", now)
             .await
             .expect("list")
             .is_empty()
@@ -81,60 +69,74 @@ async fn overdue_lists_only_the_owners_entries_past_their_deadline() {
 async fn orphans_are_overdue_entries_of_down_or_unknown_services() {
     let t = temp_db().await;
     let now = now_ms();
-    t.db.heartbeat("scoria-volume", "up@file", "az")
+    t.db()
+        .heartbeat("scoria-volume", "up@file", "az")
         .await
         .expect("beat");
-    t.db.heartbeat("scoria-volume", "down@file", "az")
+    t.db()
+        .heartbeat("scoria-volume", "down@file", "az")
         .await
         .expect("beat");
     sqlx::query("UPDATE services SET last_heartbeat = $1 WHERE host = 'down@file'")
         .bind(now - 120_000)
-        .execute(t.db.pool())
+        .execute(t.db().pool())
         .await
         .expect("age the heartbeat");
-    let of_down = volume(&t.db, VolumeStatus::Deleting, "down@file", now - 1_000).await;
-    let of_unknown = volume(&t.db, VolumeStatus::Creating, "gone@file", now - 500).await;
-    let _of_up = volume(&t.db, VolumeStatus::Creating, "up@file", now - 1_000).await;
-    let _down_not_overdue = volume(&t.db, VolumeStatus::Creating, "down@file", now + 60_000).await;
+    let of_down = volume(&t.db(), VolumeStatus::Deleting, "down@file", now - 1_000).await;
+    let of_unknown = volume(&t.db(), VolumeStatus::Creating, "gone@file", now - 500).await;
+    let _of_up = volume(&t.db(), VolumeStatus::Creating, "up@file", now - 1_000).await;
+    let _down_not_overdue =
+        volume(&t.db(), VolumeStatus::Creating, "down@file", now + 60_000).await;
     let _scheduler = volume(
-        &t.db,
+        &t.db(),
         VolumeStatus::Creating,
         "scoria-scheduler",
         now - 1_000,
     )
     .await;
 
-    let orphans =
-        t.db.orphaned_workers("scoria-volume", "scoria-scheduler", now - 60_000, now)
-            .await
-            .expect("list");
+    let orphans = t
+        .db()
+        .orphaned_workers("scoria-volume", "scoria-scheduler", now - 60_000, now)
+        .await
+        .expect("list");
     assert_eq!(orphans, vec![of_down, of_unknown]);
 }
 
 #[tokio::test]
 async fn an_entry_is_moved_or_removed_only_as_it_was_read() {
     let t = temp_db().await;
-    let entry = volume(&t.db, VolumeStatus::Creating, "n1@file", 10).await;
+    let entry = volume(&t.db(), VolumeStatus::Creating, "n1@file", 10).await;
 
-    assert!(t.db.move_worker(&entry, "n2@file", 99).await.expect("move"));
     assert!(
-        !t.db.move_worker(&entry, "n3@file", 99).await.expect("move"),
+        t.db()
+            .move_worker(&entry, "n2@file", 99)
+            .await
+            .expect("move")
+    );
+    assert!(
+        !t.db()
+            .move_worker(&entry, "n3@file", 99)
+            .await
+            .expect("move"),
         "the second reaper acting on what it read loses"
     );
-    let now =
-        t.db.get_worker(WorkerKind::Volume, &entry.resource_id)
-            .await
-            .expect("get")
-            .expect("entry");
+    let now = t
+        .db()
+        .get_worker(WorkerKind::Volume, &entry.resource_id)
+        .await
+        .expect("get")
+        .expect("entry");
     assert_eq!((now.service.as_str(), now.deadline_ms), ("n2@file", 99));
 
     assert!(
-        !t.db.remove_worker_entry(&entry).await.expect("remove"),
+        !t.db().remove_worker_entry(&entry).await.expect("remove"),
         "the old entry is not the one stored"
     );
-    assert!(t.db.remove_worker_entry(&now).await.expect("remove"));
+    assert!(t.db().remove_worker_entry(&now).await.expect("remove"));
     assert_eq!(
-        t.db.get_worker(WorkerKind::Volume, &entry.resource_id)
+        t.db()
+            .get_worker(WorkerKind::Volume, &entry.resource_id)
             .await
             .expect("get"),
         None
@@ -144,9 +146,9 @@ async fn an_entry_is_moved_or_removed_only_as_it_was_read() {
 #[tokio::test]
 async fn claim_takes_the_entry_only_in_its_status() {
     let t = temp_db().await;
-    let entry = volume(&t.db, VolumeStatus::Deleting, "n1@file", 10).await;
+    let entry = volume(&t.db(), VolumeStatus::Deleting, "n1@file", 10).await;
     assert!(
-        !t.db
+        !t.db()
             .claim_worker(
                 WorkerKind::Volume,
                 &entry.resource_id,
@@ -158,31 +160,34 @@ async fn claim_takes_the_entry_only_in_its_status() {
             .expect("claim")
     );
     assert!(
-        t.db.claim_worker(
-            WorkerKind::Volume,
-            &entry.resource_id,
-            "deleting",
-            "n1@file",
-            500
-        )
-        .await
-        .expect("claim")
-    );
-    let now =
-        t.db.get_worker(WorkerKind::Volume, &entry.resource_id)
+        t.db()
+            .claim_worker(
+                WorkerKind::Volume,
+                &entry.resource_id,
+                "deleting",
+                "n1@file",
+                500
+            )
             .await
-            .expect("get")
-            .expect("entry");
+            .expect("claim")
+    );
+    let now = t
+        .db()
+        .get_worker(WorkerKind::Volume, &entry.resource_id)
+        .await
+        .expect("get")
+        .expect("entry");
     assert_eq!(now.deadline_ms, 500);
 }
 
 #[tokio::test]
 async fn failing_a_volume_is_a_compare_and_set_on_the_entry() {
     let t = temp_db().await;
-    let entry = volume(&t.db, VolumeStatus::Extending, "dead@file", 10).await;
+    let entry = volume(&t.db(), VolumeStatus::Extending, "dead@file", 10).await;
 
-    let first =
-        t.db.fail_volume_worker(
+    let first = t
+        .db()
+        .fail_volume_worker(
             &entry,
             VolumeStatus::ErrorExtending,
             "owner dead@file is down",
@@ -190,24 +195,27 @@ async fn failing_a_volume_is_a_compare_and_set_on_the_entry() {
         .await
         .expect("fail");
     assert_eq!(first, WorkerOutcome::Done);
-    let second =
-        t.db.fail_volume_worker(&entry, VolumeStatus::ErrorExtending, "again")
-            .await
-            .expect("fail");
+    let second = t
+        .db()
+        .fail_volume_worker(&entry, VolumeStatus::ErrorExtending, "again")
+        .await
+        .expect("fail");
     assert_eq!(
         second,
         WorkerOutcome::Lost,
         "a second reaper cannot fail it again"
     );
-    let stored =
-        t.db.get_volume(&entry.resource_id)
-            .await
-            .expect("get")
-            .expect("volume");
+    let stored = t
+        .db()
+        .get_volume(&entry.resource_id)
+        .await
+        .expect("get")
+        .expect("volume");
     assert_eq!(stored.status, VolumeStatus::ErrorExtending);
     assert_eq!(stored.error_message, "owner dead@file is down");
     assert_eq!(
-        t.db.get_worker(WorkerKind::Volume, &entry.resource_id)
+        t.db()
+            .get_worker(WorkerKind::Volume, &entry.resource_id)
             .await
             .expect("get"),
         None
@@ -217,33 +225,37 @@ async fn failing_a_volume_is_a_compare_and_set_on_the_entry() {
 #[tokio::test]
 async fn a_stale_entry_is_removed_and_nothing_else_changes() {
     let t = temp_db().await;
-    let entry = volume(&t.db, VolumeStatus::Creating, "n1@file", 10).await;
+    let entry = volume(&t.db(), VolumeStatus::Creating, "n1@file", 10).await;
     // Settled by someone who forgot the entry.
-    t.db.transition_volume(
-        &entry.resource_id,
-        &[VolumeStatus::Creating],
-        VolumeStatus::Available,
-        None,
-        None,
-    )
-    .await
-    .expect("settle");
-    assert!(t.db.worker_is_stale(&entry).await.expect("stale"));
+    t.db()
+        .transition_volume(
+            &entry.resource_id,
+            &[VolumeStatus::Creating],
+            VolumeStatus::Available,
+            None,
+            None,
+        )
+        .await
+        .expect("settle");
+    assert!(t.db().worker_is_stale(&entry).await.expect("stale"));
 
-    let outcome =
-        t.db.fail_volume_worker(&entry, VolumeStatus::Error, "late")
-            .await
-            .expect("fail");
+    let outcome = t
+        .db()
+        .fail_volume_worker(&entry, VolumeStatus::Error, "late")
+        .await
+        .expect("fail");
     assert_eq!(outcome, WorkerOutcome::Stale);
-    let stored =
-        t.db.get_volume(&entry.resource_id)
-            .await
-            .expect("get")
-            .expect("volume");
+    let stored = t
+        .db()
+        .get_volume(&entry.resource_id)
+        .await
+        .expect("get")
+        .expect("volume");
     assert_eq!(stored.status, VolumeStatus::Available);
     assert_eq!(stored.error_message, "");
     assert_eq!(
-        t.db.get_worker(WorkerKind::Volume, &entry.resource_id)
+        t.db()
+            .get_worker(WorkerKind::Volume, &entry.resource_id)
             .await
             .expect("get"),
         None
@@ -253,13 +265,13 @@ async fn a_stale_entry_is_removed_and_nothing_else_changes() {
         resource_id: uuid::Uuid::new_v4().to_string(),
         ..entry
     };
-    assert!(t.db.worker_is_stale(&gone).await.expect("stale"));
+    assert!(t.db().worker_is_stale(&gone).await.expect("stale"));
 }
 
 #[tokio::test]
 async fn failing_a_snapshot_moves_the_snapshot() {
     let t = temp_db().await;
-    let parent = volume(&t.db, VolumeStatus::Available, "n1@file", i64::MAX).await;
+    let parent = volume(&t.db(), VolumeStatus::Available, "n1@file", i64::MAX).await;
     let now = now_ms();
     let snapshot = Snapshot {
         id: uuid::Uuid::new_v4().to_string(),
@@ -283,13 +295,15 @@ async fn failing_a_snapshot_moves_the_snapshot() {
         deadline_ms: 10,
     };
     assert!(
-        t.db.create_snapshot(&snapshot, &[VolumeStatus::Available], &entry)
+        t.db()
+            .create_snapshot(&snapshot, &[VolumeStatus::Available], &entry)
             .await
             .expect("insert")
     );
-    assert!(!t.db.worker_is_stale(&entry).await.expect("stale"));
-    let outcome =
-        t.db.fail_snapshot_worker(
+    assert!(!t.db().worker_is_stale(&entry).await.expect("stale"));
+    let outcome = t
+        .db()
+        .fail_snapshot_worker(
             &entry,
             SnapshotStatus::ErrorDeleting,
             "owner n1@file is down",
@@ -297,11 +311,12 @@ async fn failing_a_snapshot_moves_the_snapshot() {
         .await
         .expect("fail");
     assert_eq!(outcome, WorkerOutcome::Done);
-    let stored =
-        t.db.get_snapshot(&snapshot.id)
-            .await
-            .expect("get")
-            .expect("snapshot");
+    let stored = t
+        .db()
+        .get_snapshot(&snapshot.id)
+        .await
+        .expect("get")
+        .expect("snapshot");
     assert_eq!(stored.status, SnapshotStatus::ErrorDeleting);
     assert_eq!(stored.error_message, "owner n1@file is down");
 }
@@ -309,31 +324,34 @@ async fn failing_a_snapshot_moves_the_snapshot() {
 #[tokio::test]
 async fn a_reschedule_is_noted_once() {
     let t = temp_db().await;
-    let entry = volume(&t.db, VolumeStatus::Creating, "scoria-scheduler", 10).await;
+    let entry = volume(&t.db(), VolumeStatus::Creating, "scoria-scheduler", 10).await;
     assert!(
-        t.db.note_rescheduled(&entry, "retried", 5_000)
+        t.db()
+            .note_rescheduled(&entry, "retried", 5_000)
             .await
             .expect("note")
     );
     assert!(
-        !t.db
+        !t.db()
             .note_rescheduled(&entry, "retried", 6_000)
             .await
             .expect("note"),
         "a second scheduler acting on the same entry loses"
     );
-    let stored =
-        t.db.get_volume(&entry.resource_id)
-            .await
-            .expect("get")
-            .expect("volume");
+    let stored = t
+        .db()
+        .get_volume(&entry.resource_id)
+        .await
+        .expect("get")
+        .expect("volume");
     assert_eq!(stored.status, VolumeStatus::Creating);
     assert_eq!(stored.error_message, "retried");
-    let now =
-        t.db.get_worker(WorkerKind::Volume, &entry.resource_id)
-            .await
-            .expect("get")
-            .expect("entry");
+    let now = t
+        .db()
+        .get_worker(WorkerKind::Volume, &entry.resource_id)
+        .await
+        .expect("get")
+        .expect("entry");
     assert_eq!(now.deadline_ms, 5_000);
 }
 
@@ -412,12 +430,13 @@ fn deadlines_add_to_now_and_saturate() {
 #[tokio::test]
 async fn a_typed_entry_reads_back_typed() {
     let t = temp_db().await;
-    let entry = volume(&t.db, VolumeStatus::Deleting, "n1@file", 5).await;
-    let read =
-        t.db.get_worker(WorkerKind::Volume, &entry.resource_id)
-            .await
-            .expect("get")
-            .expect("entry");
+    let entry = volume(&t.db(), VolumeStatus::Deleting, "n1@file", 5).await;
+    let read = t
+        .db()
+        .get_worker(WorkerKind::Volume, &entry.resource_id)
+        .await
+        .expect("get")
+        .expect("entry");
     assert_eq!(read.owner(), Owner::Service("n1@file".into()));
     assert_eq!(
         read.transient_status().expect("status"),

@@ -62,10 +62,7 @@ impl<Req: Message + Default + 'static> Cast<Req> {
         F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = OpsResult<()>> + Send + 'static,
     {
-        dispatcher.method(self.name, move |ctx, req: Req| {
-            let done = handler(ctx, req);
-            async move { done.await.map_err(Status::from) }
-        })
+        serve(dispatcher, self.name, handler)
     }
 }
 
@@ -100,10 +97,7 @@ impl<Req: Message + Default + 'static, Resp: Message + Default + 'static> Call<R
         F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = OpsResult<Resp>> + Send + 'static,
     {
-        dispatcher.method(self.name, move |ctx, req: Req| {
-            let done = handler(ctx, req);
-            async move { done.await.map_err(Status::from) }
-        })
+        serve(dispatcher, self.name, handler)
     }
 }
 
@@ -138,9 +132,21 @@ impl<Req: Message + Default + 'static> Fanout<Req> {
         F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = OpsResult<()>> + Send + 'static,
     {
-        dispatcher.method(self.name, move |ctx, req: Req| {
-            let done = handler(ctx, req);
-            async move { done.await.map_err(Status::from) }
-        })
+        serve(dispatcher, self.name, handler)
     }
+}
+
+/// Adds `name` to `dispatcher`: the handler's [`super::OpsError`] reaches the
+/// caller as the status it converts to, unchanged.
+fn serve<Req, Resp, F, Fut>(dispatcher: Dispatcher, name: &'static str, handler: F) -> Dispatcher
+where
+    Req: Message + Default + 'static,
+    Resp: Message + 'static,
+    F: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = OpsResult<Resp>> + Send + 'static,
+{
+    dispatcher.method(name, move |ctx, req: Req| {
+        let done = handler(ctx, req);
+        async move { done.await.map_err(Status::from) }
+    })
 }
