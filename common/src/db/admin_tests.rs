@@ -114,7 +114,7 @@ async fn set_service_enabled_records_and_clears_the_reason() {
 #[tokio::test]
 async fn reset_volume_status_is_unconditional_and_drops_the_worker() {
     let t = temp_db().await;
-    let stuck = volume(&t.db(), VolumeStatus::Deleting).await;
+    let stuck = volume(t.db(), VolumeStatus::Deleting).await;
     assert!(
         t.db()
             .get_worker(WorkerKind::Volume, &stuck.id)

@@ -99,9 +99,9 @@ async fn reserve(db: &Db, a: &Attachment, multiattach: bool) -> AttachReserve {
 #[tokio::test]
 async fn attach_and_detach_walk_the_volume_through_its_statuses() {
     let t = temp_db().await;
-    let v = volume(&t.db(), VolumeStatus::Available).await;
+    let v = volume(t.db(), VolumeStatus::Available).await;
     let a = attachment(&v, AttachMode::ReadWrite);
-    match reserve(&t.db(), &a, false).await {
+    match reserve(t.db(), &a, false).await {
         AttachReserve::Reserved(volume) => assert_eq!(volume.status, VolumeStatus::Attaching),
         other => panic!("not reserved: {other:?}"),
     }
@@ -123,7 +123,7 @@ async fn attach_and_detach_walk_the_volume_through_its_statuses() {
     assert_eq!(attached.connection_info, Some(info(10809)));
     assert_eq!(attached.connector.host, "compute-1");
     assert!(attached.attached_at_ms.is_some());
-    assert_eq!(status_of(&t.db(), &v.id).await, VolumeStatus::InUse);
+    assert_eq!(status_of(t.db(), &v.id).await, VolumeStatus::InUse);
     assert!(
         t.db()
             .get_worker(WorkerKind::Attachment, &a.id)
@@ -146,7 +146,7 @@ async fn attach_and_detach_walk_the_volume_through_its_statuses() {
         DetachStart::Started(att) => assert_eq!(att.status, AttachmentStatus::Detaching),
         other => panic!("not started: {other:?}"),
     }
-    assert_eq!(status_of(&t.db(), &v.id).await, VolumeStatus::Detaching);
+    assert_eq!(status_of(t.db(), &v.id).await, VolumeStatus::Detaching);
     // Detaching cannot be detached again.
     assert_eq!(
         t.db()
@@ -157,7 +157,7 @@ async fn attach_and_detach_walk_the_volume_through_its_statuses() {
     );
     assert!(t.db().finish_detach(&a.id).await.expect("finish detach"));
     assert_eq!(t.db().get_attachment(&a.id).await.expect("get"), None);
-    assert_eq!(status_of(&t.db(), &v.id).await, VolumeStatus::Available);
+    assert_eq!(status_of(t.db(), &v.id).await, VolumeStatus::Available);
     assert!(!t.db().finish_detach(&a.id).await.expect("twice"));
     assert_eq!(
         t.db()
@@ -171,10 +171,10 @@ async fn attach_and_detach_walk_the_volume_through_its_statuses() {
 #[tokio::test]
 async fn a_second_attachment_needs_multiattach_and_nothing_is_written_without() {
     let t = temp_db().await;
-    let v = volume(&t.db(), VolumeStatus::Available).await;
+    let v = volume(t.db(), VolumeStatus::Available).await;
     let first = attachment(&v, AttachMode::ReadWrite);
     assert!(matches!(
-        reserve(&t.db(), &first, false).await,
+        reserve(t.db(), &first, false).await,
         AttachReserve::Reserved(_)
     ));
     t.db()
@@ -184,22 +184,22 @@ async fn a_second_attachment_needs_multiattach_and_nothing_is_written_without() 
 
     let second = attachment(&v, AttachMode::ReadOnly);
     assert_eq!(
-        reserve(&t.db(), &second, false).await,
+        reserve(t.db(), &second, false).await,
         AttachReserve::NotMultiattach(vec![first.id.clone()])
     );
     assert_eq!(t.db().get_attachment(&second.id).await.expect("get"), None);
-    assert_eq!(status_of(&t.db(), &v.id).await, VolumeStatus::InUse);
+    assert_eq!(status_of(t.db(), &v.id).await, VolumeStatus::InUse);
 
     assert!(matches!(
-        reserve(&t.db(), &second, true).await,
+        reserve(t.db(), &second, true).await,
         AttachReserve::Reserved(_)
     ));
-    assert_eq!(status_of(&t.db(), &v.id).await, VolumeStatus::Attaching);
+    assert_eq!(status_of(t.db(), &v.id).await, VolumeStatus::Attaching);
     t.db()
         .finish_attach(&second.id, &info(10810))
         .await
         .expect("finish");
-    assert_eq!(status_of(&t.db(), &v.id).await, VolumeStatus::InUse);
+    assert_eq!(status_of(t.db(), &v.id).await, VolumeStatus::InUse);
 
     // Detaching one of two leaves the volume in use.
     t.db()
@@ -207,7 +207,7 @@ async fn a_second_attachment_needs_multiattach_and_nothing_is_written_without() 
         .await
         .expect("d");
     t.db().finish_detach(&first.id).await.expect("fd");
-    assert_eq!(status_of(&t.db(), &v.id).await, VolumeStatus::InUse);
+    assert_eq!(status_of(t.db(), &v.id).await, VolumeStatus::InUse);
     let listed = t
         .db()
         .list_attachments(&AttachmentQuery {
@@ -232,22 +232,22 @@ async fn volumes_in_other_statuses_refuse_attachments() {
         VolumeStatus::Deleting,
         VolumeStatus::Extending,
     ] {
-        let v = volume(&t.db(), status).await;
+        let v = volume(t.db(), status).await;
         let a = attachment(&v, AttachMode::ReadWrite);
         assert_eq!(
-            reserve(&t.db(), &a, true).await,
+            reserve(t.db(), &a, true).await,
             AttachReserve::WrongStatus(status)
         );
         assert_eq!(t.db().get_attachment(&a.id).await.expect("get"), None);
-        assert_eq!(status_of(&t.db(), &v.id).await, status);
+        assert_eq!(status_of(t.db(), &v.id).await, status);
     }
     let mut ghost = attachment(
-        &volume(&t.db(), VolumeStatus::Available).await,
+        &volume(t.db(), VolumeStatus::Available).await,
         AttachMode::ReadWrite,
     );
     ghost.volume_id = uuid::Uuid::new_v4().to_string();
     assert_eq!(
-        reserve(&t.db(), &ghost, false).await,
+        reserve(t.db(), &ghost, false).await,
         AttachReserve::VolumeNotFound
     );
 }
@@ -255,10 +255,10 @@ async fn volumes_in_other_statuses_refuse_attachments() {
 #[tokio::test]
 async fn a_failed_attach_frees_the_volume_and_an_attach_beats_a_delete() {
     let t = temp_db().await;
-    let v = volume(&t.db(), VolumeStatus::Available).await;
+    let v = volume(t.db(), VolumeStatus::Available).await;
     let a = attachment(&v, AttachMode::ReadWrite);
     assert!(matches!(
-        reserve(&t.db(), &a, false).await,
+        reserve(t.db(), &a, false).await,
         AttachReserve::Reserved(_)
     ));
     // The volume is attaching: a delete's CAS loses.
@@ -283,11 +283,11 @@ async fn a_failed_attach_frees_the_volume_and_an_attach_beats_a_delete() {
         .expect("row");
     assert_eq!(failed.status, AttachmentStatus::ErrorAttaching);
     assert_eq!(failed.error_message, "qemu-nbd exited");
-    assert_eq!(status_of(&t.db(), &v.id).await, VolumeStatus::Available);
+    assert_eq!(status_of(t.db(), &v.id).await, VolumeStatus::Available);
     // A failed attachment does not hold the volume: another attach works.
     let b = attachment(&v, AttachMode::ReadWrite);
     assert!(matches!(
-        reserve(&t.db(), &b, false).await,
+        reserve(t.db(), &b, false).await,
         AttachReserve::Reserved(_)
     ));
     assert!(t.db().fail_attach(&b.id, "again").await.expect("fail"));
@@ -306,9 +306,9 @@ async fn a_failed_attach_frees_the_volume_and_an_attach_beats_a_delete() {
 #[tokio::test]
 async fn a_failed_detach_keeps_the_volume_in_use_and_can_be_retried() {
     let t = temp_db().await;
-    let v = volume(&t.db(), VolumeStatus::Available).await;
+    let v = volume(t.db(), VolumeStatus::Available).await;
     let a = attachment(&v, AttachMode::ReadWrite);
-    reserve(&t.db(), &a, false).await;
+    reserve(t.db(), &a, false).await;
     t.db()
         .finish_attach(&a.id, &info(10809))
         .await
@@ -323,7 +323,7 @@ async fn a_failed_detach_keeps_the_volume_in_use_and_can_be_retried() {
             .await
             .expect("fail")
     );
-    assert_eq!(status_of(&t.db(), &v.id).await, VolumeStatus::InUse);
+    assert_eq!(status_of(t.db(), &v.id).await, VolumeStatus::InUse);
     assert!(matches!(
         t.db()
             .start_detach(&a.id, &worker(WorkerKind::Attachment, &a.id))
@@ -337,18 +337,18 @@ async fn a_failed_detach_keeps_the_volume_in_use_and_can_be_retried() {
         .await
         .expect("reset");
     t.db().finish_detach(&a.id).await.expect("fd");
-    assert_eq!(status_of(&t.db(), &v.id).await, VolumeStatus::Error);
+    assert_eq!(status_of(t.db(), &v.id).await, VolumeStatus::Error);
 }
 
 #[tokio::test]
 async fn list_filters_by_host_and_status_and_pages() {
     let t = temp_db().await;
-    let v = volume(&t.db(), VolumeStatus::Available).await;
+    let v = volume(t.db(), VolumeStatus::Available).await;
     let mut ids = Vec::new();
     for i in 0..3 {
         let mut a = attachment(&v, AttachMode::ReadWrite);
         a.created_at_ms += i;
-        reserve(&t.db(), &a, true).await;
+        reserve(t.db(), &a, true).await;
         ids.push(a.id);
     }
     t.db()
@@ -408,9 +408,9 @@ async fn list_filters_by_host_and_status_and_pages() {
 #[tokio::test]
 async fn a_volume_with_an_attachment_cannot_be_deleted_even_after_a_status_reset() {
     let t = temp_db().await;
-    let v = volume(&t.db(), VolumeStatus::Available).await;
+    let v = volume(t.db(), VolumeStatus::Available).await;
     let a = attachment(&v, AttachMode::ReadWrite);
-    reserve(&t.db(), &a, false).await;
+    reserve(t.db(), &a, false).await;
     t.db()
         .finish_attach(&a.id, &info(10809))
         .await
@@ -427,5 +427,5 @@ async fn a_volume_with_an_attachment_cannot_be_deleted_even_after_a_status_reset
             .expect("delete"),
         VolumeDeleteStart::WrongStatus
     );
-    assert_eq!(status_of(&t.db(), &v.id).await, VolumeStatus::Available);
+    assert_eq!(status_of(t.db(), &v.id).await, VolumeStatus::Available);
 }

@@ -100,7 +100,7 @@ async fn snapshot(db: &Db, volume: &Volume, status: SnapshotStatus) -> Snapshot 
 #[tokio::test]
 async fn create_inserts_row_and_worker_and_reads_back() {
     let t = temp_db().await;
-    let v = volume(&t.db(), VolumeStatus::Available, None).await;
+    let v = volume(t.db(), VolumeStatus::Available, None).await;
     let s = snapshot_of(&v, now_ms());
     let w = worker(WorkerKind::Snapshot, &s.id, "creating");
     assert!(
@@ -134,7 +134,7 @@ async fn create_inserts_row_and_worker_and_reads_back() {
 #[tokio::test]
 async fn create_refuses_a_volume_in_another_status_and_writes_nothing() {
     let t = temp_db().await;
-    let v = volume(&t.db(), VolumeStatus::InUse, None).await;
+    let v = volume(t.db(), VolumeStatus::InUse, None).await;
     let s = snapshot_of(&v, now_ms());
     let w = worker(WorkerKind::Snapshot, &s.id, "creating");
     assert!(
@@ -172,8 +172,8 @@ async fn create_refuses_a_volume_in_another_status_and_writes_nothing() {
 #[tokio::test]
 async fn list_filters_and_pages() {
     let t = temp_db().await;
-    let v1 = volume(&t.db(), VolumeStatus::Available, None).await;
-    let v2 = volume(&t.db(), VolumeStatus::Available, None).await;
+    let v1 = volume(t.db(), VolumeStatus::Available, None).await;
+    let v2 = volume(t.db(), VolumeStatus::Available, None).await;
     let mut all = Vec::new();
     for (i, v) in [&v1, &v2, &v1, &v1].into_iter().enumerate() {
         // Two share a timestamp: the id breaks the tie.
@@ -258,8 +258,8 @@ async fn list_filters_and_pages() {
 #[tokio::test]
 async fn transition_is_compare_and_set_and_moves_the_worker() {
     let t = temp_db().await;
-    let v = volume(&t.db(), VolumeStatus::Available, None).await;
-    let s = snapshot(&t.db(), &v, SnapshotStatus::Creating).await;
+    let v = volume(t.db(), VolumeStatus::Available, None).await;
+    let s = snapshot(t.db(), &v, SnapshotStatus::Creating).await;
     assert!(
         !t.db()
             .transition_snapshot(
@@ -328,9 +328,9 @@ async fn transition_is_compare_and_set_and_moves_the_worker() {
 #[tokio::test]
 async fn volume_delete_is_refused_while_snapshots_exist() {
     let t = temp_db().await;
-    let v = volume(&t.db(), VolumeStatus::Available, None).await;
-    let s1 = snapshot(&t.db(), &v, SnapshotStatus::Available).await;
-    let s2 = snapshot(&t.db(), &v, SnapshotStatus::Error).await;
+    let v = volume(t.db(), VolumeStatus::Available, None).await;
+    let s1 = snapshot(t.db(), &v, SnapshotStatus::Available).await;
+    let s2 = snapshot(t.db(), &v, SnapshotStatus::Error).await;
     let w = worker(WorkerKind::Volume, &v.id, "deleting");
     assert_eq!(
         t.db()
@@ -388,7 +388,7 @@ async fn volume_delete_is_refused_while_snapshots_exist() {
 #[tokio::test]
 async fn volume_delete_without_worker_removes_the_entry() {
     let t = temp_db().await;
-    let v = volume(&t.db(), VolumeStatus::Error, None).await;
+    let v = volume(t.db(), VolumeStatus::Error, None).await;
     assert_eq!(
         t.db()
             .start_volume_delete(&v.id, None)
@@ -408,9 +408,9 @@ async fn volume_delete_without_worker_removes_the_entry() {
 #[tokio::test]
 async fn snapshot_delete_is_refused_while_a_volume_is_made_from_it() {
     let t = temp_db().await;
-    let v = volume(&t.db(), VolumeStatus::Available, None).await;
-    let s = snapshot(&t.db(), &v, SnapshotStatus::Available).await;
-    let child = volume(&t.db(), VolumeStatus::Creating, Some(&s.id)).await;
+    let v = volume(t.db(), VolumeStatus::Available, None).await;
+    let s = snapshot(t.db(), &v, SnapshotStatus::Available).await;
+    let child = volume(t.db(), VolumeStatus::Creating, Some(&s.id)).await;
     assert!(
         t.db()
             .confirm_snapshot_available(&s.id)
@@ -472,7 +472,7 @@ async fn snapshot_delete_is_refused_while_a_volume_is_made_from_it() {
             .expect("again"),
         SnapshotDeleteStart::WrongStatus
     );
-    let creating = snapshot(&t.db(), &v, SnapshotStatus::Creating).await;
+    let creating = snapshot(t.db(), &v, SnapshotStatus::Creating).await;
     assert_eq!(
         t.db()
             .start_snapshot_delete(&creating.id, None)

@@ -49,10 +49,10 @@ async fn volume(db: &Db, status: VolumeStatus, owner: &str, deadline_ms: i64) ->
 async fn overdue_lists_only_the_owners_entries_past_their_deadline() {
     let t = temp_db().await;
     let now = now_ms();
-    let late = volume(&t.db(), VolumeStatus::Creating, "n1@file", now - 5_000).await;
-    let later = volume(&t.db(), VolumeStatus::Deleting, "n1@file", now - 1_000).await;
-    let _due = volume(&t.db(), VolumeStatus::Creating, "n1@file", now + 60_000).await;
-    let _other = volume(&t.db(), VolumeStatus::Creating, "n2@file", now - 5_000).await;
+    let late = volume(t.db(), VolumeStatus::Creating, "n1@file", now - 5_000).await;
+    let later = volume(t.db(), VolumeStatus::Deleting, "n1@file", now - 1_000).await;
+    let _due = volume(t.db(), VolumeStatus::Creating, "n1@file", now + 60_000).await;
+    let _other = volume(t.db(), VolumeStatus::Creating, "n2@file", now - 5_000).await;
 
     let overdue = t.db().overdue_workers("n1@file", now).await.expect("list");
     assert_eq!(overdue, vec![late, later], "most overdue first, only n1's");
@@ -82,13 +82,12 @@ async fn orphans_are_overdue_entries_of_down_or_unknown_services() {
         .execute(t.db().pool())
         .await
         .expect("age the heartbeat");
-    let of_down = volume(&t.db(), VolumeStatus::Deleting, "down@file", now - 1_000).await;
-    let of_unknown = volume(&t.db(), VolumeStatus::Creating, "gone@file", now - 500).await;
-    let _of_up = volume(&t.db(), VolumeStatus::Creating, "up@file", now - 1_000).await;
-    let _down_not_overdue =
-        volume(&t.db(), VolumeStatus::Creating, "down@file", now + 60_000).await;
+    let of_down = volume(t.db(), VolumeStatus::Deleting, "down@file", now - 1_000).await;
+    let of_unknown = volume(t.db(), VolumeStatus::Creating, "gone@file", now - 500).await;
+    let _of_up = volume(t.db(), VolumeStatus::Creating, "up@file", now - 1_000).await;
+    let _down_not_overdue = volume(t.db(), VolumeStatus::Creating, "down@file", now + 60_000).await;
     let _scheduler = volume(
-        &t.db(),
+        t.db(),
         VolumeStatus::Creating,
         "scoria-scheduler",
         now - 1_000,
@@ -106,7 +105,7 @@ async fn orphans_are_overdue_entries_of_down_or_unknown_services() {
 #[tokio::test]
 async fn an_entry_is_moved_or_removed_only_as_it_was_read() {
     let t = temp_db().await;
-    let entry = volume(&t.db(), VolumeStatus::Creating, "n1@file", 10).await;
+    let entry = volume(t.db(), VolumeStatus::Creating, "n1@file", 10).await;
 
     assert!(
         t.db()
@@ -146,7 +145,7 @@ async fn an_entry_is_moved_or_removed_only_as_it_was_read() {
 #[tokio::test]
 async fn claim_takes_the_entry_only_in_its_status() {
     let t = temp_db().await;
-    let entry = volume(&t.db(), VolumeStatus::Deleting, "n1@file", 10).await;
+    let entry = volume(t.db(), VolumeStatus::Deleting, "n1@file", 10).await;
     assert!(
         !t.db()
             .claim_worker(
@@ -183,7 +182,7 @@ async fn claim_takes_the_entry_only_in_its_status() {
 #[tokio::test]
 async fn failing_a_volume_is_a_compare_and_set_on_the_entry() {
     let t = temp_db().await;
-    let entry = volume(&t.db(), VolumeStatus::Extending, "dead@file", 10).await;
+    let entry = volume(t.db(), VolumeStatus::Extending, "dead@file", 10).await;
 
     let first = t
         .db()
@@ -225,7 +224,7 @@ async fn failing_a_volume_is_a_compare_and_set_on_the_entry() {
 #[tokio::test]
 async fn a_stale_entry_is_removed_and_nothing_else_changes() {
     let t = temp_db().await;
-    let entry = volume(&t.db(), VolumeStatus::Creating, "n1@file", 10).await;
+    let entry = volume(t.db(), VolumeStatus::Creating, "n1@file", 10).await;
     // Settled by someone who forgot the entry.
     t.db()
         .transition_volume(
@@ -271,7 +270,7 @@ async fn a_stale_entry_is_removed_and_nothing_else_changes() {
 #[tokio::test]
 async fn failing_a_snapshot_moves_the_snapshot() {
     let t = temp_db().await;
-    let parent = volume(&t.db(), VolumeStatus::Available, "n1@file", i64::MAX).await;
+    let parent = volume(t.db(), VolumeStatus::Available, "n1@file", i64::MAX).await;
     let now = now_ms();
     let snapshot = Snapshot {
         id: uuid::Uuid::new_v4().to_string(),
@@ -324,7 +323,7 @@ async fn failing_a_snapshot_moves_the_snapshot() {
 #[tokio::test]
 async fn a_reschedule_is_noted_once() {
     let t = temp_db().await;
-    let entry = volume(&t.db(), VolumeStatus::Creating, "scoria-scheduler", 10).await;
+    let entry = volume(t.db(), VolumeStatus::Creating, "scoria-scheduler", 10).await;
     assert!(
         t.db()
             .note_rescheduled(&entry, "retried", 5_000)
@@ -430,7 +429,7 @@ fn deadlines_add_to_now_and_saturate() {
 #[tokio::test]
 async fn a_typed_entry_reads_back_typed() {
     let t = temp_db().await;
-    let entry = volume(&t.db(), VolumeStatus::Deleting, "n1@file", 5).await;
+    let entry = volume(t.db(), VolumeStatus::Deleting, "n1@file", 5).await;
     let read = t
         .db()
         .get_worker(WorkerKind::Volume, &entry.resource_id)
