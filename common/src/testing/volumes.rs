@@ -1,8 +1,11 @@
 //! A fake of [`VolumeOps`] that records what it is sent.
 
-use std::sync::{
-    Mutex,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    collections::HashSet,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use async_trait::async_trait;
@@ -64,6 +67,7 @@ type DetachAnswer = Box<dyn Fn(&str, &DetachVolume) -> OpsResult<DetachResult> +
 #[derive(Default)]
 pub struct RecordingVolumes {
     down: AtomicBool,
+    unreachable: Mutex<HashSet<String>>,
     calls: Mutex<Vec<VolumeCall>>,
     attach: Mutex<Option<AttachAnswer>>,
     detach: Mutex<Option<DetachAnswer>>,
@@ -73,6 +77,28 @@ impl RecordingVolumes {
     /// Every method fails as undelivered while `down`.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Messages to `host` are recorded, then refused as undeliverable (no queue
+    /// is bound for it), while `unreachable`.
+    pub fn set_host_unreachable(&self, host: &str, unreachable: bool) {
+        let mut hosts = lock(&self.unreachable);
+        if unreachable {
+            hosts.insert(host.to_owned());
+        } else {
+            hosts.remove(host);
+        }
+    }
+
+    /// The creates sent so far, with their host.
+    pub fn creates(&self) -> Vec<(String, CreateVolume)> {
+        lock(&self.calls)
+            .iter()
+            .filter_map(|call| match call {
+                VolumeCall::Create(host, request) => Some((host.clone(), request.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// What `attach_volume` answers.
@@ -105,8 +131,17 @@ impl RecordingVolumes {
         if self.down.load(Ordering::SeqCst) {
             return Err(super::broker_down());
         }
+        let host = call.host().map(str::to_owned);
         lock(&self.calls).push(call);
-        Ok(())
+        match host {
+            Some(host) if lock(&self.unreachable).contains(&host) => {
+                Err(OpsError::Bus(crate::rpc::RpcError::NoRoute {
+                    target: crate::ops::volume_topic(&host),
+                    reply_text: "NO_ROUTE (test)".to_owned(),
+                }))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -13,15 +13,12 @@ use super::*;
 use crate::host_state::tests::{report, service};
 
 mod events;
-mod reachable;
-
-use reachable::PartlyReachable;
 
 struct Fixture {
     db: TempDb,
     notifier: Arc<RecordingNotifier>,
     hosts: Arc<HostManager>,
-    caster: Arc<PartlyReachable>,
+    caster: Arc<RecordingVolumes>,
     manager: SchedulerManager,
 }
 
@@ -31,10 +28,10 @@ async fn fixture(unreachable: &[&str], settings: SchedulerSection) -> Fixture {
         settings.capability_stale(),
         settings.service_down_time(),
     ));
-    let caster = Arc::new(PartlyReachable {
-        volumes: RecordingVolumes::default(),
-        unreachable: unreachable.iter().map(|h| (*h).to_owned()).collect(),
-    });
+    let caster = Arc::new(RecordingVolumes::default());
+    for host in unreachable {
+        caster.set_host_unreachable(host, true);
+    }
     let notifier = Arc::new(RecordingNotifier::default());
     let settler = Settler::new(db.db().clone(), notifier.clone());
     let manager =
@@ -130,7 +127,7 @@ async fn casts_to_the_emptiest_pool_and_consumes_virtually() {
     f.schedule(r).await;
     f.schedule(request("v2", 20)).await;
 
-    let casts = f.caster.casts();
+    let casts = f.caster.creates();
     assert_eq!(casts.len(), 2);
     let (host, cast) = &casts[0];
     assert_eq!(host, "b@file");
@@ -161,7 +158,7 @@ async fn a_clone_goes_to_its_source_host_with_its_source() {
     r.source_volume_id = "src".into();
     r.required_host = "b@file".into();
     f.schedule(r).await;
-    let casts = f.caster.casts();
+    let casts = f.caster.creates();
     assert_eq!(casts.len(), 1);
     assert_eq!(casts[0].0, "b@file", "the emptier pool holds no source");
     assert_eq!(
@@ -198,7 +195,7 @@ async fn no_valid_backend_sets_error_with_the_elimination_report() {
     r.tried_hosts = vec!["c@file#pool".into()];
     f.schedule(r).await;
 
-    assert!(f.caster.casts().is_empty());
+    assert!(f.caster.creates().is_empty());
     let v = f.volume(&id).await;
     assert_eq!(v.status, VolumeStatus::Error);
     assert_eq!(
@@ -235,7 +232,7 @@ async fn too_many_attempts_fails_at_once() {
     r.attempt = 4;
     r.last_error = "driver said no".into();
     f.schedule(r).await;
-    assert!(f.caster.casts().is_empty());
+    assert!(f.caster.creates().is_empty());
     let v = f.volume(&id).await;
     assert_eq!(v.status, VolumeStatus::Error);
     assert!(
@@ -256,7 +253,7 @@ async fn undeliverable_cast_moves_to_the_next_best() {
     let f = fixture(&["b@file"], SchedulerSection::default()).await;
     f.backends(&[("a@file", 100.0, 40.0), ("b@file", 100.0, 50.0)]);
     f.schedule(request("v1", 10)).await;
-    let casts = f.caster.casts();
+    let casts = f.caster.creates();
     assert_eq!(
         casts.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>(),
         ["b@file", "a@file"]
@@ -276,7 +273,7 @@ async fn all_casts_undeliverable_errors_the_volume() {
     f.backends(&[("a@file", 100.0, 40.0), ("b@file", 100.0, 50.0)]);
     let id = f.creating_volume(10).await;
     f.schedule(request(&id, 10)).await;
-    assert_eq!(f.caster.casts().len(), 2);
+    assert_eq!(f.caster.creates().len(), 2);
     let v = f.volume(&id).await;
     assert_eq!(v.status, VolumeStatus::Error);
     assert!(
@@ -311,7 +308,7 @@ async fn casts_are_bounded_by_max_attempts() {
     ]);
     let id = f.creating_volume(1).await;
     f.schedule(request(&id, 1)).await;
-    assert_eq!(f.caster.casts().len(), 2);
+    assert_eq!(f.caster.creates().len(), 2);
     let v = f.volume(&id).await;
     assert!(
         v.error_message
@@ -329,7 +326,7 @@ async fn retry_skips_tried_pools() {
     r.attempt = 2;
     r.tried_hosts = vec!["b@file#pool".into()];
     f.schedule(r).await;
-    let casts = f.caster.casts();
+    let casts = f.caster.creates();
     assert_eq!(casts[0].0, "a@file");
     assert_eq!(casts[0].1.tried_hosts, ["b@file#pool", "a@file#pool"]);
     assert_eq!(casts[0].1.attempt, 2);
