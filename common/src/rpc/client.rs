@@ -33,7 +33,7 @@ use super::{
     names::Target,
     reply,
 };
-use crate::context::RequestContext;
+use crate::{context::RequestContext, sync::lock};
 
 /// How long a positive "someone consumes this queue" check is trusted.
 const CONSUMER_CHECK_TTL: Duration = Duration::from_secs(2);
@@ -244,9 +244,7 @@ impl RpcClient {
         generation: u64,
         tx: oneshot::Sender<Vec<u8>>,
     ) -> Registration {
-        if let Ok(mut pending) = self.inner.pending.lock() {
-            pending.insert(correlation_id.to_owned(), (generation, tx));
-        }
+        lock(&self.inner.pending).insert(correlation_id.to_owned(), (generation, tx));
         Registration {
             inner: self.inner.clone(),
             correlation_id: correlation_id.to_owned(),
@@ -256,11 +254,10 @@ impl RpcClient {
     /// The reply queue of `session`'s connection, declared and consumed on first use.
     async fn reply_queue(&self, session: &Arc<Session>) -> RpcResult<Arc<str>> {
         let current = |inner: &Inner| {
-            inner.reply_queue.lock().ok().and_then(|q| {
-                q.as_ref()
-                    .filter(|(g, _)| *g == session.generation)
-                    .map(|(_, n)| n.clone())
-            })
+            lock(&inner.reply_queue)
+                .as_ref()
+                .filter(|(g, _)| *g == session.generation)
+                .map(|(_, n)| n.clone())
         };
         if let Some(name) = current(&self.inner) {
             return Ok(name);
@@ -319,45 +316,32 @@ impl RpcClient {
                     d = consumer.next() => d,
                 };
                 let Some(Ok(delivery)) = delivery else { break };
-                let waiter = delivery
-                    .properties
-                    .correlation_id()
-                    .as_ref()
-                    .and_then(|id| inner.pending.lock().ok()?.remove(id.as_str()));
-                match waiter {
-                    Some((_, tx)) => {
-                        let _ = tx.send(delivery.data);
-                    }
-                    None => tracing::debug!(
-                        correlation_id = ?delivery.properties.correlation_id(),
+                let correlation_id = delivery.properties.correlation_id().as_ref();
+                if !inner.deliver_reply(correlation_id.map(|id| id.as_str()), delivery.data) {
+                    tracing::debug!(
+                        ?correlation_id,
                         "dropping a reply nobody waits for (late or duplicate)"
-                    ),
+                    );
                 }
             }
             // The queue died with its connection: calls waiting on it fail now
             // instead of at their timeout.
-            if let Ok(mut pending) = inner.pending.lock() {
-                pending.retain(|_, (g, _)| *g != generation);
-            }
+            lock(&inner.pending).retain(|_, (g, _)| *g != generation);
         });
-        if let Ok(mut slot) = self.inner.reply_queue.lock() {
-            *slot = Some((generation, name.clone()));
-        }
+        *lock(&self.inner.reply_queue) = Some((generation, name.clone()));
         Ok(name)
     }
 
     /// Fails fast if `target`'s queue does not exist or nobody consumes it.
     async fn check_consumed(&self, session: &Arc<Session>, target: &Target) -> RpcResult<()> {
         let queue = self.inner.broker.names().queue(target);
-        let fresh = self
-            .inner
-            .consumed
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&queue).copied())
-            .is_some_and(|(generation, when)| {
-                generation == session.generation && when.elapsed() < CONSUMER_CHECK_TTL
-            });
+        let fresh =
+            lock(&self.inner.consumed)
+                .get(&queue)
+                .copied()
+                .is_some_and(|(generation, when)| {
+                    generation == session.generation && when.elapsed() < CONSUMER_CHECK_TTL
+                });
         if fresh {
             return Ok(());
         }
@@ -385,9 +369,7 @@ impl RpcClient {
                         target: target.to_string(),
                     });
                 }
-                if let Ok(mut consumed) = self.inner.consumed.lock() {
-                    consumed.insert(queue, (session.generation, Instant::now()));
-                }
+                lock(&self.inner.consumed).insert(queue, (session.generation, Instant::now()));
                 Ok(())
             }
             Err(err) if is_not_found(&err) => Err(RpcError::NoRoute {
@@ -395,6 +377,20 @@ impl RpcClient {
                 reply_text: format!("queue {queue} does not exist"),
             }),
             Err(err) => Err(err.into()),
+        }
+    }
+}
+
+impl Inner {
+    /// Hands a reply to the call waiting for `correlation_id`; false if none waits.
+    fn deliver_reply(&self, correlation_id: Option<&str>, body: Vec<u8>) -> bool {
+        let waiter = correlation_id.and_then(|id| lock(&self.pending).remove(id));
+        match waiter {
+            Some((_, tx)) => {
+                let _ = tx.send(body);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -407,9 +403,7 @@ struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Ok(mut pending) = self.inner.pending.lock() {
-            pending.remove(&self.correlation_id);
-        }
+        lock(&self.inner.pending).remove(&self.correlation_id);
     }
 }
 
@@ -521,4 +515,55 @@ fn is_not_found(err: &lapin::Error) -> bool {
         err.kind(),
         lapin::ErrorKind::ProtocolError(e) if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BusConfig;
+
+    /// A client on a broker nobody listens at: the tests below never publish.
+    fn offline_client() -> RpcClient {
+        let config = BusConfig {
+            amqp_url: "amqp://guest:guest@127.0.0.1:1/%2f".to_owned(),
+            ..BusConfig::default()
+        };
+        RpcClient::new(Broker::start(config, "client-unit-test"))
+    }
+
+    /// Panics on another thread while holding `mutex`.
+    fn poison<T: Send>(mutex: &Mutex<T>) {
+        std::thread::scope(|s| {
+            let _ = s
+                .spawn(|| {
+                    let _guard = mutex.lock();
+                    panic!("poisoning the lock on purpose");
+                })
+                .join();
+        });
+        assert!(mutex.is_poisoned());
+    }
+
+    #[tokio::test]
+    async fn a_call_registered_after_a_poisoning_still_gets_its_reply() {
+        let client = offline_client();
+        poison(&client.inner.pending);
+
+        let (tx, mut rx) = oneshot::channel();
+        let registration = client.register("corr-1", 1, tx);
+        assert!(
+            client
+                .inner
+                .deliver_reply(Some("corr-1"), b"reply".to_vec()),
+            "the reply found no registered call"
+        );
+        assert_eq!(rx.try_recv().expect("reply delivered"), b"reply".to_vec());
+
+        // The registration is removed when the call ends, poisoned or not.
+        let (tx, _rx) = oneshot::channel();
+        drop(client.register("corr-2", 1, tx));
+        drop(registration);
+        assert!(crate::sync::lock(&client.inner.pending).is_empty());
+        client.broker().close().await;
+    }
 }

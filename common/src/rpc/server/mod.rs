@@ -7,20 +7,24 @@
 //! panicked is rejected without requeue, so the broker dead-letters it to
 //! `<cx>.dead`; it never loops and the server keeps serving. A caller waiting on
 //! such a call gets a typed error reply instead of a timeout. A cast whose handler
-//! reports `UNAVAILABLE` (a dependency is down) is requeued after a pause.
+//! reports `UNAVAILABLE` (a dependency is down) is tried again after a pause, up
+//! to [`ServerOptions::max_redeliveries`] times, then dead-lettered too (see [`job`]).
 
-use std::{
-    collections::HashMap, future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration,
-};
+mod job;
+
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream::SelectAll};
+use futures_util::{
+    StreamExt,
+    future::BoxFuture,
+    stream::{BoxStream, SelectAll},
+};
 use lapin::{
-    BasicProperties, Channel, Consumer, ExchangeKind,
+    Channel, Consumer, ExchangeKind,
     message::Delivery,
     options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-        BasicPublishOptions, BasicQosOptions, BasicRejectOptions, QueueBindOptions,
+        BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions,
         QueueDeclareOptions,
     },
     types::FieldTable,
@@ -28,20 +32,26 @@ use lapin::{
 use prost::Message;
 use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::{Code, Status};
+use tonic::Status;
 
 use super::{
-    CONTENT_TYPE,
     broker::{Backoff, Broker, Session, declare_exchange, durable, work_queue_args},
     error::{RpcError, RpcResult},
-    headers,
     names::Target,
-    reply,
 };
 use crate::context::RequestContext;
+use job::{Job, RetryPolicy};
 
-/// How long a cast whose handler reported `UNAVAILABLE` waits before it is requeued.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
+pub use job::DELIVERY_COUNT;
+
+/// How long a cast whose handler reported `UNAVAILABLE` waits before it is
+/// tried again (the default of [`ServerOptions::retry_pause`]).
+pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// How many times a cast whose handler keeps reporting `UNAVAILABLE` is tried
+/// again before it is dead-lettered (the default of
+/// [`ServerOptions::max_redeliveries`]): its handler runs at most this plus one times.
+pub const MAX_REDELIVERIES: u32 = 10;
 
 // === Dispatcher ===
 
@@ -113,6 +123,11 @@ pub struct ServerOptions {
     pub prefetch: Option<u16>,
     /// How long shutdown waits for handlers in flight.
     pub drain_timeout: Duration,
+    /// How many times a cast answered `UNAVAILABLE` is tried again before it is
+    /// dead-lettered to `<cx>.dead`.
+    pub max_redeliveries: u32,
+    /// How long a cast answered `UNAVAILABLE` waits before it is tried again.
+    pub retry_pause: Duration,
 }
 
 impl ServerOptions {
@@ -125,6 +140,8 @@ impl ServerOptions {
             shared_queue: true,
             prefetch: None,
             drain_timeout: Duration::from_secs(30),
+            max_redeliveries: MAX_REDELIVERIES,
+            retry_pause: RETRY_PAUSE,
         }
     }
 
@@ -159,6 +176,19 @@ impl ServerOptions {
     /// Sets the drain timeout.
     pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// Sets how many times a cast answered `UNAVAILABLE` is tried again before
+    /// it is dead-lettered (0: dead-lettered at the first `UNAVAILABLE`).
+    pub fn with_max_redeliveries(mut self, max: u32) -> Self {
+        self.max_redeliveries = max;
+        self
+    }
+
+    /// Sets the pause before a cast answered `UNAVAILABLE` is tried again.
+    pub fn with_retry_pause(mut self, pause: Duration) -> Self {
+        self.retry_pause = pause;
         self
     }
 }
@@ -278,7 +308,13 @@ impl Worker {
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
-        let mut consumers = SelectAll::new();
+        // Each delivery tagged with its queue's name: a cast tried again goes back there.
+        let mut consumers: SelectAll<BoxStream<'static, (Arc<str>, lapin::Result<Delivery>)>> =
+            SelectAll::new();
+        let tag = |queue: String, consumer: Consumer| {
+            let queue: Arc<str> = queue.into();
+            consumer.map(move |d| (queue.clone(), d)).boxed()
+        };
         let mut tags = Vec::new();
         let mut queues = Vec::new();
         if self.options.shared_queue {
@@ -288,35 +324,42 @@ impl Worker {
             queues.push(Target::server(self.options.topic.clone(), server.clone())?);
         }
         for target in &queues {
-            let consumer = self.consume_work_queue(&channel, target).await?;
+            let (queue, consumer) = self.consume_work_queue(&channel, target).await?;
             tags.push(consumer.tag().clone());
-            consumers.push(consumer);
+            consumers.push(tag(queue, consumer));
         }
         if self.options.fanout {
-            let consumer = self.consume_fanout(&channel).await?;
+            let (queue, consumer) = self.consume_fanout(&channel).await?;
             tags.push(consumer.tag().clone());
-            consumers.push(consumer);
+            consumers.push(tag(queue, consumer));
         }
         self.ready.send_replace(true);
         tracing::info!(topic = %self.options.topic, server = ?self.options.server, fanout = self.options.fanout, "rpc server consuming");
 
         let in_flight = TaskTracker::new();
         let reply_exchange: Arc<str> = self.broker.names().reply_exchange().into();
+        let retry = RetryPolicy {
+            max_redeliveries: self.options.max_redeliveries,
+            pause: self.options.retry_pause,
+            publish_timeout: self.broker.config().publish_timeout(),
+        };
         let outcome = loop {
             tokio::select! {
                 _ = self.stop.cancelled() => break Ok(()),
                 _ = session.broken() => break Err(RpcError::Unavailable("connection lost".into())),
                 delivery = consumers.next() => match delivery {
-                    Some(Ok(delivery)) => {
+                    Some((queue, Ok(delivery))) => {
                         let job = Job {
                             dispatcher: self.dispatcher.clone(),
                             session: session.clone(),
                             topic: self.options.topic.clone(),
+                            queue,
                             reply_exchange: reply_exchange.clone(),
+                            retry,
                         };
                         in_flight.spawn(job.handle(delivery));
                     }
-                    Some(Err(err)) => break Err(err.into()),
+                    Some((_, Err(err))) => break Err(err.into()),
                     None => break Err(RpcError::Unavailable("the broker cancelled a consumer".into())),
                 },
             }
@@ -342,19 +385,26 @@ impl Worker {
         outcome
     }
 
-    async fn consume_work_queue(&self, channel: &Channel, target: &Target) -> RpcResult<Consumer> {
+    /// Declares and consumes `target`'s queue; its name and the consumer.
+    async fn consume_work_queue(
+        &self,
+        channel: &Channel,
+        target: &Target,
+    ) -> RpcResult<(String, Consumer)> {
         let queue = declare_and_bind(&self.broker, channel, target).await?;
-        Ok(channel
+        let consumer = channel
             .basic_consume(
                 queue.as_str().into(),
                 "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
-            .await?)
+            .await?;
+        Ok((queue, consumer))
     }
 
-    async fn consume_fanout(&self, channel: &Channel) -> RpcResult<Consumer> {
+    /// Declares and consumes this server's fanout queue; its name and the consumer.
+    async fn consume_fanout(&self, channel: &Channel) -> RpcResult<(String, Consumer)> {
         let names = self.broker.names();
         let exchange = names.fanout_exchange(&self.options.topic);
         declare_exchange(channel, &exchange, ExchangeKind::Fanout).await?;
@@ -386,14 +436,15 @@ impl Worker {
                 FieldTable::default(),
             )
             .await?;
-        Ok(channel
+        let consumer = channel
             .basic_consume(
                 queue.as_str().into(),
                 "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
-            .await?)
+            .await?;
+        Ok((queue, consumer))
     }
 }
 
@@ -432,153 +483,4 @@ async fn declare_and_bind(
         )
         .await?;
     Ok(queue)
-}
-
-// === one message ===
-
-/// What happens to a message after its handler ran.
-enum Disposition {
-    /// Handled (successfully or with an error the handler chose): ack.
-    Done,
-    /// Can never be handled: reject to the dead-letter queue.
-    Poison,
-    /// A dependency is down: requeue after a pause (casts only).
-    Retry,
-}
-
-struct Job {
-    dispatcher: Arc<Dispatcher>,
-    session: Arc<Session>,
-    topic: String,
-    reply_exchange: Arc<str>,
-}
-
-impl Job {
-    async fn handle(self, delivery: Delivery) {
-        let props = &delivery.properties;
-        let method = props
-            .kind()
-            .as_ref()
-            .map(|k| k.to_string())
-            .unwrap_or_default();
-        let ctx = headers::decode(props.headers().as_ref());
-        let reply_to = props.reply_to().as_ref().map(|r| r.to_string());
-        let correlation_id = props.correlation_id().as_ref().map(|c| c.to_string());
-        let is_call = reply_to.is_some() && correlation_id.is_some();
-        let span = tracing::info_span!(
-            "rpc.handle",
-            topic = %self.topic,
-            %method,
-            request_id = %ctx.request_id,
-            redelivered = delivery.redelivered,
-        );
-
-        let (outcome, disposition) = match self.dispatcher.handlers.get(&method) {
-            None => (
-                Err(Status::unimplemented(format!(
-                    "unknown method {method:?} on topic {:?}",
-                    self.topic
-                ))),
-                Disposition::Poison,
-            ),
-            Some(handler) => {
-                let body = Bytes::from(delivery.data);
-                let run = AssertUnwindSafe(handler(ctx, body)).catch_unwind();
-                match tracing::Instrument::instrument(run, span.clone()).await {
-                    Ok(Ok(result)) => (Ok(result), Disposition::Done),
-                    Ok(Err(HandlerError::Decode(err))) => (
-                        Err(Status::invalid_argument(format!(
-                            "the body of {method} is not its request message: {err}"
-                        ))),
-                        Disposition::Poison,
-                    ),
-                    Ok(Err(HandlerError::Status(status))) => {
-                        let retry = !is_call && status.code() == Code::Unavailable;
-                        (
-                            Err(status),
-                            if retry {
-                                Disposition::Retry
-                            } else {
-                                Disposition::Done
-                            },
-                        )
-                    }
-                    Err(_) => (
-                        Err(Status::internal(format!(
-                            "the handler of {method} panicked"
-                        ))),
-                        Disposition::Poison,
-                    ),
-                }
-            }
-        };
-        match (&outcome, &disposition) {
-            (Err(status), Disposition::Poison) => {
-                tracing::warn!(parent: &span, code = ?status.code(), error = %status.message(), "dead-lettering message")
-            }
-            (Err(status), Disposition::Retry) => {
-                tracing::warn!(parent: &span, error = %status.message(), "dependency unavailable; requeueing")
-            }
-            (Err(status), Disposition::Done) if !is_call => {
-                tracing::warn!(parent: &span, code = ?status.code(), error = %status.message(), "cast handler failed")
-            }
-            _ => {}
-        }
-        if let (Some(reply_to), Some(correlation_id)) = (reply_to, correlation_id) {
-            self.reply(&reply_to, &correlation_id, &method, outcome)
-                .await;
-        }
-        let acked = match disposition {
-            Disposition::Done => delivery.acker.ack(BasicAckOptions::default()).await,
-            Disposition::Poison => {
-                delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await
-            }
-            Disposition::Retry => {
-                tokio::time::sleep(RETRY_PAUSE).await;
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await
-            }
-        };
-        if let Err(err) = acked {
-            // The channel died: the broker redelivers the message.
-            tracing::debug!(parent: &span, error = %err, "could not settle message; it will be redelivered");
-        }
-    }
-
-    async fn reply(
-        &self,
-        reply_to: &str,
-        correlation_id: &str,
-        method: &str,
-        outcome: Result<Bytes, Status>,
-    ) {
-        let props = BasicProperties::default()
-            .with_type(method.into())
-            .with_content_type(CONTENT_TYPE.into())
-            .with_correlation_id(correlation_id.into())
-            .with_delivery_mode(1);
-        let published = self
-            .session
-            .replies
-            .basic_publish(
-                self.reply_exchange.as_ref().into(),
-                reply_to.into(),
-                BasicPublishOptions::default(),
-                &reply::encode(outcome),
-                props,
-            )
-            .await;
-        if let Err(err) = published {
-            tracing::warn!(error = %err, %method, "could not publish a reply; the caller will time out");
-            self.session.mark_broken();
-        }
-    }
 }
