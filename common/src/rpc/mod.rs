@@ -12,7 +12,8 @@
 //!                                         └─key topic.server─▶ <cx>.<topic>.<server> ├▶ RpcServer
 //!   RpcClient ──fanout────▶ <cx>.<topic>.fanout ─────▶ exclusive queue per server ─┘     │
 //!   RpcClient ◀── <cx>.reply (direct) ◀── RpcReply, key = caller's reply queue ──────────┘
-//!   rejected (undecodable / unknown method) ──▶ <cx>.dlx ──▶ <cx>.dead
+//!   rejected (undecodable / unknown method / a cast still UNAVAILABLE after the
+//!   redelivery cap) ──▶ <cx>.dlx ──▶ <cx>.dead
 //! ```
 //!
 //! [`Broker`] owns the connection and re-establishes it with jittered backoff;

@@ -52,7 +52,8 @@ enum Disposition {
 pub(super) struct RetryPolicy {
     /// Tries after the first before dead-lettering.
     pub(super) max_redeliveries: u32,
-    /// The pause before each try again.
+    /// The pause before the first try again; it doubles with each further one,
+    /// up to [`MAX_RETRY_PAUSE`].
     pub(super) pause: Duration,
     /// How long publishing the copy may take.
     pub(super) publish_timeout: Duration,
@@ -192,7 +193,7 @@ impl Job {
                 .reject(BasicRejectOptions { requeue: false })
                 .await;
         }
-        tokio::time::sleep(self.retry.pause).await;
+        tokio::time::sleep(backoff(self.retry.pause, count)).await;
         let props = delivery
             .properties
             .clone()
@@ -317,9 +318,34 @@ fn with_delivery_count(headers: Option<&FieldTable>, count: u32) -> FieldTable {
     headers
 }
 
+/// The longest pause between two tries of a cast.
+pub(crate) const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+
+/// The pause before try `count + 1`: `first`, doubled each time, at most
+/// [`MAX_RETRY_PAUSE`]. With the defaults (1 s, 10 redeliveries) a cast rides
+/// out about three minutes of a dependency's outage before it is dead-lettered.
+fn backoff(first: Duration, count: u32) -> Duration {
+    first
+        .saturating_mul(1u32 << count.min(16))
+        .min(MAX_RETRY_PAUSE.max(first))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pause_doubles_up_to_its_maximum() {
+        let first = Duration::from_secs(1);
+        let pauses: Vec<u64> = (0..8).map(|c| backoff(first, c).as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 30, 30, 30]);
+        let total: u64 = (0..10).map(|c| backoff(first, c).as_secs()).sum();
+        assert!(total >= 180, "{total}");
+        assert_eq!(
+            backoff(Duration::from_millis(10), 1),
+            Duration::from_millis(20)
+        );
+    }
 
     #[test]
     fn the_delivery_count_starts_at_zero_and_round_trips() {

@@ -45,7 +45,9 @@ use job::{Job, RetryPolicy};
 pub use job::DELIVERY_COUNT;
 
 /// How long a cast whose handler reported `UNAVAILABLE` waits before it is
-/// tried again (the default of [`ServerOptions::retry_pause`]).
+/// tried again the first time (the default of [`ServerOptions::retry_pause`]);
+/// the pause doubles with each further try, up to 30 s, so the default cap
+/// rides out about three minutes of a database or backend outage.
 pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// How many times a cast whose handler keeps reporting `UNAVAILABLE` is tried
