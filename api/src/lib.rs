@@ -23,6 +23,8 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod page_token;
+mod request;
+pub mod scope;
 pub mod snapshot;
 pub mod validate;
 pub mod volume;

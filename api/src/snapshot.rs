@@ -27,8 +27,8 @@ use crate::{
     bus::Bus,
     error::{ApiError, ApiResult},
     page_token::{PageToken, filter_digest, finish_page},
-    validate,
-    volume::{context, reply},
+    request::{context, reply},
+    scope, validate,
 };
 
 /// How long a backend may take to make a snapshot.
@@ -57,7 +57,7 @@ impl SnapshotApi {
             .await
             .map_err(ApiError::db(format!("get snapshot {id}")))?;
         snapshot
-            .filter(|s| ctx.is_admin() || s.project_id == ctx.project_id)
+            .filter(|s| scope::visible(ctx, s))
             .ok_or_else(|| ApiError::snapshot_not_found(id))
     }
 
@@ -69,7 +69,7 @@ impl SnapshotApi {
             .await
             .map_err(ApiError::db(format!("get volume {id}")))?;
         volume
-            .filter(|v| ctx.is_admin() || v.project_id == ctx.project_id)
+            .filter(|v| scope::visible(ctx, v))
             .ok_or_else(|| ApiError::volume_not_found(id))
     }
 
@@ -173,7 +173,7 @@ impl SnapshotApi {
         ]);
         let after = PageToken::decode(&req.page_token, &ctx.project_id, &digest)?;
         let query = SnapshotQuery {
-            project_id: Some(ctx.project_id.clone()),
+            project_id: scope::list_project(ctx),
             volume_id,
             status,
             after: after.map(|token| (token.created_at_ms, token.id)),

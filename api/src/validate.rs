@@ -81,32 +81,21 @@ pub fn create_volume(req: &pb::CreateVolumeRequest, max_size_gib: u64) -> ApiRes
 /// Checks an `UpdateVolumeRequest`; returns the volume id and the changes it asks for.
 pub fn update_volume(req: &pb::UpdateVolumeRequest) -> ApiResult<(String, VolumeChanges)> {
     let id = uuid("id", &req.id)?;
-    let paths: Vec<&str> = req
-        .update_mask
-        .as_ref()
-        .map(|mask| mask.paths.iter().map(String::as_str).collect())
-        .unwrap_or_default();
+    let fields = masked_fields(
+        req.update_mask.as_ref(),
+        &UPDATABLE_FIELDS,
+        |field| match field {
+            "name" => !req.name.is_empty(),
+            "description" => !req.description.is_empty(),
+            _ => !req.metadata.is_empty(),
+        },
+    )?;
     let mut changes = VolumeChanges::default();
-    if paths.is_empty() {
-        // No mask: every field set to a non-default value.
-        changes.name = (!req.name.is_empty()).then(|| req.name.clone());
-        changes.description = (!req.description.is_empty()).then(|| req.description.clone());
-        changes.metadata = (!req.metadata.is_empty()).then(|| req.metadata.clone());
-    }
-    for path in paths {
-        match path {
+    for field in fields {
+        match field {
             "name" => changes.name = Some(req.name.clone()),
             "description" => changes.description = Some(req.description.clone()),
-            "metadata" => changes.metadata = Some(req.metadata.clone()),
-            other => {
-                return Err(ApiError::invalid(
-                    "update_mask",
-                    format!(
-                        "unknown path {other:?}: use any of {}",
-                        UPDATABLE_FIELDS.join(", ")
-                    ),
-                ));
-            }
+            _ => changes.metadata = Some(req.metadata.clone()),
         }
     }
     if let Some(name) = &changes.name {
@@ -119,6 +108,36 @@ pub fn update_volume(req: &pb::UpdateVolumeRequest) -> ApiResult<(String, Volume
         metadata(metadata_)?;
     }
     Ok((id, changes))
+}
+
+/// The fields of `updatable` an update changes (AIP-134): the `update_mask`'s
+/// paths, each of which must be one of `updatable`; with no (or an empty) mask,
+/// every field that `is_set` says has a non-default value. Shared by every Update
+/// RPC, so they read their masks alike.
+pub fn masked_fields<'a>(
+    mask: Option<&prost_types::FieldMask>,
+    updatable: &[&'a str],
+    is_set: impl Fn(&str) -> bool,
+) -> ApiResult<Vec<&'a str>> {
+    let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
+    if paths.is_empty() {
+        return Ok(updatable.iter().copied().filter(|f| is_set(f)).collect());
+    }
+    paths
+        .iter()
+        .map(|path| {
+            updatable
+                .iter()
+                .copied()
+                .find(|f| f == path)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "update_mask",
+                        format!("unknown path {path:?}: use any of {}", updatable.join(", ")),
+                    )
+                })
+        })
+        .collect()
 }
 
 /// The page size of a list request: 0 means [`DEFAULT_PAGE_SIZE`].

@@ -389,5 +389,4 @@ fn header_value(value: &str) -> Option<HeaderValue> {
 }
 
 #[cfg(test)]
-#[path = "auth_tests.rs"]
 mod tests;

@@ -29,8 +29,8 @@ use tonic::{Request, Response, Status};
 use crate::{
     bus::Bus,
     error::{ApiError, ApiResult},
+    request::{context, reply},
     validate::{MAX_TEXT_CHARS, status_filter, text},
-    volume::{context, reply},
     volume_type::require_admin,
 };
 
@@ -281,5 +281,4 @@ impl AdminService for AdminApi {
 }
 
 #[cfg(test)]
-#[path = "admin_tests.rs"]
 mod tests;

@@ -35,8 +35,8 @@ use crate::{
     bus::Bus,
     error::{ApiError, ApiResult},
     page_token::{PageToken, filter_digest, finish_page},
-    validate,
-    volume::{context, reply},
+    request::{context, reply},
+    scope, validate,
 };
 
 /// The extra spec of a volume type that lets its volumes have several attachments.
@@ -81,7 +81,7 @@ impl AttachmentApi {
             .await
             .map_err(ApiError::db(format!("get attachment {id}")))?;
         attachment
-            .filter(|a| ctx.is_admin() || a.project_id == ctx.project_id)
+            .filter(|a| scope::visible(ctx, a))
             .ok_or_else(|| ApiError::attachment_not_found(id))
     }
 
@@ -93,7 +93,7 @@ impl AttachmentApi {
             .await
             .map_err(ApiError::db(format!("get volume {id}")))?;
         volume
-            .filter(|v| ctx.is_admin() || v.project_id == ctx.project_id)
+            .filter(|v| scope::visible(ctx, v))
             .ok_or_else(|| ApiError::volume_not_found(id))
     }
 
@@ -286,7 +286,7 @@ impl AttachmentApi {
         let digest = filter_digest(&["attachments", volume_id.as_deref().unwrap_or_default()]);
         let after = PageToken::decode(&req.page_token, &ctx.project_id, &digest)?;
         let query = AttachmentQuery {
-            project_id: Some(ctx.project_id.clone()),
+            project_id: scope::list_project(ctx),
             volume_id,
             after: after.map(|token| (token.created_at_ms, token.id)),
             limit: limit + 1,
@@ -418,5 +418,4 @@ impl AttachmentService for AttachmentApi {
 }
 
 #[cfg(test)]
-#[path = "attachment_tests/mod.rs"]
 mod tests;

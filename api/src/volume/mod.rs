@@ -24,7 +24,8 @@ use crate::{
     bus::Bus,
     error::{ApiError, ApiResult},
     page_token::{PageToken, filter_digest, finish_page},
-    validate,
+    request::{context, reply},
+    scope, validate,
 };
 
 /// The service that owns a volume while it is being scheduled.
@@ -60,7 +61,7 @@ impl VolumeApi {
             .await
             .map_err(ApiError::db(format!("get volume {id}")))?;
         volume
-            .filter(|v| ctx.is_admin() || v.project_id == ctx.project_id)
+            .filter(|v| scope::visible(ctx, v))
             .ok_or_else(|| ApiError::volume_not_found(id))
     }
 
@@ -182,7 +183,7 @@ impl VolumeApi {
         ]);
         let after = PageToken::decode(&req.page_token, &ctx.project_id, &digest)?;
         let query = VolumeQuery {
-            project_id: Some(ctx.project_id.clone()),
+            project_id: scope::list_project(ctx),
             status,
             name: (!req.name.is_empty()).then(|| req.name.clone()),
             after: after.map(|token| (token.created_at_ms, token.id)),
@@ -386,27 +387,6 @@ pub fn request_hash(req: &pb::CreateVolumeRequest) -> String {
         .collect()
 }
 
-/// The context the auth layer put in the request.
-pub(crate) fn context<T>(request: &Request<T>) -> Result<RequestContext, Status> {
-    request
-        .extensions()
-        .get::<RequestContext>()
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::Internal("no request context: the auth layer is missing".into()).into()
-        })
-}
-
-/// The reply of a handler; failures are logged with their code.
-pub(crate) fn reply<T>(result: ApiResult<T>) -> Result<Response<T>, Status> {
-    result.map(Response::new).map_err(|err| {
-        let text = err.to_string();
-        let status = err.into_status();
-        tracing::info!(code = ?status.code(), error = %text, "request failed");
-        status
-    })
-}
-
 #[tonic::async_trait]
 impl VolumeService for VolumeApi {
     async fn create_volume(
@@ -479,13 +459,9 @@ impl VolumeService for VolumeApi {
     }
 }
 
-#[path = "volume_extend.rs"]
 mod extend;
-#[path = "volume_from_snapshot.rs"]
 mod from_snapshot;
-#[path = "volume_placement.rs"]
 mod placement;
 
 #[cfg(test)]
-#[path = "volume_tests/mod.rs"]
 mod tests;
