@@ -19,23 +19,25 @@ pub mod admin;
 pub mod attachment;
 pub mod auth;
 pub mod availability_zone;
-pub mod bus;
 pub mod config;
 pub mod error;
 pub mod page_token;
+pub mod ports;
 mod request;
 pub mod scope;
 pub mod snapshot;
+#[cfg(test)]
+mod test_support;
 pub mod validate;
 pub mod volume;
 pub mod volume_type;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::net::SocketAddr;
 
 use scoria_common::{
     config::ConfigError,
     db::{Db, DbError},
-    rpc::{Broker, RpcClient},
+    rpc::Broker,
 };
 use scoria_proto::v1::{
     admin_service_server::AdminServiceServer, attachment_service_server::AttachmentServiceServer,
@@ -54,7 +56,7 @@ use crate::{
     attachment::AttachmentApi,
     auth::{AuthLayer, Authenticator, TokensError},
     availability_zone::AvailabilityZoneApi,
-    bus::AmqpBus,
+    ports::Ports,
     snapshot::SnapshotApi,
     volume::VolumeApi,
     volume_type::VolumeTypeApi,
@@ -123,9 +125,17 @@ pub async fn serve(
             config.bus.control_exchange, config.service.host
         ),
     );
-    let rpc = RpcClient::new(broker.clone());
+    let ports = Ports::amqp(&broker, format!("{BINARY}.{}", config.service.host));
 
-    let result = serve_with(&config, listener, shutdown, db.clone(), rpc, authenticator).await;
+    let result = serve_with(
+        &config,
+        listener,
+        shutdown,
+        db.clone(),
+        ports,
+        authenticator,
+    )
+    .await;
 
     broker.close().await;
     db.close().await;
@@ -138,7 +148,7 @@ async fn serve_with(
     listener: TcpListener,
     shutdown: CancellationToken,
     db: Db,
-    rpc: RpcClient,
+    ports: Ports,
     authenticator: Authenticator,
 ) -> Result<(), Error> {
     let auth = AuthLayer::new(authenticator);
@@ -150,22 +160,18 @@ async fn serve_with(
     let admin_service = auth.layer(AdminServiceServer::new(AdminApi::new(
         db.clone(),
         config.service_down_ms(),
-        Arc::new(AmqpBus::new(rpc.clone())),
+        ports.clone(),
     )));
     let snapshot_service = auth.layer(SnapshotServiceServer::new(SnapshotApi::new(
         db.clone(),
-        Arc::new(AmqpBus::new(rpc.clone())),
+        ports.clone(),
     )));
     let attachment_service = auth.layer(AttachmentServiceServer::new(AttachmentApi::new(
         db.clone(),
-        Arc::new(AmqpBus::new(rpc.clone())),
+        ports.clone(),
         config.bus.call_timeout(),
     )));
-    let volumes = VolumeApi::new(
-        db,
-        Arc::new(AmqpBus::new(rpc)),
-        config.api.max_volume_size_gib,
-    );
+    let volumes = VolumeApi::new(db, ports, config.api.max_volume_size_gib);
     let volume_service = auth.layer(VolumeServiceServer::new(volumes));
 
     let reflection = || {

@@ -10,8 +10,6 @@
 //!                  cast fails ─▶ error_deleting (with the reason)
 //! ```
 
-use std::sync::Arc;
-
 use scoria_common::{
     RequestContext,
     db::{Db, SnapshotDeleteStart, SnapshotQuery, WorkerEntry, WorkerKind},
@@ -24,9 +22,9 @@ use scoria_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    bus::Bus,
     error::{ApiError, ApiResult},
     page_token::{PageToken, filter_digest, finish_page},
+    ports::Ports,
     request::{context, reply},
     scope, validate,
 };
@@ -40,13 +38,13 @@ const DELETE_DEADLINE_MS: i64 = 10 * 60 * 1000;
 #[derive(Clone)]
 pub struct SnapshotApi {
     db: Db,
-    bus: Arc<dyn Bus>,
+    ports: Ports,
 }
 
 impl SnapshotApi {
-    /// The service over `db` and `bus`.
-    pub fn new(db: Db, bus: Arc<dyn Bus>) -> Self {
-        Self { db, bus }
+    /// The service over `db` and `ports`.
+    pub fn new(db: Db, ports: Ports) -> Self {
+        Self { db, ports }
     }
 
     /// The snapshot `id` if the caller may see it (its project's, or any for admins).
@@ -96,7 +94,7 @@ impl SnapshotApi {
                 "volume {volume_id} is on no backend"
             )));
         };
-        if !self.bus.is_connected() {
+        if self.ports.broker.unavailable().is_some() {
             return Err(ApiError::BrokerDown(format!(
                 "cannot ask {host} to snapshot volume {volume_id} now"
             )));
@@ -140,7 +138,13 @@ impl SnapshotApi {
             snapshot_id: id.clone(),
             volume_id: volume_id.clone(),
         };
-        if let Err(status) = self.bus.create_snapshot_on_host(ctx, &host, request).await {
+        if let Err(status) = self
+            .ports
+            .volumes
+            .create_snapshot(ctx, &host, request)
+            .await
+            .map_err(Status::from)
+        {
             // Nothing will ever make it: take the row back.
             if let Err(err) = self.db.delete_snapshot_row(&id).await {
                 tracing::error!(snapshot_id = %id, error = %err, "cannot remove unsent snapshot");
@@ -214,7 +218,7 @@ impl SnapshotApi {
             tracing::info!(snapshot_id = %id, "snapshot without a backend deleted");
             return Ok(deleting(snapshot));
         };
-        if !self.bus.is_connected() {
+        if self.ports.broker.unavailable().is_some() {
             return Err(ApiError::BrokerDown(format!(
                 "cannot ask {host} to delete snapshot {id} now"
             )));
@@ -230,7 +234,13 @@ impl SnapshotApi {
         let request = DeleteSnapshot {
             snapshot_id: id.clone(),
         };
-        if let Err(status) = self.bus.delete_snapshot_on_host(ctx, &host, request).await {
+        if let Err(status) = self
+            .ports
+            .volumes
+            .delete_snapshot(ctx, &host, request)
+            .await
+            .map_err(Status::from)
+        {
             let reason = format!(
                 "cannot reach {host} to delete the snapshot: {}",
                 status.message()

@@ -17,7 +17,7 @@
 //! (see `scoria_common::db::attachments`): `attaching`, `in-use`, `detaching`,
 //! back to `available` after the last one.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use scoria_common::{
     RequestContext,
@@ -32,9 +32,9 @@ use scoria_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    bus::Bus,
     error::{ApiError, ApiResult},
     page_token::{PageToken, filter_digest, finish_page},
+    ports::Ports,
     request::{context, reply},
     scope, validate,
 };
@@ -58,17 +58,17 @@ const ATTACHABLE: [VolumeStatus; 5] = [
 #[derive(Clone)]
 pub struct AttachmentApi {
     db: Db,
-    bus: Arc<dyn Bus>,
+    ports: Ports,
     call_timeout: Duration,
 }
 
 impl AttachmentApi {
-    /// The service over `db` and `bus`; `call_timeout` is the bus's call timeout
+    /// The service over `db` and `ports`; `call_timeout` is the bus's call timeout
     /// (it sets the deadline of the worker entries).
-    pub fn new(db: Db, bus: Arc<dyn Bus>, call_timeout: Duration) -> Self {
+    pub fn new(db: Db, ports: Ports, call_timeout: Duration) -> Self {
         Self {
             db,
-            bus,
+            ports,
             call_timeout,
         }
     }
@@ -148,7 +148,7 @@ impl AttachmentApi {
             )));
         };
         let multiattach = self.multiattach(&volume).await?;
-        if !self.bus.is_connected() {
+        if self.ports.broker.unavailable().is_some() {
             return Err(ApiError::BrokerDown(format!(
                 "cannot ask {host} to attach volume {volume_id} now"
             )));
@@ -196,7 +196,13 @@ impl AttachmentApi {
         let request = AttachVolume {
             attachment_id: id.clone(),
         };
-        let result = match self.bus.attach_on_host(ctx, &host, request).await {
+        let result = match self
+            .ports
+            .volumes
+            .attach_volume(ctx, &host, request)
+            .await
+            .map_err(Status::from)
+        {
             Ok(result) => result,
             Err(status) => {
                 let reason = format!("cannot attach on {host}: {}", status.message());
@@ -315,7 +321,7 @@ impl AttachmentApi {
         let id = validate::uuid("id", id)?;
         let attachment = self.load(ctx, &id).await?;
         let host = attachment.volume_host.clone();
-        if !self.bus.is_connected() {
+        if self.ports.broker.unavailable().is_some() {
             return Err(ApiError::BrokerDown(format!(
                 "cannot ask {host} to detach attachment {id} now"
             )));
@@ -339,7 +345,13 @@ impl AttachmentApi {
         let request = DetachVolume {
             attachment_id: id.clone(),
         };
-        if let Err(status) = self.bus.detach_on_host(ctx, &host, request).await {
+        if let Err(status) = self
+            .ports
+            .volumes
+            .detach_volume(ctx, &host, request)
+            .await
+            .map_err(Status::from)
+        {
             let reason = format!("cannot detach on {host}: {}", status.message());
             self.settle_failed(&id, AttachmentStatus::Detaching, &reason)
                 .await;

@@ -9,6 +9,7 @@ use scoria_common::{
     model::{Volume, VolumeStatus, now_ms},
 };
 use scoria_proto::{bus::ExtendVolume, v1 as pb};
+use tonic::Status;
 
 use super::VolumeApi;
 use crate::{
@@ -55,7 +56,7 @@ impl VolumeApi {
                 "available volume {id} has no host"
             )));
         };
-        if !self.bus.is_connected() {
+        if self.ports.broker.unavailable().is_some() {
             return Err(ApiError::BrokerDown(format!(
                 "cannot ask {host} to extend volume {id} now"
             )));
@@ -90,7 +91,13 @@ impl VolumeApi {
             new_size_gib: new_size,
             previous_status: VolumeStatus::Available.as_str().to_owned(),
         };
-        if let Err(status) = self.bus.extend_on_host(ctx, &host, request).await {
+        if let Err(status) = self
+            .ports
+            .volumes
+            .extend_volume(ctx, &host, request)
+            .await
+            .map_err(Status::from)
+        {
             // Nothing will extend it: put it back as it was.
             let restored = self
                 .db

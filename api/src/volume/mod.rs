@@ -2,8 +2,6 @@
 //! (row + worker entry) first, then cast to the scheduler or the volume's host and
 //! return at once. The API never waits for the scheduler or a backend.
 
-use std::sync::Arc;
-
 use prost::Message;
 use scoria_common::{
     RequestContext,
@@ -21,9 +19,9 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    bus::Bus,
     error::{ApiError, ApiResult},
     page_token::{PageToken, filter_digest, finish_page},
+    ports::Ports,
     request::{context, reply},
     scope, validate,
 };
@@ -39,16 +37,16 @@ const DELETE_DEADLINE_MS: i64 = 10 * 60 * 1000;
 #[derive(Clone)]
 pub struct VolumeApi {
     db: Db,
-    bus: Arc<dyn Bus>,
+    ports: Ports,
     max_size_gib: u64,
 }
 
 impl VolumeApi {
-    /// The service over `db` and `bus`, refusing volumes above `max_size_gib`.
-    pub fn new(db: Db, bus: Arc<dyn Bus>, max_size_gib: u64) -> Self {
+    /// The service over `db` and `ports`, refusing volumes above `max_size_gib`.
+    pub fn new(db: Db, ports: Ports, max_size_gib: u64) -> Self {
         Self {
             db,
-            bus,
+            ports,
             max_size_gib,
         }
     }
@@ -73,7 +71,7 @@ impl VolumeApi {
     ) -> ApiResult<Volume> {
         let valid = validate::create_volume(&req, self.max_size_gib)?;
         let placement = self.placement(ctx, &req, valid.source.as_ref()).await?;
-        if !self.bus.is_connected() {
+        if self.ports.broker.unavailable().is_some() {
             return Err(ApiError::BrokerDown(
                 "cannot schedule a new volume now".into(),
             ));
@@ -153,7 +151,13 @@ impl VolumeApi {
             source_volume_id: placement.source_volume_id.unwrap_or_default(),
             required_host: placement.required_host,
         };
-        if let Err(status) = self.bus.schedule_create(ctx, request).await {
+        if let Err(status) = self
+            .ports
+            .scheduler
+            .create_volume(ctx, request)
+            .await
+            .map_err(Status::from)
+        {
             // Nothing will ever schedule it: take the row (and the key) back so a
             // retry with the same request_id starts afresh.
             if let Err(err) = self.db.discard_created_volume(&volume, key.as_ref()).await {
@@ -243,7 +247,7 @@ impl VolumeApi {
             tracing::info!(volume_id = %id, "unscheduled volume deleted");
             return Ok(deleting(volume));
         };
-        if !self.bus.is_connected() {
+        if self.ports.broker.unavailable().is_some() {
             return Err(ApiError::BrokerDown(format!(
                 "cannot ask {host} to delete volume {id} now"
             )));
@@ -258,8 +262,9 @@ impl VolumeApi {
         self.start_delete(ctx, &id, Some(&worker)).await?;
         volume = deleting(volume);
         if let Err(status) = self
-            .bus
-            .delete_on_host(
+            .ports
+            .volumes
+            .delete_volume(
                 ctx,
                 &host,
                 DeleteVolume {
@@ -267,6 +272,7 @@ impl VolumeApi {
                 },
             )
             .await
+            .map_err(Status::from)
         {
             let reason = format!(
                 "cannot reach {host} to delete the volume: {}",

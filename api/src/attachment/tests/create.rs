@@ -266,7 +266,7 @@ async fn broker_down_is_unavailable_before_anything_is_written() {
         .await
         .expect("attach");
     let other = volume(&f, &p1, "", VolumeStatus::Available).await;
-    f.bus.down.store(true, Ordering::SeqCst);
+    f.h.link.set_down(true);
 
     let status = attach(&f, &p1, attach_req(&other)).await.expect_err("down");
     assert_eq!(status.code(), Code::Unavailable);

@@ -227,7 +227,7 @@ async fn attached_volumes_cannot_be_deleted_extended_or_snapshotted_without_forc
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().contains("detach"), "{}", status.message());
 
-    let snapshots = crate::snapshot::SnapshotApi::new(f.db.clone(), f.bus.clone());
+    let snapshots = crate::snapshot::SnapshotApi::new(f.db.clone(), f.h.ports_with(f.bus.clone()));
     let snap = |force: bool| pb::CreateSnapshotRequest {
         volume_id: volume_id.clone(),
         name: "s".into(),

@@ -46,10 +46,8 @@ async fn add_type(f: &Fixture, name: &str, specs: &[(&str, &str)]) {
 }
 
 fn last_scheduled(f: &Fixture) -> ScheduleCreateVolume {
-    f.bus
-        .scheduled
-        .lock()
-        .expect("lock")
+    f.h.scheduler
+        .scheduled()
         .last()
         .cloned()
         .expect("scheduled")
@@ -297,7 +295,7 @@ async fn extend_marks_extending_and_casts_to_the_host() {
             .code(),
         Code::NotFound
     );
-    assert!(f.bus.extended.lock().expect("lock").is_empty());
+    assert!(f.extended().is_empty());
 
     let extending = extend(p1.clone(), extend_req(&volume.id, 4))
         .await
@@ -319,7 +317,7 @@ async fn extend_marks_extending_and_casts_to_the_host() {
         (worker.status.as_str(), worker.service.as_str()),
         ("extending", "h1@file")
     );
-    let extended = f.bus.extended.lock().expect("lock").clone();
+    let extended = f.extended();
     assert_eq!(extended.len(), 1);
     assert_eq!(extended[0].0, "h1@file");
     assert_eq!(
@@ -344,7 +342,7 @@ async fn a_failed_extend_cast_puts_the_volume_back() {
     let p1 = member("p1");
     let volume = create(&f, &p1, "grow").await;
     make_available(&f, &volume.id, "h1@file").await;
-    f.bus.fail_casts.store(true, Ordering::SeqCst);
+    f.fail_casts(true);
     let status = f
         .api
         .extend_volume(request(&p1, extend_req(&volume.id, 2)))
@@ -360,8 +358,8 @@ async fn a_failed_extend_cast_puts_the_volume_back() {
             .is_none()
     );
 
-    f.bus.fail_casts.store(false, Ordering::SeqCst);
-    f.bus.down.store(true, Ordering::SeqCst);
+    f.fail_casts(false);
+    f.h.link.set_down(true);
     let status = f
         .api
         .extend_volume(request(&p1, extend_req(&volume.id, 2)))

@@ -19,7 +19,7 @@ fn field(status: &Status) -> String {
 }
 
 fn snapshots(f: &Fixture) -> SnapshotApi {
-    SnapshotApi::new(f.db.clone(), f.bus.clone())
+    SnapshotApi::new(f.db.clone(), f.h.ports())
 }
 
 /// A volume of `size_gib` on [`HOST`] in `status`, as a backend would leave it.
@@ -91,7 +91,7 @@ async fn snapshot_in(
 }
 
 fn casts(f: &Fixture) -> Vec<(&'static str, String, String)> {
-    f.bus.snapshot_casts.lock().expect("lock").clone()
+    f.snapshot_casts()
 }
 
 async fn row(f: &Fixture, id: &str) -> Option<Snapshot> {
@@ -218,11 +218,11 @@ async fn create_snapshot_leaves_nothing_when_the_bus_fails() {
     let f = fixture().await;
     let p1 = member("p1");
     let v = volume_in(&f, &p1, 1, VolumeStatus::Available).await;
-    f.bus.fail_casts.store(true, Ordering::SeqCst);
+    f.fail_casts(true);
     let status = snapshot(&f, &p1, &v.id).await.expect_err("cast fails");
     assert_eq!(status.code(), Code::Unavailable);
-    f.bus.fail_casts.store(false, Ordering::SeqCst);
-    f.bus.down.store(true, Ordering::SeqCst);
+    f.fail_casts(false);
+    f.h.link.set_down(true);
     let status = snapshot(&f, &p1, &v.id).await.expect_err("broker down");
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(
@@ -230,7 +230,7 @@ async fn create_snapshot_leaves_nothing_when_the_bus_fails() {
         Vec::<String>::new()
     );
     // And the volume can be deleted: no snapshot row blocks it.
-    f.bus.down.store(false, Ordering::SeqCst);
+    f.h.link.set_down(false);
     f.api
         .delete_volume(request(&p1, pb::DeleteVolumeRequest { id: v.id.clone() }))
         .await
@@ -431,7 +431,7 @@ async fn delete_snapshot_status_rules_and_cast() {
     }
 
     let s = snapshot_in(&f, &p1, &v.id, SnapshotStatus::Available).await;
-    f.bus.fail_casts.store(true, Ordering::SeqCst);
+    f.fail_casts(true);
     assert_eq!(
         delete(&s.id).await.expect_err("cast fails").code(),
         Code::Unavailable
@@ -473,7 +473,7 @@ async fn delete_snapshot_without_backend_removes_the_row() {
             .await
             .expect("db")
     );
-    f.bus.down.store(true, Ordering::SeqCst);
+    f.h.link.set_down(true);
     snapshots(&f)
         .delete_snapshot(request(&p1, pb::DeleteSnapshotRequest { id: s.id.clone() }))
         .await
@@ -500,7 +500,7 @@ async fn delete_volume_with_snapshots_is_refused_naming_them() {
     }
     let volume = f.db.get_volume(&v.id).await.expect("db").expect("row");
     assert_eq!(volume.status, VolumeStatus::Available);
-    assert!(f.bus.deleted.lock().expect("lock").is_empty());
+    assert!(f.deleted().is_empty());
     for s in [&s1, &s2] {
         f.db.delete_snapshot_row(&s.id).await.expect("db");
     }
@@ -541,14 +541,12 @@ async fn create_volume_from_snapshot_sizes_and_placement() {
     let same = create(from_snapshot(&s.id, 0)).await.expect("size 0");
     assert_eq!(same.size_gib, 4);
     assert_eq!(same.snapshot_id, s.id);
-    let scheduled = f
-        .bus
-        .scheduled
-        .lock()
-        .expect("lock")
-        .last()
-        .cloned()
-        .expect("scheduled");
+    let scheduled =
+        f.h.scheduler
+            .scheduled()
+            .last()
+            .cloned()
+            .expect("scheduled");
     assert_eq!(scheduled.volume_id, same.id);
     assert_eq!(scheduled.snapshot_id, s.id);
     assert_eq!(scheduled.required_host, HOST);
@@ -605,11 +603,7 @@ async fn create_volume_from_snapshot_must_find_an_available_one() {
         .await
         .expect_err("bad id");
     assert_eq!(field(&status), "snapshot_id");
-    assert_eq!(
-        f.bus.scheduled.lock().expect("lock").len(),
-        1,
-        "only the source volume"
-    );
+    assert_eq!(f.h.scheduler.scheduled().len(), 1, "only the source volume");
 }
 
 #[tokio::test]
