@@ -21,6 +21,7 @@ pub mod auth;
 pub mod availability_zone;
 pub mod config;
 pub mod error;
+mod intent;
 pub mod page_token;
 pub mod ports;
 mod request;

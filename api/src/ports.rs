@@ -7,9 +7,11 @@
 use std::{sync::Arc, time::Duration};
 
 use scoria_common::{
+    db::Db,
     events::Notifications,
     ops::{SchedulerClient, SchedulerOps, VolumeClient, VolumeOps},
     rpc::{Broker, Notifier, RpcClient},
+    settle::Settler,
 };
 
 /// Whether the bus can carry a message now, as the handlers ask it.
@@ -60,6 +62,11 @@ pub struct Ports {
 }
 
 impl Ports {
+    /// The settle path over `db`, announcing through these ports.
+    pub fn settler(&self, db: &Db) -> Settler {
+        Settler::new(db.clone(), self.notifications.clone())
+    }
+
     /// The ports over AMQP through `broker`; notifications are published as
     /// `publisher_id`.
     pub fn amqp(broker: &Broker, publisher_id: impl Into<String>) -> Self {

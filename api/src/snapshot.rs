@@ -13,7 +13,9 @@
 use scoria_common::{
     RequestContext,
     db::{Db, SnapshotDeleteStart, SnapshotQuery, WorkerEntry, WorkerKind},
+    events::Event,
     model::{Snapshot, SnapshotStatus, Volume, VolumeStatus, now_ms},
+    settle::SnapshotChange,
 };
 use scoria_proto::{
     bus::{CreateSnapshot, DeleteSnapshot},
@@ -23,6 +25,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     error::{ApiError, ApiResult},
+    intent::Intent,
     page_token::{PageToken, filter_digest, finish_page},
     ports::Ports,
     request::{context, reply},
@@ -94,11 +97,11 @@ impl SnapshotApi {
                 "volume {volume_id} is on no backend"
             )));
         };
-        if self.ports.broker.unavailable().is_some() {
-            return Err(ApiError::BrokerDown(format!(
-                "cannot ask {host} to snapshot volume {volume_id} now"
-            )));
-        }
+        let intent = Intent::cast(
+            &self.ports,
+            format!("snapshot volume {volume_id} on {host}"),
+        );
+        intent.ready().await?;
         let now = now_ms();
         let snapshot = Snapshot {
             id: uuid::Uuid::new_v4().to_string(),
@@ -138,22 +141,25 @@ impl SnapshotApi {
             snapshot_id: id.clone(),
             volume_id: volume_id.clone(),
         };
-        if let Err(status) = self
-            .ports
-            .volumes
-            .create_snapshot(ctx, &host, request)
-            .await
-            .map_err(Status::from)
-        {
-            // Nothing will ever make it: take the row back.
-            if let Err(err) = self.db.delete_snapshot_row(&id).await {
-                tracing::error!(snapshot_id = %id, error = %err, "cannot remove unsent snapshot");
-            }
-            return Err(ApiError::Bus {
-                action: format!("snapshot volume {volume_id} on {host}"),
-                status,
-            });
-        }
+        let settler = self.ports.settler(&self.db);
+        let mut failed = snapshot.clone();
+        intent
+            .send(
+                self.ports.volumes.create_snapshot(ctx, &host, request),
+                |why| async move {
+                    // Nothing will ever make it: take the row back.
+                    let removed = self.db.delete_snapshot_row(&failed.id).await;
+                    let apply = |s: &mut Snapshot| {
+                        s.status = SnapshotStatus::Error;
+                        s.error_message = format!("cannot reach the volume's host: {why}");
+                    };
+                    let event = Some(Event::SnapshotCreateError);
+                    settler
+                        .settle(ctx, &mut failed, async { removed }, apply, event)
+                        .await
+                },
+            )
+            .await?;
         tracing::info!(snapshot_id = %id, volume_id = %volume_id, host = %host, "snapshot creation requested");
         Ok(snapshot)
     }
@@ -218,11 +224,8 @@ impl SnapshotApi {
             tracing::info!(snapshot_id = %id, "snapshot without a backend deleted");
             return Ok(deleting(snapshot));
         };
-        if self.ports.broker.unavailable().is_some() {
-            return Err(ApiError::BrokerDown(format!(
-                "cannot ask {host} to delete snapshot {id} now"
-            )));
-        }
+        let intent = Intent::cast(&self.ports, format!("delete snapshot {id} on {host}"));
+        intent.ready().await?;
         let worker = WorkerEntry {
             kind: WorkerKind::Snapshot,
             resource_id: id.clone(),
@@ -234,35 +237,24 @@ impl SnapshotApi {
         let request = DeleteSnapshot {
             snapshot_id: id.clone(),
         };
-        if let Err(status) = self
-            .ports
-            .volumes
-            .delete_snapshot(ctx, &host, request)
-            .await
-            .map_err(Status::from)
-        {
-            let reason = format!(
-                "cannot reach {host} to delete the snapshot: {}",
-                status.message()
-            );
-            let settled = self
-                .db
-                .transition_snapshot(
-                    &id,
-                    &[SnapshotStatus::Deleting],
-                    SnapshotStatus::ErrorDeleting,
-                    Some(&reason),
-                    None,
-                )
-                .await;
-            if let Err(err) = settled {
-                tracing::error!(snapshot_id = %id, error = %err, "cannot mark snapshot error_deleting");
-            }
-            return Err(ApiError::Bus {
-                action: format!("delete snapshot {id} on {host}"),
-                status,
-            });
-        }
+        let settler = self.ports.settler(&self.db);
+        let mut failed = deleting(snapshot.clone());
+        let at = host.as_str();
+        intent
+            .send(
+                self.ports.volumes.delete_snapshot(ctx, &host, request),
+                |why| async move {
+                    let reason = format!("cannot reach {at} to delete the snapshot: {why}");
+                    let change = SnapshotChange::new(
+                        &[SnapshotStatus::Deleting],
+                        SnapshotStatus::ErrorDeleting,
+                    )
+                    .error(&reason);
+                    let event = Some(Event::SnapshotDeleteError);
+                    settler.snapshot(ctx, &mut failed, change, event).await
+                },
+            )
+            .await?;
         tracing::info!(snapshot_id = %id, host = %host, "snapshot deletion requested");
         Ok(deleting(snapshot))
     }

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use scoria_common::{
     RequestContext,
-    db::{AttachReserve, AttachmentQuery, Db, DetachStart, WorkerEntry, WorkerKind},
+    db::{AttachReserve, AttachmentQuery, Db, DbResult, DetachStart, WorkerEntry, WorkerKind},
+    events::Event,
     model::{Attachment, AttachmentStatus, Volume, VolumeStatus, now_ms},
     translation::connection_info_from_proto,
 };
@@ -33,6 +34,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     error::{ApiError, ApiResult},
+    intent::Intent,
     page_token::{PageToken, filter_digest, finish_page},
     ports::Ports,
     request::{context, reply},
@@ -148,11 +150,12 @@ impl AttachmentApi {
             )));
         };
         let multiattach = self.multiattach(&volume).await?;
-        if self.ports.broker.unavailable().is_some() {
-            return Err(ApiError::BrokerDown(format!(
-                "cannot ask {host} to attach volume {volume_id} now"
-            )));
-        }
+        let intent = Intent::call(
+            &self.ports,
+            format!("attach volume {volume_id} on {host}"),
+            self.call_timeout,
+        );
+        intent.ready().await?;
         let now = now_ms();
         let attachment = Attachment {
             id: uuid::Uuid::new_v4().to_string(),
@@ -196,24 +199,18 @@ impl AttachmentApi {
         let request = AttachVolume {
             attachment_id: id.clone(),
         };
-        let result = match self
-            .ports
-            .volumes
-            .attach_volume(ctx, &host, request)
-            .await
-            .map_err(Status::from)
-        {
-            Ok(result) => result,
-            Err(status) => {
-                let reason = format!("cannot attach on {host}: {}", status.message());
-                self.settle_failed(&id, AttachmentStatus::Attaching, &reason)
-                    .await;
-                return Err(ApiError::Call {
-                    action: format!("attach volume {volume_id} on {host}"),
-                    status,
-                });
-            }
-        };
+        let failed = attachment.clone();
+        let at = host.as_str();
+        let result = intent
+            .send(
+                self.ports.volumes.attach_volume(ctx, &host, request),
+                |why| async move {
+                    let reason = format!("cannot attach on {at}: {why}");
+                    self.settle_failed(ctx, failed, AttachmentStatus::Attaching, reason)
+                        .await
+                },
+            )
+            .await?;
         let mut attached = self
             .db
             .get_attachment(&id)
@@ -253,19 +250,37 @@ impl AttachmentApi {
     }
 
     /// After a failed call: `from` -> its error status with `reason`, if the row is
-    /// still `from` (the host may have settled it meanwhile).
-    async fn settle_failed(&self, id: &str, from: AttachmentStatus, reason: &str) {
-        let settled = match from {
-            AttachmentStatus::Detaching => self.db.fail_detach(id, reason).await,
-            _ => self.db.fail_attach(id, reason).await,
+    /// still `from` (the host may have settled it meanwhile), announcing the
+    /// operation's `.error` event.
+    async fn settle_failed(
+        &self,
+        ctx: &RequestContext,
+        mut attachment: Attachment,
+        from: AttachmentStatus,
+        reason: String,
+    ) -> DbResult<bool> {
+        let id = attachment.id.clone();
+        let (cas, to, event) = match from {
+            AttachmentStatus::Detaching => (
+                self.db.fail_detach(&id, &reason).await,
+                AttachmentStatus::ErrorDetaching,
+                Event::VolumeDetachError,
+            ),
+            _ => (
+                self.db.fail_attach(&id, &reason).await,
+                AttachmentStatus::ErrorAttaching,
+                Event::VolumeAttachError,
+            ),
         };
-        match settled {
-            Ok(true) => tracing::warn!(attachment_id = %id, %reason, "attachment failed"),
-            Ok(false) => tracing::info!(attachment_id = %id, "attachment settled by its host"),
-            Err(err) => {
-                tracing::error!(attachment_id = %id, error = %err, "cannot mark attachment failed");
-            }
-        }
+        let apply = |a: &mut Attachment| {
+            a.status = to;
+            a.error_message = reason;
+            a.updated_at_ms = now_ms();
+        };
+        self.ports
+            .settler(&self.db)
+            .settle(ctx, &mut attachment, async { cas }, apply, Some(event))
+            .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -321,11 +336,12 @@ impl AttachmentApi {
         let id = validate::uuid("id", id)?;
         let attachment = self.load(ctx, &id).await?;
         let host = attachment.volume_host.clone();
-        if self.ports.broker.unavailable().is_some() {
-            return Err(ApiError::BrokerDown(format!(
-                "cannot ask {host} to detach attachment {id} now"
-            )));
-        }
+        let intent = Intent::call(
+            &self.ports,
+            format!("detach attachment {id} on {host}"),
+            self.call_timeout,
+        );
+        intent.ready().await?;
         let worker = self.worker(&id, AttachmentStatus::Detaching, &host);
         let started = self
             .db
@@ -345,21 +361,21 @@ impl AttachmentApi {
         let request = DetachVolume {
             attachment_id: id.clone(),
         };
-        if let Err(status) = self
-            .ports
-            .volumes
-            .detach_volume(ctx, &host, request)
-            .await
-            .map_err(Status::from)
-        {
-            let reason = format!("cannot detach on {host}: {}", status.message());
-            self.settle_failed(&id, AttachmentStatus::Detaching, &reason)
-                .await;
-            return Err(ApiError::Call {
-                action: format!("detach attachment {id} on {host}"),
-                status,
-            });
-        }
+        let failed = Attachment {
+            status: AttachmentStatus::Detaching,
+            ..attachment.clone()
+        };
+        let at = host.as_str();
+        intent
+            .send(
+                self.ports.volumes.detach_volume(ctx, &host, request),
+                |why| async move {
+                    let reason = format!("cannot detach on {at}: {why}");
+                    self.settle_failed(ctx, failed, AttachmentStatus::Detaching, reason)
+                        .await
+                },
+            )
+            .await?;
         tracing::info!(attachment_id = %id, volume_id = %attachment.volume_id, host = %host, "volume detached");
         Ok(())
     }

@@ -6,14 +6,16 @@
 use scoria_common::{
     RequestContext,
     db::{WorkerEntry, WorkerKind},
+    events::Event,
     model::{Volume, VolumeStatus, now_ms},
+    settle::VolumeChange,
 };
 use scoria_proto::{bus::ExtendVolume, v1 as pb};
-use tonic::Status;
 
 use super::VolumeApi;
 use crate::{
     error::{ApiError, ApiResult},
+    intent::Intent,
     validate,
 };
 
@@ -56,11 +58,8 @@ impl VolumeApi {
                 "available volume {id} has no host"
             )));
         };
-        if self.ports.broker.unavailable().is_some() {
-            return Err(ApiError::BrokerDown(format!(
-                "cannot ask {host} to extend volume {id} now"
-            )));
-        }
+        let intent = Intent::cast(&self.ports, format!("extend volume {id} on {host}"));
+        intent.ready().await?;
         let worker = WorkerEntry {
             kind: WorkerKind::Volume,
             resource_id: id.clone(),
@@ -91,33 +90,25 @@ impl VolumeApi {
             new_size_gib: new_size,
             previous_status: VolumeStatus::Available.as_str().to_owned(),
         };
-        if let Err(status) = self
-            .ports
-            .volumes
-            .extend_volume(ctx, &host, request)
-            .await
-            .map_err(Status::from)
-        {
-            // Nothing will extend it: put it back as it was.
-            let restored = self
-                .db
-                .transition_volume_with_worker(
-                    &id,
-                    &[VolumeStatus::Extending],
-                    VolumeStatus::Available,
-                    None,
-                    None,
-                    None,
-                )
-                .await;
-            if let Err(err) = restored {
-                tracing::error!(volume_id = %id, error = %err, "cannot put volume back to available");
-            }
-            return Err(ApiError::Bus {
-                action: format!("extend volume {id} on {host}"),
-                status,
-            });
-        }
+        let settler = self.ports.settler(&self.db);
+        let mut failed = Volume {
+            status: VolumeStatus::Extending,
+            ..volume.clone()
+        };
+        intent
+            .send(
+                self.ports.volumes.extend_volume(ctx, &host, request),
+                |why| async move {
+                    // Nothing will extend it: put it back as it was.
+                    tracing::warn!(volume_id = %failed.id, error = %why, "extend not sent");
+                    let change =
+                        VolumeChange::new(&[VolumeStatus::Extending], VolumeStatus::Available);
+                    settler
+                        .volume(ctx, &mut failed, change, Some(Event::VolumeResizeError))
+                        .await
+                },
+            )
+            .await?;
         tracing::info!(volume_id = %id, host = %host, new_size_gib = new_size, "volume extension requested");
         Ok(Volume {
             status: VolumeStatus::Extending,

@@ -9,7 +9,9 @@ use scoria_common::{
         AttachmentQuery, Created, Db, IdempotencyKey, VolumeDeleteStart, VolumeQuery, WorkerEntry,
         WorkerKind,
     },
+    events::Event,
     model::{AttachmentStatus, Volume, VolumeStatus, now_ms},
+    settle::VolumeChange,
 };
 use scoria_proto::{
     bus::{DeleteVolume, ScheduleCreateVolume},
@@ -20,6 +22,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     error::{ApiError, ApiResult},
+    intent::Intent,
     page_token::{PageToken, filter_digest, finish_page},
     ports::Ports,
     request::{context, reply},
@@ -71,11 +74,6 @@ impl VolumeApi {
     ) -> ApiResult<Volume> {
         let valid = validate::create_volume(&req, self.max_size_gib)?;
         let placement = self.placement(ctx, &req, valid.source.as_ref()).await?;
-        if self.ports.broker.unavailable().is_some() {
-            return Err(ApiError::BrokerDown(
-                "cannot schedule a new volume now".into(),
-            ));
-        }
         let now = now_ms();
         let volume = Volume {
             id: uuid::Uuid::new_v4().to_string(),
@@ -96,6 +94,8 @@ impl VolumeApi {
             updated_at_ms: now,
         };
         tracing::Span::current().record("volume_id", volume.id.as_str());
+        let intent = Intent::cast(&self.ports, format!("schedule volume {}", volume.id));
+        intent.ready().await?;
         let key = valid.request_id.map(|request_id| IdempotencyKey {
             request_id,
             request_hash: request_hash(&req),
@@ -151,23 +151,30 @@ impl VolumeApi {
             source_volume_id: placement.source_volume_id.unwrap_or_default(),
             required_host: placement.required_host,
         };
-        if let Err(status) = self
-            .ports
-            .scheduler
-            .create_volume(ctx, request)
-            .await
-            .map_err(Status::from)
-        {
-            // Nothing will ever schedule it: take the row (and the key) back so a
-            // retry with the same request_id starts afresh.
-            if let Err(err) = self.db.discard_created_volume(&volume, key.as_ref()).await {
-                tracing::error!(volume_id = %volume.id, error = %err, "cannot remove unscheduled volume");
-            }
-            return Err(ApiError::Bus {
-                action: format!("schedule volume {}", volume.id),
-                status,
-            });
-        }
+        let settler = self.ports.settler(&self.db);
+        let mut failed = volume.clone();
+        intent
+            .send(
+                self.ports.scheduler.create_volume(ctx, request),
+                |why| async move {
+                    // Nothing will ever schedule it: take the row (and the key) back
+                    // so a retry with the same request_id starts afresh.
+                    let discarded = self
+                        .db
+                        .discard_created_volume(&failed, key.as_ref())
+                        .await
+                        .map(|()| true);
+                    let apply = |v: &mut Volume| {
+                        v.status = VolumeStatus::Error;
+                        v.error_message = format!("cannot schedule the volume: {why}");
+                    };
+                    let event = Some(Event::VolumeCreateError);
+                    settler
+                        .settle(ctx, &mut failed, async { discarded }, apply, event)
+                        .await
+                },
+            )
+            .await?;
         tracing::info!(volume_id = %volume.id, size_gib = volume.size_gib, "volume creation requested");
         Ok(volume)
     }
@@ -247,11 +254,8 @@ impl VolumeApi {
             tracing::info!(volume_id = %id, "unscheduled volume deleted");
             return Ok(deleting(volume));
         };
-        if self.ports.broker.unavailable().is_some() {
-            return Err(ApiError::BrokerDown(format!(
-                "cannot ask {host} to delete volume {id} now"
-            )));
-        }
+        let intent = Intent::cast(&self.ports, format!("delete volume {id} on {host}"));
+        intent.ready().await?;
         let worker = WorkerEntry {
             kind: WorkerKind::Volume,
             resource_id: id.clone(),
@@ -261,42 +265,26 @@ impl VolumeApi {
         };
         self.start_delete(ctx, &id, Some(&worker)).await?;
         volume = deleting(volume);
-        if let Err(status) = self
-            .ports
-            .volumes
-            .delete_volume(
-                ctx,
-                &host,
-                DeleteVolume {
-                    volume_id: id.clone(),
+        let settler = self.ports.settler(&self.db);
+        let request = DeleteVolume {
+            volume_id: id.clone(),
+        };
+        let mut failed = volume.clone();
+        let at = host.as_str();
+        intent
+            .send(
+                self.ports.volumes.delete_volume(ctx, &host, request),
+                |why| async move {
+                    let reason = format!("cannot reach {at} to delete the volume: {why}");
+                    let change =
+                        VolumeChange::new(&[VolumeStatus::Deleting], VolumeStatus::ErrorDeleting)
+                            .error(&reason);
+                    settler
+                        .volume(ctx, &mut failed, change, Some(Event::VolumeDeleteError))
+                        .await
                 },
             )
-            .await
-            .map_err(Status::from)
-        {
-            let reason = format!(
-                "cannot reach {host} to delete the volume: {}",
-                status.message()
-            );
-            let settled = self
-                .db
-                .transition_volume_with_worker(
-                    &id,
-                    &[VolumeStatus::Deleting],
-                    VolumeStatus::ErrorDeleting,
-                    None,
-                    Some(&reason),
-                    None,
-                )
-                .await;
-            if let Err(err) = settled {
-                tracing::error!(volume_id = %id, error = %err, "cannot mark volume error_deleting");
-            }
-            return Err(ApiError::Bus {
-                action: format!("delete volume {id} on {host}"),
-                status,
-            });
-        }
+            .await?;
         tracing::info!(volume_id = %id, host = %host, "volume deletion requested");
         Ok(volume)
     }

@@ -374,6 +374,7 @@ async fn a_failed_attach_call_marks_the_attachment_and_keeps_its_code() {
         let rows = all_attachments(&f).await;
         let row = rows.last().expect("a row");
         assert_eq!(row.status, AttachmentStatus::ErrorAttaching);
+        assert_eq!(f.h.notifier.events_of(&row.id), [Event::VolumeAttachError]);
         assert!(
             row.error_message.contains(&message),
             "{}",

@@ -21,6 +21,10 @@ async fn a_failed_detach_call_leaves_error_detaching_and_can_be_retried() {
             .expect("db")
             .expect("row");
     assert_eq!(row.status, AttachmentStatus::ErrorDetaching);
+    assert_eq!(
+        f.h.notifier.events_of(&attached.id),
+        [Event::VolumeDetachError]
+    );
     assert!(
         row.error_message.contains("no reply"),
         "{}",

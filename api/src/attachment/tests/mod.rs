@@ -10,6 +10,7 @@ use std::{
 
 use scoria_common::{
     db::WorkerKind,
+    events::Event,
     model::{ConnectionInfo, VolumeType},
     ops::{OpsError, OpsResult, VolumeOps},
     testing::{RecordingVolumes, VolumeCall},

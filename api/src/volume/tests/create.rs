@@ -76,6 +76,8 @@ async fn rejected_creates_write_nothing() {
         .expect_err("cast fails");
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(f.db.count_volumes("p1").await.expect("count"), 0);
+    // The compensation announces the failed create.
+    assert_eq!(f.h.notifier.events(), [Event::VolumeCreateError]);
 
     // The key was taken back with the row: a retry succeeds.
     f.fail_casts(false);

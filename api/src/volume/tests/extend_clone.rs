@@ -351,6 +351,10 @@ async fn a_failed_extend_cast_puts_the_volume_back() {
     assert_eq!(status.code(), Code::Unavailable);
     let row = f.db.get_volume(&volume.id).await.expect("db").expect("row");
     assert_eq!((row.status, row.size_gib), (VolumeStatus::Available, 1));
+    assert_eq!(
+        f.h.notifier.events_of(&volume.id),
+        [Event::VolumeResizeError]
+    );
     assert!(
         f.db.get_worker(WorkerKind::Volume, &volume.id)
             .await

@@ -299,6 +299,10 @@ async fn delete_follows_the_volume_status_and_host() {
             .expect("db")
             .expect("row");
     assert_eq!(row.status, VolumeStatus::ErrorDeleting);
+    assert_eq!(
+        f.h.notifier.events_of(&unlucky.id),
+        [Event::VolumeDeleteError]
+    );
     assert!(
         row.error_message.contains("h2@file"),
         "{}",

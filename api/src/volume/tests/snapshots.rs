@@ -221,6 +221,7 @@ async fn create_snapshot_leaves_nothing_when_the_bus_fails() {
     f.fail_casts(true);
     let status = snapshot(&f, &p1, &v.id).await.expect_err("cast fails");
     assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(f.h.notifier.events(), [Event::SnapshotCreateError]);
     f.fail_casts(false);
     f.h.link.set_down(true);
     let status = snapshot(&f, &p1, &v.id).await.expect_err("broker down");
@@ -438,6 +439,7 @@ async fn delete_snapshot_status_rules_and_cast() {
     );
     let now = row(&f, &s.id).await.expect("row");
     assert_eq!(now.status, SnapshotStatus::ErrorDeleting);
+    assert_eq!(f.h.notifier.events_of(&s.id), [Event::SnapshotDeleteError]);
     assert!(now.error_message.contains(HOST), "{}", now.error_message);
 }
 
