@@ -1,13 +1,18 @@
 //! The API's errors and the one place that decides their gRPC status.
 //!
-//! Handlers and the auth layer return [`ApiError`]; [`ApiError::into_status`] is a
-//! single exhaustive `match`. A bad field carries a `google.rpc.BadRequest`
-//! `FieldViolation` naming it; an unexpected error is logged in full and the client
-//! gets a bare `INTERNAL`.
+//! Handlers and the auth layer return [`ApiError`], one variant per cause;
+//! [`ApiError::into_status`] is a single exhaustive `match` deciding the code and
+//! the `google.rpc.ErrorInfo` reason ([`Reason`], domain `scoria.v1`) every error
+//! carries. A bad field also carries a `google.rpc.BadRequest` `FieldViolation`
+//! naming it; an unexpected error is logged in full and the client gets a bare
+//! `INTERNAL`.
 
-use scoria_common::db::DbError;
+use scoria_common::{
+    db::DbError,
+    status::{self, Reason},
+};
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::ErrorDetails;
 
 /// A `Result` alias for API operations.
 pub type ApiResult<T, E = ApiError> = std::result::Result<T, E>;
@@ -49,9 +54,103 @@ pub enum ApiError {
         /// The name taken.
         name: String,
     },
-    /// The resource is in the wrong status for the action.
-    #[error("{0}")]
-    FailedPrecondition(String),
+    /// The resource's status does not allow the action.
+    #[error("{kind} {id} is {status}{detail}")]
+    WrongStatus {
+        /// `volume`, `snapshot`, `attachment`.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+        /// Its status now.
+        status: String,
+        /// What is allowed (`: only available volumes can be extended`).
+        detail: String,
+    },
+    /// The volume is attached (or attaching, detaching), which the action does
+    /// not allow.
+    #[error("volume {id} is {status}{detail}")]
+    VolumeInUse {
+        /// The volume.
+        id: String,
+        /// Its status now.
+        status: String,
+        /// What to do (`: delete its attachments first`).
+        detail: String,
+    },
+    /// The resource never reached a backend, which the action needs.
+    #[error("{kind} {id} is on no backend")]
+    NoBackend {
+        /// `volume`, `snapshot`.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The volume has snapshots.
+    #[error("volume {id} has snapshots ({}): delete them first", snapshots.join(", "))]
+    HasSnapshots {
+        /// The volume.
+        id: String,
+        /// Its snapshots.
+        snapshots: Vec<String>,
+    },
+    /// The volume has attachments.
+    #[error(
+        "volume {id} has attachments ({attachment_id} is {status}): delete its attachments first"
+    )]
+    HasAttachments {
+        /// The volume.
+        id: String,
+        /// One of its attachments.
+        attachment_id: String,
+        /// That attachment's status.
+        status: String,
+    },
+    /// The snapshot is the source of volumes being created.
+    #[error("snapshot {id} is in use: volumes are being created from it ({})", volumes.join(", "))]
+    SnapshotInUse {
+        /// The snapshot.
+        id: String,
+        /// The volumes being made from it.
+        volumes: Vec<String>,
+    },
+    /// The volume is attached and its type does not allow another attachment.
+    #[error(
+        "volume {id} is attached already ({}) and is not multiattach: \
+         its volume type needs the extra spec {spec}=\"<is> True\"",
+        attachments.join(", ")
+    )]
+    NotMultiattach {
+        /// The volume.
+        id: String,
+        /// Its attachments.
+        attachments: Vec<String>,
+        /// The extra spec that allows more.
+        spec: &'static str,
+    },
+    /// The volume type is used by volumes.
+    #[error("volume type {name} is used by {volumes} volumes: it cannot be deleted")]
+    TypeInUse {
+        /// The type.
+        name: String,
+        /// How many volumes use it.
+        volumes: i64,
+    },
+    /// The default volume type cannot be deleted.
+    #[error("volume type {name} is the default type: it cannot be deleted")]
+    DefaultType {
+        /// The type.
+        name: String,
+    },
+    /// The source a create names (snapshot, volume to clone) cannot be used.
+    #[error("{kind} {id} {why}")]
+    SourceUnusable {
+        /// `snapshot`, `source volume`.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+        /// Why (`is deleting: ...`, `is on no backend`).
+        why: String,
+    },
     /// The feature is not there yet.
     #[error("{0}")]
     Unimplemented(&'static str),
@@ -134,43 +233,74 @@ impl ApiError {
         move |source| ApiError::Db { action, source }
     }
 
-    /// The gRPC status of this error: the single place that decides it.
+    /// The gRPC status of this error: the single place that decides its code and
+    /// its `ErrorInfo` reason. A status passed through from another service keeps
+    /// its reason (and its other details).
     pub fn into_status(self) -> Status {
         let message = self.to_string();
-        match self {
-            ApiError::InvalidField { field, reason } => Status::with_error_details(
-                Code::InvalidArgument,
-                message,
-                ErrorDetails::with_bad_request_violation(field, reason),
-            ),
-            ApiError::NotFound { .. } => Status::not_found(message),
-            ApiError::RequestIdReused { .. } | ApiError::AlreadyExists { .. } => {
-                Status::already_exists(message)
+        let (code, reason) = match self {
+            ApiError::InvalidField { field, reason } => {
+                let why = if field == crate::page_token::FIELD {
+                    Reason::InvalidPageToken
+                } else {
+                    Reason::InvalidField
+                };
+                return status::with_details(
+                    Code::InvalidArgument,
+                    why,
+                    message,
+                    ErrorDetails::with_bad_request_violation(field, reason),
+                );
             }
-            ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
-            ApiError::Unimplemented(_) => Status::unimplemented(message),
-            ApiError::Unauthenticated(_) => Status::unauthenticated(message),
-            ApiError::PermissionDenied(_) => Status::permission_denied(message),
-            ApiError::BrokerDown(_) => Status::unavailable(message),
+            ApiError::NotFound { .. } => (Code::NotFound, Reason::NotFound),
+            ApiError::RequestIdReused { .. } => (Code::AlreadyExists, Reason::RequestIdReused),
+            ApiError::AlreadyExists { .. } => (Code::AlreadyExists, Reason::AlreadyExists),
+            ApiError::WrongStatus { .. }
+            | ApiError::NoBackend { .. }
+            | ApiError::SnapshotInUse { .. }
+            | ApiError::DefaultType { .. } => (Code::FailedPrecondition, Reason::WrongStatus),
+            ApiError::VolumeInUse { .. } => (Code::FailedPrecondition, Reason::VolumeInUse),
+            ApiError::HasSnapshots { .. } => (Code::FailedPrecondition, Reason::HasSnapshots),
+            ApiError::HasAttachments { .. } => (Code::FailedPrecondition, Reason::HasAttachments),
+            ApiError::NotMultiattach { .. } => (Code::FailedPrecondition, Reason::NotMultiattach),
+            ApiError::TypeInUse { .. } => (Code::FailedPrecondition, Reason::TypeInUse),
+            ApiError::SourceUnusable { .. } => (Code::FailedPrecondition, Reason::SourceUnusable),
+            ApiError::Unimplemented(_) => (Code::Unimplemented, Reason::Unimplemented),
+            ApiError::Unauthenticated(_) => (Code::Unauthenticated, Reason::Unauthenticated),
+            ApiError::PermissionDenied(_) => (Code::PermissionDenied, Reason::PermissionDenied),
+            ApiError::BrokerDown(_) => (Code::Unavailable, Reason::BrokerUnavailable),
             ApiError::Bus { status, .. } => match status.code() {
-                Code::Unavailable | Code::DeadlineExceeded => Status::unavailable(message),
-                _ => internal(&message),
+                Code::Unavailable | Code::DeadlineExceeded => {
+                    return passed_through(Code::Unavailable, &status, message);
+                }
+                _ => return internal(&message),
             },
             ApiError::Call { status, .. } => match status.code() {
-                Code::Internal | Code::Unknown | Code::DataLoss => internal(&message),
-                code => Status::new(code, message),
+                Code::Internal | Code::Unknown | Code::DataLoss => return internal(&message),
+                code => return passed_through(code, &status, message),
             },
             ApiError::Db {
                 source: DbError::Unavailable(_),
                 ..
-            } => Status::unavailable(message),
+            } => (Code::Unavailable, Reason::DatabaseUnavailable),
             ApiError::Db {
                 source: DbError::Query(_) | DbError::Corrupt { .. } | DbError::UnsupportedUrl(_),
                 ..
             }
-            | ApiError::Internal(_) => internal(&message),
-        }
+            | ApiError::Internal(_) => return internal(&message),
+        };
+        status::error(code, reason, message)
     }
+}
+
+/// A status from another service (or the bus client) as `code` with `message`:
+/// its details (`ErrorInfo` and all) kept, a reason added if it had none.
+fn passed_through(code: Code, from: &Status, message: String) -> Status {
+    status::ensure_reason(Status::with_details(
+        code,
+        message,
+        from.details().to_vec().into(),
+    ))
 }
 
 impl From<ApiError> for Status {
@@ -182,11 +312,14 @@ impl From<ApiError> for Status {
 /// Logs `message` in full; the client learns only that something broke.
 fn internal(message: &str) -> Status {
     tracing::error!(error = %message, "internal error");
-    Status::internal("internal error")
+    status::error(Code::Internal, Reason::Internal, "internal error")
 }
 
 #[cfg(test)]
 mod tests {
+    use scoria_common::status::{DOMAIN, reason_of};
+    use tonic_types::StatusExt;
+
     use super::*;
 
     #[test]
@@ -204,18 +337,44 @@ mod tests {
         assert_eq!(bad.field_violations.len(), 1);
         assert_eq!(bad.field_violations[0].field, "size_gib");
         assert_eq!(bad.field_violations[0].description, "must be at least 1");
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("INVALID_FIELD", DOMAIN)
+        );
+    }
+
+    fn wrong_status() -> ApiError {
+        ApiError::WrongStatus {
+            kind: "volume",
+            id: "v".into(),
+            status: "creating".into(),
+            detail: ": wait".into(),
+        }
     }
 
     #[test]
-    fn codes() {
+    fn codes_and_reasons() {
+        use Reason as R;
+        let remote = status::error(Code::ResourceExhausted, R::Exhausted, "no free export port");
         let cases = [
-            (ApiError::volume_not_found("v1"), Code::NotFound),
+            (
+                ApiError::volume_not_found("v1"),
+                Code::NotFound,
+                R::NotFound,
+            ),
+            (
+                ApiError::invalid("page_token", "bad"),
+                Code::InvalidArgument,
+                R::InvalidPageToken,
+            ),
             (
                 ApiError::RequestIdReused {
                     request_id: "r".into(),
                     volume_id: "v".into(),
                 },
                 Code::AlreadyExists,
+                R::RequestIdReused,
             ),
             (
                 ApiError::AlreadyExists {
@@ -223,27 +382,111 @@ mod tests {
                     name: "gold".into(),
                 },
                 Code::AlreadyExists,
+                R::AlreadyExists,
+            ),
+            (wrong_status(), Code::FailedPrecondition, R::WrongStatus),
+            (
+                ApiError::VolumeInUse {
+                    id: "v".into(),
+                    status: "in-use".into(),
+                    detail: String::new(),
+                },
+                Code::FailedPrecondition,
+                R::VolumeInUse,
             ),
             (
-                ApiError::FailedPrecondition("busy".into()),
+                ApiError::NoBackend {
+                    kind: "volume",
+                    id: "v".into(),
+                },
                 Code::FailedPrecondition,
+                R::WrongStatus,
             ),
-            (ApiError::Unimplemented("later"), Code::Unimplemented),
+            (
+                ApiError::HasSnapshots {
+                    id: "v".into(),
+                    snapshots: vec!["s".into()],
+                },
+                Code::FailedPrecondition,
+                R::HasSnapshots,
+            ),
+            (
+                ApiError::HasAttachments {
+                    id: "v".into(),
+                    attachment_id: "a".into(),
+                    status: "attached".into(),
+                },
+                Code::FailedPrecondition,
+                R::HasAttachments,
+            ),
+            (
+                ApiError::SnapshotInUse {
+                    id: "s".into(),
+                    volumes: vec!["v".into()],
+                },
+                Code::FailedPrecondition,
+                R::WrongStatus,
+            ),
+            (
+                ApiError::NotMultiattach {
+                    id: "v".into(),
+                    attachments: vec!["a".into()],
+                    spec: "multiattach",
+                },
+                Code::FailedPrecondition,
+                R::NotMultiattach,
+            ),
+            (
+                ApiError::TypeInUse {
+                    name: "gold".into(),
+                    volumes: 2,
+                },
+                Code::FailedPrecondition,
+                R::TypeInUse,
+            ),
+            (
+                ApiError::DefaultType {
+                    name: "default".into(),
+                },
+                Code::FailedPrecondition,
+                R::WrongStatus,
+            ),
+            (
+                ApiError::SourceUnusable {
+                    kind: "snapshot",
+                    id: "s".into(),
+                    why: "is on no backend".into(),
+                },
+                Code::FailedPrecondition,
+                R::SourceUnusable,
+            ),
+            (
+                ApiError::Unimplemented("later"),
+                Code::Unimplemented,
+                R::Unimplemented,
+            ),
             (
                 ApiError::Unauthenticated("who".into()),
                 Code::Unauthenticated,
+                R::Unauthenticated,
             ),
             (
                 ApiError::PermissionDenied("no".into()),
                 Code::PermissionDenied,
+                R::PermissionDenied,
             ),
-            (ApiError::BrokerDown("down".into()), Code::Unavailable),
+            (
+                ApiError::BrokerDown("down".into()),
+                Code::Unavailable,
+                R::BrokerUnavailable,
+            ),
             (
                 ApiError::Bus {
                     action: "cast".into(),
                     status: Status::unavailable("no route"),
                 },
                 Code::Unavailable,
+                R::ServiceUnavailable,
             ),
             (
                 ApiError::Bus {
@@ -251,6 +494,7 @@ mod tests {
                     status: Status::invalid_argument("bad target"),
                 },
                 Code::Internal,
+                R::Internal,
             ),
             (
                 ApiError::Call {
@@ -258,6 +502,7 @@ mod tests {
                     status: Status::deadline_exceeded("no reply"),
                 },
                 Code::DeadlineExceeded,
+                R::Timeout,
             ),
             (
                 ApiError::Call {
@@ -265,13 +510,16 @@ mod tests {
                     status: Status::unavailable("no server is consuming"),
                 },
                 Code::Unavailable,
+                R::ServiceUnavailable,
             ),
             (
+                // The volume service's own reason passes through.
                 ApiError::Call {
                     action: "attach".into(),
-                    status: Status::resource_exhausted("no free export port"),
+                    status: remote,
                 },
                 Code::ResourceExhausted,
+                R::Exhausted,
             ),
             (
                 ApiError::Call {
@@ -279,10 +527,12 @@ mod tests {
                     status: Status::internal("qemu-nbd crashed"),
                 },
                 Code::Internal,
+                R::Internal,
             ),
             (
                 ApiError::db("get")(DbError::Unavailable(sqlx_pool_timeout())),
                 Code::Unavailable,
+                R::DatabaseUnavailable,
             ),
             (
                 ApiError::db("get")(DbError::Corrupt {
@@ -291,19 +541,27 @@ mod tests {
                     reason: "x".into(),
                 }),
                 Code::Internal,
+                R::Internal,
             ),
-            (ApiError::Internal("oops".into()), Code::Internal),
+            (
+                ApiError::Internal("oops".into()),
+                Code::Internal,
+                R::Internal,
+            ),
         ];
-        for (err, code) in cases {
+        for (err, code, reason) in cases {
             let text = err.to_string();
-            assert_eq!(err.into_status().code(), code, "{text}");
+            let status = err.into_status();
+            assert_eq!(status.code(), code, "{text}");
+            assert_eq!(reason_of(&status), Some(reason), "{text}");
         }
     }
 
     #[test]
-    fn not_found_names_the_id() {
+    fn messages_name_the_resource() {
         let status = ApiError::volume_not_found("0b5c").into_status();
         assert_eq!(status.message(), "volume 0b5c not found");
+        assert_eq!(wrong_status().to_string(), "volume v is creating: wait");
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub mod scope;
 pub mod snapshot;
 #[cfg(test)]
 mod test_support;
+#[cfg(test)]
+mod tests;
 pub mod validate;
 pub mod volume;
 pub mod volume_type;
@@ -144,7 +146,8 @@ pub async fn serve(
     result
 }
 
-async fn serve_with(
+/// Serves the API over `db` and `ports` (the real ones or the test fakes).
+pub(crate) async fn serve_with(
     config: &Config,
     listener: TcpListener,
     shutdown: CancellationToken,

@@ -93,9 +93,10 @@ impl SnapshotApi {
             return Err(not_snapshottable(&volume, req.force));
         }
         let Some(host) = volume.host.clone().filter(|h| !h.is_empty()) else {
-            return Err(ApiError::FailedPrecondition(format!(
-                "volume {volume_id} is on no backend"
-            )));
+            return Err(ApiError::NoBackend {
+                kind: "volume",
+                id: volume_id,
+            });
         };
         let intent = Intent::cast(
             &self.ports,
@@ -274,10 +275,10 @@ impl SnapshotApi {
             .map_err(ApiError::db(format!("mark snapshot {id} deleting")))?;
         match start {
             SnapshotDeleteStart::Started => Ok(()),
-            SnapshotDeleteStart::InUse(volumes) => Err(ApiError::FailedPrecondition(format!(
-                "snapshot {id} is in use: volumes are being created from it ({})",
-                volumes.join(", ")
-            ))),
+            SnapshotDeleteStart::InUse(volumes) => Err(ApiError::SnapshotInUse {
+                id: id.clone(),
+                volumes,
+            }),
             // It changed under us: say what it is now.
             SnapshotDeleteStart::WrongStatus => Err(match self.load(ctx, id).await {
                 Ok(now) => not_deletable(&now),
@@ -293,14 +294,30 @@ fn not_snapshottable(volume: &Volume, force: bool) -> ApiError {
     } else {
         ": only available (or, with force, in-use) volumes can be snapshotted"
     };
-    ApiError::FailedPrecondition(format!("volume {} is {}{hint}", volume.id, volume.status))
+    let (id, status, detail) = (
+        volume.id.clone(),
+        volume.status.to_string(),
+        hint.to_owned(),
+    );
+    if volume.status == VolumeStatus::InUse {
+        ApiError::VolumeInUse { id, status, detail }
+    } else {
+        ApiError::WrongStatus {
+            kind: "volume",
+            id,
+            status,
+            detail,
+        }
+    }
 }
 
 fn not_deletable(snapshot: &Snapshot) -> ApiError {
-    ApiError::FailedPrecondition(format!(
-        "snapshot {} is {}: only available or error snapshots can be deleted",
-        snapshot.id, snapshot.status
-    ))
+    ApiError::WrongStatus {
+        kind: "snapshot",
+        id: snapshot.id.clone(),
+        status: snapshot.status.to_string(),
+        detail: ": only available or error snapshots can be deleted".to_owned(),
+    }
 }
 
 fn deleting(snapshot: Snapshot) -> Snapshot {

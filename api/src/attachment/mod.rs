@@ -145,9 +145,10 @@ impl AttachmentApi {
             return Err(not_attachable(&volume_id, volume.status));
         }
         let Some(host) = volume.host.clone().filter(|h| !h.is_empty()) else {
-            return Err(ApiError::FailedPrecondition(format!(
-                "volume {volume_id} is on no backend"
-            )));
+            return Err(ApiError::NoBackend {
+                kind: "volume",
+                id: volume_id,
+            });
         };
         let multiattach = self.multiattach(&volume).await?;
         let intent = Intent::call(
@@ -189,11 +190,11 @@ impl AttachmentApi {
                 return Err(not_attachable(&volume_id, status));
             }
             AttachReserve::NotMultiattach(ids) => {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "volume {volume_id} is attached already ({}) and is not multiattach: \
-                     its volume type needs the extra spec {MULTIATTACH_SPEC}=\"<is> True\"",
-                    ids.join(", ")
-                )));
+                return Err(ApiError::NotMultiattach {
+                    id: volume_id,
+                    attachments: ids,
+                    spec: MULTIATTACH_SPEC,
+                });
             }
         }
         let request = AttachVolume {
@@ -240,10 +241,12 @@ impl AttachmentApi {
             }
         }
         if attached.status != AttachmentStatus::Attached {
-            return Err(ApiError::FailedPrecondition(format!(
-                "attachment {id} is {} after its host answered: {}",
-                attached.status, attached.error_message
-            )));
+            return Err(ApiError::WrongStatus {
+                kind: "attachment",
+                id,
+                status: attached.status.to_string(),
+                detail: format!(" after its host answered: {}", attached.error_message),
+            });
         }
         tracing::info!(attachment_id = %id, volume_id = %volume_id, host = %host, "volume attached");
         Ok(attached)
@@ -352,10 +355,13 @@ impl AttachmentApi {
             DetachStart::Started(_) => {}
             DetachStart::NotFound => return Err(ApiError::attachment_not_found(&id)),
             DetachStart::WrongStatus(status) => {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "attachment {id} is {status}: it can be deleted once it is attached \
-                     (or in an error status)"
-                )));
+                return Err(ApiError::WrongStatus {
+                    kind: "attachment",
+                    id,
+                    status: status.to_string(),
+                    detail: ": it can be deleted once it is attached (or in an error status)"
+                        .to_owned(),
+                });
             }
         }
         let request = DetachVolume {
@@ -391,10 +397,13 @@ fn is_true(value: &str) -> bool {
 }
 
 fn not_attachable(volume_id: &str, status: VolumeStatus) -> ApiError {
-    ApiError::FailedPrecondition(format!(
-        "volume {volume_id} is {status}: only available volumes (or attached multiattach \
-         ones) can be attached"
-    ))
+    ApiError::WrongStatus {
+        kind: "volume",
+        id: volume_id.to_owned(),
+        status: status.to_string(),
+        detail: ": only available volumes (or attached multiattach ones) can be attached"
+            .to_owned(),
+    }
 }
 
 #[tonic::async_trait]

@@ -357,6 +357,7 @@ where
                 Box::pin(
                     async move {
                         let mut response = inner.call(request).await?;
+                        ensure_reason(&mut response);
                         if let Some(id) = request_id {
                             response.headers_mut().insert(REQUEST_ID_HEADER, id);
                         }
@@ -381,6 +382,22 @@ where
                 Box::pin(std::future::ready(Ok(response)))
             }
         }
+    }
+}
+
+/// The last resort at the edge: an error response whose status carries no
+/// `ErrorInfo` (one tonic made itself: an unknown method, a body it cannot
+/// decode) gets the reason its code implies.
+fn ensure_reason(response: &mut Response<Body>) {
+    let Some(status) = tonic::Status::from_header_map(response.headers()) else {
+        return;
+    };
+    if status.code() == tonic::Code::Ok || scoria_common::status::reason_of(&status).is_some() {
+        return;
+    }
+    let with = scoria_common::status::ensure_reason(status);
+    if let Err(err) = with.add_header(response.headers_mut()) {
+        tracing::warn!(error = %err, "cannot add an ErrorInfo to an error response");
     }
 }
 

@@ -124,5 +124,19 @@ fn not_extendable(volume: &Volume) -> ApiError {
     } else {
         ": only available volumes can be extended"
     };
-    ApiError::FailedPrecondition(format!("volume {} is {}{hint}", volume.id, volume.status))
+    let (id, status, detail) = (
+        volume.id.clone(),
+        volume.status.to_string(),
+        hint.to_owned(),
+    );
+    if volume.status == VolumeStatus::InUse {
+        ApiError::VolumeInUse { id, status, detail }
+    } else {
+        ApiError::WrongStatus {
+            kind: "volume",
+            id,
+            status,
+            detail,
+        }
+    }
 }

@@ -304,10 +304,11 @@ impl VolumeApi {
             .await
             .map_err(ApiError::db(format!("list attachments of volume {id}")))?;
         match held.first() {
-            Some(attachment) => Err(ApiError::FailedPrecondition(format!(
-                "volume {id} has attachments ({} is {}): delete its attachments first",
-                attachment.id, attachment.status
-            ))),
+            Some(attachment) => Err(ApiError::HasAttachments {
+                id: id.to_owned(),
+                attachment_id: attachment.id.clone(),
+                status: attachment.status.to_string(),
+            }),
             None => Ok(()),
         }
     }
@@ -327,12 +328,10 @@ impl VolumeApi {
             .map_err(ApiError::db(format!("mark volume {id} deleting")))?;
         match start {
             VolumeDeleteStart::Started => Ok(()),
-            VolumeDeleteStart::HasSnapshots(snapshots) => {
-                Err(ApiError::FailedPrecondition(format!(
-                    "volume {id} has snapshots ({}): delete them first",
-                    snapshots.join(", ")
-                )))
-            }
+            VolumeDeleteStart::HasSnapshots(snapshots) => Err(ApiError::HasSnapshots {
+                id: id.to_owned(),
+                snapshots,
+            }),
             // The volume changed under us: say what it is now.
             VolumeDeleteStart::WrongStatus => Err(match self.load(ctx, id).await {
                 Ok(volume) => not_deletable(&volume),
@@ -348,7 +347,21 @@ fn not_deletable(volume: &Volume) -> ApiError {
     } else {
         ": only available or error volumes can be deleted"
     };
-    ApiError::FailedPrecondition(format!("volume {} is {}{hint}", volume.id, volume.status))
+    let (id, status, detail) = (
+        volume.id.clone(),
+        volume.status.to_string(),
+        hint.to_owned(),
+    );
+    if ATTACHED.contains(&volume.status) {
+        ApiError::VolumeInUse { id, status, detail }
+    } else {
+        ApiError::WrongStatus {
+            kind: "volume",
+            id,
+            status,
+            detail,
+        }
+    }
 }
 
 /// The statuses of a volume that has (or is getting, or losing) attachments.

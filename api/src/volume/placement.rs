@@ -99,15 +99,18 @@ impl VolumeApi {
             .filter(|v| v.project_id == ctx.project_id)
             .ok_or_else(not_found)?;
         if source.status != VolumeStatus::Available {
-            return Err(ApiError::FailedPrecondition(format!(
-                "source volume {source_id} is {}: only available volumes can be cloned",
-                source.status
-            )));
+            return Err(ApiError::SourceUnusable {
+                kind: "source volume",
+                id: source_id.to_owned(),
+                why: format!("is {}: only available volumes can be cloned", source.status),
+            });
         }
         let Some(host) = source.host.clone().filter(|h| !h.is_empty()) else {
-            return Err(ApiError::FailedPrecondition(format!(
-                "source volume {source_id} is on no backend"
-            )));
+            return Err(ApiError::SourceUnusable {
+                kind: "source volume",
+                id: source_id.to_owned(),
+                why: "is on no backend".to_owned(),
+            });
         };
         let size_gib = match req.size_gib {
             0 => source.size_gib,

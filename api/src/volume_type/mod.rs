@@ -119,14 +119,11 @@ impl VolumeTypeApi {
                 Ok(())
             }
             TypeDeleted::NotFound => Err(type_not_found(id_or_name)),
-            TypeDeleted::Default => Err(ApiError::FailedPrecondition(format!(
-                "volume type {} is the default type: it cannot be deleted",
-                current.name
-            ))),
-            TypeDeleted::InUse(n) => Err(ApiError::FailedPrecondition(format!(
-                "volume type {} is used by {n} volumes: it cannot be deleted",
-                current.name
-            ))),
+            TypeDeleted::Default => Err(ApiError::DefaultType { name: current.name }),
+            TypeDeleted::InUse(n) => Err(ApiError::TypeInUse {
+                name: current.name,
+                volumes: n,
+            }),
         }
     }
 }

@@ -712,6 +712,6 @@ async fn confirm_snapshot_undoes_a_volume_whose_snapshot_vanished() {
         .confirm_snapshot(&volume, None)
         .await
         .expect_err("gone");
-    assert!(matches!(err, ApiError::FailedPrecondition(_)), "{err}");
+    assert!(matches!(err, ApiError::SourceUnusable { .. }), "{err}");
     assert_eq!(f.db.get_volume(&volume.id).await.expect("db"), None);
 }

@@ -1,0 +1,218 @@
+//! The whole API in-process: every service behind the auth layer on a free port,
+//! over the fakes of `scoria_common::testing`, reached by the generated clients.
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use scoria_common::status::{DOMAIN, Reason, reason_of};
+use scoria_proto::v1::{
+    self as pb, admin_service_client::AdminServiceClient,
+    attachment_service_client::AttachmentServiceClient,
+    availability_zone_service_client::AvailabilityZoneServiceClient,
+    snapshot_service_client::SnapshotServiceClient, volume_service_client::VolumeServiceClient,
+    volume_type_service_client::VolumeTypeServiceClient,
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+use crate::{Config, auth::Authenticator, test_support::Harness};
+
+/// The API serving on a free port until dropped.
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    pub(crate) h: Harness,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Running {
+    /// Serves over `h`'s fakes (noauth mode).
+    pub(crate) async fn start(h: Harness) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = Config::load_from(None, &HashMap::new()).expect("default config");
+        let shutdown = CancellationToken::new();
+        let (db, ports) = (h.db.db().clone(), h.ports());
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let served =
+                crate::serve_with(&config, listener, stop, db, ports, Authenticator::noauth())
+                    .await;
+            served.expect("serve");
+        });
+        Self {
+            addr,
+            h,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// A channel to it.
+    pub(crate) async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+}
+
+/// `message` from project `p1` with `roles`.
+fn req<T>(message: T, roles: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let headers = request.metadata_mut();
+    headers.insert("x-project-id", "p1".parse().expect("value"));
+    headers.insert("x-roles", roles.parse().expect("value"));
+    request
+}
+
+fn assert_reason(what: &str, status: &Status, code: Code, reason: Reason) {
+    assert_eq!(status.code(), code, "{what}: {status:?}");
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("{what}: no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, DOMAIN, "{what}");
+    assert_eq!(reason_of(status), Some(reason), "{what}: {status:?}");
+}
+
+const UNKNOWN_ID: &str = "00000000-0000-4000-8000-000000000000";
+
+#[tokio::test]
+async fn an_error_of_every_service_and_kind_carries_error_info() {
+    let api = Running::start(Harness::new().await).await;
+    let channel = api.channel().await;
+    let mut volumes = VolumeServiceClient::new(channel.clone());
+    let mut snapshots = SnapshotServiceClient::new(channel.clone());
+    let mut attachments = AttachmentServiceClient::new(channel.clone());
+    let mut types = VolumeTypeServiceClient::new(channel.clone());
+    let mut zones = AvailabilityZoneServiceClient::new(channel.clone());
+    let mut admin = AdminServiceClient::new(channel.clone());
+    let m = "member";
+
+    // Handlers: a bad field, an unknown id, a wrong status, a broker that is down.
+    let status = volumes
+        .get_volume(req(pb::GetVolumeRequest { id: "x".into() }, m))
+        .await
+        .expect_err("bad id");
+    assert_reason(
+        "GetVolume",
+        &status,
+        Code::InvalidArgument,
+        Reason::InvalidField,
+    );
+    assert!(status.get_details_bad_request().is_some());
+    let status = volumes
+        .list_volumes(req(
+            pb::ListVolumesRequest {
+                page_token: "garbage".into(),
+                ..Default::default()
+            },
+            m,
+        ))
+        .await
+        .expect_err("bad token");
+    assert_reason(
+        "ListVolumes",
+        &status,
+        Code::InvalidArgument,
+        Reason::InvalidPageToken,
+    );
+    let delete = pb::DeleteVolumeRequest {
+        id: UNKNOWN_ID.into(),
+    };
+    let status = volumes
+        .delete_volume(req(delete, m))
+        .await
+        .expect_err("gone");
+    assert_reason("DeleteVolume", &status, Code::NotFound, Reason::NotFound);
+    let get = pb::GetSnapshotRequest {
+        id: UNKNOWN_ID.into(),
+    };
+    let status = snapshots.get_snapshot(req(get, m)).await.expect_err("gone");
+    assert_reason("GetSnapshot", &status, Code::NotFound, Reason::NotFound);
+    let get = pb::GetAttachmentRequest {
+        id: UNKNOWN_ID.into(),
+    };
+    let status = attachments
+        .get_attachment(req(get, m))
+        .await
+        .expect_err("gone");
+    assert_reason("GetAttachment", &status, Code::NotFound, Reason::NotFound);
+    let delete = pb::DeleteVolumeTypeRequest {
+        id_or_name: "no-such-type".into(),
+    };
+    let status = types
+        .delete_volume_type(req(delete, "admin"))
+        .await
+        .expect_err("gone");
+    assert_reason(
+        "DeleteVolumeType",
+        &status,
+        Code::NotFound,
+        Reason::NotFound,
+    );
+    api.h.link.set_down(true);
+    let create = pb::CreateVolumeRequest {
+        name: "v".into(),
+        size_gib: 1,
+        ..Default::default()
+    };
+    let status = volumes
+        .create_volume(req(create, m))
+        .await
+        .expect_err("broker down");
+    assert_reason(
+        "CreateVolume",
+        &status,
+        Code::Unavailable,
+        Reason::BrokerUnavailable,
+    );
+    api.h.link.set_down(false);
+
+    // The auth layer: no project, a role that may not.
+    let status = zones
+        .list_availability_zones(tonic::Request::new(Default::default()))
+        .await
+        .expect_err("no project");
+    assert_reason(
+        "auth",
+        &status,
+        Code::Unauthenticated,
+        Reason::Unauthenticated,
+    );
+    let status = admin
+        .list_services(req(pb::ListServicesRequest::default(), m))
+        .await
+        .expect_err("member");
+    assert_reason(
+        "ListServices",
+        &status,
+        Code::PermissionDenied,
+        Reason::PermissionDenied,
+    );
+
+    // tonic itself: a body that does not decode as the request.
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static("/scoria.v1.VolumeService/GetVolume");
+    let wrong = prost_types::Duration {
+        seconds: 5,
+        nanos: 0,
+    };
+    let status = grpc
+        .unary::<_, pb::Volume, _>(req(wrong, m), path, tonic_prost::ProstCodec::default())
+        .await
+        .expect_err("undecodable");
+    assert_reason("undecodable", &status, Code::Internal, Reason::Internal);
+}
