@@ -22,7 +22,7 @@ use tower::{Layer, Service as _, ServiceExt};
 
 use super::*;
 use crate::{
-    auth::{AuthLayer, Authenticator, authorize},
+    auth::{AuthLayer, Authenticator, authorize, path_of},
     ports::Ports,
     test_support::Harness,
 };
@@ -150,10 +150,10 @@ async fn volume(db: &Db, status: VolumeStatus) -> Volume {
 #[test]
 fn the_role_table_keeps_every_method_for_admins() {
     for method in METHODS {
-        authorize(&admin(), method).expect(method);
+        authorize(&admin(), path_of(method)).expect(method);
         for roles in [vec!["member"], vec!["reader"], vec!["member", "reader"]] {
             let ctx = RequestContext::new("p1", "u", roles.iter().map(|r| r.to_string()).collect());
-            let err = authorize(&ctx, method).expect_err(method);
+            let err = authorize(&ctx, path_of(method)).expect_err(method);
             assert_eq!(
                 err.into_status().code(),
                 Code::PermissionDenied,

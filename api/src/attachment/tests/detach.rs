@@ -177,14 +177,14 @@ fn readers_may_only_read_attachments() {
     let reader = ctx("p1", &["reader"]);
     let member = member("p1");
     for method in ["GetAttachment", "ListAttachments"] {
-        authorize(&reader, method).expect(method);
-        authorize(&member, method).expect(method);
+        authorize(&reader, path_of(method)).expect(method);
+        authorize(&member, path_of(method)).expect(method);
     }
     for method in ["CreateAttachment", "DeleteAttachment"] {
-        let err = authorize(&reader, method).expect_err(method);
+        let err = authorize(&reader, path_of(method)).expect_err(method);
         assert_eq!(err.into_status().code(), Code::PermissionDenied);
-        authorize(&member, method).expect(method);
-        authorize(&ctx("p1", &["admin"]), method).expect(method);
+        authorize(&member, path_of(method)).expect(method);
+        authorize(&ctx("p1", &["admin"]), path_of(method)).expect(method);
     }
 }
 

@@ -27,7 +27,7 @@ use tonic_types::StatusExt;
 
 use super::*;
 use crate::{
-    auth::authorize,
+    auth::{authorize, path_of},
     test_support::{Harness, ctx, request},
     volume::VolumeApi,
 };
