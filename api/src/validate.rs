@@ -140,14 +140,15 @@ pub fn masked_fields<'a>(
         .collect()
 }
 
-/// The page size of a list request: 0 means [`DEFAULT_PAGE_SIZE`].
+/// The page size of a list request: 0 means [`DEFAULT_PAGE_SIZE`]; above
+/// [`MAX_PAGE_SIZE`] is clamped to it (AIP-158); negative is refused.
 pub fn page_size(page_size: i32) -> ApiResult<u32> {
     match u32::try_from(page_size) {
         Ok(0) => Ok(DEFAULT_PAGE_SIZE),
-        Ok(n) if n <= MAX_PAGE_SIZE => Ok(n),
-        _ => Err(ApiError::invalid(
+        Ok(n) => Ok(n.min(MAX_PAGE_SIZE)),
+        Err(_) => Err(ApiError::invalid(
             "page_size",
-            format!("must be between 0 and {MAX_PAGE_SIZE}, got {page_size}"),
+            format!("must not be negative, got {page_size}"),
         )),
     }
 }
@@ -440,13 +441,23 @@ mod tests {
         );
     }
 
+    /// Defect 11: AIP-158 clamps a page size above the maximum instead of
+    /// refusing it; a negative one stays INVALID_ARGUMENT.
+    #[test]
+    fn page_size_above_the_maximum_is_clamped() {
+        assert_eq!(page_size(1001).expect("clamped"), MAX_PAGE_SIZE);
+        assert_eq!(page_size(i32::MAX).expect("clamped"), MAX_PAGE_SIZE);
+        assert_eq!(
+            field_of(page_size(i32::MIN).expect_err("negative")),
+            "page_size"
+        );
+    }
+
     #[test]
     fn page_size_and_status() {
         assert_eq!(page_size(0).expect("default"), DEFAULT_PAGE_SIZE);
         assert_eq!(page_size(1000).expect("max"), 1000);
-        for bad in [-1, 1001] {
-            assert_eq!(field_of(page_size(bad).expect_err("refused")), "page_size");
-        }
+        assert_eq!(field_of(page_size(-1).expect_err("refused")), "page_size");
         assert_eq!(status_filter(0).expect("unspecified"), None);
         assert_eq!(
             status_filter(2).expect("available"),

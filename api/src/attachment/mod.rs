@@ -292,16 +292,8 @@ impl AttachmentApi {
         ctx: &RequestContext,
         req: pb::ListAttachmentsRequest,
     ) -> ApiResult<pb::ListAttachmentsResponse> {
-        let page_size = i32::try_from(req.page_size).map_err(|_| {
-            ApiError::invalid(
-                "page_size",
-                format!(
-                    "must be between 0 and {}, got {}",
-                    validate::MAX_PAGE_SIZE,
-                    req.page_size
-                ),
-            )
-        })?;
+        // Unsigned here: anything above the maximum is clamped to it.
+        let page_size = i32::try_from(req.page_size).unwrap_or(i32::MAX);
         let limit = validate::page_size(page_size)?;
         let volume_id = match req.volume_id.as_str() {
             "" => None,
