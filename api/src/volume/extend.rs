@@ -53,6 +53,18 @@ impl VolumeApi {
         if volume.status != VolumeStatus::Available {
             return Err(not_extendable(&volume));
         }
+        self.start_extend(ctx, volume, new_size).await
+    }
+
+    /// ExtendVolume after its checks: `volume` as it was read and checked,
+    /// `new_size` larger than its size then.
+    pub(super) async fn start_extend(
+        &self,
+        ctx: &RequestContext,
+        volume: Volume,
+        new_size: u64,
+    ) -> ApiResult<Volume> {
+        let id = volume.id.clone();
         let Some(host) = volume.host.clone() else {
             return Err(ApiError::Internal(format!(
                 "available volume {id} has no host"
@@ -67,21 +79,26 @@ impl VolumeApi {
             service: host.clone(),
             deadline_ms: now_ms() + EXTEND_DEADLINE_MS,
         };
+        // The size it was checked against is part of the compare-and-set: a
+        // request checked before another extend finished loses.
         let won = self
             .db
-            .transition_volume_with_worker(
-                &id,
-                &[VolumeStatus::Available],
-                VolumeStatus::Extending,
-                None,
-                None,
-                Some(&worker),
-            )
+            .start_extend(&id, volume.size_gib, &worker)
             .await
             .map_err(ApiError::db(format!("mark volume {id} extending")))?;
         if !won {
+            let checked = volume.size_gib;
             return Err(match self.load(ctx, &id).await {
-                Ok(volume) => not_extendable(&volume),
+                Ok(now) if now.status == VolumeStatus::Available => ApiError::WrongStatus {
+                    kind: "volume",
+                    id,
+                    status: format!("{} with {} GiB", now.status, now.size_gib),
+                    detail: format!(
+                        ": the request was checked against {checked} GiB, \
+                         another extend finished meanwhile"
+                    ),
+                },
+                Ok(now) => not_extendable(&now),
                 Err(err) => err,
             });
         }
