@@ -15,6 +15,7 @@ use scoria_proto::v1 as pb;
 use super::{VolumeApi, placement::Placement};
 use crate::{
     error::{ApiError, ApiResult},
+    scope,
     validate::VolumeSource,
 };
 
@@ -43,7 +44,7 @@ impl VolumeApi {
             .get_snapshot(snapshot_id)
             .await
             .map_err(ApiError::db(format!("get snapshot {snapshot_id}")))?
-            .filter(|s| s.project_id == ctx.project_id)
+            .filter(|s| scope::visible(ctx, s))
             .ok_or_else(not_found)?;
         if snapshot.status != scoria_common::model::SnapshotStatus::Available {
             return Err(ApiError::SourceUnusable {

@@ -14,6 +14,7 @@ use scoria_proto::v1 as pb;
 use super::VolumeApi;
 use crate::{
     error::{ApiError, ApiResult},
+    scope,
     validate::VolumeSource,
 };
 
@@ -96,7 +97,7 @@ impl VolumeApi {
             .get_volume(source_id)
             .await
             .map_err(ApiError::db(format!("get source volume {source_id}")))?
-            .filter(|v| v.project_id == ctx.project_id)
+            .filter(|v| scope::visible(ctx, v))
             .ok_or_else(not_found)?;
         if source.status != VolumeStatus::Available {
             return Err(ApiError::SourceUnusable {

@@ -608,6 +608,59 @@ async fn create_volume_from_snapshot_must_find_an_available_one() {
     assert_eq!(f.h.scheduler.scheduled().len(), 1, "only the source volume");
 }
 
+/// Defect 10: one visibility rule everywhere. An admin who can read another
+/// project's snapshot (and volume) can also make a volume from it; a member of
+/// a third project still cannot, and reads NOT_FOUND both ways.
+#[tokio::test]
+async fn an_admin_makes_volumes_from_what_it_can_read() {
+    let f = fixture().await;
+    let p1 = member("p1");
+    let admin = ctx("ops", &["admin"]);
+    let v = volume_in(&f, &p1, 2, VolumeStatus::Available).await;
+    let s = snapshot_in(&f, &p1, &v.id, SnapshotStatus::Available).await;
+    let get = pb::GetSnapshotRequest { id: s.id.clone() };
+    snapshots(&f)
+        .get_snapshot(request(&admin, get.clone()))
+        .await
+        .expect("the admin reads it");
+    let made = f
+        .api
+        .create_volume(request(&admin, from_snapshot(&s.id, 0)))
+        .await
+        .expect("the admin makes a volume from it")
+        .into_inner();
+    assert_eq!(
+        (made.snapshot_id.as_str(), made.size_gib),
+        (s.id.as_str(), 2)
+    );
+    let clone = pb::CreateVolumeRequest {
+        source: Some(pb::create_volume_request::Source::SourceVolumeId(
+            v.id.clone(),
+        )),
+        size_gib: 0,
+        ..create_req("clone")
+    };
+    f.api
+        .create_volume(request(&admin, clone.clone()))
+        .await
+        .expect("the admin clones it");
+
+    let p2 = member("p2");
+    let status = snapshots(&f)
+        .get_snapshot(request(&p2, get))
+        .await
+        .expect_err("foreign read");
+    assert_eq!(status.code(), Code::NotFound);
+    for req in [from_snapshot(&s.id, 0), clone] {
+        let status = f
+            .api
+            .create_volume(request(&p2, req))
+            .await
+            .expect_err("foreign source");
+        assert_eq!(status.code(), Code::NotFound);
+    }
+}
+
 #[tokio::test]
 async fn snapshot_and_volume_made_from_it_guard_each_other() {
     let f = fixture().await;
