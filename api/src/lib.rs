@@ -21,6 +21,7 @@ pub mod auth;
 pub mod availability_zone;
 pub mod config;
 pub mod error;
+pub mod health;
 mod intent;
 pub mod page_token;
 pub mod ports;
@@ -51,6 +52,7 @@ use scoria_proto::v1::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Server, server::TcpIncoming};
+use tonic_health::ServingStatus;
 use tower::Layer;
 
 pub use crate::config::Config;
@@ -107,9 +109,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 }
 
 /// Serves on `listener` until `shutdown` is cancelled (tests can bind port 0
-/// themselves). The database is opened first; health reports `SERVING` (for `""`
-/// and `scoria.v1.VolumeService`) from the moment requests are answered. The
-/// broker connects in the background: reads work while it is down.
+/// themselves). The database is opened first; the broker connects in the
+/// background: reads work while it is down, writes wait for it up to the publish
+/// timeout. Health (`""` and every service) says `SERVING` only while the
+/// database and the broker are reachable (see [`health`]).
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -155,6 +158,7 @@ pub(crate) async fn serve_with(
     ports: Ports,
     authenticator: Authenticator,
 ) -> Result<(), Error> {
+    let (link, db_for_health) = (ports.broker.clone(), db.clone());
     let auth = AuthLayer::new(authenticator);
     let volume_type_service =
         auth.layer(VolumeTypeServiceServer::new(VolumeTypeApi::new(db.clone())));
@@ -194,21 +198,16 @@ pub(crate) async fn serve_with(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    // NOT_SERVING until the watcher has seen the database and the broker.
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<VolumeServiceServer<VolumeApi>>().await;
-    health
-        .set_serving::<SnapshotServiceServer<SnapshotApi>>()
-        .await;
-    health
-        .set_serving::<VolumeTypeServiceServer<VolumeTypeApi>>()
-        .await;
-    health
-        .set_serving::<AvailabilityZoneServiceServer<AvailabilityZoneApi>>()
-        .await;
-    health.set_serving::<AdminServiceServer<AdminApi>>().await;
-    health
-        .set_serving::<AttachmentServiceServer<AttachmentApi>>()
-        .await;
+    health::set_all(&health, ServingStatus::NotServing).await;
+    let watcher = tokio::spawn(health::watch(
+        health.clone(),
+        link,
+        db_for_health,
+        health::CHECK_INTERVAL,
+        shutdown.clone(),
+    ));
 
     let local = listener.local_addr().ok();
     tracing::info!(
@@ -237,32 +236,16 @@ pub(crate) async fn serve_with(
     let drain = config.service.drain_timeout();
     let deadline = async {
         shutdown.cancelled().await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        health
-            .set_not_serving::<VolumeServiceServer<VolumeApi>>()
-            .await;
-        health
-            .set_not_serving::<SnapshotServiceServer<SnapshotApi>>()
-            .await;
-        health
-            .set_not_serving::<VolumeTypeServiceServer<VolumeTypeApi>>()
-            .await;
-        health
-            .set_not_serving::<AvailabilityZoneServiceServer<AvailabilityZoneApi>>()
-            .await;
-        health
-            .set_not_serving::<AdminServiceServer<AdminApi>>()
-            .await;
-        health
-            .set_not_serving::<AttachmentServiceServer<AttachmentApi>>()
-            .await;
+        health::set_all(&health, ServingStatus::NotServing).await;
         tokio::time::sleep(drain).await;
     };
-    tokio::select! {
-        result = &mut server => result?,
-        () = deadline => tracing::warn!(?drain, "requests still running after the drain timeout: closing"),
-    }
-    Ok(())
+    let outcome = tokio::select! {
+        result = &mut server => result,
+        () = deadline => {
+            tracing::warn!(?drain, "requests still running after the drain timeout: closing");
+            Ok(())
+        }
+    };
+    watcher.abort();
+    Ok(outcome?)
 }

@@ -38,6 +38,12 @@ impl FakeLink {
     pub(crate) fn set_down(&self, down: bool) {
         self.up.send_replace(!down);
     }
+
+    /// Blocked by a resource alarm, as AMQP `connection.blocked` says (`true`),
+    /// or not.
+    pub(crate) fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::SeqCst);
+    }
 }
 
 #[tonic::async_trait]

@@ -1,9 +1,21 @@
 //! The whole API in-process: every service behind the auth layer on a free port,
 //! over the fakes of `scoria_common::testing`, reached by the generated clients.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use scoria_common::status::{DOMAIN, Reason, reason_of};
+use scoria_common::{
+    RequestContext,
+    events::Event,
+    ops::{OpsResult, SchedulerOps},
+    status::{DOMAIN, Reason, reason_of},
+};
+use scoria_proto::bus::{Capabilities, GetPools, PoolList, ScheduleCreateVolume};
+use scoria_proto::v1::volume_service_server::VolumeService;
 use scoria_proto::v1::{
     self as pb, admin_service_client::AdminServiceClient,
     attachment_service_client::AttachmentServiceClient,
@@ -14,9 +26,19 @@ use scoria_proto::v1::{
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status, transport::Channel};
+use tonic_health::{
+    ServingStatus,
+    pb::{HealthCheckRequest, health_client::HealthClient},
+};
 use tonic_types::StatusExt;
 
-use crate::{Config, auth::Authenticator, test_support::Harness};
+use crate::{
+    Config,
+    auth::Authenticator,
+    ports::Ports,
+    test_support::{self, Harness},
+    volume::VolumeApi,
+};
 
 /// The API serving on a free port until dropped.
 pub(crate) struct Running {
@@ -215,4 +237,185 @@ async fn an_error_of_every_service_and_kind_carries_error_info() {
         .await
         .expect_err("undecodable");
     assert_reason("undecodable", &status, Code::Internal, Reason::Internal);
+}
+
+// === defect 1: health and the broker ===
+
+/// The names health answers for (overall and each service).
+const HEALTH_NAMES: [&str; 7] = [
+    "",
+    "scoria.v1.VolumeService",
+    "scoria.v1.SnapshotService",
+    "scoria.v1.VolumeTypeService",
+    "scoria.v1.AvailabilityZoneService",
+    "scoria.v1.AdminService",
+    "scoria.v1.AttachmentService",
+];
+
+/// Waits (up to 5 s) until every name in [`HEALTH_NAMES`] reports `want`.
+async fn wait_health(channel: &Channel, want: ServingStatus) {
+    let mut client = HealthClient::new(channel.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut all = true;
+        for name in HEALTH_NAMES {
+            let request = HealthCheckRequest {
+                service: name.to_owned(),
+            };
+            let got = client.check(request).await.expect("check").into_inner();
+            all &= got.status == want as i32;
+        }
+        if all {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health did not become {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The health of every name now.
+async fn health_now(channel: &Channel) -> Vec<i32> {
+    let mut client = HealthClient::new(channel.clone());
+    let mut out = Vec::new();
+    for name in HEALTH_NAMES {
+        let request = HealthCheckRequest {
+            service: name.to_owned(),
+        };
+        out.push(
+            client
+                .check(request)
+                .await
+                .expect("check")
+                .into_inner()
+                .status,
+        );
+    }
+    out
+}
+
+/// Defect 1: health said SERVING before the broker connection was up; now it
+/// says NOT_SERVING until the broker takes messages, and again while it is
+/// down or blocks publishers (a resource alarm).
+#[tokio::test]
+async fn health_follows_the_broker() {
+    let h = Harness::new().await;
+    h.link.set_down(true);
+    let api = Running::start(h).await;
+    let channel = api.channel().await;
+    // Longer than the watcher's tick: it still says NOT_SERVING.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        health_now(&channel).await,
+        [ServingStatus::NotServing as i32; 7]
+    );
+    api.h.link.set_down(false);
+    wait_health(&channel, ServingStatus::Serving).await;
+    api.h.link.set_blocked(true);
+    wait_health(&channel, ServingStatus::NotServing).await;
+    api.h.link.set_blocked(false);
+    wait_health(&channel, ServingStatus::Serving).await;
+    api.h.link.set_down(true);
+    wait_health(&channel, ServingStatus::NotServing).await;
+}
+
+fn create_req() -> pb::CreateVolumeRequest {
+    pb::CreateVolumeRequest {
+        name: "v".into(),
+        size_gib: 1,
+        ..Default::default()
+    }
+}
+
+/// Defect 1: a create that arrives while the broker (re)connects waits for it
+/// (up to the publish timeout) instead of failing at once.
+#[tokio::test]
+async fn a_create_waits_for_the_broker_to_reconnect() {
+    let h = Harness::new().await;
+    h.link.set_down(true);
+    let api = VolumeApi::new(h.db.db().clone(), h.ports(), 100);
+    let ctx = test_support::ctx("p1", &["member"]);
+    let pending = tokio::spawn({
+        let (api, ctx) = (api.clone(), ctx.clone());
+        async move {
+            api.create_volume(test_support::request(&ctx, create_req()))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.link.set_down(false);
+    pending
+        .await
+        .expect("task")
+        .expect("created once the broker was back");
+    assert_eq!(h.scheduler.scheduled().len(), 1);
+}
+
+/// A scheduler whose casts never complete: the publish a blocked broker
+/// (`connection.blocked`) never confirms.
+struct Blocked;
+
+#[tonic::async_trait]
+impl SchedulerOps for Blocked {
+    async fn create_volume(&self, _: &RequestContext, _: ScheduleCreateVolume) -> OpsResult<()> {
+        std::future::pending().await
+    }
+
+    async fn update_service_capabilities(
+        &self,
+        _: &RequestContext,
+        _: Capabilities,
+    ) -> OpsResult<()> {
+        std::future::pending().await
+    }
+
+    async fn get_pools(&self, _: &RequestContext, _: GetPools) -> OpsResult<PoolList> {
+        std::future::pending().await
+    }
+}
+
+/// Defect 1: while the broker blocks publishers a create hung past 35 s; now it
+/// answers UNAVAILABLE within the publish timeout, whether the block is known
+/// before (nothing written) or the publish just never completes (the row and
+/// its worker entry are removed again and `volume.create.error` announced).
+#[tokio::test]
+async fn a_blocked_broker_answers_unavailable_within_the_publish_timeout() {
+    let h = Harness::new().await;
+    let ports = Ports {
+        scheduler: Arc::new(Blocked),
+        ..h.ports()
+    };
+    let timeout = ports.publish_timeout;
+    let api = VolumeApi::new(h.db.db().clone(), ports, 100);
+    let ctx = test_support::ctx("p1", &["member"]);
+
+    h.link.set_blocked(true);
+    let started = Instant::now();
+    let status = api
+        .create_volume(test_support::request(&ctx, create_req()))
+        .await
+        .expect_err("blocked");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(reason_of(&status), Some(Reason::BrokerUnavailable));
+    assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
+    assert_eq!(h.db.count_volumes("p1").await.expect("count"), 0);
+
+    // Blocked after the check: the publish never completes.
+    h.link.set_blocked(false);
+    let started = Instant::now();
+    let status = api
+        .create_volume(test_support::request(&ctx, create_req()))
+        .await
+        .expect_err("never confirmed");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
+    assert_eq!(h.db.count_volumes("p1").await.expect("count"), 0);
+    let workers =
+        h.db.overdue_workers("scoria-scheduler", i64::MAX)
+            .await
+            .expect("workers");
+    assert!(workers.is_empty(), "{workers:?}");
+    assert_eq!(h.notifier.events(), [Event::VolumeCreateError]);
 }
