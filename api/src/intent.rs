@@ -19,8 +19,12 @@
 
 use std::{future::Future, time::Duration};
 
-use scoria_common::{db::DbResult, ops::OpsResult};
-use tonic::Status;
+use scoria_common::{
+    db::DbResult,
+    ops::OpsResult,
+    status::{self, Reason},
+};
+use tonic::{Code, Status};
 
 use crate::{
     error::{ApiError, ApiResult},
@@ -100,7 +104,11 @@ impl<'a> Intent<'a> {
                     self.ports.broker.unavailable().unwrap_or_else(|| {
                         "the message broker did not take the message".to_owned()
                     });
-                Status::unavailable(format!("{why}: no confirmation within {bound:?}"))
+                status::error(
+                    Code::Unavailable,
+                    Reason::BrokerUnavailable,
+                    format!("{why}: no confirmation within {bound:?}"),
+                )
             }
         };
         let compensated = compensate(status.message().to_owned()).await;

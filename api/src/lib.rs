@@ -19,6 +19,8 @@ pub mod admin;
 pub mod attachment;
 pub mod auth;
 pub mod availability_zone;
+#[cfg(test)]
+mod blocked_tests;
 pub mod config;
 pub mod error;
 pub mod health;

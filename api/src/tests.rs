@@ -60,11 +60,17 @@ impl Drop for Running {
 impl Running {
     /// Serves over `h`'s fakes (noauth mode).
     pub(crate) async fn start(h: Harness) -> Self {
+        let ports = h.ports();
+        Self::start_with(h, ports).await
+    }
+
+    /// Serves over `h`'s database and `ports` (noauth mode).
+    pub(crate) async fn start_with(h: Harness, ports: Ports) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let config = Config::load_from(None, &HashMap::new()).expect("default config");
         let shutdown = CancellationToken::new();
-        let (db, ports) = (h.db.db().clone(), h.ports());
+        let db = h.db.db().clone();
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
             let served =
@@ -253,7 +259,7 @@ const HEALTH_NAMES: [&str; 7] = [
 ];
 
 /// Waits (up to 5 s) until every name in [`HEALTH_NAMES`] reports `want`.
-async fn wait_health(channel: &Channel, want: ServingStatus) {
+pub(crate) async fn wait_health(channel: &Channel, want: ServingStatus) {
     let mut client = HealthClient::new(channel.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -321,7 +327,7 @@ async fn health_follows_the_broker() {
     wait_health(&channel, ServingStatus::NotServing).await;
 }
 
-fn create_req() -> pb::CreateVolumeRequest {
+pub(crate) fn create_req() -> pb::CreateVolumeRequest {
     pb::CreateVolumeRequest {
         name: "v".into(),
         size_gib: 1,
@@ -410,6 +416,7 @@ async fn a_blocked_broker_answers_unavailable_within_the_publish_timeout() {
         .await
         .expect_err("never confirmed");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(reason_of(&status), Some(Reason::BrokerUnavailable));
     assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
     assert_eq!(h.db.count_volumes("p1").await.expect("count"), 0);
     let workers =
