@@ -5,14 +5,21 @@
 //! database. It keeps no state of its own: run as many instances as wanted.
 //!
 //! ```text
-//!  client ─gRPC─▶ [health, reflection]                    (no auth)
-//!         ─gRPC─▶ AuthLayer ─▶ VolumeService ─▶ Db        (reads, intent)
-//!                                            └─▶ bus cast (scheduler / volume.<host>)
-//!         ─gRPC─▶ AuthLayer ─▶ VolumeTypeService, AvailabilityZoneService ─▶ Db
-//!         ─gRPC─▶ AuthLayer ─▶ SnapshotService ─▶ Db, bus cast (volume.<host>)
-//!         ─gRPC─▶ AuthLayer ─▶ AdminService (admin role only) ─▶ Db, bus call (scheduler)
-//!         ─gRPC─▶ AuthLayer ─▶ AttachmentService ─▶ Db, bus call (volume.<host>)
+//!  client ─gRPC─▶ [health, reflection]                         (no auth)
+//!         ─gRPC─▶ AuthLayer ─▶ VolumeService ─▶ Db                (reads, intent)
+//!                  │                      └─▶ Intent ─▶ SchedulerOps / VolumeOps
+//!                  │                                (cast; compensate via Settler)
+//!                  ├─▶ SnapshotService, AttachmentService ─▶ Db, Intent ─▶ VolumeOps
+//!                  ├─▶ VolumeTypeService, AvailabilityZoneService ─▶ Db
+//!                  └─▶ AdminService (admin role only) ─▶ Db, SchedulerOps (pools)
+//!  health watcher: BrokerLink (connected, not blocked) + db ping ─▶ grpc.health.v1
 //! ```
+//!
+//! One module per concern: a file (or folder) per gRPC service; `ports.rs` (what
+//! the handlers reach beyond the database), `intent.rs` (persist, send,
+//! compensate), `scope.rs` (who sees what), `request.rs` (context and reply),
+//! `error/` (the one status decision), `auth/`, `health.rs`, `validate/`,
+//! `page_token.rs`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
