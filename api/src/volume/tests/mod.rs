@@ -14,6 +14,7 @@ use crate::test_support::{Harness, ctx, request};
 
 mod create;
 mod extend_clone;
+mod from_snapshot;
 mod lifecycle;
 mod snapshots;
 
