@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     error::ApiError,
-    volume::{context, reply},
+    request::{context, reply},
 };
 
 /// The binary whose services make the zones.

@@ -5,35 +5,52 @@
 //! database. It keeps no state of its own: run as many instances as wanted.
 //!
 //! ```text
-//!  client ─gRPC─▶ [health, reflection]                    (no auth)
-//!         ─gRPC─▶ AuthLayer ─▶ VolumeService ─▶ Db        (reads, intent)
-//!                                            └─▶ bus cast (scheduler / volume.<host>)
-//!         ─gRPC─▶ AuthLayer ─▶ VolumeTypeService, AvailabilityZoneService ─▶ Db
-//!         ─gRPC─▶ AuthLayer ─▶ SnapshotService ─▶ Db, bus cast (volume.<host>)
-//!         ─gRPC─▶ AuthLayer ─▶ AdminService (admin role only) ─▶ Db, bus call (scheduler)
-//!         ─gRPC─▶ AuthLayer ─▶ AttachmentService ─▶ Db, bus call (volume.<host>)
+//!  client ─gRPC─▶ [health, reflection]                         (no auth)
+//!         ─gRPC─▶ AuthLayer ─▶ VolumeService ─▶ Db                (reads, intent)
+//!                  │                      └─▶ Intent ─▶ SchedulerOps / VolumeOps
+//!                  │                                (cast; compensate via Settler)
+//!                  ├─▶ SnapshotService, AttachmentService ─▶ Db, Intent ─▶ VolumeOps
+//!                  ├─▶ VolumeTypeService, AvailabilityZoneService ─▶ Db
+//!                  └─▶ AdminService (admin role only) ─▶ Db, SchedulerOps (pools)
+//!  health watcher: BrokerLink (connected, not blocked) + db ping ─▶ grpc.health.v1
 //! ```
+//!
+//! One module per concern: a file (or folder) per gRPC service; `ports.rs` (what
+//! the handlers reach beyond the database), `intent.rs` (persist, send,
+//! compensate), `scope.rs` (who sees what), `request.rs` (context and reply),
+//! `error/` (the one status decision), `auth/`, `health.rs`, `validate/`,
+//! `page_token.rs`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod attachment;
 pub mod auth;
 pub mod availability_zone;
-pub mod bus;
+#[cfg(test)]
+mod blocked_tests;
 pub mod config;
 pub mod error;
+pub mod health;
+mod intent;
 pub mod page_token;
+pub mod ports;
+mod request;
+pub mod scope;
 pub mod snapshot;
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests;
 pub mod validate;
 pub mod volume;
 pub mod volume_type;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::net::SocketAddr;
 
 use scoria_common::{
     config::ConfigError,
     db::{Db, DbError},
-    rpc::{Broker, RpcClient},
+    rpc::Broker,
 };
 use scoria_proto::v1::{
     admin_service_server::AdminServiceServer, attachment_service_server::AttachmentServiceServer,
@@ -44,6 +61,7 @@ use scoria_proto::v1::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Server, server::TcpIncoming};
+use tonic_health::ServingStatus;
 use tower::Layer;
 
 pub use crate::config::Config;
@@ -52,7 +70,7 @@ use crate::{
     attachment::AttachmentApi,
     auth::{AuthLayer, Authenticator, TokensError},
     availability_zone::AvailabilityZoneApi,
-    bus::AmqpBus,
+    ports::Ports,
     snapshot::SnapshotApi,
     volume::VolumeApi,
     volume_type::VolumeTypeApi,
@@ -100,9 +118,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 }
 
 /// Serves on `listener` until `shutdown` is cancelled (tests can bind port 0
-/// themselves). The database is opened first; health reports `SERVING` (for `""`
-/// and `scoria.v1.VolumeService`) from the moment requests are answered. The
-/// broker connects in the background: reads work while it is down.
+/// themselves). The database is opened first; the broker connects in the
+/// background: reads work while it is down, writes wait for it up to the publish
+/// timeout. Health (`""` and every service) says `SERVING` only while the
+/// database and the broker are reachable (see [`health`]).
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -121,9 +140,17 @@ pub async fn serve(
             config.bus.control_exchange, config.service.host
         ),
     );
-    let rpc = RpcClient::new(broker.clone());
+    let ports = Ports::amqp(&broker, format!("{BINARY}.{}", config.service.host));
 
-    let result = serve_with(&config, listener, shutdown, db.clone(), rpc, authenticator).await;
+    let result = serve_with(
+        &config,
+        listener,
+        shutdown,
+        db.clone(),
+        ports,
+        authenticator,
+    )
+    .await;
 
     broker.close().await;
     db.close().await;
@@ -131,14 +158,16 @@ pub async fn serve(
     result
 }
 
-async fn serve_with(
+/// Serves the API over `db` and `ports` (the real ones or the test fakes).
+pub(crate) async fn serve_with(
     config: &Config,
     listener: TcpListener,
     shutdown: CancellationToken,
     db: Db,
-    rpc: RpcClient,
+    ports: Ports,
     authenticator: Authenticator,
 ) -> Result<(), Error> {
+    let (link, db_for_health) = (ports.broker.clone(), db.clone());
     let auth = AuthLayer::new(authenticator);
     let volume_type_service =
         auth.layer(VolumeTypeServiceServer::new(VolumeTypeApi::new(db.clone())));
@@ -148,22 +177,18 @@ async fn serve_with(
     let admin_service = auth.layer(AdminServiceServer::new(AdminApi::new(
         db.clone(),
         config.service_down_ms(),
-        Arc::new(AmqpBus::new(rpc.clone())),
+        ports.clone(),
     )));
     let snapshot_service = auth.layer(SnapshotServiceServer::new(SnapshotApi::new(
         db.clone(),
-        Arc::new(AmqpBus::new(rpc.clone())),
+        ports.clone(),
     )));
     let attachment_service = auth.layer(AttachmentServiceServer::new(AttachmentApi::new(
         db.clone(),
-        Arc::new(AmqpBus::new(rpc.clone())),
+        ports.clone(),
         config.bus.call_timeout(),
     )));
-    let volumes = VolumeApi::new(
-        db,
-        Arc::new(AmqpBus::new(rpc)),
-        config.api.max_volume_size_gib,
-    );
+    let volumes = VolumeApi::new(db, ports, config.api.max_volume_size_gib);
     let volume_service = auth.layer(VolumeServiceServer::new(volumes));
 
     let reflection = || {
@@ -182,21 +207,16 @@ async fn serve_with(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    // NOT_SERVING until the watcher has seen the database and the broker.
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<VolumeServiceServer<VolumeApi>>().await;
-    health
-        .set_serving::<SnapshotServiceServer<SnapshotApi>>()
-        .await;
-    health
-        .set_serving::<VolumeTypeServiceServer<VolumeTypeApi>>()
-        .await;
-    health
-        .set_serving::<AvailabilityZoneServiceServer<AvailabilityZoneApi>>()
-        .await;
-    health.set_serving::<AdminServiceServer<AdminApi>>().await;
-    health
-        .set_serving::<AttachmentServiceServer<AttachmentApi>>()
-        .await;
+    health::set_all(&health, ServingStatus::NotServing).await;
+    let watcher = tokio::spawn(health::watch(
+        health.clone(),
+        link,
+        db_for_health,
+        health::CHECK_INTERVAL,
+        shutdown.clone(),
+    ));
 
     let local = listener.local_addr().ok();
     tracing::info!(
@@ -225,32 +245,16 @@ async fn serve_with(
     let drain = config.service.drain_timeout();
     let deadline = async {
         shutdown.cancelled().await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        health
-            .set_not_serving::<VolumeServiceServer<VolumeApi>>()
-            .await;
-        health
-            .set_not_serving::<SnapshotServiceServer<SnapshotApi>>()
-            .await;
-        health
-            .set_not_serving::<VolumeTypeServiceServer<VolumeTypeApi>>()
-            .await;
-        health
-            .set_not_serving::<AvailabilityZoneServiceServer<AvailabilityZoneApi>>()
-            .await;
-        health
-            .set_not_serving::<AdminServiceServer<AdminApi>>()
-            .await;
-        health
-            .set_not_serving::<AttachmentServiceServer<AttachmentApi>>()
-            .await;
+        health::set_all(&health, ServingStatus::NotServing).await;
         tokio::time::sleep(drain).await;
     };
-    tokio::select! {
-        result = &mut server => result?,
-        () = deadline => tracing::warn!(?drain, "requests still running after the drain timeout: closing"),
-    }
-    Ok(())
+    let outcome = tokio::select! {
+        result = &mut server => result,
+        () = deadline => {
+            tracing::warn!(?drain, "requests still running after the drain timeout: closing");
+            Ok(())
+        }
+    };
+    watcher.abort();
+    Ok(outcome?)
 }

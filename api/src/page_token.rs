@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{ApiError, ApiResult};
 
 /// The field a bad token is reported against.
-const FIELD: &str = "page_token";
+pub(crate) const FIELD: &str = "page_token";
 /// The format version written into every token.
 const VERSION: u32 = 1;
 

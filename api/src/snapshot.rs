@@ -10,12 +10,12 @@
 //!                  cast fails ─▶ error_deleting (with the reason)
 //! ```
 
-use std::sync::Arc;
-
 use scoria_common::{
     RequestContext,
     db::{Db, SnapshotDeleteStart, SnapshotQuery, WorkerEntry, WorkerKind},
+    events::Event,
     model::{Snapshot, SnapshotStatus, Volume, VolumeStatus, now_ms},
+    settle::SnapshotChange,
 };
 use scoria_proto::{
     bus::{CreateSnapshot, DeleteSnapshot},
@@ -24,11 +24,12 @@ use scoria_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    bus::Bus,
     error::{ApiError, ApiResult},
+    intent::Intent,
     page_token::{PageToken, filter_digest, finish_page},
-    validate,
-    volume::{context, reply},
+    ports::Ports,
+    request::{context, reply},
+    scope, validate,
 };
 
 /// How long a backend may take to make a snapshot.
@@ -40,13 +41,13 @@ const DELETE_DEADLINE_MS: i64 = 10 * 60 * 1000;
 #[derive(Clone)]
 pub struct SnapshotApi {
     db: Db,
-    bus: Arc<dyn Bus>,
+    ports: Ports,
 }
 
 impl SnapshotApi {
-    /// The service over `db` and `bus`.
-    pub fn new(db: Db, bus: Arc<dyn Bus>) -> Self {
-        Self { db, bus }
+    /// The service over `db` and `ports`.
+    pub fn new(db: Db, ports: Ports) -> Self {
+        Self { db, ports }
     }
 
     /// The snapshot `id` if the caller may see it (its project's, or any for admins).
@@ -57,7 +58,7 @@ impl SnapshotApi {
             .await
             .map_err(ApiError::db(format!("get snapshot {id}")))?;
         snapshot
-            .filter(|s| ctx.is_admin() || s.project_id == ctx.project_id)
+            .filter(|s| scope::visible(ctx, s))
             .ok_or_else(|| ApiError::snapshot_not_found(id))
     }
 
@@ -69,7 +70,7 @@ impl SnapshotApi {
             .await
             .map_err(ApiError::db(format!("get volume {id}")))?;
         volume
-            .filter(|v| ctx.is_admin() || v.project_id == ctx.project_id)
+            .filter(|v| scope::visible(ctx, v))
             .ok_or_else(|| ApiError::volume_not_found(id))
     }
 
@@ -92,15 +93,16 @@ impl SnapshotApi {
             return Err(not_snapshottable(&volume, req.force));
         }
         let Some(host) = volume.host.clone().filter(|h| !h.is_empty()) else {
-            return Err(ApiError::FailedPrecondition(format!(
-                "volume {volume_id} is on no backend"
-            )));
+            return Err(ApiError::NoBackend {
+                kind: "volume",
+                id: volume_id,
+            });
         };
-        if !self.bus.is_connected() {
-            return Err(ApiError::BrokerDown(format!(
-                "cannot ask {host} to snapshot volume {volume_id} now"
-            )));
-        }
+        let intent = Intent::cast(
+            &self.ports,
+            format!("snapshot volume {volume_id} on {host}"),
+        );
+        intent.ready().await?;
         let now = now_ms();
         let snapshot = Snapshot {
             id: uuid::Uuid::new_v4().to_string(),
@@ -140,16 +142,25 @@ impl SnapshotApi {
             snapshot_id: id.clone(),
             volume_id: volume_id.clone(),
         };
-        if let Err(status) = self.bus.create_snapshot_on_host(ctx, &host, request).await {
-            // Nothing will ever make it: take the row back.
-            if let Err(err) = self.db.delete_snapshot_row(&id).await {
-                tracing::error!(snapshot_id = %id, error = %err, "cannot remove unsent snapshot");
-            }
-            return Err(ApiError::Bus {
-                action: format!("snapshot volume {volume_id} on {host}"),
-                status,
-            });
-        }
+        let settler = self.ports.settler(&self.db);
+        let mut failed = snapshot.clone();
+        intent
+            .send(
+                self.ports.volumes.create_snapshot(ctx, &host, request),
+                |why| async move {
+                    // Nothing will ever make it: take the row back.
+                    let removed = self.db.delete_snapshot_row(&failed.id).await;
+                    let apply = |s: &mut Snapshot| {
+                        s.status = SnapshotStatus::Error;
+                        s.error_message = format!("cannot reach the volume's host: {why}");
+                    };
+                    let event = Some(Event::SnapshotCreateError);
+                    settler
+                        .settle(ctx, &mut failed, async { removed }, apply, event)
+                        .await
+                },
+            )
+            .await?;
         tracing::info!(snapshot_id = %id, volume_id = %volume_id, host = %host, "snapshot creation requested");
         Ok(snapshot)
     }
@@ -173,7 +184,7 @@ impl SnapshotApi {
         ]);
         let after = PageToken::decode(&req.page_token, &ctx.project_id, &digest)?;
         let query = SnapshotQuery {
-            project_id: Some(ctx.project_id.clone()),
+            project_id: scope::list_project(ctx),
             volume_id,
             status,
             after: after.map(|token| (token.created_at_ms, token.id)),
@@ -214,11 +225,8 @@ impl SnapshotApi {
             tracing::info!(snapshot_id = %id, "snapshot without a backend deleted");
             return Ok(deleting(snapshot));
         };
-        if !self.bus.is_connected() {
-            return Err(ApiError::BrokerDown(format!(
-                "cannot ask {host} to delete snapshot {id} now"
-            )));
-        }
+        let intent = Intent::cast(&self.ports, format!("delete snapshot {id} on {host}"));
+        intent.ready().await?;
         let worker = WorkerEntry {
             kind: WorkerKind::Snapshot,
             resource_id: id.clone(),
@@ -230,29 +238,24 @@ impl SnapshotApi {
         let request = DeleteSnapshot {
             snapshot_id: id.clone(),
         };
-        if let Err(status) = self.bus.delete_snapshot_on_host(ctx, &host, request).await {
-            let reason = format!(
-                "cannot reach {host} to delete the snapshot: {}",
-                status.message()
-            );
-            let settled = self
-                .db
-                .transition_snapshot(
-                    &id,
-                    &[SnapshotStatus::Deleting],
-                    SnapshotStatus::ErrorDeleting,
-                    Some(&reason),
-                    None,
-                )
-                .await;
-            if let Err(err) = settled {
-                tracing::error!(snapshot_id = %id, error = %err, "cannot mark snapshot error_deleting");
-            }
-            return Err(ApiError::Bus {
-                action: format!("delete snapshot {id} on {host}"),
-                status,
-            });
-        }
+        let settler = self.ports.settler(&self.db);
+        let mut failed = deleting(snapshot.clone());
+        let at = host.as_str();
+        intent
+            .send(
+                self.ports.volumes.delete_snapshot(ctx, &host, request),
+                |why| async move {
+                    let reason = format!("cannot reach {at} to delete the snapshot: {why}");
+                    let change = SnapshotChange::new(
+                        &[SnapshotStatus::Deleting],
+                        SnapshotStatus::ErrorDeleting,
+                    )
+                    .error(&reason);
+                    let event = Some(Event::SnapshotDeleteError);
+                    settler.snapshot(ctx, &mut failed, change, event).await
+                },
+            )
+            .await?;
         tracing::info!(snapshot_id = %id, host = %host, "snapshot deletion requested");
         Ok(deleting(snapshot))
     }
@@ -272,10 +275,10 @@ impl SnapshotApi {
             .map_err(ApiError::db(format!("mark snapshot {id} deleting")))?;
         match start {
             SnapshotDeleteStart::Started => Ok(()),
-            SnapshotDeleteStart::InUse(volumes) => Err(ApiError::FailedPrecondition(format!(
-                "snapshot {id} is in use: volumes are being created from it ({})",
-                volumes.join(", ")
-            ))),
+            SnapshotDeleteStart::InUse(volumes) => Err(ApiError::SnapshotInUse {
+                id: id.clone(),
+                volumes,
+            }),
             // It changed under us: say what it is now.
             SnapshotDeleteStart::WrongStatus => Err(match self.load(ctx, id).await {
                 Ok(now) => not_deletable(&now),
@@ -291,14 +294,30 @@ fn not_snapshottable(volume: &Volume, force: bool) -> ApiError {
     } else {
         ": only available (or, with force, in-use) volumes can be snapshotted"
     };
-    ApiError::FailedPrecondition(format!("volume {} is {}{hint}", volume.id, volume.status))
+    let (id, status, detail) = (
+        volume.id.clone(),
+        volume.status.to_string(),
+        hint.to_owned(),
+    );
+    if volume.status == VolumeStatus::InUse {
+        ApiError::VolumeInUse { id, status, detail }
+    } else {
+        ApiError::WrongStatus {
+            kind: "volume",
+            id,
+            status,
+            detail,
+        }
+    }
 }
 
 fn not_deletable(snapshot: &Snapshot) -> ApiError {
-    ApiError::FailedPrecondition(format!(
-        "snapshot {} is {}: only available or error snapshots can be deleted",
-        snapshot.id, snapshot.status
-    ))
+    ApiError::WrongStatus {
+        kind: "snapshot",
+        id: snapshot.id.clone(),
+        status: snapshot.status.to_string(),
+        detail: ": only available or error snapshots can be deleted".to_owned(),
+    }
 }
 
 fn deleting(snapshot: Snapshot) -> Snapshot {

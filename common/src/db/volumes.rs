@@ -312,6 +312,38 @@ impl Db {
         Ok(volume)
     }
 
+    /// Compare-and-set starting an extend: `available` -> `extending` only while
+    /// the volume still has `size_gib` (the size the request was checked
+    /// against), with its worker entry, in one transaction. A request checked
+    /// against a stale size loses. Returns whether it won.
+    pub async fn start_extend(
+        &self,
+        id: &str,
+        size_gib: u64,
+        worker: &WorkerEntry,
+    ) -> DbResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let won = sqlx::query(
+            "UPDATE volumes SET status = $1, updated_at = $2 \
+             WHERE id = $3 AND status = $4 AND size_gib = $5",
+        )
+        .bind(VolumeStatus::Extending.as_str())
+        .bind(now_ms())
+        .bind(id)
+        .bind(VolumeStatus::Available.as_str())
+        .bind(size_gib as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !won {
+            return Ok(false);
+        }
+        worker.upsert(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Compare-and-set ending an extend: `extending` -> `to` (the status before
     /// the extend, `available`) with the new size and no error message, and the
     /// worker entry removed, in one transaction. Returns whether it won.

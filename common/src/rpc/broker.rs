@@ -160,6 +160,13 @@ impl Broker {
         matches!(&*self.inner.state.borrow(), State::Up(s) if !s.is_broken())
     }
 
+    /// Whether the broker blocks this connection's publishers now (AMQP
+    /// `connection.blocked`, sent while a memory or disk alarm is raised): a
+    /// publish would not be sent until it unblocks.
+    pub fn is_blocked(&self) -> bool {
+        matches!(&*self.inner.state.borrow(), State::Up(s) if s.connection.status().blocked())
+    }
+
     /// The current session, waiting up to `within` for one.
     pub(crate) async fn session(&self, within: Duration) -> RpcResult<Arc<Session>> {
         let mut rx = self.inner.state.subscribe();
@@ -325,6 +332,12 @@ fn watch_connection(
                 _ = broken.cancelled() => return,
                 _ = shutdown.cancelled() => return,
                 event = events.next() => match event {
+                    Some(Event::ConnectionBlocked(reason)) => {
+                        tracing::warn!(%reason, "the broker blocks publishers (connection.blocked)");
+                    }
+                    Some(Event::ConnectionUnblocked) => {
+                        tracing::info!("the broker unblocked publishers");
+                    }
                     Some(Event::Error(err)) => {
                         tracing::debug!(error = %err, "broker connection error");
                         broken.cancel();

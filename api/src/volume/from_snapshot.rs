@@ -15,6 +15,7 @@ use scoria_proto::v1 as pb;
 use super::{VolumeApi, placement::Placement};
 use crate::{
     error::{ApiError, ApiResult},
+    scope,
     validate::VolumeSource,
 };
 
@@ -43,18 +44,24 @@ impl VolumeApi {
             .get_snapshot(snapshot_id)
             .await
             .map_err(ApiError::db(format!("get snapshot {snapshot_id}")))?
-            .filter(|s| s.project_id == ctx.project_id)
+            .filter(|s| scope::visible(ctx, s))
             .ok_or_else(not_found)?;
         if snapshot.status != scoria_common::model::SnapshotStatus::Available {
-            return Err(ApiError::FailedPrecondition(format!(
-                "snapshot {snapshot_id} is {}: volumes can only be made from available snapshots",
-                snapshot.status
-            )));
+            return Err(ApiError::SourceUnusable {
+                kind: "snapshot",
+                id: snapshot_id.to_owned(),
+                why: format!(
+                    "is {}: volumes can only be made from available snapshots",
+                    snapshot.status
+                ),
+            });
         }
         let Some(host) = snapshot.host.clone().filter(|h| !h.is_empty()) else {
-            return Err(ApiError::FailedPrecondition(format!(
-                "snapshot {snapshot_id} is on no backend"
-            )));
+            return Err(ApiError::SourceUnusable {
+                kind: "snapshot",
+                id: snapshot_id.to_owned(),
+                why: "is on no backend".to_owned(),
+            });
         };
         let size_gib = match req.size_gib {
             0 => snapshot.size_gib,
@@ -137,8 +144,10 @@ impl VolumeApi {
             tracing::error!(volume_id = %volume.id, error = %err, "cannot remove volume of a vanished snapshot");
         }
         available?;
-        Err(ApiError::FailedPrecondition(format!(
-            "snapshot {snapshot_id} is no longer available (being deleted)"
-        )))
+        Err(ApiError::SourceUnusable {
+            kind: "snapshot",
+            id: snapshot_id.to_owned(),
+            why: "is no longer available (being deleted)".to_owned(),
+        })
     }
 }

@@ -17,11 +17,12 @@
 //! (see `scoria_common::db::attachments`): `attaching`, `in-use`, `detaching`,
 //! back to `available` after the last one.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use scoria_common::{
     RequestContext,
-    db::{AttachReserve, AttachmentQuery, Db, DetachStart, WorkerEntry, WorkerKind},
+    db::{AttachReserve, AttachmentQuery, Db, DbResult, DetachStart, WorkerEntry, WorkerKind},
+    events::Event,
     model::{Attachment, AttachmentStatus, Volume, VolumeStatus, now_ms},
     translation::connection_info_from_proto,
 };
@@ -32,11 +33,12 @@ use scoria_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    bus::Bus,
     error::{ApiError, ApiResult},
+    intent::Intent,
     page_token::{PageToken, filter_digest, finish_page},
-    validate,
-    volume::{context, reply},
+    ports::Ports,
+    request::{context, reply},
+    scope, validate,
 };
 
 /// The extra spec of a volume type that lets its volumes have several attachments.
@@ -58,17 +60,17 @@ const ATTACHABLE: [VolumeStatus; 5] = [
 #[derive(Clone)]
 pub struct AttachmentApi {
     db: Db,
-    bus: Arc<dyn Bus>,
+    ports: Ports,
     call_timeout: Duration,
 }
 
 impl AttachmentApi {
-    /// The service over `db` and `bus`; `call_timeout` is the bus's call timeout
+    /// The service over `db` and `ports`; `call_timeout` is the bus's call timeout
     /// (it sets the deadline of the worker entries).
-    pub fn new(db: Db, bus: Arc<dyn Bus>, call_timeout: Duration) -> Self {
+    pub fn new(db: Db, ports: Ports, call_timeout: Duration) -> Self {
         Self {
             db,
-            bus,
+            ports,
             call_timeout,
         }
     }
@@ -81,7 +83,7 @@ impl AttachmentApi {
             .await
             .map_err(ApiError::db(format!("get attachment {id}")))?;
         attachment
-            .filter(|a| ctx.is_admin() || a.project_id == ctx.project_id)
+            .filter(|a| scope::visible(ctx, a))
             .ok_or_else(|| ApiError::attachment_not_found(id))
     }
 
@@ -93,7 +95,7 @@ impl AttachmentApi {
             .await
             .map_err(ApiError::db(format!("get volume {id}")))?;
         volume
-            .filter(|v| ctx.is_admin() || v.project_id == ctx.project_id)
+            .filter(|v| scope::visible(ctx, v))
             .ok_or_else(|| ApiError::volume_not_found(id))
     }
 
@@ -143,16 +145,18 @@ impl AttachmentApi {
             return Err(not_attachable(&volume_id, volume.status));
         }
         let Some(host) = volume.host.clone().filter(|h| !h.is_empty()) else {
-            return Err(ApiError::FailedPrecondition(format!(
-                "volume {volume_id} is on no backend"
-            )));
+            return Err(ApiError::NoBackend {
+                kind: "volume",
+                id: volume_id,
+            });
         };
         let multiattach = self.multiattach(&volume).await?;
-        if !self.bus.is_connected() {
-            return Err(ApiError::BrokerDown(format!(
-                "cannot ask {host} to attach volume {volume_id} now"
-            )));
-        }
+        let intent = Intent::call(
+            &self.ports,
+            format!("attach volume {volume_id} on {host}"),
+            self.call_timeout,
+        );
+        intent.ready().await?;
         let now = now_ms();
         let attachment = Attachment {
             id: uuid::Uuid::new_v4().to_string(),
@@ -186,28 +190,28 @@ impl AttachmentApi {
                 return Err(not_attachable(&volume_id, status));
             }
             AttachReserve::NotMultiattach(ids) => {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "volume {volume_id} is attached already ({}) and is not multiattach: \
-                     its volume type needs the extra spec {MULTIATTACH_SPEC}=\"<is> True\"",
-                    ids.join(", ")
-                )));
+                return Err(ApiError::NotMultiattach {
+                    id: volume_id,
+                    attachments: ids,
+                    spec: MULTIATTACH_SPEC,
+                });
             }
         }
         let request = AttachVolume {
             attachment_id: id.clone(),
         };
-        let result = match self.bus.attach_on_host(ctx, &host, request).await {
-            Ok(result) => result,
-            Err(status) => {
-                let reason = format!("cannot attach on {host}: {}", status.message());
-                self.settle_failed(&id, AttachmentStatus::Attaching, &reason)
-                    .await;
-                return Err(ApiError::Call {
-                    action: format!("attach volume {volume_id} on {host}"),
-                    status,
-                });
-            }
-        };
+        let failed = attachment.clone();
+        let at = host.as_str();
+        let result = intent
+            .send(
+                self.ports.volumes.attach_volume(ctx, &host, request),
+                |why| async move {
+                    let reason = format!("cannot attach on {at}: {why}");
+                    self.settle_failed(ctx, failed, AttachmentStatus::Attaching, reason)
+                        .await
+                },
+            )
+            .await?;
         let mut attached = self
             .db
             .get_attachment(&id)
@@ -237,29 +241,49 @@ impl AttachmentApi {
             }
         }
         if attached.status != AttachmentStatus::Attached {
-            return Err(ApiError::FailedPrecondition(format!(
-                "attachment {id} is {} after its host answered: {}",
-                attached.status, attached.error_message
-            )));
+            return Err(ApiError::WrongStatus {
+                kind: "attachment",
+                id,
+                status: attached.status.to_string(),
+                detail: format!(" after its host answered: {}", attached.error_message),
+            });
         }
         tracing::info!(attachment_id = %id, volume_id = %volume_id, host = %host, "volume attached");
         Ok(attached)
     }
 
     /// After a failed call: `from` -> its error status with `reason`, if the row is
-    /// still `from` (the host may have settled it meanwhile).
-    async fn settle_failed(&self, id: &str, from: AttachmentStatus, reason: &str) {
-        let settled = match from {
-            AttachmentStatus::Detaching => self.db.fail_detach(id, reason).await,
-            _ => self.db.fail_attach(id, reason).await,
+    /// still `from` (the host may have settled it meanwhile), announcing the
+    /// operation's `.error` event.
+    async fn settle_failed(
+        &self,
+        ctx: &RequestContext,
+        mut attachment: Attachment,
+        from: AttachmentStatus,
+        reason: String,
+    ) -> DbResult<bool> {
+        let id = attachment.id.clone();
+        let (cas, to, event) = match from {
+            AttachmentStatus::Detaching => (
+                self.db.fail_detach(&id, &reason).await,
+                AttachmentStatus::ErrorDetaching,
+                Event::VolumeDetachError,
+            ),
+            _ => (
+                self.db.fail_attach(&id, &reason).await,
+                AttachmentStatus::ErrorAttaching,
+                Event::VolumeAttachError,
+            ),
         };
-        match settled {
-            Ok(true) => tracing::warn!(attachment_id = %id, %reason, "attachment failed"),
-            Ok(false) => tracing::info!(attachment_id = %id, "attachment settled by its host"),
-            Err(err) => {
-                tracing::error!(attachment_id = %id, error = %err, "cannot mark attachment failed");
-            }
-        }
+        let apply = |a: &mut Attachment| {
+            a.status = to;
+            a.error_message = reason;
+            a.updated_at_ms = now_ms();
+        };
+        self.ports
+            .settler(&self.db)
+            .settle(ctx, &mut attachment, async { cas }, apply, Some(event))
+            .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -268,16 +292,8 @@ impl AttachmentApi {
         ctx: &RequestContext,
         req: pb::ListAttachmentsRequest,
     ) -> ApiResult<pb::ListAttachmentsResponse> {
-        let page_size = i32::try_from(req.page_size).map_err(|_| {
-            ApiError::invalid(
-                "page_size",
-                format!(
-                    "must be between 0 and {}, got {}",
-                    validate::MAX_PAGE_SIZE,
-                    req.page_size
-                ),
-            )
-        })?;
+        // Unsigned here: anything above the maximum is clamped to it.
+        let page_size = i32::try_from(req.page_size).unwrap_or(i32::MAX);
         let limit = validate::page_size(page_size)?;
         let volume_id = match req.volume_id.as_str() {
             "" => None,
@@ -286,7 +302,7 @@ impl AttachmentApi {
         let digest = filter_digest(&["attachments", volume_id.as_deref().unwrap_or_default()]);
         let after = PageToken::decode(&req.page_token, &ctx.project_id, &digest)?;
         let query = AttachmentQuery {
-            project_id: Some(ctx.project_id.clone()),
+            project_id: scope::list_project(ctx),
             volume_id,
             after: after.map(|token| (token.created_at_ms, token.id)),
             limit: limit + 1,
@@ -315,11 +331,12 @@ impl AttachmentApi {
         let id = validate::uuid("id", id)?;
         let attachment = self.load(ctx, &id).await?;
         let host = attachment.volume_host.clone();
-        if !self.bus.is_connected() {
-            return Err(ApiError::BrokerDown(format!(
-                "cannot ask {host} to detach attachment {id} now"
-            )));
-        }
+        let intent = Intent::call(
+            &self.ports,
+            format!("detach attachment {id} on {host}"),
+            self.call_timeout,
+        );
+        intent.ready().await?;
         let worker = self.worker(&id, AttachmentStatus::Detaching, &host);
         let started = self
             .db
@@ -330,24 +347,33 @@ impl AttachmentApi {
             DetachStart::Started(_) => {}
             DetachStart::NotFound => return Err(ApiError::attachment_not_found(&id)),
             DetachStart::WrongStatus(status) => {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "attachment {id} is {status}: it can be deleted once it is attached \
-                     (or in an error status)"
-                )));
+                return Err(ApiError::WrongStatus {
+                    kind: "attachment",
+                    id,
+                    status: status.to_string(),
+                    detail: ": it can be deleted once it is attached (or in an error status)"
+                        .to_owned(),
+                });
             }
         }
         let request = DetachVolume {
             attachment_id: id.clone(),
         };
-        if let Err(status) = self.bus.detach_on_host(ctx, &host, request).await {
-            let reason = format!("cannot detach on {host}: {}", status.message());
-            self.settle_failed(&id, AttachmentStatus::Detaching, &reason)
-                .await;
-            return Err(ApiError::Call {
-                action: format!("detach attachment {id} on {host}"),
-                status,
-            });
-        }
+        let failed = Attachment {
+            status: AttachmentStatus::Detaching,
+            ..attachment.clone()
+        };
+        let at = host.as_str();
+        intent
+            .send(
+                self.ports.volumes.detach_volume(ctx, &host, request),
+                |why| async move {
+                    let reason = format!("cannot detach on {at}: {why}");
+                    self.settle_failed(ctx, failed, AttachmentStatus::Detaching, reason)
+                        .await
+                },
+            )
+            .await?;
         tracing::info!(attachment_id = %id, volume_id = %attachment.volume_id, host = %host, "volume detached");
         Ok(())
     }
@@ -363,10 +389,13 @@ fn is_true(value: &str) -> bool {
 }
 
 fn not_attachable(volume_id: &str, status: VolumeStatus) -> ApiError {
-    ApiError::FailedPrecondition(format!(
-        "volume {volume_id} is {status}: only available volumes (or attached multiattach \
-         ones) can be attached"
-    ))
+    ApiError::WrongStatus {
+        kind: "volume",
+        id: volume_id.to_owned(),
+        status: status.to_string(),
+        detail: ": only available volumes (or attached multiattach ones) can be attached"
+            .to_owned(),
+    }
 }
 
 #[tonic::async_trait]
@@ -418,5 +447,4 @@ impl AttachmentService for AttachmentApi {
 }
 
 #[cfg(test)]
-#[path = "attachment_tests/mod.rs"]
 mod tests;

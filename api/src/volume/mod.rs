@@ -2,8 +2,6 @@
 //! (row + worker entry) first, then cast to the scheduler or the volume's host and
 //! return at once. The API never waits for the scheduler or a backend.
 
-use std::sync::Arc;
-
 use prost::Message;
 use scoria_common::{
     RequestContext,
@@ -11,7 +9,9 @@ use scoria_common::{
         AttachmentQuery, Created, Db, IdempotencyKey, VolumeDeleteStart, VolumeQuery, WorkerEntry,
         WorkerKind,
     },
+    events::Event,
     model::{AttachmentStatus, Volume, VolumeStatus, now_ms},
+    settle::VolumeChange,
 };
 use scoria_proto::{
     bus::{DeleteVolume, ScheduleCreateVolume},
@@ -21,10 +21,12 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    bus::Bus,
     error::{ApiError, ApiResult},
+    intent::Intent,
     page_token::{PageToken, filter_digest, finish_page},
-    validate,
+    ports::Ports,
+    request::{context, reply},
+    scope, validate,
 };
 
 /// The service that owns a volume while it is being scheduled.
@@ -38,16 +40,16 @@ const DELETE_DEADLINE_MS: i64 = 10 * 60 * 1000;
 #[derive(Clone)]
 pub struct VolumeApi {
     db: Db,
-    bus: Arc<dyn Bus>,
+    ports: Ports,
     max_size_gib: u64,
 }
 
 impl VolumeApi {
-    /// The service over `db` and `bus`, refusing volumes above `max_size_gib`.
-    pub fn new(db: Db, bus: Arc<dyn Bus>, max_size_gib: u64) -> Self {
+    /// The service over `db` and `ports`, refusing volumes above `max_size_gib`.
+    pub fn new(db: Db, ports: Ports, max_size_gib: u64) -> Self {
         Self {
             db,
-            bus,
+            ports,
             max_size_gib,
         }
     }
@@ -60,7 +62,7 @@ impl VolumeApi {
             .await
             .map_err(ApiError::db(format!("get volume {id}")))?;
         volume
-            .filter(|v| ctx.is_admin() || v.project_id == ctx.project_id)
+            .filter(|v| scope::visible(ctx, v))
             .ok_or_else(|| ApiError::volume_not_found(id))
     }
 
@@ -72,11 +74,6 @@ impl VolumeApi {
     ) -> ApiResult<Volume> {
         let valid = validate::create_volume(&req, self.max_size_gib)?;
         let placement = self.placement(ctx, &req, valid.source.as_ref()).await?;
-        if !self.bus.is_connected() {
-            return Err(ApiError::BrokerDown(
-                "cannot schedule a new volume now".into(),
-            ));
-        }
         let now = now_ms();
         let volume = Volume {
             id: uuid::Uuid::new_v4().to_string(),
@@ -97,6 +94,8 @@ impl VolumeApi {
             updated_at_ms: now,
         };
         tracing::Span::current().record("volume_id", volume.id.as_str());
+        let intent = Intent::cast(&self.ports, format!("schedule volume {}", volume.id));
+        intent.ready().await?;
         let key = valid.request_id.map(|request_id| IdempotencyKey {
             request_id,
             request_hash: request_hash(&req),
@@ -152,17 +151,30 @@ impl VolumeApi {
             source_volume_id: placement.source_volume_id.unwrap_or_default(),
             required_host: placement.required_host,
         };
-        if let Err(status) = self.bus.schedule_create(ctx, request).await {
-            // Nothing will ever schedule it: take the row (and the key) back so a
-            // retry with the same request_id starts afresh.
-            if let Err(err) = self.db.discard_created_volume(&volume, key.as_ref()).await {
-                tracing::error!(volume_id = %volume.id, error = %err, "cannot remove unscheduled volume");
-            }
-            return Err(ApiError::Bus {
-                action: format!("schedule volume {}", volume.id),
-                status,
-            });
-        }
+        let settler = self.ports.settler(&self.db);
+        let mut failed = volume.clone();
+        intent
+            .send(
+                self.ports.scheduler.create_volume(ctx, request),
+                |why| async move {
+                    // Nothing will ever schedule it: take the row (and the key) back
+                    // so a retry with the same request_id starts afresh.
+                    let discarded = self
+                        .db
+                        .discard_created_volume(&failed, key.as_ref())
+                        .await
+                        .map(|()| true);
+                    let apply = |v: &mut Volume| {
+                        v.status = VolumeStatus::Error;
+                        v.error_message = format!("cannot schedule the volume: {why}");
+                    };
+                    let event = Some(Event::VolumeCreateError);
+                    settler
+                        .settle(ctx, &mut failed, async { discarded }, apply, event)
+                        .await
+                },
+            )
+            .await?;
         tracing::info!(volume_id = %volume.id, size_gib = volume.size_gib, "volume creation requested");
         Ok(volume)
     }
@@ -182,7 +194,7 @@ impl VolumeApi {
         ]);
         let after = PageToken::decode(&req.page_token, &ctx.project_id, &digest)?;
         let query = VolumeQuery {
-            project_id: Some(ctx.project_id.clone()),
+            project_id: scope::list_project(ctx),
             status,
             name: (!req.name.is_empty()).then(|| req.name.clone()),
             after: after.map(|token| (token.created_at_ms, token.id)),
@@ -242,11 +254,8 @@ impl VolumeApi {
             tracing::info!(volume_id = %id, "unscheduled volume deleted");
             return Ok(deleting(volume));
         };
-        if !self.bus.is_connected() {
-            return Err(ApiError::BrokerDown(format!(
-                "cannot ask {host} to delete volume {id} now"
-            )));
-        }
+        let intent = Intent::cast(&self.ports, format!("delete volume {id} on {host}"));
+        intent.ready().await?;
         let worker = WorkerEntry {
             kind: WorkerKind::Volume,
             resource_id: id.clone(),
@@ -256,40 +265,26 @@ impl VolumeApi {
         };
         self.start_delete(ctx, &id, Some(&worker)).await?;
         volume = deleting(volume);
-        if let Err(status) = self
-            .bus
-            .delete_on_host(
-                ctx,
-                &host,
-                DeleteVolume {
-                    volume_id: id.clone(),
+        let settler = self.ports.settler(&self.db);
+        let request = DeleteVolume {
+            volume_id: id.clone(),
+        };
+        let mut failed = volume.clone();
+        let at = host.as_str();
+        intent
+            .send(
+                self.ports.volumes.delete_volume(ctx, &host, request),
+                |why| async move {
+                    let reason = format!("cannot reach {at} to delete the volume: {why}");
+                    let change =
+                        VolumeChange::new(&[VolumeStatus::Deleting], VolumeStatus::ErrorDeleting)
+                            .error(&reason);
+                    settler
+                        .volume(ctx, &mut failed, change, Some(Event::VolumeDeleteError))
+                        .await
                 },
             )
-            .await
-        {
-            let reason = format!(
-                "cannot reach {host} to delete the volume: {}",
-                status.message()
-            );
-            let settled = self
-                .db
-                .transition_volume_with_worker(
-                    &id,
-                    &[VolumeStatus::Deleting],
-                    VolumeStatus::ErrorDeleting,
-                    None,
-                    Some(&reason),
-                    None,
-                )
-                .await;
-            if let Err(err) = settled {
-                tracing::error!(volume_id = %id, error = %err, "cannot mark volume error_deleting");
-            }
-            return Err(ApiError::Bus {
-                action: format!("delete volume {id} on {host}"),
-                status,
-            });
-        }
+            .await?;
         tracing::info!(volume_id = %id, host = %host, "volume deletion requested");
         Ok(volume)
     }
@@ -309,10 +304,11 @@ impl VolumeApi {
             .await
             .map_err(ApiError::db(format!("list attachments of volume {id}")))?;
         match held.first() {
-            Some(attachment) => Err(ApiError::FailedPrecondition(format!(
-                "volume {id} has attachments ({} is {}): delete its attachments first",
-                attachment.id, attachment.status
-            ))),
+            Some(attachment) => Err(ApiError::HasAttachments {
+                id: id.to_owned(),
+                attachment_id: attachment.id.clone(),
+                status: attachment.status.to_string(),
+            }),
             None => Ok(()),
         }
     }
@@ -332,12 +328,10 @@ impl VolumeApi {
             .map_err(ApiError::db(format!("mark volume {id} deleting")))?;
         match start {
             VolumeDeleteStart::Started => Ok(()),
-            VolumeDeleteStart::HasSnapshots(snapshots) => {
-                Err(ApiError::FailedPrecondition(format!(
-                    "volume {id} has snapshots ({}): delete them first",
-                    snapshots.join(", ")
-                )))
-            }
+            VolumeDeleteStart::HasSnapshots(snapshots) => Err(ApiError::HasSnapshots {
+                id: id.to_owned(),
+                snapshots,
+            }),
             // The volume changed under us: say what it is now.
             VolumeDeleteStart::WrongStatus => Err(match self.load(ctx, id).await {
                 Ok(volume) => not_deletable(&volume),
@@ -353,7 +347,21 @@ fn not_deletable(volume: &Volume) -> ApiError {
     } else {
         ": only available or error volumes can be deleted"
     };
-    ApiError::FailedPrecondition(format!("volume {} is {}{hint}", volume.id, volume.status))
+    let (id, status, detail) = (
+        volume.id.clone(),
+        volume.status.to_string(),
+        hint.to_owned(),
+    );
+    if ATTACHED.contains(&volume.status) {
+        ApiError::VolumeInUse { id, status, detail }
+    } else {
+        ApiError::WrongStatus {
+            kind: "volume",
+            id,
+            status,
+            detail,
+        }
+    }
 }
 
 /// The statuses of a volume that has (or is getting, or losing) attachments.
@@ -384,27 +392,6 @@ pub fn request_hash(req: &pb::CreateVolumeRequest) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// The context the auth layer put in the request.
-pub(crate) fn context<T>(request: &Request<T>) -> Result<RequestContext, Status> {
-    request
-        .extensions()
-        .get::<RequestContext>()
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::Internal("no request context: the auth layer is missing".into()).into()
-        })
-}
-
-/// The reply of a handler; failures are logged with their code.
-pub(crate) fn reply<T>(result: ApiResult<T>) -> Result<Response<T>, Status> {
-    result.map(Response::new).map_err(|err| {
-        let text = err.to_string();
-        let status = err.into_status();
-        tracing::info!(code = ?status.code(), error = %text, "request failed");
-        status
-    })
 }
 
 #[tonic::async_trait]
@@ -479,13 +466,9 @@ impl VolumeService for VolumeApi {
     }
 }
 
-#[path = "volume_extend.rs"]
 mod extend;
-#[path = "volume_from_snapshot.rs"]
 mod from_snapshot;
-#[path = "volume_placement.rs"]
 mod placement;
 
 #[cfg(test)]
-#[path = "volume_tests/mod.rs"]
 mod tests;

@@ -276,10 +276,7 @@ async fn delete_follows_the_volume_status_and_host() {
         (worker.service.as_str(), worker.status.as_str()),
         ("h1@file", "deleting")
     );
-    assert_eq!(
-        f.bus.deleted.lock().expect("lock").clone(),
-        vec![("h1@file".to_owned(), placed.id.clone())]
-    );
+    assert_eq!(f.deleted(), vec![("h1@file".to_owned(), placed.id.clone())]);
     let status = delete(p1.clone(), placed.id.clone())
         .await
         .expect_err("already deleting");
@@ -288,7 +285,7 @@ async fn delete_follows_the_volume_status_and_host() {
     // A failed cast settles in error_deleting with the reason.
     let unlucky = create(&f, &p1, "unlucky").await;
     place(&f, &unlucky.id, "h2@file").await;
-    f.bus.fail_casts.store(true, Ordering::SeqCst);
+    f.fail_casts(true);
     assert_eq!(
         delete(p1.clone(), unlucky.id.clone())
             .await
@@ -302,6 +299,10 @@ async fn delete_follows_the_volume_status_and_host() {
             .expect("db")
             .expect("row");
     assert_eq!(row.status, VolumeStatus::ErrorDeleting);
+    assert_eq!(
+        f.h.notifier.events_of(&unlucky.id),
+        [Event::VolumeDeleteError]
+    );
     assert!(
         row.error_message.contains("h2@file"),
         "{}",

@@ -14,8 +14,8 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     error::{ApiError, ApiResult},
+    request::{context, reply},
     validate::{MAX_TEXT_CHARS, text},
-    volume::{context, reply},
 };
 
 /// The most extra specs a type may carry.
@@ -119,14 +119,11 @@ impl VolumeTypeApi {
                 Ok(())
             }
             TypeDeleted::NotFound => Err(type_not_found(id_or_name)),
-            TypeDeleted::Default => Err(ApiError::FailedPrecondition(format!(
-                "volume type {} is the default type: it cannot be deleted",
-                current.name
-            ))),
-            TypeDeleted::InUse(n) => Err(ApiError::FailedPrecondition(format!(
-                "volume type {} is used by {n} volumes: it cannot be deleted",
-                current.name
-            ))),
+            TypeDeleted::Default => Err(ApiError::DefaultType { name: current.name }),
+            TypeDeleted::InUse(n) => Err(ApiError::TypeInUse {
+                name: current.name,
+                volumes: n,
+            }),
         }
     }
 }
@@ -159,30 +156,18 @@ pub fn name(value: &str) -> ApiResult<()> {
 
 /// The changes an `UpdateVolumeTypeRequest` asks for, checked.
 pub fn changes(req: &pb::UpdateVolumeTypeRequest) -> ApiResult<VolumeTypeChanges> {
-    let paths: Vec<&str> = req
-        .update_mask
-        .as_ref()
-        .map(|mask| mask.paths.iter().map(String::as_str).collect())
-        .unwrap_or_default();
-    let mut changes = VolumeTypeChanges::default();
-    if paths.is_empty() {
-        // No mask: every field set to a non-default value.
-        changes.description = (!req.description.is_empty()).then(|| req.description.clone());
-        changes.extra_specs = (!req.extra_specs.is_empty()).then(|| req.extra_specs.clone());
-    }
-    for path in paths {
-        match path {
-            "description" => changes.description = Some(req.description.clone()),
-            "extra_specs" => changes.extra_specs = Some(req.extra_specs.clone()),
-            other => {
-                return Err(ApiError::invalid(
-                    "update_mask",
-                    format!(
-                        "unknown path {other:?}: use any of {}",
-                        UPDATABLE_FIELDS.join(", ")
-                    ),
-                ));
+    let fields =
+        crate::validate::masked_fields(req.update_mask.as_ref(), &UPDATABLE_FIELDS, |field| {
+            match field {
+                "description" => !req.description.is_empty(),
+                _ => !req.extra_specs.is_empty(),
             }
+        })?;
+    let mut changes = VolumeTypeChanges::default();
+    for field in fields {
+        match field {
+            "description" => changes.description = Some(req.description.clone()),
+            _ => changes.extra_specs = Some(req.extra_specs.clone()),
         }
     }
     if let Some(description) = &changes.description {
@@ -344,5 +329,4 @@ impl VolumeTypeService for VolumeTypeApi {
 }
 
 #[cfg(test)]
-#[path = "volume_type_tests.rs"]
 mod tests;

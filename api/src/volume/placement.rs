@@ -14,6 +14,7 @@ use scoria_proto::v1 as pb;
 use super::VolumeApi;
 use crate::{
     error::{ApiError, ApiResult},
+    scope,
     validate::VolumeSource,
 };
 
@@ -96,18 +97,21 @@ impl VolumeApi {
             .get_volume(source_id)
             .await
             .map_err(ApiError::db(format!("get source volume {source_id}")))?
-            .filter(|v| v.project_id == ctx.project_id)
+            .filter(|v| scope::visible(ctx, v))
             .ok_or_else(not_found)?;
         if source.status != VolumeStatus::Available {
-            return Err(ApiError::FailedPrecondition(format!(
-                "source volume {source_id} is {}: only available volumes can be cloned",
-                source.status
-            )));
+            return Err(ApiError::SourceUnusable {
+                kind: "source volume",
+                id: source_id.to_owned(),
+                why: format!("is {}: only available volumes can be cloned", source.status),
+            });
         }
         let Some(host) = source.host.clone().filter(|h| !h.is_empty()) else {
-            return Err(ApiError::FailedPrecondition(format!(
-                "source volume {source_id} is on no backend"
-            )));
+            return Err(ApiError::SourceUnusable {
+                kind: "source volume",
+                id: source_id.to_owned(),
+                why: "is on no backend".to_owned(),
+            });
         };
         let size_gib = match req.size_gib {
             0 => source.size_gib,

@@ -46,10 +46,8 @@ async fn add_type(f: &Fixture, name: &str, specs: &[(&str, &str)]) {
 }
 
 fn last_scheduled(f: &Fixture) -> ScheduleCreateVolume {
-    f.bus
-        .scheduled
-        .lock()
-        .expect("lock")
+    f.h.scheduler
+        .scheduled()
         .last()
         .cloned()
         .expect("scheduled")
@@ -297,7 +295,7 @@ async fn extend_marks_extending_and_casts_to_the_host() {
             .code(),
         Code::NotFound
     );
-    assert!(f.bus.extended.lock().expect("lock").is_empty());
+    assert!(f.extended().is_empty());
 
     let extending = extend(p1.clone(), extend_req(&volume.id, 4))
         .await
@@ -319,7 +317,7 @@ async fn extend_marks_extending_and_casts_to_the_host() {
         (worker.status.as_str(), worker.service.as_str()),
         ("extending", "h1@file")
     );
-    let extended = f.bus.extended.lock().expect("lock").clone();
+    let extended = f.extended();
     assert_eq!(extended.len(), 1);
     assert_eq!(extended[0].0, "h1@file");
     assert_eq!(
@@ -338,13 +336,46 @@ async fn extend_marks_extending_and_casts_to_the_host() {
     assert_eq!(status.code(), Code::FailedPrecondition);
 }
 
+/// Defect 4: two racing extends, the second checked against the size before the
+/// first finished, must not cast its smaller size after the larger one: its
+/// compare-and-set includes the size it checked, so it loses.
+#[tokio::test]
+async fn an_extend_checked_against_a_stale_size_loses() {
+    let f = fixture().await;
+    let p1 = member("p1");
+    let volume = create(&f, &p1, "race").await;
+    make_available(&f, &volume.id, "h1@file").await;
+    // The second request reads and checks the volume (1 GiB < 4 GiB) ...
+    let stale = f.db.get_volume(&volume.id).await.expect("db").expect("row");
+    // ... then the first extends it to 8 GiB, and the backend finishes.
+    f.api
+        .extend_volume(request(&p1, extend_req(&volume.id, 8)))
+        .await
+        .expect("first extend");
+    assert!(
+        f.db.finish_extend(&volume.id, 8, VolumeStatus::Available)
+            .await
+            .expect("db")
+    );
+    let err = f
+        .api
+        .start_extend(&p1, stale, 4)
+        .await
+        .expect_err("stale size");
+    assert_eq!(err.into_status().code(), Code::FailedPrecondition);
+    let row = f.db.get_volume(&volume.id).await.expect("db").expect("row");
+    assert_eq!((row.status, row.size_gib), (VolumeStatus::Available, 8));
+    let sizes: Vec<u64> = f.extended().iter().map(|(_, r)| r.new_size_gib).collect();
+    assert_eq!(sizes, [8], "only the first extend was cast");
+}
+
 #[tokio::test]
 async fn a_failed_extend_cast_puts_the_volume_back() {
     let f = fixture().await;
     let p1 = member("p1");
     let volume = create(&f, &p1, "grow").await;
     make_available(&f, &volume.id, "h1@file").await;
-    f.bus.fail_casts.store(true, Ordering::SeqCst);
+    f.fail_casts(true);
     let status = f
         .api
         .extend_volume(request(&p1, extend_req(&volume.id, 2)))
@@ -353,6 +384,10 @@ async fn a_failed_extend_cast_puts_the_volume_back() {
     assert_eq!(status.code(), Code::Unavailable);
     let row = f.db.get_volume(&volume.id).await.expect("db").expect("row");
     assert_eq!((row.status, row.size_gib), (VolumeStatus::Available, 1));
+    assert_eq!(
+        f.h.notifier.events_of(&volume.id),
+        [Event::VolumeResizeError]
+    );
     assert!(
         f.db.get_worker(WorkerKind::Volume, &volume.id)
             .await
@@ -360,8 +395,8 @@ async fn a_failed_extend_cast_puts_the_volume_back() {
             .is_none()
     );
 
-    f.bus.fail_casts.store(false, Ordering::SeqCst);
-    f.bus.down.store(true, Ordering::SeqCst);
+    f.fail_casts(false);
+    f.h.link.set_down(true);
     let status = f
         .api
         .extend_volume(request(&p1, extend_req(&volume.id, 2)))

@@ -266,7 +266,7 @@ async fn broker_down_is_unavailable_before_anything_is_written() {
         .await
         .expect("attach");
     let other = volume(&f, &p1, "", VolumeStatus::Available).await;
-    f.bus.down.store(true, Ordering::SeqCst);
+    f.h.link.set_down(true);
 
     let status = attach(&f, &p1, attach_req(&other)).await.expect_err("down");
     assert_eq!(status.code(), Code::Unavailable);
@@ -374,6 +374,7 @@ async fn a_failed_attach_call_marks_the_attachment_and_keeps_its_code() {
         let rows = all_attachments(&f).await;
         let row = rows.last().expect("a row");
         assert_eq!(row.status, AttachmentStatus::ErrorAttaching);
+        assert_eq!(f.h.notifier.events_of(&row.id), [Event::VolumeAttachError]);
         assert!(
             row.error_message.contains(&message),
             "{}",

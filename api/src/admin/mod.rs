@@ -12,8 +12,6 @@
 //!   state, capacity including the virtual consumption since the report.
 //!   UNAVAILABLE when the broker is down or no scheduler answers.
 
-use std::sync::Arc;
-
 use scoria_common::{
     RequestContext,
     db::Db,
@@ -27,10 +25,10 @@ use scoria_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    bus::Bus,
     error::{ApiError, ApiResult},
+    ports::Ports,
+    request::{context, reply},
     validate::{MAX_TEXT_CHARS, status_filter, text},
-    volume::{context, reply},
     volume_type::require_admin,
 };
 
@@ -41,17 +39,17 @@ pub struct AdminApi {
     /// A service whose last heartbeat is older than this (ms) is down.
     service_down_ms: i64,
     /// Where `ListPools` asks a scheduler.
-    bus: Arc<dyn Bus>,
+    ports: Ports,
 }
 
 impl AdminApi {
-    /// The service over `db` and `bus`; `service_down_ms` from
+    /// The service over `db` and `ports`; `service_down_ms` from
     /// `api.service_down_time_secs`.
-    pub fn new(db: Db, service_down_ms: i64, bus: Arc<dyn Bus>) -> Self {
+    pub fn new(db: Db, service_down_ms: i64, ports: Ports) -> Self {
         Self {
             db,
             service_down_ms,
-            bus,
+            ports,
         }
     }
 
@@ -63,13 +61,14 @@ impl AdminApi {
     ) -> ApiResult<Vec<pb::StoragePool>> {
         require_admin(ctx, "ListPools")?;
         pool_host(&req.host)?;
-        if !self.bus.is_connected() {
+        if self.ports.broker.unavailable().is_some() {
             return Err(ApiError::BrokerDown(
                 "cannot ask a scheduler for its pools".into(),
             ));
         }
         let list = self
-            .bus
+            .ports
+            .scheduler
             .get_pools(
                 ctx,
                 GetPools {
@@ -77,6 +76,7 @@ impl AdminApi {
                 },
             )
             .await
+            .map_err(Status::from)
             .map_err(|status| ApiError::Bus {
                 action: "list pools: no scheduler answered".into(),
                 status,
@@ -281,5 +281,4 @@ impl AdminService for AdminApi {
 }
 
 #[cfg(test)]
-#[path = "admin_tests.rs"]
 mod tests;

@@ -1,5 +1,5 @@
-//! SnapshotService, DeleteVolume of a volume with snapshots, and CreateVolume
-//! from a snapshot (`snapshot_id`).
+//! SnapshotService and DeleteVolume of a volume with snapshots (CreateVolume
+//! from a snapshot is in `from_snapshot.rs`).
 
 use scoria_common::model::{Snapshot, SnapshotStatus};
 use scoria_proto::v1::snapshot_service_server::SnapshotService;
@@ -8,22 +8,22 @@ use tonic_types::StatusExt;
 use super::*;
 use crate::snapshot::SnapshotApi;
 
-const HOST: &str = "node1@file";
+pub(super) const HOST: &str = "node1@file";
 
 /// The field a status's `BadRequest` details name.
-fn field(status: &Status) -> String {
+pub(super) fn field(status: &Status) -> String {
     status
         .get_details_bad_request()
         .and_then(|bad| bad.field_violations.first().map(|v| v.field.clone()))
         .unwrap_or_default()
 }
 
-fn snapshots(f: &Fixture) -> SnapshotApi {
-    SnapshotApi::new(f.db.clone(), f.bus.clone())
+pub(super) fn snapshots(f: &Fixture) -> SnapshotApi {
+    SnapshotApi::new(f.db.clone(), f.h.ports())
 }
 
 /// A volume of `size_gib` on [`HOST`] in `status`, as a backend would leave it.
-async fn volume_in(
+pub(super) async fn volume_in(
     f: &Fixture,
     ctx: &RequestContext,
     size_gib: u64,
@@ -54,7 +54,7 @@ async fn volume_in(
     volume
 }
 
-fn snap_req(volume_id: &str) -> pb::CreateSnapshotRequest {
+pub(super) fn snap_req(volume_id: &str) -> pb::CreateSnapshotRequest {
     pb::CreateSnapshotRequest {
         volume_id: volume_id.into(),
         name: "s".into(),
@@ -63,7 +63,7 @@ fn snap_req(volume_id: &str) -> pb::CreateSnapshotRequest {
     }
 }
 
-async fn snapshot(
+pub(super) async fn snapshot(
     f: &Fixture,
     ctx: &RequestContext,
     volume_id: &str,
@@ -75,7 +75,7 @@ async fn snapshot(
 }
 
 /// A snapshot of `volume_id`, settled in `status` as the backend would.
-async fn snapshot_in(
+pub(super) async fn snapshot_in(
     f: &Fixture,
     ctx: &RequestContext,
     volume_id: &str,
@@ -90,11 +90,11 @@ async fn snapshot_in(
     s
 }
 
-fn casts(f: &Fixture) -> Vec<(&'static str, String, String)> {
-    f.bus.snapshot_casts.lock().expect("lock").clone()
+pub(super) fn casts(f: &Fixture) -> Vec<(&'static str, String, String)> {
+    f.snapshot_casts()
 }
 
-async fn row(f: &Fixture, id: &str) -> Option<Snapshot> {
+pub(super) async fn row(f: &Fixture, id: &str) -> Option<Snapshot> {
     f.db.get_snapshot(id).await.expect("db")
 }
 
@@ -218,11 +218,12 @@ async fn create_snapshot_leaves_nothing_when_the_bus_fails() {
     let f = fixture().await;
     let p1 = member("p1");
     let v = volume_in(&f, &p1, 1, VolumeStatus::Available).await;
-    f.bus.fail_casts.store(true, Ordering::SeqCst);
+    f.fail_casts(true);
     let status = snapshot(&f, &p1, &v.id).await.expect_err("cast fails");
     assert_eq!(status.code(), Code::Unavailable);
-    f.bus.fail_casts.store(false, Ordering::SeqCst);
-    f.bus.down.store(true, Ordering::SeqCst);
+    assert_eq!(f.h.notifier.events(), [Event::SnapshotCreateError]);
+    f.fail_casts(false);
+    f.h.link.set_down(true);
     let status = snapshot(&f, &p1, &v.id).await.expect_err("broker down");
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(
@@ -230,7 +231,7 @@ async fn create_snapshot_leaves_nothing_when_the_bus_fails() {
         Vec::<String>::new()
     );
     // And the volume can be deleted: no snapshot row blocks it.
-    f.bus.down.store(false, Ordering::SeqCst);
+    f.h.link.set_down(false);
     f.api
         .delete_volume(request(&p1, pb::DeleteVolumeRequest { id: v.id.clone() }))
         .await
@@ -431,13 +432,14 @@ async fn delete_snapshot_status_rules_and_cast() {
     }
 
     let s = snapshot_in(&f, &p1, &v.id, SnapshotStatus::Available).await;
-    f.bus.fail_casts.store(true, Ordering::SeqCst);
+    f.fail_casts(true);
     assert_eq!(
         delete(&s.id).await.expect_err("cast fails").code(),
         Code::Unavailable
     );
     let now = row(&f, &s.id).await.expect("row");
     assert_eq!(now.status, SnapshotStatus::ErrorDeleting);
+    assert_eq!(f.h.notifier.events_of(&s.id), [Event::SnapshotDeleteError]);
     assert!(now.error_message.contains(HOST), "{}", now.error_message);
 }
 
@@ -473,7 +475,7 @@ async fn delete_snapshot_without_backend_removes_the_row() {
             .await
             .expect("db")
     );
-    f.bus.down.store(true, Ordering::SeqCst);
+    f.h.link.set_down(true);
     snapshots(&f)
         .delete_snapshot(request(&p1, pb::DeleteSnapshotRequest { id: s.id.clone() }))
         .await
@@ -500,222 +502,10 @@ async fn delete_volume_with_snapshots_is_refused_naming_them() {
     }
     let volume = f.db.get_volume(&v.id).await.expect("db").expect("row");
     assert_eq!(volume.status, VolumeStatus::Available);
-    assert!(f.bus.deleted.lock().expect("lock").is_empty());
+    assert!(f.deleted().is_empty());
     for s in [&s1, &s2] {
         f.db.delete_snapshot_row(&s.id).await.expect("db");
     }
     let deleted = delete().await.expect("no snapshots left").into_inner();
     assert_eq!(deleted.status, pb::VolumeStatus::Deleting as i32);
-}
-
-fn from_snapshot(snapshot_id: &str, size_gib: u64) -> pb::CreateVolumeRequest {
-    pb::CreateVolumeRequest {
-        size_gib,
-        source: Some(pb::create_volume_request::Source::SnapshotId(
-            snapshot_id.into(),
-        )),
-        ..create_req("from-snap")
-    }
-}
-
-#[tokio::test]
-async fn create_volume_from_snapshot_sizes_and_placement() {
-    let f = fixture().await;
-    let p1 = member("p1");
-    let v = volume_in(&f, &p1, 4, VolumeStatus::Available).await;
-    let s = snapshot_in(&f, &p1, &v.id, SnapshotStatus::Available).await;
-    let create = |req: pb::CreateVolumeRequest| {
-        let api = f.api.clone();
-        let p1 = p1.clone();
-        async move {
-            api.create_volume(request(&p1, req))
-                .await
-                .map(Response::into_inner)
-        }
-    };
-
-    let status = create(from_snapshot(&s.id, 3)).await.expect_err("smaller");
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(field(&status), "size_gib");
-
-    let same = create(from_snapshot(&s.id, 0)).await.expect("size 0");
-    assert_eq!(same.size_gib, 4);
-    assert_eq!(same.snapshot_id, s.id);
-    let scheduled = f
-        .bus
-        .scheduled
-        .lock()
-        .expect("lock")
-        .last()
-        .cloned()
-        .expect("scheduled");
-    assert_eq!(scheduled.volume_id, same.id);
-    assert_eq!(scheduled.snapshot_id, s.id);
-    assert_eq!(scheduled.required_host, HOST);
-    assert_eq!(scheduled.size_gib, 4);
-    let row = f.db.get_volume(&same.id).await.expect("db").expect("row");
-    assert_eq!(row.snapshot_id.as_deref(), Some(s.id.as_str()));
-
-    let larger = create(from_snapshot(&s.id, 6)).await.expect("larger");
-    assert_eq!(larger.size_gib, 6);
-}
-
-#[tokio::test]
-async fn create_volume_from_snapshot_must_find_an_available_one() {
-    let f = fixture().await;
-    let p1 = member("p1");
-    let v = volume_in(&f, &p1, 1, VolumeStatus::Available).await;
-    let create = |ctx: RequestContext, req: pb::CreateVolumeRequest| {
-        let api = f.api.clone();
-        async move {
-            api.create_volume(request(&ctx, req))
-                .await
-                .map(Response::into_inner)
-        }
-    };
-    let missing = uuid::Uuid::new_v4().to_string();
-    let status = create(p1.clone(), from_snapshot(&missing, 0))
-        .await
-        .expect_err("missing");
-    assert_eq!(status.code(), Code::NotFound);
-    assert!(
-        status.message().contains("snapshot_id"),
-        "{}",
-        status.message()
-    );
-    assert!(status.message().contains(&missing), "{}", status.message());
-
-    let creating = snapshot(&f, &p1, &v.id).await.expect("creating");
-    let status = create(p1.clone(), from_snapshot(&creating.id, 0))
-        .await
-        .expect_err("creating");
-    assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(
-        status.message().contains("creating"),
-        "{}",
-        status.message()
-    );
-
-    let s = snapshot_in(&f, &p1, &v.id, SnapshotStatus::Available).await;
-    let status = create(member("p2"), from_snapshot(&s.id, 0))
-        .await
-        .expect_err("foreign");
-    assert_eq!(status.code(), Code::NotFound);
-    let status = create(p1.clone(), from_snapshot("nope", 0))
-        .await
-        .expect_err("bad id");
-    assert_eq!(field(&status), "snapshot_id");
-    assert_eq!(
-        f.bus.scheduled.lock().expect("lock").len(),
-        1,
-        "only the source volume"
-    );
-}
-
-#[tokio::test]
-async fn snapshot_and_volume_made_from_it_guard_each_other() {
-    let f = fixture().await;
-    let p1 = member("p1");
-    let v = volume_in(&f, &p1, 1, VolumeStatus::Available).await;
-    let s = snapshot_in(&f, &p1, &v.id, SnapshotStatus::Available).await;
-    let child = f
-        .api
-        .create_volume(request(&p1, from_snapshot(&s.id, 0)))
-        .await
-        .expect("child")
-        .into_inner();
-    // While the volume is being made from it, the snapshot stays.
-    let status = snapshots(&f)
-        .delete_snapshot(request(&p1, pb::DeleteSnapshotRequest { id: s.id.clone() }))
-        .await
-        .expect_err("in use");
-    assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(status.message().contains(&child.id), "{}", status.message());
-    // A snapshot being deleted cannot be the source of a new volume, and no row is left.
-    assert!(
-        f.db.transition_volume(
-            &child.id,
-            &[VolumeStatus::Creating],
-            VolumeStatus::Available,
-            None,
-            None
-        )
-        .await
-        .expect("db")
-    );
-    snapshots(&f)
-        .delete_snapshot(request(&p1, pb::DeleteSnapshotRequest { id: s.id.clone() }))
-        .await
-        .expect("delete");
-    let status = f
-        .api
-        .create_volume(request(&p1, from_snapshot(&s.id, 0)))
-        .await
-        .expect_err("deleting");
-    assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(
-        status.message().contains("deleting"),
-        "{}",
-        status.message()
-    );
-}
-
-#[tokio::test]
-async fn confirm_snapshot_undoes_a_volume_whose_snapshot_vanished() {
-    let f = fixture().await;
-    let p1 = member("p1");
-    let v = volume_in(&f, &p1, 1, VolumeStatus::Available).await;
-    let s = snapshot_in(&f, &p1, &v.id, SnapshotStatus::Available).await;
-    let now = now_ms();
-    let volume = Volume {
-        id: uuid::Uuid::new_v4().to_string(),
-        project_id: "p1".into(),
-        user_id: "u1".into(),
-        name: String::new(),
-        description: String::new(),
-        size_gib: 1,
-        status: VolumeStatus::Creating,
-        volume_type: String::new(),
-        availability_zone: String::new(),
-        host: None,
-        metadata: BTreeMap::new(),
-        error_message: String::new(),
-        snapshot_id: Some(s.id.clone()),
-        source_volume_id: None,
-        created_at_ms: now,
-        updated_at_ms: now,
-    };
-    let worker = WorkerEntry {
-        kind: WorkerKind::Volume,
-        resource_id: volume.id.clone(),
-        status: "creating".into(),
-        service: "scoria-scheduler".into(),
-        deadline_ms: now,
-    };
-    f.db.create_volume(&volume, None, &worker)
-        .await
-        .expect("db");
-    f.api
-        .confirm_snapshot(&volume, None)
-        .await
-        .expect("available");
-    // The racing delete got in first (as if between the read and the insert).
-    assert!(
-        f.db.transition_snapshot(
-            &s.id,
-            &[SnapshotStatus::Available],
-            SnapshotStatus::Deleting,
-            None,
-            None
-        )
-        .await
-        .expect("db")
-    );
-    let err = f
-        .api
-        .confirm_snapshot(&volume, None)
-        .await
-        .expect_err("gone");
-    assert!(matches!(err, ApiError::FailedPrecondition(_)), "{err}");
-    assert_eq!(f.db.get_volume(&volume.id).await.expect("db"), None);
 }

@@ -3,10 +3,7 @@
 
 use std::{
     convert::Infallible,
-    sync::{
-        Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use http::Request as HttpRequest;
@@ -14,16 +11,21 @@ use scoria_common::{
     db::{WorkerEntry, WorkerKind},
     model::VolumeStatus,
 };
-use scoria_proto::bus::{
-    AttachResult, AttachVolume, CreateSnapshot, DeleteSnapshot, DeleteVolume, DetachResult,
-    DetachVolume, ExtendVolume, PoolList, ScheduleCreateVolume,
+use scoria_common::{
+    ops::{OpsError, OpsResult, SchedulerOps},
+    testing::RecordingScheduler,
 };
+use scoria_proto::bus::{Capabilities, PoolList, ScheduleCreateVolume};
 use scoria_proto::v1::admin_service_server::AdminServiceServer;
 use tonic::{Code, body::Body};
 use tower::{Layer, Service as _, ServiceExt};
 
 use super::*;
-use crate::auth::{AuthLayer, Authenticator, authorize};
+use crate::{
+    auth::{AuthLayer, Authenticator, authorize, path_of},
+    ports::Ports,
+    test_support::Harness,
+};
 
 const METHODS: [&str; 4] = [
     "ListServices",
@@ -32,84 +34,36 @@ const METHODS: [&str; 4] = [
     "ListPools",
 ];
 
-/// A bus whose scheduler knows `pools` (or fails with `failure`); records the
-/// `get_pools` requests. Every other method is refused: AdminService casts nothing.
+/// A scheduler that knows `pools` (or fails with `failure`) and records the
+/// `get_pools` requests: `RecordingScheduler` answers the same pools whatever the
+/// host filter, and ListPools is about that filter. Its other methods are the
+/// recording scheduler's (AdminService casts nothing).
 #[derive(Default)]
-struct FakeBus {
-    down: AtomicBool,
+struct PoolScheduler {
+    recording: RecordingScheduler,
     failure: Mutex<Option<Status>>,
     pools: Vec<pb::StoragePool>,
     asked: Mutex<Vec<GetPools>>,
 }
 
-fn not_admin<T>() -> Result<T, Status> {
-    Err(Status::unimplemented("AdminService sends no such message"))
-}
-
 #[tonic::async_trait]
-impl Bus for FakeBus {
-    fn is_connected(&self) -> bool {
-        !self.down.load(Ordering::SeqCst)
+impl SchedulerOps for PoolScheduler {
+    async fn create_volume(&self, ctx: &RequestContext, r: ScheduleCreateVolume) -> OpsResult<()> {
+        self.recording.create_volume(ctx, r).await
     }
-    async fn schedule_create(
+
+    async fn update_service_capabilities(
         &self,
-        _: &RequestContext,
-        _: ScheduleCreateVolume,
-    ) -> Result<(), Status> {
-        not_admin()
+        ctx: &RequestContext,
+        r: Capabilities,
+    ) -> OpsResult<()> {
+        self.recording.update_service_capabilities(ctx, r).await
     }
-    async fn delete_on_host(
-        &self,
-        _: &RequestContext,
-        _: &str,
-        _: DeleteVolume,
-    ) -> Result<(), Status> {
-        not_admin()
-    }
-    async fn extend_on_host(
-        &self,
-        _: &RequestContext,
-        _: &str,
-        _: ExtendVolume,
-    ) -> Result<(), Status> {
-        not_admin()
-    }
-    async fn create_snapshot_on_host(
-        &self,
-        _: &RequestContext,
-        _: &str,
-        _: CreateSnapshot,
-    ) -> Result<(), Status> {
-        not_admin()
-    }
-    async fn delete_snapshot_on_host(
-        &self,
-        _: &RequestContext,
-        _: &str,
-        _: DeleteSnapshot,
-    ) -> Result<(), Status> {
-        not_admin()
-    }
-    async fn attach_on_host(
-        &self,
-        _: &RequestContext,
-        _: &str,
-        _: AttachVolume,
-    ) -> Result<AttachResult, Status> {
-        not_admin()
-    }
-    async fn detach_on_host(
-        &self,
-        _: &RequestContext,
-        _: &str,
-        _: DetachVolume,
-    ) -> Result<DetachResult, Status> {
-        not_admin()
-    }
-    async fn get_pools(&self, _: &RequestContext, request: GetPools) -> Result<PoolList, Status> {
+
+    async fn get_pools(&self, _: &RequestContext, request: GetPools) -> OpsResult<PoolList> {
         self.asked.lock().expect("lock").push(request.clone());
         if let Some(status) = self.failure.lock().expect("lock").clone() {
-            return Err(status);
+            return Err(OpsError::Failed(status));
         }
         Ok(PoolList {
             pools: self
@@ -122,23 +76,17 @@ impl Bus for FakeBus {
     }
 }
 
-struct TempDb {
-    db: Db,
-    dir: std::path::PathBuf,
+/// The admin API over `scheduler` and the fakes of `h`.
+fn api_with(h: &Harness, service_down_ms: i64, scheduler: Arc<PoolScheduler>) -> AdminApi {
+    let ports = Ports {
+        scheduler,
+        ..h.ports()
+    };
+    AdminApi::new(h.db.db().clone(), service_down_ms, ports)
 }
 
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn temp_db() -> TempDb {
-    let dir = std::env::temp_dir().join(format!("scoria-admin-test-{}", uuid::Uuid::new_v4()));
-    let db = Db::connect(&format!("sqlite://{}", dir.join("scoria.db").display()))
-        .await
-        .expect("db");
-    TempDb { db, dir }
+fn api(h: &Harness, service_down_ms: i64) -> AdminApi {
+    api_with(h, service_down_ms, Arc::default())
 }
 
 fn admin() -> RequestContext {
@@ -202,10 +150,10 @@ async fn volume(db: &Db, status: VolumeStatus) -> Volume {
 #[test]
 fn the_role_table_keeps_every_method_for_admins() {
     for method in METHODS {
-        authorize(&admin(), method).expect(method);
+        authorize(&admin(), path_of(method)).expect(method);
         for roles in [vec!["member"], vec!["reader"], vec!["member", "reader"]] {
             let ctx = RequestContext::new("p1", "u", roles.iter().map(|r| r.to_string()).collect());
-            let err = authorize(&ctx, method).expect_err(method);
+            let err = authorize(&ctx, path_of(method)).expect_err(method);
             assert_eq!(
                 err.into_status().code(),
                 Code::PermissionDenied,
@@ -219,10 +167,9 @@ fn the_role_table_keeps_every_method_for_admins() {
 /// the handler runs.
 #[tokio::test]
 async fn the_auth_layer_refuses_members() {
-    let t = temp_db().await;
-    let mut service = AuthLayer::new(Authenticator::noauth()).layer(AdminServiceServer::new(
-        AdminApi::new(t.db.clone(), 60_000, Arc::new(FakeBus::default())),
-    ));
+    let t = Harness::new().await;
+    let mut service =
+        AuthLayer::new(Authenticator::noauth()).layer(AdminServiceServer::new(api(&t, 60_000)));
     for method in METHODS {
         let request = HttpRequest::builder()
             .method("POST")
@@ -247,8 +194,8 @@ async fn the_auth_layer_refuses_members() {
 /// The handlers check the role too, whatever wraps them.
 #[tokio::test]
 async fn handlers_refuse_non_admins() {
-    let t = temp_db().await;
-    let api = AdminApi::new(t.db.clone(), 60_000, Arc::new(FakeBus::default()));
+    let t = Harness::new().await;
+    let api = api(&t, 60_000);
     let err = api
         .list_services(request(member(), pb::ListServicesRequest::default()))
         .await
@@ -295,7 +242,7 @@ async fn list(api: &AdminApi, binary: &str) -> Vec<pb::Service> {
 
 #[tokio::test]
 async fn list_services_filters_and_computes_up_and_down() {
-    let t = temp_db().await;
+    let t = Harness::new().await;
     t.db.heartbeat("scoria-volume", "n1@file", "az1")
         .await
         .expect("beat");
@@ -306,7 +253,7 @@ async fn list_services_filters_and_computes_up_and_down() {
         .await
         .expect("beat");
 
-    let fresh = AdminApi::new(t.db.clone(), 60_000, Arc::new(FakeBus::default()));
+    let fresh = api(&t, 60_000);
     let all = list(&fresh, "").await;
     let got: Vec<(&str, &str, &str, bool, i32)> = all
         .iter()
@@ -337,7 +284,7 @@ async fn list_services_filters_and_computes_up_and_down() {
 
     // With a 1 ms down time, heartbeats 20 ms old are down.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let strict = AdminApi::new(t.db.clone(), 1, Arc::new(FakeBus::default()));
+    let strict = api(&t, 1);
     let states: Vec<i32> = list(&strict, "").await.iter().map(|s| s.state).collect();
     assert_eq!(states, [pb::ServiceState::Down as i32; 3]);
 }
@@ -353,11 +300,11 @@ fn set(binary: &str, host: &str, enabled: bool, reason: &str) -> pb::SetServiceE
 
 #[tokio::test]
 async fn set_service_enabled_needs_a_reason_to_disable_and_clears_it_to_enable() {
-    let t = temp_db().await;
+    let t = Harness::new().await;
     t.db.heartbeat("scoria-volume", "n1@file", "az1")
         .await
         .expect("beat");
-    let api = AdminApi::new(t.db.clone(), 60_000, Arc::new(FakeBus::default()));
+    let api = api(&t, 60_000);
 
     for reason in ["", "   ", &"x".repeat(256)] {
         let err = api
@@ -430,8 +377,8 @@ fn reset(volume_id: &str, status: pb::VolumeStatus) -> pb::ResetVolumeStatusRequ
 
 #[tokio::test]
 async fn reset_volume_status_overrides_any_projects_volume() {
-    let t = temp_db().await;
-    let api = AdminApi::new(t.db.clone(), 60_000, Arc::new(FakeBus::default()));
+    let t = Harness::new().await;
+    let api = api(&t, 60_000);
     // Project p2's volume, stuck deleting; the admin is in another project.
     let stuck = volume(&t.db, VolumeStatus::Deleting).await;
 
@@ -547,12 +494,12 @@ fn list_pools_request(host: &str) -> pb::ListPoolsRequest {
 
 #[tokio::test]
 async fn list_pools_asks_a_scheduler_with_the_host_filter() {
-    let t = temp_db().await;
-    let bus = Arc::new(FakeBus {
+    let t = Harness::new().await;
+    let bus = Arc::new(PoolScheduler {
         pools: vec![pool("n1@file#pool", 60.0), pool("n2@qcow#pool", 10.0)],
-        ..FakeBus::default()
+        ..PoolScheduler::default()
     });
-    let api = AdminApi::new(t.db.clone(), 60_000, bus.clone());
+    let api = api_with(&t, 60_000, bus.clone());
     let all = api
         .list_pools(request(admin(), list_pools_request("")))
         .await
@@ -579,9 +526,9 @@ async fn list_pools_asks_a_scheduler_with_the_host_filter() {
 
 #[tokio::test]
 async fn list_pools_validates_host_and_role_before_asking() {
-    let t = temp_db().await;
-    let bus = Arc::new(FakeBus::default());
-    let api = AdminApi::new(t.db.clone(), 60_000, bus.clone());
+    let t = Harness::new().await;
+    let bus = Arc::new(PoolScheduler::default());
+    let api = api_with(&t, 60_000, bus.clone());
     let err = api
         .list_pools(request(member(), list_pools_request("")))
         .await
@@ -619,10 +566,10 @@ async fn list_pools_validates_host_and_role_before_asking() {
 
 #[tokio::test]
 async fn list_pools_is_unavailable_without_broker_or_scheduler() {
-    let t = temp_db().await;
-    let bus = Arc::new(FakeBus::default());
-    let api = AdminApi::new(t.db.clone(), 60_000, bus.clone());
-    bus.down.store(true, Ordering::SeqCst);
+    let t = Harness::new().await;
+    let bus = Arc::new(PoolScheduler::default());
+    let api = api_with(&t, 60_000, bus.clone());
+    t.link.set_down(true);
     let err = api
         .list_pools(request(admin(), list_pools_request("")))
         .await
@@ -631,7 +578,7 @@ async fn list_pools_is_unavailable_without_broker_or_scheduler() {
     assert!(err.message().contains("broker"), "{}", err.message());
     assert!(bus.asked.lock().expect("lock").is_empty());
 
-    bus.down.store(false, Ordering::SeqCst);
+    t.link.set_down(false);
     for status in [
         Status::unavailable("queue scoria.scheduler has no consumer"),
         Status::deadline_exceeded("get_pools timed out after 5s"),

@@ -20,7 +20,7 @@ async fn create_writes_intent_then_casts() {
             .expect("db")
             .expect("worker");
     assert_eq!(worker.service, SCHEDULER_SERVICE);
-    let scheduled = f.bus.scheduled.lock().expect("lock").clone();
+    let scheduled = f.h.scheduler.scheduled();
     assert_eq!(scheduled.len(), 1);
     assert_eq!(
         (scheduled[0].volume_id.as_str(), scheduled[0].attempt),
@@ -55,16 +55,16 @@ async fn rejected_creates_write_nothing() {
         .expect_err("no such snapshot");
     assert_eq!(status.code(), Code::NotFound);
 
-    f.bus.down.store(true, Ordering::SeqCst);
+    f.h.link.set_down(true);
     let status = f
         .api
         .create_volume(request(&ctx, create_req("x")))
         .await
         .expect_err("broker down");
     assert_eq!(status.code(), Code::Unavailable);
-    f.bus.down.store(false, Ordering::SeqCst);
+    f.h.link.set_down(false);
 
-    f.bus.fail_casts.store(true, Ordering::SeqCst);
+    f.fail_casts(true);
     let keyed = pb::CreateVolumeRequest {
         request_id: "r1".into(),
         ..create_req("x")
@@ -76,9 +76,11 @@ async fn rejected_creates_write_nothing() {
         .expect_err("cast fails");
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(f.db.count_volumes("p1").await.expect("count"), 0);
+    // The compensation announces the failed create.
+    assert_eq!(f.h.notifier.events(), [Event::VolumeCreateError]);
 
     // The key was taken back with the row: a retry succeeds.
-    f.bus.fail_casts.store(false, Ordering::SeqCst);
+    f.fail_casts(false);
     f.api
         .create_volume(request(&ctx, keyed))
         .await
@@ -108,11 +110,7 @@ async fn request_id_makes_create_idempotent() {
         .expect("retry")
         .into_inner();
     assert_eq!(first.id, again.id);
-    assert_eq!(
-        f.bus.scheduled.lock().expect("lock").len(),
-        1,
-        "a retry casts nothing"
-    );
+    assert_eq!(f.h.scheduler.scheduled().len(), 1, "a retry casts nothing");
 
     let different = pb::CreateVolumeRequest {
         size_gib: 2,

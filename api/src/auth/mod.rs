@@ -42,18 +42,78 @@ const WRITER_ROLES: [&str; 2] = ["admin", "member"];
 const READER_ROLES: [&str; 3] = ["admin", "member", "reader"];
 /// Roles that may call the admin-only methods.
 const ADMIN_ROLES: [&str; 1] = ["admin"];
-/// Methods only admins may call (gRPC method names are unique across Scoria's
-/// services).
-const ADMIN_METHODS: [&str; 7] = [
-    "CreateVolumeType",
-    "UpdateVolumeType",
-    "DeleteVolumeType",
-    // AdminService: every method.
-    "ListServices",
-    "SetServiceEnabled",
-    "ResetVolumeStatus",
-    "ListPools",
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Readers, members, admins.
+    Read,
+    /// Members and admins.
+    Write,
+    /// Admins only.
+    Admin,
+}
+
+/// Every service behind the auth layer whose methods are all admin-only.
+const ADMIN_SERVICE: &str = "/scoria.v1.AdminService/";
+
+/// Every method behind the auth layer, by its full gRPC path. A path that is not
+/// here is refused whoever asks (fail closed): a new method is closed until it
+/// is added here with its access.
+const METHODS: &[(&str, Access)] = &[
+    ("/scoria.v1.VolumeService/CreateVolume", Access::Write),
+    ("/scoria.v1.VolumeService/GetVolume", Access::Read),
+    ("/scoria.v1.VolumeService/ListVolumes", Access::Read),
+    ("/scoria.v1.VolumeService/UpdateVolume", Access::Write),
+    ("/scoria.v1.VolumeService/DeleteVolume", Access::Write),
+    ("/scoria.v1.VolumeService/ExtendVolume", Access::Write),
+    ("/scoria.v1.SnapshotService/CreateSnapshot", Access::Write),
+    ("/scoria.v1.SnapshotService/GetSnapshot", Access::Read),
+    ("/scoria.v1.SnapshotService/ListSnapshots", Access::Read),
+    ("/scoria.v1.SnapshotService/DeleteSnapshot", Access::Write),
+    (
+        "/scoria.v1.AttachmentService/CreateAttachment",
+        Access::Write,
+    ),
+    ("/scoria.v1.AttachmentService/GetAttachment", Access::Read),
+    ("/scoria.v1.AttachmentService/ListAttachments", Access::Read),
+    (
+        "/scoria.v1.AttachmentService/DeleteAttachment",
+        Access::Write,
+    ),
+    (
+        "/scoria.v1.VolumeTypeService/CreateVolumeType",
+        Access::Admin,
+    ),
+    ("/scoria.v1.VolumeTypeService/GetVolumeType", Access::Read),
+    ("/scoria.v1.VolumeTypeService/ListVolumeTypes", Access::Read),
+    (
+        "/scoria.v1.VolumeTypeService/UpdateVolumeType",
+        Access::Admin,
+    ),
+    (
+        "/scoria.v1.VolumeTypeService/DeleteVolumeType",
+        Access::Admin,
+    ),
+    (
+        "/scoria.v1.AvailabilityZoneService/ListAvailabilityZones",
+        Access::Read,
+    ),
+    ("/scoria.v1.AdminService/ListServices", Access::Admin),
+    ("/scoria.v1.AdminService/SetServiceEnabled", Access::Admin),
+    ("/scoria.v1.AdminService/ResetVolumeStatus", Access::Admin),
+    ("/scoria.v1.AdminService/ListPools", Access::Admin),
 ];
+
+/// The full path of a known `method` (tests name methods by their bare name).
+#[cfg(test)]
+pub(crate) fn path_of(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .map(|(path, _)| *path)
+        .find(|path| path.rsplit('/').next() == Some(method))
+        .unwrap_or_else(|| panic!("no method {method}"))
+}
 
 /// Why the tokens file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -230,23 +290,31 @@ impl Authenticator {
     }
 }
 
-/// Whether `ctx` may call `method` (the last part of the gRPC path): readers may
-/// only `Get`, `List` and `Watch`; [`ADMIN_METHODS`] need `admin`; `admin` and
-/// `member` may do everything else.
-pub fn authorize(ctx: &RequestContext, method: &str) -> ApiResult<()> {
-    let read = ["Get", "List", "Watch"]
-        .iter()
-        .any(|prefix| method.starts_with(prefix));
-    let allowed: &[&str] = if ADMIN_METHODS.contains(&method) {
-        &ADMIN_ROLES
-    } else if read {
-        &READER_ROLES
+/// Whether `ctx` may call the method at `path` (the full gRPC path,
+/// `/scoria.v1.VolumeService/GetVolume`), as [`METHODS`] says: readers may read,
+/// members and admins may change things, admins alone may call the admin-only
+/// methods (every one under [`ADMIN_SERVICE`]). A path not in the table is
+/// refused, whoever asks.
+pub fn authorize(ctx: &RequestContext, path: &str) -> ApiResult<()> {
+    let Some(&(_, listed)) = METHODS.iter().find(|(known, _)| *known == path) else {
+        return Err(ApiError::PermissionDenied(format!(
+            "{path} is not a method this API serves: refused"
+        )));
+    };
+    let access = if path.starts_with(ADMIN_SERVICE) {
+        Access::Admin
     } else {
-        &WRITER_ROLES
+        listed
+    };
+    let allowed: &[&str] = match access {
+        Access::Admin => &ADMIN_ROLES,
+        Access::Read => &READER_ROLES,
+        Access::Write => &WRITER_ROLES,
     };
     if allowed.iter().any(|role| ctx.has_role(role)) {
         return Ok(());
     }
+    let method = path.rsplit('/').next().unwrap_or(path);
     Err(ApiError::PermissionDenied(format!(
         "{method} needs one of the roles {}; the caller has [{}]",
         allowed.join(", "),
@@ -332,15 +400,10 @@ where
         // The clone is not ready; call the one that is (tower's usual dance).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let method = request
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let path = request.uri().path().to_owned();
+        let method = path.rsplit('/').next().unwrap_or_default().to_owned();
         let outcome = self.auth.authenticate(request.headers()).and_then(|ctx| {
-            authorize(&ctx, &method)?;
+            authorize(&ctx, &path)?;
             Ok(ctx)
         });
         match outcome {
@@ -357,6 +420,7 @@ where
                 Box::pin(
                     async move {
                         let mut response = inner.call(request).await?;
+                        ensure_reason(&mut response);
                         if let Some(id) = request_id {
                             response.headers_mut().insert(REQUEST_ID_HEADER, id);
                         }
@@ -384,10 +448,25 @@ where
     }
 }
 
+/// The last resort at the edge: an error response whose status carries no
+/// `ErrorInfo` (one tonic made itself: an unknown method, a body it cannot
+/// decode) gets the reason its code implies.
+fn ensure_reason(response: &mut Response<Body>) {
+    let Some(status) = tonic::Status::from_header_map(response.headers()) else {
+        return;
+    };
+    if status.code() == tonic::Code::Ok || scoria_common::status::reason_of(&status).is_some() {
+        return;
+    }
+    let with = scoria_common::status::ensure_reason(status);
+    if let Err(err) = with.add_header(response.headers_mut()) {
+        tracing::warn!(error = %err, "cannot add an ErrorInfo to an error response");
+    }
+}
+
 fn header_value(value: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(value).ok()
 }
 
 #[cfg(test)]
-#[path = "auth_tests.rs"]
 mod tests;

@@ -6,13 +6,16 @@
 use scoria_common::{
     RequestContext,
     db::{WorkerEntry, WorkerKind},
+    events::Event,
     model::{Volume, VolumeStatus, now_ms},
+    settle::VolumeChange,
 };
 use scoria_proto::{bus::ExtendVolume, v1 as pb};
 
 use super::VolumeApi;
 use crate::{
     error::{ApiError, ApiResult},
+    intent::Intent,
     validate,
 };
 
@@ -50,16 +53,25 @@ impl VolumeApi {
         if volume.status != VolumeStatus::Available {
             return Err(not_extendable(&volume));
         }
+        self.start_extend(ctx, volume, new_size).await
+    }
+
+    /// ExtendVolume after its checks: `volume` as it was read and checked,
+    /// `new_size` larger than its size then.
+    pub(super) async fn start_extend(
+        &self,
+        ctx: &RequestContext,
+        volume: Volume,
+        new_size: u64,
+    ) -> ApiResult<Volume> {
+        let id = volume.id.clone();
         let Some(host) = volume.host.clone() else {
             return Err(ApiError::Internal(format!(
                 "available volume {id} has no host"
             )));
         };
-        if !self.bus.is_connected() {
-            return Err(ApiError::BrokerDown(format!(
-                "cannot ask {host} to extend volume {id} now"
-            )));
-        }
+        let intent = Intent::cast(&self.ports, format!("extend volume {id} on {host}"));
+        intent.ready().await?;
         let worker = WorkerEntry {
             kind: WorkerKind::Volume,
             resource_id: id.clone(),
@@ -67,21 +79,26 @@ impl VolumeApi {
             service: host.clone(),
             deadline_ms: now_ms() + EXTEND_DEADLINE_MS,
         };
+        // The size it was checked against is part of the compare-and-set: a
+        // request checked before another extend finished loses.
         let won = self
             .db
-            .transition_volume_with_worker(
-                &id,
-                &[VolumeStatus::Available],
-                VolumeStatus::Extending,
-                None,
-                None,
-                Some(&worker),
-            )
+            .start_extend(&id, volume.size_gib, &worker)
             .await
             .map_err(ApiError::db(format!("mark volume {id} extending")))?;
         if !won {
+            let checked = volume.size_gib;
             return Err(match self.load(ctx, &id).await {
-                Ok(volume) => not_extendable(&volume),
+                Ok(now) if now.status == VolumeStatus::Available => ApiError::WrongStatus {
+                    kind: "volume",
+                    id,
+                    status: format!("{} with {} GiB", now.status, now.size_gib),
+                    detail: format!(
+                        ": the request was checked against {checked} GiB, \
+                         another extend finished meanwhile"
+                    ),
+                },
+                Ok(now) => not_extendable(&now),
                 Err(err) => err,
             });
         }
@@ -90,27 +107,25 @@ impl VolumeApi {
             new_size_gib: new_size,
             previous_status: VolumeStatus::Available.as_str().to_owned(),
         };
-        if let Err(status) = self.bus.extend_on_host(ctx, &host, request).await {
-            // Nothing will extend it: put it back as it was.
-            let restored = self
-                .db
-                .transition_volume_with_worker(
-                    &id,
-                    &[VolumeStatus::Extending],
-                    VolumeStatus::Available,
-                    None,
-                    None,
-                    None,
-                )
-                .await;
-            if let Err(err) = restored {
-                tracing::error!(volume_id = %id, error = %err, "cannot put volume back to available");
-            }
-            return Err(ApiError::Bus {
-                action: format!("extend volume {id} on {host}"),
-                status,
-            });
-        }
+        let settler = self.ports.settler(&self.db);
+        let mut failed = Volume {
+            status: VolumeStatus::Extending,
+            ..volume.clone()
+        };
+        intent
+            .send(
+                self.ports.volumes.extend_volume(ctx, &host, request),
+                |why| async move {
+                    // Nothing will extend it: put it back as it was.
+                    tracing::warn!(volume_id = %failed.id, error = %why, "extend not sent");
+                    let change =
+                        VolumeChange::new(&[VolumeStatus::Extending], VolumeStatus::Available);
+                    settler
+                        .volume(ctx, &mut failed, change, Some(Event::VolumeResizeError))
+                        .await
+                },
+            )
+            .await?;
         tracing::info!(volume_id = %id, host = %host, new_size_gib = new_size, "volume extension requested");
         Ok(Volume {
             status: VolumeStatus::Extending,
@@ -126,5 +141,19 @@ fn not_extendable(volume: &Volume) -> ApiError {
     } else {
         ": only available volumes can be extended"
     };
-    ApiError::FailedPrecondition(format!("volume {} is {}{hint}", volume.id, volume.status))
+    let (id, status, detail) = (
+        volume.id.clone(),
+        volume.status.to_string(),
+        hint.to_owned(),
+    );
+    if volume.status == VolumeStatus::InUse {
+        ApiError::VolumeInUse { id, status, detail }
+    } else {
+        ApiError::WrongStatus {
+            kind: "volume",
+            id,
+            status,
+            detail,
+        }
+    }
 }

@@ -1,24 +1,24 @@
-//! Tests of [`super::AttachmentApi`] over a real SQLite database and a fake bus
-//! whose volume host settles the rows as the real one does (or fails as told):
+//! Tests of [`super::AttachmentApi`] over a real SQLite database and a volume host
+//! (the recording fake, wrapped) that settles the rows as the real one does (or fails as told):
 //! `create.rs` for CreateAttachment, `detach.rs` for DeleteAttachment, listing,
 //! roles and the in-use rules of the other services.
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use scoria_common::{
     db::WorkerKind,
+    events::Event,
     model::{ConnectionInfo, VolumeType},
+    ops::{OpsError, OpsResult, VolumeOps},
+    testing::{RecordingVolumes, VolumeCall},
 };
 use scoria_proto::{
     bus::{
-        AttachResult, CreateSnapshot, DeleteSnapshot, DeleteVolume, DetachResult, ExtendVolume,
-        GetPools, PoolList, ScheduleCreateVolume,
+        AttachResult, CreateSnapshot, CreateVolume, DeleteSnapshot, DeleteVolume, DetachResult,
+        ExtendVolume, PublishCapabilities,
     },
     v1::volume_service_server::VolumeService,
 };
@@ -26,7 +26,11 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use super::*;
-use crate::{auth::authorize, volume::VolumeApi};
+use crate::{
+    auth::{authorize, path_of},
+    test_support::{Harness, ctx, request},
+    volume::VolumeApi,
+};
 
 const HOST: &str = "node1@file";
 
@@ -41,35 +45,40 @@ enum Answer {
     Fail(Status),
 }
 
-struct FakeBus {
+/// The volume host of these tests: the recording fake records every message and
+/// this wrapper settles the rows as the real host does (or fails as told), which
+/// needs the database and so cannot be a `RecordingVolumes` answer.
+struct SettlingHost {
     db: Db,
-    down: AtomicBool,
+    recorded: RecordingVolumes,
     attach: Mutex<Answer>,
     detach: Mutex<Answer>,
-    /// `(method, host, attachment id)` of each call.
-    calls: Mutex<Vec<(&'static str, String, String)>>,
 }
 
-impl FakeBus {
+impl SettlingHost {
     fn new(db: Db) -> Self {
+        let recorded = RecordingVolumes::default();
+        recorded.answer_attach(|_, _| Ok(AttachResult::default()));
+        recorded.answer_detach(|_, _| Ok(DetachResult::default()));
         Self {
             db,
-            down: AtomicBool::new(false),
+            recorded,
             attach: Mutex::new(Answer::Settle),
             detach: Mutex::new(Answer::Settle),
-            calls: Mutex::new(Vec::new()),
         }
     }
 
-    fn record(&self, method: &'static str, host: &str, id: &str) {
-        self.calls
-            .lock()
-            .expect("lock")
-            .push((method, host.to_owned(), id.to_owned()));
-    }
-
+    /// `(method, host, attachment id)` of each call.
     fn calls(&self) -> Vec<(&'static str, String, String)> {
-        self.calls.lock().expect("lock").clone()
+        self.recorded
+            .calls()
+            .into_iter()
+            .filter_map(|call| match call {
+                VolumeCall::Attach(host, r) => Some(("attach_volume", host, r.attachment_id)),
+                VolumeCall::Detach(host, r) => Some(("detach_volume", host, r.attachment_id)),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -84,68 +93,65 @@ fn info(id: &str, read_only: bool) -> ConnectionInfo {
 }
 
 #[tonic::async_trait]
-impl Bus for FakeBus {
-    fn is_connected(&self) -> bool {
-        !self.down.load(Ordering::SeqCst)
+impl VolumeOps for SettlingHost {
+    async fn create_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        r: CreateVolume,
+    ) -> OpsResult<()> {
+        self.recorded.create_volume(ctx, host, r).await
     }
 
-    async fn schedule_create(
+    async fn delete_volume(
         &self,
-        _ctx: &RequestContext,
-        _request: ScheduleCreateVolume,
-    ) -> Result<(), Status> {
-        Ok(())
+        ctx: &RequestContext,
+        host: &str,
+        r: DeleteVolume,
+    ) -> OpsResult<()> {
+        self.recorded.delete_volume(ctx, host, r).await
     }
 
-    async fn delete_on_host(
+    async fn extend_volume(
         &self,
-        _ctx: &RequestContext,
-        _host: &str,
-        _request: DeleteVolume,
-    ) -> Result<(), Status> {
-        Ok(())
+        ctx: &RequestContext,
+        host: &str,
+        r: ExtendVolume,
+    ) -> OpsResult<()> {
+        self.recorded.extend_volume(ctx, host, r).await
     }
 
-    async fn extend_on_host(
+    async fn create_snapshot(
         &self,
-        _ctx: &RequestContext,
-        _host: &str,
-        _request: ExtendVolume,
-    ) -> Result<(), Status> {
-        Ok(())
+        ctx: &RequestContext,
+        host: &str,
+        r: CreateSnapshot,
+    ) -> OpsResult<()> {
+        self.recorded.create_snapshot(ctx, host, r).await
     }
 
-    async fn create_snapshot_on_host(
+    async fn delete_snapshot(
         &self,
-        _ctx: &RequestContext,
-        _host: &str,
-        _request: CreateSnapshot,
-    ) -> Result<(), Status> {
-        Ok(())
+        ctx: &RequestContext,
+        host: &str,
+        r: DeleteSnapshot,
+    ) -> OpsResult<()> {
+        self.recorded.delete_snapshot(ctx, host, r).await
     }
 
-    async fn delete_snapshot_on_host(
+    async fn attach_volume(
         &self,
-        _ctx: &RequestContext,
-        _host: &str,
-        _request: DeleteSnapshot,
-    ) -> Result<(), Status> {
-        Ok(())
-    }
-
-    async fn attach_on_host(
-        &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         host: &str,
         request: AttachVolume,
-    ) -> Result<AttachResult, Status> {
-        let id = request.attachment_id;
-        self.record("attach_volume", host, &id);
+    ) -> OpsResult<AttachResult> {
+        let id = request.attachment_id.clone();
+        self.recorded.attach_volume(ctx, host, request).await?;
         let answer = self.attach.lock().expect("lock").clone();
         let row = self.db.get_attachment(&id).await.expect("db").expect("row");
         let info = info(&row.volume_id, row.mode.is_read_only());
         match answer {
-            Answer::Fail(status) => return Err(status),
+            Answer::Fail(status) => return Err(OpsError::Failed(status)),
             Answer::Settle => {
                 self.db
                     .finish_attach(&id, &info)
@@ -160,17 +166,17 @@ impl Bus for FakeBus {
         })
     }
 
-    async fn detach_on_host(
+    async fn detach_volume(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         host: &str,
         request: DetachVolume,
-    ) -> Result<DetachResult, Status> {
-        let id = request.attachment_id;
-        self.record("detach_volume", host, &id);
+    ) -> OpsResult<DetachResult> {
+        let id = request.attachment_id.clone();
+        self.recorded.detach_volume(ctx, host, request).await?;
         let answer = self.detach.lock().expect("lock").clone();
         match answer {
-            Answer::Fail(status) => Err(status),
+            Answer::Fail(status) => Err(OpsError::Failed(status)),
             Answer::Settle => {
                 assert!(self.db.finish_detach(&id).await.expect("db"), "detaching");
                 Ok(DetachResult { unexported: true })
@@ -179,12 +185,12 @@ impl Bus for FakeBus {
         }
     }
 
-    async fn get_pools(
+    async fn publish_service_capabilities(
         &self,
-        _ctx: &RequestContext,
-        _request: GetPools,
-    ) -> Result<PoolList, Status> {
-        Err(Status::unimplemented("no pools here"))
+        ctx: &RequestContext,
+        r: PublishCapabilities,
+    ) -> OpsResult<()> {
+        self.recorded.publish_service_capabilities(ctx, r).await
     }
 }
 
@@ -192,47 +198,29 @@ struct Fixture {
     api: AttachmentApi,
     volumes: VolumeApi,
     db: Db,
-    bus: Arc<FakeBus>,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    bus: Arc<SettlingHost>,
+    h: Harness,
 }
 
 async fn fixture() -> Fixture {
-    let dir = std::env::temp_dir().join(format!("scoria-attach-test-{}", uuid::Uuid::new_v4()));
-    let db = Db::connect(&format!("sqlite://{}", dir.join("scoria.db").display()))
-        .await
-        .expect("db");
-    let bus = Arc::new(FakeBus::new(db.clone()));
+    let h = Harness::new().await;
+    let db = h.db.db().clone();
+    let bus = Arc::new(SettlingHost::new(db.clone()));
     Fixture {
-        api: AttachmentApi::new(db.clone(), bus.clone(), Duration::from_secs(60)),
-        volumes: VolumeApi::new(db.clone(), bus.clone(), 100),
+        api: AttachmentApi::new(
+            db.clone(),
+            h.ports_with(bus.clone()),
+            Duration::from_secs(60),
+        ),
+        volumes: VolumeApi::new(db.clone(), h.ports_with(bus.clone()), 100),
         db,
         bus,
-        dir,
+        h,
     }
-}
-
-fn ctx(project: &str, roles: &[&str]) -> RequestContext {
-    RequestContext::new(
-        project,
-        "u1",
-        roles.iter().map(|r| (*r).to_owned()).collect(),
-    )
 }
 
 fn member(project: &str) -> RequestContext {
     ctx(project, &["member"])
-}
-
-fn request<T>(ctx: &RequestContext, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.extensions_mut().insert(ctx.clone());
-    request
 }
 
 /// The field a status's `BadRequest` details name.

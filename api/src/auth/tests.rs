@@ -160,17 +160,17 @@ fn request_id_and_traceparent_are_kept_when_valid() {
 #[test]
 fn readers_may_only_read() {
     let reader = RequestContext::new("p", "u", vec!["reader".into()]);
-    authorize(&reader, "GetVolume").expect("get");
-    authorize(&reader, "ListVolumes").expect("list");
+    authorize(&reader, path_of("GetVolume")).expect("get");
+    authorize(&reader, path_of("ListVolumes")).expect("list");
     for write in ["CreateVolume", "UpdateVolume", "DeleteVolume"] {
-        let err = authorize(&reader, write).expect_err(write);
+        let err = authorize(&reader, path_of(write)).expect_err(write);
         assert_eq!(err.into_status().code(), Code::PermissionDenied);
     }
     let member = RequestContext::new("p", "u", vec!["member".into()]);
-    authorize(&member, "DeleteVolume").expect("member writes");
+    authorize(&member, path_of("DeleteVolume")).expect("member writes");
     let nobody = RequestContext::new("p", "u", vec!["auditor".into()]);
     assert_eq!(
-        authorize(&nobody, "GetVolume")
+        authorize(&nobody, path_of("GetVolume"))
             .expect_err("no role")
             .into_status()
             .code(),
@@ -251,4 +251,108 @@ async fn layer_puts_context_in_extensions() {
         .expect("ok");
     let status = tonic::Status::from_header_map(response.headers()).expect("a grpc status");
     assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+/// The status the auth layer answers for `path` with `roles` (the inner service
+/// answers OK to whatever reaches it).
+async fn layer_answer(path: &str, roles: &str) -> Code {
+    let inner = service_fn(|_req: Request<Body>| async move {
+        let mut response = Response::new(Body::empty());
+        response
+            .headers_mut()
+            .insert("grpc-status", "0".parse().expect("value"));
+        Ok::<_, Infallible>(response)
+    });
+    let mut service = AuthLayer::new(Authenticator::noauth()).layer(inner);
+    let request = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/grpc")
+        .header("x-project-id", "p1")
+        .header("x-roles", roles)
+        .body(Body::empty())
+        .expect("request");
+    let response = service
+        .ready()
+        .await
+        .expect("ready")
+        .call(request)
+        .await
+        .expect("response");
+    tonic::Status::from_header_map(response.headers())
+        .expect("a grpc status")
+        .code()
+}
+
+/// Defect 2: methods were judged by their bare name, so an AdminService method
+/// missing from the list was open to members, and any unknown path to readers
+/// (`Get*`). Now the full path decides: all of AdminService is admin-only and a
+/// path not in the table is refused, whoever asks.
+#[tokio::test]
+async fn unknown_admin_methods_and_unknown_paths_are_refused() {
+    for roles in ["member", "reader", "member,reader"] {
+        assert_eq!(
+            layer_answer("/scoria.v1.AdminService/DropAllVolumes", roles).await,
+            Code::PermissionDenied,
+            "{roles}"
+        );
+        assert_eq!(
+            layer_answer("/scoria.v1.AdminService/GetSecrets", roles).await,
+            Code::PermissionDenied,
+            "{roles}"
+        );
+    }
+    for roles in ["reader", "member", "admin"] {
+        for path in [
+            "/scoria.v1.BackupService/CreateBackup",
+            "/scoria.v1.VolumeService/GetEverything",
+            "/other.v1.VolumeService/GetVolume",
+            "/GetVolume",
+        ] {
+            assert_eq!(
+                layer_answer(path, roles).await,
+                Code::PermissionDenied,
+                "{path} {roles}"
+            );
+        }
+    }
+    // Known methods still pass as before.
+    assert_eq!(
+        layer_answer("/scoria.v1.VolumeService/GetVolume", "reader").await,
+        Code::Ok
+    );
+    assert_eq!(
+        layer_answer("/scoria.v1.AdminService/ListPools", "admin").await,
+        Code::Ok
+    );
+}
+
+/// The table names every method the protos declare (so none is closed by
+/// mistake), and nothing else; AdminService's are all admin-only.
+#[test]
+fn the_method_table_matches_the_protos() {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(scoria_proto::FILE_DESCRIPTOR_SET)
+        .expect("descriptors");
+    let mut declared: Vec<String> = set
+        .file
+        .iter()
+        .filter(|f| f.package() == "scoria.v1")
+        .flat_map(|f| {
+            f.service.iter().flat_map(move |s| {
+                s.method
+                    .iter()
+                    .map(move |m| format!("/{}.{}/{}", f.package(), s.name(), m.name()))
+            })
+        })
+        .collect();
+    declared.sort();
+    let mut known: Vec<String> = METHODS.iter().map(|(p, _)| (*p).to_owned()).collect();
+    known.sort();
+    assert_eq!(declared, known);
+    for (path, access) in METHODS {
+        if path.starts_with(ADMIN_SERVICE) {
+            assert_eq!(*access, Access::Admin, "{path}");
+        }
+    }
 }
