@@ -12,7 +12,7 @@
 
 use scoria_common::{
     RequestContext,
-    db::{Db, SnapshotDeleteStart, SnapshotQuery, WorkerEntry, WorkerKind},
+    db::{Db, SnapshotDeleteStart, SnapshotQuery, WorkerEntry, WorkerKind, deadlines},
     events::Event,
     model::{Snapshot, SnapshotStatus, Volume, VolumeStatus, now_ms},
     settle::SnapshotChange,
@@ -31,11 +31,6 @@ use crate::{
     request::{context, reply},
     scope, validate,
 };
-
-/// How long a backend may take to make a snapshot.
-const CREATE_DEADLINE_MS: i64 = 10 * 60 * 1000;
-/// How long a backend may take to delete a snapshot.
-const DELETE_DEADLINE_MS: i64 = 10 * 60 * 1000;
 
 /// The `SnapshotService` implementation.
 #[derive(Clone)]
@@ -126,7 +121,7 @@ impl SnapshotApi {
             resource_id: id.clone(),
             status: SnapshotStatus::Creating.as_str().to_owned(),
             service: host.clone(),
-            deadline_ms: now + CREATE_DEADLINE_MS,
+            deadline_ms: deadlines::at(now, deadlines::SNAPSHOT_CREATE),
         };
         let created = self
             .db
@@ -232,7 +227,7 @@ impl SnapshotApi {
             resource_id: id.clone(),
             status: SnapshotStatus::Deleting.as_str().to_owned(),
             service: host.clone(),
-            deadline_ms: now_ms() + DELETE_DEADLINE_MS,
+            deadline_ms: deadlines::from_now(deadlines::SNAPSHOT_DELETE),
         };
         self.start_delete(ctx, &snapshot, Some(&worker)).await?;
         let request = DeleteSnapshot {

@@ -21,7 +21,10 @@ use std::time::Duration;
 
 use scoria_common::{
     RequestContext,
-    db::{AttachReserve, AttachmentQuery, Db, DbResult, DetachStart, WorkerEntry, WorkerKind},
+    db::{
+        AttachReserve, AttachmentQuery, Db, DbResult, DetachStart, WorkerEntry, WorkerKind,
+        deadlines,
+    },
     events::Event,
     model::{Attachment, AttachmentStatus, Volume, VolumeStatus, now_ms},
     translation::connection_info_from_proto,
@@ -43,9 +46,6 @@ use crate::{
 
 /// The extra spec of a volume type that lets its volumes have several attachments.
 pub const MULTIATTACH_SPEC: &str = "multiattach";
-/// How much longer than the call's timeout an attach or detach may stay in flight
-/// before the reconciler takes it over.
-const DEADLINE_MARGIN_MS: i64 = 60 * 1000;
 /// The volume statuses an attachment may start from (`available`, or an attached
 /// one for multiattach volumes; the database decides which).
 const ATTACHABLE: [VolumeStatus; 5] = [
@@ -128,7 +128,7 @@ impl AttachmentApi {
             service: host.to_owned(),
             deadline_ms: now_ms()
                 .saturating_add(timeout_ms)
-                .saturating_add(DEADLINE_MARGIN_MS),
+                .saturating_add(deadlines::ATTACH_MARGIN.as_millis() as i64),
         }
     }
 

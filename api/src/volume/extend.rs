@@ -5,7 +5,7 @@
 
 use scoria_common::{
     RequestContext,
-    db::{WorkerEntry, WorkerKind},
+    db::{WorkerEntry, WorkerKind, deadlines},
     events::Event,
     model::{Volume, VolumeStatus, now_ms},
     settle::VolumeChange,
@@ -18,9 +18,6 @@ use crate::{
     intent::Intent,
     validate,
 };
-
-/// How long a backend may take to extend a volume.
-const EXTEND_DEADLINE_MS: i64 = 10 * 60 * 1000;
 
 impl VolumeApi {
     #[tracing::instrument(skip_all, fields(volume_id = %req.id, new_size_gib = req.new_size_gib))]
@@ -77,7 +74,7 @@ impl VolumeApi {
             resource_id: id.clone(),
             status: VolumeStatus::Extending.as_str().to_owned(),
             service: host.clone(),
-            deadline_ms: now_ms() + EXTEND_DEADLINE_MS,
+            deadline_ms: deadlines::from_now(deadlines::VOLUME_EXTEND),
         };
         // The size it was checked against is part of the compare-and-set: a
         // request checked before another extend finished loses.

@@ -6,8 +6,8 @@ use prost::Message;
 use scoria_common::{
     RequestContext,
     db::{
-        AttachmentQuery, Created, Db, IdempotencyKey, VolumeDeleteStart, VolumeQuery, WorkerEntry,
-        WorkerKind,
+        AttachmentQuery, Created, Db, IdempotencyKey, SCHEDULER_OWNER, VolumeDeleteStart,
+        VolumeQuery, WorkerEntry, WorkerKind, deadlines,
     },
     events::Event,
     model::{AttachmentStatus, Volume, VolumeStatus, now_ms},
@@ -28,13 +28,6 @@ use crate::{
     request::{context, reply},
     scope, validate,
 };
-
-/// The service that owns a volume while it is being scheduled.
-const SCHEDULER_SERVICE: &str = "scoria-scheduler";
-/// How long the scheduler (and then a backend) may take to create a volume.
-const CREATE_DEADLINE_MS: i64 = 5 * 60 * 1000;
-/// How long a backend may take to delete a volume.
-const DELETE_DEADLINE_MS: i64 = 10 * 60 * 1000;
 
 /// The `VolumeService` implementation.
 #[derive(Clone)]
@@ -104,8 +97,8 @@ impl VolumeApi {
             kind: WorkerKind::Volume,
             resource_id: volume.id.clone(),
             status: VolumeStatus::Creating.as_str().to_owned(),
-            service: SCHEDULER_SERVICE.to_owned(),
-            deadline_ms: now + CREATE_DEADLINE_MS,
+            service: SCHEDULER_OWNER.to_owned(),
+            deadline_ms: deadlines::at(now, deadlines::VOLUME_CREATE),
         };
         let created = self
             .db
@@ -261,7 +254,7 @@ impl VolumeApi {
             resource_id: id.clone(),
             status: VolumeStatus::Deleting.as_str().to_owned(),
             service: host.clone(),
-            deadline_ms: now_ms() + DELETE_DEADLINE_MS,
+            deadline_ms: deadlines::from_now(deadlines::VOLUME_DELETE),
         };
         self.start_delete(ctx, &id, Some(&worker)).await?;
         volume = deleting(volume);

@@ -19,7 +19,7 @@ async fn create_writes_intent_then_casts() {
             .await
             .expect("db")
             .expect("worker");
-    assert_eq!(worker.service, SCHEDULER_SERVICE);
+    assert_eq!(worker.service, scoria_common::db::SCHEDULER_OWNER);
     let scheduled = f.h.scheduler.scheduled();
     assert_eq!(scheduled.len(), 1);
     assert_eq!(
