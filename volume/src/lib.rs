@@ -205,7 +205,10 @@ async fn start(
     tracing::info!(%host, "{BINARY} ready: consuming, capabilities reported, heartbeat written");
 
     runtime.heartbeat(db.clone(), zone.clone(), config.heartbeat_interval());
-    let reconciler = Arc::new(reconciler::Reconciler::new(manager.shared(), manager.clone()));
+    let reconciler = Arc::new(reconciler::Reconciler::new(
+        manager.shared(),
+        manager.clone(),
+    ));
     // At once (start-up), then every period; errors are logged by the run's span.
     runtime.periodic(
         "reconciler",

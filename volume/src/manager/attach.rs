@@ -10,7 +10,9 @@
 //!                 attached ─────────────────▶ its connection info (a retried call)
 //!                 not attaching ────────────▶ FAILED_PRECONDITION naming the status
 //!                 volume here? export (volume, mode) ─ ok ──▶ attached + info
-//!                                                      failed ─▶ error_attaching (why)
+//!                                                      failed ─▶ error_attaching (why),
+//!                                                        its export stopped unless another
+//!                                                        active attachment (same mode) uses it
 //!  detach_volume: row gone ─────────────────▶ Ok, unexported = false (a retried call)
 //!                 not detaching ────────────▶ FAILED_PRECONDITION naming the status
 //!                 another active attachment in the same mode? ── no ──▶ unexport
@@ -152,6 +154,11 @@ impl VolumeManager {
                     self.shared
                         .settler
                         .announce(ctx, Event::VolumeAttachError, &attachment);
+                    // The export may run (a first delivery started it): nobody
+                    // else in this mode uses it, so it stops.
+                    if let Err(err) = self.shared.unexport_if_unused(&attachment).await {
+                        tracing::warn!(%err, "cannot stop the export of a failed attach");
+                    }
                 }
                 return Err(failure.status);
             }

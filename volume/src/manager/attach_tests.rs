@@ -548,6 +548,58 @@ async fn attaching_a_volume_of_another_host_fails_it() {
     assert!(f.exports.exported().is_empty());
 }
 
+/// Defect 5: the export of an attach that fails after it started (a first
+/// delivery exported, then died before recording it) is stopped, unless another
+/// active attachment in the same mode uses it.
+#[tokio::test]
+async fn a_failed_check_stops_the_export_the_attach_left_running() {
+    let f = fixture("file").await;
+    let volume = new_volume(&f).await;
+    let id = reserve(&f, &volume, AttachMode::ReadWrite).await;
+    let path = f.driver.volume_path(&volume.id).expect("path");
+    let info = f
+        .exports
+        .export(&volume.id, &path, "raw", false)
+        .await
+        .expect("the first delivery's export");
+    // The check that the backend object exists fails now.
+    f.driver
+        .delete_volume(&volume.id)
+        .await
+        .expect("remove object");
+    let err = attach(&f, &id).await.expect_err("no backend object");
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    let row = get_attachment(&f, &id).await.expect("row");
+    assert_eq!(row.status, AttachmentStatus::ErrorAttaching);
+    assert!(
+        f.exports.exported().is_empty(),
+        "the export of a failed attach was left: {:?}",
+        f.exports.exported()
+    );
+    assert!(!accepts(&info).await, "qemu-nbd still serves");
+}
+
+#[tokio::test]
+async fn a_failed_check_keeps_an_export_another_attachment_uses() {
+    let f = fixture("file").await;
+    let volume = new_volume(&f).await;
+    let user = reserve(&f, &volume, AttachMode::ReadWrite).await;
+    let info = attach(&f, &user).await.expect("attach the user");
+    let id = reserve(&f, &volume, AttachMode::ReadWrite).await;
+    f.driver
+        .delete_volume(&volume.id)
+        .await
+        .expect("remove object");
+    attach(&f, &id).await.expect_err("no backend object");
+    assert_eq!(
+        get_attachment(&f, &id).await.map(|a| a.status),
+        Some(AttachmentStatus::ErrorAttaching)
+    );
+    assert_eq!(f.exports.exported().len(), 1, "the user's export stays");
+    assert!(accepts(&info).await, "the user's export still serves");
+    f.exports.shutdown().await;
+}
+
 // === restart ===
 
 /// The pid of `key`'s server, from the run dir.
