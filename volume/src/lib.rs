@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod driver;
+pub mod error;
 pub mod export;
 mod in_flight;
 mod locks;
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 use driver::DriverError;
+pub use error::VolumeError;
 pub use manager::{ManagerSettings, VolumeManager};
 
 /// The binary's name, as it appears in logs, on the bus and in `services`.
@@ -62,18 +64,16 @@ pub enum Error {
     #[error("backend: {0}")]
     Driver(#[from] DriverError),
     /// The exports of the last run could not be restored.
-    #[error("restoring the exports of the last run failed: {status}")]
-    Exports {
-        /// Why.
-        status: tonic::Status,
-    },
+    #[error("restoring the exports of the last run failed: {0}")]
+    Exports(#[source] VolumeError),
     /// The first capability report could not be sent.
-    #[error("first capability report of {host} failed: {status}")]
+    #[error("first capability report of {host} failed: {source}")]
     Report {
         /// The service's host.
         host: String,
         /// Why.
-        status: tonic::Status,
+        #[source]
+        source: VolumeError,
     },
 }
 
@@ -138,7 +138,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             )
             .await
         }
-        Err(status) => Err(Error::Exports { status }),
+        Err(err) => Err(Error::Exports(err)),
     };
     if let Ok(true) = result {
         runtime
@@ -197,7 +197,7 @@ async fn start(
     tokio::select! {
         _ = runtime.shutdown().cancelled() => return Ok(false),
         sent = manager.report_capabilities(&ctx) => {
-            sent.map_err(|status| Error::Report { host: host.clone(), status })?;
+            sent.map_err(|source| Error::Report { host: host.clone(), source })?;
         }
     }
     let zone = &config.volume.availability_zone;

@@ -6,18 +6,16 @@
 
 use std::sync::Arc;
 
-use scoria_common::{
-    db::{AttachmentQuery, Db, DbError},
-    model::{Attachment, AttachmentStatus},
-    settle::Settler,
-};
-use tonic::Status;
-
 use crate::{
     driver::VolumeDriver,
     export::{ExportError, ExportManager},
     in_flight::InFlight,
     locks::VolumeLocks,
+};
+use scoria_common::{
+    db::{AttachmentQuery, Db},
+    model::{Attachment, AttachmentStatus},
+    settle::Settler,
 };
 
 /// The state the manager and the reconciler share (cheap to clone).
@@ -90,20 +88,5 @@ impl Shared {
         exports
             .unexport(&attachment.volume_id, attachment.mode.is_read_only())
             .await
-    }
-}
-
-/// The status of a database error: `UNAVAILABLE` (the cast is requeued and tried
-/// again) when the database is down or busy, else a logged, bare `INTERNAL`.
-pub(crate) fn db_error(err: DbError) -> Status {
-    match err {
-        DbError::Unavailable(_) => {
-            tracing::warn!(%err, "database unavailable");
-            Status::unavailable(err.to_string())
-        }
-        other => {
-            tracing::error!(err = %other, "database error");
-            Status::internal("internal error")
-        }
     }
 }

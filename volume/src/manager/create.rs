@@ -8,21 +8,16 @@ use scoria_common::{
     settle::VolumeChange,
 };
 use scoria_proto::bus::{CreateVolume, ScheduleCreateVolume};
-use tonic::Status;
 
 use super::{MAX_CREATE_ATTEMPTS, SCHEDULER_SERVICE, VolumeManager};
-use crate::shared::db_error;
+use crate::error::Result;
 
 impl VolumeManager {
-    pub(super) async fn create(
-        &self,
-        ctx: &RequestContext,
-        request: CreateVolume,
-    ) -> Result<(), Status> {
+    pub(super) async fn create(&self, ctx: &RequestContext, request: CreateVolume) -> Result<()> {
         let id = request.volume_id.as_str();
         let _busy = self.shared.in_flight.enter(id);
         let host = self.settings.host.as_str();
-        let Some(mut volume) = self.shared.db.get_volume(id).await.map_err(db_error)? else {
+        let Some(mut volume) = self.shared.db.get_volume(id).await? else {
             tracing::info!("volume was deleted before it was created: removing any leftover");
             self.shared.remove_leftover(id).await;
             return Ok(());
@@ -42,12 +37,7 @@ impl VolumeManager {
         }
         // A stale delivery (this backend failed and the volume was rescheduled) must
         // not race the backend now creating it: the worker entry names the owner.
-        let owner = self
-            .shared
-            .db
-            .get_worker(WorkerKind::Volume, id)
-            .await
-            .map_err(db_error)?;
+        let owner = self.shared.db.get_worker(WorkerKind::Volume, id).await?;
         if let Some(owner) = owner.filter(|w| {
             w.service.contains('@')
                 && !self.settings.is_mine(&w.service)
@@ -74,8 +64,7 @@ impl VolumeManager {
                 None,
                 Some(&self.worker(id, host)),
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         if !claimed {
             tracing::info!("volume changed before it was claimed: cast ignored");
             return Ok(());
@@ -110,7 +99,7 @@ impl VolumeManager {
         }
     }
 
-    async fn create_done(&self, ctx: &RequestContext, mut volume: Volume) -> Result<(), Status> {
+    async fn create_done(&self, ctx: &RequestContext, mut volume: Volume) -> Result<()> {
         let id = volume.id.clone();
         let host = self.settings.host.as_str();
         let won = self
@@ -124,8 +113,7 @@ impl VolumeManager {
                 Some(""),
                 None,
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         if won {
             volume.status = VolumeStatus::Available;
             volume.error_message.clear();
@@ -135,7 +123,7 @@ impl VolumeManager {
                 .announce(ctx, Event::VolumeCreateEnd, &volume);
             return Ok(());
         }
-        match self.shared.db.get_volume(&id).await.map_err(db_error)? {
+        match self.shared.db.get_volume(&id).await? {
             Some(now)
                 if now.status == VolumeStatus::Available
                     && now
@@ -159,7 +147,7 @@ impl VolumeManager {
         request: CreateVolume,
         mut volume: Volume,
         reason: String,
-    ) -> Result<(), Status> {
+    ) -> Result<()> {
         let id = volume.id.clone();
         let attempt = request.attempt.max(1);
         tracing::error!(attempt, reason, "backend failed to create the volume");
@@ -188,8 +176,7 @@ impl VolumeManager {
                     None,
                     Some(&self.worker(&id, SCHEDULER_SERVICE)),
                 )
-                .await
-                .map_err(db_error)?;
+                .await?;
             if !handed_back {
                 tracing::info!("volume changed while failing: left as it is, not rescheduled");
                 return Ok(());
@@ -231,8 +218,7 @@ impl VolumeManager {
                     .error(&message),
                 Some(Event::VolumeCreateError),
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         if won {
             self.shared.remove_leftover(&id).await;
         } else {

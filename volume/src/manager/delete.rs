@@ -3,22 +3,17 @@
 
 use scoria_common::{RequestContext, db::WorkerKind, events::Event, model::VolumeStatus};
 use scoria_proto::bus::DeleteVolume;
-use tonic::Status;
 
 use super::VolumeManager;
-use crate::shared::db_error;
+use crate::error::Result;
 
 impl VolumeManager {
     /// The `delete_volume` handler (the reconciler runs it again for an overdue
     /// `deleting`).
-    pub(crate) async fn delete(
-        &self,
-        ctx: &RequestContext,
-        request: DeleteVolume,
-    ) -> Result<(), Status> {
+    pub(crate) async fn delete(&self, ctx: &RequestContext, request: DeleteVolume) -> Result<()> {
         let id = request.volume_id.as_str();
         let _busy = self.shared.in_flight.enter(id);
-        let Some(mut volume) = self.shared.db.get_volume(id).await.map_err(db_error)? else {
+        let Some(mut volume) = self.shared.db.get_volume(id).await? else {
             tracing::info!("volume row already gone: removing any leftover");
             self.shared.remove_leftover(id).await;
             return Ok(());
@@ -44,13 +39,7 @@ impl VolumeManager {
         };
         match removed {
             Ok(()) => {
-                if self
-                    .shared
-                    .db
-                    .delete_volume_row(id)
-                    .await
-                    .map_err(db_error)?
-                {
+                if self.shared.db.delete_volume_row(id).await? {
                     tracing::info!("volume deleted");
                     self.shared
                         .settler
@@ -72,8 +61,7 @@ impl VolumeManager {
                         Some(&message),
                         None,
                     )
-                    .await
-                    .map_err(db_error)?;
+                    .await?;
                 if won {
                     volume.status = VolumeStatus::ErrorDeleting;
                     volume.error_message = message;

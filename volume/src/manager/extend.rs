@@ -19,21 +19,16 @@ use scoria_common::{
     model::{VolumeStatus, now_ms},
 };
 use scoria_proto::bus::ExtendVolume;
-use tonic::Status;
 
 use super::VolumeManager;
-use crate::shared::db_error;
+use crate::error::Result;
 
 impl VolumeManager {
-    pub(super) async fn extend(
-        &self,
-        ctx: &RequestContext,
-        request: ExtendVolume,
-    ) -> Result<(), Status> {
+    pub(super) async fn extend(&self, ctx: &RequestContext, request: ExtendVolume) -> Result<()> {
         let id = request.volume_id.as_str();
         let new_size = request.new_size_gib;
         let _busy = self.shared.in_flight.enter(id);
-        let Some(mut volume) = self.shared.db.get_volume(id).await.map_err(db_error)? else {
+        let Some(mut volume) = self.shared.db.get_volume(id).await? else {
             tracing::info!("volume row gone: extend cast ignored");
             return Ok(());
         };
@@ -77,8 +72,7 @@ impl VolumeManager {
                     .shared
                     .db
                     .finish_growing_extend(id, new_size, back_to)
-                    .await
-                    .map_err(db_error)?
+                    .await?
                 {
                     tracing::info!(
                         from_gib = volume.size_gib,
@@ -111,8 +105,7 @@ impl VolumeManager {
                         Some(&message),
                         None,
                     )
-                    .await
-                    .map_err(db_error)?;
+                    .await?;
                 if won {
                     volume.status = VolumeStatus::ErrorExtending;
                     volume.error_message = message;

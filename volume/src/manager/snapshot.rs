@@ -27,10 +27,9 @@ use scoria_common::{
     model::{Snapshot, SnapshotStatus},
 };
 use scoria_proto::bus::{CreateSnapshot, DeleteSnapshot};
-use tonic::Status;
 
 use super::VolumeManager;
-use crate::shared::db_error;
+use crate::error::Result;
 
 impl VolumeManager {
     /// Whether the row's `host` names this service (a row without one is taken
@@ -46,10 +45,10 @@ impl VolumeManager {
         &self,
         ctx: &RequestContext,
         request: CreateSnapshot,
-    ) -> Result<(), Status> {
+    ) -> Result<()> {
         let id = request.snapshot_id.as_str();
         let _busy = self.shared.in_flight.enter(id);
-        let Some(mut snapshot) = self.shared.db.get_snapshot(id).await.map_err(db_error)? else {
+        let Some(mut snapshot) = self.shared.db.get_snapshot(id).await? else {
             tracing::info!("snapshot row gone before it was made: removing any leftover");
             self.shared.remove_leftover_snapshot(id).await;
             return Ok(());
@@ -98,8 +97,7 @@ impl VolumeManager {
                     Some(&message),
                     None,
                 )
-                .await
-                .map_err(db_error)?;
+                .await?;
             if won {
                 self.shared.remove_leftover_snapshot(id).await;
                 snapshot.status = SnapshotStatus::Error;
@@ -122,8 +120,7 @@ impl VolumeManager {
                 Some(""),
                 None,
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         if won {
             snapshot.status = SnapshotStatus::Available;
             snapshot.error_message.clear();
@@ -133,7 +130,7 @@ impl VolumeManager {
                 .announce(ctx, Event::SnapshotCreateEnd, &snapshot);
             return Ok(());
         }
-        match self.shared.db.get_snapshot(id).await.map_err(db_error)? {
+        match self.shared.db.get_snapshot(id).await? {
             None => {
                 tracing::warn!("snapshot row removed while being made: removing the object");
                 self.shared.remove_leftover_snapshot(id).await;
@@ -149,10 +146,10 @@ impl VolumeManager {
         &self,
         ctx: &RequestContext,
         request: DeleteSnapshot,
-    ) -> Result<(), Status> {
+    ) -> Result<()> {
         let id = request.snapshot_id.as_str();
         let _busy = self.shared.in_flight.enter(id);
-        let Some(mut snapshot) = self.shared.db.get_snapshot(id).await.map_err(db_error)? else {
+        let Some(mut snapshot) = self.shared.db.get_snapshot(id).await? else {
             tracing::info!("snapshot row already gone: removing any leftover");
             self.shared.remove_leftover_snapshot(id).await;
             return Ok(());
@@ -172,13 +169,7 @@ impl VolumeManager {
             .announce(ctx, Event::SnapshotDeleteStart, &snapshot);
         match self.shared.driver.delete_snapshot(id).await {
             Ok(()) => {
-                if self
-                    .shared
-                    .db
-                    .delete_snapshot_row(id)
-                    .await
-                    .map_err(db_error)?
-                {
+                if self.shared.db.delete_snapshot_row(id).await? {
                     tracing::info!("snapshot deleted");
                     self.shared
                         .settler
@@ -199,8 +190,7 @@ impl VolumeManager {
                         Some(&message),
                         None,
                     )
-                    .await
-                    .map_err(db_error)?;
+                    .await?;
                 if won {
                     snapshot.status = SnapshotStatus::ErrorDeleting;
                     snapshot.error_message = message;

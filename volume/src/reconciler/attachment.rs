@@ -7,10 +7,9 @@ use scoria_common::{
     events::Event,
     model::{Attachment, AttachmentStatus, now_ms},
 };
-use tonic::Status;
 
 use super::{ReconcileReport, Reconciler};
-use crate::shared::db_error;
+use crate::error::Result;
 
 /// What [`Reconciler::reconcile_attachments`] did, by attachment id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,8 +61,8 @@ impl Reconciler {
                     }
                 }
             }
-            Err(status) => {
-                tracing::warn!(error = %status.message(), "cannot settle overdue attachments now");
+            Err(err) => {
+                tracing::warn!(%err, "cannot settle overdue attachments now");
                 report.skipped.extend(live);
             }
         }
@@ -76,13 +75,12 @@ impl Reconciler {
     /// attachment uses it, and goes. Attachments a handler works on now are left
     /// alone. A database error fails the run.
     #[tracing::instrument(skip(self), err, fields(host = %self.shared.host))]
-    pub async fn reconcile_attachments(&self) -> Result<AttachmentReconcile, Status> {
+    pub async fn reconcile_attachments(&self) -> Result<AttachmentReconcile> {
         let overdue = self
             .shared
             .db
             .overdue_workers(&self.shared.host, now_ms())
-            .await
-            .map_err(db_error)?;
+            .await?;
         let mut report = AttachmentReconcile::default();
         for entry in overdue {
             if entry.kind != WorkerKind::Attachment
@@ -92,12 +90,11 @@ impl Reconciler {
             }
             let id = entry.resource_id.as_str();
             let _busy = self.shared.in_flight.enter(id);
-            let Some(first) = self.shared.db.get_attachment(id).await.map_err(db_error)? else {
+            let Some(first) = self.shared.db.get_attachment(id).await? else {
                 continue;
             };
             let _volume = self.shared.locks.lock(&first.volume_id).await;
-            let Some(attachment) = self.shared.db.get_attachment(id).await.map_err(db_error)?
-            else {
+            let Some(attachment) = self.shared.db.get_attachment(id).await? else {
                 continue;
             };
             match attachment.status {
@@ -122,7 +119,7 @@ impl Reconciler {
         &self,
         attachment: &Attachment,
         report: &mut AttachmentReconcile,
-    ) -> Result<(), Status> {
+    ) -> Result<()> {
         let id = attachment.id.as_str();
         let serving = match &self.shared.exports {
             Some(exports) => exports
@@ -134,13 +131,7 @@ impl Reconciler {
         };
         let ctx = RequestContext::internal(crate::BINARY);
         if let Some(info) = serving {
-            if let Some(attached) = self
-                .shared
-                .db
-                .finish_attach(id, &info)
-                .await
-                .map_err(db_error)?
-            {
+            if let Some(attached) = self.shared.db.finish_attach(id, &info).await? {
                 tracing::info!(attachment_id = %id, uri = %info.uri(), "stuck attach: its export runs, attached");
                 self.shared
                     .settler
@@ -153,13 +144,7 @@ impl Reconciler {
             "attaching volume {} did not finish before its deadline",
             attachment.volume_id
         );
-        if self
-            .shared
-            .db
-            .fail_attach(id, &reason)
-            .await
-            .map_err(db_error)?
-        {
+        if self.shared.db.fail_attach(id, &reason).await? {
             tracing::warn!(attachment_id = %id, "stuck attach without an export: error_attaching");
             let mut failed = attachment.clone();
             failed.status = AttachmentStatus::ErrorAttaching;
@@ -176,12 +161,12 @@ impl Reconciler {
         &self,
         attachment: &Attachment,
         report: &mut AttachmentReconcile,
-    ) -> Result<(), Status> {
+    ) -> Result<()> {
         let id = attachment.id.as_str();
         let ctx = RequestContext::internal(crate::BINARY);
         match self.shared.unexport_if_unused(attachment).await {
             Ok(_) => {
-                if self.shared.db.finish_detach(id).await.map_err(db_error)? {
+                if self.shared.db.finish_detach(id).await? {
                     tracing::info!(attachment_id = %id, "stuck detach finished");
                     let mut gone = attachment.clone();
                     gone.status = AttachmentStatus::Detached;
@@ -196,13 +181,7 @@ impl Reconciler {
                     "stopping the export of volume {} failed: {err}",
                     attachment.volume_id
                 );
-                if self
-                    .shared
-                    .db
-                    .fail_detach(id, &reason)
-                    .await
-                    .map_err(db_error)?
-                {
+                if self.shared.db.fail_detach(id, &reason).await? {
                     let mut failed = attachment.clone();
                     failed.status = AttachmentStatus::ErrorDetaching;
                     failed.error_message = reason;

@@ -157,8 +157,8 @@ pub(super) enum Resolved {
 pub(super) enum ResolveError {
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("{}", .0.message())]
-    Handler(#[from] tonic::Status),
+    #[error(transparent)]
+    Handler(#[from] crate::error::VolumeError),
     #[error(transparent)]
     Ops(#[from] OpsError),
 }
