@@ -12,6 +12,7 @@ mod admin_tests;
 mod attachments;
 #[cfg(test)]
 mod attachments_tests;
+mod extend;
 mod keyset;
 mod overdue;
 mod services;

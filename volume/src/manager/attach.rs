@@ -113,12 +113,11 @@ impl VolumeManager {
             Err(failure) => {
                 let reason = failure.to_string();
                 tracing::error!(%reason, "export failed");
-                if self.shared.db.fail_attach(id, &reason).await? {
-                    attachment.status = AttachmentStatus::ErrorAttaching;
-                    attachment.error_message = reason;
-                    self.shared
-                        .settler
-                        .announce(ctx, Event::VolumeAttachError, &attachment);
+                if self
+                    .shared
+                    .settle_attach_failed(ctx, &mut attachment, &reason)
+                    .await?
+                {
                     // The export may run (a first delivery started it): nobody
                     // else in this mode uses it, so it stops.
                     if let Err(err) = self.shared.unexport_if_unused(&attachment).await {
@@ -128,11 +127,12 @@ impl VolumeManager {
                 return Err(failure);
             }
         };
-        if let Some(attached) = self.shared.db.finish_attach(id, &info).await? {
-            tracing::info!(volume_id = %attached.volume_id, uri = %info.uri(), "attached");
-            self.shared
-                .settler
-                .announce(ctx, Event::VolumeAttachEnd, &attached);
+        if self
+            .shared
+            .settle_attached(ctx, &mut attachment, &info)
+            .await?
+        {
+            tracing::info!(volume_id = %attachment.volume_id, uri = %info.uri(), "attached");
             return Ok(attach_result(&info));
         }
         // Changed meanwhile (failed by a reconciler, or removed): the export may

@@ -53,26 +53,23 @@ impl VolumeManager {
                 "sizes differ: the row wins"
             );
         }
+        let owner = self.worker(id, host);
         let claimed = self
             .shared
-            .db
-            .transition_volume_with_worker(
-                id,
-                &[VolumeStatus::Creating],
-                VolumeStatus::Creating,
-                Some(host),
-                None,
-                Some(&self.worker(id, host)),
+            .settler
+            .volume(
+                ctx,
+                &mut volume,
+                VolumeChange::new(&[VolumeStatus::Creating], VolumeStatus::Creating)
+                    .host(host)
+                    .worker(&owner),
+                Some(Event::VolumeCreateStart),
             )
             .await?;
         if !claimed {
             tracing::info!("volume changed before it was claimed: cast ignored");
             return Ok(());
         }
-        volume.host = Some(host.to_owned());
-        self.shared
-            .settler
-            .announce(ctx, Event::VolumeCreateStart, &volume);
         let made = match volume.source_volume_id.as_deref() {
             Some(source) => {
                 self.shared
@@ -104,23 +101,18 @@ impl VolumeManager {
         let host = self.settings.host.as_str();
         let won = self
             .shared
-            .db
-            .transition_volume_with_worker(
-                &id,
-                &[VolumeStatus::Creating],
-                VolumeStatus::Available,
-                Some(host),
-                Some(""),
-                None,
+            .settler
+            .volume(
+                ctx,
+                &mut volume,
+                VolumeChange::new(&[VolumeStatus::Creating], VolumeStatus::Available)
+                    .host(host)
+                    .error(""),
+                Some(Event::VolumeCreateEnd),
             )
             .await?;
         if won {
-            volume.status = VolumeStatus::Available;
-            volume.error_message.clear();
             tracing::info!(size_gib = volume.size_gib, "volume created");
-            self.shared
-                .settler
-                .announce(ctx, Event::VolumeCreateEnd, &volume);
             return Ok(());
         }
         match self.shared.db.get_volume(&id).await? {
@@ -165,16 +157,17 @@ impl VolumeManager {
             }
             // The scheduler owns the volume again before it hears of it, if the
             // volume still is `creating`.
+            let scheduler = self.worker(&id, SCHEDULER_SERVICE);
             let handed_back = self
                 .shared
-                .db
-                .transition_volume_with_worker(
-                    &id,
-                    &[VolumeStatus::Creating],
-                    VolumeStatus::Creating,
+                .settler
+                .volume(
+                    ctx,
+                    &mut volume,
+                    VolumeChange::new(&[VolumeStatus::Creating], VolumeStatus::Creating)
+                        .worker(&scheduler),
+                    // The reschedule is quiet: the next attempt announces its start.
                     None,
-                    None,
-                    Some(&self.worker(&id, SCHEDULER_SERVICE)),
                 )
                 .await?;
             if !handed_back {

@@ -1,7 +1,9 @@
 //! The manager's `delete_volume` handler (the reconciler casts it again for an
 //! overdue `deleting`).
 
-use scoria_common::{RequestContext, db::WorkerKind, events::Event, model::VolumeStatus};
+use scoria_common::{
+    RequestContext, db::WorkerKind, events::Event, model::VolumeStatus, settle::VolumeChange,
+};
 use scoria_proto::bus::DeleteVolume;
 
 use super::VolumeManager;
@@ -39,36 +41,36 @@ impl VolumeManager {
         };
         match removed {
             Ok(()) => {
-                if self.shared.db.delete_volume_row(id).await? {
+                let removed = self.shared.db.delete_volume_row(id);
+                if self
+                    .shared
+                    .settler
+                    .settle(
+                        ctx,
+                        &mut volume,
+                        removed,
+                        |_| {},
+                        Some(Event::VolumeDeleteEnd),
+                    )
+                    .await?
+                {
                     tracing::info!("volume deleted");
-                    self.shared
-                        .settler
-                        .announce(ctx, Event::VolumeDeleteEnd, &volume);
                 }
                 Ok(())
             }
             Err(err) => {
                 let message = format!("deleting volume {id} failed: {err}");
                 tracing::error!(%err, "backend failed to delete the volume");
-                let won = self
-                    .shared
-                    .db
-                    .transition_volume_with_worker(
-                        id,
-                        &[VolumeStatus::Deleting],
-                        VolumeStatus::ErrorDeleting,
-                        None,
-                        Some(&message),
-                        None,
+                self.shared
+                    .settler
+                    .volume(
+                        ctx,
+                        &mut volume,
+                        VolumeChange::new(&[VolumeStatus::Deleting], VolumeStatus::ErrorDeleting)
+                            .error(&message),
+                        Some(Event::VolumeDeleteError),
                     )
                     .await?;
-                if won {
-                    volume.status = VolumeStatus::ErrorDeleting;
-                    volume.error_message = message;
-                    self.shared
-                        .settler
-                        .announce(ctx, Event::VolumeDeleteError, &volume);
-                }
                 Ok(())
             }
         }

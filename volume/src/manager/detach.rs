@@ -42,12 +42,8 @@ impl VolumeManager {
             .announce(ctx, Event::VolumeDetachStart, &attachment);
         match self.shared.unexport_if_unused(&attachment).await {
             Ok(unexported) => {
-                if self.shared.db.finish_detach(id).await? {
+                if self.shared.settle_detached(ctx, &mut attachment).await? {
                     tracing::info!(volume_id = %attachment.volume_id, unexported, "detached");
-                    attachment.status = AttachmentStatus::Detached;
-                    self.shared
-                        .settler
-                        .announce(ctx, Event::VolumeDetachEnd, &attachment);
                 }
                 Ok(DetachResult { unexported })
             }
@@ -58,13 +54,9 @@ impl VolumeManager {
                 };
                 let reason = err.to_string();
                 tracing::error!(%reason, "detach failed");
-                if self.shared.db.fail_detach(id, &reason).await? {
-                    attachment.status = AttachmentStatus::ErrorDetaching;
-                    attachment.error_message = reason.clone();
-                    self.shared
-                        .settler
-                        .announce(ctx, Event::VolumeDetachError, &attachment);
-                }
+                self.shared
+                    .settle_detach_failed(ctx, &mut attachment, &reason)
+                    .await?;
                 Err(err)
             }
         }

@@ -38,7 +38,7 @@ pub const MAX_CREATE_ATTEMPTS: u32 = 3;
 /// How long an owner has to finish a create before the reconciler steps in.
 pub const CREATE_DEADLINE: Duration = Duration::from_secs(600);
 /// The owner of a volume that waits to be scheduled.
-pub const SCHEDULER_SERVICE: &str = "scoria-scheduler";
+pub const SCHEDULER_SERVICE: &str = scoria_common::db::SCHEDULER_OWNER;
 
 /// What the manager reports about its backend.
 #[derive(Debug, Clone, PartialEq)]

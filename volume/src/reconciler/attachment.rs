@@ -2,14 +2,12 @@
 //! deadline, from what really runs (see the README's diagram).
 
 use scoria_common::{
-    RequestContext,
     db::{WorkerEntry, WorkerKind},
-    events::Event,
     model::{Attachment, AttachmentStatus, now_ms},
 };
 
 use super::{ReconcileReport, Reconciler};
-use crate::error::Result;
+use crate::error::{Result, VolumeError};
 
 /// What [`Reconciler::reconcile_attachments`] did, by attachment id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -129,13 +127,11 @@ impl Reconciler {
                 .flatten(),
             None => None,
         };
-        let ctx = RequestContext::internal(crate::BINARY);
+        let ctx = Self::ctx();
+        let mut copy = attachment.clone();
         if let Some(info) = serving {
-            if let Some(attached) = self.shared.db.finish_attach(id, &info).await? {
+            if self.shared.settle_attached(&ctx, &mut copy, &info).await? {
                 tracing::info!(attachment_id = %id, uri = %info.uri(), "stuck attach: its export runs, attached");
-                self.shared
-                    .settler
-                    .announce(&ctx, Event::VolumeAttachEnd, &attached);
                 report.attached.push(id.to_owned());
             }
             return Ok(());
@@ -144,14 +140,12 @@ impl Reconciler {
             "attaching volume {} did not finish before its deadline",
             attachment.volume_id
         );
-        if self.shared.db.fail_attach(id, &reason).await? {
+        if self
+            .shared
+            .settle_attach_failed(&ctx, &mut copy, &reason)
+            .await?
+        {
             tracing::warn!(attachment_id = %id, "stuck attach without an export: error_attaching");
-            let mut failed = attachment.clone();
-            failed.status = AttachmentStatus::ErrorAttaching;
-            failed.error_message = reason;
-            self.shared
-                .settler
-                .announce(&ctx, Event::VolumeAttachError, &failed);
             report.failed.push(id.to_owned());
         }
         Ok(())
@@ -163,31 +157,26 @@ impl Reconciler {
         report: &mut AttachmentReconcile,
     ) -> Result<()> {
         let id = attachment.id.as_str();
-        let ctx = RequestContext::internal(crate::BINARY);
+        let ctx = Self::ctx();
+        let mut copy = attachment.clone();
         match self.shared.unexport_if_unused(attachment).await {
             Ok(_) => {
-                if self.shared.db.finish_detach(id).await? {
+                if self.shared.settle_detached(&ctx, &mut copy).await? {
                     tracing::info!(attachment_id = %id, "stuck detach finished");
-                    let mut gone = attachment.clone();
-                    gone.status = AttachmentStatus::Detached;
-                    self.shared
-                        .settler
-                        .announce(&ctx, Event::VolumeDetachEnd, &gone);
                     report.detached.push(id.to_owned());
                 }
             }
-            Err(err) => {
-                let reason = format!(
-                    "stopping the export of volume {} failed: {err}",
-                    attachment.volume_id
-                );
-                if self.shared.db.fail_detach(id, &reason).await? {
-                    let mut failed = attachment.clone();
-                    failed.status = AttachmentStatus::ErrorDetaching;
-                    failed.error_message = reason;
-                    self.shared
-                        .settler
-                        .announce(&ctx, Event::VolumeDetachError, &failed);
+            Err(source) => {
+                let reason = VolumeError::Unexport {
+                    volume_id: attachment.volume_id.clone(),
+                    source,
+                }
+                .to_string();
+                if self
+                    .shared
+                    .settle_detach_failed(&ctx, &mut copy, &reason)
+                    .await?
+                {
                     report.failed_detach.push(id.to_owned());
                 }
             }

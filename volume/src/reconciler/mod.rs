@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use scoria_common::{
     RequestContext,
-    db::{DbError, WorkerEntry, WorkerKind},
+    db::{DbError, WorkerEntry, WorkerKind, WorkerOutcome},
     ops::{OpsError, VolumeOps},
 };
 
@@ -150,6 +150,16 @@ pub(super) enum Resolved {
     Finished,
     Stale,
     Skipped,
+}
+
+impl From<WorkerOutcome> for Resolved {
+    fn from(outcome: WorkerOutcome) -> Self {
+        match outcome {
+            WorkerOutcome::Done => Resolved::Failed,
+            WorkerOutcome::Stale => Resolved::Stale,
+            WorkerOutcome::Lost => Resolved::Skipped,
+        }
+    }
 }
 
 /// Why an entry could not be resolved this run.
