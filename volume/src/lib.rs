@@ -86,7 +86,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     config.validate()?;
     let host = config.host();
-    let driver = driver::from_config(&config)?;
+    let driver = driver::registry::build(&driver_settings(&config))?;
     let mut runtime = ServiceRuntime::new(BINARY, host.clone(), shutdown);
     let within = config.bus.publish_timeout().max(STARTUP_TIMEOUT);
     let connected = runtime
@@ -154,6 +154,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         Err(err) => tracing::error!(%host, %err, "{BINARY} failed"),
     }
     result.map(|_| ())
+}
+
+/// The driver settings `config` gives.
+fn driver_settings(config: &Config) -> driver::DriverSettings {
+    driver::DriverSettings {
+        name: config.volume.driver.clone(),
+        dir: config.backend_dir(),
+        capacity_gib: config.volume.capacity_gib,
+    }
 }
 
 /// Serves the bus, sends the first report, writes the first heartbeat (in this
@@ -235,4 +244,12 @@ async fn start(
         },
     );
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_config_knows_the_drivers_the_registry_builds() {
+        assert_eq!(crate::config::DRIVERS, crate::driver::registry::DRIVERS);
+    }
 }

@@ -11,7 +11,7 @@ use scoria_common::{
 use scoria_proto::bus::DeleteVolume;
 
 use super::{Reconciler, ResolveError, Resolved};
-use crate::driver::{GIB, VolumeDriver};
+use crate::driver::{GIB, ObjectKind};
 
 impl Reconciler {
     pub(super) async fn volume(&self, entry: &WorkerEntry) -> Result<Resolved, ResolveError> {
@@ -78,10 +78,14 @@ impl Reconciler {
         let id = entry.resource_id.as_str();
         let size_gib = volume.size_gib;
         let db = &self.shared.db;
-        let object_gib = object_bytes(self.shared.driver.as_ref(), id)
-            .await
-            .filter(|bytes| bytes % GIB == 0)
-            .map(|bytes| bytes / GIB);
+        // The backend object's virtual size, in whole GiB (a volume's sizes are).
+        let object_gib = match self.shared.driver.object_size(ObjectKind::Volume, id).await {
+            Ok(bytes) => bytes.filter(|b| b % GIB == 0).map(|b| b / GIB),
+            Err(err) => {
+                tracing::warn!(volume_id = %id, %err, "cannot read the size of the backend object");
+                None
+            }
+        };
         if let Some(new_size) = object_gib.filter(|gib| *gib > size_gib) {
             let attached = db
                 .list_attachments(&AttachmentQuery {
@@ -168,27 +172,5 @@ impl Reconciler {
             .settle(&Self::ctx(), volume, cas, apply, Some(event))
             .await?;
         Ok(*lock(&outcome))
-    }
-}
-
-/// The virtual size of volume `id`'s backend object in bytes, if it can be read
-/// (a raw file's length, a qcow2 header's size field).
-async fn object_bytes(driver: &dyn VolumeDriver, id: &str) -> Option<u64> {
-    let path = driver.volume_path(id).ok()?;
-    match driver.format() {
-        "raw" => tokio::fs::metadata(&path).await.ok().map(|m| m.len()),
-        "qcow2" => {
-            use tokio::io::AsyncReadExt;
-            let mut header = [0u8; 32];
-            let mut file = tokio::fs::File::open(&path).await.ok()?;
-            file.read_exact(&mut header).await.ok()?;
-            if &header[..4] != b"QFI\xfb" {
-                return None;
-            }
-            let mut size = [0u8; 8];
-            size.copy_from_slice(&header[24..32]);
-            Some(u64::from_be_bytes(size))
-        }
-        _ => None,
     }
 }
