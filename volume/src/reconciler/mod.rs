@@ -20,7 +20,9 @@
 //! Every change is a compare-and-set on the entry as read (see
 //! `scoria_common::db::workers`), so a scheduler's reaper acting at once cannot
 //! fail the same work twice. Work a handler of this process is doing right now
-//! ([`InFlight`]) is left alone whatever its deadline: its owner is alive.
+//! ([`InFlight`]) is left alone whatever its deadline: its owner is alive. The
+//! folder's `README.md` has the full diagram, attachments included, and says how
+//! every change goes through the `Settler`.
 
 use std::sync::Arc;
 
