@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod driver;
+pub mod error;
 pub mod export;
 mod in_flight;
 mod locks;
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 use driver::DriverError;
+pub use error::VolumeError;
 pub use manager::{ManagerSettings, VolumeManager};
 
 /// The binary's name, as it appears in logs, on the bus and in `services`.
@@ -62,18 +64,16 @@ pub enum Error {
     #[error("backend: {0}")]
     Driver(#[from] DriverError),
     /// The exports of the last run could not be restored.
-    #[error("restoring the exports of the last run failed: {status}")]
-    Exports {
-        /// Why.
-        status: tonic::Status,
-    },
+    #[error("restoring the exports of the last run failed: {0}")]
+    Exports(#[source] VolumeError),
     /// The first capability report could not be sent.
-    #[error("first capability report of {host} failed: {status}")]
+    #[error("first capability report of {host} failed: {source}")]
     Report {
         /// The service's host.
         host: String,
         /// Why.
-        status: tonic::Status,
+        #[source]
+        source: VolumeError,
     },
 }
 
@@ -86,7 +86,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     config.validate()?;
     let host = config.host();
-    let driver = driver::from_config(&config)?;
+    let driver = driver::registry::build(&driver_settings(&config))?;
     let mut runtime = ServiceRuntime::new(BINARY, host.clone(), shutdown);
     let within = config.bus.publish_timeout().max(STARTUP_TIMEOUT);
     let connected = runtime
@@ -138,7 +138,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             )
             .await
         }
-        Err(status) => Err(Error::Exports { status }),
+        Err(err) => Err(Error::Exports(err)),
     };
     if let Ok(true) = result {
         runtime
@@ -154,6 +154,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         Err(err) => tracing::error!(%host, %err, "{BINARY} failed"),
     }
     result.map(|_| ())
+}
+
+/// The driver settings `config` gives.
+fn driver_settings(config: &Config) -> driver::DriverSettings {
+    driver::DriverSettings {
+        name: config.volume.driver.clone(),
+        dir: config.backend_dir(),
+        capacity_gib: config.volume.capacity_gib,
+    }
 }
 
 /// Serves the bus, sends the first report, writes the first heartbeat (in this
@@ -197,7 +206,7 @@ async fn start(
     tokio::select! {
         _ = runtime.shutdown().cancelled() => return Ok(false),
         sent = manager.report_capabilities(&ctx) => {
-            sent.map_err(|status| Error::Report { host: host.clone(), status })?;
+            sent.map_err(|source| Error::Report { host: host.clone(), source })?;
         }
     }
     let zone = &config.volume.availability_zone;
@@ -235,4 +244,12 @@ async fn start(
         },
     );
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_config_knows_the_drivers_the_registry_builds() {
+        assert_eq!(crate::config::DRIVERS, crate::driver::registry::DRIVERS);
+    }
 }

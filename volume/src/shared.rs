@@ -1,17 +1,19 @@
 //! What the manager and the reconciler both act through: the database, the
-//! backend, the settler (status changes and their notifications), the in-flight registry, the per-volume locks and
-//! the exports, with the few steps both take (removing a leftover object,
-//! stopping an export nobody uses). A module below both, so neither imports the
-//! other.
+//! backend, the settler (status changes and their notifications), the in-flight
+//! registry, the per-volume locks and the exports, with the few steps both take
+//! (removing a leftover object, stopping an export nobody uses, settling an
+//! attachment). A module below both, so neither imports the other.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use scoria_common::{
-    db::{AttachmentQuery, Db, DbError},
-    model::{Attachment, AttachmentStatus},
+    RequestContext,
+    db::{AttachmentQuery, Db, DbResult},
+    events::Event,
+    model::{Attachment, AttachmentStatus, ConnectionInfo, now_ms},
     settle::Settler,
+    sync::lock,
 };
-use tonic::Status;
 
 use crate::{
     driver::VolumeDriver,
@@ -38,6 +40,8 @@ pub struct Shared {
     /// The NBD exports of attachments (None: this service attaches nothing).
     pub(crate) exports: Option<Arc<ExportManager>>,
 }
+
+// === impl Shared ===
 
 impl Shared {
     /// Removes the backend object of a volume whose row is gone (best effort).
@@ -91,19 +95,106 @@ impl Shared {
             .unexport(&attachment.volume_id, attachment.mode.is_read_only())
             .await
     }
-}
 
-/// The status of a database error: `UNAVAILABLE` (the cast is requeued and tried
-/// again) when the database is down or busy, else a logged, bare `INTERNAL`.
-pub(crate) fn db_error(err: DbError) -> Status {
-    match err {
-        DbError::Unavailable(_) => {
-            tracing::warn!(%err, "database unavailable");
-            Status::unavailable(err.to_string())
-        }
-        other => {
-            tracing::error!(err = %other, "database error");
-            Status::internal("internal error")
-        }
+    // === attachment settling (through the settler) ===
+
+    /// `attaching` -> `attached` with `info` (the row read back is the copy);
+    /// announces `volume.attach.end`. Whether it won.
+    pub(crate) async fn settle_attached(
+        &self,
+        ctx: &RequestContext,
+        attachment: &mut Attachment,
+        info: &ConnectionInfo,
+    ) -> DbResult<bool> {
+        let id = attachment.id.clone();
+        // The row read back by the compare-and-set becomes the copy.
+        let row = Mutex::new(None);
+        let cas = async {
+            let attached = self.db.finish_attach(&id, info).await?;
+            let won = attached.is_some();
+            *lock(&row) = attached;
+            Ok(won)
+        };
+        let apply = |a: &mut Attachment| {
+            if let Some(row) = lock(&row).take() {
+                *a = row;
+            }
+        };
+        self.settler
+            .settle(ctx, attachment, cas, apply, Some(Event::VolumeAttachEnd))
+            .await
+    }
+
+    /// `attaching` -> `error_attaching` with `reason`; announces
+    /// `volume.attach.error`. Whether it won.
+    pub(crate) async fn settle_attach_failed(
+        &self,
+        ctx: &RequestContext,
+        attachment: &mut Attachment,
+        reason: &str,
+    ) -> DbResult<bool> {
+        let id = attachment.id.clone();
+        let apply = |a: &mut Attachment| {
+            a.status = AttachmentStatus::ErrorAttaching;
+            a.error_message = reason.to_owned();
+            a.updated_at_ms = now_ms();
+        };
+        self.settler
+            .settle(
+                ctx,
+                attachment,
+                self.db.fail_attach(&id, reason),
+                apply,
+                Some(Event::VolumeAttachError),
+            )
+            .await
+    }
+
+    /// `detaching` -> gone (the row removed); announces `volume.detach.end`.
+    /// Whether it won.
+    pub(crate) async fn settle_detached(
+        &self,
+        ctx: &RequestContext,
+        attachment: &mut Attachment,
+    ) -> DbResult<bool> {
+        let id = attachment.id.clone();
+        let apply = |a: &mut Attachment| {
+            a.status = AttachmentStatus::Detached;
+            a.updated_at_ms = now_ms();
+        };
+        self.settler
+            .settle(
+                ctx,
+                attachment,
+                self.db.finish_detach(&id),
+                apply,
+                Some(Event::VolumeDetachEnd),
+            )
+            .await
+    }
+
+    /// `detaching` -> `error_detaching` with `reason`; announces
+    /// `volume.detach.error`. Whether it won.
+    pub(crate) async fn settle_detach_failed(
+        &self,
+        ctx: &RequestContext,
+        attachment: &mut Attachment,
+        reason: &str,
+    ) -> DbResult<bool> {
+        let id = attachment.id.clone();
+        let apply = |a: &mut Attachment| {
+            a.status = AttachmentStatus::ErrorDetaching;
+            a.error_message = reason.to_owned();
+            a.updated_at_ms = now_ms();
+        };
+        self.settler
+            .settle(
+                ctx,
+                attachment,
+                self.db.fail_detach(&id, reason),
+                apply,
+                Some(Event::VolumeDetachError),
+            )
+            .await
     }
 }

@@ -13,6 +13,7 @@ mod admin_tests;
 mod attachments;
 #[cfg(test)]
 mod attachments_tests;
+mod extend;
 mod keyset;
 #[cfg(test)]
 mod migrate_tests;

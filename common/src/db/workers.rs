@@ -77,7 +77,7 @@ pub enum WorkerKind {
 
 impl WorkerKind {
     /// The name stored in `workers.resource_type`.
-    pub(super) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             WorkerKind::Volume => "volume",
             WorkerKind::Snapshot => "snapshot",

@@ -1,6 +1,6 @@
 //! The conformance suite every driver passes: one set of tests, instantiated for
 //! each driver by [`instantiate!`], each on its own temp dir and built through
-//! [`from_config`] as the service builds it.
+//! [`registry::build`] as the service builds it.
 //!
 //! Bytes are written and read through the object's real format with `qemu-io`
 //! (`read -P` fails when the pattern differs) and sizes are checked with
@@ -15,8 +15,7 @@ use std::{
 
 use tempfile::TempDir;
 
-use super::{DriverError, GIB, VolumeDriver, from_config};
-use crate::config::Config;
+use super::{DriverError, DriverSettings, GIB, ObjectKind, VolumeDriver, registry};
 
 /// Runs every test below for each driver.
 macro_rules! instantiate {
@@ -38,6 +37,7 @@ instantiate!(
     copies_are_thin,
     racing_creates_keep_one_object,
     stats_count_the_volumes,
+    object_size_is_the_virtual_size,
 );
 
 /// The first pattern written, the one the snapshot keeps.
@@ -54,15 +54,15 @@ struct Backend {
 
 fn backend(name: &str) -> Backend {
     let temp = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::default();
-    config.service.data_dir = temp.path().to_owned();
-    config.volume.driver = name.to_owned();
-    config.volume.capacity_gib = Some(100);
-    config.validate().expect("config");
-    let driver = from_config(&config)
+    let settings = DriverSettings {
+        name: name.to_owned(),
+        dir: temp.path().join("backend"),
+        capacity_gib: Some(100),
+    };
+    let driver = registry::build(&settings)
         .unwrap_or_else(|e| panic!("driver {name}: {e} (install qemu-utils for qcow2)"));
     assert_eq!(driver.name(), name);
-    let dir = std::fs::canonicalize(config.backend_dir()).expect("backend dir");
+    let dir = std::fs::canonicalize(&settings.dir).expect("backend dir");
     Backend {
         _dir: temp,
         dir,
@@ -421,4 +421,43 @@ async fn stats_count_the_volumes(name: &str) {
     assert_eq!(stats.allocated_gib, 5.0);
     // Thin: nothing written, so free is near the capacity or the filesystem's free.
     assert!(stats.free_gib > 0.0 && stats.free_gib <= 100.0, "{stats:?}");
+}
+
+async fn object_size_is_the_virtual_size(name: &str) {
+    let b = backend(name);
+    let d = &b.driver;
+    let format = d.format();
+    let (vol, snap) = (new_id(), new_id());
+    assert_eq!(
+        d.object_size(ObjectKind::Volume, &vol).await.expect("size"),
+        None
+    );
+    d.create_volume(&vol, 1).await.expect("create");
+    b.write(&b.volume(&vol), FIRST).await;
+    let size = d.object_size(ObjectKind::Volume, &vol).await.expect("size");
+    assert_eq!(size, Some(GIB));
+    assert_eq!(size, Some(virtual_size(format, &b.volume(&vol)).await));
+    d.extend_volume(&vol, 3).await.expect("extend");
+    assert_eq!(
+        d.object_size(ObjectKind::Volume, &vol).await.expect("size"),
+        Some(3 * GIB)
+    );
+    assert_eq!(
+        d.object_size(ObjectKind::Snapshot, &snap)
+            .await
+            .expect("size"),
+        None
+    );
+    d.create_snapshot(&snap, &vol).await.expect("snapshot");
+    assert_eq!(
+        d.object_size(ObjectKind::Snapshot, &snap)
+            .await
+            .expect("size"),
+        Some(virtual_size(format, &b.snapshot(&snap)).await)
+    );
+    let err = d
+        .object_size(ObjectKind::Volume, "not-a-uuid")
+        .await
+        .expect_err("bad id");
+    assert!(matches!(err, DriverError::InvalidId { .. }), "{err}");
 }

@@ -18,15 +18,15 @@ mod conformance;
 pub mod file;
 pub mod objects;
 pub mod qcow2;
+pub mod registry;
 
-use std::{path::PathBuf, sync::Arc};
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 
 pub use file::FileDriver;
 pub use qcow2::Qcow2Driver;
-
-use crate::config::Config;
+pub use registry::{DRIVERS, DriverSettings};
 
 /// Bytes in a GiB.
 pub const GIB: u64 = 1 << 30;
@@ -164,6 +164,15 @@ pub struct BackendStats {
     pub allocated_gib: f64,
 }
 
+/// The kinds of backend objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// A volume, `volume-<id>`.
+    Volume,
+    /// A snapshot, `snapshot-<id>`.
+    Snapshot,
+}
+
 /// What a storage backend does.
 ///
 /// The operations added after create and delete have default bodies that return
@@ -182,6 +191,12 @@ pub trait VolumeDriver: Send + Sync + 'static {
 
     /// Whether volume `id` exists on the backend.
     async fn volume_exists(&self, id: &str) -> DriverResult<bool>;
+
+    /// The virtual size, in bytes, of the `kind` object `id` (what a client of
+    /// its export sees), None if it does not exist.
+    async fn object_size(&self, _kind: ObjectKind, _id: &str) -> DriverResult<Option<u64>> {
+        Err(unsupported(self.name(), "object_size"))
+    }
 
     /// The backend's capacity now.
     async fn stats(&self) -> DriverResult<BackendStats>;
@@ -282,18 +297,4 @@ pub fn size_bytes(id: &str, size_gib: u64) -> DriverResult<u64> {
             id: id.to_owned(),
             size_gib,
         })
-}
-
-/// The driver `config` names (validated by [`Config::validate`]), its directory created.
-pub fn from_config(config: &Config) -> DriverResult<Arc<dyn VolumeDriver>> {
-    let (dir, capacity) = (config.backend_dir(), config.volume.capacity_gib);
-    Ok(match config.volume.driver.as_str() {
-        file::NAME => Arc::new(FileDriver::new(dir, capacity)?),
-        qcow2::NAME => Arc::new(Qcow2Driver::new(dir, capacity)?),
-        other => {
-            return Err(DriverError::UnknownDriver {
-                name: other.to_owned(),
-            });
-        }
-    })
 }

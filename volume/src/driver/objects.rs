@@ -27,8 +27,8 @@ use std::{
 use async_trait::async_trait;
 
 use super::{
-    BackendStats, DriverError, DriverResult, GIB, VolumeDriver, size_bytes, snapshot_object_name,
-    volume_object_name,
+    BackendStats, DriverError, DriverResult, GIB, ObjectKind, VolumeDriver, size_bytes,
+    snapshot_object_name, volume_object_name,
 };
 
 /// What a driver does with its image files; [`ObjectDriver`] does the rest.
@@ -258,6 +258,14 @@ impl<F: Format> VolumeDriver for ObjectDriver<F> {
 
     async fn volume_exists(&self, id: &str) -> DriverResult<bool> {
         self.exists(self.volume_path(id)?).await
+    }
+
+    async fn object_size(&self, kind: ObjectKind, id: &str) -> DriverResult<Option<u64>> {
+        let path = match kind {
+            ObjectKind::Volume => self.volume_path(id)?,
+            ObjectKind::Snapshot => self.snapshot_path(id)?,
+        };
+        self.size(&path).await
     }
 
     async fn stats(&self) -> DriverResult<BackendStats> {

@@ -37,7 +37,11 @@
 //! up to 5 s), so two exports never pick the same port. A snapshot of the connection
 //! infos is kept beside it for [`ExportManager::exported`], which does not wait.
 
+mod error;
+mod key;
 mod nbd;
+mod ports;
+mod restart;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -47,155 +51,15 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     ops::RangeInclusive,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use tokio::sync::Mutex;
 
+pub use error::{ExportError, Result};
+pub use key::ExportKey;
 use nbd::{Server, Spec};
 
-/// Why an export operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    /// The id is not a UUID (it would not make a safe export or file name).
-    #[error("invalid volume id {id:?}: not a UUID")]
-    InvalidId {
-        /// The id given.
-        id: String,
-    },
-    /// `qemu-nbd` is not installed.
-    #[error("{program} not found: install the package {package}")]
-    ToolMissing {
-        /// The program.
-        program: String,
-        /// The Debian package providing it.
-        package: &'static str,
-    },
-    /// Every port of the range is taken.
-    #[error("no free port in {first}-{last} to export volume {volume_id}")]
-    PortsExhausted {
-        /// The volume.
-        volume_id: String,
-        /// The range's first port.
-        first: u16,
-        /// The range's last port.
-        last: u16,
-    },
-    /// `qemu-nbd` exited before it served.
-    #[error("qemu-nbd exporting volume {volume_id} on port {port} exited ({status}): {stderr}")]
-    Exited {
-        /// The volume.
-        volume_id: String,
-        /// The port it was to listen on.
-        port: u16,
-        /// How it ended.
-        status: std::process::ExitStatus,
-        /// What it said on stderr.
-        stderr: String,
-    },
-    /// `qemu-nbd` runs but did not accept a connection in time (it was killed).
-    #[error(
-        "qemu-nbd exporting volume {volume_id} did not serve on {host}:{port} within {waited:?}"
-    )]
-    NotReady {
-        /// The volume.
-        volume_id: String,
-        /// The address it was to listen on.
-        host: String,
-        /// Its port.
-        port: u16,
-        /// How long it was given.
-        waited: Duration,
-    },
-    /// The volume is exported already, differently (path, format or mode).
-    #[error("volume {volume_id} is exported as {existing}, not as {requested}: unexport it first")]
-    Conflict {
-        /// The volume.
-        volume_id: String,
-        /// How it is exported.
-        existing: String,
-        /// How it was asked to be.
-        requested: String,
-    },
-    /// A port could not be tried (not "in use": the address is unusable).
-    #[error("cannot bind {host}:{port}: {source}")]
-    Bind {
-        /// The address.
-        host: String,
-        /// The port.
-        port: u16,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A filesystem or process operation failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// On what.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-}
-
-/// A `Result` alias for export operations.
-pub type Result<T, E = ExportError> = std::result::Result<T, E>;
-
-impl ExportError {
-    /// Whether `qemu-nbd` failed because its port was taken (then another port is tried).
-    fn is_addr_in_use(&self) -> bool {
-        matches!(self, Self::Exited { stderr, .. } if stderr.contains("Address already in use"))
-    }
-}
-
 pub use scoria_common::model::ConnectionInfo;
-
-/// One export: a volume served read-write (`volume-<id>`) or read-only
-/// (`volume-<id>-ro`). A volume may have both at once, each its own `qemu-nbd`
-/// (a server serves one export) on its own port.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ExportKey {
-    /// The volume, as one hyphenated, lower-case UUID.
-    pub volume_id: String,
-    /// Whether writes are refused.
-    pub read_only: bool,
-}
-
-impl ExportKey {
-    /// The export of volume `volume_id` (any UUID form) in that mode.
-    pub fn new(volume_id: &str, read_only: bool) -> Result<Self> {
-        Ok(Self {
-            volume_id: canonical_id(volume_id)?,
-            read_only,
-        })
-    }
-
-    /// The NBD export name, also the stem of its pid file and log.
-    pub fn export_name(&self) -> String {
-        if self.read_only {
-            format!("volume-{}-ro", self.volume_id)
-        } else {
-            format!("volume-{}", self.volume_id)
-        }
-    }
-
-    /// The key whose [`ExportKey::export_name`] is `name`, if it is one.
-    fn from_export_name(name: &str) -> Option<Self> {
-        let rest = name.strip_prefix("volume-")?;
-        let (id, read_only) = match rest.strip_suffix("-ro") {
-            Some(id) => (id, true),
-            None => (rest, false),
-        };
-        Self::new(id, read_only).ok()
-    }
-}
-
-impl std::fmt::Display for ExportKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.export_name())
-    }
-}
 
 /// One export for [`ExportManager::reexport_many`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -469,168 +333,6 @@ impl ExportManager {
             .collect()
     }
 
-    /// At start-up: the `qemu-nbd` of an earlier run that still serves an export
-    /// of `wanted` (found through the pid files of the run dir) is adopted, keeping
-    /// its clients connected; the other leftovers are killed, and this manager's
-    /// own exports not wanted are stopped. Wanted exports with no server left are
-    /// for the caller to [`reexport`](ExportManager::reexport).
-    #[tracing::instrument(skip(self, wanted), err)]
-    pub async fn adopt_or_clean(&self, wanted: &[ExportKey]) -> Result<Cleanup> {
-        let wanted = wanted
-            .iter()
-            .map(|key| ExportKey::new(&key.volume_id, key.read_only))
-            .collect::<Result<HashSet<_>>>()?;
-        let mut cleanup = Cleanup::default();
-        let mut state = self.state.lock().await;
-        let unwanted: Vec<ExportKey> = state
-            .servers
-            .keys()
-            .filter(|key| !wanted.contains(*key))
-            .cloned()
-            .collect();
-        for key in unwanted {
-            if let Some(server) = state.servers.remove(&key) {
-                server.stop().await;
-            }
-            cleanup.unexported.push(key);
-        }
-        self.sweep(&mut state, Some(&wanted), &mut cleanup).await?;
-        self.publish(&state);
-        tracing::info!(?cleanup, "exports of an earlier run settled");
-        Ok(cleanup)
-    }
-
-    /// Kills the `qemu-nbd` processes recorded in the run dir's pid files that this
-    /// manager does not export (checking first, in `/proc`, that the pid is a
-    /// `qemu-nbd` serving that export), and removes stale pid files. Returns the
-    /// exports whose server was killed.
-    #[tracing::instrument(skip(self), err)]
-    pub async fn cleanup_stale(&self) -> Result<Vec<ExportKey>> {
-        let mut cleanup = Cleanup::default();
-        let mut state = self.state.lock().await;
-        self.sweep(&mut state, None, &mut cleanup).await?;
-        Ok(cleanup.killed)
-    }
-
-    /// Goes through the pid files: adopts the servers of `adopt`, kills the others.
-    async fn sweep(
-        &self,
-        state: &mut State,
-        adopt: Option<&HashSet<ExportKey>>,
-        cleanup: &mut Cleanup,
-    ) -> Result<()> {
-        let entries = match std::fs::read_dir(&self.run_dir) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => {
-                return Err(ExportError::Io {
-                    op: "read",
-                    path: self.run_dir.clone(),
-                    source,
-                });
-            }
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(key) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".pid"))
-                .and_then(ExportKey::from_export_name)
-            else {
-                continue;
-            };
-            if state.servers.contains_key(&key) {
-                continue;
-            }
-            let export_name = key.export_name();
-            let (pid_file, log_file) = nbd::files(&self.run_dir, &export_name);
-            let running = nbd::read_pid_file(&pid_file)
-                .and_then(|pid| Some((pid, nbd::qemu_nbd_serving(pid, &export_name)?)));
-            let Some((pid, cmdline)) = running else {
-                nbd::remove_file(&pid_file);
-                nbd::remove_file(&log_file);
-                continue;
-            };
-            let spec = Spec::from_cmdline(&cmdline)
-                .filter(|s| s.export_name == export_name && s.read_only == key.read_only);
-            match spec {
-                Some(spec) if adopt.is_some_and(|wanted| wanted.contains(&key)) => {
-                    tracing::info!(export = %key, %pid, uri = %spec.info().uri(), "adopted");
-                    let server = Server::adopt(pid, spec, &self.run_dir);
-                    state.servers.insert(key.clone(), server);
-                    cleanup.adopted.push(key);
-                }
-                _ => {
-                    tracing::info!(export = %key, %pid, "killing a leftover qemu-nbd");
-                    nbd::terminate_pid(pid).await;
-                    nbd::remove_file(&pid_file);
-                    nbd::remove_file(&log_file);
-                    cleanup.killed.push(key);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Stops every export (SIGTERM to all, then waits for each).
-    #[tracing::instrument(skip(self))]
-    pub async fn shutdown(&self) {
-        let mut state = self.state.lock().await;
-        let mut servers: Vec<Server> = state.servers.drain().map(|(_, s)| s).collect();
-        self.publish(&state);
-        for server in &mut servers {
-            server.terminate();
-        }
-        for server in servers {
-            server.stop().await;
-        }
-        tracing::info!("every export stopped");
-    }
-
-    /// Lets every export go on serving without this manager, as the service stops:
-    /// clients stay connected, and the pid files stay for the next run's
-    /// [`adopt_or_clean`](ExportManager::adopt_or_clean). Returns the exports left.
-    #[tracing::instrument(skip(self))]
-    pub async fn release(&self) -> Vec<ExportKey> {
-        let mut state = self.state.lock().await;
-        let mut keys = Vec::new();
-        for (key, server) in state.servers.drain() {
-            server.release();
-            keys.push(key);
-        }
-        self.publish(&state);
-        keys.sort();
-        tracing::info!(
-            exports = keys.len(),
-            "exports left running for the next start"
-        );
-        keys
-    }
-
-    /// The ports of the range, from `cursor` round to just before it.
-    fn candidates(&self, cursor: u16) -> impl Iterator<Item = u16> + use<> {
-        let (first, last) = (*self.port_range.start(), *self.port_range.end());
-        let start = if self.port_range.contains(&cursor) {
-            cursor
-        } else {
-            first
-        };
-        (start..=last).chain(first..start)
-    }
-
-    /// Whether `port` can be bound on the bind host now.
-    async fn port_free(&self, port: u16) -> Result<bool> {
-        match tokio::net::TcpListener::bind((self.bind_host.as_str(), port)).await {
-            Ok(_) => Ok(true),
-            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => Ok(false),
-            Err(source) => Err(ExportError::Bind {
-                host: self.bind_host.clone(),
-                port,
-                source,
-            }),
-        }
-    }
-
     fn publish(&self, state: &State) {
         let infos = state
             .servers
@@ -639,13 +341,6 @@ impl ExportManager {
             .collect();
         *scoria_common::sync::lock(&self.published) = infos;
     }
-}
-
-/// `id` as one hyphenated, lower-case UUID, whatever form was given.
-fn canonical_id(id: &str) -> Result<String> {
-    uuid::Uuid::parse_str(id)
-        .map(|uuid| uuid.hyphenated().to_string())
-        .map_err(|_| ExportError::InvalidId { id: id.to_owned() })
 }
 
 /// Ok if `existing` serves what was asked for now (the mode is the key's).

@@ -10,7 +10,9 @@
 //!                 attached ─────────────────▶ its connection info (a retried call)
 //!                 not attaching ────────────▶ FAILED_PRECONDITION naming the status
 //!                 volume here? export (volume, mode) ─ ok ──▶ attached + info
-//!                                                      failed ─▶ error_attaching (why)
+//!                                                      failed ─▶ error_attaching (why),
+//!                                                        its export stopped unless another
+//!                                                        active attachment (same mode) uses it
 //!  detach_volume: row gone ─────────────────▶ Ok, unexported = false (a retried call)
 //!                 not detaching ────────────▶ FAILED_PRECONDITION naming the status
 //!                 another active attachment in the same mode? ── no ──▶ unexport
@@ -39,42 +41,10 @@ use scoria_proto::{
     bus::{AttachResult, AttachVolume},
     v1 as pb,
 };
-use tonic::Status;
 
 use super::VolumeManager;
-use crate::export::{ExportError, ExportManager};
-use crate::shared::db_error;
-
-/// Why an attach failed: the code returned, and the reason (also stored).
-struct AttachFailure {
-    status: Status,
-}
-
-impl AttachFailure {
-    fn new(code: tonic::Code, reason: String) -> Self {
-        Self {
-            status: Status::new(code, reason),
-        }
-    }
-
-    fn reason(&self) -> &str {
-        self.status.message()
-    }
-}
-
-/// The code of an export failure.
-fn export_code(err: &ExportError) -> tonic::Code {
-    match err {
-        ExportError::InvalidId { .. } => tonic::Code::InvalidArgument,
-        ExportError::PortsExhausted { .. } => tonic::Code::ResourceExhausted,
-        ExportError::ToolMissing { .. }
-        | ExportError::Exited { .. }
-        | ExportError::NotReady { .. }
-        | ExportError::Conflict { .. }
-        | ExportError::Bind { .. }
-        | ExportError::Io { .. } => tonic::Code::Internal,
-    }
-}
+use crate::error::{Result, VolumeError};
+use crate::export::ExportManager;
 
 fn attach_result(info: &ConnectionInfo) -> AttachResult {
     AttachResult {
@@ -100,19 +70,23 @@ impl VolumeManager {
         &self,
         ctx: &RequestContext,
         request: AttachVolume,
-    ) -> Result<AttachResult, Status> {
+    ) -> Result<AttachResult> {
         let id = request.attachment_id.as_str();
         if id.is_empty() {
-            return Err(Status::invalid_argument("attachment_id is required"));
+            return Err(VolumeError::MissingField {
+                field: "attachment_id",
+            });
         }
         let _busy = self.shared.in_flight.enter(id);
-        let not_found = || Status::not_found(format!("attachment {id} not found"));
-        let Some(first) = self.shared.db.get_attachment(id).await.map_err(db_error)? else {
+        let not_found = || VolumeError::NotFound {
+            kind: "attachment",
+            id: id.to_owned(),
+        };
+        let Some(first) = self.shared.db.get_attachment(id).await? else {
             return Err(not_found());
         };
         let _volume = self.shared.locks.lock(&first.volume_id).await;
-        let Some(mut attachment) = self.shared.db.get_attachment(id).await.map_err(db_error)?
-        else {
+        let Some(mut attachment) = self.shared.db.get_attachment(id).await? else {
             return Err(not_found());
         };
         match attachment.status {
@@ -122,56 +96,48 @@ impl VolumeManager {
                 return attached_info(&attachment).map(attach_result);
             }
             other => {
-                return Err(Status::failed_precondition(format!(
-                    "attachment {id} is {other}, not attaching"
-                )));
+                return Err(VolumeError::WrongStatus {
+                    kind: "attachment",
+                    id: id.to_owned(),
+                    status: other.to_string(),
+                    expected: "attaching",
+                });
             }
         }
         self.shared
             .settler
             .announce(ctx, Event::VolumeAttachStart, &attachment);
-        let volume = self
-            .shared
-            .db
-            .get_volume(&attachment.volume_id)
-            .await
-            .map_err(db_error)?;
+        let volume = self.shared.db.get_volume(&attachment.volume_id).await?;
         let info = match self.export_for(&attachment, volume).await {
             Ok(info) => info,
             Err(failure) => {
-                tracing::error!(reason = failure.reason(), "export failed");
+                let reason = failure.to_string();
+                tracing::error!(%reason, "export failed");
                 if self
                     .shared
-                    .db
-                    .fail_attach(id, failure.reason())
-                    .await
-                    .map_err(db_error)?
+                    .settle_attach_failed(ctx, &mut attachment, &reason)
+                    .await?
                 {
-                    attachment.status = AttachmentStatus::ErrorAttaching;
-                    attachment.error_message = failure.reason().to_owned();
-                    self.shared
-                        .settler
-                        .announce(ctx, Event::VolumeAttachError, &attachment);
+                    // The export may run (a first delivery started it): nobody
+                    // else in this mode uses it, so it stops.
+                    if let Err(err) = self.shared.unexport_if_unused(&attachment).await {
+                        tracing::warn!(%err, "cannot stop the export of a failed attach");
+                    }
                 }
-                return Err(failure.status);
+                return Err(failure);
             }
         };
-        if let Some(attached) = self
+        if self
             .shared
-            .db
-            .finish_attach(id, &info)
-            .await
-            .map_err(db_error)?
+            .settle_attached(ctx, &mut attachment, &info)
+            .await?
         {
-            tracing::info!(volume_id = %attached.volume_id, uri = %info.uri(), "attached");
-            self.shared
-                .settler
-                .announce(ctx, Event::VolumeAttachEnd, &attached);
+            tracing::info!(volume_id = %attachment.volume_id, uri = %info.uri(), "attached");
             return Ok(attach_result(&info));
         }
         // Changed meanwhile (failed by a reconciler, or removed): the export may
         // have no user now.
-        let now = self.shared.db.get_attachment(id).await.map_err(db_error)?;
+        let now = self.shared.db.get_attachment(id).await?;
         if let Some(now) = &now
             && now.status == AttachmentStatus::Attached
         {
@@ -180,15 +146,22 @@ impl VolumeManager {
         self.shared
             .unexport_if_unused(&attachment)
             .await
-            .map_err(|err| Status::internal(err.to_string()))?;
+            .map_err(|source| VolumeError::Unexport {
+                volume_id: attachment.volume_id.clone(),
+                source,
+            })?;
         Err(match now {
-            Some(now) => Status::failed_precondition(format!(
-                "attachment {id} became {} while it was being attached",
-                now.status
-            )),
-            None => Status::not_found(format!(
-                "attachment {id} was removed while it was being attached"
-            )),
+            Some(now) => VolumeError::Changed {
+                kind: "attachment",
+                id: id.to_owned(),
+                status: now.status.to_string(),
+                doing: "attached",
+            },
+            None => VolumeError::Removed {
+                kind: "attachment",
+                id: id.to_owned(),
+                doing: "attached",
+            },
         })
     }
 
@@ -198,49 +171,49 @@ impl VolumeManager {
         &self,
         attachment: &Attachment,
         volume: Option<scoria_common::model::Volume>,
-    ) -> Result<ConnectionInfo, AttachFailure> {
-        use tonic::Code;
+    ) -> Result<ConnectionInfo> {
         let volume_id = &attachment.volume_id;
         let host = &self.settings.host;
-        let volume = volume.ok_or_else(|| {
-            AttachFailure::new(Code::NotFound, format!("volume {volume_id} is gone"))
+        let volume = volume.ok_or_else(|| VolumeError::NotFound {
+            kind: "volume",
+            id: volume_id.clone(),
         })?;
         match volume.host.as_deref() {
             Some(h) if self.settings.is_mine(h) => {}
             other => {
-                return Err(AttachFailure::new(
-                    Code::FailedPrecondition,
-                    format!(
-                        "volume {volume_id} is on {}, not on {host}",
-                        other.unwrap_or("no host")
-                    ),
-                ));
+                return Err(VolumeError::NotMine {
+                    volume_id: volume_id.clone(),
+                    on: other.map(str::to_owned),
+                    host: host.clone(),
+                });
             }
         }
         let Some(exports) = &self.shared.exports else {
-            return Err(AttachFailure::new(
-                Code::Unavailable,
-                format!("volume service {host} has no export manager"),
-            ));
+            return Err(VolumeError::NoExports { host: host.clone() });
         };
-        let backend = |err: crate::driver::DriverError| {
-            AttachFailure::new(
-                Code::Internal,
-                format!("volume {volume_id} on {host}: {err}"),
-            )
+        let backend = |op| {
+            move |source| VolumeError::Backend {
+                op,
+                id: volume_id.clone(),
+                source,
+            }
         };
-        let path = self.shared.driver.volume_path(volume_id).map_err(backend)?;
+        let path = self
+            .shared
+            .driver
+            .volume_path(volume_id)
+            .map_err(backend("locate volume"))?;
         if !self
             .shared
             .driver
             .volume_exists(volume_id)
             .await
-            .map_err(backend)?
+            .map_err(backend("find volume"))?
         {
-            return Err(AttachFailure::new(
-                Code::Internal,
-                format!("volume {volume_id} has no backend object on {host}"),
-            ));
+            return Err(VolumeError::NoObject {
+                volume_id: volume_id.clone(),
+                host: host.clone(),
+            });
         }
         exports
             .export(
@@ -250,19 +223,18 @@ impl VolumeManager {
                 attachment.mode.is_read_only(),
             )
             .await
-            .map_err(|err| {
-                AttachFailure::new(
-                    export_code(&err),
-                    format!("exporting volume {volume_id} failed: {err}"),
-                )
-            })
+            .map_err(|err| VolumeError::export(volume_id, err))
     }
 }
 
 /// The connection info of an `attached` attachment (a row without one is corrupt).
-fn attached_info(attachment: &Attachment) -> Result<&ConnectionInfo, Status> {
-    attachment.connection_info.as_ref().ok_or_else(|| {
-        tracing::error!(attachment_id = %attachment.id, "attached without connection info");
-        Status::internal("internal error")
-    })
+fn attached_info(attachment: &Attachment) -> Result<&ConnectionInfo> {
+    attachment
+        .connection_info
+        .as_ref()
+        .ok_or_else(|| VolumeError::RowCorrupt {
+            table: "attachments",
+            id: attachment.id.clone(),
+            reason: "attached without connection info".into(),
+        })
 }

@@ -8,21 +8,16 @@ use scoria_common::{
     settle::VolumeChange,
 };
 use scoria_proto::bus::{CreateVolume, ScheduleCreateVolume};
-use tonic::Status;
 
 use super::{MAX_CREATE_ATTEMPTS, SCHEDULER_SERVICE, VolumeManager};
-use crate::shared::db_error;
+use crate::error::Result;
 
 impl VolumeManager {
-    pub(super) async fn create(
-        &self,
-        ctx: &RequestContext,
-        request: CreateVolume,
-    ) -> Result<(), Status> {
+    pub(super) async fn create(&self, ctx: &RequestContext, request: CreateVolume) -> Result<()> {
         let id = request.volume_id.as_str();
         let _busy = self.shared.in_flight.enter(id);
         let host = self.settings.host.as_str();
-        let Some(mut volume) = self.shared.db.get_volume(id).await.map_err(db_error)? else {
+        let Some(mut volume) = self.shared.db.get_volume(id).await? else {
             tracing::info!("volume was deleted before it was created: removing any leftover");
             self.shared.remove_leftover(id).await;
             return Ok(());
@@ -42,12 +37,7 @@ impl VolumeManager {
         }
         // A stale delivery (this backend failed and the volume was rescheduled) must
         // not race the backend now creating it: the worker entry names the owner.
-        let owner = self
-            .shared
-            .db
-            .get_worker(WorkerKind::Volume, id)
-            .await
-            .map_err(db_error)?;
+        let owner = self.shared.db.get_worker(WorkerKind::Volume, id).await?;
         if let Some(owner) = owner.filter(|w| {
             w.service.contains('@')
                 && !self.settings.is_mine(&w.service)
@@ -63,27 +53,23 @@ impl VolumeManager {
                 "sizes differ: the row wins"
             );
         }
+        let owner = self.worker(id, host);
         let claimed = self
             .shared
-            .db
-            .transition_volume_with_worker(
-                id,
-                &[VolumeStatus::Creating],
-                VolumeStatus::Creating,
-                Some(host),
-                None,
-                Some(&self.worker(id, host)),
+            .settler
+            .volume(
+                ctx,
+                &mut volume,
+                VolumeChange::new(&[VolumeStatus::Creating], VolumeStatus::Creating)
+                    .host(host)
+                    .worker(&owner),
+                Some(Event::VolumeCreateStart),
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         if !claimed {
             tracing::info!("volume changed before it was claimed: cast ignored");
             return Ok(());
         }
-        volume.host = Some(host.to_owned());
-        self.shared
-            .settler
-            .announce(ctx, Event::VolumeCreateStart, &volume);
         let made = match volume.source_volume_id.as_deref() {
             Some(source) => {
                 self.shared
@@ -110,32 +96,26 @@ impl VolumeManager {
         }
     }
 
-    async fn create_done(&self, ctx: &RequestContext, mut volume: Volume) -> Result<(), Status> {
+    async fn create_done(&self, ctx: &RequestContext, mut volume: Volume) -> Result<()> {
         let id = volume.id.clone();
         let host = self.settings.host.as_str();
         let won = self
             .shared
-            .db
-            .transition_volume_with_worker(
-                &id,
-                &[VolumeStatus::Creating],
-                VolumeStatus::Available,
-                Some(host),
-                Some(""),
-                None,
+            .settler
+            .volume(
+                ctx,
+                &mut volume,
+                VolumeChange::new(&[VolumeStatus::Creating], VolumeStatus::Available)
+                    .host(host)
+                    .error(""),
+                Some(Event::VolumeCreateEnd),
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         if won {
-            volume.status = VolumeStatus::Available;
-            volume.error_message.clear();
             tracing::info!(size_gib = volume.size_gib, "volume created");
-            self.shared
-                .settler
-                .announce(ctx, Event::VolumeCreateEnd, &volume);
             return Ok(());
         }
-        match self.shared.db.get_volume(&id).await.map_err(db_error)? {
+        match self.shared.db.get_volume(&id).await? {
             Some(now)
                 if now.status == VolumeStatus::Available
                     && now
@@ -159,7 +139,7 @@ impl VolumeManager {
         request: CreateVolume,
         mut volume: Volume,
         reason: String,
-    ) -> Result<(), Status> {
+    ) -> Result<()> {
         let id = volume.id.clone();
         let attempt = request.attempt.max(1);
         tracing::error!(attempt, reason, "backend failed to create the volume");
@@ -177,19 +157,19 @@ impl VolumeManager {
             }
             // The scheduler owns the volume again before it hears of it, if the
             // volume still is `creating`.
+            let scheduler = self.worker(&id, SCHEDULER_SERVICE);
             let handed_back = self
                 .shared
-                .db
-                .transition_volume_with_worker(
-                    &id,
-                    &[VolumeStatus::Creating],
-                    VolumeStatus::Creating,
+                .settler
+                .volume(
+                    ctx,
+                    &mut volume,
+                    VolumeChange::new(&[VolumeStatus::Creating], VolumeStatus::Creating)
+                        .worker(&scheduler),
+                    // The reschedule is quiet: the next attempt announces its start.
                     None,
-                    None,
-                    Some(&self.worker(&id, SCHEDULER_SERVICE)),
                 )
-                .await
-                .map_err(db_error)?;
+                .await?;
             if !handed_back {
                 tracing::info!("volume changed while failing: left as it is, not rescheduled");
                 return Ok(());
@@ -231,8 +211,7 @@ impl VolumeManager {
                     .error(&message),
                 Some(Event::VolumeCreateError),
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         if won {
             self.shared.remove_leftover(&id).await;
         } else {

@@ -1,20 +1,11 @@
 //! Tests of the manager against a SQLite database, the real `file` driver (or a
 //! failing one), and recording fakes of the scheduler and the notifier.
 
-use scoria_common::db::Db;
+use scoria_common::{db::Db, events::Event, model::Volume, rpc::Priority};
 
 use super::*;
 use crate::driver::{BackendStats, DriverError, DriverResult, FileDriver};
 use crate::testing::Recorder;
-#[allow(unused_imports)]
-use scoria_common::events::Event;
-#[allow(unused_imports)]
-use scoria_common::{
-    model::{Snapshot, SnapshotStatus, Volume},
-    rpc::Priority,
-};
-#[allow(unused_imports)]
-use scoria_proto::bus::{CreateSnapshot, DeleteSnapshot, ExtendVolume, ScheduleCreateVolume};
 
 /// A backend whose every operation fails.
 struct BrokenDriver;

@@ -1,24 +1,21 @@
 //! The manager's `delete_volume` handler (the reconciler casts it again for an
 //! overdue `deleting`).
 
-use scoria_common::{RequestContext, db::WorkerKind, events::Event, model::VolumeStatus};
+use scoria_common::{
+    RequestContext, db::WorkerKind, events::Event, model::VolumeStatus, settle::VolumeChange,
+};
 use scoria_proto::bus::DeleteVolume;
-use tonic::Status;
 
 use super::VolumeManager;
-use crate::shared::db_error;
+use crate::error::Result;
 
 impl VolumeManager {
     /// The `delete_volume` handler (the reconciler runs it again for an overdue
     /// `deleting`).
-    pub(crate) async fn delete(
-        &self,
-        ctx: &RequestContext,
-        request: DeleteVolume,
-    ) -> Result<(), Status> {
+    pub(crate) async fn delete(&self, ctx: &RequestContext, request: DeleteVolume) -> Result<()> {
         let id = request.volume_id.as_str();
         let _busy = self.shared.in_flight.enter(id);
-        let Some(mut volume) = self.shared.db.get_volume(id).await.map_err(db_error)? else {
+        let Some(mut volume) = self.shared.db.get_volume(id).await? else {
             tracing::info!("volume row already gone: removing any leftover");
             self.shared.remove_leftover(id).await;
             return Ok(());
@@ -44,43 +41,36 @@ impl VolumeManager {
         };
         match removed {
             Ok(()) => {
+                let removed = self.shared.db.delete_volume_row(id);
                 if self
                     .shared
-                    .db
-                    .delete_volume_row(id)
-                    .await
-                    .map_err(db_error)?
+                    .settler
+                    .settle(
+                        ctx,
+                        &mut volume,
+                        removed,
+                        |_| {},
+                        Some(Event::VolumeDeleteEnd),
+                    )
+                    .await?
                 {
                     tracing::info!("volume deleted");
-                    self.shared
-                        .settler
-                        .announce(ctx, Event::VolumeDeleteEnd, &volume);
                 }
                 Ok(())
             }
             Err(err) => {
                 let message = format!("deleting volume {id} failed: {err}");
                 tracing::error!(%err, "backend failed to delete the volume");
-                let won = self
-                    .shared
-                    .db
-                    .transition_volume_with_worker(
-                        id,
-                        &[VolumeStatus::Deleting],
-                        VolumeStatus::ErrorDeleting,
-                        None,
-                        Some(&message),
-                        None,
+                self.shared
+                    .settler
+                    .volume(
+                        ctx,
+                        &mut volume,
+                        VolumeChange::new(&[VolumeStatus::Deleting], VolumeStatus::ErrorDeleting)
+                            .error(&message),
+                        Some(Event::VolumeDeleteError),
                     )
-                    .await
-                    .map_err(db_error)?;
-                if won {
-                    volume.status = VolumeStatus::ErrorDeleting;
-                    volume.error_message = message;
-                    self.shared
-                        .settler
-                        .announce(ctx, Event::VolumeDeleteError, &volume);
-                }
+                    .await?;
                 Ok(())
             }
         }

@@ -3,72 +3,61 @@
 
 use scoria_common::{RequestContext, events::Event, model::AttachmentStatus};
 use scoria_proto::bus::{DetachResult, DetachVolume};
-use tonic::Status;
 
 use super::VolumeManager;
-use crate::shared::db_error;
+use crate::error::{Result, VolumeError};
 
 impl VolumeManager {
     pub(super) async fn detach(
         &self,
         ctx: &RequestContext,
         request: DetachVolume,
-    ) -> Result<DetachResult, Status> {
+    ) -> Result<DetachResult> {
         let id = request.attachment_id.as_str();
         if id.is_empty() {
-            return Err(Status::invalid_argument("attachment_id is required"));
+            return Err(VolumeError::MissingField {
+                field: "attachment_id",
+            });
         }
         let _busy = self.shared.in_flight.enter(id);
-        let Some(first) = self.shared.db.get_attachment(id).await.map_err(db_error)? else {
+        let Some(first) = self.shared.db.get_attachment(id).await? else {
             tracing::info!("attachment already gone: a retried detach");
             return Ok(DetachResult { unexported: false });
         };
         let _volume = self.shared.locks.lock(&first.volume_id).await;
-        let Some(mut attachment) = self.shared.db.get_attachment(id).await.map_err(db_error)?
-        else {
+        let Some(mut attachment) = self.shared.db.get_attachment(id).await? else {
             tracing::info!("attachment removed meanwhile: a retried detach");
             return Ok(DetachResult { unexported: false });
         };
         if attachment.status != AttachmentStatus::Detaching {
-            return Err(Status::failed_precondition(format!(
-                "attachment {id} is {}, not detaching",
-                attachment.status
-            )));
+            return Err(VolumeError::WrongStatus {
+                kind: "attachment",
+                id: id.to_owned(),
+                status: attachment.status.to_string(),
+                expected: "detaching",
+            });
         }
         self.shared
             .settler
             .announce(ctx, Event::VolumeDetachStart, &attachment);
         match self.shared.unexport_if_unused(&attachment).await {
             Ok(unexported) => {
-                if self.shared.db.finish_detach(id).await.map_err(db_error)? {
+                if self.shared.settle_detached(ctx, &mut attachment).await? {
                     tracing::info!(volume_id = %attachment.volume_id, unexported, "detached");
-                    attachment.status = AttachmentStatus::Detached;
-                    self.shared
-                        .settler
-                        .announce(ctx, Event::VolumeDetachEnd, &attachment);
                 }
                 Ok(DetachResult { unexported })
             }
-            Err(err) => {
-                let reason = format!(
-                    "stopping the export of volume {} failed: {err}",
-                    attachment.volume_id
-                );
+            Err(source) => {
+                let err = VolumeError::Unexport {
+                    volume_id: attachment.volume_id.clone(),
+                    source,
+                };
+                let reason = err.to_string();
                 tracing::error!(%reason, "detach failed");
-                if self
-                    .shared
-                    .db
-                    .fail_detach(id, &reason)
-                    .await
-                    .map_err(db_error)?
-                {
-                    attachment.status = AttachmentStatus::ErrorDetaching;
-                    attachment.error_message = reason.clone();
-                    self.shared
-                        .settler
-                        .announce(ctx, Event::VolumeDetachError, &attachment);
-                }
-                Err(Status::internal(reason))
+                self.shared
+                    .settle_detach_failed(ctx, &mut attachment, &reason)
+                    .await?;
+                Err(err)
             }
         }
     }

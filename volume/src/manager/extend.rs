@@ -14,26 +14,21 @@
 use scoria_common::{
     RequestContext,
     db::WorkerKind,
-    db::{Db, DbResult},
     events::Event,
-    model::{VolumeStatus, now_ms},
+    model::{Volume, VolumeStatus, now_ms},
+    settle::VolumeChange,
 };
 use scoria_proto::bus::ExtendVolume;
-use tonic::Status;
 
 use super::VolumeManager;
-use crate::shared::db_error;
+use crate::error::Result;
 
 impl VolumeManager {
-    pub(super) async fn extend(
-        &self,
-        ctx: &RequestContext,
-        request: ExtendVolume,
-    ) -> Result<(), Status> {
+    pub(super) async fn extend(&self, ctx: &RequestContext, request: ExtendVolume) -> Result<()> {
         let id = request.volume_id.as_str();
         let new_size = request.new_size_gib;
         let _busy = self.shared.in_flight.enter(id);
-        let Some(mut volume) = self.shared.db.get_volume(id).await.map_err(db_error)? else {
+        let Some(mut volume) = self.shared.db.get_volume(id).await? else {
             tracing::info!("volume row gone: extend cast ignored");
             return Ok(());
         };
@@ -71,27 +66,29 @@ impl VolumeManager {
         self.shared
             .settler
             .announce(ctx, Event::VolumeResizeStart, &volume);
+        let from_gib = volume.size_gib;
         match self.shared.driver.extend_volume(id, new_size).await {
             Ok(()) => {
-                if self
+                let finish = self.shared.db.finish_extend_to(id, new_size, back_to);
+                let apply = |v: &mut Volume| {
+                    v.status = back_to;
+                    v.size_gib = new_size;
+                    v.error_message.clear();
+                    v.updated_at_ms = now_ms();
+                };
+                let won = self
                     .shared
-                    .db
-                    .finish_growing_extend(id, new_size, back_to)
-                    .await
-                    .map_err(db_error)?
-                {
-                    tracing::info!(
-                        from_gib = volume.size_gib,
-                        to_gib = new_size,
-                        "volume extended"
-                    );
-                    volume.status = back_to;
-                    volume.size_gib = new_size;
-                    volume.error_message.clear();
-                    volume.updated_at_ms = now_ms();
-                    self.shared
-                        .settler
-                        .announce(ctx, Event::VolumeResizeEnd, &volume);
+                    .settler
+                    .settle(
+                        ctx,
+                        &mut volume,
+                        finish,
+                        apply,
+                        Some(Event::VolumeResizeEnd),
+                    )
+                    .await?;
+                if won {
+                    tracing::info!(from_gib, to_gib = new_size, "volume extended");
                 } else {
                     tracing::info!("volume changed while being extended: left as it is");
                 }
@@ -100,76 +97,18 @@ impl VolumeManager {
             Err(err) => {
                 let message = format!("extending volume {id} to {new_size} GiB failed: {err}");
                 tracing::error!(%err, "backend failed to extend the volume");
-                let won = self
-                    .shared
-                    .db
-                    .transition_volume_with_worker(
-                        id,
-                        &[VolumeStatus::Extending],
-                        VolumeStatus::ErrorExtending,
-                        None,
-                        Some(&message),
-                        None,
+                self.shared
+                    .settler
+                    .volume(
+                        ctx,
+                        &mut volume,
+                        VolumeChange::new(&[VolumeStatus::Extending], VolumeStatus::ErrorExtending)
+                            .error(&message),
+                        Some(Event::VolumeResizeError),
                     )
-                    .await
-                    .map_err(db_error)?;
-                if won {
-                    volume.status = VolumeStatus::ErrorExtending;
-                    volume.error_message = message;
-                    volume.updated_at_ms = now_ms();
-                    self.shared
-                        .settler
-                        .announce(ctx, Event::VolumeResizeError, &volume);
-                }
+                    .await?;
                 Ok(())
             }
         }
-    }
-}
-
-/// The finish of an extend as a compare-and-set that includes the size:
-/// `extending` -> `to` with `new_size_gib`, only if the row is still smaller, so a
-/// stale smaller extend never shrinks (or overwrites) a larger finished one.
-/// Removes the volume's worker entry in the same transaction.
-trait FinishGrowingExtend {
-    async fn finish_growing_extend(
-        &self,
-        id: &str,
-        new_size_gib: u64,
-        to: VolumeStatus,
-    ) -> DbResult<bool>;
-}
-
-impl FinishGrowingExtend for Db {
-    async fn finish_growing_extend(
-        &self,
-        id: &str,
-        new_size_gib: u64,
-        to: VolumeStatus,
-    ) -> DbResult<bool> {
-        let mut tx = self.pool().begin().await?;
-        let won = sqlx::query(
-            "UPDATE volumes SET status = $1, size_gib = $2, error_message = '', updated_at = $3 \
-             WHERE id = $4 AND status = $5 AND size_gib < $2",
-        )
-        .bind(to.as_str())
-        .bind(new_size_gib as i64)
-        .bind(now_ms())
-        .bind(id)
-        .bind(VolumeStatus::Extending.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !won {
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM workers WHERE resource_type = $1 AND resource_id = $2")
-            .bind("volume")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
     }
 }

@@ -8,7 +8,7 @@ use scoria_common::{
     model::Volume,
     ops::VolumeOps,
 };
-use scoria_proto::bus::CreateVolume;
+use scoria_proto::bus::{CreateVolume, ExtendVolume};
 
 use super::*;
 use crate::testing::Recorder;
@@ -16,15 +16,6 @@ use crate::{
     driver::{FileDriver, VolumeDriver},
     manager::ManagerSettings,
 };
-#[allow(unused_imports)]
-use scoria_common::events::Event;
-#[allow(unused_imports)]
-use scoria_common::{
-    model::{Snapshot, SnapshotStatus},
-    rpc::Priority,
-};
-#[allow(unused_imports)]
-use scoria_proto::bus::{CreateSnapshot, DeleteSnapshot, ExtendVolume};
 
 const HOST: &str = "node1@file";
 

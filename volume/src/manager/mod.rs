@@ -25,12 +25,12 @@ use scoria_common::{
     settle::Settler,
 };
 use scoria_proto::bus::{Capabilities, CreateVolume, DeleteVolume, Pool, PublishCapabilities};
-use tonic::Status;
 
 use crate::{
     config::Config,
     driver::VolumeDriver,
-    shared::{Shared, db_error},
+    error::{Result, VolumeError},
+    shared::Shared,
 };
 
 /// How many backends a create is tried on before the volume goes to `error`.
@@ -38,7 +38,7 @@ pub const MAX_CREATE_ATTEMPTS: u32 = 3;
 /// How long an owner has to finish a create before the reconciler steps in.
 pub const CREATE_DEADLINE: Duration = Duration::from_secs(600);
 /// The owner of a volume that waits to be scheduled.
-pub const SCHEDULER_SERVICE: &str = "scoria-scheduler";
+pub const SCHEDULER_SERVICE: &str = scoria_common::db::SCHEDULER_OWNER;
 
 /// What the manager reports about its backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,18 +129,12 @@ impl VolumeManager {
 
     /// Takes the worker entry of the work this service starts on resource `id`
     /// in `status`, with this service's own deadline.
-    pub(crate) async fn claim(
-        &self,
-        kind: WorkerKind,
-        id: &str,
-        status: &str,
-    ) -> Result<(), Status> {
+    pub(crate) async fn claim(&self, kind: WorkerKind, id: &str, status: &str) -> Result<()> {
         let deadline = now_ms() + self.operation_deadline.as_millis() as i64;
         self.shared
             .db
             .claim_worker(kind, id, status, &self.settings.host, deadline)
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(())
     }
 
@@ -150,14 +144,17 @@ impl VolumeManager {
     }
 
     /// The capability report of the backend now.
-    pub async fn capabilities(&self) -> Result<Capabilities, Status> {
-        let stats = self.shared.driver.stats().await.map_err(|err| {
-            tracing::error!(%err, "cannot read backend capacity");
-            Status::internal(format!(
-                "cannot read the capacity of backend {}",
-                self.settings.backend
-            ))
-        })?;
+    pub async fn capabilities(&self) -> Result<Capabilities> {
+        let stats = self
+            .shared
+            .driver
+            .stats()
+            .await
+            .map_err(|source| VolumeError::Backend {
+                op: "read the capacity of backend",
+                id: self.settings.backend.clone(),
+                source,
+            })?;
         let s = &self.settings;
         let capabilities: HashMap<String, String> = [
             ("volume_backend_name", s.backend.as_str()),
@@ -191,7 +188,7 @@ impl VolumeManager {
 
     /// Sends the capability report to every scheduler (fanout).
     #[tracing::instrument(skip_all, err, fields(host = %self.settings.host))]
-    pub async fn report_capabilities(&self, ctx: &RequestContext) -> Result<(), Status> {
+    pub async fn report_capabilities(&self, ctx: &RequestContext) -> Result<()> {
         let report = self.capabilities().await?;
         Ok(self
             .scheduler

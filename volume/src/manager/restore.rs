@@ -7,11 +7,10 @@ use scoria_common::{
     db::AttachmentQuery,
     model::{Attachment, AttachmentStatus},
 };
-use tonic::Status;
 
 use super::VolumeManager;
+use crate::error::{Result, VolumeError};
 use crate::export::{ExportError, ExportKey, Reexport};
-use crate::shared::db_error;
 
 /// What [`VolumeManager::restore_exports`] did at start-up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,7 +41,7 @@ impl VolumeManager {
     /// deadline are settled ([`VolumeManager::reconcile_attachments`]). A database
     /// error fails it; an export that will not start is logged and reported.
     #[tracing::instrument(skip(self), err, fields(host = %self.settings.host))]
-    pub async fn restore_exports(&self) -> Result<RestoreReport, Status> {
+    pub async fn restore_exports(&self) -> Result<RestoreReport> {
         let Some(exports) = &self.shared.exports else {
             return Ok(RestoreReport::default());
         };
@@ -59,8 +58,7 @@ impl VolumeManager {
                 ],
                 ..Default::default()
             })
-            .await
-            .map_err(db_error)?;
+            .await?;
         // Each export, with the attachments that hold it and need it served.
         let mut wanted: BTreeMap<ExportKey, Vec<&Attachment>> = BTreeMap::new();
         for attachment in &attachments {
@@ -70,9 +68,10 @@ impl VolumeManager {
             }
         }
         let keys: Vec<ExportKey> = wanted.keys().cloned().collect();
-        let cleanup = exports.adopt_or_clean(&keys).await.map_err(|err| {
-            Status::internal(format!("settling the exports of the last run: {err}"))
-        })?;
+        let cleanup = exports
+            .adopt_or_clean(&keys)
+            .await
+            .map_err(VolumeError::Restore)?;
         let mut report = RestoreReport {
             adopted: cleanup.adopted,
             killed: cleanup.killed,
@@ -116,8 +115,7 @@ impl VolumeManager {
                         .shared
                         .db
                         .update_connection_info(&holder.id, &info)
-                        .await
-                        .map_err(db_error)?
+                        .await?
                 {
                     tracing::warn!(attachment_id = %holder.id, uri = %info.uri(), "export moved: connection info updated");
                     report.moved.push(holder.id.clone());

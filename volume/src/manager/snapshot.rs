@@ -8,8 +8,8 @@
 //!                   not `creating` ────────▶ ack, logged (redelivered or stale)
 //!                   driver create_snapshot (a no-op if it exists)
 //!                       ok ──▶ creating -> available     snapshot.create.end
-//!                       failed ──▶ leftover removed, creating -> error (why)
-//!                                                        snapshot.create.error
+//!                       failed ──▶ creating -> error (why)  snapshot.create.error
+//!                                  won? then the snapshot object is removed
 //!  delete_snapshot: row gone ──────────────▶ remove leftover snapshot object, ack
 //!                   not `deleting` ────────▶ ack, logged
 //!                   driver delete_snapshot (a no-op if it is gone)
@@ -25,12 +25,12 @@ use scoria_common::{
     db::WorkerKind,
     events::Event,
     model::{Snapshot, SnapshotStatus},
+    settle::SnapshotChange,
 };
 use scoria_proto::bus::{CreateSnapshot, DeleteSnapshot};
-use tonic::Status;
 
 use super::VolumeManager;
-use crate::shared::db_error;
+use crate::error::Result;
 
 impl VolumeManager {
     /// Whether the row's `host` names this service (a row without one is taken
@@ -46,10 +46,10 @@ impl VolumeManager {
         &self,
         ctx: &RequestContext,
         request: CreateSnapshot,
-    ) -> Result<(), Status> {
+    ) -> Result<()> {
         let id = request.snapshot_id.as_str();
         let _busy = self.shared.in_flight.enter(id);
-        let Some(mut snapshot) = self.shared.db.get_snapshot(id).await.map_err(db_error)? else {
+        let Some(mut snapshot) = self.shared.db.get_snapshot(id).await? else {
             tracing::info!("snapshot row gone before it was made: removing any leftover");
             self.shared.remove_leftover_snapshot(id).await;
             return Ok(());
@@ -90,23 +90,17 @@ impl VolumeManager {
             // copy may have made the snapshot available meanwhile).
             let won = self
                 .shared
-                .db
-                .transition_snapshot(
-                    id,
-                    &[SnapshotStatus::Creating],
-                    SnapshotStatus::Error,
-                    Some(&message),
-                    None,
+                .settler
+                .snapshot(
+                    ctx,
+                    &mut snapshot,
+                    SnapshotChange::new(&[SnapshotStatus::Creating], SnapshotStatus::Error)
+                        .error(&message),
+                    Some(Event::SnapshotCreateError),
                 )
-                .await
-                .map_err(db_error)?;
+                .await?;
             if won {
                 self.shared.remove_leftover_snapshot(id).await;
-                snapshot.status = SnapshotStatus::Error;
-                snapshot.error_message = message;
-                self.shared
-                    .settler
-                    .announce(ctx, Event::SnapshotCreateError, &snapshot);
             } else {
                 tracing::info!("snapshot changed while failing: left as it is");
             }
@@ -114,26 +108,20 @@ impl VolumeManager {
         }
         let won = self
             .shared
-            .db
-            .transition_snapshot(
-                id,
-                &[SnapshotStatus::Creating],
-                SnapshotStatus::Available,
-                Some(""),
-                None,
+            .settler
+            .snapshot(
+                ctx,
+                &mut snapshot,
+                SnapshotChange::new(&[SnapshotStatus::Creating], SnapshotStatus::Available)
+                    .error(""),
+                Some(Event::SnapshotCreateEnd),
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         if won {
-            snapshot.status = SnapshotStatus::Available;
-            snapshot.error_message.clear();
             tracing::info!(volume_id = %snapshot.volume_id, "snapshot created");
-            self.shared
-                .settler
-                .announce(ctx, Event::SnapshotCreateEnd, &snapshot);
             return Ok(());
         }
-        match self.shared.db.get_snapshot(id).await.map_err(db_error)? {
+        match self.shared.db.get_snapshot(id).await? {
             None => {
                 tracing::warn!("snapshot row removed while being made: removing the object");
                 self.shared.remove_leftover_snapshot(id).await;
@@ -149,10 +137,10 @@ impl VolumeManager {
         &self,
         ctx: &RequestContext,
         request: DeleteSnapshot,
-    ) -> Result<(), Status> {
+    ) -> Result<()> {
         let id = request.snapshot_id.as_str();
         let _busy = self.shared.in_flight.enter(id);
-        let Some(mut snapshot) = self.shared.db.get_snapshot(id).await.map_err(db_error)? else {
+        let Some(mut snapshot) = self.shared.db.get_snapshot(id).await? else {
             tracing::info!("snapshot row already gone: removing any leftover");
             self.shared.remove_leftover_snapshot(id).await;
             return Ok(());
@@ -172,42 +160,39 @@ impl VolumeManager {
             .announce(ctx, Event::SnapshotDeleteStart, &snapshot);
         match self.shared.driver.delete_snapshot(id).await {
             Ok(()) => {
+                let removed = self.shared.db.delete_snapshot_row(id);
                 if self
                     .shared
-                    .db
-                    .delete_snapshot_row(id)
-                    .await
-                    .map_err(db_error)?
+                    .settler
+                    .settle(
+                        ctx,
+                        &mut snapshot,
+                        removed,
+                        |_| {},
+                        Some(Event::SnapshotDeleteEnd),
+                    )
+                    .await?
                 {
                     tracing::info!("snapshot deleted");
-                    self.shared
-                        .settler
-                        .announce(ctx, Event::SnapshotDeleteEnd, &snapshot);
                 }
                 Ok(())
             }
             Err(err) => {
                 let message = format!("deleting snapshot {id} failed: {err}");
                 tracing::error!(%err, "backend failed to delete the snapshot");
-                let won = self
-                    .shared
-                    .db
-                    .transition_snapshot(
-                        id,
-                        &[SnapshotStatus::Deleting],
-                        SnapshotStatus::ErrorDeleting,
-                        Some(&message),
-                        None,
+                self.shared
+                    .settler
+                    .snapshot(
+                        ctx,
+                        &mut snapshot,
+                        SnapshotChange::new(
+                            &[SnapshotStatus::Deleting],
+                            SnapshotStatus::ErrorDeleting,
+                        )
+                        .error(&message),
+                        Some(Event::SnapshotDeleteError),
                     )
-                    .await
-                    .map_err(db_error)?;
-                if won {
-                    snapshot.status = SnapshotStatus::ErrorDeleting;
-                    snapshot.error_message = message;
-                    self.shared
-                        .settler
-                        .announce(ctx, Event::SnapshotDeleteError, &snapshot);
-                }
+                    .await?;
                 Ok(())
             }
         }

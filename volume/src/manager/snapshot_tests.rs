@@ -18,21 +18,19 @@ use scoria_common::{
 };
 use scoria_proto::bus::CreateVolume;
 
+use scoria_common::{
+    events::Event,
+    model::{Snapshot, SnapshotStatus},
+    rpc::Priority,
+};
+use scoria_proto::bus::{CreateSnapshot, DeleteSnapshot};
+
 use super::*;
 use crate::testing::Recorder;
 use crate::{
     driver::{BackendStats, DriverError, DriverResult, VolumeDriver},
     manager::ManagerSettings,
 };
-#[allow(unused_imports)]
-use scoria_common::events::Event;
-#[allow(unused_imports)]
-use scoria_common::{
-    model::{Snapshot, SnapshotStatus},
-    rpc::Priority,
-};
-#[allow(unused_imports)]
-use scoria_proto::bus::{CreateSnapshot, DeleteSnapshot, ExtendVolume};
 
 const HOST: &str = "node1@file";
 
@@ -481,5 +479,91 @@ async fn a_volume_with_snapshot_id_is_made_from_the_snapshot() {
             "create_volume_from_snapshot {} {} 2",
             child.id, s.id
         ))
+    );
+}
+
+/// A backend whose snapshot create races another delivery: that delivery makes
+/// the object and settles the row `available`, then this copy fails.
+struct RacedSnapshots {
+    db: Db,
+    mem: Arc<MemDriver>,
+}
+
+#[async_trait]
+impl VolumeDriver for RacedSnapshots {
+    fn name(&self) -> &'static str {
+        "raced"
+    }
+    async fn create_volume(&self, id: &str, size_gib: u64) -> DriverResult<()> {
+        self.mem.create_volume(id, size_gib).await
+    }
+    async fn delete_volume(&self, id: &str) -> DriverResult<()> {
+        self.mem.delete_volume(id).await
+    }
+    async fn volume_exists(&self, id: &str) -> DriverResult<bool> {
+        self.mem.volume_exists(id).await
+    }
+    async fn stats(&self) -> DriverResult<BackendStats> {
+        self.mem.stats().await
+    }
+    async fn create_snapshot(&self, snapshot_id: &str, volume_id: &str) -> DriverResult<()> {
+        self.mem.create_snapshot(snapshot_id, volume_id).await?;
+        let won = self
+            .db
+            .transition_snapshot(
+                snapshot_id,
+                &[SnapshotStatus::Creating],
+                SnapshotStatus::Available,
+                Some(""),
+                None,
+            )
+            .await
+            .expect("db");
+        assert!(won, "the other delivery settles the row");
+        Err(DriverError::Task(
+            "snapshot exists (the other delivery)".into(),
+        ))
+    }
+    async fn delete_snapshot(&self, snapshot_id: &str) -> DriverResult<()> {
+        self.mem.delete_snapshot(snapshot_id).await
+    }
+    async fn snapshot_exists(&self, snapshot_id: &str) -> DriverResult<bool> {
+        self.mem.snapshot_exists(snapshot_id).await
+    }
+}
+
+/// Defect 3 for snapshots: the create-failure path compares-and-sets before it
+/// removes the object, so a redelivered copy that fails never removes the object
+/// of a snapshot another copy made `available`.
+#[tokio::test]
+async fn a_failed_redelivery_never_removes_the_object_of_an_available_snapshot() {
+    let f = fixture().await;
+    let raced = VolumeManager::new(
+        f.db.clone(),
+        Arc::new(RacedSnapshots {
+            db: f.db.clone(),
+            mem: f.driver.clone(),
+        }),
+        f.recorder.scheduler.clone(),
+        f.recorder.notifier.clone(),
+        f.manager.settings().clone(),
+    );
+    let volume = volume(&f.db, VolumeStatus::Available, None).await;
+    let snapshot = snapshot_row(&f.db, &volume, HOST).await;
+    raced
+        .create_snapshot(&f.ctx, HOST, create_req(&snapshot))
+        .await
+        .expect("create");
+    let row = get(&f, &snapshot.id).await.expect("row");
+    assert_eq!(row.status, SnapshotStatus::Available);
+    assert!(
+        f.driver.has(&format!("snapshot-{}", snapshot.id)),
+        "an available snapshot keeps its object: {:?}",
+        f.driver.calls()
+    );
+    assert!(
+        !f.recorder.events().contains(&Event::SnapshotCreateError),
+        "{:?}",
+        f.recorder.event_types()
     );
 }

@@ -2,15 +2,12 @@
 //! deadline, from what really runs (see the README's diagram).
 
 use scoria_common::{
-    RequestContext,
     db::{WorkerEntry, WorkerKind},
-    events::Event,
     model::{Attachment, AttachmentStatus, now_ms},
 };
-use tonic::Status;
 
 use super::{ReconcileReport, Reconciler};
-use crate::shared::db_error;
+use crate::error::{Result, VolumeError};
 
 /// What [`Reconciler::reconcile_attachments`] did, by attachment id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,8 +59,8 @@ impl Reconciler {
                     }
                 }
             }
-            Err(status) => {
-                tracing::warn!(error = %status.message(), "cannot settle overdue attachments now");
+            Err(err) => {
+                tracing::warn!(%err, "cannot settle overdue attachments now");
                 report.skipped.extend(live);
             }
         }
@@ -76,13 +73,12 @@ impl Reconciler {
     /// attachment uses it, and goes. Attachments a handler works on now are left
     /// alone. A database error fails the run.
     #[tracing::instrument(skip(self), err, fields(host = %self.shared.host))]
-    pub async fn reconcile_attachments(&self) -> Result<AttachmentReconcile, Status> {
+    pub async fn reconcile_attachments(&self) -> Result<AttachmentReconcile> {
         let overdue = self
             .shared
             .db
             .overdue_workers(&self.shared.host, now_ms())
-            .await
-            .map_err(db_error)?;
+            .await?;
         let mut report = AttachmentReconcile::default();
         for entry in overdue {
             if entry.kind != WorkerKind::Attachment
@@ -92,12 +88,11 @@ impl Reconciler {
             }
             let id = entry.resource_id.as_str();
             let _busy = self.shared.in_flight.enter(id);
-            let Some(first) = self.shared.db.get_attachment(id).await.map_err(db_error)? else {
+            let Some(first) = self.shared.db.get_attachment(id).await? else {
                 continue;
             };
             let _volume = self.shared.locks.lock(&first.volume_id).await;
-            let Some(attachment) = self.shared.db.get_attachment(id).await.map_err(db_error)?
-            else {
+            let Some(attachment) = self.shared.db.get_attachment(id).await? else {
                 continue;
             };
             match attachment.status {
@@ -122,7 +117,7 @@ impl Reconciler {
         &self,
         attachment: &Attachment,
         report: &mut AttachmentReconcile,
-    ) -> Result<(), Status> {
+    ) -> Result<()> {
         let id = attachment.id.as_str();
         let serving = match &self.shared.exports {
             Some(exports) => exports
@@ -132,19 +127,11 @@ impl Reconciler {
                 .flatten(),
             None => None,
         };
-        let ctx = RequestContext::internal(crate::BINARY);
+        let ctx = Self::ctx();
+        let mut copy = attachment.clone();
         if let Some(info) = serving {
-            if let Some(attached) = self
-                .shared
-                .db
-                .finish_attach(id, &info)
-                .await
-                .map_err(db_error)?
-            {
+            if self.shared.settle_attached(&ctx, &mut copy, &info).await? {
                 tracing::info!(attachment_id = %id, uri = %info.uri(), "stuck attach: its export runs, attached");
-                self.shared
-                    .settler
-                    .announce(&ctx, Event::VolumeAttachEnd, &attached);
                 report.attached.push(id.to_owned());
             }
             return Ok(());
@@ -155,18 +142,10 @@ impl Reconciler {
         );
         if self
             .shared
-            .db
-            .fail_attach(id, &reason)
-            .await
-            .map_err(db_error)?
+            .settle_attach_failed(&ctx, &mut copy, &reason)
+            .await?
         {
             tracing::warn!(attachment_id = %id, "stuck attach without an export: error_attaching");
-            let mut failed = attachment.clone();
-            failed.status = AttachmentStatus::ErrorAttaching;
-            failed.error_message = reason;
-            self.shared
-                .settler
-                .announce(&ctx, Event::VolumeAttachError, &failed);
             report.failed.push(id.to_owned());
         }
         Ok(())
@@ -176,39 +155,28 @@ impl Reconciler {
         &self,
         attachment: &Attachment,
         report: &mut AttachmentReconcile,
-    ) -> Result<(), Status> {
+    ) -> Result<()> {
         let id = attachment.id.as_str();
-        let ctx = RequestContext::internal(crate::BINARY);
+        let ctx = Self::ctx();
+        let mut copy = attachment.clone();
         match self.shared.unexport_if_unused(attachment).await {
             Ok(_) => {
-                if self.shared.db.finish_detach(id).await.map_err(db_error)? {
+                if self.shared.settle_detached(&ctx, &mut copy).await? {
                     tracing::info!(attachment_id = %id, "stuck detach finished");
-                    let mut gone = attachment.clone();
-                    gone.status = AttachmentStatus::Detached;
-                    self.shared
-                        .settler
-                        .announce(&ctx, Event::VolumeDetachEnd, &gone);
                     report.detached.push(id.to_owned());
                 }
             }
-            Err(err) => {
-                let reason = format!(
-                    "stopping the export of volume {} failed: {err}",
-                    attachment.volume_id
-                );
+            Err(source) => {
+                let reason = VolumeError::Unexport {
+                    volume_id: attachment.volume_id.clone(),
+                    source,
+                }
+                .to_string();
                 if self
                     .shared
-                    .db
-                    .fail_detach(id, &reason)
-                    .await
-                    .map_err(db_error)?
+                    .settle_detach_failed(&ctx, &mut copy, &reason)
+                    .await?
                 {
-                    let mut failed = attachment.clone();
-                    failed.status = AttachmentStatus::ErrorDetaching;
-                    failed.error_message = reason;
-                    self.shared
-                        .settler
-                        .announce(&ctx, Event::VolumeDetachError, &failed);
                     report.failed_detach.push(id.to_owned());
                 }
             }

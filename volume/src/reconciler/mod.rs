@@ -20,13 +20,15 @@
 //! Every change is a compare-and-set on the entry as read (see
 //! `scoria_common::db::workers`), so a scheduler's reaper acting at once cannot
 //! fail the same work twice. Work a handler of this process is doing right now
-//! ([`InFlight`]) is left alone whatever its deadline: its owner is alive.
+//! ([`InFlight`]) is left alone whatever its deadline: its owner is alive. The
+//! folder's `README.md` has the full diagram, attachments included, and says how
+//! every change goes through the `Settler`.
 
 use std::sync::Arc;
 
 use scoria_common::{
     RequestContext,
-    db::{DbError, WorkerEntry, WorkerKind},
+    db::{DbError, WorkerEntry, WorkerKind, WorkerOutcome},
     ops::{OpsError, VolumeOps},
 };
 
@@ -152,13 +154,23 @@ pub(super) enum Resolved {
     Skipped,
 }
 
+impl From<WorkerOutcome> for Resolved {
+    fn from(outcome: WorkerOutcome) -> Self {
+        match outcome {
+            WorkerOutcome::Done => Resolved::Failed,
+            WorkerOutcome::Stale => Resolved::Stale,
+            WorkerOutcome::Lost => Resolved::Skipped,
+        }
+    }
+}
+
 /// Why an entry could not be resolved this run.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ResolveError {
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("{}", .0.message())]
-    Handler(#[from] tonic::Status),
+    #[error(transparent)]
+    Handler(#[from] crate::error::VolumeError),
     #[error(transparent)]
     Ops(#[from] OpsError),
 }

@@ -1,9 +1,12 @@
 //! Overdue snapshot work: creating, deleting.
 
+use std::sync::Mutex;
+
 use scoria_common::{
-    db::{WorkerEntry, WorkerOutcome},
+    db::{DbError, WorkerEntry, WorkerOutcome},
     events::Event,
-    model::SnapshotStatus,
+    model::{Snapshot, SnapshotStatus, now_ms},
+    sync::lock,
 };
 use scoria_proto::bus::DeleteSnapshot;
 
@@ -27,26 +30,37 @@ impl Reconciler {
             SnapshotStatus::Creating => {
                 let message =
                     format!("creation did not finish by its deadline (snapshot {id} on {host})");
-                match db
-                    .fail_snapshot_worker(entry, SnapshotStatus::Error, &message)
-                    .await?
-                {
-                    WorkerOutcome::Done => {
-                        tracing::warn!(snapshot_id = %id, "snapshot overdue: set to error");
-                        self.shared.remove_leftover_snapshot(id).await;
-                        let mut failed = snapshot;
-                        failed.status = SnapshotStatus::Error;
-                        failed.error_message = message;
-                        self.shared.settler.announce(
-                            &Self::ctx(),
-                            Event::SnapshotCreateError,
-                            &failed,
-                        );
-                        Ok(Resolved::Failed)
-                    }
-                    WorkerOutcome::Stale => Ok(Resolved::Stale),
-                    WorkerOutcome::Lost => Ok(Resolved::Skipped),
+                let mut snapshot = snapshot;
+                let outcome = Mutex::new(WorkerOutcome::Lost);
+                let cas = async {
+                    let done = db
+                        .fail_snapshot_worker(entry, SnapshotStatus::Error, &message)
+                        .await?;
+                    *lock(&outcome) = done;
+                    Ok::<_, DbError>(done == WorkerOutcome::Done)
+                };
+                let apply = |s: &mut Snapshot| {
+                    s.status = SnapshotStatus::Error;
+                    s.error_message = message.clone();
+                    s.updated_at_ms = now_ms();
+                };
+                let won = self
+                    .shared
+                    .settler
+                    .settle(
+                        &Self::ctx(),
+                        &mut snapshot,
+                        cas,
+                        apply,
+                        Some(Event::SnapshotCreateError),
+                    )
+                    .await?;
+                if won {
+                    tracing::warn!(snapshot_id = %id, "snapshot overdue: set to error");
+                    self.shared.remove_leftover_snapshot(id).await;
                 }
+                let outcome = *lock(&outcome);
+                Ok(outcome.into())
             }
             SnapshotStatus::Deleting => {
                 tracing::info!(snapshot_id = %id, "snapshot deletion overdue: deleting again");

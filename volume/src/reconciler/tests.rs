@@ -5,23 +5,14 @@ use std::time::Duration;
 
 use scoria_common::{
     db::Db,
-    model::{Snapshot, Volume, now_ms},
+    model::{AttachmentStatus, Snapshot, SnapshotStatus, Volume, VolumeStatus, now_ms},
 };
 
 use super::*;
 use crate::testing::Recorder;
 use crate::{
-    driver::FileDriver,
-    manager::{IdleScheduler, ManagerSettings},
-};
-#[allow(unused_imports)]
-use crate::{driver::VolumeDriver, manager::VolumeManager};
-#[allow(unused_imports)]
-use scoria_common::events::Event;
-#[allow(unused_imports)]
-use scoria_common::{
-    model::{AttachmentStatus, SnapshotStatus, VolumeStatus},
-    rpc::Priority,
+    driver::{FileDriver, VolumeDriver},
+    manager::{IdleScheduler, ManagerSettings, VolumeManager},
 };
 
 const HOST: &str = "node1@file";

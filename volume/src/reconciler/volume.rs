@@ -1,14 +1,17 @@
 //! Overdue volume work: creating, deleting, extending.
 
+use std::sync::Mutex;
+
 use scoria_common::{
-    db::{AttachmentQuery, WorkerEntry, WorkerOutcome},
+    db::{AttachmentQuery, DbResult, WorkerEntry, WorkerOutcome},
     events::Event,
-    model::{AttachmentStatus, VolumeStatus},
+    model::{AttachmentStatus, Volume, VolumeStatus, now_ms},
+    sync::lock,
 };
 use scoria_proto::bus::DeleteVolume;
 
 use super::{Reconciler, ResolveError, Resolved};
-use crate::driver::{GIB, VolumeDriver};
+use crate::driver::{GIB, ObjectKind};
 
 impl Reconciler {
     pub(super) async fn volume(&self, entry: &WorkerEntry) -> Result<Resolved, ResolveError> {
@@ -28,26 +31,21 @@ impl Reconciler {
             VolumeStatus::Creating => {
                 let message =
                     format!("creation did not finish by its deadline (volume {id} on {host})");
-                match db
-                    .fail_volume_worker(entry, VolumeStatus::Error, &message)
-                    .await?
-                {
-                    WorkerOutcome::Done => {
-                        tracing::warn!(volume_id = %id, "creation overdue: volume set to error");
-                        self.shared.remove_leftover(id).await;
-                        let mut failed = volume;
-                        failed.status = VolumeStatus::Error;
-                        failed.error_message = message;
-                        self.shared.settler.announce(
-                            &Self::ctx(),
-                            Event::VolumeCreateError,
-                            &failed,
-                        );
-                        Ok(Resolved::Failed)
-                    }
-                    WorkerOutcome::Stale => Ok(Resolved::Stale),
-                    WorkerOutcome::Lost => Ok(Resolved::Skipped),
+                let mut volume = volume;
+                let outcome = self
+                    .fail_volume(
+                        entry,
+                        &mut volume,
+                        VolumeStatus::Error,
+                        &message,
+                        Event::VolumeCreateError,
+                    )
+                    .await?;
+                if outcome == WorkerOutcome::Done {
+                    tracing::warn!(volume_id = %id, "creation overdue: volume set to error");
+                    self.shared.remove_leftover(id).await;
                 }
+                Ok(outcome.into())
             }
             VolumeStatus::Deleting => {
                 tracing::info!(volume_id = %id, "deletion overdue: deleting again");
@@ -62,7 +60,7 @@ impl Reconciler {
                     .await?;
                 Ok(Resolved::Redone)
             }
-            VolumeStatus::Extending => self.extending(entry, volume.size_gib).await,
+            VolumeStatus::Extending => self.extending(entry, volume).await,
             other => {
                 tracing::warn!(volume_id = %id, status = %other, "overdue volume entry in a status the reconciler does not settle");
                 Ok(Resolved::Skipped)
@@ -75,15 +73,20 @@ impl Reconciler {
     async fn extending(
         &self,
         entry: &WorkerEntry,
-        size_gib: u64,
+        mut volume: Volume,
     ) -> Result<Resolved, ResolveError> {
         let id = entry.resource_id.as_str();
+        let size_gib = volume.size_gib;
         let db = &self.shared.db;
-        let bytes = object_bytes(self.shared.driver.as_ref(), id).await;
-        if let Some(bytes) = bytes
-            && bytes % GIB == 0
-            && bytes / GIB > size_gib
-        {
+        // The backend object's virtual size, in whole GiB (a volume's sizes are).
+        let object_gib = match self.shared.driver.object_size(ObjectKind::Volume, id).await {
+            Ok(bytes) => bytes.filter(|b| b % GIB == 0).map(|b| b / GIB),
+            Err(err) => {
+                tracing::warn!(volume_id = %id, %err, "cannot read the size of the backend object");
+                None
+            }
+        };
+        if let Some(new_size) = object_gib.filter(|gib| *gib > size_gib) {
             let attached = db
                 .list_attachments(&AttachmentQuery {
                     volume_id: Some(id.to_owned()),
@@ -96,14 +99,26 @@ impl Reconciler {
             } else {
                 VolumeStatus::InUse
             };
-            let new_size = bytes / GIB;
-            if db.finish_extend(id, new_size, back_to).await? {
+            let finish = db.finish_extend_to(id, new_size, back_to);
+            let apply = |v: &mut Volume| {
+                v.status = back_to;
+                v.size_gib = new_size;
+                v.error_message.clear();
+                v.updated_at_ms = now_ms();
+            };
+            let won = self
+                .shared
+                .settler
+                .settle(
+                    &Self::ctx(),
+                    &mut volume,
+                    finish,
+                    apply,
+                    Some(Event::VolumeResizeEnd),
+                )
+                .await?;
+            if won {
                 tracing::info!(volume_id = %id, new_size_gib = new_size, "overdue extend was done on the backend: recorded");
-                if let Some(volume) = db.get_volume(id).await? {
-                    self.shared
-                        .settler
-                        .announce(&Self::ctx(), Event::VolumeResizeEnd, &volume);
-                }
                 return Ok(Resolved::Finished);
             }
             return Ok(Resolved::Skipped);
@@ -112,43 +127,50 @@ impl Reconciler {
         let message = format!(
             "extending volume {id} did not finish by its deadline on {host}; the volume keeps {size_gib} GiB"
         );
-        match db
-            .fail_volume_worker(entry, VolumeStatus::ErrorExtending, &message)
-            .await?
-        {
-            WorkerOutcome::Done => {
-                tracing::warn!(volume_id = %id, "extend overdue: volume set to error_extending");
-                if let Some(volume) = db.get_volume(id).await? {
-                    self.shared
-                        .settler
-                        .announce(&Self::ctx(), Event::VolumeResizeError, &volume);
-                }
-                Ok(Resolved::Failed)
-            }
-            WorkerOutcome::Stale => Ok(Resolved::Stale),
-            WorkerOutcome::Lost => Ok(Resolved::Skipped),
+        let outcome = self
+            .fail_volume(
+                entry,
+                &mut volume,
+                VolumeStatus::ErrorExtending,
+                &message,
+                Event::VolumeResizeError,
+            )
+            .await?;
+        if outcome == WorkerOutcome::Done {
+            tracing::warn!(volume_id = %id, "extend overdue: volume set to error_extending");
         }
+        Ok(outcome.into())
     }
-}
 
-/// The virtual size of volume `id`'s backend object in bytes, if it can be read
-/// (a raw file's length, a qcow2 header's size field).
-async fn object_bytes(driver: &dyn VolumeDriver, id: &str) -> Option<u64> {
-    let path = driver.volume_path(id).ok()?;
-    match driver.format() {
-        "raw" => tokio::fs::metadata(&path).await.ok().map(|m| m.len()),
-        "qcow2" => {
-            use tokio::io::AsyncReadExt;
-            let mut header = [0u8; 32];
-            let mut file = tokio::fs::File::open(&path).await.ok()?;
-            file.read_exact(&mut header).await.ok()?;
-            if &header[..4] != b"QFI\xfb" {
-                return None;
-            }
-            let mut size = [0u8; 8];
-            size.copy_from_slice(&header[24..32]);
-            Some(u64::from_be_bytes(size))
-        }
-        _ => None,
+    /// Fails `entry`'s volume (the copy `volume`) to `to` with `message` through
+    /// the settler: the worker-entry compare-and-set, then the copy, then `event`.
+    async fn fail_volume(
+        &self,
+        entry: &WorkerEntry,
+        volume: &mut Volume,
+        to: VolumeStatus,
+        message: &str,
+        event: Event,
+    ) -> DbResult<WorkerOutcome> {
+        let outcome = Mutex::new(WorkerOutcome::Lost);
+        let cas = async {
+            let done = self
+                .shared
+                .db
+                .fail_volume_worker(entry, to, message)
+                .await?;
+            *lock(&outcome) = done;
+            Ok::<_, scoria_common::db::DbError>(done == WorkerOutcome::Done)
+        };
+        let apply = |v: &mut Volume| {
+            v.status = to;
+            v.error_message = message.to_owned();
+            v.updated_at_ms = now_ms();
+        };
+        self.shared
+            .settler
+            .settle(&Self::ctx(), volume, cas, apply, Some(event))
+            .await?;
+        Ok(*lock(&outcome))
     }
 }
