@@ -20,7 +20,7 @@ use scoria_common::{
     },
 };
 use scoria_tests::{
-    ChildProcess, bus_config, close_broker_connections, msg::Echo, unique_exchange,
+    ChildProcess, broker::TestExchange, bus_config, close_broker_connections, msg::Echo,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status, metadata::MetadataValue};
@@ -135,7 +135,7 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn call_round_trip_carries_the_context() {
-    let cx = unique_exchange("call");
+    let cx = TestExchange::new("call");
     let server = TestServer::start(&cx, "s1", ServerOptions::topic("t"), Seen::default()).await;
     let client = RpcClient::new(broker(&cx, "client").await);
     let target = Target::topic("t").unwrap();
@@ -171,7 +171,7 @@ async fn call_round_trip_carries_the_context() {
 
 #[tokio::test]
 async fn remote_error_arrives_typed_and_whole() {
-    let cx = unique_exchange("remote-err");
+    let cx = TestExchange::new("remote-err");
     let server = TestServer::start(&cx, "s1", ServerOptions::topic("t"), Seen::default()).await;
     let client = RpcClient::new(broker(&cx, "client").await);
     let err = client
@@ -195,7 +195,7 @@ async fn remote_error_arrives_typed_and_whole() {
 
 #[tokio::test]
 async fn call_past_its_timeout_is_deadline_exceeded_and_late_reply_dropped() {
-    let cx = unique_exchange("timeout");
+    let cx = TestExchange::new("timeout");
     let server = TestServer::start(&cx, "s1", ServerOptions::topic("t"), Seen::default()).await;
     let client = RpcClient::new(broker(&cx, "client").await);
     let target = Target::topic("t").unwrap();
@@ -240,7 +240,7 @@ async fn call_past_its_timeout_is_deadline_exceeded_and_late_reply_dropped() {
 
 #[tokio::test]
 async fn call_to_a_topic_nobody_serves_fails_fast() {
-    let cx = unique_exchange("noroute");
+    let cx = TestExchange::new("noroute");
     let client = RpcClient::new(broker(&cx, "client").await);
     let options = CallOptions::timeout(Duration::from_secs(30));
 
@@ -298,7 +298,7 @@ async fn call_to_a_topic_nobody_serves_fails_fast() {
 
 #[tokio::test]
 async fn cast_reaches_exactly_one_of_two_competing_servers() {
-    let cx = unique_exchange("compete");
+    let cx = TestExchange::new("compete");
     let seen = Seen::default();
     let a = TestServer::start(&cx, "a", ServerOptions::topic("t"), seen.clone()).await;
     let b = TestServer::start(&cx, "b", ServerOptions::topic("t"), seen.clone()).await;
@@ -331,7 +331,7 @@ async fn cast_reaches_exactly_one_of_two_competing_servers() {
 
 #[tokio::test]
 async fn cast_to_one_named_server() {
-    let cx = unique_exchange("named");
+    let cx = TestExchange::new("named");
     let seen = Seen::default();
     let a = TestServer::start(
         &cx,
@@ -379,7 +379,7 @@ async fn cast_to_one_named_server() {
 
 #[tokio::test]
 async fn fanout_reaches_every_instance() {
-    let cx = unique_exchange("fanout");
+    let cx = TestExchange::new("fanout");
     let seen = Seen::default();
     let mut servers = Vec::new();
     for name in ["a", "b", "c"] {
@@ -415,11 +415,11 @@ async fn fanout_reaches_every_instance() {
 
 #[tokio::test]
 async fn consumer_killed_mid_handler_leaves_the_message_to_another() {
-    let cx = unique_exchange("kill");
+    let cx = TestExchange::new("kill");
     let exe = env!("CARGO_BIN_EXE_scoria-rpc-testserver");
     let envs = |name: &str| {
         vec![
-            ("SCORIA_CONTROL_EXCHANGE", cx.clone()),
+            ("SCORIA_CONTROL_EXCHANGE", cx.to_string()),
             ("TEST_TOPIC", "work".to_owned()),
             ("TEST_SERVER_NAME", name.to_owned()),
         ]
@@ -453,7 +453,7 @@ async fn consumer_killed_mid_handler_leaves_the_message_to_another() {
 
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_and_the_server_keeps_serving() {
-    let cx = unique_exchange("poison");
+    let cx = TestExchange::new("poison");
     let seen = Seen::default();
     let server = TestServer::start(&cx, "s1", ServerOptions::topic("t"), seen.clone()).await;
     let client = RpcClient::new(broker(&cx, "client").await);
@@ -473,7 +473,7 @@ async fn poison_messages_are_dead_lettered_and_the_server_keeps_serving() {
     ] {
         channel
             .basic_publish(
-                cx.as_str().into(),
+                cx.name().into(),
                 "t".into(),
                 BasicPublishOptions::default(),
                 body,
@@ -540,7 +540,7 @@ async fn poison_messages_are_dead_lettered_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn closed_connections_recover_and_no_confirmed_cast_is_lost() {
-    let cx = unique_exchange("reconnect");
+    let cx = TestExchange::new("reconnect");
     let seen = Seen::default();
     let server = TestServer::start(&cx, "s1", ServerOptions::topic("t"), seen.clone()).await;
     let client = RpcClient::new(broker(&cx, "client").await);
@@ -599,7 +599,7 @@ async fn closed_connections_recover_and_no_confirmed_cast_is_lost() {
 
 #[tokio::test]
 async fn two_control_exchanges_stay_apart() {
-    let (x, y) = (unique_exchange("apart-x"), unique_exchange("apart-y"));
+    let (x, y) = (TestExchange::new("apart-x"), TestExchange::new("apart-y"));
     let seen_x = Seen::default();
     let seen_y = Seen::default();
     let sx = TestServer::start(
@@ -643,7 +643,7 @@ async fn two_control_exchanges_stay_apart() {
 
 #[tokio::test]
 async fn notifications_are_published_with_payload_and_request_id() {
-    let cx = unique_exchange("notify");
+    let cx = TestExchange::new("notify");
     let broker = broker(&cx, "notifier").await;
     let notifier = Notifier::new(broker.clone(), "scoria-volume.host1");
     let context = ctx();
@@ -703,7 +703,7 @@ async fn notifications_are_published_with_payload_and_request_id() {
 
 #[tokio::test]
 async fn unreachable_broker_is_unavailable_with_a_clear_message() {
-    let mut config = bus_config(&unique_exchange("down"));
+    let mut config = bus_config(&TestExchange::new("down"));
     config.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".into();
     let started = Instant::now();
     let err = match Broker::connect(config, "down", Duration::from_millis(800)).await {
@@ -721,10 +721,10 @@ async fn unreachable_broker_is_unavailable_with_a_clear_message() {
 
 #[tokio::test]
 async fn graceful_shutdown_finishes_handlers_in_flight() {
-    let cx = unique_exchange("drain");
+    let cx = TestExchange::new("drain");
     let exe = env!("CARGO_BIN_EXE_scoria-rpc-testserver");
     let envs = vec![
-        ("SCORIA_CONTROL_EXCHANGE", cx.clone()),
+        ("SCORIA_CONTROL_EXCHANGE", cx.to_string()),
         ("TEST_TOPIC", "work".to_owned()),
     ];
     let mut server = ChildProcess::spawn(exe, &[], &envs).expect("spawn");
@@ -750,7 +750,7 @@ async fn graceful_shutdown_finishes_handlers_in_flight() {
 
 #[tokio::test]
 async fn casts_to_a_declared_queue_wait_for_their_server() {
-    let cx = unique_exchange("declared");
+    let cx = TestExchange::new("declared");
     let client = RpcClient::new(broker(&cx, "client").await);
     let target = Target::topic("warming").unwrap();
     scoria_common::rpc::server::declare_work_queue(client.broker(), &target)

