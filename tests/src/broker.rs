@@ -48,10 +48,17 @@ fn vhost() -> anyhow::Result<String> {
     Ok(uri.vhost)
 }
 
-/// `rabbitmqctl <list> -p <vhost> name`: one name a line.
-async fn rabbitmqctl_names(list: &str, vhost: &str) -> anyhow::Result<Vec<String>> {
+/// `rabbitmqctl <list> -p <vhost> <columns>`: a row of tab-separated columns a
+/// line.
+async fn rabbitmqctl_rows(
+    list: &str,
+    vhost: &str,
+    columns: &[&str],
+) -> anyhow::Result<Vec<String>> {
     let out = Command::new("rabbitmqctl")
-        .args([list, "-p", vhost, "name", "--no-table-headers", "-q"])
+        .args([list, "-p", vhost])
+        .args(columns)
+        .args(["--no-table-headers", "-q"])
         .output()
         .await
         .map_err(|e| {
@@ -68,35 +75,66 @@ async fn rabbitmqctl_names(list: &str, vhost: &str) -> anyhow::Result<Vec<String
         .collect())
 }
 
+/// Which queues a removal leaves alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spare {
+    /// Exclusive queues: they belong to a connection still open (of this
+    /// process, say) and go when it closes.
+    Exclusive,
+    /// Exclusive queues, and queues a consumer still reads: deleting one would
+    /// cancel a server still running, which may reconnect and declare
+    /// everything again (with the tests' `x-expires` the queue goes by itself).
+    InUse,
+}
+
+/// What the broker holds under `cx`, and the queues `spare` leaves alone.
+async fn list(cx: &str, spare: Spare) -> anyhow::Result<(BrokerObjects, Vec<String>)> {
+    let vhost = vhost()?;
+    let (exchanges, queues) = tokio::try_join!(
+        rabbitmqctl_rows("list_exchanges", &vhost, &["name"]),
+        rabbitmqctl_rows("list_queues", &vhost, &["name", "exclusive", "consumers"]),
+    )?;
+    let mut found = BrokerObjects {
+        exchanges: exchanges.into_iter().filter(|n| belongs(n, cx)).collect(),
+        queues: Vec::new(),
+    };
+    let mut spared = Vec::new();
+    for row in queues {
+        let mut columns = row.split('\t');
+        let name = columns.next().unwrap_or_default();
+        let exclusive = columns.next().is_some_and(|c| c.trim() == "true");
+        let consumed = columns
+            .next()
+            .is_some_and(|c| c.trim().parse::<u64>().is_ok_and(|n| n > 0));
+        if belongs(name, cx) {
+            found.queues.push(name.to_owned());
+            if exclusive || (consumed && spare == Spare::InUse) {
+                spared.push(name.to_owned());
+            }
+        }
+    }
+    found.exchanges.sort();
+    found.queues.sort();
+    Ok((found, spared))
+}
+
 /// Lists (with `rabbitmqctl list_exchanges name` and `list_queues name`) every
 /// exchange and queue of control exchange `cx` on the test broker.
 pub async fn broker_objects(cx: &str) -> anyhow::Result<BrokerObjects> {
-    let vhost = vhost()?;
-    let (exchanges, queues) = tokio::try_join!(
-        rabbitmqctl_names("list_exchanges", &vhost),
-        rabbitmqctl_names("list_queues", &vhost),
-    )?;
-    let mine = |names: Vec<String>| {
-        let mut names: Vec<String> = names.into_iter().filter(|n| belongs(n, cx)).collect();
-        names.sort();
-        names
-    };
-    Ok(BrokerObjects {
-        exchanges: mine(exchanges),
-        queues: mine(queues),
-    })
+    Ok(list(cx, Spare::Exclusive).await?.0)
 }
 
 /// Deletes every exchange and queue of control exchange `cx` from the test
 /// broker: lists them, deletes each with `lapin`, and lists again while some
-/// delete failed (a queue still held exclusively by a closing connection), a
-/// few times. Returns what it deleted; fails naming what is left.
-pub async fn delete_broker_objects(cx: &str) -> anyhow::Result<BrokerObjects> {
+/// are left, a few times, sparing the queues `spare` says. Returns what it
+/// deleted; fails naming what is left.
+pub async fn delete_broker_objects(cx: &str, spare: Spare) -> anyhow::Result<BrokerObjects> {
     let mut deleted = BrokerObjects::default();
     let mut conn: Option<Connection> = None;
     let mut failures = Vec::new();
     for round in 0..DELETE_ROUNDS {
-        let found = broker_objects(cx).await?;
+        let (mut found, spared) = list(cx, spare).await?;
+        found.queues.retain(|q| !spared.contains(q));
         if found.is_empty() {
             break;
         }
@@ -149,13 +187,13 @@ pub async fn delete_broker_objects(cx: &str) -> anyhow::Result<BrokerObjects> {
 /// [`delete_broker_objects`] from synchronous code (a `Drop`), on a thread of its
 /// own with its own runtime (the caller may be inside one). A failure is
 /// printed, not raised: a test that ends must not fail for it.
-pub fn delete_broker_objects_blocking(cx: &str) {
+pub fn delete_broker_objects_blocking(cx: &str, spare: Spare) {
     let cx = cx.to_owned();
     let done = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(delete_broker_objects(&cx))
+        runtime.block_on(delete_broker_objects(&cx, spare))
     })
     .join();
     match done {
@@ -204,7 +242,8 @@ impl fmt::Display for TestExchange {
 
 impl Drop for TestExchange {
     fn drop(&mut self) {
-        delete_broker_objects_blocking(&self.name);
+        // The test's servers may still run in the background.
+        delete_broker_objects_blocking(&self.name, Spare::InUse);
     }
 }
 

@@ -27,7 +27,11 @@ pub use self::{
     },
     env::{binary, free_port, postgres_url, require_postgres},
 };
-use crate::{amqp_url, broker, require_rabbitmq, unique_exchange};
+use crate::{
+    amqp_url,
+    broker::{self, Spare},
+    require_rabbitmq, unique_exchange,
+};
 
 /// How long start-up may take.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -323,7 +327,7 @@ impl Stack {
             .iter_mut()
             .all(|(_, child)| matches!(child.try_wait(), Ok(Some(_))));
         if all_exited {
-            match broker::delete_broker_objects(&self.exchange).await {
+            match broker::delete_broker_objects(&self.exchange, Spare::Exclusive).await {
                 Ok(_) => self.broker_clean = true,
                 Err(e) => eprintln!("cleaning up the broker: {e}"),
             }
@@ -351,7 +355,7 @@ impl Drop for Stack {
         self.kill_all_blocking();
         // Then nothing of the stack holds the broker objects any more.
         if !self.broker_clean {
-            broker::delete_broker_objects_blocking(&self.exchange);
+            broker::delete_broker_objects_blocking(&self.exchange, Spare::Exclusive);
         }
         // Exports (`qemu-nbd`) outlive the volume service by design; the stack's
         // own go with it (their command lines name files under its dir).
