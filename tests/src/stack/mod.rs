@@ -3,7 +3,7 @@
 //! and database (a SQLite file, or a fresh PostgreSQL database), waiting on health
 //! and heartbeats (never a fixed sleep), and killing everything on drop. Tests
 //! speak to its API through the generated clients ([`Stack::volumes`],
-//! [`Stack::as_admin`], ...; see [`clients`]); when it ends ([`Stack::terminate`]
+//! [`Stack::as_admin`], ... acting as a [`Caller`]); when it ends ([`Stack::terminate`]
 //! or drop) it deletes every exchange and queue of its control exchange.
 
 mod clients;
