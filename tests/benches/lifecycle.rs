@@ -23,14 +23,12 @@ use scoria_common::rpc::{Broker, Priority, notifier::NotificationReader};
 use scoria_proto::v1::{
     Connector, CreateAttachmentRequest, CreateSnapshotRequest, CreateVolumeRequest,
     DeleteAttachmentRequest, DeleteSnapshotRequest, DeleteVolumeRequest, ListVolumesRequest,
-    Snapshot, Volume, attachment_service_client::AttachmentServiceClient,
-    snapshot_service_client::SnapshotServiceClient, volume_service_client::VolumeServiceClient,
+    Snapshot, Volume,
 };
 use scoria_tests::{
     bus_config,
-    stack::{DbKind, Stack},
+    stack::{DbKind, Stack, Volumes},
 };
-use tonic::{Request, transport::Channel};
 
 /// When each (event type, volume id) notification arrived, and a wake-up for waiters.
 #[derive(Default)]
@@ -45,13 +43,8 @@ type Waiters = Arc<Seen>;
 static LOGS: std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>> =
     std::sync::OnceLock::new();
 
-fn request<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-project-id", "bench".parse().unwrap());
-    request
-}
+/// The project of every bench volume.
+const PROJECT: &str = "bench";
 
 /// Records `volume.*.end` notifications as they arrive.
 async fn watch_notifications(broker: Broker, seen: Waiters) {
@@ -99,17 +92,14 @@ async fn arrival(seen: &Waiters, event: &str, id: &str) -> Instant {
 }
 
 /// Creates one volume and waits for it to be available; returns (id, latency).
-async fn create_one(
-    client: &mut VolumeServiceClient<Channel>,
-    seen: &Waiters,
-) -> (String, Duration) {
+async fn create_one(client: &mut Volumes, seen: &Waiters) -> (String, Duration) {
     let started = Instant::now();
     let volume = client
-        .create_volume(request(CreateVolumeRequest {
+        .create_volume(CreateVolumeRequest {
             name: "bench".into(),
             size_gib: 1,
             ..Default::default()
-        }))
+        })
         .await
         .unwrap()
         .into_inner();
@@ -164,12 +154,10 @@ async fn main() {
     .unwrap();
     let waiters: Waiters = Arc::default();
     let watcher = tokio::spawn(watch_notifications(broker.clone(), waiters.clone()));
-    let channel = Channel::from_shared(format!("http://{}", stack.api))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let client = VolumeServiceClient::new(channel.clone());
+    // Every client speaks over the stack's one HTTP/2 channel, as an admin of
+    // the bench project (the API's noauth default roles).
+    let api = stack.as_admin(PROJECT);
+    let client = api.volumes();
 
     // Warm up.
     for _ in 0..10 {
@@ -224,10 +212,10 @@ async fn main() {
     for _ in 0..100 {
         let t = Instant::now();
         let page = c
-            .list_volumes(request(ListVolumesRequest {
+            .list_volumes(ListVolumesRequest {
                 page_size: n as i32,
                 ..Default::default()
-            }))
+            })
             .await
             .unwrap()
             .into_inner();
@@ -240,7 +228,7 @@ async fn main() {
     );
 
     // snapshot-create -> available, then create-from-snapshot -> available, 10 clients
-    let snapshots = SnapshotServiceClient::new(channel.clone());
+    let snapshots = api.snapshots();
     let sources: Vec<String> = results
         .iter()
         .take(n / 2)
@@ -253,10 +241,10 @@ async fn main() {
             async move {
                 let t = Instant::now();
                 let snap = client
-                    .create_snapshot(request(CreateSnapshotRequest {
+                    .create_snapshot(CreateSnapshotRequest {
                         volume_id,
                         ..Default::default()
-                    }))
+                    })
                     .await
                     .unwrap()
                     .into_inner();
@@ -284,13 +272,13 @@ async fn main() {
             async move {
                 let t = Instant::now();
                 let volume = client
-                    .create_volume(request(CreateVolumeRequest {
+                    .create_volume(CreateVolumeRequest {
                         size_gib: 1,
                         source: Some(scoria_proto::v1::create_volume_request::Source::SnapshotId(
                             snapshot_id,
                         )),
                         ..Default::default()
-                    }))
+                    })
                     .await
                     .unwrap()
                     .into_inner();
@@ -314,21 +302,21 @@ async fn main() {
     // Out of the way of the delete figure: restored volumes, then snapshots.
     for (id, _) in &restored {
         let mut c = client.clone();
-        c.delete_volume(request(DeleteVolumeRequest { id: id.clone() }))
+        c.delete_volume(DeleteVolumeRequest { id: id.clone() })
             .await
             .unwrap();
         arrival(&waiters, "volume.delete.end", id).await;
     }
     for (id, _) in &snaps {
         let mut c = snapshots.clone();
-        c.delete_snapshot(request(DeleteSnapshotRequest { id: id.clone() }))
+        c.delete_snapshot(DeleteSnapshotRequest { id: id.clone() })
             .await
             .unwrap();
         arrival(&waiters, "snapshot.delete.end", id).await;
     }
 
     // attach (a qemu-nbd export started and answering) and detach, 10 clients
-    let attachments = AttachmentServiceClient::new(channel.clone());
+    let attachments = api.attachments();
     let m = if full { 50 } else { 5 };
     let started = Instant::now();
     let attached: Vec<(String, Duration)> = stream::iter(results.iter().take(m))
@@ -338,14 +326,14 @@ async fn main() {
             async move {
                 let t = Instant::now();
                 let a = c
-                    .create_attachment(request(CreateAttachmentRequest {
+                    .create_attachment(CreateAttachmentRequest {
                         volume_id,
                         connector: Some(Connector {
                             host: "bench".into(),
                             ..Default::default()
                         }),
                         ..Default::default()
-                    }))
+                    })
                     .await
                     .unwrap()
                     .into_inner();
@@ -367,7 +355,7 @@ async fn main() {
             let id = id.clone();
             async move {
                 let t = Instant::now();
-                c.delete_attachment(request(DeleteAttachmentRequest { id }))
+                c.delete_attachment(DeleteAttachmentRequest { id })
                     .await
                     .unwrap();
                 t.elapsed()
@@ -401,7 +389,7 @@ async fn main() {
             let (mut client, waiters) = (client.clone(), waiters.clone());
             async move {
                 client
-                    .delete_volume(request(DeleteVolumeRequest { id: id.clone() }))
+                    .delete_volume(DeleteVolumeRequest { id: id.clone() })
                     .await
                     .unwrap();
                 arrival(&waiters, "volume.delete.end", &id).await;

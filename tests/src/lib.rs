@@ -1,8 +1,10 @@
 //! Support for Scoria's integration tests: where the real services are, unique
-//! bus configurations per test, the messages the RPC tests exchange, and a child
-//! process wrapper that reads its output lines and kills it on drop.
+//! bus configurations per test (and their removal from the broker afterwards),
+//! the messages the RPC tests exchange, and a child process wrapper that reads
+//! its output lines and kills it on drop.
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod stack;
 
 use std::{

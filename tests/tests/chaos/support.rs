@@ -1,6 +1,6 @@
-//! What every chaos scenario shares: the lock that runs them one at a time, a
-//! typed gRPC client of the API (no process per call, exact status codes), and
-//! [`assert_settled`], the end state every scenario must reach.
+//! What every chaos scenario shares: the lock that runs them one at a time, the
+//! calls they make on the API (over the stack's typed clients, as a member of
+//! [`PROJECT`]), and [`assert_settled`], the end state every scenario must reach.
 
 use std::{
     collections::BTreeSet,
@@ -11,13 +11,10 @@ use scoria_common::{
     db::{SnapshotQuery, VolumeQuery, WorkerKind},
     model::{SnapshotStatus, VolumeStatus},
 };
-use scoria_proto::v1::{
-    self as pb, attachment_service_client::AttachmentServiceClient,
-    volume_service_client::VolumeServiceClient,
-};
-use scoria_tests::stack::Stack;
+use scoria_proto::v1 as pb;
+use scoria_tests::stack::{Attachments, Stack, Volumes};
 use tokio::sync::{Mutex, MutexGuard};
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{Code, Status};
 
 /// How long a stack may take to settle after the disturbance ends.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -36,33 +33,20 @@ pub async fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
-/// The API as a member of [`PROJECT`], over one HTTP/2 channel.
+/// The API as a member of [`PROJECT`], over the stack's channel.
 #[derive(Clone)]
 pub struct Api {
-    volumes: VolumeServiceClient<Channel>,
-    attachments: AttachmentServiceClient<Channel>,
+    volumes: Volumes,
+    attachments: Attachments,
 }
 
 impl Api {
     /// A client of `stack`'s API; every call gives up after 30 s.
     pub fn new(stack: &Stack) -> Self {
-        let channel = Channel::from_shared(format!("http://{}", stack.api))
-            .expect("uri")
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .connect_lazy();
         Self {
-            volumes: VolumeServiceClient::new(channel.clone()),
-            attachments: AttachmentServiceClient::new(channel),
+            volumes: stack.volumes(PROJECT),
+            attachments: stack.attachments(PROJECT),
         }
-    }
-
-    fn request<T>(body: T) -> Request<T> {
-        let mut request = Request::new(body);
-        let meta = request.metadata_mut();
-        meta.insert("x-project-id", PROJECT.parse().expect("ascii"));
-        meta.insert("x-roles", "member".parse().expect("ascii"));
-        request
     }
 
     /// CreateVolume of `size_gib` with idempotency key `request_id`.
@@ -74,38 +58,28 @@ impl Api {
             ..Default::default()
         };
         let mut client = self.volumes.clone();
-        Ok(client
-            .create_volume(Self::request(body))
-            .await?
-            .into_inner())
+        Ok(client.create_volume(body).await?.into_inner())
     }
 
     /// GetVolume.
     pub async fn get(&self, id: &str) -> Result<pb::Volume, Status> {
         let body = pb::GetVolumeRequest { id: id.to_owned() };
         let mut client = self.volumes.clone();
-        Ok(client.get_volume(Self::request(body)).await?.into_inner())
+        Ok(client.get_volume(body).await?.into_inner())
     }
 
     /// ListVolumes (first page).
     pub async fn list(&self) -> Result<Vec<pb::Volume>, Status> {
         let body = pb::ListVolumesRequest::default();
         let mut client = self.volumes.clone();
-        Ok(client
-            .list_volumes(Self::request(body))
-            .await?
-            .into_inner()
-            .volumes)
+        Ok(client.list_volumes(body).await?.into_inner().volumes)
     }
 
     /// DeleteVolume.
     pub async fn delete(&self, id: &str) -> Result<pb::Volume, Status> {
         let body = pb::DeleteVolumeRequest { id: id.to_owned() };
         let mut client = self.volumes.clone();
-        Ok(client
-            .delete_volume(Self::request(body))
-            .await?
-            .into_inner())
+        Ok(client.delete_volume(body).await?.into_inner())
     }
 
     /// ExtendVolume to `new_size_gib`.
@@ -115,10 +89,7 @@ impl Api {
             new_size_gib,
         };
         let mut client = self.volumes.clone();
-        Ok(client
-            .extend_volume(Self::request(body))
-            .await?
-            .into_inner())
+        Ok(client.extend_volume(body).await?.into_inner())
     }
 
     /// CreateAttachment of `volume_id` to host `host`.
@@ -132,17 +103,14 @@ impl Api {
             ..Default::default()
         };
         let mut client = self.attachments.clone();
-        Ok(client
-            .create_attachment(Self::request(body))
-            .await?
-            .into_inner())
+        Ok(client.create_attachment(body).await?.into_inner())
     }
 
     /// DeleteAttachment.
     pub async fn detach(&self, id: &str) -> Result<(), Status> {
         let body = pb::DeleteAttachmentRequest { id: id.to_owned() };
         let mut client = self.attachments.clone();
-        client.delete_attachment(Self::request(body)).await?;
+        client.delete_attachment(body).await?;
         Ok(())
     }
 

@@ -1,44 +1,45 @@
 //! The admin API through the real processes: services up and enabled, a disabled
-//! volume service skipped by the scheduler, status resets.
+//! volume service skipped by the scheduler, status resets, pools.
 
 use std::time::{Duration, Instant};
 
 use scoria_tests::stack::{DbKind, Stack};
-use serde_json::{Value, json};
+use tonic::{Code, Response};
 
-const ADMIN: &str = "scoria.v1.AdminService";
-const CREATE: &str = "scoria.v1.VolumeService/CreateVolume";
-const GET: &str = "scoria.v1.VolumeService/GetVolume";
+use crate::support::{create, pb, sized};
 
 /// Creates volumes until one settles in `status` (the scheduler learns about a
-/// service change at its next refresh of the services table); its JSON.
-async fn create_until(stack: &Stack, status: &str) -> Value {
+/// service change at its next refresh of the services table); returns it.
+async fn create_until(stack: &Stack, status: pb::VolumeStatus) -> pb::Volume {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let v = stack
-            .call("p1", CREATE, &json!({"size_gib": 1}))
-            .await
-            .expect("create");
-        let id = v["id"].as_str().expect("id").to_owned();
+        let id = create(stack, "p1", sized(1)).await.id;
         let settled = loop {
-            let got = stack
-                .call("p1", GET, &json!({"id": id}))
-                .await
-                .expect("get");
-            if got["status"] != "VOLUME_STATUS_CREATING" {
+            let got = stack.get_volume("p1", &id).await.expect("get");
+            if got.status() != pb::VolumeStatus::Creating {
                 break got;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        if settled["status"] == status {
+        if settled.status() == status {
             return settled;
         }
         assert!(
             Instant::now() < deadline,
-            "no volume reached {status}: last {settled}\n{}",
+            "no volume reached {status:?}: last {settled:?}\n{}",
             stack.logs()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A SetServiceEnabled request for the stack's volume service.
+fn set_volume_service(stack: &Stack, enabled: bool, reason: &str) -> pb::SetServiceEnabledRequest {
+    pb::SetServiceEnabledRequest {
+        binary: "scoria-volume".into(),
+        host: stack.volume_host.clone(),
+        enabled,
+        reason: reason.into(),
     }
 }
 
@@ -46,127 +47,113 @@ async fn create_until(stack: &Stack, status: &str) -> Value {
 async fn services_can_be_listed_disabled_and_volumes_reset() {
     let stack = Stack::start(DbKind::Sqlite).await;
     let member = stack
-        .call("p1", &format!("{ADMIN}/ListServices"), &json!({}))
+        .as_member("p1")
+        .admin()
+        .list_services(pb::ListServicesRequest::default())
         .await;
-    assert_eq!(member.expect_err("admins only").code, "PermissionDenied");
-
-    let listed = stack
-        .call_admin("p1", &format!("{ADMIN}/ListServices"), &json!({}))
-        .await
-        .expect("list");
-    let services = listed["services"].as_array().expect("services").clone();
-    let volume = services
-        .iter()
-        .find(|s| s["binary"] == "scoria-volume")
-        .unwrap_or_else(|| panic!("no volume service in {listed}"));
-    assert_eq!(volume["host"], stack.volume_host.as_str());
-    assert_eq!(volume["state"], "SERVICE_STATE_UP", "{volume}");
-    assert_eq!(volume["enabled"], true, "{volume}");
-    assert!(
-        services
-            .iter()
-            .any(|s| s["binary"] == "scoria-scheduler" && s["state"] == "SERVICE_STATE_UP")
+    assert_eq!(
+        member.expect_err("admins only").code(),
+        Code::PermissionDenied
     );
 
-    let set = format!("{ADMIN}/SetServiceEnabled");
-    let no_reason = stack
-        .call_admin(
-            "p1",
-            &set,
-            &json!({"binary": "scoria-volume", "host": stack.volume_host, "enabled": false}),
-        )
+    let mut admin = stack.admin("p1");
+    let listed = admin
+        .list_services(pb::ListServicesRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    let volume = listed
+        .services
+        .iter()
+        .find(|s| s.binary == "scoria-volume")
+        .unwrap_or_else(|| panic!("no volume service in {listed:?}"));
+    assert_eq!(volume.host, stack.volume_host);
+    assert_eq!(volume.state(), pb::ServiceState::Up, "{volume:?}");
+    assert!(volume.enabled, "{volume:?}");
+    assert!(
+        listed
+            .services
+            .iter()
+            .any(|s| s.binary == "scoria-scheduler" && s.state() == pb::ServiceState::Up)
+    );
+
+    let no_reason = admin
+        .set_service_enabled(set_volume_service(&stack, false, ""))
         .await
         .expect_err("a reason is needed");
-    assert_eq!(no_reason.code, "InvalidArgument");
-    assert!(no_reason.message.contains("reason"), "{no_reason:?}");
-    let unknown = stack
-        .call_admin(
-            "p1",
-            &set,
-            &json!({"binary": "scoria-volume", "host": "nowhere@x", "enabled": true}),
-        )
+    assert_eq!(no_reason.code(), Code::InvalidArgument);
+    assert!(no_reason.message().contains("reason"), "{no_reason:?}");
+    let unknown = admin
+        .set_service_enabled(pb::SetServiceEnabledRequest {
+            host: "nowhere@x".into(),
+            ..set_volume_service(&stack, true, "")
+        })
         .await
         .expect_err("unknown service");
-    assert_eq!(unknown.code, "NotFound");
+    assert_eq!(unknown.code(), Code::NotFound);
 
-    let disabled = stack
-        .call_admin(
-            "p1",
-            &set,
-            &json!({"binary": "scoria-volume", "host": stack.volume_host, "enabled": false, "reason": "maintenance"}),
-        )
+    let disabled = admin
+        .set_service_enabled(set_volume_service(&stack, false, "maintenance"))
         .await
-        .expect("disable");
-    assert_eq!(disabled["disabledReason"], "maintenance");
-    let failed = create_until(&stack, "VOLUME_STATUS_ERROR").await;
+        .expect("disable")
+        .into_inner();
+    assert_eq!(disabled.disabled_reason, "maintenance");
+    let failed = create_until(&stack, pb::VolumeStatus::Error).await;
     assert!(
-        failed["errorMessage"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("No valid backend"),
-        "{failed}"
+        failed.error_message.contains("No valid backend"),
+        "{failed:?}"
     );
 
-    stack
-        .call_admin(
-            "p1",
-            &set,
-            &json!({"binary": "scoria-volume", "host": stack.volume_host, "enabled": true}),
-        )
+    admin
+        .set_service_enabled(set_volume_service(&stack, true, ""))
         .await
         .expect("enable");
-    let ok = create_until(&stack, "VOLUME_STATUS_AVAILABLE").await;
+    let ok = create_until(&stack, pb::VolumeStatus::Available).await;
 
     // Reset: an admin override, also of another project's volume.
-    let reset = format!("{ADMIN}/ResetVolumeStatus");
-    let bad = stack
-        .call_admin(
-            "other",
-            &reset,
-            &json!({"volume_id": ok["id"], "status": "VOLUME_STATUS_UNSPECIFIED"}),
-        )
+    let reset = |status: pb::VolumeStatus| pb::ResetVolumeStatusRequest {
+        volume_id: ok.id.clone(),
+        status: status.into(),
+    };
+    let mut other = stack.admin("other");
+    let bad = other
+        .reset_volume_status(reset(pb::VolumeStatus::Unspecified))
         .await
         .expect_err("unspecified");
-    assert_eq!(bad.code, "InvalidArgument");
-    assert!(bad.message.contains("status"), "{bad:?}");
-    let errored = stack
-        .call_admin(
-            "other",
-            &reset,
-            &json!({"volume_id": ok["id"], "status": "VOLUME_STATUS_ERROR"}),
-        )
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("status"), "{bad:?}");
+    let errored = other
+        .reset_volume_status(reset(pb::VolumeStatus::Error))
         .await
-        .expect("reset");
-    assert_eq!(errored["status"], "VOLUME_STATUS_ERROR");
-    let seen = stack
-        .call("p1", GET, &json!({"id": ok["id"]}))
-        .await
-        .expect("get");
-    assert_eq!(seen["status"], "VOLUME_STATUS_ERROR");
+        .expect("reset")
+        .into_inner();
+    assert_eq!(errored.status(), pb::VolumeStatus::Error);
+    let seen = stack.get_volume("p1", &ok.id).await.expect("get");
+    assert_eq!(seen.status(), pb::VolumeStatus::Error);
     stack
-        .call(
-            "p1",
-            "scoria.v1.VolumeService/DeleteVolume",
-            &json!({"id": ok["id"]}),
-        )
+        .volumes("p1")
+        .delete_volume(pb::DeleteVolumeRequest { id: ok.id.clone() })
         .await
         .expect("an error volume can be deleted");
 }
 
-/// The stack's pool as ListPools shows it (`host` filter `host`), if listed.
-async fn listed_pool(stack: &Stack, host: &str) -> Option<Value> {
-    let listed = stack
-        .call_admin("p1", &format!("{ADMIN}/ListPools"), &json!({"host": host}))
+/// ListPools (as an admin of `p1`) with host filter `host`.
+async fn list_pools(stack: &Stack, host: &str) -> Result<pb::ListPoolsResponse, tonic::Status> {
+    stack
+        .admin("p1")
+        .list_pools(pb::ListPoolsRequest { host: host.into() })
         .await
-        .expect("list pools");
-    let pools = listed["pools"].as_array().cloned().unwrap_or_default();
-    assert!(pools.len() <= 1, "one volume service, one pool: {listed}");
-    pools.into_iter().next()
+        .map(Response::into_inner)
 }
 
-/// `allocatedCapacityGib` of a pool (proto3 JSON leaves out a zero).
-fn allocated(pool: &Value) -> f64 {
-    pool["allocatedCapacityGib"].as_f64().unwrap_or(0.0)
+/// The stack's pool as ListPools shows it (`host` filter `host`), if listed.
+async fn listed_pool(stack: &Stack, host: &str) -> Option<pb::StoragePool> {
+    let listed = list_pools(stack, host).await.expect("list pools");
+    assert!(
+        listed.pools.len() <= 1,
+        "one volume service, one pool: {listed:?}"
+    );
+    listed.pools.into_iter().next()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -177,24 +164,22 @@ async fn pools_show_the_backend_capacity_and_what_volumes_take() {
         &[("SCORIA_VOLUME_REPORT_INTERVAL_SECS", "1")],
     )
     .await;
-    let list = format!("{ADMIN}/ListPools");
 
     let member = stack
-        .call("p1", &list, &json!({}))
+        .as_member("p1")
+        .admin()
+        .list_pools(pb::ListPoolsRequest::default())
         .await
         .expect_err("admins only");
-    assert_eq!(member.code, "PermissionDenied", "{member:?}");
+    assert_eq!(member.code(), Code::PermissionDenied, "{member:?}");
     for bad in [
         "nobackend",
         "n1@file#pool",
         &format!("{}@file", "h".repeat(300)),
     ] {
-        let err = stack
-            .call_admin("p1", &list, &json!({"host": bad}))
-            .await
-            .expect_err("bad host");
-        assert_eq!(err.code, "InvalidArgument", "{bad}: {err:?}");
-        assert!(err.message.contains("host"), "{err:?}");
+        let err = list_pools(&stack, bad).await.expect_err("bad host");
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad}: {err:?}");
+        assert!(err.message().contains("host"), "{err:?}");
     }
 
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -211,27 +196,31 @@ async fn pools_show_the_backend_capacity_and_what_volumes_take() {
     };
     let backend = &stack.backend;
     assert_eq!(
-        before["name"],
+        before.name,
         format!("{}#{backend}", stack.volume_host),
-        "{before}"
+        "{before:?}"
     );
-    assert_eq!(before["host"], stack.volume_host.as_str());
-    assert_eq!(before["backendName"], backend.as_str());
-    assert_eq!(before["driver"], "file");
-    assert_eq!(before["availabilityZone"], "default");
+    assert_eq!(before.host, stack.volume_host);
+    assert_eq!(&before.backend_name, backend);
+    assert_eq!(before.driver, "file");
+    assert_eq!(before.availability_zone, "default");
     assert_eq!(
-        before["totalCapacityGib"], 1000.0,
+        before.total_capacity_gib, 1000.0,
         "SCORIA_VOLUME_CAPACITY_GIB"
     );
-    assert_eq!(before["thinProvisioningSupport"], true, "{before}");
+    assert!(before.thin_provisioning_support, "{before:?}");
     assert_eq!(
-        before["capabilities"]["storage_protocol"], "nbd",
-        "{before}"
+        before
+            .capabilities
+            .get("storage_protocol")
+            .map(String::as_str),
+        Some("nbd"),
+        "{before:?}"
     );
-    assert!(before["updatedAt"].is_string(), "{before}");
+    assert!(before.updated_at.is_some(), "{before:?}");
     assert_eq!(
-        listed_pool(&stack, "").await.map(|p| p["name"].clone()),
-        Some(before["name"].clone()),
+        listed_pool(&stack, "").await.map(|p| p.name),
+        Some(before.name.clone()),
         "no filter lists it too"
     );
     assert!(
@@ -239,17 +228,15 @@ async fn pools_show_the_backend_capacity_and_what_volumes_take() {
         "another host lists nothing"
     );
 
-    let base = allocated(&before);
+    let base = before.allocated_capacity_gib;
     let mut ids = Vec::new();
     for size in [3, 4] {
-        let v = stack
-            .call("p1", CREATE, &json!({"size_gib": size}))
-            .await
-            .expect("create");
-        ids.push(v["id"].as_str().expect("id").to_owned());
+        ids.push(create(&stack, "p1", sized(size)).await.id);
     }
     for id in &ids {
-        stack.wait_status("p1", id, "VOLUME_STATUS_AVAILABLE").await;
+        stack
+            .wait_status("p1", id, pb::VolumeStatus::Available)
+            .await;
     }
     // The report in flight while the volumes were made may still predate them,
     // so the one seen now is only the reference for "a later report".
@@ -264,17 +251,17 @@ async fn pools_show_the_backend_capacity_and_what_volumes_take() {
         let pool = listed_pool(&stack, &stack.volume_host)
             .await
             .expect("still listed");
-        // A different `updatedAt` is a newer report (older ones are ignored).
-        if pool["updatedAt"] != seen["updatedAt"] && allocated(&pool) == base + 7.0 {
+        // A different `updated_at` is a newer report (older ones are ignored).
+        if pool.updated_at != seen.updated_at && pool.allocated_capacity_gib == base + 7.0 {
             break pool;
         }
         assert!(
             Instant::now() < deadline,
-            "allocated did not reach {} after a report: {pool}\n{}",
+            "allocated did not reach {} after a report: {pool:?}\n{}",
             base + 7.0,
             stack.logs()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    assert_eq!(after["totalCapacityGib"], 1000.0);
+    assert_eq!(after.total_capacity_gib, 1000.0);
 }

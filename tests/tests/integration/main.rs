@@ -1,12 +1,17 @@
 //! Scoria's cross-process integration tests: real RabbitMQ, real PostgreSQL and
-//! SQLite, real binaries. One binary, a module per area.
+//! SQLite, real binaries, spoken to through the generated tonic clients. One
+//! binary, a module per area.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod admin;
 mod attachments;
+mod broker;
+mod calls;
 mod db;
+mod grpcurl;
 mod malformed;
 mod reconcile;
 mod rpc;
 mod snapshots;
+mod support;
 mod volumes;

@@ -13,28 +13,35 @@ use scoria_common::{
     model::{Volume, VolumeStatus},
 };
 use scoria_tests::stack::{DbKind, Stack};
-use serde_json::json;
 
-const CREATE: &str = "scoria.v1.VolumeService/CreateVolume";
-const DELETE: &str = "scoria.v1.VolumeService/DeleteVolume";
+use crate::support::{pb, sized};
 
 /// Bytes of real data in the source of the slow clone (a copy that takes a
 /// while, so the service can be killed in the middle of it).
 const SOURCE_DATA: usize = 1 << 30;
 
-async fn create(stack: &Stack, body: serde_json::Value) -> String {
-    let v = stack
-        .call("p1", CREATE, &body)
+/// Creates volume `name` of `size_gib` in project `p1` (a clone of `source`,
+/// when given); its id.
+async fn create(stack: &Stack, name: &str, size_gib: u64, source: Option<&str>) -> String {
+    let request = pb::CreateVolumeRequest {
+        name: name.to_owned(),
+        source: source.and_then(crate::support::from_volume),
+        ..sized(size_gib)
+    };
+    stack
+        .volumes("p1")
+        .create_volume(request)
         .await
-        .unwrap_or_else(|e| panic!("create: {e:?}\n{}", stack.logs()));
-    v["id"].as_str().expect("id").to_owned()
+        .unwrap_or_else(|e| panic!("create: {e:?}\n{}", stack.logs()))
+        .into_inner()
+        .id
 }
 
 /// A 2 GiB available volume holding 1 GiB of non-zero bytes.
 async fn full_source(stack: &Stack) -> String {
-    let id = create(stack, json!({"name": "source", "size_gib": 2})).await;
+    let id = create(stack, "source", 2, None).await;
     stack
-        .wait_status("p1", &id, "VOLUME_STATUS_AVAILABLE")
+        .wait_status("p1", &id, pb::VolumeStatus::Available)
         .await;
     let path = stack.volume_file(&id);
     tokio::task::spawn_blocking(move || {
@@ -146,19 +153,17 @@ async fn restart_settles_cut_work(kind: DbKind) {
     let doomed: Vec<String> = {
         let mut ids = Vec::new();
         for n in 0..3 {
-            ids.push(create(&stack, json!({"name": format!("d{n}"), "size_gib": 1})).await);
+            ids.push(create(&stack, &format!("d{n}"), 1, None).await);
         }
         for id in &ids {
-            stack.wait_status("p1", id, "VOLUME_STATUS_AVAILABLE").await;
+            stack
+                .wait_status("p1", id, pb::VolumeStatus::Available)
+                .await;
         }
         ids
     };
 
-    let clone = create(
-        &stack,
-        json!({"name": "clone", "size_gib": 2, "source_volume_id": source}),
-    )
-    .await;
+    let clone = create(&stack, "clone", 2, Some(&source)).await;
     wait_claimed(&stack, &clone).await;
     stack.kill_service("scoria-volume").await;
     let cut = stack
@@ -171,11 +176,12 @@ async fn restart_settles_cut_work(kind: DbKind) {
     // Work that arrives while the service is down waits in its queue.
     let mut burst = Vec::new();
     for n in 0..5 {
-        burst.push(create(&stack, json!({"name": format!("b{n}"), "size_gib": 1})).await);
+        burst.push(create(&stack, &format!("b{n}"), 1, None).await);
     }
     for id in &doomed {
         stack
-            .call("p1", DELETE, &json!({"id": id}))
+            .volumes("p1")
+            .delete_volume(pb::DeleteVolumeRequest { id: id.clone() })
             .await
             .unwrap_or_else(|e| panic!("delete: {e:?}"));
     }
@@ -245,11 +251,7 @@ async fn reaper_fails_orphaned_work(kind: DbKind) {
     stack
         .wait_heartbeat("scoria-volume", scoria_common::model::now_ms())
         .await;
-    let clone = create(
-        &stack,
-        json!({"name": "clone", "size_gib": 2, "source_volume_id": source}),
-    )
-    .await;
+    let clone = create(&stack, "clone", 2, Some(&source)).await;
     wait_claimed(&stack, &clone).await;
     stack.kill_service("scoria-volume").await;
 
@@ -279,15 +281,8 @@ async fn reaper_fails_orphaned_work(kind: DbKind) {
         "{}",
         failed.error_message
     );
-    let shown = stack
-        .call(
-            "p1",
-            "scoria.v1.VolumeService/GetVolume",
-            &json!({"id": clone}),
-        )
-        .await
-        .expect("get");
-    assert_eq!(shown["status"], "VOLUME_STATUS_ERROR");
+    let shown = stack.get_volume("p1", &clone).await.expect("get");
+    assert_eq!(shown.status(), pb::VolumeStatus::Error);
     assert_eq!(
         stack
             .db

@@ -2,71 +2,16 @@
 //! real processes, checking real bytes with `qemu-io` and sizes with `qemu-img`,
 //! on the `file` and the `qcow2` drivers.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use scoria_tests::stack::{DbKind, Stack};
-use serde_json::{Value, json};
+use serde_json::Value;
+use tonic::{Code, Response};
 
-const CREATE: &str = "scoria.v1.VolumeService/CreateVolume";
-const GET: &str = "scoria.v1.VolumeService/GetVolume";
-const DELETE: &str = "scoria.v1.VolumeService/DeleteVolume";
-const EXTEND: &str = "scoria.v1.VolumeService/ExtendVolume";
-const SNAP: &str = "scoria.v1.SnapshotService/CreateSnapshot";
-const GET_SNAP: &str = "scoria.v1.SnapshotService/GetSnapshot";
-const DELETE_SNAP: &str = "scoria.v1.SnapshotService/DeleteSnapshot";
-const GIB: u64 = 1 << 30;
-
-fn id(v: &Value) -> String {
-    v["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {v}"))
-        .to_owned()
-}
-
-async fn new_volume(stack: &Stack, body: Value) -> String {
-    let v = stack
-        .call("p1", CREATE, &body)
-        .await
-        .unwrap_or_else(|e| panic!("create {body}: {e:?}\n{}", stack.logs()));
-    let id = id(&v);
-    stack
-        .wait_status("p1", &id, "VOLUME_STATUS_AVAILABLE")
-        .await;
-    id
-}
-
-async fn wait_snapshot(stack: &Stack, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = stack.call("p1", GET_SNAP, &json!({"id": id})).await;
-        if let Ok(s) = &got
-            && s["status"] == status
-        {
-            return s.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "snapshot {id} never {status}: {got:?}\n{}",
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn wait_gone(stack: &Stack, method: &str, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match stack.call("p1", method, &json!({"id": id})).await {
-            Err(e) if e.code == "NotFound" => return,
-            other => assert!(
-                Instant::now() < deadline,
-                "{id} still there: {other:?}\n{}",
-                stack.logs()
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use crate::{
+    calls::Call,
+    support::{GIB, create, from_snapshot, from_volume, new_volume, pb, sized},
+};
 
 /// `qemu-io` on a backend object: `write -P <pattern> 0 1M` or `read -P ...`
 /// (a read fails when the bytes differ from the pattern).
@@ -114,32 +59,49 @@ async fn bytes_survive_snapshot_clone_and_extend(driver: &str) {
         ("SCORIA_VOLUME_BACKEND", driver),
     ];
     let stack = Stack::start_with(DbKind::Sqlite, &env).await;
-    let source = new_volume(&stack, json!({"name": "src", "size_gib": 1})).await;
+    let src = pb::CreateVolumeRequest {
+        name: "src".into(),
+        ..sized(1)
+    };
+    let source = new_volume(&stack, src).await;
     qemu_io(&stack, "volume", &source, "write -P 0xab 0 1M").expect("write first pattern");
 
-    let snap = stack
-        .call("p1", SNAP, &json!({"volume_id": source, "name": "s1"}))
+    let mut snapshots = stack.snapshots("p1");
+    let snap = snapshots
+        .create_snapshot(pb::CreateSnapshotRequest {
+            volume_id: source.clone(),
+            name: "s1".into(),
+            ..Default::default()
+        })
         .await
-        .unwrap_or_else(|e| panic!("snapshot: {e:?}"));
-    assert_eq!(snap["status"], "SNAPSHOT_STATUS_CREATING");
-    let snap_id = id(&snap);
-    let snap = wait_snapshot(&stack, &snap_id, "SNAPSHOT_STATUS_AVAILABLE").await;
-    assert_eq!(snap["sizeGib"], "1");
+        .unwrap_or_else(|e| panic!("snapshot: {e:?}"))
+        .into_inner();
+    assert_eq!(snap.status(), pb::SnapshotStatus::Creating);
+    let snap_id = snap.id;
+    let snap = stack
+        .wait_snapshot_status("p1", &snap_id, pb::SnapshotStatus::Available)
+        .await;
+    assert_eq!(snap.size_gib, 1);
     qemu_io(&stack, "volume", &source, "write -P 0xcd 0 1M")
         .expect("overwrite with the second pattern");
 
     // From the snapshot, larger: the first pattern, the new size.
-    let restored = new_volume(&stack, json!({"size_gib": 2, "snapshot_id": snap_id})).await;
+    let restore = pb::CreateVolumeRequest {
+        source: from_snapshot(&snap_id),
+        ..sized(2)
+    };
+    let restored = new_volume(&stack, restore).await;
     qemu_io(&stack, "volume", &restored, "read -P 0xab 0 1M").expect("the snapshot's bytes");
     assert_eq!(virtual_size(&stack, &restored), 2 * GIB);
-    let restored_volume = stack
-        .call("p1", GET, &json!({"id": restored}))
-        .await
-        .expect("get");
-    assert_eq!(restored_volume["snapshotId"], snap_id.as_str());
+    let restored_volume = stack.get_volume("p1", &restored).await.expect("get");
+    assert_eq!(restored_volume.snapshot_id, snap_id);
 
     // A clone: the source's current bytes.
-    let clone = new_volume(&stack, json!({"source_volume_id": source})).await;
+    let clone = pb::CreateVolumeRequest {
+        source: from_volume(&source),
+        ..Default::default()
+    };
+    let clone = new_volume(&stack, clone).await;
     qemu_io(&stack, "volume", &clone, "read -P 0xcd 0 1M").expect("the source's current bytes");
     assert_eq!(
         virtual_size(&stack, &clone),
@@ -148,44 +110,49 @@ async fn bytes_survive_snapshot_clone_and_extend(driver: &str) {
     );
 
     // Extend: the object really grows; the bytes stay.
-    let extending = stack
-        .call("p1", EXTEND, &json!({"id": clone, "new_size_gib": 3}))
+    let mut volumes = stack.volumes("p1");
+    let extend = |new_size_gib| pb::ExtendVolumeRequest {
+        id: clone.clone(),
+        new_size_gib,
+    };
+    let extending = volumes
+        .extend_volume(extend(3))
         .await
-        .expect("extend");
-    assert_eq!(extending["status"], "VOLUME_STATUS_EXTENDING");
+        .expect("extend")
+        .into_inner();
+    assert_eq!(extending.status(), pb::VolumeStatus::Extending);
     let extended = stack
-        .wait_status("p1", &clone, "VOLUME_STATUS_AVAILABLE")
+        .wait_status("p1", &clone, pb::VolumeStatus::Available)
         .await;
-    assert_eq!(extended["sizeGib"], "3");
+    assert_eq!(extended.size_gib, 3);
     assert_eq!(virtual_size(&stack, &clone), 3 * GIB);
     qemu_io(&stack, "volume", &clone, "read -P 0xcd 0 1M").expect("bytes kept through extend");
-    let shrink = stack
-        .call("p1", EXTEND, &json!({"id": clone, "new_size_gib": 2}))
-        .await
-        .expect_err("shrink");
-    assert_eq!(shrink.code, "InvalidArgument");
-    assert!(shrink.message.contains("new_size_gib"), "{shrink:?}");
+    let shrink = volumes.extend_volume(extend(2)).await.expect_err("shrink");
+    assert_eq!(shrink.code(), Code::InvalidArgument);
+    assert!(shrink.message().contains("new_size_gib"), "{shrink:?}");
 
     // A volume with snapshots cannot be deleted; the error names them.
-    let refused = stack
-        .call("p1", DELETE, &json!({"id": source}))
+    let refused = volumes
+        .delete_volume(pb::DeleteVolumeRequest { id: source.clone() })
         .await
         .expect_err("has snapshots");
-    assert_eq!(refused.code, "FailedPrecondition", "{refused:?}");
-    assert!(refused.message.contains(&snap_id), "{refused:?}");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains(&snap_id), "{refused:?}");
 
     // Clean up everything; nothing is left on the backend.
-    stack
-        .call("p1", DELETE_SNAP, &json!({"id": snap_id}))
+    snapshots
+        .delete_snapshot(pb::DeleteSnapshotRequest {
+            id: snap_id.clone(),
+        })
         .await
         .expect("delete snapshot");
-    wait_gone(&stack, GET_SNAP, &snap_id).await;
+    stack.wait_snapshot_gone("p1", &snap_id).await;
     for v in [&source, &restored, &clone] {
-        stack
-            .call("p1", DELETE, &json!({"id": v}))
+        volumes
+            .delete_volume(pb::DeleteVolumeRequest { id: v.clone() })
             .await
             .expect("delete");
-        wait_gone(&stack, GET, v).await;
+        stack.wait_volume_gone("p1", v).await;
     }
     assert_eq!(
         stack.backend_files(),
@@ -242,69 +209,79 @@ async fn qcow2_driver_keeps_bytes_through_snapshot_clone_and_extend() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_snapshot_clone_and_extend_requests_get_the_right_code_and_leave_nothing() {
     let stack = Stack::start(DbKind::Sqlite).await;
-    let vol = new_volume(&stack, json!({"size_gib": 2})).await;
+    let vol = new_volume(&stack, sized(2)).await;
     let missing = uuid::Uuid::new_v4().to_string();
-    let cases: Vec<(&str, Value, &str, &str)> = vec![
+    let snapshot_of = |volume_id: &str| pb::CreateSnapshotRequest {
+        volume_id: volume_id.to_owned(),
+        ..Default::default()
+    };
+    let extend = |id: &str, new_size_gib| pb::ExtendVolumeRequest {
+        id: id.to_owned(),
+        new_size_gib,
+    };
+    let cases: Vec<(Call, Code, &str)> = vec![
         (
-            SNAP,
-            json!({"volume_id": "nope"}),
-            "InvalidArgument",
+            snapshot_of("nope").into(),
+            Code::InvalidArgument,
             "volume_id",
         ),
-        (SNAP, json!({"volume_id": missing}), "NotFound", ""),
+        (snapshot_of(&missing).into(), Code::NotFound, ""),
         (
-            CREATE,
-            json!({"size_gib": 1, "snapshot_id": missing}),
-            "NotFound",
+            pb::CreateVolumeRequest {
+                source: from_snapshot(&missing),
+                ..sized(1)
+            }
+            .into(),
+            Code::NotFound,
             "snapshot_id",
         ),
         (
-            CREATE,
-            json!({"size_gib": 1, "source_volume_id": missing}),
-            "NotFound",
+            pb::CreateVolumeRequest {
+                source: from_volume(&missing),
+                ..sized(1)
+            }
+            .into(),
+            Code::NotFound,
             "source_volume_id",
         ),
         (
-            CREATE,
-            json!({"size_gib": 1, "source_volume_id": vol}),
-            "InvalidArgument",
+            pb::CreateVolumeRequest {
+                source: from_volume(&vol),
+                ..sized(1)
+            }
+            .into(),
+            Code::InvalidArgument,
             "size_gib",
         ),
         (
-            CREATE,
-            json!({"size_gib": 1, "volume_type": "no-such-type"}),
-            "NotFound",
+            pb::CreateVolumeRequest {
+                volume_type: "no-such-type".into(),
+                ..sized(1)
+            }
+            .into(),
+            Code::NotFound,
             "no-such-type",
         ),
         (
-            EXTEND,
-            json!({"id": vol, "new_size_gib": 2}),
-            "InvalidArgument",
+            extend(&vol, 2).into(),
+            Code::InvalidArgument,
             "new_size_gib",
         ),
         (
-            EXTEND,
-            json!({"id": vol, "new_size_gib": 100000000}),
-            "InvalidArgument",
+            extend(&vol, 100_000_000).into(),
+            Code::InvalidArgument,
             "new_size_gib",
         ),
-        (
-            EXTEND,
-            json!({"id": missing, "new_size_gib": 5}),
-            "NotFound",
-            "",
-        ),
+        (extend(&missing, 5).into(), Code::NotFound, ""),
     ];
-    for (method, body, code, needle) in cases {
-        let err = stack
-            .call("p1", method, &body)
-            .await
-            .expect_err("must be refused");
-        assert_eq!(err.code, code, "{method} {body}: {err:?}");
-        assert!(err.message.contains(needle), "{method} {body}: {err:?}");
+    let member = stack.as_member("p1");
+    for (call, code, needle) in cases {
+        let err = call.send(&member).await.expect_err("must be refused");
+        assert_eq!(err.code(), code, "{call:?}: {err:?}");
+        assert!(err.message().contains(needle), "{call:?}: {err:?}");
     }
     // Snapshot of a deleting volume.
-    let doomed = new_volume(&stack, json!({"size_gib": 1})).await;
+    let doomed = new_volume(&stack, sized(1)).await;
     let vs = scoria_common::model::VolumeStatus::Available;
     assert!(
         stack
@@ -319,149 +296,133 @@ async fn bad_snapshot_clone_and_extend_requests_get_the_right_code_and_leave_not
             .await
             .expect("cas")
     );
-    let err = stack
-        .call("p1", SNAP, &json!({"volume_id": doomed}))
+    let mut snapshots = stack.snapshots("p1");
+    let err = snapshots
+        .create_snapshot(snapshot_of(&doomed))
         .await
         .expect_err("deleting volume");
-    assert_eq!(err.code, "FailedPrecondition", "{err:?}");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert_eq!(
         stack.db.count_volumes("p1").await.expect("count"),
         2,
         "no volume row written by a refusal"
     );
-    let listed = stack
-        .call("p1", "scoria.v1.SnapshotService/ListSnapshots", &json!({}))
+    let listed = snapshots
+        .list_snapshots(pb::ListSnapshotsRequest::default())
         .await
-        .expect("list");
+        .expect("list")
+        .into_inner();
     assert!(
-        listed.get("snapshots").is_none(),
-        "no snapshot row written: {listed}"
+        listed.snapshots.is_empty(),
+        "no snapshot row written: {listed:?}"
     );
+}
+
+/// A volume type `name` with `extra_specs`.
+fn volume_type(name: &str, extra_specs: &[(&str, &str)]) -> pb::CreateVolumeTypeRequest {
+    pb::CreateVolumeTypeRequest {
+        name: name.to_owned(),
+        extra_specs: extra_specs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn volume_types_steer_scheduling_and_zones_are_listed() {
     let stack = Stack::start(DbKind::Sqlite).await;
-    let types = "scoria.v1.VolumeTypeService";
     // Writes are for admins only.
     let err = stack
-        .call(
-            "p1",
-            &format!("{types}/CreateVolumeType"),
-            &json!({"name": "gold"}),
-        )
+        .volume_types("p1")
+        .create_volume_type(volume_type("gold", &[]))
         .await
         .expect_err("member may not create types");
-    assert_eq!(err.code, "PermissionDenied", "{err:?}");
-    let pinned = stack
-        .call_admin(
-            "p1",
-            &format!("{types}/CreateVolumeType"),
-            &json!({"name": "pinned", "extra_specs": {"volume_backend_name": "file"}}),
-        )
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let mut admin = stack.types_admin("p1");
+    let pinned = admin
+        .create_volume_type(volume_type("pinned", &[("volume_backend_name", "file")]))
+        .await
+        .expect("create type")
+        .into_inner();
+    assert_eq!(
+        pinned
+            .extra_specs
+            .get("volume_backend_name")
+            .map(String::as_str),
+        Some("file")
+    );
+    admin
+        .create_volume_type(volume_type("shared", &[("multiattach", "<is> False")]))
         .await
         .expect("create type");
-    assert_eq!(pinned["extraSpecs"]["volume_backend_name"], "file");
-    stack
-        .call_admin(
-            "p1",
-            &format!("{types}/CreateVolumeType"),
-            &json!({"name": "shared", "extra_specs": {"multiattach": "<is> False"}}),
-        )
+    admin
+        .create_volume_type(volume_type("elsewhere", &[("volume_backend_name", "ceph")]))
         .await
         .expect("create type");
-    stack
-        .call_admin(
-            "p1",
-            &format!("{types}/CreateVolumeType"),
-            &json!({"name": "elsewhere", "extra_specs": {"volume_backend_name": "ceph"}}),
-        )
-        .await
-        .expect("create type");
-    let dup = stack
-        .call_admin(
-            "p1",
-            &format!("{types}/CreateVolumeType"),
-            &json!({"name": "pinned"}),
-        )
+    let dup = admin
+        .create_volume_type(volume_type("pinned", &[]))
         .await
         .expect_err("duplicate name");
-    assert_eq!(dup.code, "AlreadyExists", "{dup:?}");
+    assert_eq!(dup.code(), Code::AlreadyExists, "{dup:?}");
     let listed = stack
-        .call("p1", &format!("{types}/ListVolumeTypes"), &json!({}))
+        .volume_types("p1")
+        .list_volume_types(pb::ListVolumeTypesRequest {})
         .await
-        .expect("list");
-    let names: Vec<&str> = listed["volumeTypes"]
-        .as_array()
-        .expect("types")
+        .expect("list")
+        .into_inner();
+    let names: Vec<&str> = listed
+        .volume_types
         .iter()
-        .filter_map(|t| t["name"].as_str())
+        .map(|t| t.name.as_str())
         .collect();
     assert!(
         names.contains(&"pinned") && names.contains(&"__DEFAULT__"),
         "{names:?}"
     );
 
-    let ok = new_volume(&stack, json!({"size_gib": 1, "volume_type": "pinned"})).await;
-    let got = stack
-        .call("p1", GET, &json!({"id": ok}))
-        .await
-        .expect("get");
-    assert_eq!(got["volumeType"], "pinned");
-    let default = new_volume(&stack, json!({"size_gib": 1})).await;
-    let got = stack
-        .call("p1", GET, &json!({"id": default}))
-        .await
-        .expect("get");
-    assert_eq!(got["volumeType"], "__DEFAULT__");
+    let of_type = |volume_type: &str| pb::CreateVolumeRequest {
+        volume_type: volume_type.to_owned(),
+        ..sized(1)
+    };
+    let ok = new_volume(&stack, of_type("pinned")).await;
+    let got = stack.get_volume("p1", &ok).await.expect("get");
+    assert_eq!(got.volume_type, "pinned");
+    let default = new_volume(&stack, sized(1)).await;
+    let got = stack.get_volume("p1", &default).await.expect("get");
+    assert_eq!(got.volume_type, "__DEFAULT__");
     for unmatched in ["shared", "elsewhere"] {
-        let v = stack
-            .call(
-                "p1",
-                CREATE,
-                &json!({"size_gib": 1, "volume_type": unmatched}),
-            )
-            .await
-            .expect("create");
+        let v = create(&stack, "p1", of_type(unmatched)).await;
         let failed = stack
-            .wait_status("p1", &id(&v), "VOLUME_STATUS_ERROR")
+            .wait_status("p1", &v.id, pb::VolumeStatus::Error)
             .await;
         assert!(
-            failed["errorMessage"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("No valid backend"),
-            "{failed}"
+            failed.error_message.contains("No valid backend"),
+            "{failed:?}"
         );
     }
-    let in_use = stack
-        .call_admin(
-            "p1",
-            &format!("{types}/DeleteVolumeType"),
-            &json!({"id_or_name": "pinned"}),
-        )
+    let in_use = admin
+        .delete_volume_type(pb::DeleteVolumeTypeRequest {
+            id_or_name: "pinned".into(),
+        })
         .await
         .expect_err("type in use");
-    assert_eq!(in_use.code, "FailedPrecondition", "{in_use:?}");
+    assert_eq!(in_use.code(), Code::FailedPrecondition, "{in_use:?}");
 
     let zones = stack
-        .call(
-            "p1",
-            "scoria.v1.AvailabilityZoneService/ListAvailabilityZones",
-            &json!({}),
-        )
+        .zones("p1")
+        .list_availability_zones(pb::ListAvailabilityZonesRequest {})
         .await
+        .map(Response::into_inner)
         .expect("zones");
-    assert_eq!(zones["availabilityZones"][0]["name"], "default", "{zones}");
-    assert_eq!(zones["availabilityZones"][0]["available"], true, "{zones}");
-    let placed = new_volume(
-        &stack,
-        json!({"size_gib": 1, "availability_zone": "default"}),
-    )
-    .await;
-    let got = stack
-        .call("p1", GET, &json!({"id": placed}))
-        .await
-        .expect("get");
-    assert_eq!(got["availabilityZone"], "default");
+    assert_eq!(zones.availability_zones[0].name, "default", "{zones:?}");
+    assert!(zones.availability_zones[0].available, "{zones:?}");
+    let placed = pb::CreateVolumeRequest {
+        availability_zone: "default".into(),
+        ..sized(1)
+    };
+    let placed = new_volume(&stack, placed).await;
+    let got = stack.get_volume("p1", &placed).await.expect("get");
+    assert_eq!(got.availability_zone, "default");
 }

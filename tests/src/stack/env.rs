@@ -1,0 +1,92 @@
+//! What a stack needs from the machine: the test PostgreSQL, the service
+//! binaries (built on first use), a free port.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::OnceLock,
+    time::Duration,
+};
+
+/// The PostgreSQL the tests use.
+pub fn postgres_url() -> String {
+    std::env::var("SCORIA_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned())
+}
+
+/// Panics with what to start when PostgreSQL is not reachable.
+pub fn require_postgres() {
+    let url = postgres_url();
+    let hostport = url
+        .split('@')
+        .next_back()
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5432")
+        .to_owned();
+    let reachable = std::net::TcpStream::connect_timeout(
+        &hostport
+            .parse()
+            .unwrap_or_else(|_| ([127, 0, 0, 1], 5432).into()),
+        Duration::from_secs(2),
+    )
+    .is_ok();
+    assert!(
+        reachable,
+        "PostgreSQL is not reachable at {hostport} (SCORIA_TEST_DATABASE_URL={url}). Start it: \
+         `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, or run `scripts/setup.sh` as root."
+    );
+}
+
+/// Where the service binaries are: next to the test binary's `deps/` folder.
+/// They are built once per test process with the same cargo and profile, so a
+/// test never runs stale binaries.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir")
+        .to_owned();
+    let built = BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        // The profile of this test binary (`cargo bench` runs a release one).
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let out = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--bins",
+                "-p",
+                "scoria-api",
+                "-p",
+                "scoria-scheduler",
+                "-p",
+                "scoria-volume",
+            ])
+            .args(release.then_some("--release"))
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    if let Err(err) = built {
+        panic!("building the service binaries failed: {err}");
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing after cargo build",
+        path.display()
+    );
+    path
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
