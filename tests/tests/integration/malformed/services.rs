@@ -253,13 +253,6 @@ pub(super) fn attachments(volume: &str) -> Vec<Case> {
             },
             "page_token",
         ),
-        bad(
-            pb::ListAttachmentsRequest {
-                page_size: 100_000,
-                ..list()
-            },
-            "page_size",
-        ),
         bad(delete(""), "id"),
         bad(delete("garbage"), "id"),
         unknown(delete(UNKNOWN_ID)),

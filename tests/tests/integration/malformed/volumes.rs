@@ -140,7 +140,6 @@ pub(super) fn cases(volume: &str) -> Vec<Case> {
         bad(get(&format!("{UNKNOWN_ID}x")), "id"),
         unknown(get(UNKNOWN_ID)),
         bad(page(-1), "page_size"),
-        bad(page(1001), "page_size"),
         bad(token("garbage"), "page_token"),
         bad(token("eyJpZCI6IngifQ"), "page_token"),
         bad(
