@@ -240,7 +240,8 @@ impl ApiError {
         let message = self.to_string();
         let (code, reason) = match self {
             ApiError::InvalidField { field, reason } => {
-                let why = if field == crate::page_token::FIELD {
+                // The proto field every List request names its cursor by.
+                let why = if field == "page_token" {
                     Reason::InvalidPageToken
                 } else {
                     Reason::InvalidField

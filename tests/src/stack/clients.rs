@@ -173,10 +173,16 @@ impl Clients {
 /// Whether the API at `channel` answers `grpc.health.v1.Health/Check` (of the
 /// whole server) with SERVING.
 pub async fn serving(channel: &Channel) -> bool {
+    health_status(channel).await == Some(ServingStatus::Serving)
+}
+
+/// What the API's overall health check answers (`None`: it does not answer).
+pub async fn health_status(channel: &Channel) -> Option<ServingStatus> {
     HealthClient::new(channel.clone())
         .check(HealthCheckRequest::default())
         .await
-        .is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving)
+        .ok()
+        .map(|r| r.into_inner().status())
 }
 
 // === impl Stack ===

@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 pub use self::{
     clients::{
         Admin, Attachments, Authed, Caller, Clients, Snapshots, VolumeTypes, Volumes, Zones,
-        channel, serving,
+        channel, health_status, serving,
     },
     env::{binary, free_port, postgres_url, require_postgres},
 };

@@ -153,13 +153,22 @@ async fn broker_down_is_unavailable_and_writes_nothing_while_reads_work() {
         .expect("spawn api");
     let channel = stack::channel(&addr);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !stack::serving(&channel).await {
+    // It answers, and its health tells the truth: NOT_SERVING without a broker.
+    let health = loop {
+        if let Some(status) = stack::health_status(&channel).await {
+            break status;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "lonely api never served"
+            "lonely api never answered its health check"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    assert_eq!(
+        health,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing,
+        "health must not say SERVING while the broker is unreachable"
+    );
     let lonely = Clients::new(channel, Caller::member("p1"));
     let before = stack.db.count_volumes("p1").await.expect("count");
     let err = lonely
