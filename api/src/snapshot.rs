@@ -28,7 +28,7 @@ use crate::{
     intent::Intent,
     page_token::{PageToken, filter_digest, finish_page},
     ports::Ports,
-    request::{context, reply},
+    request::{handle, handle_as},
     scope, validate,
 };
 
@@ -67,6 +67,11 @@ impl SnapshotApi {
         volume
             .filter(|v| scope::visible(ctx, v))
             .ok_or_else(|| ApiError::volume_not_found(id))
+    }
+
+    /// GetSnapshot: the snapshot `id` (checked) if the caller may see it.
+    async fn get(&self, ctx: &RequestContext, id: &str) -> ApiResult<Snapshot> {
+        self.load(ctx, &validate::uuid("id", id)?).await
     }
 
     #[tracing::instrument(skip_all, fields(volume_id = %req.volume_id, snapshot_id))]
@@ -329,40 +334,27 @@ impl SnapshotService for SnapshotApi {
         &self,
         request: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::Snapshot>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.create(&ctx, request.into_inner())
-                .await
-                .map(|s| pb::Snapshot::from(&s)),
-        )
+        handle_as(request, async |ctx, req| self.create(ctx, req).await).await
     }
 
     async fn get_snapshot(
         &self,
         request: Request<pb::GetSnapshotRequest>,
     ) -> Result<Response<pb::Snapshot>, Status> {
-        let ctx = context(&request)?;
-        let result = match validate::uuid("id", &request.get_ref().id) {
-            Ok(id) => self.load(&ctx, &id).await,
-            Err(err) => Err(err),
-        };
-        reply(result.map(|s| pb::Snapshot::from(&s)))
+        handle_as(request, async |ctx, req| self.get(ctx, &req.id).await).await
     }
 
     async fn list_snapshots(
         &self,
         request: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
-        let ctx = context(&request)?;
-        reply(self.list(&ctx, request.into_inner()).await)
+        handle(request, async |ctx, req| self.list(ctx, req).await).await
     }
 
     async fn delete_snapshot(
         &self,
         request: Request<pb::DeleteSnapshotRequest>,
     ) -> Result<Response<pb::Snapshot>, Status> {
-        let ctx = context(&request)?;
-        let id = request.get_ref().id.clone();
-        reply(self.delete(&ctx, &id).await.map(|s| pb::Snapshot::from(&s)))
+        handle_as(request, async |ctx, req| self.delete(ctx, &req.id).await).await
     }
 }

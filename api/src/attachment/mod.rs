@@ -40,7 +40,7 @@ use crate::{
     intent::Intent,
     page_token::{PageToken, filter_digest, finish_page},
     ports::Ports,
-    request::{context, reply},
+    request::{handle, handle_as},
     scope, validate,
 };
 
@@ -130,6 +130,11 @@ impl AttachmentApi {
                 .saturating_add(timeout_ms)
                 .saturating_add(deadlines::ATTACH_MARGIN.as_millis() as i64),
         }
+    }
+
+    /// GetAttachment: the attachment `id` (checked) if the caller may see it.
+    async fn get(&self, ctx: &RequestContext, id: &str) -> ApiResult<Attachment> {
+        self.load(ctx, &validate::uuid("id", id)?).await
     }
 
     #[tracing::instrument(skip_all, fields(volume_id = %req.volume_id, attachment_id))]
@@ -327,7 +332,11 @@ impl AttachmentApi {
     }
 
     #[tracing::instrument(skip_all, fields(attachment_id = %id))]
-    async fn delete(&self, ctx: &RequestContext, id: &str) -> ApiResult<()> {
+    async fn delete(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+    ) -> ApiResult<pb::DeleteAttachmentResponse> {
         let id = validate::uuid("id", id)?;
         let attachment = self.load(ctx, &id).await?;
         let host = attachment.volume_host.clone();
@@ -375,7 +384,7 @@ impl AttachmentApi {
             )
             .await?;
         tracing::info!(attachment_id = %id, volume_id = %attachment.volume_id, host = %host, "volume detached");
-        Ok(())
+        Ok(pb::DeleteAttachmentResponse {})
     }
 }
 
@@ -404,45 +413,28 @@ impl AttachmentService for AttachmentApi {
         &self,
         request: Request<pb::CreateAttachmentRequest>,
     ) -> Result<Response<pb::Attachment>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.create(&ctx, request.into_inner())
-                .await
-                .map(|a| pb::Attachment::from(&a)),
-        )
+        handle_as(request, async |ctx, req| self.create(ctx, req).await).await
     }
 
     async fn get_attachment(
         &self,
         request: Request<pb::GetAttachmentRequest>,
     ) -> Result<Response<pb::Attachment>, Status> {
-        let ctx = context(&request)?;
-        let result = match validate::uuid("id", &request.get_ref().id) {
-            Ok(id) => self.load(&ctx, &id).await,
-            Err(err) => Err(err),
-        };
-        reply(result.map(|a| pb::Attachment::from(&a)))
+        handle_as(request, async |ctx, req| self.get(ctx, &req.id).await).await
     }
 
     async fn list_attachments(
         &self,
         request: Request<pb::ListAttachmentsRequest>,
     ) -> Result<Response<pb::ListAttachmentsResponse>, Status> {
-        let ctx = context(&request)?;
-        reply(self.list(&ctx, request.into_inner()).await)
+        handle(request, async |ctx, req| self.list(ctx, req).await).await
     }
 
     async fn delete_attachment(
         &self,
         request: Request<pb::DeleteAttachmentRequest>,
     ) -> Result<Response<pb::DeleteAttachmentResponse>, Status> {
-        let ctx = context(&request)?;
-        let id = request.get_ref().id.clone();
-        reply(
-            self.delete(&ctx, &id)
-                .await
-                .map(|()| pb::DeleteAttachmentResponse {}),
-        )
+        handle(request, async |ctx, req| self.delete(ctx, &req.id).await).await
     }
 }
 

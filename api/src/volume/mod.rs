@@ -25,7 +25,7 @@ use crate::{
     intent::Intent,
     page_token::{PageToken, filter_digest, finish_page},
     ports::Ports,
-    request::{context, reply},
+    request::{handle, handle_as},
     scope, validate,
 };
 
@@ -57,6 +57,11 @@ impl VolumeApi {
         volume
             .filter(|v| scope::visible(ctx, v))
             .ok_or_else(|| ApiError::volume_not_found(id))
+    }
+
+    /// GetVolume: the volume `id` (checked) if the caller may see it.
+    async fn get(&self, ctx: &RequestContext, id: &str) -> ApiResult<Volume> {
+        self.load(ctx, &validate::uuid("id", id)?).await
     }
 
     #[tracing::instrument(skip_all, fields(volume_id))]
@@ -393,69 +398,42 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<pb::CreateVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.create(&ctx, request.into_inner())
-                .await
-                .map(|v| pb::Volume::from(&v)),
-        )
+        handle_as(request, async |ctx, req| self.create(ctx, req).await).await
     }
 
     async fn get_volume(
         &self,
         request: Request<pb::GetVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        let ctx = context(&request)?;
-        let id = &request.get_ref().id;
-        let result = match validate::uuid("id", id) {
-            Ok(id) => self.load(&ctx, &id).await,
-            Err(err) => Err(err),
-        };
-        reply(result.map(|v| pb::Volume::from(&v)))
+        handle_as(request, async |ctx, req| self.get(ctx, &req.id).await).await
     }
 
     async fn list_volumes(
         &self,
         request: Request<pb::ListVolumesRequest>,
     ) -> Result<Response<pb::ListVolumesResponse>, Status> {
-        let ctx = context(&request)?;
-        reply(self.list(&ctx, request.into_inner()).await)
+        handle(request, async |ctx, req| self.list(ctx, req).await).await
     }
 
     async fn update_volume(
         &self,
         request: Request<pb::UpdateVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.update(&ctx, request.into_inner())
-                .await
-                .map(|v| pb::Volume::from(&v)),
-        )
+        handle_as(request, async |ctx, req| self.update(ctx, req).await).await
     }
 
     async fn delete_volume(
         &self,
         request: Request<pb::DeleteVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.delete(&ctx, &request.get_ref().id)
-                .await
-                .map(|v| pb::Volume::from(&v)),
-        )
+        handle_as(request, async |ctx, req| self.delete(ctx, &req.id).await).await
     }
 
     async fn extend_volume(
         &self,
         request: Request<pb::ExtendVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.extend(&ctx, request.into_inner())
-                .await
-                .map(|v| pb::Volume::from(&v)),
-        )
+        handle_as(request, async |ctx, req| self.extend(ctx, req).await).await
     }
 }
 
