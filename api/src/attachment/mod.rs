@@ -22,8 +22,7 @@ use std::time::Duration;
 use scoria_common::{
     RequestContext,
     db::{
-        AttachReserve, AttachmentQuery, Db, DbResult, DetachStart, WorkerEntry, WorkerKind,
-        deadlines,
+        AttachReserve, AttachmentQuery, Db, DbResult, DetachStart, Owner, WorkerEntry, deadlines,
     },
     events::Event,
     model::{Attachment, AttachmentStatus, Volume, VolumeStatus, now_ms},
@@ -77,26 +76,12 @@ impl AttachmentApi {
 
     /// The attachment `id` if the caller may see it (its project's, or any for admins).
     async fn load(&self, ctx: &RequestContext, id: &str) -> ApiResult<Attachment> {
-        let attachment = self
-            .db
-            .get_attachment(id)
-            .await
-            .map_err(ApiError::db(format!("get attachment {id}")))?;
-        attachment
-            .filter(|a| scope::visible(ctx, a))
-            .ok_or_else(|| ApiError::attachment_not_found(id))
+        scope::load(ctx, "attachment", id, self.db.get_attachment(id)).await
     }
 
     /// The volume `id` if the caller may see it.
     async fn load_volume(&self, ctx: &RequestContext, id: &str) -> ApiResult<Volume> {
-        let volume = self
-            .db
-            .get_volume(id)
-            .await
-            .map_err(ApiError::db(format!("get volume {id}")))?;
-        volume
-            .filter(|v| scope::visible(ctx, v))
-            .ok_or_else(|| ApiError::volume_not_found(id))
+        scope::load(ctx, "volume", id, self.db.get_volume(id)).await
     }
 
     /// Whether `volume`'s type allows several attachments (`multiattach` =
@@ -121,15 +106,10 @@ impl AttachmentApi {
     /// The worker entry of an attach or detach of attachment `id` on `host`.
     fn worker(&self, id: &str, status: AttachmentStatus, host: &str) -> WorkerEntry {
         let timeout_ms = i64::try_from(self.call_timeout.as_millis()).unwrap_or(i64::MAX / 4);
-        WorkerEntry {
-            kind: WorkerKind::Attachment,
-            resource_id: id.to_owned(),
-            status: status.as_str().to_owned(),
-            service: host.to_owned(),
-            deadline_ms: now_ms()
-                .saturating_add(timeout_ms)
-                .saturating_add(deadlines::ATTACH_MARGIN.as_millis() as i64),
-        }
+        let deadline_ms = now_ms()
+            .saturating_add(timeout_ms)
+            .saturating_add(deadlines::ATTACH_MARGIN.as_millis() as i64);
+        WorkerEntry::attachment(id, status, Owner::Service(host.to_owned()), deadline_ms)
     }
 
     /// GetAttachment: the attachment `id` (checked) if the caller may see it.
