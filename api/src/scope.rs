@@ -57,11 +57,21 @@ pub(crate) async fn load<T: Owned>(
     id: &str,
     read: impl Future<Output = DbResult<Option<T>>>,
 ) -> ApiResult<T> {
-    let found = read
-        .await
-        .map_err(ApiError::db(format!("get {kind} {id}")))?;
+    load_source(ctx, kind, &format!("{kind} {id}"), id, read).await
+}
+
+/// [`load`] for what a create names in `field` (`snapshot_id`, ...): NOT_FOUND
+/// names the field; `what` (`source volume <id>`) names the read.
+pub(crate) async fn load_source<T: Owned>(
+    ctx: &RequestContext,
+    field: &'static str,
+    what: &str,
+    id: &str,
+    read: impl Future<Output = DbResult<Option<T>>>,
+) -> ApiResult<T> {
+    let found = read.await.map_err(ApiError::db(format!("get {what}")))?;
     filter(ctx, found).ok_or_else(|| ApiError::NotFound {
-        kind,
+        kind: field,
         id: id.to_owned(),
     })
 }
