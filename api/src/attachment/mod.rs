@@ -185,17 +185,10 @@ impl AttachmentApi {
         let request = AttachVolume {
             attachment_id: id.clone(),
         };
+        let call = self.ports.volumes.attach_volume(ctx, &host, request);
         let failed = attachment.clone();
-        let at = host.as_str();
         let result = intent
-            .send(
-                self.ports.volumes.attach_volume(ctx, &host, request),
-                |why| async move {
-                    let reason = format!("cannot attach on {at}: {why}");
-                    self.settle_failed(ctx, failed, AttachmentStatus::Attaching, reason)
-                        .await
-                },
-            )
+            .send(call, |why| self.settle_failed(ctx, failed, &host, why))
             .await?;
         let mut attached = self
             .db
@@ -237,28 +230,33 @@ impl AttachmentApi {
         Ok(attached)
     }
 
-    /// After a failed call: `from` -> its error status with `reason`, if the row is
-    /// still `from` (the host may have settled it meanwhile), announcing the
-    /// operation's `.error` event.
+    /// After a failed call to `host` (`why`): `attachment`'s status (`attaching`
+    /// or `detaching`) -> its error status with the reason, if the row is still
+    /// in it (the host may have settled it meanwhile), announcing the operation's
+    /// `.error` event.
     async fn settle_failed(
         &self,
         ctx: &RequestContext,
         mut attachment: Attachment,
-        from: AttachmentStatus,
-        reason: String,
+        host: &str,
+        why: String,
     ) -> DbResult<bool> {
         let id = attachment.id.clone();
-        let (cas, to, event) = match from {
-            AttachmentStatus::Detaching => (
+        let detaching = attachment.status == AttachmentStatus::Detaching;
+        let verb = if detaching { "detach" } else { "attach" };
+        let reason = format!("cannot {verb} on {host}: {why}");
+        let (cas, to, event) = if detaching {
+            (
                 self.db.fail_detach(&id, &reason).await,
                 AttachmentStatus::ErrorDetaching,
                 Event::VolumeDetachError,
-            ),
-            _ => (
+            )
+        } else {
+            (
                 self.db.fail_attach(&id, &reason).await,
                 AttachmentStatus::ErrorAttaching,
                 Event::VolumeAttachError,
-            ),
+            )
         };
         let apply = |a: &mut Attachment| {
             a.status = to;
@@ -352,16 +350,9 @@ impl AttachmentApi {
             status: AttachmentStatus::Detaching,
             ..attachment.clone()
         };
-        let at = host.as_str();
+        let call = self.ports.volumes.detach_volume(ctx, &host, request);
         intent
-            .send(
-                self.ports.volumes.detach_volume(ctx, &host, request),
-                |why| async move {
-                    let reason = format!("cannot detach on {at}: {why}");
-                    self.settle_failed(ctx, failed, AttachmentStatus::Detaching, reason)
-                        .await
-                },
-            )
+            .send(call, |why| self.settle_failed(ctx, failed, &host, why))
             .await?;
         tracing::info!(attachment_id = %id, volume_id = %attachment.volume_id, host = %host, "volume detached");
         Ok(pb::DeleteAttachmentResponse {})
