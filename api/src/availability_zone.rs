@@ -13,8 +13,8 @@ use scoria_proto::v1::{self as pb, availability_zone_service_server::Availabilit
 use tonic::{Request, Response, Status};
 
 use crate::{
-    error::ApiError,
-    request::{context, reply},
+    error::{ApiError, ApiResult},
+    request::handle,
 };
 
 /// The binary whose services make the zones.
@@ -35,6 +35,18 @@ impl AvailabilityZoneApi {
             db,
             service_down_ms,
         }
+    }
+
+    /// ListAvailabilityZones: the zones of the volume services now.
+    async fn list(&self) -> ApiResult<pb::ListAvailabilityZonesResponse> {
+        let services = self
+            .db
+            .list_services()
+            .await
+            .map_err(ApiError::db("list services"))?;
+        Ok(pb::ListAvailabilityZonesResponse {
+            availability_zones: zones(&services, now_ms(), self.service_down_ms),
+        })
     }
 }
 
@@ -61,16 +73,7 @@ impl AvailabilityZoneService for AvailabilityZoneApi {
         &self,
         request: Request<pb::ListAvailabilityZonesRequest>,
     ) -> Result<Response<pb::ListAvailabilityZonesResponse>, Status> {
-        context(&request)?;
-        let result = self
-            .db
-            .list_services()
-            .await
-            .map_err(ApiError::db("list services"))
-            .map(|services| pb::ListAvailabilityZonesResponse {
-                availability_zones: zones(&services, now_ms(), self.service_down_ms),
-            });
-        reply(result)
+        handle(request, async |_, _| self.list().await).await
     }
 }
 

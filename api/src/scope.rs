@@ -5,10 +5,15 @@
 //! resource the caller may not see is NOT_FOUND, never PERMISSION_DENIED, so ids
 //! of other projects do not leak.
 
+use std::future::Future;
+
 use scoria_common::{
     RequestContext,
+    db::DbResult,
     model::{Attachment, Snapshot, Volume},
 };
+
+use crate::error::{ApiError, ApiResult};
 
 /// A resource that belongs to a project.
 pub trait Owned {
@@ -42,6 +47,33 @@ pub fn visible<T: Owned>(ctx: &RequestContext, resource: &T) -> bool {
 /// `resource` if `ctx` may see it (the filter of a loaded row).
 pub fn filter<T: Owned>(ctx: &RequestContext, resource: Option<T>) -> Option<T> {
     resource.filter(|r| visible(ctx, r))
+}
+
+/// The row `read` finds for the `kind` `id` (`volume`, `snapshot`, ...) if `ctx`
+/// may see it, else NOT_FOUND.
+pub(crate) async fn load<T: Owned>(
+    ctx: &RequestContext,
+    kind: &'static str,
+    id: &str,
+    read: impl Future<Output = DbResult<Option<T>>>,
+) -> ApiResult<T> {
+    load_source(ctx, kind, &format!("{kind} {id}"), id, read).await
+}
+
+/// [`load`] for what a create names in `field` (`snapshot_id`, ...): NOT_FOUND
+/// names the field; `what` (`source volume <id>`) names the read.
+pub(crate) async fn load_source<T: Owned>(
+    ctx: &RequestContext,
+    field: &'static str,
+    what: &str,
+    id: &str,
+    read: impl Future<Output = DbResult<Option<T>>>,
+) -> ApiResult<T> {
+    let found = read.await.map_err(ApiError::db(format!("get {what}")))?;
+    filter(ctx, found).ok_or_else(|| ApiError::NotFound {
+        kind: field,
+        id: id.to_owned(),
+    })
 }
 
 /// The project a list shows: the caller's own (an admin lists its own project

@@ -12,7 +12,7 @@
 
 use scoria_common::{
     RequestContext,
-    db::{Db, SnapshotDeleteStart, SnapshotQuery, WorkerEntry, WorkerKind, deadlines},
+    db::{Db, Owner, SnapshotDeleteStart, SnapshotQuery, WorkerEntry, deadlines},
     events::Event,
     model::{Snapshot, SnapshotStatus, Volume, VolumeStatus, now_ms},
     settle::SnapshotChange,
@@ -28,7 +28,7 @@ use crate::{
     intent::Intent,
     page_token::{PageToken, filter_digest, finish_page},
     ports::Ports,
-    request::{context, reply},
+    request::{handle, handle_as},
     scope, validate,
 };
 
@@ -47,26 +47,17 @@ impl SnapshotApi {
 
     /// The snapshot `id` if the caller may see it (its project's, or any for admins).
     async fn load(&self, ctx: &RequestContext, id: &str) -> ApiResult<Snapshot> {
-        let snapshot = self
-            .db
-            .get_snapshot(id)
-            .await
-            .map_err(ApiError::db(format!("get snapshot {id}")))?;
-        snapshot
-            .filter(|s| scope::visible(ctx, s))
-            .ok_or_else(|| ApiError::snapshot_not_found(id))
+        scope::load(ctx, "snapshot", id, self.db.get_snapshot(id)).await
     }
 
     /// The volume `id` if the caller may see it.
     async fn load_volume(&self, ctx: &RequestContext, id: &str) -> ApiResult<Volume> {
-        let volume = self
-            .db
-            .get_volume(id)
-            .await
-            .map_err(ApiError::db(format!("get volume {id}")))?;
-        volume
-            .filter(|v| scope::visible(ctx, v))
-            .ok_or_else(|| ApiError::volume_not_found(id))
+        scope::load(ctx, "volume", id, self.db.get_volume(id)).await
+    }
+
+    /// GetSnapshot: the snapshot `id` (checked) if the caller may see it.
+    async fn get(&self, ctx: &RequestContext, id: &str) -> ApiResult<Snapshot> {
+        self.load(ctx, &validate::uuid("id", id)?).await
     }
 
     #[tracing::instrument(skip_all, fields(volume_id = %req.volume_id, snapshot_id))]
@@ -116,13 +107,12 @@ impl SnapshotApi {
         };
         let id = snapshot.id.clone();
         tracing::Span::current().record("snapshot_id", id.as_str());
-        let worker = WorkerEntry {
-            kind: WorkerKind::Snapshot,
-            resource_id: id.clone(),
-            status: SnapshotStatus::Creating.as_str().to_owned(),
-            service: host.clone(),
-            deadline_ms: deadlines::at(now, deadlines::SNAPSHOT_CREATE),
-        };
+        let worker = WorkerEntry::snapshot(
+            &id,
+            SnapshotStatus::Creating,
+            Owner::Service(host.clone()),
+            deadlines::at(now, deadlines::SNAPSHOT_CREATE),
+        );
         let created = self
             .db
             .create_snapshot(&snapshot, allowed, &worker)
@@ -222,13 +212,12 @@ impl SnapshotApi {
         };
         let intent = Intent::cast(&self.ports, format!("delete snapshot {id} on {host}"));
         intent.ready().await?;
-        let worker = WorkerEntry {
-            kind: WorkerKind::Snapshot,
-            resource_id: id.clone(),
-            status: SnapshotStatus::Deleting.as_str().to_owned(),
-            service: host.clone(),
-            deadline_ms: deadlines::from_now(deadlines::SNAPSHOT_DELETE),
-        };
+        let worker = WorkerEntry::snapshot(
+            &id,
+            SnapshotStatus::Deleting,
+            Owner::Service(host.clone()),
+            deadlines::from_now(deadlines::SNAPSHOT_DELETE),
+        );
         self.start_delete(ctx, &snapshot, Some(&worker)).await?;
         let request = DeleteSnapshot {
             snapshot_id: id.clone(),
@@ -289,21 +278,7 @@ fn not_snapshottable(volume: &Volume, force: bool) -> ApiError {
     } else {
         ": only available (or, with force, in-use) volumes can be snapshotted"
     };
-    let (id, status, detail) = (
-        volume.id.clone(),
-        volume.status.to_string(),
-        hint.to_owned(),
-    );
-    if volume.status == VolumeStatus::InUse {
-        ApiError::VolumeInUse { id, status, detail }
-    } else {
-        ApiError::WrongStatus {
-            kind: "volume",
-            id,
-            status,
-            detail,
-        }
-    }
+    ApiError::volume_refused(volume, volume.status == VolumeStatus::InUse, hint)
 }
 
 fn not_deletable(snapshot: &Snapshot) -> ApiError {
@@ -329,40 +304,27 @@ impl SnapshotService for SnapshotApi {
         &self,
         request: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::Snapshot>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.create(&ctx, request.into_inner())
-                .await
-                .map(|s| pb::Snapshot::from(&s)),
-        )
+        handle_as(request, async |ctx, req| self.create(ctx, req).await).await
     }
 
     async fn get_snapshot(
         &self,
         request: Request<pb::GetSnapshotRequest>,
     ) -> Result<Response<pb::Snapshot>, Status> {
-        let ctx = context(&request)?;
-        let result = match validate::uuid("id", &request.get_ref().id) {
-            Ok(id) => self.load(&ctx, &id).await,
-            Err(err) => Err(err),
-        };
-        reply(result.map(|s| pb::Snapshot::from(&s)))
+        handle_as(request, async |ctx, req| self.get(ctx, &req.id).await).await
     }
 
     async fn list_snapshots(
         &self,
         request: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
-        let ctx = context(&request)?;
-        reply(self.list(&ctx, request.into_inner()).await)
+        handle(request, async |ctx, req| self.list(ctx, req).await).await
     }
 
     async fn delete_snapshot(
         &self,
         request: Request<pb::DeleteSnapshotRequest>,
     ) -> Result<Response<pb::Snapshot>, Status> {
-        let ctx = context(&request)?;
-        let id = request.get_ref().id.clone();
-        reply(self.delete(&ctx, &id).await.map(|s| pb::Snapshot::from(&s)))
+        handle_as(request, async |ctx, req| self.delete(ctx, &req.id).await).await
     }
 }

@@ -15,7 +15,7 @@
 use scoria_common::{
     RequestContext,
     db::Db,
-    model::{Service, Volume, now_ms},
+    model::{Volume, now_ms},
     translation::service_to_proto,
 };
 use scoria_proto::{
@@ -27,7 +27,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     error::{ApiError, ApiResult},
     ports::Ports,
-    request::{context, reply},
+    request::{handle, handle_as},
     validate::{MAX_TEXT_CHARS, status_filter, text},
     volume_type::require_admin,
 };
@@ -58,7 +58,7 @@ impl AdminApi {
         &self,
         ctx: &RequestContext,
         req: &pb::ListPoolsRequest,
-    ) -> ApiResult<Vec<pb::StoragePool>> {
+    ) -> ApiResult<pb::ListPoolsResponse> {
         require_admin(ctx, "ListPools")?;
         pool_host(&req.host)?;
         if self.ports.broker.unavailable().is_some() {
@@ -81,7 +81,7 @@ impl AdminApi {
                 action: "list pools: no scheduler answered".into(),
                 status,
             })?;
-        Ok(list.pools)
+        Ok(pb::ListPoolsResponse { pools: list.pools })
     }
 
     #[tracing::instrument(skip_all, fields(binary = %req.binary))]
@@ -89,17 +89,21 @@ impl AdminApi {
         &self,
         ctx: &RequestContext,
         req: &pb::ListServicesRequest,
-    ) -> ApiResult<Vec<Service>> {
+    ) -> ApiResult<pb::ListServicesResponse> {
         require_admin(ctx, "ListServices")?;
         let services = self
             .db
             .list_services()
             .await
             .map_err(ApiError::db("list services"))?;
-        Ok(services
-            .into_iter()
-            .filter(|s| req.binary.is_empty() || s.binary == req.binary)
-            .collect())
+        let now = now_ms();
+        Ok(pb::ListServicesResponse {
+            services: services
+                .iter()
+                .filter(|s| req.binary.is_empty() || s.binary == req.binary)
+                .map(|s| service_to_proto(s, now, self.service_down_ms))
+                .collect(),
+        })
     }
 
     #[tracing::instrument(skip_all, fields(binary = %req.binary, host = %req.host, enabled = req.enabled))]
@@ -107,7 +111,7 @@ impl AdminApi {
         &self,
         ctx: &RequestContext,
         req: &pb::SetServiceEnabledRequest,
-    ) -> ApiResult<Service> {
+    ) -> ApiResult<pb::Service> {
         require_admin(ctx, "SetServiceEnabled")?;
         required("binary", &req.binary)?;
         required("host", &req.host)?;
@@ -145,7 +149,7 @@ impl AdminApi {
             "service {}",
             if service.disabled { "disabled" } else { "enabled" }
         );
-        Ok(service)
+        Ok(service_to_proto(&service, now_ms(), self.service_down_ms))
     }
 
     #[tracing::instrument(skip_all, fields(volume_id = %req.volume_id))]
@@ -229,54 +233,28 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
-        let ctx = context(&request)?;
-        let now = now_ms();
-        reply(
-            self.services(&ctx, request.get_ref())
-                .await
-                .map(|services| pb::ListServicesResponse {
-                    services: services
-                        .iter()
-                        .map(|s| service_to_proto(s, now, self.service_down_ms))
-                        .collect(),
-                }),
-        )
+        handle(request, async |ctx, req| self.services(ctx, &req).await).await
     }
 
     async fn set_service_enabled(
         &self,
         request: Request<pb::SetServiceEnabledRequest>,
     ) -> Result<Response<pb::Service>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.set_enabled(&ctx, request.get_ref())
-                .await
-                .map(|s| service_to_proto(&s, now_ms(), self.service_down_ms)),
-        )
+        handle(request, async |ctx, req| self.set_enabled(ctx, &req).await).await
     }
 
     async fn reset_volume_status(
         &self,
         request: Request<pb::ResetVolumeStatusRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.reset_status(&ctx, request.get_ref())
-                .await
-                .map(|v| pb::Volume::from(&v)),
-        )
+        handle_as(request, async |ctx, req| self.reset_status(ctx, &req).await).await
     }
 
     async fn list_pools(
         &self,
         request: Request<pb::ListPoolsRequest>,
     ) -> Result<Response<pb::ListPoolsResponse>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.pools(&ctx, request.get_ref())
-                .await
-                .map(|pools| pb::ListPoolsResponse { pools }),
-        )
+        handle(request, async |ctx, req| self.pools(ctx, &req).await).await
     }
 }
 

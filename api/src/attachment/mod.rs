@@ -22,8 +22,7 @@ use std::time::Duration;
 use scoria_common::{
     RequestContext,
     db::{
-        AttachReserve, AttachmentQuery, Db, DbResult, DetachStart, WorkerEntry, WorkerKind,
-        deadlines,
+        AttachReserve, AttachmentQuery, Db, DbResult, DetachStart, Owner, WorkerEntry, deadlines,
     },
     events::Event,
     model::{Attachment, AttachmentStatus, Volume, VolumeStatus, now_ms},
@@ -40,7 +39,7 @@ use crate::{
     intent::Intent,
     page_token::{PageToken, filter_digest, finish_page},
     ports::Ports,
-    request::{context, reply},
+    request::{handle, handle_as},
     scope, validate,
 };
 
@@ -77,26 +76,12 @@ impl AttachmentApi {
 
     /// The attachment `id` if the caller may see it (its project's, or any for admins).
     async fn load(&self, ctx: &RequestContext, id: &str) -> ApiResult<Attachment> {
-        let attachment = self
-            .db
-            .get_attachment(id)
-            .await
-            .map_err(ApiError::db(format!("get attachment {id}")))?;
-        attachment
-            .filter(|a| scope::visible(ctx, a))
-            .ok_or_else(|| ApiError::attachment_not_found(id))
+        scope::load(ctx, "attachment", id, self.db.get_attachment(id)).await
     }
 
     /// The volume `id` if the caller may see it.
     async fn load_volume(&self, ctx: &RequestContext, id: &str) -> ApiResult<Volume> {
-        let volume = self
-            .db
-            .get_volume(id)
-            .await
-            .map_err(ApiError::db(format!("get volume {id}")))?;
-        volume
-            .filter(|v| scope::visible(ctx, v))
-            .ok_or_else(|| ApiError::volume_not_found(id))
+        scope::load(ctx, "volume", id, self.db.get_volume(id)).await
     }
 
     /// Whether `volume`'s type allows several attachments (`multiattach` =
@@ -121,15 +106,15 @@ impl AttachmentApi {
     /// The worker entry of an attach or detach of attachment `id` on `host`.
     fn worker(&self, id: &str, status: AttachmentStatus, host: &str) -> WorkerEntry {
         let timeout_ms = i64::try_from(self.call_timeout.as_millis()).unwrap_or(i64::MAX / 4);
-        WorkerEntry {
-            kind: WorkerKind::Attachment,
-            resource_id: id.to_owned(),
-            status: status.as_str().to_owned(),
-            service: host.to_owned(),
-            deadline_ms: now_ms()
-                .saturating_add(timeout_ms)
-                .saturating_add(deadlines::ATTACH_MARGIN.as_millis() as i64),
-        }
+        let deadline_ms = now_ms()
+            .saturating_add(timeout_ms)
+            .saturating_add(deadlines::ATTACH_MARGIN.as_millis() as i64);
+        WorkerEntry::attachment(id, status, Owner::Service(host.to_owned()), deadline_ms)
+    }
+
+    /// GetAttachment: the attachment `id` (checked) if the caller may see it.
+    async fn get(&self, ctx: &RequestContext, id: &str) -> ApiResult<Attachment> {
+        self.load(ctx, &validate::uuid("id", id)?).await
     }
 
     #[tracing::instrument(skip_all, fields(volume_id = %req.volume_id, attachment_id))]
@@ -200,17 +185,10 @@ impl AttachmentApi {
         let request = AttachVolume {
             attachment_id: id.clone(),
         };
+        let call = self.ports.volumes.attach_volume(ctx, &host, request);
         let failed = attachment.clone();
-        let at = host.as_str();
         let result = intent
-            .send(
-                self.ports.volumes.attach_volume(ctx, &host, request),
-                |why| async move {
-                    let reason = format!("cannot attach on {at}: {why}");
-                    self.settle_failed(ctx, failed, AttachmentStatus::Attaching, reason)
-                        .await
-                },
-            )
+            .send(call, |why| self.settle_failed(ctx, failed, &host, why))
             .await?;
         let mut attached = self
             .db
@@ -252,28 +230,33 @@ impl AttachmentApi {
         Ok(attached)
     }
 
-    /// After a failed call: `from` -> its error status with `reason`, if the row is
-    /// still `from` (the host may have settled it meanwhile), announcing the
-    /// operation's `.error` event.
+    /// After a failed call to `host` (`why`): `attachment`'s status (`attaching`
+    /// or `detaching`) -> its error status with the reason, if the row is still
+    /// in it (the host may have settled it meanwhile), announcing the operation's
+    /// `.error` event.
     async fn settle_failed(
         &self,
         ctx: &RequestContext,
         mut attachment: Attachment,
-        from: AttachmentStatus,
-        reason: String,
+        host: &str,
+        why: String,
     ) -> DbResult<bool> {
         let id = attachment.id.clone();
-        let (cas, to, event) = match from {
-            AttachmentStatus::Detaching => (
+        let detaching = attachment.status == AttachmentStatus::Detaching;
+        let verb = if detaching { "detach" } else { "attach" };
+        let reason = format!("cannot {verb} on {host}: {why}");
+        let (cas, to, event) = if detaching {
+            (
                 self.db.fail_detach(&id, &reason).await,
                 AttachmentStatus::ErrorDetaching,
                 Event::VolumeDetachError,
-            ),
-            _ => (
+            )
+        } else {
+            (
                 self.db.fail_attach(&id, &reason).await,
                 AttachmentStatus::ErrorAttaching,
                 Event::VolumeAttachError,
-            ),
+            )
         };
         let apply = |a: &mut Attachment| {
             a.status = to;
@@ -327,7 +310,11 @@ impl AttachmentApi {
     }
 
     #[tracing::instrument(skip_all, fields(attachment_id = %id))]
-    async fn delete(&self, ctx: &RequestContext, id: &str) -> ApiResult<()> {
+    async fn delete(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+    ) -> ApiResult<pb::DeleteAttachmentResponse> {
         let id = validate::uuid("id", id)?;
         let attachment = self.load(ctx, &id).await?;
         let host = attachment.volume_host.clone();
@@ -363,19 +350,12 @@ impl AttachmentApi {
             status: AttachmentStatus::Detaching,
             ..attachment.clone()
         };
-        let at = host.as_str();
+        let call = self.ports.volumes.detach_volume(ctx, &host, request);
         intent
-            .send(
-                self.ports.volumes.detach_volume(ctx, &host, request),
-                |why| async move {
-                    let reason = format!("cannot detach on {at}: {why}");
-                    self.settle_failed(ctx, failed, AttachmentStatus::Detaching, reason)
-                        .await
-                },
-            )
+            .send(call, |why| self.settle_failed(ctx, failed, &host, why))
             .await?;
         tracing::info!(attachment_id = %id, volume_id = %attachment.volume_id, host = %host, "volume detached");
-        Ok(())
+        Ok(pb::DeleteAttachmentResponse {})
     }
 }
 
@@ -404,45 +384,28 @@ impl AttachmentService for AttachmentApi {
         &self,
         request: Request<pb::CreateAttachmentRequest>,
     ) -> Result<Response<pb::Attachment>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.create(&ctx, request.into_inner())
-                .await
-                .map(|a| pb::Attachment::from(&a)),
-        )
+        handle_as(request, async |ctx, req| self.create(ctx, req).await).await
     }
 
     async fn get_attachment(
         &self,
         request: Request<pb::GetAttachmentRequest>,
     ) -> Result<Response<pb::Attachment>, Status> {
-        let ctx = context(&request)?;
-        let result = match validate::uuid("id", &request.get_ref().id) {
-            Ok(id) => self.load(&ctx, &id).await,
-            Err(err) => Err(err),
-        };
-        reply(result.map(|a| pb::Attachment::from(&a)))
+        handle_as(request, async |ctx, req| self.get(ctx, &req.id).await).await
     }
 
     async fn list_attachments(
         &self,
         request: Request<pb::ListAttachmentsRequest>,
     ) -> Result<Response<pb::ListAttachmentsResponse>, Status> {
-        let ctx = context(&request)?;
-        reply(self.list(&ctx, request.into_inner()).await)
+        handle(request, async |ctx, req| self.list(ctx, req).await).await
     }
 
     async fn delete_attachment(
         &self,
         request: Request<pb::DeleteAttachmentRequest>,
     ) -> Result<Response<pb::DeleteAttachmentResponse>, Status> {
-        let ctx = context(&request)?;
-        let id = request.get_ref().id.clone();
-        reply(
-            self.delete(&ctx, &id)
-                .await
-                .map(|()| pb::DeleteAttachmentResponse {}),
-        )
+        handle(request, async |ctx, req| self.delete(ctx, &req.id).await).await
     }
 }
 

@@ -9,6 +9,7 @@
 
 use scoria_common::{
     db::DbError,
+    model::Volume,
     status::{self, Reason},
 };
 use tonic::{Code, Status};
@@ -224,6 +225,26 @@ impl ApiError {
         ApiError::NotFound {
             kind: "attachment",
             id: id.into(),
+        }
+    }
+
+    /// A volume whose status refuses an action: [`ApiError::VolumeInUse`] when
+    /// `in_use`, else [`ApiError::WrongStatus`]; `hint` ends the message.
+    pub fn volume_refused(volume: &Volume, in_use: bool, hint: &str) -> Self {
+        let (id, status, detail) = (
+            volume.id.clone(),
+            volume.status.to_string(),
+            hint.to_owned(),
+        );
+        if in_use {
+            ApiError::VolumeInUse { id, status, detail }
+        } else {
+            ApiError::WrongStatus {
+                kind: "volume",
+                id,
+                status,
+                detail,
+            }
         }
     }
 

@@ -5,7 +5,7 @@
 
 use scoria_common::{
     RequestContext,
-    db::{WorkerEntry, WorkerKind, deadlines},
+    db::{Owner, WorkerEntry, deadlines},
     events::Event,
     model::{Volume, VolumeStatus, now_ms},
     settle::VolumeChange,
@@ -69,13 +69,12 @@ impl VolumeApi {
         };
         let intent = Intent::cast(&self.ports, format!("extend volume {id} on {host}"));
         intent.ready().await?;
-        let worker = WorkerEntry {
-            kind: WorkerKind::Volume,
-            resource_id: id.clone(),
-            status: VolumeStatus::Extending.as_str().to_owned(),
-            service: host.clone(),
-            deadline_ms: deadlines::from_now(deadlines::VOLUME_EXTEND),
-        };
+        let worker = WorkerEntry::volume(
+            &id,
+            VolumeStatus::Extending,
+            Owner::Service(host.clone()),
+            deadlines::from_now(deadlines::VOLUME_EXTEND),
+        );
         // The size it was checked against is part of the compare-and-set: a
         // request checked before another extend finished loses.
         let won = self
@@ -138,19 +137,5 @@ fn not_extendable(volume: &Volume) -> ApiError {
     } else {
         ": only available volumes can be extended"
     };
-    let (id, status, detail) = (
-        volume.id.clone(),
-        volume.status.to_string(),
-        hint.to_owned(),
-    );
-    if volume.status == VolumeStatus::InUse {
-        ApiError::VolumeInUse { id, status, detail }
-    } else {
-        ApiError::WrongStatus {
-            kind: "volume",
-            id,
-            status,
-            detail,
-        }
-    }
+    ApiError::volume_refused(volume, volume.status == VolumeStatus::InUse, hint)
 }

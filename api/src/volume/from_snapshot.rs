@@ -9,10 +9,17 @@
 //! takes the snapshot's row by compare-and-set; DeleteSnapshot refuses a snapshot a
 //! volume is being created from. Whichever comes second loses.
 
-use scoria_common::{RequestContext, db::IdempotencyKey, model::Volume};
+use scoria_common::{
+    RequestContext,
+    db::IdempotencyKey,
+    model::{SnapshotStatus, Volume},
+};
 use scoria_proto::v1 as pb;
 
-use super::{VolumeApi, placement::Placement};
+use super::{
+    VolumeApi,
+    placement::{Origin, Placement},
+};
 use crate::{
     error::{ApiError, ApiResult},
     scope,
@@ -35,47 +42,23 @@ impl VolumeApi {
         req: &pb::CreateVolumeRequest,
         snapshot_id: &str,
     ) -> ApiResult<Placement> {
-        let not_found = || ApiError::NotFound {
-            kind: "snapshot_id",
-            id: snapshot_id.to_owned(),
-        };
-        let snapshot = self
-            .db
-            .get_snapshot(snapshot_id)
-            .await
-            .map_err(ApiError::db(format!("get snapshot {snapshot_id}")))?
-            .filter(|s| scope::visible(ctx, s))
-            .ok_or_else(not_found)?;
-        if snapshot.status != scoria_common::model::SnapshotStatus::Available {
-            return Err(ApiError::SourceUnusable {
-                kind: "snapshot",
-                id: snapshot_id.to_owned(),
-                why: format!(
+        let what = format!("snapshot {snapshot_id}");
+        let read = self.db.get_snapshot(snapshot_id);
+        let snapshot = scope::load_source(ctx, "snapshot_id", &what, snapshot_id, read).await?;
+        let origin = Origin {
+            kind: "snapshot",
+            id: snapshot_id,
+            unavailable: (snapshot.status != SnapshotStatus::Available).then(|| {
+                format!(
                     "is {}: volumes can only be made from available snapshots",
                     snapshot.status
-                ),
-            });
-        }
-        let Some(host) = snapshot.host.clone().filter(|h| !h.is_empty()) else {
-            return Err(ApiError::SourceUnusable {
-                kind: "snapshot",
-                id: snapshot_id.to_owned(),
-                why: "is on no backend".to_owned(),
-            });
+                )
+            }),
+            host: snapshot.host.clone(),
+            size_gib: snapshot.size_gib,
+            words: ("a volume from a snapshot", "the snapshot"),
         };
-        let size_gib = match req.size_gib {
-            0 => snapshot.size_gib,
-            n if n < snapshot.size_gib => {
-                return Err(ApiError::invalid(
-                    "size_gib",
-                    format!(
-                        "a volume from a snapshot must be at least as large as the snapshot ({} GiB), got {n}",
-                        snapshot.size_gib
-                    ),
-                ));
-            }
-            n => n,
-        };
+        let (required_host, size_gib) = origin.check(req)?;
         // The snapshot's volume still exists (it cannot be deleted while it has
         // snapshots); its zone and type are the snapshot's.
         let parent = self
@@ -83,41 +66,16 @@ impl VolumeApi {
             .get_volume(&snapshot.volume_id)
             .await
             .map_err(ApiError::db(format!("get volume {}", snapshot.volume_id)))?;
-        let parent_zone = parent
+        let (zone, volume_type) = parent
             .as_ref()
-            .map(|v| v.availability_zone.clone())
+            .map(|v| (v.availability_zone.as_str(), v.volume_type.as_str()))
             .unwrap_or_default();
-        let availability_zone = match req.availability_zone.as_str() {
-            "" => parent_zone,
-            zone if parent_zone.is_empty() || zone == parent_zone => zone.to_owned(),
-            zone => {
-                return Err(ApiError::invalid(
-                    "availability_zone",
-                    format!(
-                        "a volume from a snapshot is made in the snapshot's zone {parent_zone:?}, not {zone:?}"
-                    ),
-                ));
-            }
-        };
-        let type_name = match (&req.volume_type, &parent) {
-            (named, _) if !named.is_empty() => named.as_str(),
-            (_, Some(parent)) => parent.volume_type.as_str(),
-            (_, None) => "",
-        };
-        let volume_type = match self.volume_type(type_name).await {
-            Err(ApiError::NotFound { .. }) if req.volume_type.is_empty() => {
-                // The parent's type is gone (or it predates types): the default.
-                self.volume_type("").await?
-            }
-            other => other?,
-        };
         Ok(Placement {
-            volume_type: volume_type.name,
-            extra_specs: volume_type.extra_specs,
-            availability_zone,
+            availability_zone: origin.zone(req, zone)?,
             size_gib,
             source_volume_id: None,
-            required_host: host,
+            required_host,
+            ..self.inherit_type(req, volume_type).await?
         })
     }
 

@@ -6,8 +6,8 @@ use prost::Message;
 use scoria_common::{
     RequestContext,
     db::{
-        AttachmentQuery, Created, Db, IdempotencyKey, SCHEDULER_OWNER, VolumeDeleteStart,
-        VolumeQuery, WorkerEntry, WorkerKind, deadlines,
+        AttachmentQuery, Created, Db, IdempotencyKey, Owner, VolumeDeleteStart, VolumeQuery,
+        WorkerEntry, deadlines,
     },
     events::Event,
     model::{AttachmentStatus, Volume, VolumeStatus, now_ms},
@@ -25,7 +25,7 @@ use crate::{
     intent::Intent,
     page_token::{PageToken, filter_digest, finish_page},
     ports::Ports,
-    request::{context, reply},
+    request::{handle, handle_as},
     scope, validate,
 };
 
@@ -49,14 +49,12 @@ impl VolumeApi {
 
     /// The volume `id` if the caller may see it (its project's, or any for admins).
     async fn load(&self, ctx: &RequestContext, id: &str) -> ApiResult<Volume> {
-        let volume = self
-            .db
-            .get_volume(id)
-            .await
-            .map_err(ApiError::db(format!("get volume {id}")))?;
-        volume
-            .filter(|v| scope::visible(ctx, v))
-            .ok_or_else(|| ApiError::volume_not_found(id))
+        scope::load(ctx, "volume", id, self.db.get_volume(id)).await
+    }
+
+    /// GetVolume: the volume `id` (checked) if the caller may see it.
+    async fn get(&self, ctx: &RequestContext, id: &str) -> ApiResult<Volume> {
+        self.load(ctx, &validate::uuid("id", id)?).await
     }
 
     #[tracing::instrument(skip_all, fields(volume_id))]
@@ -93,13 +91,12 @@ impl VolumeApi {
             request_id,
             request_hash: request_hash(&req),
         });
-        let worker = WorkerEntry {
-            kind: WorkerKind::Volume,
-            resource_id: volume.id.clone(),
-            status: VolumeStatus::Creating.as_str().to_owned(),
-            service: SCHEDULER_OWNER.to_owned(),
-            deadline_ms: deadlines::at(now, deadlines::VOLUME_CREATE),
-        };
+        let worker = WorkerEntry::volume(
+            &volume.id,
+            VolumeStatus::Creating,
+            Owner::Scheduler,
+            deadlines::at(now, deadlines::VOLUME_CREATE),
+        );
         let created = self
             .db
             .create_volume(&volume, key.as_ref(), &worker)
@@ -249,13 +246,12 @@ impl VolumeApi {
         };
         let intent = Intent::cast(&self.ports, format!("delete volume {id} on {host}"));
         intent.ready().await?;
-        let worker = WorkerEntry {
-            kind: WorkerKind::Volume,
-            resource_id: id.clone(),
-            status: VolumeStatus::Deleting.as_str().to_owned(),
-            service: host.clone(),
-            deadline_ms: deadlines::from_now(deadlines::VOLUME_DELETE),
-        };
+        let worker = WorkerEntry::volume(
+            &id,
+            VolumeStatus::Deleting,
+            Owner::Service(host.clone()),
+            deadlines::from_now(deadlines::VOLUME_DELETE),
+        );
         self.start_delete(ctx, &id, Some(&worker)).await?;
         volume = deleting(volume);
         let settler = self.ports.settler(&self.db);
@@ -340,21 +336,7 @@ fn not_deletable(volume: &Volume) -> ApiError {
     } else {
         ": only available or error volumes can be deleted"
     };
-    let (id, status, detail) = (
-        volume.id.clone(),
-        volume.status.to_string(),
-        hint.to_owned(),
-    );
-    if ATTACHED.contains(&volume.status) {
-        ApiError::VolumeInUse { id, status, detail }
-    } else {
-        ApiError::WrongStatus {
-            kind: "volume",
-            id,
-            status,
-            detail,
-        }
-    }
+    ApiError::volume_refused(volume, ATTACHED.contains(&volume.status), hint)
 }
 
 /// The statuses of a volume that has (or is getting, or losing) attachments.
@@ -393,69 +375,42 @@ impl VolumeService for VolumeApi {
         &self,
         request: Request<pb::CreateVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.create(&ctx, request.into_inner())
-                .await
-                .map(|v| pb::Volume::from(&v)),
-        )
+        handle_as(request, async |ctx, req| self.create(ctx, req).await).await
     }
 
     async fn get_volume(
         &self,
         request: Request<pb::GetVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        let ctx = context(&request)?;
-        let id = &request.get_ref().id;
-        let result = match validate::uuid("id", id) {
-            Ok(id) => self.load(&ctx, &id).await,
-            Err(err) => Err(err),
-        };
-        reply(result.map(|v| pb::Volume::from(&v)))
+        handle_as(request, async |ctx, req| self.get(ctx, &req.id).await).await
     }
 
     async fn list_volumes(
         &self,
         request: Request<pb::ListVolumesRequest>,
     ) -> Result<Response<pb::ListVolumesResponse>, Status> {
-        let ctx = context(&request)?;
-        reply(self.list(&ctx, request.into_inner()).await)
+        handle(request, async |ctx, req| self.list(ctx, req).await).await
     }
 
     async fn update_volume(
         &self,
         request: Request<pb::UpdateVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.update(&ctx, request.into_inner())
-                .await
-                .map(|v| pb::Volume::from(&v)),
-        )
+        handle_as(request, async |ctx, req| self.update(ctx, req).await).await
     }
 
     async fn delete_volume(
         &self,
         request: Request<pb::DeleteVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.delete(&ctx, &request.get_ref().id)
-                .await
-                .map(|v| pb::Volume::from(&v)),
-        )
+        handle_as(request, async |ctx, req| self.delete(ctx, &req.id).await).await
     }
 
     async fn extend_volume(
         &self,
         request: Request<pb::ExtendVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.extend(&ctx, request.into_inner())
-                .await
-                .map(|v| pb::Volume::from(&v)),
-        )
+        handle_as(request, async |ctx, req| self.extend(ctx, req).await).await
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use scoria_common::{
     RequestContext,
-    model::{Volume, VolumeStatus, VolumeType},
+    model::{VolumeStatus, VolumeType},
 };
 use scoria_proto::v1 as pb;
 
@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// The resolved type, size, zone and source of a volume to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Placement {
     /// The type's name, as stored on the volume.
     pub volume_type: String,
@@ -44,17 +44,11 @@ impl VolumeApi {
         source: Option<&VolumeSource>,
     ) -> ApiResult<Placement> {
         match source {
-            None => {
-                let volume_type = self.volume_type(&req.volume_type).await?;
-                Ok(Placement {
-                    volume_type: volume_type.name,
-                    extra_specs: volume_type.extra_specs,
-                    availability_zone: req.availability_zone.clone(),
-                    size_gib: req.size_gib,
-                    source_volume_id: None,
-                    required_host: String::new(),
-                })
-            }
+            None => Ok(Placement {
+                availability_zone: req.availability_zone.clone(),
+                size_gib: req.size_gib,
+                ..self.inherit_type(req, "").await?
+            }),
             Some(VolumeSource::Volume(id)) => self.clone_placement(ctx, req, id).await,
             Some(VolumeSource::Snapshot(id)) => self.snapshot_placement(ctx, req, id).await,
         }
@@ -88,68 +82,45 @@ impl VolumeApi {
         req: &pb::CreateVolumeRequest,
         source_id: &str,
     ) -> ApiResult<Placement> {
-        let not_found = || ApiError::NotFound {
-            kind: "source_volume_id",
-            id: source_id.to_owned(),
+        let what = format!("source volume {source_id}");
+        let read = self.db.get_volume(source_id);
+        let source = scope::load_source(ctx, "source_volume_id", &what, source_id, read).await?;
+        let origin = Origin {
+            kind: "source volume",
+            id: source_id,
+            unavailable: (source.status != VolumeStatus::Available)
+                .then(|| format!("is {}: only available volumes can be cloned", source.status)),
+            host: source.host.clone(),
+            size_gib: source.size_gib,
+            words: ("a clone", "its source"),
         };
-        let source: Volume = self
-            .db
-            .get_volume(source_id)
-            .await
-            .map_err(ApiError::db(format!("get source volume {source_id}")))?
-            .filter(|v| scope::visible(ctx, v))
-            .ok_or_else(not_found)?;
-        if source.status != VolumeStatus::Available {
-            return Err(ApiError::SourceUnusable {
-                kind: "source volume",
-                id: source_id.to_owned(),
-                why: format!("is {}: only available volumes can be cloned", source.status),
-            });
-        }
-        let Some(host) = source.host.clone().filter(|h| !h.is_empty()) else {
-            return Err(ApiError::SourceUnusable {
-                kind: "source volume",
-                id: source_id.to_owned(),
-                why: "is on no backend".to_owned(),
-            });
-        };
-        let size_gib = match req.size_gib {
-            0 => source.size_gib,
-            n if n < source.size_gib => {
-                return Err(ApiError::invalid(
-                    "size_gib",
-                    format!(
-                        "a clone must be at least as large as its source ({} GiB), got {n}",
-                        source.size_gib
-                    ),
-                ));
-            }
-            n => n,
-        };
-        let availability_zone = match req.availability_zone.as_str() {
-            "" => source.availability_zone.clone(),
-            zone if source.availability_zone.is_empty() || zone == source.availability_zone => {
-                zone.to_owned()
-            }
-            zone => {
-                return Err(ApiError::invalid(
-                    "availability_zone",
-                    format!(
-                        "a clone is made in its source's zone {:?}, not {zone:?}",
-                        source.availability_zone
-                    ),
-                ));
-            }
-        };
-        // Cinder: a clone keeps its source's type unless it names one.
-        let type_name = if req.volume_type.is_empty() {
-            source.volume_type.as_str()
+        let (required_host, size_gib) = origin.check(req)?;
+        Ok(Placement {
+            availability_zone: origin.zone(req, &source.availability_zone)?,
+            size_gib,
+            source_volume_id: Some(source.id.clone()),
+            required_host,
+            // Cinder: a clone keeps its source's type unless it names one.
+            ..self.inherit_type(req, &source.volume_type).await?
+        })
+    }
+
+    /// A placement with only its type set: the one `req` names, else the
+    /// `inherited` one (the default if that is empty or gone); the caller sets
+    /// the other fields.
+    pub(super) async fn inherit_type(
+        &self,
+        req: &pb::CreateVolumeRequest,
+        inherited: &str,
+    ) -> ApiResult<Placement> {
+        let named = if req.volume_type.is_empty() {
+            inherited
         } else {
             req.volume_type.as_str()
         };
-        let volume_type = match self.volume_type(type_name).await {
+        let volume_type = match self.volume_type(named).await {
+            // The origin's type is gone (or it predates types): the default.
             Err(ApiError::NotFound { .. }) if req.volume_type.is_empty() => {
-                // The source's type is gone (or it predates types): the default.
                 self.volume_type("").await?
             }
             other => other?,
@@ -157,10 +128,71 @@ impl VolumeApi {
         Ok(Placement {
             volume_type: volume_type.name,
             extra_specs: volume_type.extra_specs,
-            availability_zone,
-            size_gib,
-            source_volume_id: Some(source.id),
-            required_host: host,
+            ..Placement::default()
         })
+    }
+}
+
+/// What a new volume is made from: a volume it clones, or a snapshot. Both are
+/// checked and inherited from alike (as Cinder does); only the words differ.
+pub(super) struct Origin<'a> {
+    /// How errors name it: `source volume`, `snapshot`.
+    pub kind: &'static str,
+    /// Its id.
+    pub id: &'a str,
+    /// Why it cannot be used (it is not `available`), if so.
+    pub unavailable: Option<String>,
+    /// The `host@backend` holding it.
+    pub host: Option<String>,
+    /// Its size.
+    pub size_gib: u64,
+    /// How the errors name the new volume and the origin: `("a clone", "its source")`.
+    pub words: (&'static str, &'static str),
+}
+
+impl Origin<'_> {
+    /// The `host@backend` that must make the new volume and its size (`size_gib`
+    /// 0: the origin's), or why it cannot be made from this origin.
+    pub(super) fn check(&self, req: &pb::CreateVolumeRequest) -> ApiResult<(String, u64)> {
+        let unusable = |why: String| ApiError::SourceUnusable {
+            kind: self.kind,
+            id: self.id.to_owned(),
+            why,
+        };
+        if let Some(why) = &self.unavailable {
+            return Err(unusable(why.clone()));
+        }
+        let Some(host) = self.host.clone().filter(|h| !h.is_empty()) else {
+            return Err(unusable("is on no backend".to_owned()));
+        };
+        let (new, of) = self.words;
+        let size_gib = match req.size_gib {
+            0 => self.size_gib,
+            n if n < self.size_gib => {
+                return Err(ApiError::invalid(
+                    "size_gib",
+                    format!(
+                        "{new} must be at least as large as {of} ({} GiB), got {n}",
+                        self.size_gib
+                    ),
+                ));
+            }
+            n => n,
+        };
+        Ok((host, size_gib))
+    }
+
+    /// The new volume's zone: the origin's `zone` (empty: any), or the one `req`
+    /// asks for if it is that zone or the origin has none.
+    pub(super) fn zone(&self, req: &pb::CreateVolumeRequest, zone: &str) -> ApiResult<String> {
+        let (new, of) = self.words;
+        match req.availability_zone.as_str() {
+            "" => Ok(zone.to_owned()),
+            asked if zone.is_empty() || asked == zone => Ok(asked.to_owned()),
+            asked => Err(ApiError::invalid(
+                "availability_zone",
+                format!("{new} is made in {of}'s zone {zone:?}, not {asked:?}"),
+            )),
+        }
     }
 }

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     error::{ApiError, ApiResult},
-    request::{context, reply},
+    request::{handle, handle_as},
     validate::{MAX_TEXT_CHARS, text},
 };
 
@@ -45,6 +45,18 @@ impl VolumeTypeApi {
             .await
             .map_err(ApiError::db(format!("get volume type {id_or_name}")))?
             .ok_or_else(|| type_not_found(id_or_name))
+    }
+
+    /// ListVolumeTypes: every type (they are public).
+    async fn list(&self) -> ApiResult<pb::ListVolumeTypesResponse> {
+        let types = self
+            .db
+            .list_volume_types()
+            .await
+            .map_err(ApiError::db("list volume types"))?;
+        Ok(pb::ListVolumeTypesResponse {
+            volume_types: types.iter().map(pb::VolumeType::from).collect(),
+        })
     }
 
     #[tracing::instrument(skip_all, fields(name = %req.name))]
@@ -105,7 +117,11 @@ impl VolumeTypeApi {
     }
 
     #[tracing::instrument(skip_all, fields(id_or_name = %id_or_name))]
-    async fn delete(&self, ctx: &RequestContext, id_or_name: &str) -> ApiResult<()> {
+    async fn delete(
+        &self,
+        ctx: &RequestContext,
+        id_or_name: &str,
+    ) -> ApiResult<pb::DeleteVolumeTypeResponse> {
         require_admin(ctx, "DeleteVolumeType")?;
         let current = self.load(id_or_name).await?;
         let outcome = self
@@ -116,7 +132,7 @@ impl VolumeTypeApi {
         match outcome {
             TypeDeleted::Deleted => {
                 tracing::info!(type_id = %current.id, name = %current.name, "volume type deleted");
-                Ok(())
+                Ok(pb::DeleteVolumeTypeResponse {})
             }
             TypeDeleted::NotFound => Err(type_not_found(id_or_name)),
             TypeDeleted::Default => Err(ApiError::DefaultType { name: current.name }),
@@ -267,64 +283,38 @@ impl VolumeTypeService for VolumeTypeApi {
         &self,
         request: Request<pb::CreateVolumeTypeRequest>,
     ) -> Result<Response<pb::VolumeType>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.create(&ctx, request.into_inner())
-                .await
-                .map(|t| pb::VolumeType::from(&t)),
-        )
+        handle_as(request, async |ctx, req| self.create(ctx, req).await).await
     }
 
     async fn get_volume_type(
         &self,
         request: Request<pb::GetVolumeTypeRequest>,
     ) -> Result<Response<pb::VolumeType>, Status> {
-        context(&request)?;
-        reply(
-            self.load(&request.get_ref().id_or_name)
-                .await
-                .map(|t| pb::VolumeType::from(&t)),
-        )
+        handle_as(request, async |_, req| self.load(&req.id_or_name).await).await
     }
 
     async fn list_volume_types(
         &self,
         request: Request<pb::ListVolumeTypesRequest>,
     ) -> Result<Response<pb::ListVolumeTypesResponse>, Status> {
-        context(&request)?;
-        let result = self
-            .db
-            .list_volume_types()
-            .await
-            .map_err(ApiError::db("list volume types"))
-            .map(|types| pb::ListVolumeTypesResponse {
-                volume_types: types.iter().map(pb::VolumeType::from).collect(),
-            });
-        reply(result)
+        handle(request, async |_, _| self.list().await).await
     }
 
     async fn update_volume_type(
         &self,
         request: Request<pb::UpdateVolumeTypeRequest>,
     ) -> Result<Response<pb::VolumeType>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.update(&ctx, request.into_inner())
-                .await
-                .map(|t| pb::VolumeType::from(&t)),
-        )
+        handle_as(request, async |ctx, req| self.update(ctx, req).await).await
     }
 
     async fn delete_volume_type(
         &self,
         request: Request<pb::DeleteVolumeTypeRequest>,
     ) -> Result<Response<pb::DeleteVolumeTypeResponse>, Status> {
-        let ctx = context(&request)?;
-        reply(
-            self.delete(&ctx, &request.get_ref().id_or_name)
-                .await
-                .map(|()| pb::DeleteVolumeTypeResponse {}),
-        )
+        handle(request, async |ctx, req| {
+            self.delete(ctx, &req.id_or_name).await
+        })
+        .await
     }
 }
 

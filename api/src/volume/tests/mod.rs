@@ -7,7 +7,7 @@ use prost_types::FieldMask;
 use scoria_proto::bus::ExtendVolume;
 use tonic::Code;
 
-use scoria_common::{events::Event, testing::VolumeCall};
+use scoria_common::{db::WorkerKind, events::Event, testing::VolumeCall};
 
 use super::*;
 use crate::test_support::{Harness, ctx, request};
