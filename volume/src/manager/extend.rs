@@ -12,11 +12,7 @@
 //! ```
 
 use scoria_common::{
-    RequestContext,
-    db::WorkerKind,
-    events::Event,
-    model::{Volume, VolumeStatus, now_ms},
-    settle::VolumeChange,
+    RequestContext, db::WorkerKind, events::Event, model::VolumeStatus, settle::VolumeChange,
 };
 use scoria_proto::bus::ExtendVolume;
 
@@ -69,23 +65,9 @@ impl VolumeManager {
         let from_gib = volume.size_gib;
         match self.shared.driver.extend_volume(id, new_size).await {
             Ok(()) => {
-                let finish = self.shared.db.finish_extend_to(id, new_size, back_to);
-                let apply = |v: &mut Volume| {
-                    v.status = back_to;
-                    v.size_gib = new_size;
-                    v.error_message.clear();
-                    v.updated_at_ms = now_ms();
-                };
                 let won = self
                     .shared
-                    .settler
-                    .settle(
-                        ctx,
-                        &mut volume,
-                        finish,
-                        apply,
-                        Some(Event::VolumeResizeEnd),
-                    )
+                    .settle_extended(ctx, &mut volume, new_size, back_to)
                     .await?;
                 if won {
                     tracing::info!(from_gib, to_gib = new_size, "volume extended");
