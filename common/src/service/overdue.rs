@@ -116,25 +116,23 @@ impl Overdue for Snapshot {
 impl Overdue for Attachment {
     type Status = AttachmentStatus;
 
-    fn fail_worker<'a>(
+    async fn fail_worker<'a>(
         db: &'a Db,
         entry: &'a WorkerEntry,
         to: AttachmentStatus,
         message: &'a str,
-    ) -> impl Future<Output = DbResult<WorkerOutcome>> + Send + 'a {
-        async move {
-            let id = entry.resource_id.as_str();
-            let won = if to == AttachmentStatus::ErrorAttaching {
-                db.fail_attach(id, message).await?
-            } else {
-                db.fail_detach(id, message).await?
-            };
-            Ok(if won {
-                WorkerOutcome::Done
-            } else {
-                WorkerOutcome::Lost
-            })
-        }
+    ) -> DbResult<WorkerOutcome> {
+        let id = entry.resource_id.as_str();
+        let won = if to == AttachmentStatus::ErrorAttaching {
+            db.fail_attach(id, message).await?
+        } else {
+            db.fail_detach(id, message).await?
+        };
+        Ok(if won {
+            WorkerOutcome::Done
+        } else {
+            WorkerOutcome::Lost
+        })
     }
 
     fn set_failed(&mut self, to: AttachmentStatus, message: &str) {

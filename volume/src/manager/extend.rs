@@ -11,9 +11,7 @@
 //!                     failed ──▶ extending -> error_extending      volume.resize.error
 //! ```
 
-use scoria_common::{
-    RequestContext, db::WorkerKind, events::Event, model::VolumeStatus, settle::VolumeChange,
-};
+use scoria_common::{RequestContext, db::WorkerKind, events::Event, model::VolumeStatus};
 use scoria_proto::bus::ExtendVolume;
 
 use super::VolumeManager;
@@ -78,18 +76,9 @@ impl VolumeManager {
             }
             Err(err) => {
                 let message = format!("extending volume {id} to {new_size} GiB failed: {err}");
-                tracing::error!(%err, "backend failed to extend the volume");
-                self.shared
-                    .settler
-                    .volume(
-                        ctx,
-                        &mut volume,
-                        VolumeChange::new(&[VolumeStatus::Extending], VolumeStatus::ErrorExtending)
-                            .error(&message),
-                        Some(Event::VolumeResizeError),
-                    )
-                    .await?;
-                Ok(())
+                let failed = (VolumeStatus::Extending, VolumeStatus::ErrorExtending);
+                self.volume_failed(ctx, &mut volume, failed, &message, Event::VolumeResizeError)
+                    .await
             }
         }
     }
