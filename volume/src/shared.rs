@@ -154,24 +154,6 @@ impl Shared {
             .await
     }
 
-    /// `attaching` -> `error_attaching` with `reason`; announces
-    /// `volume.attach.error`. Whether it won.
-    pub(crate) async fn settle_attach_failed(
-        &self,
-        ctx: &RequestContext,
-        attachment: &mut Attachment,
-        reason: &str,
-    ) -> DbResult<bool> {
-        let id = attachment.id.clone();
-        let cas = self.db.fail_attach(&id, reason);
-        let failed = Failure {
-            status: AttachmentStatus::ErrorAttaching,
-            reason,
-            event: Event::VolumeAttachError,
-        };
-        self.settle_failed(ctx, attachment, cas, failed).await
-    }
-
     /// `detaching` -> gone (the row removed); announces `volume.detach.end`.
     /// Whether it won.
     pub(crate) async fn settle_detached(
@@ -195,47 +177,37 @@ impl Shared {
             .await
     }
 
-    /// `detaching` -> `error_detaching` with `reason`; announces
+    /// `attaching` -> `error_attaching` (`to`), or `detaching` ->
+    /// `error_detaching`, with `reason`; announces `volume.attach.error` or
     /// `volume.detach.error`. Whether it won.
-    pub(crate) async fn settle_detach_failed(
+    pub(crate) async fn settle_failed(
         &self,
         ctx: &RequestContext,
         attachment: &mut Attachment,
+        to: AttachmentStatus,
         reason: &str,
     ) -> DbResult<bool> {
         let id = attachment.id.clone();
-        let cas = self.db.fail_detach(&id, reason);
-        let failed = Failure {
-            status: AttachmentStatus::ErrorDetaching,
-            reason,
-            event: Event::VolumeDetachError,
+        let attaching = to == AttachmentStatus::ErrorAttaching;
+        let cas = async {
+            if attaching {
+                self.db.fail_attach(&id, reason).await
+            } else {
+                self.db.fail_detach(&id, reason).await
+            }
         };
-        self.settle_failed(ctx, attachment, cas, failed).await
-    }
-
-    /// Settles `attachment` into `failed.status` with its reason once `cas`
-    /// wins, announcing `failed.event`: both failure edges take this one path.
-    async fn settle_failed(
-        &self,
-        ctx: &RequestContext,
-        attachment: &mut Attachment,
-        cas: impl Future<Output = DbResult<bool>>,
-        failed: Failure<'_>,
-    ) -> DbResult<bool> {
+        let event = if attaching {
+            Event::VolumeAttachError
+        } else {
+            Event::VolumeDetachError
+        };
         let apply = |a: &mut Attachment| {
-            a.status = failed.status;
-            a.error_message = failed.reason.to_owned();
+            a.status = to;
+            a.error_message = reason.to_owned();
             a.updated_at_ms = now_ms();
         };
         self.settler
-            .settle(ctx, attachment, cas, apply, Some(failed.event))
+            .settle(ctx, attachment, cas, apply, Some(event))
             .await
     }
-}
-
-/// Where a failed attachment edge lands: its status, why, and what to announce.
-struct Failure<'a> {
-    status: AttachmentStatus,
-    reason: &'a str,
-    event: Event,
 }
