@@ -10,13 +10,13 @@ use scoria_common::{
     RequestContext,
     db::{AttachmentQuery, Db, DbResult},
     events::Event,
-    model::{Attachment, AttachmentStatus, ConnectionInfo, now_ms},
+    model::{Attachment, AttachmentStatus, ConnectionInfo, Volume, VolumeStatus, now_ms},
     settle::Settler,
     sync::lock,
 };
 
 use crate::{
-    driver::VolumeDriver,
+    driver::{ObjectKind, VolumeDriver},
     export::{ExportError, ExportManager},
     in_flight::InFlight,
     locks::VolumeLocks,
@@ -56,6 +56,35 @@ impl Shared {
         if let Err(err) = self.driver.delete_snapshot(id).await {
             tracing::warn!(snapshot_id = %id, %err, "cannot remove leftover snapshot object");
         }
+    }
+
+    /// Removes the leftover backend object `id` of `kind` (best effort).
+    pub(crate) async fn remove_leftover_object(&self, kind: ObjectKind, id: &str) {
+        match kind {
+            ObjectKind::Volume => self.remove_leftover(id).await,
+            ObjectKind::Snapshot => self.remove_leftover_snapshot(id).await,
+        }
+    }
+
+    /// `extending` -> `back_to` at `new_size` GiB (the compare-and-set also
+    /// removes the worker entry); announces `volume.resize.end`. Whether it won.
+    pub(crate) async fn settle_extended(
+        &self,
+        ctx: &RequestContext,
+        volume: &mut Volume,
+        new_size: u64,
+        back_to: VolumeStatus,
+    ) -> DbResult<bool> {
+        let id = volume.id.clone();
+        let finish = self.db.finish_extend_to(&id, new_size, back_to);
+        let apply = |v: &mut Volume| {
+            v.status = back_to;
+            v.size_gib = new_size;
+            v.error_message.clear();
+            v.updated_at_ms = now_ms();
+        };
+        let event = Some(Event::VolumeResizeEnd);
+        self.settler.settle(ctx, volume, finish, apply, event).await
     }
 
     /// Stops `attachment`'s export unless another active attachment of its volume
@@ -125,31 +154,6 @@ impl Shared {
             .await
     }
 
-    /// `attaching` -> `error_attaching` with `reason`; announces
-    /// `volume.attach.error`. Whether it won.
-    pub(crate) async fn settle_attach_failed(
-        &self,
-        ctx: &RequestContext,
-        attachment: &mut Attachment,
-        reason: &str,
-    ) -> DbResult<bool> {
-        let id = attachment.id.clone();
-        let apply = |a: &mut Attachment| {
-            a.status = AttachmentStatus::ErrorAttaching;
-            a.error_message = reason.to_owned();
-            a.updated_at_ms = now_ms();
-        };
-        self.settler
-            .settle(
-                ctx,
-                attachment,
-                self.db.fail_attach(&id, reason),
-                apply,
-                Some(Event::VolumeAttachError),
-            )
-            .await
-    }
-
     /// `detaching` -> gone (the row removed); announces `volume.detach.end`.
     /// Whether it won.
     pub(crate) async fn settle_detached(
@@ -173,28 +177,37 @@ impl Shared {
             .await
     }
 
-    /// `detaching` -> `error_detaching` with `reason`; announces
+    /// `attaching` -> `error_attaching` (`to`), or `detaching` ->
+    /// `error_detaching`, with `reason`; announces `volume.attach.error` or
     /// `volume.detach.error`. Whether it won.
-    pub(crate) async fn settle_detach_failed(
+    pub(crate) async fn settle_failed(
         &self,
         ctx: &RequestContext,
         attachment: &mut Attachment,
+        to: AttachmentStatus,
         reason: &str,
     ) -> DbResult<bool> {
         let id = attachment.id.clone();
+        let attaching = to == AttachmentStatus::ErrorAttaching;
+        let cas = async {
+            if attaching {
+                self.db.fail_attach(&id, reason).await
+            } else {
+                self.db.fail_detach(&id, reason).await
+            }
+        };
+        let event = if attaching {
+            Event::VolumeAttachError
+        } else {
+            Event::VolumeDetachError
+        };
         let apply = |a: &mut Attachment| {
-            a.status = AttachmentStatus::ErrorDetaching;
+            a.status = to;
             a.error_message = reason.to_owned();
             a.updated_at_ms = now_ms();
         };
         self.settler
-            .settle(
-                ctx,
-                attachment,
-                self.db.fail_detach(&id, reason),
-                apply,
-                Some(Event::VolumeDetachError),
-            )
+            .settle(ctx, attachment, cas, apply, Some(event))
             .await
     }
 }

@@ -11,6 +11,7 @@
 //!                   flushed (under a timeout), broker, database
 //! ```
 
+pub mod overdue;
 pub mod periodic;
 
 use std::{future::Future, time::Duration};

@@ -24,7 +24,7 @@
 
 mod orphans;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use scoria_common::{
     RequestContext,
@@ -32,8 +32,11 @@ use scoria_common::{
     events::Event,
     model::{Volume, VolumeStatus, now_ms},
     ops::{SchedulerOps, VolumeOps},
-    service::SCHEDULER_OWNER,
-    settle::{Resource, Settler},
+    service::{
+        SCHEDULER_OWNER,
+        overdue::{self, Failure, Overdue},
+    },
+    settle::Settler,
 };
 use scoria_proto::bus::ScheduleCreateVolume;
 
@@ -204,9 +207,8 @@ impl Reaper {
                 "No valid backend was found in time: volume {id} was not taken by any volume service, \
                  even after it was scheduled once more"
             );
-            let outcome = self
-                .fail_volume(entry, &mut volume, VolumeStatus::Error, &message)
-                .await?;
+            let failed = (VolumeStatus::Error, Event::VolumeCreateError);
+            let outcome = self.fail(entry, &mut volume, failed, &message).await?;
             if outcome == WorkerOutcome::Done {
                 tracing::warn!(volume_id = %id, "scheduling overdue twice: volume set to error");
             }
@@ -237,53 +239,18 @@ impl Reaper {
         Ok(Reaped::Rescheduled)
     }
 
-    /// Fails `resource` through the settler: `cas` (a compare-and-set on the
-    /// worker entry as read) and, if it won, `apply` and `event` announced.
-    async fn settle_worker<T: Resource>(
-        &self,
-        resource: &mut T,
-        cas: impl Future<Output = Result<WorkerOutcome, DbError>>,
-        apply: impl FnOnce(&mut T),
-        event: Event,
-    ) -> Result<WorkerOutcome, DbError> {
-        let ctx = RequestContext::internal(BINARY);
-        let mut outcome = WorkerOutcome::Lost;
-        let won = async {
-            outcome = cas.await?;
-            Ok::<_, DbError>(outcome == WorkerOutcome::Done)
-        };
-        self.settler
-            .settle(&ctx, resource, won, apply, Some(event))
-            .await?;
-        Ok(outcome)
-    }
-
-    /// Fails the volume of `entry` (`to`: `error`, `error_deleting`,
-    /// `error_extending`) with `message`, announcing the operation's `.error`.
-    async fn fail_volume(
+    /// Fails `resource` (the one `entry` names) into `to` with `message`,
+    /// announcing `event` if the compare-and-set on the entry won.
+    async fn fail<T: Overdue>(
         &self,
         entry: &WorkerEntry,
-        volume: &mut Volume,
-        to: VolumeStatus,
+        resource: &mut T,
+        (to, event): (T::Status, Event),
         message: &str,
     ) -> Result<WorkerOutcome, DbError> {
-        let event = match to {
-            VolumeStatus::ErrorDeleting => Event::VolumeDeleteError,
-            VolumeStatus::ErrorExtending => Event::VolumeResizeError,
-            _ => Event::VolumeCreateError,
-        };
-        let apply = |v: &mut Volume| {
-            v.status = to;
-            v.error_message = message.to_owned();
-            v.updated_at_ms = now_ms();
-        };
-        self.settle_worker(
-            volume,
-            self.db.fail_volume_worker(entry, to, message),
-            apply,
-            event,
-        )
-        .await
+        let ctx = RequestContext::internal(BINARY);
+        let failure = Failure { to, message, event };
+        overdue::fail(&self.settler, &ctx, entry, resource, failure).await
     }
 
     /// The scheduling request of `volume`, rebuilt from the database.

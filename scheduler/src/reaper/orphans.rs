@@ -7,7 +7,8 @@ use scoria_common::{
     RequestContext,
     db::{DbError, WorkerEntry, WorkerKind, WorkerOutcome},
     events::Event,
-    model::{Attachment, AttachmentStatus, Snapshot, SnapshotStatus, VolumeStatus, now_ms},
+    model::{AttachmentStatus, SnapshotStatus, VolumeStatus, now_ms},
+    service::overdue::Overdue,
 };
 use scoria_proto::bus::{CreateVolume, DeleteVolume};
 
@@ -32,88 +33,67 @@ impl Reaper {
             )
         };
         let id = entry.resource_id.as_str();
+        let db = &self.db;
         let outcome = match (entry.kind, entry.status.as_str()) {
-            (WorkerKind::Volume, status) => {
-                let to = match status {
-                    "creating" => VolumeStatus::Error,
-                    "deleting" => VolumeStatus::ErrorDeleting,
-                    "extending" => VolumeStatus::ErrorExtending,
-                    other => {
-                        tracing::warn!(volume_id = %id, status = %other, "orphaned volume entry in a status the reaper does not settle");
-                        return Ok(Reaped::Skipped);
-                    }
-                };
-                let Some(mut volume) = self.db.get_volume(id).await? else {
-                    return self.stale(entry).await;
+            (WorkerKind::Volume, status @ ("creating" | "deleting" | "extending")) => {
+                let failed = match status {
+                    "creating" => (VolumeStatus::Error, Event::VolumeCreateError),
+                    "deleting" => (VolumeStatus::ErrorDeleting, Event::VolumeDeleteError),
+                    _ => (VolumeStatus::ErrorExtending, Event::VolumeResizeError),
                 };
                 let message = why(&format!("{status} volume {id}"));
-                self.fail_volume(entry, &mut volume, to, &message).await?
-            }
-            (WorkerKind::Snapshot, status) => {
-                let (to, event) = match status {
-                    "creating" => (SnapshotStatus::Error, Event::SnapshotCreateError),
-                    "deleting" => (SnapshotStatus::ErrorDeleting, Event::SnapshotDeleteError),
-                    other => {
-                        tracing::warn!(snapshot_id = %id, status = %other, "orphaned snapshot entry in a status the reaper does not settle");
-                        return Ok(Reaped::Skipped);
-                    }
-                };
-                let Some(mut snapshot) = self.db.get_snapshot(id).await? else {
-                    return self.stale(entry).await;
-                };
-                let message = why(&format!("{status} snapshot {id}"));
-                let apply = |s: &mut Snapshot| {
-                    s.status = to;
-                    s.error_message = message.clone();
-                    s.updated_at_ms = now_ms();
-                };
-                let cas = self.db.fail_snapshot_worker(entry, to, &message);
-                self.settle_worker(&mut snapshot, cas, apply, event).await?
-            }
-            (WorkerKind::Attachment, status) => {
-                // The attachment CAS removes the entry; check it is the one read.
-                if self.db.get_worker(entry.kind, id).await?.as_ref() != Some(entry) {
-                    return Ok(Reaped::Skipped);
-                }
-                let (to, event) = match status {
-                    "attaching" | "reserved" => {
-                        (AttachmentStatus::ErrorAttaching, Event::VolumeAttachError)
-                    }
-                    "detaching" => (AttachmentStatus::ErrorDetaching, Event::VolumeDetachError),
-                    other => {
-                        tracing::warn!(attachment_id = %id, status = %other, "orphaned attachment entry in a status the reaper does not settle");
-                        return Ok(Reaped::Skipped);
-                    }
-                };
-                let Some(mut attachment) = self.db.get_attachment(id).await? else {
-                    return self.stale(entry).await;
-                };
-                let message = why(&format!("{status} attachment {id}"));
-                let apply = |a: &mut Attachment| {
-                    a.status = to;
-                    a.error_message = message.clone();
-                    a.updated_at_ms = now_ms();
-                };
-                let cas = async {
-                    let won = if to == AttachmentStatus::ErrorAttaching {
-                        self.db.fail_attach(id, &message).await?
-                    } else {
-                        self.db.fail_detach(id, &message).await?
-                    };
-                    Ok(if won {
-                        WorkerOutcome::Done
-                    } else {
-                        WorkerOutcome::Lost
-                    })
-                };
-                self.settle_worker(&mut attachment, cas, apply, event)
+                self.fail_orphan(entry, db.get_volume(id).await?, failed, &message)
                     .await?
             }
+            (WorkerKind::Snapshot, status @ ("creating" | "deleting")) => {
+                let failed = match status {
+                    "creating" => (SnapshotStatus::Error, Event::SnapshotCreateError),
+                    _ => (SnapshotStatus::ErrorDeleting, Event::SnapshotDeleteError),
+                };
+                let message = why(&format!("{status} snapshot {id}"));
+                self.fail_orphan(entry, db.get_snapshot(id).await?, failed, &message)
+                    .await?
+            }
+            (WorkerKind::Attachment, status @ ("attaching" | "reserved" | "detaching")) => {
+                // The attachment CAS removes the entry; check it is the one read.
+                if db.get_worker(entry.kind, id).await?.as_ref() != Some(entry) {
+                    return Ok(Reaped::Skipped);
+                }
+                let failed = match status {
+                    "detaching" => (AttachmentStatus::ErrorDetaching, Event::VolumeDetachError),
+                    _ => (AttachmentStatus::ErrorAttaching, Event::VolumeAttachError),
+                };
+                let message = why(&format!("{status} attachment {id}"));
+                self.fail_orphan(entry, db.get_attachment(id).await?, failed, &message)
+                    .await?
+            }
+            (kind, other) => {
+                tracing::warn!(resource_id = %id, ?kind, status = %other, "orphaned entry in a status the reaper does not settle");
+                return Ok(Reaped::Skipped);
+            }
+        };
+        let Some(outcome) = outcome else {
+            return self.stale(entry).await;
         };
         if outcome == WorkerOutcome::Done {
             tracing::warn!(resource_id = %id, status = %entry.status, %owner, "owner down: work failed");
         }
         Ok(Self::from_outcome(outcome))
+    }
+
+    /// Fails `row` (the resource of `entry`, `None`: gone) into `failed`;
+    /// `None` when there is no row to fail (the entry is stale).
+    async fn fail_orphan<T: Overdue>(
+        &self,
+        entry: &WorkerEntry,
+        row: Option<T>,
+        failed: (T::Status, Event),
+        message: &str,
+    ) -> Result<Option<WorkerOutcome>, DbError> {
+        let Some(mut row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(self.fail(entry, &mut row, failed, message).await?))
     }
 
     /// Hands `entry` to another up, enabled volume service of `backend` if one

@@ -204,6 +204,37 @@ impl<F: Format> ObjectDriver<F> {
         }
     }
 
+    /// The path of the `kind` object `id`.
+    fn object_path(&self, kind: ObjectKind, id: &str) -> DriverResult<PathBuf> {
+        match kind {
+            ObjectKind::Volume => self.volume_path(id),
+            ObjectKind::Snapshot => self.snapshot_path(id),
+        }
+    }
+
+    /// Makes volume `volume_id` of `size_gib` as a copy of the `source` object
+    /// (a snapshot, or a volume to clone).
+    async fn make_copy(
+        &self,
+        volume_id: &str,
+        size_gib: u64,
+        (kind, id): (ObjectKind, &str),
+    ) -> DriverResult<()> {
+        let target = self.volume_path(volume_id)?;
+        let path = self.object_path(kind, id)?;
+        let bytes = size_bytes(volume_id, size_gib)?;
+        let source = Source::Copy {
+            kind: match kind {
+                ObjectKind::Volume => "volume",
+                ObjectKind::Snapshot => "snapshot",
+            },
+            id: id.to_owned(),
+            path,
+        };
+        self.make(("volume", volume_id), target, Some(bytes), source)
+            .await
+    }
+
     async fn remove(&self, path: PathBuf) -> DriverResult<()> {
         self.blocking(move |inner| match std::fs::remove_file(&path) {
             Ok(()) => sync_dir(&inner.dir),
@@ -261,10 +292,7 @@ impl<F: Format> VolumeDriver for ObjectDriver<F> {
     }
 
     async fn object_size(&self, kind: ObjectKind, id: &str) -> DriverResult<Option<u64>> {
-        let path = match kind {
-            ObjectKind::Volume => self.volume_path(id)?,
-            ObjectKind::Snapshot => self.snapshot_path(id)?,
-        };
+        let path = self.object_path(kind, id)?;
         self.size(&path).await
     }
 
@@ -321,16 +349,8 @@ impl<F: Format> VolumeDriver for ObjectDriver<F> {
         snapshot_id: &str,
         size_gib: u64,
     ) -> DriverResult<()> {
-        let target = self.volume_path(volume_id)?;
-        let path = self.snapshot_path(snapshot_id)?;
-        let bytes = size_bytes(volume_id, size_gib)?;
-        let source = Source::Copy {
-            kind: "snapshot",
-            id: snapshot_id.to_owned(),
-            path,
-        };
-        self.make(("volume", volume_id), target, Some(bytes), source)
-            .await
+        let source = (ObjectKind::Snapshot, snapshot_id);
+        self.make_copy(volume_id, size_gib, source).await
     }
 
     async fn create_cloned_volume(
@@ -339,16 +359,8 @@ impl<F: Format> VolumeDriver for ObjectDriver<F> {
         source_volume_id: &str,
         size_gib: u64,
     ) -> DriverResult<()> {
-        let target = self.volume_path(volume_id)?;
-        let path = self.volume_path(source_volume_id)?;
-        let bytes = size_bytes(volume_id, size_gib)?;
-        let source = Source::Copy {
-            kind: "volume",
-            id: source_volume_id.to_owned(),
-            path,
-        };
-        self.make(("volume", volume_id), target, Some(bytes), source)
-            .await
+        let source = (ObjectKind::Volume, source_volume_id);
+        self.make_copy(volume_id, size_gib, source).await
     }
 }
 

@@ -115,7 +115,12 @@ impl VolumeManager {
                 tracing::error!(%reason, "export failed");
                 if self
                     .shared
-                    .settle_attach_failed(ctx, &mut attachment, &reason)
+                    .settle_failed(
+                        ctx,
+                        &mut attachment,
+                        AttachmentStatus::ErrorAttaching,
+                        &reason,
+                    )
                     .await?
                 {
                     // The export may run (a first delivery started it): nobody

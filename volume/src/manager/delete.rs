@@ -1,9 +1,7 @@
 //! The manager's `delete_volume` handler (the reconciler casts it again for an
 //! overdue `deleting`).
 
-use scoria_common::{
-    RequestContext, db::WorkerKind, events::Event, model::VolumeStatus, settle::VolumeChange,
-};
+use scoria_common::{RequestContext, db::WorkerKind, events::Event, model::VolumeStatus};
 use scoria_proto::bus::DeleteVolume;
 
 use super::VolumeManager;
@@ -42,36 +40,14 @@ impl VolumeManager {
         match removed {
             Ok(()) => {
                 let removed = self.shared.db.delete_volume_row(id);
-                if self
-                    .shared
-                    .settler
-                    .settle(
-                        ctx,
-                        &mut volume,
-                        removed,
-                        |_| {},
-                        Some(Event::VolumeDeleteEnd),
-                    )
-                    .await?
-                {
-                    tracing::info!("volume deleted");
-                }
-                Ok(())
+                self.settle_removed(ctx, &mut volume, removed, Event::VolumeDeleteEnd)
+                    .await
             }
             Err(err) => {
                 let message = format!("deleting volume {id} failed: {err}");
-                tracing::error!(%err, "backend failed to delete the volume");
-                self.shared
-                    .settler
-                    .volume(
-                        ctx,
-                        &mut volume,
-                        VolumeChange::new(&[VolumeStatus::Deleting], VolumeStatus::ErrorDeleting)
-                            .error(&message),
-                        Some(Event::VolumeDeleteError),
-                    )
-                    .await?;
-                Ok(())
+                let failed = (VolumeStatus::Deleting, VolumeStatus::ErrorDeleting);
+                self.volume_failed(ctx, &mut volume, failed, &message, Event::VolumeDeleteError)
+                    .await
             }
         }
     }

@@ -55,7 +55,12 @@ impl VolumeManager {
                 let reason = err.to_string();
                 tracing::error!(%reason, "detach failed");
                 self.shared
-                    .settle_detach_failed(ctx, &mut attachment, &reason)
+                    .settle_failed(
+                        ctx,
+                        &mut attachment,
+                        AttachmentStatus::ErrorDetaching,
+                        &reason,
+                    )
                     .await?;
                 Err(err)
             }

@@ -11,13 +11,7 @@
 //!                     failed ──▶ extending -> error_extending      volume.resize.error
 //! ```
 
-use scoria_common::{
-    RequestContext,
-    db::WorkerKind,
-    events::Event,
-    model::{Volume, VolumeStatus, now_ms},
-    settle::VolumeChange,
-};
+use scoria_common::{RequestContext, db::WorkerKind, events::Event, model::VolumeStatus};
 use scoria_proto::bus::ExtendVolume;
 
 use super::VolumeManager;
@@ -69,23 +63,9 @@ impl VolumeManager {
         let from_gib = volume.size_gib;
         match self.shared.driver.extend_volume(id, new_size).await {
             Ok(()) => {
-                let finish = self.shared.db.finish_extend_to(id, new_size, back_to);
-                let apply = |v: &mut Volume| {
-                    v.status = back_to;
-                    v.size_gib = new_size;
-                    v.error_message.clear();
-                    v.updated_at_ms = now_ms();
-                };
                 let won = self
                     .shared
-                    .settler
-                    .settle(
-                        ctx,
-                        &mut volume,
-                        finish,
-                        apply,
-                        Some(Event::VolumeResizeEnd),
-                    )
+                    .settle_extended(ctx, &mut volume, new_size, back_to)
                     .await?;
                 if won {
                     tracing::info!(from_gib, to_gib = new_size, "volume extended");
@@ -96,18 +76,9 @@ impl VolumeManager {
             }
             Err(err) => {
                 let message = format!("extending volume {id} to {new_size} GiB failed: {err}");
-                tracing::error!(%err, "backend failed to extend the volume");
-                self.shared
-                    .settler
-                    .volume(
-                        ctx,
-                        &mut volume,
-                        VolumeChange::new(&[VolumeStatus::Extending], VolumeStatus::ErrorExtending)
-                            .error(&message),
-                        Some(Event::VolumeResizeError),
-                    )
-                    .await?;
-                Ok(())
+                let failed = (VolumeStatus::Extending, VolumeStatus::ErrorExtending);
+                self.volume_failed(ctx, &mut volume, failed, &message, Event::VolumeResizeError)
+                    .await
             }
         }
     }

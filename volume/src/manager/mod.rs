@@ -300,6 +300,7 @@ mod delete;
 mod detach;
 mod extend;
 mod restore;
+mod settle;
 mod snapshot;
 
 pub use restore::RestoreReport;

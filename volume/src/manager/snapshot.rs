@@ -161,21 +161,8 @@ impl VolumeManager {
         match self.shared.driver.delete_snapshot(id).await {
             Ok(()) => {
                 let removed = self.shared.db.delete_snapshot_row(id);
-                if self
-                    .shared
-                    .settler
-                    .settle(
-                        ctx,
-                        &mut snapshot,
-                        removed,
-                        |_| {},
-                        Some(Event::SnapshotDeleteEnd),
-                    )
-                    .await?
-                {
-                    tracing::info!("snapshot deleted");
-                }
-                Ok(())
+                self.settle_removed(ctx, &mut snapshot, removed, Event::SnapshotDeleteEnd)
+                    .await
             }
             Err(err) => {
                 let message = format!("deleting snapshot {id} failed: {err}");

@@ -142,7 +142,7 @@ impl Reconciler {
         );
         if self
             .shared
-            .settle_attach_failed(&ctx, &mut copy, &reason)
+            .settle_failed(&ctx, &mut copy, AttachmentStatus::ErrorAttaching, &reason)
             .await?
         {
             tracing::warn!(attachment_id = %id, "stuck attach without an export: error_attaching");
@@ -174,7 +174,7 @@ impl Reconciler {
                 .to_string();
                 if self
                     .shared
-                    .settle_detach_failed(&ctx, &mut copy, &reason)
+                    .settle_failed(&ctx, &mut copy, AttachmentStatus::ErrorDetaching, &reason)
                     .await?
                 {
                     report.failed_detach.push(id.to_owned());

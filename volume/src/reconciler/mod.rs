@@ -30,9 +30,10 @@ use scoria_common::{
     RequestContext,
     db::{DbError, WorkerEntry, WorkerKind, WorkerOutcome},
     ops::{OpsError, VolumeOps},
+    service::overdue::{self, Failure, Overdue},
 };
 
-use crate::{BINARY, shared::Shared};
+use crate::{BINARY, driver::ObjectKind, shared::Shared};
 
 mod attachment;
 mod snapshot;
@@ -135,6 +136,37 @@ impl Reconciler {
 
     pub(super) fn ctx() -> RequestContext {
         RequestContext::internal(BINARY)
+    }
+
+    /// `row`, the resource of `entry`, if it still is in the entry's status
+    /// (`status` reads it). `None`: the entry is stale, the row moved on or gone
+    /// (and then a create's or delete's leftover `kind` object goes too).
+    pub(super) async fn current<T>(
+        &self,
+        entry: &WorkerEntry,
+        kind: ObjectKind,
+        row: Option<T>,
+        status: impl FnOnce(&T) -> &'static str,
+    ) -> Option<T> {
+        let Some(row) = row else {
+            if matches!(entry.status.as_str(), "creating" | "deleting") {
+                let id = entry.resource_id.as_str();
+                self.shared.remove_leftover_object(kind, id).await;
+            }
+            return None;
+        };
+        (status(&row) == entry.status).then_some(row)
+    }
+
+    /// Fails `resource` (the one `entry` names) as `failure` says.
+    pub(super) async fn fail<T: Overdue>(
+        &self,
+        entry: &WorkerEntry,
+        resource: &mut T,
+        failure: Failure<'_, T::Status>,
+    ) -> Result<WorkerOutcome, DbError> {
+        let settler = &self.shared.settler;
+        overdue::fail(settler, &Self::ctx(), entry, resource, failure).await
     }
 
     /// Removes a stale entry (if still as read).

@@ -1,12 +1,10 @@
 //! Overdue volume work: creating, deleting, extending.
 
-use std::sync::Mutex;
-
 use scoria_common::{
-    db::{AttachmentQuery, DbResult, WorkerEntry, WorkerOutcome},
+    db::{AttachmentQuery, WorkerEntry, WorkerOutcome},
     events::Event,
-    model::{AttachmentStatus, Volume, VolumeStatus, now_ms},
-    sync::lock,
+    model::{AttachmentStatus, Volume, VolumeStatus},
+    service::overdue::Failure,
 };
 use scoria_proto::bus::DeleteVolume;
 
@@ -16,31 +14,22 @@ use crate::driver::{GIB, ObjectKind};
 impl Reconciler {
     pub(super) async fn volume(&self, entry: &WorkerEntry) -> Result<Resolved, ResolveError> {
         let id = entry.resource_id.as_str();
-        let db = &self.shared.db;
-        let Some(volume) = db.get_volume(id).await? else {
-            if matches!(entry.status.as_str(), "creating" | "deleting") {
-                self.shared.remove_leftover(id).await;
-            }
+        let row = self.shared.db.get_volume(id).await?;
+        let status = |v: &Volume| v.status.as_str();
+        let Some(mut volume) = self.current(entry, ObjectKind::Volume, row, status).await else {
             return self.stale(entry).await;
         };
-        if volume.status.as_str() != entry.status {
-            return self.stale(entry).await;
-        }
         let host = &self.shared.host;
         match volume.status {
             VolumeStatus::Creating => {
                 let message =
                     format!("creation did not finish by its deadline (volume {id} on {host})");
-                let mut volume = volume;
-                let outcome = self
-                    .fail_volume(
-                        entry,
-                        &mut volume,
-                        VolumeStatus::Error,
-                        &message,
-                        Event::VolumeCreateError,
-                    )
-                    .await?;
+                let failure = Failure {
+                    to: VolumeStatus::Error,
+                    message: &message,
+                    event: Event::VolumeCreateError,
+                };
+                let outcome = self.fail(entry, &mut volume, failure).await?;
                 if outcome == WorkerOutcome::Done {
                     tracing::warn!(volume_id = %id, "creation overdue: volume set to error");
                     self.shared.remove_leftover(id).await;
@@ -99,23 +88,9 @@ impl Reconciler {
             } else {
                 VolumeStatus::InUse
             };
-            let finish = db.finish_extend_to(id, new_size, back_to);
-            let apply = |v: &mut Volume| {
-                v.status = back_to;
-                v.size_gib = new_size;
-                v.error_message.clear();
-                v.updated_at_ms = now_ms();
-            };
             let won = self
                 .shared
-                .settler
-                .settle(
-                    &Self::ctx(),
-                    &mut volume,
-                    finish,
-                    apply,
-                    Some(Event::VolumeResizeEnd),
-                )
+                .settle_extended(&Self::ctx(), &mut volume, new_size, back_to)
                 .await?;
             if won {
                 tracing::info!(volume_id = %id, new_size_gib = new_size, "overdue extend was done on the backend: recorded");
@@ -127,50 +102,15 @@ impl Reconciler {
         let message = format!(
             "extending volume {id} did not finish by its deadline on {host}; the volume keeps {size_gib} GiB"
         );
-        let outcome = self
-            .fail_volume(
-                entry,
-                &mut volume,
-                VolumeStatus::ErrorExtending,
-                &message,
-                Event::VolumeResizeError,
-            )
-            .await?;
+        let failure = Failure {
+            to: VolumeStatus::ErrorExtending,
+            message: &message,
+            event: Event::VolumeResizeError,
+        };
+        let outcome = self.fail(entry, &mut volume, failure).await?;
         if outcome == WorkerOutcome::Done {
             tracing::warn!(volume_id = %id, "extend overdue: volume set to error_extending");
         }
         Ok(outcome.into())
-    }
-
-    /// Fails `entry`'s volume (the copy `volume`) to `to` with `message` through
-    /// the settler: the worker-entry compare-and-set, then the copy, then `event`.
-    async fn fail_volume(
-        &self,
-        entry: &WorkerEntry,
-        volume: &mut Volume,
-        to: VolumeStatus,
-        message: &str,
-        event: Event,
-    ) -> DbResult<WorkerOutcome> {
-        let outcome = Mutex::new(WorkerOutcome::Lost);
-        let cas = async {
-            let done = self
-                .shared
-                .db
-                .fail_volume_worker(entry, to, message)
-                .await?;
-            *lock(&outcome) = done;
-            Ok::<_, scoria_common::db::DbError>(done == WorkerOutcome::Done)
-        };
-        let apply = |v: &mut Volume| {
-            v.status = to;
-            v.error_message = message.to_owned();
-            v.updated_at_ms = now_ms();
-        };
-        self.shared
-            .settler
-            .settle(&Self::ctx(), volume, cas, apply, Some(event))
-            .await?;
-        Ok(*lock(&outcome))
     }
 }
