@@ -42,6 +42,33 @@ impl VolumeManager {
             .is_none_or(|h| self.settings.is_mine(h))
     }
 
+    /// The snapshot a cast asks this service to work on, claimed for it, if its
+    /// row still asks for that work (`wanted`) here; otherwise `None`, after
+    /// removing the leftover object of a row that is gone. Either way the cast
+    /// is done with (redelivered or stale casts are logged and acked).
+    async fn take(&self, id: &str, wanted: SnapshotStatus) -> Result<Option<Snapshot>> {
+        let Some(snapshot) = self.shared.db.get_snapshot(id).await? else {
+            tracing::info!(%wanted, "snapshot row gone: removing any leftover object");
+            self.shared.remove_leftover_snapshot(id).await;
+            return Ok(None);
+        };
+        if snapshot.status != wanted {
+            if wanted == SnapshotStatus::Creating && snapshot.status == SnapshotStatus::Available {
+                tracing::info!("snapshot already made: redelivered cast ignored");
+            } else {
+                tracing::warn!(status = %snapshot.status, %wanted, "snapshot is not in the status the cast asks for: cast ignored");
+            }
+            return Ok(None);
+        }
+        if !self.holds(&snapshot) {
+            tracing::warn!(host = ?snapshot.host, "snapshot belongs to another backend: cast ignored");
+            return Ok(None);
+        }
+        self.claim(WorkerKind::Snapshot, id, wanted.as_str())
+            .await?;
+        Ok(Some(snapshot))
+    }
+
     pub(super) async fn snapshot_create(
         &self,
         ctx: &RequestContext,
@@ -49,25 +76,9 @@ impl VolumeManager {
     ) -> Result<()> {
         let id = request.snapshot_id.as_str();
         let _busy = self.shared.in_flight.enter(id);
-        let Some(mut snapshot) = self.shared.db.get_snapshot(id).await? else {
-            tracing::info!("snapshot row gone before it was made: removing any leftover");
-            self.shared.remove_leftover_snapshot(id).await;
+        let Some(mut snapshot) = self.take(id, SnapshotStatus::Creating).await? else {
             return Ok(());
         };
-        if snapshot.status != SnapshotStatus::Creating {
-            if snapshot.status == SnapshotStatus::Available {
-                tracing::info!("snapshot already made: redelivered cast ignored");
-            } else {
-                tracing::warn!(status = %snapshot.status, "snapshot is not creating: cast ignored");
-            }
-            return Ok(());
-        }
-        if !self.holds(&snapshot) {
-            tracing::warn!(host = ?snapshot.host, "snapshot belongs to another backend: cast ignored");
-            return Ok(());
-        }
-        self.claim(WorkerKind::Snapshot, id, SnapshotStatus::Creating.as_str())
-            .await?;
         if request.volume_id != snapshot.volume_id {
             tracing::warn!(
                 requested = %request.volume_id,
@@ -140,21 +151,9 @@ impl VolumeManager {
     ) -> Result<()> {
         let id = request.snapshot_id.as_str();
         let _busy = self.shared.in_flight.enter(id);
-        let Some(mut snapshot) = self.shared.db.get_snapshot(id).await? else {
-            tracing::info!("snapshot row already gone: removing any leftover");
-            self.shared.remove_leftover_snapshot(id).await;
+        let Some(mut snapshot) = self.take(id, SnapshotStatus::Deleting).await? else {
             return Ok(());
         };
-        if snapshot.status != SnapshotStatus::Deleting {
-            tracing::warn!(status = %snapshot.status, "snapshot is not deleting: cast ignored");
-            return Ok(());
-        }
-        if !self.holds(&snapshot) {
-            tracing::warn!(host = ?snapshot.host, "snapshot belongs to another backend: cast ignored");
-            return Ok(());
-        }
-        self.claim(WorkerKind::Snapshot, id, SnapshotStatus::Deleting.as_str())
-            .await?;
         self.shared
             .settler
             .announce(ctx, Event::SnapshotDeleteStart, &snapshot);
