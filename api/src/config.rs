@@ -8,11 +8,11 @@ use std::{
 };
 
 use scoria_common::config::{
-    self, BaseConfig, BusConfig, COMMON_ENV, ConfigError, DatabaseConfig, EnvKey, ServiceConfig,
+    self, BaseConfig, BusConfig, ConfigError, DatabaseConfig, EnvKey, ProcessConfig, ServiceConfig,
 };
 use serde::Deserialize;
 
-/// The overrides the API understands on top of [`COMMON_ENV`].
+/// The overrides the API understands on top of [`COMMON_ENV`](scoria_common::config::COMMON_ENV).
 pub const API_ENV: &[EnvKey] = &[
     EnvKey::str("SCORIA_API_LISTEN", "api.listen"),
     EnvKey::str("SCORIA_AUTH_MODE", "api.auth_mode"),
@@ -23,11 +23,6 @@ pub const API_ENV: &[EnvKey] = &[
         "api.service_down_time_secs",
     ),
 ];
-
-/// Every override of the API process: [`COMMON_ENV`] then [`API_ENV`].
-pub fn env_keys() -> Vec<EnvKey> {
-    COMMON_ENV.iter().chain(API_ENV).copied().collect()
-}
 
 /// How callers prove who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -85,32 +80,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// Loads the configuration from an optional file and the process environment.
-    pub fn load(path: Option<&Path>) -> config::Result<Self> {
-        let config: Self = config::load(path, &env_keys())?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// [`Config::load`] with an explicit environment (for tests).
+    /// [`ProcessConfig::load_from`], callable without the trait in scope.
     pub fn load_from(path: Option<&Path>, env: &HashMap<String, String>) -> config::Result<Self> {
-        let config: Self = config::load_from(path, &env_keys(), env)?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// The shared sections, as every process sees them.
-    pub fn base(&self) -> BaseConfig {
-        BaseConfig {
-            bus: self.bus.clone(),
-            service: self.service.clone(),
-            database: self.database.clone(),
-        }
-    }
-
-    /// The database URL: the configured one, or a SQLite file in the data dir.
-    pub fn database_url(&self) -> String {
-        self.base().database_url()
+        <Self as ProcessConfig>::load_from(path, env)
     }
 
     /// The listen address, parsed.
@@ -128,9 +100,16 @@ impl Config {
     pub fn service_down_ms(&self) -> i64 {
         i64::try_from(self.api.service_down_time_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
+}
 
-    /// Checks values that are well-typed but unusable.
-    pub fn validate(&self) -> config::Result<()> {
+impl ProcessConfig for Config {
+    const ENV: &'static [EnvKey] = API_ENV;
+
+    fn base(&self) -> BaseConfig {
+        BaseConfig::of(&self.bus, &self.service, &self.database)
+    }
+
+    fn validate(&self) -> config::Result<()> {
         self.bus.validate()?;
         self.listen_addr()?;
         if self.api.max_volume_size_gib == 0 {
@@ -159,12 +138,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use scoria_common::config::env_of as env;
 
     #[test]
     fn defaults_work_on_one_machine() {

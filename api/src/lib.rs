@@ -48,7 +48,7 @@ pub mod volume_type;
 use std::net::SocketAddr;
 
 use scoria_common::{
-    config::ConfigError,
+    config::{ConfigError, ProcessConfig},
     db::{Db, DbError},
     rpc::Broker,
 };

@@ -1,29 +1,7 @@
 //! Wires config -> tracing -> `run` for `scoria-api`.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
-
-use anyhow::Context;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config_path = config_path_from_args()?;
-    let config =
-        scoria_api::Config::load(config_path.as_deref()).context("loading configuration")?;
-    scoria_common::telemetry::init(config.service.log_format);
-    let shutdown = scoria_common::shutdown::on_signal();
-    scoria_api::run(config, shutdown).await?;
-    Ok(())
-}
-
-/// `--config <file>`, the only argument.
-fn config_path_from_args() -> anyhow::Result<Option<PathBuf>> {
-    let mut args = std::env::args().skip(1);
-    match (args.next().as_deref(), args.next()) {
-        (None, _) => Ok(None),
-        (Some("--config"), Some(path)) => Ok(Some(PathBuf::from(path))),
-        (Some(other), _) => {
-            anyhow::bail!("usage: scoria-api [--config <file.toml>] (got {other:?})")
-        }
-    }
+    Ok(scoria_common::process::run_main(scoria_api::BINARY, scoria_api::run).await?)
 }

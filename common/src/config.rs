@@ -122,14 +122,51 @@ pub const COMMON_ENV: &[EnvKey] = &[
     EnvKey::int("SCORIA_DRAIN_TIMEOUT_MS", "service.drain_timeout_ms"),
 ];
 
-/// Loads a config of type `T` from an optional TOML file, then the `overrides`
-/// read from the process environment.
-pub fn load<T: DeserializeOwned>(path: Option<&Path>, overrides: &[EnvKey]) -> Result<T> {
-    let env: HashMap<String, String> = std::env::vars().collect();
-    load_from(path, overrides, &env)
+/// A process's whole configuration: the shared `[bus]`, `[service]` and
+/// `[database]` sections plus the process's own, loaded and checked the same way
+/// by every process.
+pub trait ProcessConfig: DeserializeOwned {
+    /// The overrides of the process's own sections, read on top of [`COMMON_ENV`].
+    const ENV: &'static [EnvKey];
+
+    /// The shared sections, as every process sees them.
+    fn base(&self) -> BaseConfig;
+
+    /// Checks values that are well-typed but unusable, `[bus]` included
+    /// ([`BusConfig::validate`]).
+    fn validate(&self) -> Result<()>;
+
+    /// Loads the configuration from an optional file and the process environment.
+    fn load(path: Option<&Path>) -> Result<Self> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::load_from(path, &env)
+    }
+
+    /// [`ProcessConfig::load`] with an explicit environment (for tests).
+    fn load_from(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Self> {
+        let keys: Vec<EnvKey> = COMMON_ENV.iter().chain(Self::ENV).copied().collect();
+        let config: Self = load_from(path, &keys, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The database URL: the configured one, or a SQLite file in the data dir.
+    fn database_url(&self) -> String {
+        self.base().database_url()
+    }
 }
 
-/// [`load`] with an explicit environment (for tests).
+/// An environment made of `pairs`, for [`load_from`] and
+/// [`ProcessConfig::load_from`] in tests.
+pub fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Loads a config of type `T` from an optional TOML file, then the `overrides`
+/// found in `env`.
 pub fn load_from<T: DeserializeOwned>(
     path: Option<&Path>,
     overrides: &[EnvKey],
@@ -366,6 +403,15 @@ pub struct BaseConfig {
 }
 
 impl BaseConfig {
+    /// The shared sections of a process's configuration, copied.
+    pub fn of(bus: &BusConfig, service: &ServiceConfig, database: &DatabaseConfig) -> Self {
+        Self {
+            bus: bus.clone(),
+            service: service.clone(),
+            database: database.clone(),
+        }
+    }
+
     /// The database URL: the configured one, or a SQLite file in the data dir.
     pub fn database_url(&self) -> String {
         self.database.url.clone().unwrap_or_else(|| {
@@ -375,12 +421,18 @@ impl BaseConfig {
             )
         })
     }
+}
 
-    /// Loads `[bus]`, `[service]` and `[database]` from an optional file and the environment.
-    pub fn load(path: Option<&Path>) -> Result<Self> {
-        let config: Self = load(path, COMMON_ENV)?;
-        config.bus.validate()?;
-        Ok(config)
+/// A process that reads only the shared sections.
+impl ProcessConfig for BaseConfig {
+    const ENV: &'static [EnvKey] = &[];
+
+    fn base(&self) -> BaseConfig {
+        self.clone()
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.bus.validate()
     }
 }
 
@@ -388,12 +440,7 @@ impl BaseConfig {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use super::env_of as env;
 
     #[test]
     fn defaults_work_on_one_machine() {

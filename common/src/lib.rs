@@ -10,6 +10,7 @@ pub mod db;
 pub mod events;
 pub mod model;
 pub mod ops;
+pub mod process;
 pub mod rpc;
 pub mod service;
 pub mod settle;

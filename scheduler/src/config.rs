@@ -1,16 +1,17 @@
 //! The scheduler's configuration: the shared `[bus]`, `[service]` and `[database]`
 //! sections plus `[scheduler]`, every key overridable by its `SCORIA_*` variable.
 
-use std::{collections::HashMap, path::Path, time::Duration};
+use std::time::Duration;
 
 use scoria_common::config::{
-    self, BaseConfig, BusConfig, COMMON_ENV, ConfigError, DatabaseConfig, EnvKey, ServiceConfig,
+    self, BaseConfig, BusConfig, ConfigError, DatabaseConfig, EnvKey, ProcessConfig, ServiceConfig,
 };
 use serde::Deserialize;
 
 use crate::filters::FILTER_NAMES;
 
-/// The overrides the scheduler reads on top of [`COMMON_ENV`].
+/// The overrides the scheduler reads on top of
+/// [`COMMON_ENV`](scoria_common::config::COMMON_ENV).
 pub const SCHEDULER_ENV: &[EnvKey] = &[
     EnvKey::int(
         "SCORIA_SERVICE_DOWN_TIME_SECS",
@@ -182,34 +183,16 @@ impl SchedulerSection {
     }
 }
 
-impl Config {
-    /// Loads the configuration from an optional file and the process environment.
-    pub fn load(path: Option<&Path>) -> config::Result<Self> {
-        let env: HashMap<String, String> = std::env::vars().collect();
-        Self::load_from(path, &env)
+impl ProcessConfig for Config {
+    const ENV: &'static [EnvKey] = SCHEDULER_ENV;
+
+    fn base(&self) -> BaseConfig {
+        BaseConfig::of(&self.bus, &self.service, &self.database)
     }
 
-    /// [`Config::load`] with an explicit environment (for tests).
-    pub fn load_from(path: Option<&Path>, env: &HashMap<String, String>) -> config::Result<Self> {
-        let keys: Vec<EnvKey> = COMMON_ENV.iter().chain(SCHEDULER_ENV).copied().collect();
-        let config: Self = config::load_from(path, &keys, env)?;
-        config.bus.validate()?;
-        config.scheduler.validate()?;
-        Ok(config)
-    }
-
-    /// The database URL: the configured one, or a SQLite file in the data dir.
-    pub fn database_url(&self) -> String {
-        self.base().database_url()
-    }
-
-    /// The shared sections, as every service reads them.
-    pub fn base(&self) -> BaseConfig {
-        BaseConfig {
-            bus: self.bus.clone(),
-            service: self.service.clone(),
-            database: self.database.clone(),
-        }
+    fn validate(&self) -> config::Result<()> {
+        self.bus.validate()?;
+        self.scheduler.validate()
     }
 }
 
@@ -217,12 +200,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use scoria_common::config::env_of as env;
 
     #[test]
     fn defaults() {

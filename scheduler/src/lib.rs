@@ -28,7 +28,7 @@ use std::{sync::Arc, time::Duration};
 
 use scoria_common::{
     RequestContext,
-    config::ConfigError,
+    config::{ConfigError, ProcessConfig},
     db::{Db, DbError},
     model::now_ms,
     ops::{

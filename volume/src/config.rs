@@ -1,11 +1,11 @@
 //! The volume service's configuration: the shared `[bus]`, `[service]` and
 //! `[database]` sections plus `[volume]`, every key overridable by its `SCORIA_*`
-//! variable (see [`ENV`]).
+//! variable (see [`VOLUME_ENV`]).
 
-use std::{collections::HashMap, path::Path, time::Duration};
+use std::time::Duration;
 
 use scoria_common::config::{
-    self, BaseConfig, BusConfig, COMMON_ENV, ConfigError, DatabaseConfig, EnvKey, ServiceConfig,
+    self, BaseConfig, BusConfig, ConfigError, DatabaseConfig, EnvKey, ProcessConfig, ServiceConfig,
 };
 use serde::Deserialize;
 
@@ -14,7 +14,7 @@ use serde::Deserialize;
 /// config does not import the drivers.)
 pub const DRIVERS: &[&str] = &["file", "qcow2"];
 
-/// The `[volume]` overrides, on top of [`COMMON_ENV`].
+/// The `[volume]` and `[export]` overrides, on top of [`COMMON_ENV`](scoria_common::config::COMMON_ENV).
 pub const VOLUME_ENV: &[EnvKey] = &[
     EnvKey::str("SCORIA_VOLUME_BACKEND", "volume.backend"),
     EnvKey::str("SCORIA_VOLUME_DRIVER", "volume.driver"),
@@ -40,24 +40,9 @@ pub const VOLUME_ENV: &[EnvKey] = &[
         "SCORIA_OPERATION_DEADLINE_SECS",
         "volume.operation_deadline_secs",
     ),
-];
-
-/// The `[export]` overrides.
-pub const EXPORT_ENV: &[EnvKey] = &[
     EnvKey::str("SCORIA_EXPORT_HOST", "export.host"),
     EnvKey::str("SCORIA_EXPORT_PORTS", "export.ports"),
 ];
-
-/// Every override the volume service reads: [`COMMON_ENV`], [`VOLUME_ENV`], then
-/// [`EXPORT_ENV`].
-pub fn env_keys() -> Vec<EnvKey> {
-    COMMON_ENV
-        .iter()
-        .chain(VOLUME_ENV)
-        .chain(EXPORT_ENV)
-        .copied()
-        .collect()
-}
 
 /// The volume service's configuration.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -156,23 +141,14 @@ impl Default for VolumeSection {
     }
 }
 
-impl Config {
-    /// Loads the configuration from an optional TOML file and the process environment.
-    pub fn load(path: Option<&Path>) -> config::Result<Self> {
-        let config: Self = config::load(path, &env_keys())?;
-        config.validate()?;
-        Ok(config)
+impl ProcessConfig for Config {
+    const ENV: &'static [EnvKey] = VOLUME_ENV;
+
+    fn base(&self) -> BaseConfig {
+        BaseConfig::of(&self.bus, &self.service, &self.database)
     }
 
-    /// [`Config::load`] with an explicit environment (for tests).
-    pub fn load_from(path: Option<&Path>, env: &HashMap<String, String>) -> config::Result<Self> {
-        let config: Self = config::load_from(path, &env_keys(), env)?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Checks values that are well-typed but unusable.
-    pub fn validate(&self) -> config::Result<()> {
+    fn validate(&self) -> config::Result<()> {
         self.bus.validate()?;
         let v = &self.volume;
         let refuse = |key, reason: String| Err(ConfigError::Value { key, reason });
@@ -259,25 +235,13 @@ impl Config {
         }
         Ok(())
     }
+}
 
+impl Config {
     /// The service's host, `host@backend`: its topic, its `services` row, the
     /// `host` of its volumes.
     pub fn host(&self) -> String {
         format!("{}@{}", self.service.host, self.volume.backend)
-    }
-
-    /// The database URL: the configured one, or a SQLite file in the data dir.
-    pub fn database_url(&self) -> String {
-        self.base().database_url()
-    }
-
-    /// The shared sections as a [`BaseConfig`].
-    pub fn base(&self) -> BaseConfig {
-        BaseConfig {
-            bus: self.bus.clone(),
-            service: self.service.clone(),
-            database: self.database.clone(),
-        }
     }
 
     /// Where the backend keeps its objects: `<data_dir>/<backend>`.
@@ -285,7 +249,7 @@ impl Config {
         self.service.data_dir.join(&self.volume.backend)
     }
 
-    /// The ports of the exports (validated by [`Config::validate`]; the default
+    /// The ports of the exports (validated by [`ProcessConfig::validate`]; the default
     /// range if unparsable).
     pub fn export_ports(&self) -> std::ops::RangeInclusive<u16> {
         parse_ports(&self.export.ports).unwrap_or(10809..=11808)
@@ -323,12 +287,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use scoria_common::config::env_of as env;
 
     #[test]
     fn defaults_work_on_one_machine() {

@@ -29,7 +29,7 @@ use std::{sync::Arc, time::Duration};
 
 use scoria_common::{
     RequestContext,
-    config::ConfigError,
+    config::{ConfigError, ProcessConfig},
     db::{Db, DbError},
     ops::{SchedulerClient, VOLUME_TOPIC, VolumeOps, volume_dispatcher, volume_topic},
     rpc::{Broker, RpcError, ServerOptions},
