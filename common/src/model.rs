@@ -3,66 +3,81 @@
 
 use std::{collections::BTreeMap, fmt, str::FromStr};
 
-/// The life cycle of a volume (Cinder's statuses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum VolumeStatus {
-    /// A backend is making it.
-    Creating,
-    /// Ready for use.
-    Available,
-    /// Held for an attachment that is being set up.
-    Reserved,
-    /// Being attached.
-    Attaching,
-    /// Attached.
-    InUse,
-    /// Being detached.
-    Detaching,
-    /// Growing.
-    Extending,
-    /// Being deleted.
-    Deleting,
-    /// Creation (or another operation) failed; see `error_message`.
-    Error,
-    /// Deletion failed.
-    ErrorDeleting,
-    /// Extension failed.
-    ErrorExtending,
+/// Declares a status enum stored as text: the enum, `ALL`, `as_str` (the name
+/// stored in the database and shown in logs, Cinder's spelling), `Display` and
+/// `FromStr` (whose error names the kind of status).
+macro_rules! statuses {
+    (
+        $(#[doc = $doc:expr])*
+        $name:ident, $what:literal {
+            $($(#[doc = $vdoc:expr])* $variant:ident => $text:literal,)*
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[doc = $vdoc])* $variant,)*
+        }
+
+        impl $name {
+            /// Every status.
+            pub const ALL: [$name; [$($text),*].len()] = [$($name::$variant),*];
+
+            /// The name stored in the database and shown in logs (Cinder's spelling).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::ALL
+                    .into_iter()
+                    .find(|status| status.as_str() == s)
+                    .ok_or_else(|| format!(concat!("unknown ", $what, " {:?}"), s))
+            }
+        }
+    };
+}
+
+statuses! {
+    /// The life cycle of a volume (Cinder's statuses).
+    VolumeStatus, "volume status" {
+        /// A backend is making it.
+        Creating => "creating",
+        /// Ready for use.
+        Available => "available",
+        /// Held for an attachment that is being set up.
+        Reserved => "reserved",
+        /// Being attached.
+        Attaching => "attaching",
+        /// Attached.
+        InUse => "in-use",
+        /// Being detached.
+        Detaching => "detaching",
+        /// Growing.
+        Extending => "extending",
+        /// Being deleted.
+        Deleting => "deleting",
+        /// Creation (or another operation) failed; see `error_message`.
+        Error => "error",
+        /// Deletion failed.
+        ErrorDeleting => "error_deleting",
+        /// Extension failed.
+        ErrorExtending => "error_extending",
+    }
 }
 
 impl VolumeStatus {
-    /// Every status.
-    pub const ALL: [VolumeStatus; 11] = [
-        Self::Creating,
-        Self::Available,
-        Self::Reserved,
-        Self::Attaching,
-        Self::InUse,
-        Self::Detaching,
-        Self::Extending,
-        Self::Deleting,
-        Self::Error,
-        Self::ErrorDeleting,
-        Self::ErrorExtending,
-    ];
-
-    /// The name stored in the database and shown in logs (Cinder's spelling).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Creating => "creating",
-            Self::Available => "available",
-            Self::Reserved => "reserved",
-            Self::Attaching => "attaching",
-            Self::InUse => "in-use",
-            Self::Detaching => "detaching",
-            Self::Extending => "extending",
-            Self::Deleting => "deleting",
-            Self::Error => "error",
-            Self::ErrorDeleting => "error_deleting",
-            Self::ErrorExtending => "error_extending",
-        }
-    }
-
     /// Whether this is one of the error statuses (`error`, `error_deleting`,
     /// `error_extending`), the ones that keep an `error_message`.
     pub fn is_error(self) -> bool {
@@ -79,22 +94,6 @@ impl VolumeStatus {
         Self::ErrorDeleting,
         Self::ErrorExtending,
     ];
-}
-
-impl fmt::Display for VolumeStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for VolumeStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| format!("unknown volume status {s:?}"))
-    }
 }
 
 /// A volume as the database holds it.
@@ -134,60 +133,25 @@ pub struct Volume {
     pub updated_at_ms: i64,
 }
 
-/// The life cycle of a snapshot (Cinder's statuses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SnapshotStatus {
-    /// A backend is making it.
-    Creating,
-    /// Ready: volumes can be made from it.
-    Available,
-    /// Being deleted.
-    Deleting,
-    /// Creation failed; see `error_message`.
-    Error,
-    /// Deletion failed.
-    ErrorDeleting,
+statuses! {
+    /// The life cycle of a snapshot (Cinder's statuses).
+    SnapshotStatus, "snapshot status" {
+        /// A backend is making it.
+        Creating => "creating",
+        /// Ready: volumes can be made from it.
+        Available => "available",
+        /// Being deleted.
+        Deleting => "deleting",
+        /// Creation failed; see `error_message`.
+        Error => "error",
+        /// Deletion failed.
+        ErrorDeleting => "error_deleting",
+    }
 }
 
 impl SnapshotStatus {
-    /// Every status.
-    pub const ALL: [SnapshotStatus; 5] = [
-        Self::Creating,
-        Self::Available,
-        Self::Deleting,
-        Self::Error,
-        Self::ErrorDeleting,
-    ];
-
     /// The statuses a snapshot may be deleted from.
     pub const DELETABLE: [SnapshotStatus; 3] = [Self::Available, Self::Error, Self::ErrorDeleting];
-
-    /// The name stored in the database and shown in logs (Cinder's spelling).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Creating => "creating",
-            Self::Available => "available",
-            Self::Deleting => "deleting",
-            Self::Error => "error",
-            Self::ErrorDeleting => "error_deleting",
-        }
-    }
-}
-
-impl fmt::Display for SnapshotStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SnapshotStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| format!("unknown snapshot status {s:?}"))
-    }
 }
 
 /// A snapshot as the database holds it.
@@ -219,37 +183,27 @@ pub struct Snapshot {
     pub updated_at_ms: i64,
 }
 
-/// The life cycle of an attachment (Cinder's statuses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AttachmentStatus {
-    /// Held, not exported yet.
-    Reserved,
-    /// Its volume service is exporting the volume.
-    Attaching,
-    /// Exported: the connection info works.
-    Attached,
-    /// Its volume service is stopping the export.
-    Detaching,
-    /// Detached (a row in this status is about to go).
-    Detached,
-    /// The export failed; see `error_message`.
-    ErrorAttaching,
-    /// Stopping the export failed; the export may still run.
-    ErrorDetaching,
+statuses! {
+    /// The life cycle of an attachment (Cinder's statuses).
+    AttachmentStatus, "attachment status" {
+        /// Held, not exported yet.
+        Reserved => "reserved",
+        /// Its volume service is exporting the volume.
+        Attaching => "attaching",
+        /// Exported: the connection info works.
+        Attached => "attached",
+        /// Its volume service is stopping the export.
+        Detaching => "detaching",
+        /// Detached (a row in this status is about to go).
+        Detached => "detached",
+        /// The export failed; see `error_message`.
+        ErrorAttaching => "error_attaching",
+        /// Stopping the export failed; the export may still run.
+        ErrorDetaching => "error_detaching",
+    }
 }
 
 impl AttachmentStatus {
-    /// Every status.
-    pub const ALL: [AttachmentStatus; 7] = [
-        Self::Reserved,
-        Self::Attaching,
-        Self::Attached,
-        Self::Detaching,
-        Self::Detached,
-        Self::ErrorAttaching,
-        Self::ErrorDetaching,
-    ];
-
     /// The statuses of an attachment that holds its volume (keeps it in use).
     pub const ACTIVE: [AttachmentStatus; 5] = [
         Self::Reserved,
@@ -266,35 +220,6 @@ impl AttachmentStatus {
         Self::ErrorAttaching,
         Self::ErrorDetaching,
     ];
-
-    /// The name stored in the database (Cinder's spelling).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Reserved => "reserved",
-            Self::Attaching => "attaching",
-            Self::Attached => "attached",
-            Self::Detaching => "detaching",
-            Self::Detached => "detached",
-            Self::ErrorAttaching => "error_attaching",
-            Self::ErrorDetaching => "error_detaching",
-        }
-    }
-}
-
-impl fmt::Display for AttachmentStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for AttachmentStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| format!("unknown attachment status {s:?}"))
-    }
 }
 
 /// How an attachment may use its volume.

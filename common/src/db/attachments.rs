@@ -20,7 +20,7 @@
 use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 
 use super::{
-    Db, DbError, DbResult, WorkerEntry, WorkerKind, keyset::Keyset, placeholders,
+    Db, DbError, DbResult, WorkerEntry, WorkerKind, keyset::Keyset, placeholders, row::RowReader,
     workers::remove_worker,
 };
 use crate::model::{
@@ -281,13 +281,8 @@ impl Db {
 
     /// The attachment `id`, of any project.
     pub async fn get_attachment(&self, id: &str) -> DbResult<Option<Attachment>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM attachments WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(attachment_from_row).transpose()
+        self.get_by_id("attachments", COLUMNS, id, attachment_from_row)
+            .await
     }
 
     /// Attachments matching `query`, oldest first.
@@ -488,34 +483,24 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 }
 
 fn attachment_from_row(row: &AnyRow) -> DbResult<Attachment> {
-    let id: String = row.try_get("id")?;
-    let corrupt = |reason: String| DbError::Corrupt {
-        table: "attachments",
-        id: id.clone(),
-        reason,
-    };
-    let status: String = row.try_get("status")?;
-    let mode: String = row.try_get("mode")?;
-    let connector: String = row.try_get("connector")?;
+    let read = RowReader::new(row, "attachments")?;
     let connection_info: Option<String> = row.try_get("connection_info")?;
     Ok(Attachment {
         volume_id: row.try_get("volume_id")?,
         project_id: row.try_get("project_id")?,
         user_id: row.try_get("user_id")?,
-        status: status.parse().map_err(corrupt)?,
+        status: read.parse("status")?,
         instance_id: row.try_get("instance_id")?,
-        connector: serde_json::from_str::<Connector>(&connector)
-            .map_err(|err| corrupt(format!("connector: {err}")))?,
-        mode: mode.parse().map_err(corrupt)?,
+        connector: read.json::<Connector>("connector")?,
+        mode: read.parse("mode")?,
         volume_host: row.try_get("volume_host")?,
         connection_info: connection_info
-            .map(|text| serde_json::from_str::<ConnectionInfo>(&text))
-            .transpose()
-            .map_err(|err| corrupt(format!("connection_info: {err}")))?,
+            .map(|text| read.json_text::<ConnectionInfo>("connection_info", &text))
+            .transpose()?,
         error_message: row.try_get("error_message")?,
         created_at_ms: row.try_get("created_at")?,
         updated_at_ms: row.try_get("updated_at")?,
         attached_at_ms: row.try_get("attached_at")?,
-        id,
+        id: read.into_id(),
     })
 }

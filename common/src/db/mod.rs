@@ -18,6 +18,7 @@ mod keyset;
 #[cfg(test)]
 mod migrate_tests;
 mod overdue;
+mod row;
 mod services;
 mod snapshots;
 mod types;

@@ -17,7 +17,7 @@
 use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 
 use super::{
-    Db, DbError, DbResult, WorkerEntry, WorkerKind, keyset::Keyset, placeholders,
+    Db, DbResult, WorkerEntry, WorkerKind, keyset::Keyset, placeholders, row::RowReader,
     workers::remove_worker,
 };
 use crate::model::{AttachmentStatus, Snapshot, SnapshotStatus, VolumeStatus, now_ms};
@@ -114,13 +114,8 @@ impl Db {
 
     /// The snapshot `id`, of any project.
     pub async fn get_snapshot(&self, id: &str) -> DbResult<Option<Snapshot>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM snapshots WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(snapshot_from_row).transpose()
+        self.get_by_id("snapshots", COLUMNS, id, snapshot_from_row)
+            .await
     }
 
     /// Snapshots matching `query`, oldest first.
@@ -334,27 +329,20 @@ async fn creating_from(conn: &mut sqlx::AnyConnection, snapshot_id: &str) -> DbR
 }
 
 fn snapshot_from_row(row: &AnyRow) -> DbResult<Snapshot> {
-    let id: String = row.try_get("id")?;
-    let corrupt = |reason: String| DbError::Corrupt {
-        table: "snapshots",
-        id: id.clone(),
-        reason,
-    };
-    let status: String = row.try_get("status")?;
-    let size: i64 = row.try_get("size_gib")?;
+    let read = RowReader::new(row, "snapshots")?;
     Ok(Snapshot {
         project_id: row.try_get("project_id")?,
         user_id: row.try_get("user_id")?,
         volume_id: row.try_get("volume_id")?,
         name: row.try_get("name")?,
         description: row.try_get("description")?,
-        size_gib: u64::try_from(size).map_err(|_| corrupt(format!("negative size {size}")))?,
-        status: status.parse().map_err(corrupt)?,
+        size_gib: read.size_gib()?,
+        status: read.parse("status")?,
         host: row.try_get("host")?,
         error_message: row.try_get("error_message")?,
         created_at_ms: row.try_get("created_at")?,
         updated_at_ms: row.try_get("updated_at")?,
-        id,
+        id: read.into_id(),
     })
 }
 

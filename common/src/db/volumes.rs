@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 
-use super::{Db, DbError, DbResult, WorkerEntry, keyset::Keyset, placeholders};
+use super::{Db, DbResult, WorkerEntry, keyset::Keyset, placeholders, row::RowReader};
 use crate::model::{Volume, VolumeStatus, now_ms};
 
 const COLUMNS: &str = "id, project_id, user_id, name, description, size_gib, status, volume_type, \
@@ -343,37 +343,6 @@ impl Db {
         tx.commit().await?;
         Ok(true)
     }
-
-    /// Compare-and-set ending an extend: `extending` -> `to` (the status before
-    /// the extend, `available`) with the new size and no error message, and the
-    /// worker entry removed, in one transaction. Returns whether it won.
-    pub async fn finish_extend(
-        &self,
-        id: &str,
-        new_size_gib: u64,
-        to: VolumeStatus,
-    ) -> DbResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        let won = sqlx::query(
-            "UPDATE volumes SET status = $1, size_gib = $2, error_message = '', updated_at = $3 \
-             WHERE id = $4 AND status = $5",
-        )
-        .bind(to.as_str())
-        .bind(new_size_gib as i64)
-        .bind(now_ms())
-        .bind(id)
-        .bind(VolumeStatus::Extending.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !won {
-            return Ok(false);
-        }
-        super::services::remove_worker(&mut *tx, super::WorkerKind::Volume, id).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
 }
 
 /// One compare-and-set of a volume's status, in or out of a transaction.
@@ -428,31 +397,23 @@ fn metadata_json(metadata: &BTreeMap<String, String>) -> String {
 }
 
 fn volume_from_row(row: &AnyRow) -> DbResult<Volume> {
-    let id: String = row.try_get("id")?;
-    let corrupt = |reason: String| DbError::Corrupt {
-        table: "volumes",
-        id: id.clone(),
-        reason,
-    };
-    let status: String = row.try_get("status")?;
-    let metadata: String = row.try_get("metadata")?;
-    let size: i64 = row.try_get("size_gib")?;
+    let read = RowReader::new(row, "volumes")?;
     Ok(Volume {
         project_id: row.try_get("project_id")?,
         user_id: row.try_get("user_id")?,
         name: row.try_get("name")?,
         description: row.try_get("description")?,
-        size_gib: u64::try_from(size).map_err(|_| corrupt(format!("negative size {size}")))?,
-        status: status.parse().map_err(corrupt)?,
+        size_gib: read.size_gib()?,
+        status: read.parse("status")?,
         volume_type: row.try_get("volume_type")?,
         availability_zone: row.try_get("availability_zone")?,
         host: row.try_get("host")?,
-        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt(format!("metadata: {e}")))?,
+        metadata: read.json("metadata")?,
         error_message: row.try_get("error_message")?,
         snapshot_id: row.try_get("snapshot_id")?,
         source_volume_id: row.try_get("source_volume_id")?,
         created_at_ms: row.try_get("created_at")?,
         updated_at_ms: row.try_get("updated_at")?,
-        id,
+        id: read.into_id(),
     })
 }

@@ -353,7 +353,7 @@ async fn an_extend_checked_against_a_stale_size_loses() {
         .await
         .expect("first extend");
     assert!(
-        f.db.finish_extend(&volume.id, 8, VolumeStatus::Available)
+        f.db.finish_extend_to(&volume.id, 8, VolumeStatus::Available)
             .await
             .expect("db")
     );
