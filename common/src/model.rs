@@ -383,6 +383,19 @@ impl Service {
     }
 }
 
+/// Whether `host` is a volume service's `host@backend`: both parts present, one
+/// `@`, no pool part (`#`), no white space or control characters.
+pub fn is_service_host(host: &str) -> bool {
+    host.split_once('@').is_some_and(|(name, backend)| {
+        !name.is_empty()
+            && !backend.is_empty()
+            && !backend.contains('@')
+            && !host
+                .chars()
+                .any(|c| c == '#' || c.is_whitespace() || c.is_control())
+    })
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -197,14 +197,7 @@ pub fn pool_host(host: &str) -> ApiResult<()> {
         return Ok(());
     }
     text("host", host)?;
-    let well_formed = host.split_once('@').is_some_and(|(name, backend)| {
-        !name.is_empty()
-            && !backend.is_empty()
-            && !backend.contains('@')
-            && !host
-                .chars()
-                .any(|c| c == '#' || c.is_whitespace() || c.is_control())
-    });
+    let well_formed = scoria_common::model::is_service_host(host);
     if !well_formed {
         return Err(ApiError::invalid(
             "host",

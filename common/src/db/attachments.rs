@@ -417,20 +417,17 @@ async fn cas(
     to: AttachmentStatus,
     error_message: Option<&str>,
 ) -> DbResult<bool> {
-    let sql = format!(
-        "UPDATE attachments SET status = $1, updated_at = $2, error_message = COALESCE($3, error_message) \
-         WHERE id = $4 AND status IN ({})",
-        placeholders(5, from.len())
-    );
-    let mut q = sqlx::query(AssertSqlSafe(sql))
-        .bind(to.as_str())
-        .bind(now_ms())
-        .bind(error_message.map(str::to_owned))
-        .bind(id);
-    for status in from {
-        q = q.bind(status.as_str());
-    }
-    Ok(q.execute(&mut *conn).await?.rows_affected() == 1)
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    super::cas_status(
+        conn,
+        "attachments",
+        id,
+        &from,
+        to.as_str(),
+        error_message,
+        "",
+    )
+    .await
 }
 
 /// Sets volume `volume_id`'s status from its attachments (the module's table), if

@@ -311,6 +311,35 @@ fn is_comment(statement: &str) -> bool {
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with("--"))
 }
 
+/// The status compare-and-set of one row of `table` (attachments, snapshots):
+/// moves row `id` from one of `from` to `to`, stamps `updated_at`, sets
+/// `error_message` when given, under an extra SQL `guard` condition (empty: none;
+/// it may use `$4`, the id). Whether the row moved.
+pub(crate) async fn cas_status(
+    conn: &mut sqlx::AnyConnection,
+    table: &'static str,
+    id: &str,
+    from: &[&str],
+    to: &str,
+    error_message: Option<&str>,
+    guard: &str,
+) -> DbResult<bool> {
+    let sql = format!(
+        "UPDATE {table} SET status = $1, updated_at = $2, error_message = COALESCE($3, error_message) \
+         WHERE id = $4 AND status IN ({}){guard}",
+        placeholders(5, from.len())
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(to.to_owned())
+        .bind(crate::model::now_ms())
+        .bind(error_message.map(str::to_owned))
+        .bind(id.to_owned());
+    for status in from {
+        q = q.bind((*status).to_owned());
+    }
+    Ok(q.execute(&mut *conn).await?.rows_affected() == 1)
+}
+
 /// `$first, $first+1, ...` for `n` values, for `IN (...)` lists.
 ///
 /// An empty list gives `NULL`: `x IN (NULL)` is valid SQL on both engines (where

@@ -287,20 +287,17 @@ async fn cas_snapshot(
     error_message: Option<&str>,
     guard: &str,
 ) -> DbResult<bool> {
-    let sql = format!(
-        "UPDATE snapshots SET status = $1, updated_at = $2, error_message = COALESCE($3, error_message) \
-         WHERE id = $4 AND status IN ({}){guard}",
-        placeholders(5, from.len())
-    );
-    let mut q = sqlx::query(AssertSqlSafe(sql))
-        .bind(to.as_str())
-        .bind(now_ms())
-        .bind(error_message.map(str::to_owned))
-        .bind(id);
-    for status in from {
-        q = q.bind(status.as_str());
-    }
-    Ok(q.execute(&mut *tx).await?.rows_affected() == 1)
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    super::cas_status(
+        tx,
+        "snapshots",
+        id,
+        &from,
+        to.as_str(),
+        error_message,
+        guard,
+    )
+    .await
 }
 
 /// The ids of `volume_id`'s snapshots, oldest first.

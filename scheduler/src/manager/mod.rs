@@ -103,14 +103,7 @@ fn host_filter(host: &str) -> Result<()> {
     if host.is_empty() {
         return Ok(());
     }
-    let well_formed = host.split_once('@').is_some_and(|(name, backend)| {
-        !name.is_empty()
-            && !backend.is_empty()
-            && !backend.contains('@')
-            && !host
-                .chars()
-                .any(|c| c == '#' || c.is_whitespace() || c.is_control())
-    });
+    let well_formed = scoria_common::model::is_service_host(host);
     if well_formed {
         Ok(())
     } else {

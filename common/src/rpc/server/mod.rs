@@ -394,15 +394,7 @@ impl Worker {
         target: &Target,
     ) -> RpcResult<(String, Consumer)> {
         let queue = declare_and_bind(&self.broker, channel, target).await?;
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok((queue, consumer))
+        consume(channel, queue).await
     }
 
     /// Declares and consumes this server's fanout queue; its name and the consumer.
@@ -438,15 +430,7 @@ impl Worker {
                 FieldTable::default(),
             )
             .await?;
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok((queue, consumer))
+        consume(channel, queue).await
     }
 }
 
@@ -485,4 +469,17 @@ async fn declare_and_bind(
         )
         .await?;
     Ok(queue)
+}
+
+/// Consumes `queue` (declared already); its name and the consumer.
+async fn consume(channel: &Channel, queue: String) -> RpcResult<(String, Consumer)> {
+    let consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((queue, consumer))
 }
