@@ -337,7 +337,8 @@ async fn volume_delete_is_refused_while_snapshots_exist() {
             .start_volume_delete(&v.id, Some(&w))
             .await
             .expect("delete"),
-        VolumeDeleteStart::HasSnapshots(vec![s1.id.clone(), s2.id.clone()])
+        // Oldest first, ties (the same millisecond) broken by id.
+        VolumeDeleteStart::HasSnapshots(by_age(&[&s1, &s2]))
     );
     let row = t.db().get_volume(&v.id).await.expect("get").expect("row");
     assert_eq!(row.status, VolumeStatus::Available, "nothing changed");
@@ -489,4 +490,12 @@ async fn migrations_run_twice() {
     Db::connect(&url)
         .await
         .expect("second connect re-runs nothing");
+}
+
+/// The ids of `snapshots` in the order the database lists them: by creation
+/// time, then id.
+fn by_age(snapshots: &[&Snapshot]) -> Vec<String> {
+    let mut sorted = snapshots.to_vec();
+    sorted.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+    sorted.into_iter().map(|s| s.id.clone()).collect()
 }
