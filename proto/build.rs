@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "scoria/v1/volume_type.proto",
     "scoria/v1/admin.proto",
     "scoria/v1/attachment.proto",
+    "scoria/v1/quota.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

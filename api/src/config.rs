@@ -7,8 +7,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use scoria_common::config::{
-    self, BaseConfig, BusConfig, ConfigError, DatabaseConfig, EnvKey, ProcessConfig, ServiceConfig,
+use scoria_common::{
+    config::{
+        self, BaseConfig, BusConfig, ConfigError, DatabaseConfig, EnvKey, ProcessConfig,
+        ServiceConfig,
+    },
+    db::quota::QuotaDefaults,
 };
 use serde::Deserialize;
 
@@ -21,6 +25,14 @@ pub const API_ENV: &[EnvKey] = &[
     EnvKey::int(
         "SCORIA_SERVICE_DOWN_TIME_SECS",
         "api.service_down_time_secs",
+    ),
+    EnvKey::signed("SCORIA_QUOTA_VOLUMES", "quota.volumes"),
+    EnvKey::signed("SCORIA_QUOTA_GIGABYTES", "quota.gigabytes"),
+    EnvKey::signed("SCORIA_QUOTA_SNAPSHOTS", "quota.snapshots"),
+    EnvKey::signed("SCORIA_QUOTA_ATTACHMENTS", "quota.attachments"),
+    EnvKey::signed(
+        "SCORIA_QUOTA_PER_VOLUME_GIGABYTES",
+        "quota.per_volume_gigabytes",
     ),
 ];
 
@@ -77,6 +89,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// The gRPC API.
     pub api: ApiSection,
+    /// The limits of projects without their own (`[quota]`, Cinder's defaults;
+    /// -1 is no limit).
+    pub quota: QuotaDefaults,
 }
 
 impl Config {
@@ -124,6 +139,12 @@ impl ProcessConfig for Config {
                 reason: "must be at least 1".into(),
             });
         }
+        if let Some((key, value)) = self.quota.invalid() {
+            return Err(ConfigError::Value {
+                key,
+                reason: format!("{value} is not a limit: use -1 (no limit) or 0 and more"),
+            });
+        }
         if self.api.auth_mode == AuthMode::Token && self.api.tokens_file.is_none() {
             return Err(ConfigError::Value {
                 key: "api.tokens_file",
@@ -151,6 +172,42 @@ mod tests {
         assert_eq!(c.service_down_ms(), 60_000);
         assert_eq!(c.database_url(), "sqlite://./data/scoria.db");
         assert_eq!(c.bus.control_exchange, "scoria");
+        assert_eq!(c.quota, QuotaDefaults::CINDER);
+        assert_eq!(
+            (c.quota.volumes, c.quota.snapshots, c.quota.gigabytes),
+            (10, 10, 1000)
+        );
+    }
+
+    #[test]
+    fn quota_defaults_come_from_env_and_refuse_negatives_but_minus_one() {
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("SCORIA_QUOTA_VOLUMES", "50"),
+                ("SCORIA_QUOTA_GIGABYTES", "-1"),
+                ("SCORIA_QUOTA_SNAPSHOTS", "0"),
+                ("SCORIA_QUOTA_ATTACHMENTS", "7"),
+                ("SCORIA_QUOTA_PER_VOLUME_GIGABYTES", "100"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(
+            c.quota,
+            QuotaDefaults {
+                volumes: 50,
+                gigabytes: -1,
+                snapshots: 0,
+                attachments: 7,
+                per_volume_gigabytes: 100,
+            }
+        );
+        let err =
+            Config::load_from(None, &env(&[("SCORIA_QUOTA_GIGABYTES", "-2")])).expect_err("-2");
+        assert!(err.to_string().contains("quota.gigabytes"), "{err}");
+        let err = Config::load_from(None, &env(&[("SCORIA_QUOTA_VOLUMES", "many")]))
+            .expect_err("not a number");
+        assert!(err.to_string().contains("SCORIA_QUOTA_VOLUMES"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!                  │                                (cast; compensate via Settler)
 //!                  ├─▶ SnapshotService, AttachmentService ─▶ Db, Intent ─▶ VolumeOps
 //!                  ├─▶ VolumeTypeService, AvailabilityZoneService ─▶ Db
+//!                  ├─▶ QuotaService ─▶ Db (limits; usage kept by the database)
 //!                  └─▶ AdminService (admin role only) ─▶ Db, SchedulerOps (pools)
 //!  health watcher: BrokerLink (connected, not blocked) + db ping ─▶ grpc.health.v1
 //! ```
@@ -34,6 +35,7 @@ pub mod health;
 mod intent;
 pub mod page_token;
 pub mod ports;
+pub mod quota;
 mod request;
 pub mod scope;
 pub mod snapshot;
@@ -55,7 +57,8 @@ use scoria_common::{
 use scoria_proto::v1::{
     admin_service_server::AdminServiceServer, attachment_service_server::AttachmentServiceServer,
     availability_zone_service_server::AvailabilityZoneServiceServer,
-    snapshot_service_server::SnapshotServiceServer, volume_service_server::VolumeServiceServer,
+    quota_service_server::QuotaServiceServer, snapshot_service_server::SnapshotServiceServer,
+    volume_service_server::VolumeServiceServer,
     volume_type_service_server::VolumeTypeServiceServer,
 };
 use tokio::net::TcpListener;
@@ -71,6 +74,7 @@ use crate::{
     auth::{AuthLayer, Authenticator, TokensError},
     availability_zone::AvailabilityZoneApi,
     ports::Ports,
+    quota::QuotaApi,
     snapshot::SnapshotApi,
     volume::VolumeApi,
     volume_type::VolumeTypeApi,
@@ -129,8 +133,10 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let authenticator =
         Authenticator::from_config(config.api.auth_mode, config.api.tokens_file.as_deref())?;
-    let db = Db::connect(&config.database_url()).await?;
-    tracing::info!(engine = ?db.engine(), "database connected");
+    let db = Db::connect(&config.database_url())
+        .await?
+        .with_quota_defaults(config.quota);
+    tracing::info!(engine = ?db.engine(), quota_defaults = ?config.quota, "database connected");
     let broker = Broker::start(
         config.bus.clone(),
         // Named like the other services' connections, `<exchange>:<binary>@<host>`,
@@ -188,6 +194,7 @@ pub(crate) async fn serve_with(
         ports.clone(),
         config.bus.call_timeout(),
     )));
+    let quota_service = auth.layer(QuotaServiceServer::new(QuotaApi::new(db.clone())));
     let volumes = VolumeApi::new(db, ports, config.api.max_volume_size_gib);
     let volume_service = auth.layer(VolumeServiceServer::new(volumes));
 
@@ -235,6 +242,7 @@ pub(crate) async fn serve_with(
         .add_service(availability_zone_service)
         .add_service(admin_service)
         .add_service(attachment_service)
+        .add_service(quota_service)
         .serve_with_incoming_shutdown(
             // No Nagle: small replies must not wait 40 ms for a delayed ACK.
             TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -64,6 +64,8 @@ pub enum EnvKind {
     Str,
     /// An unsigned integer.
     Int,
+    /// An integer that may be negative (`-1` for "no limit").
+    SignedInt,
     /// `true`/`false` (also `1`/`0`, `yes`/`no`).
     Bool,
 }
@@ -94,6 +96,14 @@ impl EnvKey {
             var,
             key,
             kind: EnvKind::Int,
+        }
+    }
+    /// A signed integer override.
+    pub const fn signed(var: &'static str, key: &'static str) -> Self {
+        Self {
+            var,
+            key,
+            kind: EnvKind::SignedInt,
         }
     }
     /// A boolean override.
@@ -210,6 +220,9 @@ fn env_value(key: &EnvKey, raw: &str) -> Result<toml::Value> {
                 .map(i64::from)
                 .map_err(|_| bad("a non-negative integer"))?,
         ),
+        EnvKind::SignedInt => {
+            toml::Value::Integer(raw.trim().parse::<i64>().map_err(|_| bad("an integer"))?)
+        }
         EnvKind::Bool => toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => true,
             "false" | "0" | "no" | "off" => false,

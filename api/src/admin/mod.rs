@@ -11,6 +11,8 @@
 //!   state: every pool with a fresh capability report, whatever its service's
 //!   state, capacity including the virtual consumption since the report.
 //!   UNAVAILABLE when the broker is down or no scheduler answers.
+//! - `CheckQuotaUsage`: a recount of what the rows hold against `quota_usages`
+//!   (see `scoria_common::db::quota`); a difference is logged as an error.
 
 use scoria_common::{
     RequestContext,
@@ -82,6 +84,41 @@ impl AdminApi {
                 status,
             })?;
         Ok(pb::ListPoolsResponse { pools: list.pools })
+    }
+
+    #[tracing::instrument(skip_all, fields(project_id = %req.project_id))]
+    async fn check_usage(
+        &self,
+        ctx: &RequestContext,
+        req: &pb::CheckQuotaUsageRequest,
+    ) -> ApiResult<pb::CheckQuotaUsageResponse> {
+        require_admin(ctx, "CheckQuotaUsage")?;
+        text("project_id", &req.project_id)?;
+        let project = (!req.project_id.is_empty()).then_some(req.project_id.as_str());
+        let differences = self
+            .db
+            .check_quota_usage(project)
+            .await
+            .map_err(ApiError::db("recount quota usage"))?;
+        if !differences.is_empty() {
+            tracing::error!(
+                ?differences,
+                "quota usage differs from a recount of the rows"
+            );
+        }
+        Ok(pb::CheckQuotaUsageResponse {
+            differences: differences
+                .into_iter()
+                .map(|d| pb::QuotaUsageDifference {
+                    project_id: d.project_id,
+                    resource: d.resource,
+                    recorded_in_use: d.recorded.0,
+                    recorded_reserved: d.recorded.1,
+                    counted_in_use: d.counted.0,
+                    counted_reserved: d.counted.1,
+                })
+                .collect(),
+        })
     }
 
     #[tracing::instrument(skip_all, fields(binary = %req.binary))]
@@ -248,6 +285,13 @@ impl AdminService for AdminApi {
         request: Request<pb::ListPoolsRequest>,
     ) -> Result<Response<pb::ListPoolsResponse>, Status> {
         handle(request, async |ctx, req| self.pools(ctx, &req).await).await
+    }
+
+    async fn check_quota_usage(
+        &self,
+        request: Request<pb::CheckQuotaUsageRequest>,
+    ) -> Result<Response<pb::CheckQuotaUsageResponse>, Status> {
+        handle(request, async |ctx, req| self.check_usage(ctx, &req).await).await
     }
 }
 

@@ -103,6 +103,11 @@ const METHODS: &[(&str, Access)] = &[
     ("/scoria.v1.AdminService/SetServiceEnabled", Access::Admin),
     ("/scoria.v1.AdminService/ResetVolumeStatus", Access::Admin),
     ("/scoria.v1.AdminService/ListPools", Access::Admin),
+    ("/scoria.v1.AdminService/CheckQuotaUsage", Access::Admin),
+    ("/scoria.v1.QuotaService/GetQuota", Access::Read),
+    ("/scoria.v1.QuotaService/UpdateQuota", Access::Admin),
+    ("/scoria.v1.QuotaService/DeleteQuota", Access::Admin),
+    ("/scoria.v1.QuotaService/GetDefaultQuota", Access::Read),
 ];
 
 /// The full path of a known `method` (tests name methods by their bare name).

@@ -8,12 +8,12 @@
 //! `INTERNAL`.
 
 use scoria_common::{
-    db::DbError,
+    db::{DbError, quota::OverQuota},
     model::Volume,
     status::{self, Reason},
 };
 use tonic::{Code, Status};
-use tonic_types::ErrorDetails;
+use tonic_types::{ErrorDetails, QuotaViolation};
 
 /// A `Result` alias for API operations.
 pub type ApiResult<T, E = ApiError> = std::result::Result<T, E>;
@@ -306,6 +306,10 @@ impl ApiError {
                 ..
             } => (Code::Unavailable, Reason::DatabaseUnavailable),
             ApiError::Db {
+                source: DbError::OverQuota(over),
+                ..
+            } => return over_quota(&over),
+            ApiError::Db {
                 source: DbError::Query(_) | DbError::Corrupt { .. } | DbError::UnsupportedUrl(_),
                 ..
             }
@@ -313,6 +317,47 @@ impl ApiError {
         };
         status::error(code, reason, message)
     }
+}
+
+/// RESOURCE_EXHAUSTED with a `google.rpc.QuotaFailure` violation per exceeded
+/// resource: `subject` the project, `quota_id` / `quota_metric` the resource,
+/// `quota_value` the limit, and `in_use`, `reserved`, `requested` as dimensions
+/// (besides `project_id`), for clients that act on numbers.
+fn over_quota(over: &OverQuota) -> Status {
+    let violations: Vec<QuotaViolation> = over
+        .excesses
+        .iter()
+        .map(|e| {
+            let resource = e.resource.name();
+            QuotaViolation {
+                subject: over.project_id.clone(),
+                description: format!(
+                    "{resource}: limit {}, in use {}, reserved {}, requested {}",
+                    e.limit, e.in_use, e.reserved, e.requested
+                ),
+                api_service: "scoria.v1".to_owned(),
+                quota_metric: resource.clone(),
+                quota_id: resource,
+                quota_dimensions: [
+                    ("project_id".to_owned(), over.project_id.clone()),
+                    ("in_use".to_owned(), e.in_use.to_string()),
+                    ("reserved".to_owned(), e.reserved.to_string()),
+                    ("requested".to_owned(), e.requested.to_string()),
+                ]
+                .into(),
+                quota_value: e.limit,
+                futura_quota_value: None,
+            }
+        })
+        .collect();
+    let mut details = ErrorDetails::new();
+    details.set_quota_failure(violations);
+    status::with_details(
+        Code::ResourceExhausted,
+        Reason::QuotaExceeded,
+        over.to_string(),
+        details,
+    )
 }
 
 /// A status from another service (or the bus client) as `code` with `message`:

@@ -79,7 +79,7 @@ impl VolumeApi {
         // request checked before another extend finished loses.
         let won = self
             .db
-            .start_extend(&id, volume.size_gib, &worker)
+            .start_extend(&id, volume.size_gib, new_size, &worker)
             .await
             .map_err(ApiError::db(format!("mark volume {id} extending")))?;
         if !won {

@@ -20,7 +20,11 @@
 use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 
 use super::{
-    Db, DbError, DbResult, WorkerEntry, WorkerKind, keyset::Keyset, placeholders, row::RowReader,
+    Db, DbError, DbResult, WorkerEntry, WorkerKind,
+    keyset::Keyset,
+    placeholders,
+    quota::{self, Demand},
+    row::RowReader,
     workers::remove_worker,
 };
 use crate::model::{
@@ -95,7 +99,9 @@ pub enum DetachStart {
 impl Db {
     /// Inserts `attachment` as `attaching` with its worker entry, and moves its
     /// volume to `attaching`, in one transaction, if the volume is `available` (or,
-    /// when `multiattach`, attached already). Nothing is written otherwise.
+    /// when `multiattach`, attached already). Nothing is written otherwise. The
+    /// attachment must fit its project's quota
+    /// ([`DbError::OverQuota`] otherwise, nothing written).
     pub async fn reserve_attachment(
         &self,
         attachment: &Attachment,
@@ -103,6 +109,8 @@ impl Db {
         worker: &WorkerEntry,
     ) -> DbResult<AttachReserve> {
         let mut tx = self.pool.begin().await?;
+        let demand = Demand::attachment(&attachment.project_id);
+        quota::enforce(&mut tx, &self.quota_defaults, &demand).await?;
         if !lock_volume(&mut tx, &attachment.volume_id).await? {
             return Ok(AttachReserve::VolumeNotFound);
         }

@@ -52,7 +52,7 @@ fn postgres_url() -> String {
 }
 
 /// A new, empty PostgreSQL database; its URL.
-async fn fresh_postgres() -> String {
+pub(in crate::db) async fn fresh_postgres() -> String {
     let base = postgres_url();
     let name = format!("scoria_migrate_{}", uuid::Uuid::new_v4().simple());
     let admin = Db::open(&base)
@@ -68,7 +68,7 @@ async fn fresh_postgres() -> String {
 }
 
 /// Drops the database of `url` made by [`fresh_postgres`] (best effort).
-async fn drop_postgres(url: &str) {
+pub(in crate::db) async fn drop_postgres(url: &str) {
     let Some((_, name)) = url.rsplit_once('/') else {
         return;
     };

@@ -18,6 +18,7 @@ mod keyset;
 #[cfg(test)]
 mod migrate_tests;
 mod overdue;
+pub mod quota;
 mod row;
 mod services;
 mod snapshots;
@@ -30,7 +31,7 @@ mod workers;
 use std::time::Duration;
 
 use sqlx::{
-    AnyPool, Executor,
+    AnyPool, AssertSqlSafe, Executor,
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 
@@ -60,6 +61,9 @@ pub enum DbError {
         /// What is wrong.
         reason: String,
     },
+    /// The request would exceed its project's quota: nothing was written.
+    #[error("{0}")]
+    OverQuota(quota::OverQuota),
     /// The URL names no engine we support.
     #[error("unsupported database URL {0:?}: use sqlite://<file> or postgres://...")]
     UnsupportedUrl(String),
@@ -116,6 +120,8 @@ pub enum Engine {
 pub struct Db {
     pool: AnyPool,
     engine: Engine,
+    /// The limits of projects without overrides.
+    quota_defaults: quota::QuotaDefaults,
 }
 
 /// Each schema version, applied in order.
@@ -124,7 +130,26 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "snapshots", include_str!("schema_v2.sql")),
     (3, "volume types", include_str!("schema_v3.sql")),
     (4, "attachments", include_str!("schema_v4.sql")),
+    (5, "quotas", include_str!("schema_v5.sql")),
 ];
+
+/// The statements of migration `version` that differ per engine, run after its
+/// portable SQL: version 5's usage backfill (from whatever rows exist) and its
+/// quota triggers.
+fn engine_statements(version: i64, engine: Engine) -> Vec<String> {
+    match version {
+        5 => {
+            let mut statements = vec![format!(
+                "INSERT INTO quota_usages (project_id, resource, in_use, reserved) \
+                 SELECT project_id, resource, in_use, reserved FROM ({}) AS counted",
+                quota::recount_all()
+            )];
+            statements.extend(quota::triggers(engine));
+            statements
+        }
+        _ => Vec::new(),
+    }
+}
 
 impl Db {
     /// Connects to `url` (`sqlite://...` or `postgres://...`) and runs the
@@ -182,7 +207,11 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool, engine })
+        Ok(Self {
+            pool,
+            engine,
+            quota_defaults: quota::QuotaDefaults::UNLIMITED,
+        })
     }
 
     /// [`Db::connect`] taking an owned URL (handy for spawned tasks).
@@ -258,6 +287,11 @@ impl Db {
                 .filter(|s| !s.is_empty() && !is_comment(s))
             {
                 tx.execute(statement).await?;
+            }
+            for statement in engine_statements(*version, self.engine) {
+                sqlx::raw_sql(AssertSqlSafe(statement))
+                    .execute(&mut *tx)
+                    .await?;
             }
             // No `ON CONFLICT`: under the lock a second insert is a bug, and fails.
             sqlx::query(

@@ -17,7 +17,11 @@
 use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 
 use super::{
-    Db, DbResult, WorkerEntry, WorkerKind, keyset::Keyset, placeholders, row::RowReader,
+    Db, DbResult, WorkerEntry, WorkerKind,
+    keyset::Keyset,
+    placeholders,
+    quota::{self, Demand},
+    row::RowReader,
     workers::remove_worker,
 };
 use crate::model::{AttachmentStatus, Snapshot, SnapshotStatus, VolumeStatus, now_ms};
@@ -67,7 +71,9 @@ impl Db {
     /// `snapshot.volume_id` is in one of `volume_statuses`. The check is a
     /// compare-and-set on the volume's row (it changes only `updated_at`), so a
     /// racing [`Db::start_volume_delete`] either waits for this insert and sees the
-    /// snapshot, or wins and makes this return `false` with nothing written.
+    /// snapshot, or wins and makes this return `false` with nothing written. The
+    /// snapshot must fit its project's quota
+    /// ([`DbError::OverQuota`](super::DbError::OverQuota) otherwise, nothing written).
     pub async fn create_snapshot(
         &self,
         snapshot: &Snapshot,
@@ -75,6 +81,16 @@ impl Db {
         worker: &WorkerEntry,
     ) -> DbResult<bool> {
         let mut tx = self.pool.begin().await?;
+        let volume_type: Option<String> =
+            sqlx::query_scalar("SELECT volume_type FROM volumes WHERE id = $1")
+                .bind(&snapshot.volume_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(volume_type) = volume_type else {
+            return Ok(false);
+        };
+        let demand = Demand::snapshot(&snapshot.project_id, &volume_type, snapshot.size_gib);
+        quota::enforce(&mut tx, &self.quota_defaults, &demand).await?;
         let sql = format!(
             "UPDATE volumes SET updated_at = $1 WHERE id = $2 AND status IN ({})",
             placeholders(3, volume_statuses.len())
@@ -90,8 +106,8 @@ impl Db {
         }
         sqlx::query(
             "INSERT INTO snapshots (id, project_id, user_id, volume_id, name, description, size_gib, \
-             status, host, error_message, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             status, host, error_message, created_at, updated_at, volume_type) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&snapshot.id)
         .bind(&snapshot.project_id)
@@ -105,6 +121,7 @@ impl Db {
         .bind(&snapshot.error_message)
         .bind(snapshot.created_at_ms)
         .bind(snapshot.updated_at_ms)
+        .bind(volume_type)
         .execute(&mut *tx)
         .await?;
         worker.upsert(&mut *tx).await?;

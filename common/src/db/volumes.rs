@@ -4,7 +4,13 @@ use std::collections::BTreeMap;
 
 use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 
-use super::{Db, DbResult, WorkerEntry, keyset::Keyset, placeholders, row::RowReader};
+use super::{
+    Db, DbResult, WorkerEntry,
+    keyset::Keyset,
+    placeholders,
+    quota::{self, Demand},
+    row::RowReader,
+};
 use crate::model::{Volume, VolumeStatus, now_ms};
 
 const COLUMNS: &str = "id, project_id, user_id, name, description, size_gib, status, volume_type, \
@@ -63,7 +69,9 @@ pub struct VolumeChanges {
 
 impl Db {
     /// Inserts `volume`, its idempotency key and its worker entry in one
-    /// transaction: intent is persisted before anything is published.
+    /// transaction: intent is persisted before anything is published. The volume
+    /// must fit its project's quota ([`DbError::OverQuota`](super::DbError::OverQuota)
+    /// otherwise, nothing written); a reused key answers before the check.
     pub async fn create_volume(
         &self,
         volume: &Volume,
@@ -98,6 +106,8 @@ impl Db {
                 });
             }
         }
+        let demand = Demand::volume(&volume.project_id, &volume.volume_type, volume.size_gib);
+        quota::enforce(&mut tx, &self.quota_defaults, &demand).await?;
         sqlx::query(
             "INSERT INTO volumes (id, project_id, user_id, name, description, size_gib, status, volume_type, \
              availability_zone, host, metadata, error_message, snapshot_id, source_volume_id, created_at, updated_at) \
@@ -286,10 +296,11 @@ impl Db {
         status: VolumeStatus,
     ) -> DbResult<Option<Volume>> {
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE volumes SET status = $1, updated_at = $2, \
+        let updated = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE volumes SET status = $1, updated_at = $2, create_failed = {}, \
              error_message = CASE WHEN $3 = 1 THEN error_message ELSE '' END WHERE id = $4",
-        )
+            quota::create_failed("$1")
+        )))
         .bind(status.as_str())
         .bind(now_ms())
         .bind(i64::from(status.is_error()))
@@ -312,19 +323,33 @@ impl Db {
         Ok(volume)
     }
 
-    /// Compare-and-set starting an extend: `available` -> `extending` only while
-    /// the volume still has `size_gib` (the size the request was checked
-    /// against), with its worker entry, in one transaction. A request checked
-    /// against a stale size loses. Returns whether it won.
+    /// Compare-and-set starting an extend to `new_size_gib`: `available` ->
+    /// `extending` only while the volume still has `size_gib` (the size the
+    /// request was checked against), with its worker entry, in one transaction.
+    /// The growth must fit the project's quota (it is reserved until the extend
+    /// ends; [`DbError::OverQuota`](super::DbError::OverQuota) otherwise, nothing
+    /// written). A request checked against a stale size loses. Returns whether
+    /// it won.
     pub async fn start_extend(
         &self,
         id: &str,
         size_gib: u64,
+        new_size_gib: u64,
         worker: &WorkerEntry,
     ) -> DbResult<bool> {
         let mut tx = self.pool.begin().await?;
+        let Some(volume) = get_volume_in(&mut tx, id).await? else {
+            return Ok(false);
+        };
+        let demand = Demand::extend(
+            &volume.project_id,
+            &volume.volume_type,
+            size_gib,
+            new_size_gib,
+        );
+        quota::enforce(&mut tx, &self.quota_defaults, &demand).await?;
         let won = sqlx::query(
-            "UPDATE volumes SET status = $1, updated_at = $2 \
+            "UPDATE volumes SET status = $1, updated_at = $2, extend_to = $6 \
              WHERE id = $3 AND status = $4 AND size_gib = $5",
         )
         .bind(VolumeStatus::Extending.as_str())
@@ -332,6 +357,7 @@ impl Db {
         .bind(id)
         .bind(VolumeStatus::Available.as_str())
         .bind(size_gib as i64)
+        .bind(new_size_gib as i64)
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -362,7 +388,9 @@ impl Transition<'_> {
     ) -> DbResult<bool> {
         let sql = format!(
             "UPDATE volumes SET status = $1, updated_at = $2, host = COALESCE($3, host), \
-             error_message = COALESCE($4, error_message) WHERE id = $5 AND status IN ({})",
+             error_message = COALESCE($4, error_message), create_failed = {} \
+             WHERE id = $5 AND status IN ({})",
+            quota::create_failed("$1"),
             placeholders(6, self.from.len())
         );
         let mut q = sqlx::query(AssertSqlSafe(sql))

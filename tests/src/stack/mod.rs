@@ -163,6 +163,11 @@ impl Stack {
             ),
             ("SCORIA_VOLUME_CAPACITY_GIB".into(), "1000".into()),
             ("SCORIA_SCHEDULER_STARTUP_WAIT_MS".into(), "10000".into()),
+            // No limits unless a test sets them (its own env, or UpdateQuota):
+            // many tests make more than Cinder's 10 volumes in one project.
+            ("SCORIA_QUOTA_VOLUMES".into(), "-1".into()),
+            ("SCORIA_QUOTA_GIGABYTES".into(), "-1".into()),
+            ("SCORIA_QUOTA_SNAPSHOTS".into(), "-1".into()),
             ("RUST_LOG".into(), "info,lapin=warn,sqlx=warn".into()),
         ];
         for (k, v) in extra_env {
