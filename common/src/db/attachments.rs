@@ -108,7 +108,7 @@ impl Db {
         multiattach: bool,
         worker: &WorkerEntry,
     ) -> DbResult<AttachReserve> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let demand = Demand::attachment(&attachment.project_id);
         quota::enforce(&mut tx, &self.quota_defaults, &demand).await?;
         if !lock_volume(&mut tx, &attachment.volume_id).await? {

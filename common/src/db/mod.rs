@@ -317,6 +317,18 @@ impl Db {
         Ok(rows.into_iter().map(|(v,)| v).collect())
     }
 
+    /// A transaction that will write, holding SQLite's write lock from its start
+    /// (`BEGIN IMMEDIATE`, waiting up to `busy_timeout` for it): one that read
+    /// first could not upgrade to a writer once another connection wrote
+    /// meanwhile (SQLite fails that at once, without waiting). A plain
+    /// transaction on PostgreSQL.
+    pub(crate) async fn begin_write(&self) -> DbResult<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.engine {
+            Engine::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Engine::Postgres => Ok(self.pool.begin().await?),
+        }
+    }
+
     /// A transaction holding the migration lock, which it keeps until it ends.
     async fn begin_migration(&self) -> DbResult<sqlx::Transaction<'static, sqlx::Any>> {
         match self.engine {

@@ -80,7 +80,7 @@ impl Db {
         volume_statuses: &[VolumeStatus],
         worker: &WorkerEntry,
     ) -> DbResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let volume_type: Option<String> =
             sqlx::query_scalar("SELECT volume_type FROM volumes WHERE id = $1")
                 .bind(&snapshot.volume_id)

@@ -78,7 +78,7 @@ impl Db {
         key: Option<&IdempotencyKey>,
         worker: &WorkerEntry,
     ) -> DbResult<Created> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(key) = key {
             let inserted = sqlx::query(
                 "INSERT INTO idempotency (project_id, request_id, request_hash, resource_id, created_at) \
@@ -337,7 +337,7 @@ impl Db {
         new_size_gib: u64,
         worker: &WorkerEntry,
     ) -> DbResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let Some(volume) = get_volume_in(&mut tx, id).await? else {
             return Ok(false);
         };
