@@ -8,7 +8,8 @@ use scoria_proto::v1::{
     self as pb, admin_service_client::AdminServiceClient,
     attachment_service_client::AttachmentServiceClient,
     availability_zone_service_client::AvailabilityZoneServiceClient,
-    snapshot_service_client::SnapshotServiceClient, volume_service_client::VolumeServiceClient,
+    quota_service_client::QuotaServiceClient, snapshot_service_client::SnapshotServiceClient,
+    volume_service_client::VolumeServiceClient,
     volume_type_service_client::VolumeTypeServiceClient,
 };
 use tonic::{
@@ -102,6 +103,8 @@ pub type VolumeTypes = VolumeTypeServiceClient<Authed>;
 pub type Zones = AvailabilityZoneServiceClient<Authed>;
 /// A `scoria.v1.AdminService` client.
 pub type Admin = AdminServiceClient<Authed>;
+/// A `scoria.v1.QuotaService` client.
+pub type Quotas = QuotaServiceClient<Authed>;
 
 /// A client of every public service, all acting as one [`Caller`] over one
 /// channel (cheap to clone; each accessor returns a fresh client handle).
@@ -149,6 +152,11 @@ impl Clients {
     /// `scoria.v1.AdminService`.
     pub fn admin(&self) -> Admin {
         AdminServiceClient::new(self.authed())
+    }
+
+    /// `scoria.v1.QuotaService`.
+    pub fn quotas(&self) -> Quotas {
+        QuotaServiceClient::new(self.authed())
     }
 
     /// GetVolume `id`.
@@ -241,6 +249,60 @@ impl Stack {
     /// The AdminService, as an admin of `project`.
     pub fn admin(&self, project: &str) -> Admin {
         self.as_admin(project).admin()
+    }
+
+    /// The QuotaService, as an admin of `project` (writes too).
+    pub fn quotas_admin(&self, project: &str) -> Quotas {
+        self.as_admin(project).quotas()
+    }
+
+    /// Sets `limits` (resource -> limit) of project `project` (as an admin).
+    pub async fn set_quota(&self, project: &str, limits: &[(&str, i64)]) -> pb::Quota {
+        let request = pb::UpdateQuotaRequest {
+            project_id: project.to_owned(),
+            limits: limits.iter().map(|(r, l)| ((*r).to_owned(), *l)).collect(),
+        };
+        self.quotas_admin("admin-project")
+            .update_quota(request)
+            .await
+            .unwrap_or_else(|e| panic!("UpdateQuota of {project}: {e}"))
+            .into_inner()
+    }
+
+    /// `(in_use, reserved, limit)` of `resource` in project `project`'s quota
+    /// (GetQuota as an admin).
+    pub async fn quota_usage(&self, project: &str, resource: &str) -> (i64, i64, i64) {
+        let quota = self
+            .quotas_admin("admin-project")
+            .get_quota(pb::GetQuotaRequest {
+                project_id: project.to_owned(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("GetQuota of {project}: {e}"))
+            .into_inner();
+        quota
+            .usages
+            .iter()
+            .find(|u| u.resource == resource)
+            .map(|u| (u.in_use, u.reserved, u.limit))
+            .unwrap_or_else(|| panic!("no {resource} in the quota of {project}: {quota:?}"))
+    }
+
+    /// Asserts AdminService.CheckQuotaUsage (of every project) finds the
+    /// recorded quota usage equal to a recount of the rows.
+    pub async fn assert_quota_exact(&self) {
+        let differences = self
+            .admin("admin-project")
+            .check_quota_usage(pb::CheckQuotaUsageRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("CheckQuotaUsage: {e}"))
+            .into_inner()
+            .differences;
+        assert!(
+            differences.is_empty(),
+            "quota usage differs from the rows: {differences:#?}\n{}",
+            self.logs()
+        );
     }
 
     /// The `grpc.health.v1.Health` client of the API (it needs no headers).

@@ -22,8 +22,8 @@ use tonic::transport::Channel;
 
 pub use self::{
     clients::{
-        Admin, Attachments, Authed, Caller, Clients, Snapshots, VolumeTypes, Volumes, Zones,
-        channel, health_status, serving,
+        Admin, Attachments, Authed, Caller, Clients, Quotas, Snapshots, VolumeTypes, Volumes,
+        Zones, channel, health_status, serving,
     },
     env::{binary, free_port, postgres_url, require_postgres},
 };
