@@ -1,7 +1,8 @@
 //! The API for someone holding only `grpcurl` and no `.proto` files: server
 //! reflection (`v1` and `v1alpha`: grpcurl 1.8 speaks only the latter) lists and
 //! describes every service, health answers, and a volume is created and read
-//! with JSON, errors printed with their code and BadRequest details. The one
+//! with JSON, errors printed with their code and BadRequest / QuotaFailure
+//! details, a quota set and read. The one
 //! module that shells out to grpcurl; every other test uses the typed clients.
 
 use scoria_tests::stack::{DbKind, Stack};
@@ -124,6 +125,7 @@ async fn reflection_and_health_need_no_proto_files() {
         "scoria.v1.VolumeTypeService",
         "scoria.v1.AvailabilityZoneService",
         "scoria.v1.AdminService",
+        "scoria.v1.QuotaService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
     ] {
@@ -214,4 +216,59 @@ async fn a_volume_is_created_and_read_with_json() {
         1,
         "the refused create wrote nothing"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quota_is_set_with_json_and_a_refusal_shows_its_quota_failure() {
+    let stack = Stack::start(DbKind::Sqlite).await;
+    let admin = ["-H", "x-project-id: ops", "-H", "x-roles: admin"];
+    let member = ["-H", "x-project-id: p1", "-H", "x-roles: member"];
+    let set = grpcurl(
+        &stack.api,
+        &admin,
+        "scoria.v1.QuotaService/UpdateQuota",
+        &json!({"project_id": "p1", "limits": {"volumes": 1}}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("update: {e:?}\n{}", stack.logs()));
+    let volumes = |quota: &Value| {
+        quota["usages"]
+            .as_array()
+            .and_then(|u| u.iter().find(|u| u["resource"] == "volumes").cloned())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(volumes(&set)["limit"], "1", "{set}");
+    grpcurl(
+        &stack.api,
+        &member,
+        "scoria.v1.VolumeService/CreateVolume",
+        &json!({"size_gib": 1}),
+    )
+    .await
+    .expect("the first fits");
+    let refused = grpcurl(
+        &stack.api,
+        &member,
+        "scoria.v1.VolumeService/CreateVolume",
+        &json!({"size_gib": 1}),
+    )
+    .await
+    .expect_err("the second is over quota");
+    assert_eq!(refused.code, "ResourceExhausted", "{refused:?}");
+    assert!(refused.message.contains("volumes limit 1"), "{refused:?}");
+    assert!(refused.raw.contains("google.rpc.QuotaFailure"), "{refused:?}");
+    assert!(refused.raw.contains("QUOTA_EXCEEDED"), "{refused:?}");
+    let own = grpcurl(
+        &stack.api,
+        &member,
+        "scoria.v1.QuotaService/GetQuota",
+        &json!({}),
+    )
+    .await
+    .expect("get");
+    let line = volumes(&own);
+    // 64-bit integers as strings; a zero is left out.
+    let used = |key: &str| line[key].as_str().unwrap_or("0").parse::<i64>().unwrap_or(-9);
+    assert_eq!(used("inUse") + used("reserved"), 1, "{own}");
+    assert_eq!(stack.db.count_volumes("p1").await.expect("count"), 1);
 }
