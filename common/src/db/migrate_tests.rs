@@ -1,5 +1,6 @@
 //! Migrations under concurrent starts, on a fresh SQLite file and on a fresh
-//! PostgreSQL database, and the `IN (...)` list builder.
+//! PostgreSQL database, an upgrade to the quota schema of a database with rows,
+//! and the `IN (...)` list builder.
 
 use super::*;
 
@@ -209,5 +210,106 @@ async fn an_empty_from_list_moves_nothing_on_postgres() {
     let db = Db::open(&url).await.expect("db");
     empty_from_list_moves_nothing(&db).await;
     db.close().await;
+    drop_postgres(&url).await;
+}
+
+/// A database at version 4 (before quotas) with rows in it, on `url`: the
+/// volumes and snapshots of project `p1`.
+async fn version_4_with_rows(url: &str) {
+    let db = Db::open(url).await.expect("open");
+    let mut tx = db.pool.begin().await.expect("begin");
+    tx.execute(
+        "CREATE TABLE scoria_migrations (version BIGINT PRIMARY KEY, \
+         name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .await
+    .expect("version table");
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v <= 4) {
+        for statement in sql
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && !is_comment(s))
+        {
+            tx.execute(statement).await.expect("old schema");
+        }
+        sqlx::query("INSERT INTO scoria_migrations (version, name, applied_at) VALUES ($1, $2, 0)")
+            .bind(*version)
+            .bind(*name)
+            .execute(&mut *tx)
+            .await
+            .expect("version");
+    }
+    for (id, status, size) in [
+        ("v1", "available", 5),
+        ("v2", "creating", 3),
+        ("v3", "error", 2),
+    ] {
+        sqlx::query(
+            "INSERT INTO volumes (id, project_id, user_id, name, description, size_gib, status, \
+             volume_type, availability_zone, host, metadata, error_message, created_at, updated_at) \
+             VALUES ($1, 'p1', 'u', '', '', $2, $3, 'gold', 'default', 'h@b', '{}', '', 0, 0)",
+        )
+        .bind(id)
+        .bind(size as i64)
+        .bind(status)
+        .execute(&mut *tx)
+        .await
+        .expect("volume");
+    }
+    sqlx::query(
+        "INSERT INTO snapshots (id, project_id, user_id, volume_id, name, description, size_gib, \
+         status, host, error_message, created_at, updated_at) \
+         VALUES ('s1', 'p1', 'u', 'v1', '', '', 5, 'available', 'h@b', '', 0, 0)",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("snapshot");
+    tx.commit().await.expect("commit");
+    db.close().await;
+}
+
+/// Upgrading to version 5 counts what the existing rows hold (an `error`
+/// volume from before counts: whether its create failed is not recorded), and
+/// the triggers keep it from then on.
+async fn the_quota_migration_counts_existing_rows(url: &str) {
+    version_4_with_rows(url).await;
+    let db = Db::connect(url).await.expect("upgrade");
+    assert_eq!(db.check_quota_usage(None).await.expect("check"), []);
+    let lines = db.project_quota("p1").await.expect("quota");
+    let of = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.resource.name() == name)
+            .map(|l| (l.in_use, l.reserved))
+    };
+    assert_eq!(of("volumes"), Some((2, 1)));
+    assert_eq!(of("gigabytes"), Some((12, 3)), "volumes and the snapshot");
+    assert_eq!(
+        of("snapshots_gold"),
+        Some((1, 0)),
+        "the snapshot took its volume's type"
+    );
+    assert!(db.delete_snapshot_row("s1").await.expect("delete"));
+    assert_eq!(of("gigabytes"), Some((12, 3)), "read before the delete");
+    let after = db.project_quota("p1").await.expect("quota");
+    let gib = after
+        .iter()
+        .find(|l| l.resource.name() == "gigabytes")
+        .map(|l| (l.in_use, l.reserved));
+    assert_eq!(gib, Some((7, 3)));
+    assert_eq!(db.check_quota_usage(None).await.expect("check"), []);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn the_quota_migration_counts_existing_rows_on_sqlite() {
+    let file = TempFile::new();
+    the_quota_migration_counts_existing_rows(&file.url()).await;
+}
+
+#[tokio::test]
+async fn the_quota_migration_counts_existing_rows_on_postgres() {
+    let url = fresh_postgres().await;
+    the_quota_migration_counts_existing_rows(&url).await;
     drop_postgres(&url).await;
 }

@@ -256,7 +256,10 @@ async fn a_quota_is_set_with_json_and_a_refusal_shows_its_quota_failure() {
     .expect_err("the second is over quota");
     assert_eq!(refused.code, "ResourceExhausted", "{refused:?}");
     assert!(refused.message.contains("volumes limit 1"), "{refused:?}");
-    assert!(refused.raw.contains("google.rpc.QuotaFailure"), "{refused:?}");
+    assert!(
+        refused.raw.contains("google.rpc.QuotaFailure"),
+        "{refused:?}"
+    );
     assert!(refused.raw.contains("QUOTA_EXCEEDED"), "{refused:?}");
     let own = grpcurl(
         &stack.api,
@@ -268,7 +271,13 @@ async fn a_quota_is_set_with_json_and_a_refusal_shows_its_quota_failure() {
     .expect("get");
     let line = volumes(&own);
     // 64-bit integers as strings; a zero is left out.
-    let used = |key: &str| line[key].as_str().unwrap_or("0").parse::<i64>().unwrap_or(-9);
+    let used = |key: &str| {
+        line[key]
+            .as_str()
+            .unwrap_or("0")
+            .parse::<i64>()
+            .unwrap_or(-9)
+    };
     assert_eq!(used("inUse") + used("reserved"), 1, "{own}");
     assert_eq!(stack.db.count_volumes("p1").await.expect("count"), 1);
 }
