@@ -178,13 +178,21 @@ impl VolumeApi {
         let limit = validate::page_size(req.page_size)?;
         let status = validate::status_filter(req.status)?;
         validate::text("name", &req.name)?;
+        if req.all_projects {
+            crate::volume_type::require_admin(ctx, "ListVolumes with all_projects")?;
+        }
         let digest = filter_digest(&[
             status.map(VolumeStatus::as_str).unwrap_or_default(),
             &req.name,
+            if req.all_projects { "all" } else { "" },
         ]);
         let after = PageToken::decode(&req.page_token, &ctx.project_id, &digest)?;
         let query = VolumeQuery {
-            project_id: scope::list_project(ctx),
+            project_id: if req.all_projects {
+                None
+            } else {
+                scope::list_project(ctx)
+            },
             status,
             name: (!req.name.is_empty()).then(|| req.name.clone()),
             after: after.map(|token| (token.created_at_ms, token.id)),

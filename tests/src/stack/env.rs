@@ -62,6 +62,8 @@ pub fn binary(name: &str) -> PathBuf {
                 "scoria-scheduler",
                 "-p",
                 "scoria-volume",
+                "-p",
+                "scoria-cli",
             ])
             .args(release.then_some("--release"))
             .stdout(Stdio::null())

@@ -1,0 +1,295 @@
+//! `scoria volume ...`.
+
+use scoria_proto::v1 as pb;
+use tonic::Code;
+
+use crate::{
+    args::{VolumeCommand, WaitArgs},
+    connect::Api,
+    error::CliError,
+    output::Shown,
+    records, resolve,
+    wait::{Step, follow},
+};
+
+/// Runs a `volume` command.
+pub async fn run(api: &Api, command: VolumeCommand) -> Result<Shown, CliError> {
+    match command {
+        VolumeCommand::Create {
+            size,
+            name,
+            description,
+            volume_type,
+            availability_zone,
+            snapshot,
+            source,
+            properties,
+            request_id,
+            wait,
+        } => {
+            let source = match (snapshot, source) {
+                (Some(s), _) => Some(pb::create_volume_request::Source::SnapshotId(
+                    resolve::snapshot(api, &s).await?.id,
+                )),
+                (None, Some(v)) => Some(pb::create_volume_request::Source::SourceVolumeId(
+                    resolve::volume(api, &v).await?.id,
+                )),
+                (None, None) => None,
+            };
+            let request = pb::CreateVolumeRequest {
+                name,
+                description,
+                size_gib: size,
+                volume_type,
+                availability_zone,
+                metadata: properties.into_iter().collect(),
+                source,
+                request_id,
+            };
+            let volume = api
+                .volumes()
+                .create_volume(request)
+                .await
+                .map_err(CliError::request("create volume"))?
+                .into_inner();
+            let volume = if wait.wait {
+                until_available(api, &volume.id, wait, None).await?
+            } else {
+                volume
+            };
+            Ok(Shown::One(records::volume(&volume)))
+        }
+        VolumeCommand::List {
+            long,
+            status,
+            name,
+            all_projects,
+            limit,
+            marker,
+        } => {
+            let status = status
+                .as_deref()
+                .map(records::parse_volume_status)
+                .transpose()?
+                .unwrap_or(pb::VolumeStatus::Unspecified);
+            let volumes = list(
+                api,
+                status,
+                name.unwrap_or_default(),
+                all_projects,
+                limit,
+                marker,
+            )
+            .await?;
+            Ok(Shown::Many {
+                columns: records::volume_columns(long),
+                rows: volumes.iter().map(records::volume_row).collect(),
+            })
+        }
+        VolumeCommand::Show { volume } => Ok(Shown::One(records::volume(
+            &resolve::volume(api, &volume).await?,
+        ))),
+        VolumeCommand::Set {
+            volume,
+            name,
+            description,
+            properties,
+            unset,
+        } => {
+            let current = resolve::volume(api, &volume).await?;
+            let mut paths = Vec::new();
+            if name.is_some() {
+                paths.push("name".to_owned());
+            }
+            if description.is_some() {
+                paths.push("description".to_owned());
+            }
+            let mut metadata = current.metadata.clone();
+            if !properties.is_empty() || !unset.is_empty() {
+                for key in &unset {
+                    if metadata.remove(key).is_none() {
+                        return Err(CliError::Failed(format!(
+                            "volume {} has no property {key:?}",
+                            current.id
+                        )));
+                    }
+                }
+                metadata.extend(properties);
+                paths.push("metadata".to_owned());
+            }
+            if paths.is_empty() {
+                return Err(CliError::Usage(
+                    "nothing to set: give --name, --description, --property or --unset-property"
+                        .into(),
+                ));
+            }
+            let updated = api
+                .volumes()
+                .update_volume(pb::UpdateVolumeRequest {
+                    id: current.id.clone(),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                    name: name.unwrap_or_default(),
+                    description: description.unwrap_or_default(),
+                    metadata,
+                })
+                .await
+                .map_err(CliError::request(format!("update volume {}", current.id)))?
+                .into_inner();
+            Ok(Shown::One(records::volume(&updated)))
+        }
+        VolumeCommand::Delete { volumes, wait } => {
+            let mut ids = Vec::new();
+            for v in &volumes {
+                let id = resolve::volume(api, v).await?.id;
+                api.volumes()
+                    .delete_volume(pb::DeleteVolumeRequest { id: id.clone() })
+                    .await
+                    .map_err(CliError::request(format!("delete volume {id}")))?;
+                ids.push(id);
+            }
+            if wait.wait {
+                for id in &ids {
+                    until_gone(api, id, wait).await?;
+                }
+            }
+            Ok(Shown::Nothing)
+        }
+        VolumeCommand::Extend { volume, size, wait } => {
+            let id = resolve::volume(api, &volume).await?.id;
+            let extended = api
+                .volumes()
+                .extend_volume(pb::ExtendVolumeRequest {
+                    id: id.clone(),
+                    new_size_gib: size,
+                })
+                .await
+                .map_err(CliError::request(format!("extend volume {id}")))?
+                .into_inner();
+            let volume = if wait.wait {
+                until_available(api, &id, wait, Some(size)).await?
+            } else {
+                extended
+            };
+            Ok(Shown::One(records::volume(&volume)))
+        }
+        VolumeCommand::ResetState { volume, state } => {
+            let status = records::parse_volume_status(&state)?;
+            let id = resolve::volume(api, &volume).await?.id;
+            let reset = api
+                .admin()
+                .reset_volume_status(pb::ResetVolumeStatusRequest {
+                    volume_id: id.clone(),
+                    status: status.into(),
+                })
+                .await
+                .map_err(CliError::request(format!(
+                    "reset the status of volume {id}"
+                )))?
+                .into_inner();
+            Ok(Shown::One(records::volume(&reset)))
+        }
+    }
+}
+
+/// ListVolumes across pages, starting after `marker` (an id), at most `limit`.
+async fn list(
+    api: &Api,
+    status: pb::VolumeStatus,
+    name: String,
+    all_projects: bool,
+    limit: Option<usize>,
+    marker: Option<String>,
+) -> Result<Vec<pb::Volume>, CliError> {
+    let mut out = Vec::new();
+    let mut skipping = marker.is_some();
+    let mut page_token = String::new();
+    loop {
+        let page = api
+            .volumes()
+            .list_volumes(pb::ListVolumesRequest {
+                page_size: 1000,
+                page_token: page_token.clone(),
+                status: status.into(),
+                name: name.clone(),
+                all_projects,
+            })
+            .await
+            .map_err(CliError::request("list volumes"))?
+            .into_inner();
+        for v in page.volumes {
+            if skipping {
+                skipping = marker.as_deref() != Some(v.id.as_str());
+                continue;
+            }
+            if limit.is_some_and(|l| out.len() >= l) {
+                return Ok(out);
+            }
+            out.push(v);
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if skipping {
+        return Err(CliError::Failed(format!(
+            "--marker {}: no such volume in this list",
+            marker.unwrap_or_default()
+        )));
+    }
+    Ok(out)
+}
+
+async fn get(api: &Api, id: &str) -> Result<pb::Volume, tonic::Status> {
+    api.volumes()
+        .get_volume(pb::GetVolumeRequest { id: id.to_owned() })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Follows volume `id` until it is `available` (with `size` GiB, when given).
+async fn until_available(
+    api: &Api,
+    id: &str,
+    wait: WaitArgs,
+    size: Option<u64>,
+) -> Result<pb::Volume, CliError> {
+    follow(&format!("volume {id}"), wait.timeout(), || async {
+        let v = get(api, id)
+            .await
+            .map_err(CliError::request(format!("get volume {id}")))?;
+        let status = records::volume_status(v.status());
+        Ok(match v.status() {
+            pb::VolumeStatus::Available | pb::VolumeStatus::InUse
+                if size.is_none_or(|s| v.size_gib >= s) =>
+            {
+                Step::Done(status, v)
+            }
+            pb::VolumeStatus::Error
+            | pb::VolumeStatus::ErrorExtending
+            | pb::VolumeStatus::ErrorDeleting => Step::Failed(status, v.error_message),
+            _ => Step::Pending(status),
+        })
+    })
+    .await
+}
+
+/// Follows volume `id` until it is gone.
+async fn until_gone(api: &Api, id: &str, wait: WaitArgs) -> Result<(), CliError> {
+    follow(&format!("volume {id}"), wait.timeout(), || async {
+        match get(api, id).await {
+            Err(status) if status.code() == Code::NotFound => Ok(Step::Done("deleted".into(), ())),
+            Err(status) => Err(CliError::request(format!("get volume {id}"))(status)),
+            Ok(v) => {
+                let status = records::volume_status(v.status());
+                Ok(match v.status() {
+                    pb::VolumeStatus::ErrorDeleting | pb::VolumeStatus::Error => {
+                        Step::Failed(status, v.error_message)
+                    }
+                    _ => Step::Pending(status),
+                })
+            }
+        }
+    })
+    .await
+}
