@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the release binaries, starts scoria-scheduler, scoria-volume and scoria-api
 # in the background (SQLite and the file backend under ./data, no auth), waits for
-# the API, then creates a 1 GiB volume and waits until it is available.
+# the API, then creates a 1 GiB volume with the `scoria` CLI, waits until it is
+# available and shows it (`scoria volume show`).
 # Logs: ./data/logs/<name>.log; pids: ./data/<name>.pid; stop: scripts/stop.sh.
 set -euo pipefail
 
@@ -63,19 +64,6 @@ if ! "${gc[@]}" "$API" list | grep -qx 'scoria.v1.VolumeService'; then
   exit 1
 fi
 
-# Prints one field of a Volume given as grpcurl JSON on stdin (bare or under "volume").
-vol_field() {
-  python3 -c '
-import json, sys
-v = json.load(sys.stdin)
-v = v.get("volume", v)
-for key in sys.argv[1:]:
-    if key in v:
-        print(v[key])
-        break
-' "$@"
-}
-
 # The scheduler and the volume service heartbeat once they consume and the
 # scheduler knows the backend's capacity: wait for both before the first create.
 log "waiting for the scheduler and the volume service"
@@ -94,27 +82,13 @@ PY
 done
 [[ "$ready" == 2 ]] || die "the scheduler or the volume service did not come up; see data/logs/"
 
-log "creating a 1 GiB volume"
-reply="$("${gc[@]}" -H 'x-project-id: demo' -d '{"name":"demo","size_gib":1}' \
-  "$API" scoria.v1.VolumeService/CreateVolume)" || die "CreateVolume failed; see data/logs/"
-printf '%s\n' "$reply"
-id="$(vol_field id <<<"$reply")"
-[[ -n "$id" ]] || die "CreateVolume returned no id"
-
-log "waiting for volume $id to become available"
-deadline=$((SECONDS + 30))
-while :; do
-  vol="$("${gc[@]}" -H 'x-project-id: demo' -d "{\"id\":\"$id\"}" \
-    "$API" scoria.v1.VolumeService/GetVolume)" || die "GetVolume failed; see data/logs/"
-  status="$(vol_field status <<<"$vol")"
-  [[ "$status" == VOLUME_STATUS_AVAILABLE || "$status" == VOLUME_STATUS_ERROR ]] && break
-  ((SECONDS < deadline)) || break
-  sleep 1
-done
-printf '%s\n' "$vol"
-if [[ "$status" != VOLUME_STATUS_AVAILABLE ]]; then
-  die "volume $id is ${status:-without status} ($(vol_field errorMessage error_message <<<"$vol")); see data/logs/"
-fi
+scoria=(target/release/scoria --os-url "http://$API" --os-project demo)
+log "creating a 1 GiB volume: scoria volume create --size 1 --name demo --wait"
+id="$("${scoria[@]}" volume create --size 1 --name demo --wait -c id -f value)" \
+  || die "the volume was not created; see data/logs/"
+[[ -n "$id" ]] || die "scoria volume create printed no id"
+log "scoria volume show $id"
+"${scoria[@]}" volume show "$id"
 
 log "volume $id is available; its backing file:"
 ls -ls ./data
