@@ -315,3 +315,42 @@ async fn delete_follows_the_volume_status_and_host() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn all_projects_lists_every_project_for_admins_only() {
+    let f = fixture().await;
+    let mine = create(&f, &member("p1"), "a").await;
+    let theirs = create(&f, &member("p2"), "b").await;
+    let all = pb::ListVolumesRequest {
+        all_projects: true,
+        ..Default::default()
+    };
+    let denied = f
+        .api
+        .list_volumes(request(&member("p1"), all.clone()))
+        .await
+        .expect_err("a member");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let admin = ctx("ops", &["admin", "member"]);
+    let listed = f
+        .api
+        .list_volumes(request(&admin, all))
+        .await
+        .expect("an admin")
+        .into_inner();
+    let mut ids: Vec<String> = listed.volumes.into_iter().map(|v| v.id).collect();
+    ids.sort();
+    let mut want = vec![mine.id, theirs.id];
+    want.sort();
+    assert_eq!(ids, want);
+    let own = f
+        .api
+        .list_volumes(request(&admin, pb::ListVolumesRequest::default()))
+        .await
+        .expect("own")
+        .into_inner();
+    assert!(
+        own.volumes.is_empty(),
+        "without it an admin lists its own project"
+    );
+}
