@@ -197,7 +197,7 @@ async fn creates_extends_and_snapshots_racing_stay_within_the_gigabytes_limit() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_creates_extends_and_snapshots_give_their_usage_back() {
-    let stack = Stack::start(DbKind::Sqlite).await;
+    let mut stack = Stack::start(DbKind::Sqlite).await;
     stack
         .set_quota("p1", &[("gigabytes", 10), ("volumes", 3)])
         .await;
@@ -276,15 +276,51 @@ async fn failed_creates_extends_and_snapshots_give_their_usage_back() {
     assert_over_quota(&err, "p1", "gigabytes");
     stack.assert_quota_exact().await;
 
-    // Deletes free the rest.
-    member
+    // Deleting the failed snapshot takes nothing either, however long its
+    // delete waits for the volume service: a snapshot still fits a limit of one.
+    stack
+        .set_quota("p1", &[("snapshots", 1), ("gigabytes", 20)])
+        .await;
+    stack.stop_service("scoria-volume").await;
+    let deleting = member
         .snapshots()
         .delete_snapshot(pb::DeleteSnapshotRequest {
             id: snapshot.id.clone(),
         })
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleting.status(), pb::SnapshotStatus::Deleting);
+    assert_eq!(held(&stack, "p1", "snapshots").await, (0, 0));
+    assert_eq!(held(&stack, "p1", "gigabytes").await, (10, 0));
+    let kept = member
+        .snapshots()
+        .create_snapshot(pb::CreateSnapshotRequest {
+            volume_id: big.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("a snapshot within the limit: {e:?}"))
+        .into_inner();
+    assert_eq!(held(&stack, "p1", "snapshots").await, (0, 1));
+    stack.start_service("scoria-volume").await;
     stack.wait_snapshot_gone("p1", &snapshot.id).await;
+    stack
+        .wait_snapshot_status("p1", &kept.id, pb::SnapshotStatus::Available)
+        .await;
+    assert_eq!(held(&stack, "p1", "snapshots").await, (1, 0));
+    assert_eq!(held(&stack, "p1", "gigabytes").await, (19, 0));
+    stack.assert_quota_exact().await;
+
+    // Deletes free the rest.
+    member
+        .snapshots()
+        .delete_snapshot(pb::DeleteSnapshotRequest {
+            id: kept.id.clone(),
+        })
+        .await
+        .unwrap();
+    stack.wait_snapshot_gone("p1", &kept.id).await;
     for id in [&lost.id, &clone.id, &source, &big] {
         delete_volume(&stack, "p1", id).await;
     }
