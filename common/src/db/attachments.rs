@@ -434,6 +434,7 @@ async fn cas(
         to.as_str(),
         error_message,
         "",
+        "",
     )
     .await
 }

@@ -131,24 +131,37 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "volume types", include_str!("schema_v3.sql")),
     (4, "attachments", include_str!("schema_v4.sql")),
     (5, "quotas", include_str!("schema_v5.sql")),
+    (
+        6,
+        "failed snapshots hold no quota",
+        include_str!("schema_v6.sql"),
+    ),
 ];
 
+/// The version whose [`engine_statements`] install the quota triggers and
+/// recount the usage. The triggers and the recount are generated from the
+/// current definition of what a row holds (`db::quota::holdings`), which may
+/// use columns only a later version adds, so the latest version that changed
+/// that definition installs them (replacing any an earlier one installed).
+const QUOTA_TRIGGERS_VERSION: i64 = 6;
+
 /// The statements of migration `version` that differ per engine, run after its
-/// portable SQL: version 5's usage backfill (from whatever rows exist) and its
-/// quota triggers.
+/// portable SQL: at [`QUOTA_TRIGGERS_VERSION`], the quota triggers dropped if
+/// an earlier version made them, the usage recounted from whatever rows exist,
+/// and the triggers created.
 fn engine_statements(version: i64, engine: Engine) -> Vec<String> {
-    match version {
-        5 => {
-            let mut statements = vec![format!(
-                "INSERT INTO quota_usages (project_id, resource, in_use, reserved) \
-                 SELECT project_id, resource, in_use, reserved FROM ({}) AS counted",
-                quota::recount_all()
-            )];
-            statements.extend(quota::triggers(engine));
-            statements
-        }
-        _ => Vec::new(),
+    if version != QUOTA_TRIGGERS_VERSION {
+        return Vec::new();
     }
+    let mut statements = quota::drop_triggers(engine);
+    statements.push("DELETE FROM quota_usages".to_owned());
+    statements.push(format!(
+        "INSERT INTO quota_usages (project_id, resource, in_use, reserved) \
+         SELECT project_id, resource, in_use, reserved FROM ({}) AS counted",
+        quota::recount_all()
+    ));
+    statements.extend(quota::triggers(engine));
+    statements
 }
 
 impl Db {
@@ -359,8 +372,10 @@ fn is_comment(statement: &str) -> bool {
 
 /// The status compare-and-set of one row of `table` (attachments, snapshots):
 /// moves row `id` from one of `from` to `to`, stamps `updated_at`, sets
-/// `error_message` when given, under an extra SQL `guard` condition (empty: none;
+/// `error_message` when given, and the further assignments `set` (empty: none;
+/// `$1` is the new status), under an extra SQL `guard` condition (empty: none;
 /// it may use `$4`, the id). Whether the row moved.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn cas_status(
     conn: &mut sqlx::AnyConnection,
     table: &'static str,
@@ -368,10 +383,11 @@ pub(crate) async fn cas_status(
     from: &[&str],
     to: &str,
     error_message: Option<&str>,
+    set: &str,
     guard: &str,
 ) -> DbResult<bool> {
     let sql = format!(
-        "UPDATE {table} SET status = $1, updated_at = $2, error_message = COALESCE($3, error_message) \
+        "UPDATE {table} SET status = $1, updated_at = $2, error_message = COALESCE($3, error_message){set} \
          WHERE id = $4 AND status IN ({}){guard}",
         placeholders(5, from.len())
     );

@@ -1,6 +1,7 @@
 -- Scoria schema, version 5: quotas. Usage (`quota_usages`) is moved only by the
--- triggers this version also creates (generated per engine, see db/quota), in the
--- transaction of the row change itself, `quotas` holds the per-project limits
+-- quota triggers (generated per engine, see db/quota, installed by the latest
+-- version that changed them, see db/mod.rs), in the transaction of the row change
+-- itself, `quotas` holds the per-project limits
 -- (the defaults come from the API's config), a project's `quota_locks` row is
 -- taken first by every request that checks a limit, so checks of one project are
 -- serialised.

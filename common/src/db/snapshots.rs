@@ -295,7 +295,8 @@ impl Db {
 }
 
 /// The snapshot CAS inside `tx`, with an extra `guard` condition that may use `$4`
-/// (the id). Sets `error_message` when given.
+/// (the id). Sets `error_message` when given, and `create_failed` (what the
+/// snapshot holds of its quota depends on it).
 async fn cas_snapshot(
     tx: &mut sqlx::AnyConnection,
     id: &str,
@@ -305,6 +306,7 @@ async fn cas_snapshot(
     guard: &str,
 ) -> DbResult<bool> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let set = format!(", create_failed = {}", quota::create_failed("$1"));
     super::cas_status(
         tx,
         "snapshots",
@@ -312,6 +314,7 @@ async fn cas_snapshot(
         &from,
         to.as_str(),
         error_message,
+        &set,
         guard,
     )
     .await

@@ -1,11 +1,21 @@
 //! The stack's processes one by one: killed, stopped, started again, a further
-//! volume service, and the heartbeats that tell they are ready.
+//! volume service or API instance, and the heartbeats and health checks that
+//! tell they are ready.
 
 use std::time::{Duration, Instant};
 
 use tokio::process::Command;
+use tonic::transport::Channel;
 
-use super::{START_TIMEOUT, Stack};
+use super::{START_TIMEOUT, Stack, channel, serving};
+
+/// What tells that a process just spawned is ready.
+enum Ready<'a> {
+    /// A heartbeat it writes.
+    Beat(Heartbeat<'a>),
+    /// The health check of the API behind the channel answering SERVING.
+    Serving(Channel),
+}
 
 /// A heartbeat to wait for: of `binary` (on `host`, when given), written at or
 /// after `since_ms`.
@@ -57,12 +67,16 @@ impl Stack {
         let since = scoria_common::model::now_ms();
         let env = self.env.clone();
         self.spawn(name, &env);
-        let beat = (name != "scoria-api").then_some(Heartbeat {
-            binary: name,
-            host: None,
-            since_ms: since,
-        });
-        self.wait_started(name, beat).await;
+        let ready = if name == "scoria-api" {
+            Ready::Serving(self.channel())
+        } else {
+            Ready::Beat(Heartbeat {
+                binary: name,
+                host: None,
+                since_ms: since,
+            })
+        };
+        self.wait_started(name, ready).await;
     }
 
     /// Starts a further `scoria-volume` owning backend `backend` on the stack's
@@ -99,14 +113,36 @@ impl Stack {
             host: Some(&volume_host),
             since_ms: since,
         };
-        self.wait_started(&name, Some(beat)).await;
+        self.wait_started(&name, Ready::Beat(beat)).await;
         volume_host
     }
 
-    /// Waits until process `name`, just spawned, is ready: `beat` written (or,
-    /// without one, the API's health check serving). Panics with the logs if it
-    /// exits or is not ready within the start timeout.
-    async fn wait_started(&mut self, name: &str, beat: Option<Heartbeat<'_>>) {
+    /// Starts a further `scoria-api` with the stack's environment but its own
+    /// listen address (a free port), on the same database, broker and control
+    /// exchange as the first, and waits until its health check answers
+    /// SERVING. Its process is named `scoria-api@<suffix>` (log file,
+    /// [`Stack::kill_service`]) and is killed with the stack; returns its
+    /// `host:port` (clients: `Clients::new(channel(&addr), caller)`).
+    pub async fn start_api_instance(&mut self, suffix: &str) -> String {
+        let name = format!("scoria-api@{suffix}");
+        assert!(
+            !self.children.iter().any(|(n, _)| *n == name),
+            "{name} runs already"
+        );
+        let addr = format!("127.0.0.1:{}", super::free_port());
+        let mut env = self.env.clone();
+        env.retain(|(key, _)| key != "SCORIA_API_LISTEN");
+        env.push(("SCORIA_API_LISTEN".to_owned(), addr.clone()));
+        self.spawn_as(&name, "scoria-api", &env);
+        self.wait_started(&name, Ready::Serving(channel(&addr)))
+            .await;
+        addr
+    }
+
+    /// Waits until process `name`, just spawned, is `ready` (its heartbeat
+    /// written, or its health check serving). Panics with the logs if it exits or
+    /// is not ready within the start timeout.
+    async fn wait_started(&mut self, name: &str, ready: Ready<'_>) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name)
@@ -117,11 +153,11 @@ impl Stack {
                     self.logs()
                 );
             }
-            let ready = match &beat {
-                Some(beat) => self.has_beaten(beat).await,
-                None => self.serving().await,
+            let is_ready = match &ready {
+                Ready::Beat(beat) => self.has_beaten(beat).await,
+                Ready::Serving(channel) => serving(channel).await,
             };
-            if ready {
+            if is_ready {
                 return;
             }
             assert!(

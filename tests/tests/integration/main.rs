@@ -10,6 +10,7 @@ mod calls;
 mod db;
 mod grpcurl;
 mod malformed;
+mod quotas;
 mod reconcile;
 mod rpc;
 mod snapshots;

@@ -9,7 +9,7 @@
 //! | table | reserved | in use | nothing |
 //! | --- | --- | --- | --- |
 //! | volumes | `creating`; the growth of an `extending` one | every other status | a failed create (`create_failed = 1`: `error`, then `deleting` ...) |
-//! | snapshots | `creating` | every other status | `error` (its create failed) |
+//! | snapshots | `creating` | every other status | a failed create (`create_failed = 1`: `error`, then `deleting` ...) |
 //! | attachments | `reserved`, `attaching` | `attached`, `detaching`, `error_detaching` | `detached`, `error_attaching` |
 //!
 //! Every insert, update and delete of a row moves the difference between what
@@ -49,9 +49,11 @@ const VOLUME_RESERVED: &str = "CASE WHEN {r}status = 'creating' THEN 1 ELSE 0 EN
 const VOLUME_RESERVED_GIB: &str = "CASE WHEN {r}status = 'creating' THEN {r}size_gib \
      WHEN {r}status = 'extending' AND {r}extend_to > {r}size_gib THEN {r}extend_to - {r}size_gib \
      ELSE 0 END";
-const SNAPSHOT_COUNTS: &str = "CASE WHEN {r}status IN ('creating', 'error') THEN 0 ELSE 1 END";
+/// A snapshot that counts: not being created, and not a failed create.
+const SNAPSHOT_COUNTS: &str =
+    "CASE WHEN {r}status = 'creating' OR {r}create_failed = 1 THEN 0 ELSE 1 END";
 const SNAPSHOT_GIB: &str =
-    "CASE WHEN {r}status IN ('creating', 'error') THEN 0 ELSE {r}size_gib END";
+    "CASE WHEN {r}status = 'creating' OR {r}create_failed = 1 THEN 0 ELSE {r}size_gib END";
 const SNAPSHOT_RESERVED: &str = "CASE WHEN {r}status = 'creating' THEN 1 ELSE 0 END";
 const SNAPSHOT_RESERVED_GIB: &str = "CASE WHEN {r}status = 'creating' THEN {r}size_gib ELSE 0 END";
 
@@ -163,9 +165,10 @@ fn changed(holder: &Holder, distinct: &str) -> String {
     terms.join(" OR ")
 }
 
-/// The new `create_failed` of a volume moving to status `$to` (a placeholder):
-/// set when a create fails (`creating` -> `error`), kept while the volume is in
-/// error or on its way out, cleared when it is usable again (an operator's reset).
+/// The new `create_failed` of a volume or snapshot moving to status `$to` (a
+/// placeholder): set when a create fails (`creating` -> `error`), kept while the
+/// row is in error or on its way out, cleared when it is usable again (an
+/// operator's reset).
 pub(in crate::db) fn create_failed(to: &str) -> String {
     format!(
         "CASE WHEN status = 'creating' AND {to} = 'error' THEN 1 \
@@ -217,6 +220,23 @@ pub(in crate::db) fn triggers(engine: Engine) -> Vec<String> {
                      FOR EACH ROW EXECUTE FUNCTION quota_{table}()"
                 ));
             }
+        }
+    }
+    statements
+}
+
+/// The statements that drop the triggers [`triggers`] creates, where they exist.
+pub(in crate::db) fn drop_triggers(engine: Engine) -> Vec<String> {
+    let mut statements = Vec::new();
+    for holder in HOLDERS {
+        let table = holder.table;
+        for op in ["insert", "update", "delete"] {
+            statements.push(match engine {
+                Engine::Sqlite => format!("DROP TRIGGER IF EXISTS quota_{table}_{op}"),
+                Engine::Postgres => {
+                    format!("DROP TRIGGER IF EXISTS quota_{table}_{op} ON {table}")
+                }
+            });
         }
     }
     statements

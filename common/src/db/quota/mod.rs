@@ -26,7 +26,7 @@ use sqlx::{AnyConnection, AssertSqlSafe, Row};
 use super::{Db, DbError, DbResult};
 use crate::model::now_ms;
 
-pub(in crate::db) use holdings::{create_failed, triggers};
+pub(in crate::db) use holdings::{create_failed, drop_triggers, triggers};
 
 /// The recount of every project's usage (see [`holdings`]).
 pub(in crate::db) fn recount_all() -> String {

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use sqlx::Executor;
+
 use super::*;
 use crate::{
     db::{
@@ -230,6 +232,35 @@ async fn usage_follows_each_row_through_its_life(db: &Db) {
     assert_eq!(
         usage(db, p, &snap_names).await,
         [(1, 0), (1, 0), (16, 0), (16, 0)]
+    );
+    // A failed snapshot stays released on its way out, as a failed volume does:
+    // deleting it takes no quota, even when its delete fails.
+    assert_eq!(
+        db.start_snapshot_delete(&failed.id, None)
+            .await
+            .expect("delete"),
+        crate::db::SnapshotDeleteStart::Started
+    );
+    assert_eq!(
+        usage(db, p, &snap_names).await,
+        [(1, 0), (1, 0), (16, 0), (16, 0)],
+        "a failed snapshot being deleted"
+    );
+    assert!(
+        db.transition_snapshot(
+            &failed.id,
+            &[SnapshotStatus::Deleting],
+            SnapshotStatus::ErrorDeleting,
+            Some("x"),
+            None
+        )
+        .await
+        .expect("delete failed")
+    );
+    assert_eq!(
+        usage(db, p, &snap_names).await,
+        [(1, 0), (1, 0), (16, 0), (16, 0)],
+        "a failed snapshot whose delete failed"
     );
     assert!(db.delete_snapshot_row(&failed.id).await.expect("gone"));
     assert!(db.delete_snapshot_row(&s.id).await.expect("gone"));
@@ -587,5 +618,85 @@ async fn a_drifted_counter_is_reported_on_postgres() {
     let db = Db::connect(&url).await.expect("connect");
     a_drifted_counter_is_reported(&db).await;
     db.close().await;
+    drop_postgres(&url).await;
+}
+
+/// A database at version 4 (before quotas) with a volume and two snapshots of
+/// it, one available and one whose create failed, upgraded: the failed one is
+/// marked so and holds nothing, on its way out too.
+async fn an_upgrade_marks_failed_snapshots(url: &str) {
+    let db = Db::open(url).await.expect("open");
+    let mut tx = db.pool.begin().await.expect("begin");
+    tx.execute(
+        "CREATE TABLE scoria_migrations (version BIGINT PRIMARY KEY, \
+         name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .await
+    .expect("version table");
+    for (version, name, sql) in crate::db::MIGRATIONS.iter().filter(|(v, _, _)| *v <= 4) {
+        for statement in sql
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && !crate::db::is_comment(s))
+        {
+            tx.execute(statement).await.expect("old schema");
+        }
+        sqlx::query("INSERT INTO scoria_migrations (version, name, applied_at) VALUES ($1, $2, 0)")
+            .bind(*version)
+            .bind(*name)
+            .execute(&mut *tx)
+            .await
+            .expect("version");
+    }
+    tx.execute(
+        "INSERT INTO volumes (id, project_id, user_id, name, description, size_gib, status, \
+         volume_type, availability_zone, host, metadata, error_message, created_at, updated_at) \
+         VALUES ('v1', 'p1', 'u', '', '', 5, 'available', 'gold', 'default', 'h@b', '{}', '', 0, 0)",
+    )
+    .await
+    .expect("volume");
+    for (id, status) in [("s1", "available"), ("s2", "error")] {
+        sqlx::query(
+            "INSERT INTO snapshots (id, project_id, user_id, volume_id, name, description, \
+             size_gib, status, host, error_message, created_at, updated_at) \
+             VALUES ($1, 'p1', 'u', 'v1', '', '', 5, $2, 'h@b', '', 0, 0)",
+        )
+        .bind(id)
+        .bind(status)
+        .execute(&mut *tx)
+        .await
+        .expect("snapshot");
+    }
+    tx.commit().await.expect("commit");
+    db.close().await;
+
+    let db = Db::connect(url).await.expect("upgrade");
+    assert_eq!(db.check_quota_usage(None).await.expect("check"), []);
+    let names = ["snapshots", "gigabytes"];
+    assert_eq!(usage(&db, "p1", &names).await, [(1, 0), (10, 0)]);
+    assert_eq!(
+        db.start_snapshot_delete("s2", None).await.expect("delete"),
+        crate::db::SnapshotDeleteStart::Started
+    );
+    assert_eq!(
+        usage(&db, "p1", &names).await,
+        [(1, 0), (10, 0)],
+        "the failed snapshot being deleted"
+    );
+    assert_eq!(db.check_quota_usage(None).await.expect("check"), []);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn an_upgrade_marks_failed_snapshots_on_sqlite() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("scoria.db").display());
+    an_upgrade_marks_failed_snapshots(&url).await;
+}
+
+#[tokio::test]
+async fn an_upgrade_marks_failed_snapshots_on_postgres() {
+    let url = fresh_postgres().await;
+    an_upgrade_marks_failed_snapshots(&url).await;
     drop_postgres(&url).await;
 }
