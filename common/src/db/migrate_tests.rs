@@ -213,11 +213,9 @@ async fn an_empty_from_list_moves_nothing_on_postgres() {
     drop_postgres(&url).await;
 }
 
-/// A database at version 4 (before quotas) with rows in it, on `url`: the
-/// volumes and snapshots of project `p1`.
-async fn version_4_with_rows(url: &str) {
-    let db = Db::open(url).await.expect("open");
-    let mut tx = db.pool.begin().await.expect("begin");
+/// Versions 1 to 4 (before quotas) applied inside `tx`, as a release before
+/// quotas left a database.
+pub(in crate::db) async fn version_4_schema(tx: &mut sqlx::AnyConnection) {
     tx.execute(
         "CREATE TABLE scoria_migrations (version BIGINT PRIMARY KEY, \
          name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
@@ -239,6 +237,14 @@ async fn version_4_with_rows(url: &str) {
             .await
             .expect("version");
     }
+}
+
+/// A database at version 4 (before quotas) with rows in it, on `url`: the
+/// volumes and snapshots of project `p1`.
+async fn version_4_with_rows(url: &str) {
+    let db = Db::open(url).await.expect("open");
+    let mut tx = db.pool.begin().await.expect("begin");
+    version_4_schema(&mut tx).await;
     for (id, status, size) in [
         ("v1", "available", 5),
         ("v2", "creating", 3),

@@ -131,11 +131,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "volume types", include_str!("schema_v3.sql")),
     (4, "attachments", include_str!("schema_v4.sql")),
     (5, "quotas", include_str!("schema_v5.sql")),
-    (
-        6,
-        "failed snapshots hold no quota",
-        include_str!("schema_v6.sql"),
-    ),
 ];
 
 /// The version whose [`engine_statements`] install the quota triggers and
@@ -143,7 +138,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// current definition of what a row holds (`db::quota::holdings`), which may
 /// use columns only a later version adds, so the latest version that changed
 /// that definition installs them (replacing any an earlier one installed).
-const QUOTA_TRIGGERS_VERSION: i64 = 6;
+const QUOTA_TRIGGERS_VERSION: i64 = 5;
 
 /// The statements of migration `version` that differ per engine, run after its
 /// portable SQL: at [`QUOTA_TRIGGERS_VERSION`], the quota triggers dropped if

@@ -627,27 +627,7 @@ async fn a_drifted_counter_is_reported_on_postgres() {
 async fn an_upgrade_marks_failed_snapshots(url: &str) {
     let db = Db::open(url).await.expect("open");
     let mut tx = db.pool.begin().await.expect("begin");
-    tx.execute(
-        "CREATE TABLE scoria_migrations (version BIGINT PRIMARY KEY, \
-         name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-    )
-    .await
-    .expect("version table");
-    for (version, name, sql) in crate::db::MIGRATIONS.iter().filter(|(v, _, _)| *v <= 4) {
-        for statement in sql
-            .split(';')
-            .map(str::trim)
-            .filter(|s| !s.is_empty() && !crate::db::is_comment(s))
-        {
-            tx.execute(statement).await.expect("old schema");
-        }
-        sqlx::query("INSERT INTO scoria_migrations (version, name, applied_at) VALUES ($1, $2, 0)")
-            .bind(*version)
-            .bind(*name)
-            .execute(&mut *tx)
-            .await
-            .expect("version");
-    }
+    crate::db::migrate_tests::version_4_schema(&mut tx).await;
     tx.execute(
         "INSERT INTO volumes (id, project_id, user_id, name, description, size_gib, status, \
          volume_type, availability_zone, host, metadata, error_message, created_at, updated_at) \
