@@ -50,7 +50,15 @@ async fn an_error_status_and_a_quota_refusal_exit_1_with_the_reason() {
     let failed = scoria(
         &stack,
         &[
-            "volume", "create", "--size", "1", "--name", "bad", "--type", "elsewhere", "--wait",
+            "volume",
+            "create",
+            "--size",
+            "1",
+            "--name",
+            "bad",
+            "--type",
+            "elsewhere",
+            "--wait",
         ],
     )
     .await
@@ -102,16 +110,24 @@ async fn an_error_status_and_a_quota_refusal_exit_1_with_the_reason() {
 
     // A quota refusal: the code and the quota, on their own lines. (A failed
     // create holds no quota: only the good volume counts.)
-    scoria(&stack, &["volume", "create", "--size", "1", "--name", "good", "--wait"])
-        .await
-        .ok();
+    scoria(
+        &stack,
+        &[
+            "volume", "create", "--size", "1", "--name", "good", "--wait",
+        ],
+    )
+    .await
+    .ok();
     let listed = volumes(&stack).await;
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert_eq!(stack.quota_usage("p1", "volumes").await, (1, 0, -1));
     stack.set_quota("p1", &[("volumes", 1)]).await;
-    let refused = scoria(&stack, &["volume", "create", "--size", "1", "--name", "more"])
-        .await
-        .exits(1);
+    let refused = scoria(
+        &stack,
+        &["volume", "create", "--size", "1", "--name", "more"],
+    )
+    .await
+    .exits(1);
     no_debug_dump(&refused);
     assert_eq!(refused.stdout, "", "{refused}");
     let first = refused.stderr.lines().next().unwrap_or_default();

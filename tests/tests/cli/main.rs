@@ -200,7 +200,8 @@ impl Running {
     }
 
     fn printed(&self) -> (String, String) {
-        let text = |b: &Mutex<Vec<u8>>| String::from_utf8_lossy(&b.lock().expect("buffer")).into_owned();
+        let text =
+            |b: &Mutex<Vec<u8>>| String::from_utf8_lossy(&b.lock().expect("buffer")).into_owned();
         (text(&self.stdout), text(&self.stderr))
     }
 

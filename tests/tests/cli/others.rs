@@ -68,7 +68,10 @@ async fn the_api_is_found_from_flags_and_clouds_and_named_when_unreachable() {
     let made = run(from_cloud).await.ok();
     let id = field(&made.json(), "id").to_owned();
     let real = stack.get_volume("p1", &id).await.expect("made in p1");
-    assert_eq!((real.name.as_str(), real.project_id.as_str()), ("clouded", "p1"));
+    assert_eq!(
+        (real.name.as_str(), real.project_id.as_str()),
+        ("clouded", "p1")
+    );
     stack
         .wait_status("p1", &id, pb::VolumeStatus::Available)
         .await;
@@ -80,7 +83,10 @@ async fn the_api_is_found_from_flags_and_clouds_and_named_when_unreachable() {
         .env("SCORIA_PROJECT", "p2")
         .args(["volume", "list", "-f", "value", "-c", "Name"]);
     let other_project = run(by_env).await.ok();
-    assert_eq!(other_project.stdout, "", "p2 has no volumes:\n{other_project}");
+    assert_eq!(
+        other_project.stdout, "",
+        "p2 has no volumes:\n{other_project}"
+    );
 
     // An unknown cloud: exit 2 naming the clouds the file has.
     let unknown = scoria(&stack, &["--os-cloud", "staging", "volume", "list"])
@@ -147,7 +153,9 @@ async fn quotas_services_types_zones_and_pools() {
         .await
         .exits(1);
     assert!(
-        denied.stderr.starts_with("error: set the quota of project p1 failed: ")
+        denied
+            .stderr
+            .starts_with("error: set the quota of project p1 failed: ")
             && denied.stderr.contains("(PERMISSION_DENIED)"),
         "{denied}"
     );

@@ -98,9 +98,12 @@ async fn a_volume_is_created_listed_shown_changed_extended_and_deleted() {
         assert!(by_id.get(key).is_some(), "no {key} in {by_id:#}");
     }
     assert_eq!(by_id["host"], real.host.as_str());
-    let status = scoria(&stack, &["volume", "show", "a", "-c", "status", "-f", "value"])
-        .await
-        .ok();
+    let status = scoria(
+        &stack,
+        &["volume", "show", "a", "-c", "status", "-f", "value"],
+    )
+    .await
+    .ok();
     assert_eq!(status.stdout, "available\n", "{status}");
     let table = scoria(&stack, &["volume", "show", &id]).await.ok();
     assert!(
@@ -173,9 +176,7 @@ async fn a_volume_is_created_listed_shown_changed_extended_and_deleted() {
     assert_eq!(deleted.stdout, "", "{deleted}");
     let err = stack.get_volume("p1", &id).await.expect_err("deleted");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    let empty = scoria(&stack, &["volume", "list", "-f", "json"])
-        .await
-        .ok();
+    let empty = scoria(&stack, &["volume", "list", "-f", "json"]).await.ok();
     assert_eq!(empty.json(), json!([]), "{empty}");
 
     stack.assert_quota_exact().await;
