@@ -43,6 +43,8 @@ impl Progress {
             if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{elapsed}]") {
                 bar.set_style(style);
             }
+            // Something to show before the first answer (not a bare spinner).
+            bar.set_message(what.to_owned());
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
         });
