@@ -228,7 +228,10 @@ impl From<DbError> for VolumeError {
         match err {
             DbError::Unavailable(_) => VolumeError::DatabaseUnavailable(err),
             DbError::Corrupt { table, id, reason } => VolumeError::RowCorrupt { table, id, reason },
-            DbError::Query(_) | DbError::UnsupportedUrl(_) => VolumeError::Database(err),
+            // The volume service writes nothing a quota limits (the API does).
+            DbError::Query(_) | DbError::UnsupportedUrl(_) | DbError::OverQuota(_) => {
+                VolumeError::Database(err)
+            }
         }
     }
 }

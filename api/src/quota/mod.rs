@@ -219,3 +219,6 @@ impl QuotaService for QuotaApi {
         handle(request, async |_ctx, _req| self.defaults().await).await
     }
 }
+
+#[cfg(test)]
+mod tests;
