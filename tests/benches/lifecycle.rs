@@ -163,7 +163,7 @@ async fn delete_round(client: &Volumes, seen: &Waiters, ids: Vec<String>) {
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    if values.len() % 2 == 0 {
+    if values.len().is_multiple_of(2) {
         f64::midpoint(values[mid - 1], values[mid])
     } else {
         values[mid]
@@ -206,12 +206,10 @@ async fn quota_comparison(stack: &Stack, seen: &Waiters, pairs: usize, per_round
     let rate = |mode: usize| (pairs * per_round) as f64 / elapsed[mode].as_secs_f64();
     let cost = |off: f64, on: f64| (1.0 - on / off) * 100.0;
     // Rounds 2k and 2k + 1 are the k-th of each mode.
-    let mut pair_costs: Vec<f64> = (0..pairs)
-        .map(|k| cost(rates[0][k], rates[1][k]))
-        .collect();
+    let mut pair_costs: Vec<f64> = (0..pairs).map(|k| cost(rates[0][k], rates[1][k])).collect();
     println!(
         "quota   create {:.0} volumes/s with the quota check on, {:.0} volumes/s off \
-         ({pairs} rounds of {per_round} each, interleaved, 10 clients): \
+         ({pairs} pairs of rounds of {per_round} creates, interleaved, 10 clients): \
          the check costs {:.1}% of the create throughput (median per pair {:.1}%)",
         rate(1),
         rate(0),
@@ -534,7 +532,7 @@ async fn main() {
 
     // The quota check on against off.
     if full {
-        quota_comparison(&stack, &waiters, 8, 100).await;
+        quota_comparison(&stack, &waiters, 10, 300).await;
     } else {
         quota_comparison(&stack, &waiters, 1, 10).await;
     }
