@@ -7,6 +7,18 @@
 //! (attachments/s, p50); ListVolumes of N (p50); CPU-ms per create summed over the
 //! three processes. "Available" and "gone" are observed on the notification queue
 //! (`volume.create.end` / `volume.delete.end`), so the bench does not poll.
+//!
+//! Last, the cost of the quota check, in one run on one stack: rounds of creates
+//! (10 clients) alternate between a project whose limits are all -1 (quota off:
+//! the stack's defaults) and one with finite limits never reached (quota on:
+//! UpdateQuota `volumes` 1000000, `gigabytes` 100000000, so every create reads
+//! the project's usage and checks it), in the order off, on, on, off, off, on ...
+//! (a drift of the machine falls on both alike); each round's volumes are
+//! deleted before the next. Prints both create rates (all rounds together), the
+//! relative cost in percent (and the median of the per-pair costs), and CPU-ms
+//! per create in each mode. Usage accounting (the triggers, the project's lock
+//! row) runs in both modes: what differs is the limit check.
+//!
 //! Under `cargo test --benches` (no `--bench` flag) it runs a small smoke size.
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -43,8 +55,15 @@ type Waiters = Arc<Seen>;
 static LOGS: std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>> =
     std::sync::OnceLock::new();
 
-/// The project of every bench volume.
+/// The project of every bench volume (but the quota comparison's).
 const PROJECT: &str = "bench";
+
+/// The quota comparison's project without limits (the stack's defaults: -1).
+const PROJECT_QUOTA_OFF: &str = "bench-quota-off";
+/// The quota comparison's project with [`QUOTA_ON`] as its limits.
+const PROJECT_QUOTA_ON: &str = "bench-quota-on";
+/// Limits that are checked on every create but never reached.
+const QUOTA_ON: &[(&str, i64)] = &[("volumes", 1_000_000), ("gigabytes", 100_000_000)];
 
 /// Records `volume.*.end` notifications as they arrive.
 async fn watch_notifications(broker: Broker, seen: Waiters) {
@@ -105,6 +124,114 @@ async fn create_one(client: &mut Volumes, seen: &Waiters) -> (String, Duration) 
         .into_inner();
     let done = arrival(seen, "volume.create.end", &volume.id).await;
     (volume.id, done.saturating_duration_since(started))
+}
+
+/// Creates `count` volumes with 10 clients, each until available; their ids and
+/// how long the round took.
+async fn create_round(client: &Volumes, seen: &Waiters, count: usize) -> (Vec<String>, Duration) {
+    let started = Instant::now();
+    let ids: Vec<String> = stream::iter(0..count)
+        .map(|_| {
+            let (mut client, seen) = (client.clone(), seen.clone());
+            async move { create_one(&mut client, &seen).await.0 }
+        })
+        .buffer_unordered(10)
+        .collect()
+        .await;
+    (ids, started.elapsed())
+}
+
+/// Deletes `ids` with 10 clients, each until gone.
+async fn delete_round(client: &Volumes, seen: &Waiters, ids: Vec<String>) {
+    stream::iter(ids)
+        .map(|id| {
+            let (mut client, seen) = (client.clone(), seen.clone());
+            async move {
+                client
+                    .delete_volume(DeleteVolumeRequest { id: id.clone() })
+                    .await
+                    .unwrap();
+                arrival(&seen, "volume.delete.end", &id).await;
+            }
+        })
+        .buffer_unordered(10)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// The median of `values` (not empty).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        f64::midpoint(values[mid - 1], values[mid])
+    } else {
+        values[mid]
+    }
+}
+
+/// The create rate with the quota check on against off (see the module docs):
+/// `pairs` pairs of rounds of `per_round` creates.
+async fn quota_comparison(stack: &Stack, seen: &Waiters, pairs: usize, per_round: usize) {
+    stack.set_quota(PROJECT_QUOTA_ON, QUOTA_ON).await;
+    for (resource, limit) in QUOTA_ON {
+        let (_, _, on) = stack.quota_usage(PROJECT_QUOTA_ON, resource).await;
+        let (_, _, off) = stack.quota_usage(PROJECT_QUOTA_OFF, resource).await;
+        assert_eq!((off, on), (-1, *limit), "the limits of {resource}");
+    }
+    const MODES: [&str; 2] = ["off", "on"];
+    let clients = [
+        stack.as_admin(PROJECT_QUOTA_OFF).volumes(),
+        stack.as_admin(PROJECT_QUOTA_ON).volumes(),
+    ];
+    // Warm up both projects (their usage and lock rows exist from here on).
+    for client in &clients {
+        let (ids, _) = create_round(client, seen, 10).await;
+        delete_round(client, seen, ids).await;
+    }
+    let pids = stack.pids();
+    let mut elapsed = [Duration::ZERO; 2];
+    let mut cpu = [0.0; 2];
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..2 * pairs {
+        // off, on, on, off, off, on, ...
+        let mode = [0, 1, 1, 0][round % 4];
+        let cpu_before = cpu_ms(&pids);
+        let (ids, took) = create_round(&clients[mode], seen, per_round).await;
+        cpu[mode] += cpu_ms(&pids) - cpu_before;
+        elapsed[mode] += took;
+        rates[mode].push(per_round as f64 / took.as_secs_f64());
+        delete_round(&clients[mode], seen, ids).await;
+    }
+    let rate = |mode: usize| (pairs * per_round) as f64 / elapsed[mode].as_secs_f64();
+    let cost = |off: f64, on: f64| (1.0 - on / off) * 100.0;
+    // Rounds 2k and 2k + 1 are the k-th of each mode.
+    let mut pair_costs: Vec<f64> = (0..pairs).map(|k| cost(rates[0][k], rates[1][k])).collect();
+    println!(
+        "quota   create {:.0} volumes/s with the quota check on, {:.0} volumes/s off \
+         ({pairs} pairs of rounds of {per_round} creates, interleaved, 10 clients): \
+         the check costs {:.1}% of the create throughput (median per pair {:.1}%)",
+        rate(1),
+        rate(0),
+        cost(rate(0), rate(1)),
+        median(&mut pair_costs)
+    );
+    let total = (pairs * per_round) as f64;
+    println!(
+        "quota   cpu {:.2} CPU-ms per create on, {:.2} off (api + scheduler + volume)",
+        cpu[1] / total,
+        cpu[0] / total
+    );
+    for (mode, name) in MODES.iter().enumerate() {
+        let rounds: Vec<String> = rates[mode].iter().map(|r| format!("{r:.0}")).collect();
+        println!("quota   {name} rounds: {} volumes/s", rounds.join(" "));
+    }
+    // Every round's volumes are gone again, and the usage says so.
+    for project in [PROJECT_QUOTA_OFF, PROJECT_QUOTA_ON] {
+        let (in_use, reserved, _) = stack.quota_usage(project, "volumes").await;
+        assert_eq!((in_use, reserved), (0, 0), "volumes of {project}");
+    }
+    stack.assert_quota_exact().await;
 }
 
 fn cpu_ms(pids: &[(String, u32)]) -> f64 {
@@ -402,6 +529,13 @@ async fn main() {
         "delete  {:.0} volumes/s with 10 clients",
         n as f64 / started.elapsed().as_secs_f64()
     );
+
+    // The quota check on against off.
+    if full {
+        quota_comparison(&stack, &waiters, 10, 300).await;
+    } else {
+        quota_comparison(&stack, &waiters, 1, 10).await;
+    }
     watcher.abort();
     broker.close().await;
 }

@@ -18,7 +18,9 @@ use scoria_tests::stack::{DbKind, Stack};
 use tokio::task::JoinHandle;
 use tonic::Code;
 
-use crate::support::{Api, CHAOS_ENV, assert_settled, request_id, serial, volumes, wait_rows};
+use crate::support::{
+    Api, CHAOS_ENV, assert_settled, enforce_quota, request_id, serial, volumes, wait_rows,
+};
 
 /// Starts `n` creates of 1 GiB, one every 150 ms, that retry UNAVAILABLE for
 /// up to 90 s with their request id; counts the UNAVAILABLE answers in `refused`.
@@ -88,6 +90,7 @@ async fn assert_all_available(stack: &Stack, ids: &[String]) {
 async fn broker_closing_every_connection_mid_burst_loses_no_create() {
     let _serial = serial().await;
     let stack = Stack::start_with(DbKind::Sqlite, CHAOS_ENV).await;
+    enforce_quota(&stack).await;
     let api = Api::new(&stack);
     let refused = Arc::new(AtomicUsize::new(0));
     // The connection names carry the stack's host (the API's lacks the control
@@ -184,6 +187,7 @@ impl Drop for RestartOnDrop {
 async fn rabbitmq_restart_mid_burst_loses_no_confirmed_create() {
     let _serial = serial().await;
     let stack = Stack::start_with(DbKind::Sqlite, CHAOS_ENV).await;
+    enforce_quota(&stack).await;
     let api = Api::new(&stack);
     let refused = Arc::new(AtomicUsize::new(0));
     let tasks = burst(&api, "restart", 20, &refused);

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
-use crate::support::{Api, CHAOS_ENV, assert_settled, request_id, serial, volumes};
+use crate::support::{Api, CHAOS_ENV, assert_settled, enforce_quota, request_id, serial, volumes};
 
 /// A TCP proxy to `upstream` that can cut every connection at once.
 struct Proxy {
@@ -114,6 +114,7 @@ async fn database_cut_answers_unavailable_then_recovers() {
         url.replacen(&upstream, &via, 1)
     })
     .await;
+    enforce_quota(&stack).await;
     assert!(
         proxy.accepted.load(Ordering::SeqCst) > 0,
         "the services did not go through the proxy"

@@ -12,7 +12,7 @@ use scoria_proto::v1::VolumeStatus;
 use scoria_tests::stack::{DbKind, Stack};
 use tonic::{Code, Status};
 
-use crate::support::{Api, CHAOS_ENV, assert_settled, request_id, serial};
+use crate::support::{Api, CHAOS_ENV, assert_settled, enforce_quota, request_id, serial};
 
 const ROUNDS: usize = 50;
 const GIB: u64 = 1 << 30;
@@ -31,6 +31,7 @@ fn loser(op: &str, result: &Result<(), Status>, gone: bool) {
 async fn racing_delete_extend_attach_have_exactly_one_winner() {
     let _serial = serial().await;
     let stack = Stack::start_with(DbKind::Sqlite, CHAOS_ENV).await;
+    enforce_quota(&stack).await;
     let api = Api::new(&stack);
     let mut current: Option<(String, u64)> = None;
     let mut wins = [0usize; 3];

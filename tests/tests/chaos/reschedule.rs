@@ -10,7 +10,7 @@
 use scoria_common::model::VolumeStatus;
 use scoria_tests::stack::{DbKind, Stack};
 
-use crate::support::{Api, CHAOS_ENV, assert_settled, request_id, serial, volumes};
+use crate::support::{Api, CHAOS_ENV, assert_settled, enforce_quota, request_id, serial, volumes};
 
 const CREATES: usize = 6;
 
@@ -18,6 +18,7 @@ const CREATES: usize = 6;
 async fn creates_failing_on_one_backend_are_rescheduled_to_the_healthy_one() {
     let _serial = serial().await;
     let mut stack = Stack::start_with(DbKind::Sqlite, CHAOS_ENV).await;
+    enforce_quota(&stack).await;
     let bin = stack.dir.path().join("broken-bin");
     std::fs::create_dir_all(&bin).expect("mkdir");
     std::os::unix::fs::symlink("/bin/false", bin.join("qemu-img")).expect("symlink");

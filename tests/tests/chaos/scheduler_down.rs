@@ -9,7 +9,7 @@ use std::time::Duration;
 use scoria_common::model::VolumeStatus;
 use scoria_tests::stack::{DbKind, Stack};
 
-use crate::support::{Api, CHAOS_ENV, assert_settled, request_id, serial, volumes};
+use crate::support::{Api, CHAOS_ENV, assert_settled, enforce_quota, request_id, serial, volumes};
 
 const CREATES: usize = 10;
 
@@ -17,6 +17,7 @@ const CREATES: usize = 10;
 async fn creates_wait_in_the_queue_while_the_scheduler_is_down() {
     let _serial = serial().await;
     let mut stack = Stack::start_with(DbKind::Sqlite, CHAOS_ENV).await;
+    enforce_quota(&stack).await;
     let api = Api::new(&stack);
     let code = stack.stop_service("scoria-scheduler").await;
     assert_eq!(

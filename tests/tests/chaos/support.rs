@@ -1,6 +1,7 @@
 //! What every chaos scenario shares: the lock that runs them one at a time, the
 //! calls they make on the API (over the stack's typed clients, as a member of
-//! [`PROJECT`]), and [`assert_settled`], the end state every scenario must reach.
+//! [`PROJECT`]), the quota they run under ([`enforce_quota`]), and
+//! [`assert_settled`], the end state every scenario must reach.
 
 use std::{
     collections::BTreeSet,
@@ -25,6 +26,17 @@ pub const PROJECT: &str = "chaos";
 /// Environment of every chaos stack: publishing gives up after 3 s of broker
 /// outage (the API answers UNAVAILABLE instead of waiting 10 s).
 pub const CHAOS_ENV: &[(&str, &str)] = &[("SCORIA_RPC_PUBLISH_TIMEOUT_MS", "3000")];
+
+/// The limits of [`PROJECT`] in every chaos scenario ([`enforce_quota`]): far
+/// above what any scenario makes, so none is refused, but finite, so every
+/// create, extend and attach takes the project's quota lock and checks its
+/// usage in the transaction that writes it.
+pub const QUOTA: &[(&str, i64)] = &[
+    ("attachments", 10_000),
+    ("gigabytes", 100_000),
+    ("snapshots", 10_000),
+    ("volumes", 10_000),
+];
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
@@ -170,6 +182,21 @@ impl Api {
     }
 }
 
+/// Sets [`QUOTA`] as [`PROJECT`]'s limits (UpdateQuota): called by every
+/// scenario right after its stack starts, before any volume is made
+/// ([`assert_settled`] fails a scenario that did not).
+pub async fn enforce_quota(stack: &Stack) {
+    let quota = stack.set_quota(PROJECT, QUOTA).await;
+    for (resource, limit) in QUOTA {
+        let line = quota.usages.iter().find(|u| u.resource == *resource);
+        assert_eq!(
+            line.map(|u| (u.limit, u.in_use, u.reserved)),
+            Some((*limit, 0, 0)),
+            "the quota of {PROJECT} after UpdateQuota: {quota:?}"
+        );
+    }
+}
+
 /// A request id unique to this run: `<tag>-<n>-<random>`.
 pub fn request_id(tag: &str, n: usize) -> String {
     format!(
@@ -239,7 +266,8 @@ fn is_object(name: &str, kind: &str, id: &str) -> bool {
 /// reach: every volume `available` or `error` (an `error` one says why, none
 /// keeps a `workers` entry), and
 /// the objects in every backend folder exactly the `available` volumes and
-/// snapshots of that backend (no leftover object, no row without its object).
+/// snapshots of that backend (no leftover object, no row without its object),
+/// and the quota usage exact ([`assert_quota_held`]).
 pub async fn assert_settled(stack: &Stack) {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     let (volumes, snapshots) = loop {
@@ -340,4 +368,93 @@ pub async fn assert_settled(stack: &Stack) {
             stack.logs()
         );
     }
+    assert_quota_held(stack, &volumes, &snapshots).await;
+}
+
+/// The ids of the volumes whose create failed (`create_failed`: an `error`
+/// volume that never was available, or one on its way out after that). The
+/// API does not show it, so this one fact comes from the row.
+async fn failed_creates(stack: &Stack) -> BTreeSet<String> {
+    sqlx::query_scalar::<_, String>("SELECT id FROM volumes WHERE create_failed = 1")
+        .fetch_all(stack.db.pool())
+        .await
+        .expect("select failed creates")
+        .into_iter()
+        .collect()
+}
+
+/// The quota of a settled stack: [`PROJECT`] runs under [`QUOTA`]
+/// ([`enforce_quota`] was called); GetQuota shows what its surviving rows hold
+/// and nothing reserved (no operation is in flight any more): `volumes` the
+/// volumes but failed creates, `gigabytes` their sizes plus those of the
+/// snapshots but failed ones, `snapshots` those; and AdminService.CheckQuotaUsage
+/// finds every project's recorded usage equal to a recount of the rows.
+async fn assert_quota_held(
+    stack: &Stack,
+    volumes: &[scoria_common::model::Volume],
+    snapshots: &[scoria_common::model::Snapshot],
+) {
+    let failed = failed_creates(stack).await;
+    let held: Vec<&scoria_common::model::Volume> = volumes
+        .iter()
+        .filter(|v| v.project_id == PROJECT && !failed.contains(&v.id))
+        .collect();
+    let snaps: Vec<&scoria_common::model::Snapshot> = snapshots
+        .iter()
+        .filter(|s| s.project_id == PROJECT && s.status != SnapshotStatus::Error)
+        .collect();
+    let count = |n: usize| i64::try_from(n).expect("a count fits i64");
+    let gib: u64 = held.iter().map(|v| v.size_gib).sum::<u64>()
+        + snaps.iter().map(|s| s.size_gib).sum::<u64>();
+    let expected = [
+        ("volumes", count(held.len())),
+        ("gigabytes", i64::try_from(gib).expect("GiB fit i64")),
+        ("snapshots", count(snaps.len())),
+    ];
+    let quota = stack
+        .quotas_admin("admin-project")
+        .get_quota(pb::GetQuotaRequest {
+            project_id: PROJECT.to_owned(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("GetQuota of {PROJECT}: {s:?}\n{}", stack.logs()))
+        .into_inner();
+    let line = |resource: &str| {
+        quota
+            .usages
+            .iter()
+            .find(|u| u.resource == resource)
+            .unwrap_or_else(|| panic!("no {resource} in the quota of {PROJECT}: {quota:?}"))
+    };
+    for (resource, limit) in QUOTA {
+        assert_eq!(
+            line(resource).limit,
+            *limit,
+            "the scenario did not run under the chaos quota (support::enforce_quota): {quota:?}"
+        );
+    }
+    for (resource, in_use) in expected {
+        assert_eq!(
+            line(resource).in_use,
+            in_use,
+            "{resource} in use in the quota of {PROJECT} ({} volumes held of {} rows, \
+             {} failed creates): {quota:#?}\n{}",
+            held.len(),
+            volumes.len(),
+            failed.len(),
+            stack.logs()
+        );
+    }
+    let reserved: Vec<&pb::QuotaUsage> = quota.usages.iter().filter(|u| u.reserved != 0).collect();
+    assert!(
+        reserved.is_empty(),
+        "reserved quota of {PROJECT} with nothing in flight: {reserved:#?}\n{}",
+        stack.logs()
+    );
+    stack.assert_quota_exact().await;
+    eprintln!(
+        "quota of {PROJECT} exact: {} volumes, {gib} GiB, {} snapshots held",
+        held.len(),
+        snaps.len()
+    );
 }

@@ -5,7 +5,7 @@
 use scoria_common::model::VolumeStatus;
 use scoria_tests::stack::{DbKind, Stack};
 
-use crate::support::{Api, CHAOS_ENV, assert_settled, request_id, serial, volumes};
+use crate::support::{Api, CHAOS_ENV, assert_settled, enforce_quota, request_id, serial, volumes};
 
 const BURST: usize = 30;
 
@@ -13,6 +13,7 @@ const BURST: usize = 30;
 async fn volume_service_killed_mid_burst_finishes_every_create_after_restart() {
     let _serial = serial().await;
     let mut stack = Stack::start_with(DbKind::Sqlite, CHAOS_ENV).await;
+    enforce_quota(&stack).await;
     let api = Api::new(&stack);
     let burst: Vec<_> = (0..BURST)
         .map(|n| {
