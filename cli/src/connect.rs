@@ -295,4 +295,30 @@ mod tests {
         assert!(err.to_string().contains("it has: lab"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    #[tokio::test]
+    async fn an_https_url_reads_the_ca_file_it_is_given() {
+        let settings = Settings {
+            url: "https://127.0.0.1:1".into(),
+            token: None,
+            project: None,
+            roles: None,
+            cacert: Some("/nonexistent/ca.pem".into()),
+        };
+        let err = settings.connect().await.expect_err("no such file");
+        assert!(
+            err.to_string().contains("--os-cacert /nonexistent/ca.pem"),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), 2);
+        // Without one, the system's roots; the refusal names the address.
+        let err = Settings {
+            cacert: None,
+            ..settings
+        }
+        .connect()
+        .await
+        .expect_err("nothing listens");
+        assert!(err.to_string().contains("https://127.0.0.1:1"), "{err}");
+    }
 }
