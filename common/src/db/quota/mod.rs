@@ -408,7 +408,7 @@ pub(in crate::db) async fn enforce(
     .bind(project)
     .execute(&mut *conn)
     .await?;
-    let overrides = overrides_in(conn, project).await?;
+    let (overrides, usage) = limits_and_usage_in(conn, project).await?;
     let limit = |r: &Resource| {
         overrides
             .get(&r.name())
@@ -418,7 +418,6 @@ pub(in crate::db) async fn enforce(
     let mut excesses = Vec::new();
     let items = demand.items();
     if items.iter().any(|(r, _)| limit(r) != UNLIMITED) {
-        let usage = usage_in(conn, project).await?;
         for (resource, requested) in items {
             let limit = limit(&resource);
             if limit == UNLIMITED {
@@ -456,6 +455,38 @@ pub(in crate::db) async fn enforce(
             excesses,
         }))
     }
+}
+
+/// Project `project`'s overrides and recorded usage (as [`overrides_in`] and
+/// [`usage_in`]) in one query: a check runs inside SQLite's write lock, so one
+/// round trip fewer there is one fewer for every writer.
+async fn limits_and_usage_in(
+    conn: &mut AnyConnection,
+    project: &str,
+) -> DbResult<(BTreeMap<String, i64>, BTreeMap<String, (i64, i64)>)> {
+    let rows = sqlx::query(
+        "SELECT 1 AS is_limit, resource, hard_limit AS a, 0 AS b FROM quotas WHERE project_id = $1 \
+         UNION ALL \
+         SELECT 0 AS is_limit, resource, in_use AS a, reserved AS b FROM quota_usages WHERE project_id = $1",
+    )
+    .bind(project)
+    .fetch_all(&mut *conn)
+    .await?;
+    let (mut limits, mut usage) = (BTreeMap::new(), BTreeMap::new());
+    for row in &rows {
+        let is_limit: i64 = row.try_get("is_limit")?;
+        let (resource, a, b): (String, i64, i64) = (
+            row.try_get("resource")?,
+            row.try_get("a")?,
+            row.try_get("b")?,
+        );
+        if is_limit == 1 {
+            limits.insert(resource, a);
+        } else {
+            usage.insert(resource, (a, b));
+        }
+    }
+    Ok((limits, usage))
 }
 
 /// Project `project`'s overrides, by resource name.
