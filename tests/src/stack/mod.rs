@@ -39,6 +39,17 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// objects are deleted anyway.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A window of 64 ports for one stack's NBD exports, from the random bytes of a
+/// fresh UUID: stacks that run at once almost never share one (and a port taken
+/// by anything else is skipped by the volume service anyway).
+fn export_ports() -> String {
+    let bytes = *uuid::Uuid::new_v4().as_bytes();
+    // 12000 to 32479: above the default range, below Linux's ephemeral ports.
+    let window = u16::from_le_bytes([bytes[0], bytes[1]]) % 320;
+    let first = 12_000 + window * 64;
+    format!("{first}-{}", first + 63)
+}
+
 /// The database engine of a stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
@@ -162,6 +173,11 @@ impl Stack {
                 crate::QUEUE_EXPIRY_MS.to_string(),
             ),
             ("SCORIA_VOLUME_CAPACITY_GIB".into(), "1000".into()),
+            // Its own window of NBD export ports: stacks running at once on one
+            // range race for a port, and a new qemu-nbd that lost the race can
+            // take another stack's greeting on it for its own before it exits
+            // (`Address already in use`).
+            ("SCORIA_EXPORT_PORTS".into(), export_ports()),
             ("SCORIA_SCHEDULER_STARTUP_WAIT_MS".into(), "10000".into()),
             // No limits unless a test sets them (its own env, or UpdateQuota):
             // many tests make more than Cinder's 10 volumes in one project.
