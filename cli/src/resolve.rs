@@ -45,26 +45,11 @@ pub async fn volume(api: &Api, name_or_id: &str) -> Result<pb::Volume, CliError>
             }
         }
     }
-    let mut matches = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = api
-            .volumes()
-            .list_volumes(pb::ListVolumesRequest {
-                page_size: 1000,
-                page_token: page_token.clone(),
-                name: name_or_id.to_owned(),
-                ..Default::default()
-            })
-            .await
-            .map_err(CliError::request(format!("find volume {name_or_id:?}")))?
-            .into_inner();
-        matches.extend(page.volumes);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
+    let request = pb::ListVolumesRequest {
+        name: name_or_id.to_owned(),
+        ..Default::default()
+    };
+    let matches = all_volumes(api, request).await?;
     let id = one(
         "volume",
         name_or_id,
@@ -103,6 +88,50 @@ pub async fn snapshot(api: &Api, name_or_id: &str) -> Result<pb::Snapshot, CliEr
         matches.iter().map(|s| s.id.clone()).collect(),
     )?;
     Ok(matches.into_iter().find(|s| s.id == id).unwrap_or_default())
+}
+
+/// Every volume `request` lists, across pages.
+pub async fn all_volumes(
+    api: &Api,
+    mut request: pb::ListVolumesRequest,
+) -> Result<Vec<pb::Volume>, CliError> {
+    let mut all = Vec::new();
+    request.page_size = 1000;
+    loop {
+        let page = api
+            .volumes()
+            .list_volumes(request.clone())
+            .await
+            .map_err(CliError::request("list volumes"))?
+            .into_inner();
+        all.extend(page.volumes);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
+/// Every attachment `request` lists, across pages.
+pub async fn all_attachments(
+    api: &Api,
+    mut request: pb::ListAttachmentsRequest,
+) -> Result<Vec<pb::Attachment>, CliError> {
+    let mut all = Vec::new();
+    request.page_size = 1000;
+    loop {
+        let page = api
+            .attachments()
+            .list_attachments(request.clone())
+            .await
+            .map_err(CliError::request("list attachments"))?
+            .into_inner();
+        all.extend(page.attachments);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        request.page_token = page.next_page_token;
+    }
 }
 
 /// Every snapshot `request` lists, across pages.

@@ -69,25 +69,11 @@ pub async fn run(api: &Api, command: AttachmentCommand) -> Result<Shown, CliErro
                 Some(v) => resolve::volume(api, &v).await?.id,
                 None => String::new(),
             };
-            let mut all = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let page = api
-                    .attachments()
-                    .list_attachments(pb::ListAttachmentsRequest {
-                        volume_id: volume_id.clone(),
-                        page_size: 1000,
-                        page_token: page_token.clone(),
-                    })
-                    .await
-                    .map_err(CliError::request("list attachments"))?
-                    .into_inner();
-                all.extend(page.attachments);
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = page.next_page_token;
-            }
+            let request = pb::ListAttachmentsRequest {
+                volume_id,
+                ..Default::default()
+            };
+            let all = resolve::all_attachments(api, request).await?;
             Ok(Shown::Many {
                 columns: records::attachment_columns(),
                 rows: all.iter().map(records::attachment_row).collect(),

@@ -200,44 +200,23 @@ async fn list(
     limit: Option<usize>,
     marker: Option<String>,
 ) -> Result<Vec<pb::Volume>, CliError> {
-    let mut out = Vec::new();
-    let mut skipping = marker.is_some();
-    let mut page_token = String::new();
-    loop {
-        let page = api
-            .volumes()
-            .list_volumes(pb::ListVolumesRequest {
-                page_size: 1000,
-                page_token: page_token.clone(),
-                status: status.into(),
-                name: name.clone(),
-                all_projects,
-            })
-            .await
-            .map_err(CliError::request("list volumes"))?
-            .into_inner();
-        for v in page.volumes {
-            if skipping {
-                skipping = marker.as_deref() != Some(v.id.as_str());
-                continue;
-            }
-            if limit.is_some_and(|l| out.len() >= l) {
-                return Ok(out);
-            }
-            out.push(v);
-        }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
+    let request = pb::ListVolumesRequest {
+        status: status.into(),
+        name,
+        all_projects,
+        ..Default::default()
+    };
+    let mut volumes = resolve::all_volumes(api, request).await?;
+    if let Some(marker) = marker {
+        let at = volumes.iter().position(|v| v.id == marker).ok_or_else(|| {
+            CliError::Failed(format!("--marker {marker}: no such volume in this list"))
+        })?;
+        volumes.drain(..=at);
     }
-    if skipping {
-        return Err(CliError::Failed(format!(
-            "--marker {}: no such volume in this list",
-            marker.unwrap_or_default()
-        )));
+    if let Some(limit) = limit {
+        volumes.truncate(limit);
     }
-    Ok(out)
+    Ok(volumes)
 }
 
 async fn get(api: &Api, id: &str) -> Result<pb::Volume, tonic::Status> {

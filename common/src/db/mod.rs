@@ -339,20 +339,17 @@ impl Db {
 
     /// A transaction holding the migration lock, which it keeps until it ends.
     async fn begin_migration(&self) -> DbResult<sqlx::Transaction<'static, sqlx::Any>> {
-        match self.engine {
-            // Takes the write lock now (waiting up to `busy_timeout`), not at the
-            // first write: two deferred transactions that both read the version
-            // table first could not both upgrade to writers.
-            Engine::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
-            Engine::Postgres => {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(MIGRATION_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(tx)
-            }
+        // SQLite: the write lock now, not at the first write: two deferred
+        // transactions that both read the version table first could not both
+        // upgrade to writers (see `begin_write`).
+        let mut tx = self.begin_write().await?;
+        if self.engine == Engine::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *tx)
+                .await?;
         }
+        Ok(tx)
     }
 }
 

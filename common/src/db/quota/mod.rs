@@ -457,9 +457,10 @@ pub(in crate::db) async fn enforce(
     }
 }
 
-/// Project `project`'s overrides and recorded usage (as [`overrides_in`] and
-/// [`usage_in`]) in one query: a check runs inside SQLite's write lock, so one
-/// round trip fewer there is one fewer for every writer.
+/// Project `project`'s overrides (by resource name) and recorded usage
+/// (`(in_use, reserved)` by resource name) in one query: a check runs inside
+/// SQLite's write lock, so one round trip fewer there is one fewer for every
+/// writer.
 async fn limits_and_usage_in(
     conn: &mut AnyConnection,
     project: &str,
@@ -487,37 +488,6 @@ async fn limits_and_usage_in(
         }
     }
     Ok((limits, usage))
-}
-
-/// Project `project`'s overrides, by resource name.
-async fn overrides_in(conn: &mut AnyConnection, project: &str) -> DbResult<BTreeMap<String, i64>> {
-    let rows = sqlx::query("SELECT resource, hard_limit FROM quotas WHERE project_id = $1")
-        .bind(project)
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get("resource")?, row.try_get("hard_limit")?)))
-        .collect()
-}
-
-/// Project `project`'s recorded usage, `(in_use, reserved)` by resource name.
-async fn usage_in(
-    conn: &mut AnyConnection,
-    project: &str,
-) -> DbResult<BTreeMap<String, (i64, i64)>> {
-    let rows =
-        sqlx::query("SELECT resource, in_use, reserved FROM quota_usages WHERE project_id = $1")
-            .bind(project)
-            .fetch_all(&mut *conn)
-            .await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get("resource")?,
-                (row.try_get("in_use")?, row.try_get("reserved")?),
-            ))
-        })
-        .collect()
 }
 
 impl Db {
@@ -550,8 +520,7 @@ impl Db {
     pub async fn project_quota(&self, project_id: &str) -> DbResult<Vec<QuotaLine>> {
         let mut resources = self.quota_resources().await?;
         let mut conn = self.pool.acquire().await?;
-        let overrides = overrides_in(&mut conn, project_id).await?;
-        let usage = usage_in(&mut conn, project_id).await?;
+        let (overrides, usage) = limits_and_usage_in(&mut conn, project_id).await?;
         let held = usage
             .iter()
             .filter(|(_, u)| **u != (0, 0))
