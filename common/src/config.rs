@@ -130,6 +130,17 @@ pub const COMMON_ENV: &[EnvKey] = &[
     EnvKey::str("SCORIA_HOST", "service.host"),
     EnvKey::str("SCORIA_LOG_FORMAT", "service.log_format"),
     EnvKey::int("SCORIA_DRAIN_TIMEOUT_MS", "service.drain_timeout_ms"),
+    EnvKey::str("SCORIA_METRICS_LISTEN", "service.metrics_listen"),
+    EnvKey::str("SCORIA_OTLP_ENDPOINT", "service.otlp_endpoint"),
+    EnvKey::str("SCORIA_NOTIFICATIONS", "bus.notifications"),
+    EnvKey::int(
+        "SCORIA_NOTIFICATION_QUEUE_MAX_LENGTH",
+        "bus.notification_queue_max_length",
+    ),
+    EnvKey::int(
+        "SCORIA_NOTIFICATION_QUEUE_TTL_MS",
+        "bus.notification_queue_ttl_ms",
+    ),
 ];
 
 /// A process's whole configuration: the shared `[bus]`, `[service]` and
@@ -275,6 +286,28 @@ pub struct BusConfig {
     /// If set, durable queues are deleted by the broker after this long unused
     /// (`x-expires`). Unset in production; test runs set it so they leave nothing.
     pub queue_expiry_ms: Option<u64>,
+    /// What happens to notifications (`SCORIA_NOTIFICATIONS`): persistent
+    /// (the default), transient, or off.
+    pub notifications: NotificationMode,
+    /// The most messages a notification queue keeps (`x-max-length`; the oldest
+    /// are dropped first); 0: no limit.
+    pub notification_queue_max_length: u64,
+    /// How long a notification waits in its queue for a consumer
+    /// (`x-message-ttl`), in milliseconds; 0: for ever.
+    pub notification_queue_ttl_ms: u64,
+}
+
+/// What the notifier does with events (oslo.messaging's notification `driver`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationMode {
+    /// Persistent messages, confirmed by the broker, into durable queues.
+    #[default]
+    Persistent,
+    /// Non-persistent messages, not confirmed: cheaper, lost on a broker restart.
+    Transient,
+    /// Not published at all (oslo's `driver = noop`).
+    Off,
 }
 
 impl Default for BusConfig {
@@ -288,6 +321,9 @@ impl Default for BusConfig {
             heartbeat_secs: 10,
             reconnect_max_backoff_ms: 5_000,
             queue_expiry_ms: None,
+            notifications: NotificationMode::Persistent,
+            notification_queue_max_length: 100_000,
+            notification_queue_ttl_ms: 24 * 3_600_000,
         }
     }
 }
@@ -364,6 +400,12 @@ pub struct ServiceConfig {
     pub log_format: LogFormat,
     /// How long SIGTERM waits for in-flight work, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served over HTTP
+    /// (`SCORIA_METRICS_LISTEN`, `host:port`); empty: not served.
+    pub metrics_listen: String,
+    /// The OTLP/gRPC collector traces are exported to (`SCORIA_OTLP_ENDPOINT`,
+    /// e.g. `http://127.0.0.1:4317`); empty: no export.
+    pub otlp_endpoint: String,
 }
 
 impl Default for ServiceConfig {
@@ -373,6 +415,8 @@ impl Default for ServiceConfig {
             host: default_host(),
             log_format: LogFormat::Human,
             drain_timeout_ms: 30_000,
+            metrics_listen: String::new(),
+            otlp_endpoint: String::new(),
         }
     }
 }
