@@ -546,6 +546,31 @@ mod tests {
     }
 
     #[test]
+    fn notification_settings_from_env() {
+        let c: BaseConfig = load_from(
+            None,
+            COMMON_ENV,
+            &env(&[
+                ("SCORIA_NOTIFICATIONS", "transient"),
+                ("SCORIA_NOTIFICATION_QUEUE_MAX_LENGTH", "0"),
+                ("SCORIA_NOTIFICATION_QUEUE_TTL_MS", "60000"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.bus.notifications, NotificationMode::Transient);
+        assert_eq!(c.bus.notification_queue_max_length, 0);
+        assert_eq!(c.bus.notification_queue_ttl_ms, 60_000);
+        let err =
+            load_from::<BaseConfig>(None, COMMON_ENV, &env(&[("SCORIA_NOTIFICATIONS", "loud")]))
+                .expect_err("must fail");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("notifications") && msg.contains("loud"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn unknown_key_is_refused() {
         let dir = std::env::temp_dir().join(format!("scoria-cfg-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("dir");

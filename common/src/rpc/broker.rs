@@ -28,6 +28,7 @@ use lapin::{
     options::{
         ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     },
+    protocol::{AMQPErrorKind, AMQPSoftError},
     types::{AMQPValue, FieldTable, ShortString},
     uri::AMQPUri,
 };
@@ -39,7 +40,10 @@ use super::{
     error::{RpcError, RpcResult},
     names::Names,
 };
-use crate::{config::BusConfig, sync::lock};
+use crate::{
+    config::{BusConfig, NotificationMode},
+    sync::lock,
+};
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -297,6 +301,7 @@ async fn open(inner: &Inner, generation: u64) -> RpcResult<Arc<Session>> {
         .await?;
     let replies = connection.create_channel().await?;
     declare_base_topology(&publisher, &inner.names, config).await?;
+    declare_notification_queues(&connection, &inner.names, config).await?;
 
     let broken = CancellationToken::new();
     watch_connection(
@@ -382,11 +387,46 @@ async fn declare_base_topology(
             FieldTable::default(),
         )
         .await?;
+    Ok(())
+}
+
+/// Declares the notification queues, bounded as configured, on a channel of
+/// their own: a queue that already exists with other arguments (declared by an
+/// older release, or by an operator) makes the broker close the declaring
+/// channel with PRECONDITION_FAILED; the service then goes on with the queue as
+/// it is and says what to do. Nothing is declared when notifications are off.
+async fn declare_notification_queues(
+    connection: &Connection,
+    names: &Names,
+    config: &BusConfig,
+) -> RpcResult<()> {
+    if config.notifications == NotificationMode::Off {
+        return Ok(());
+    }
+    let args = notification_queue_args(config);
     for priority in ["info", "error"] {
         let queue = names.notifications_queue(priority);
-        channel
-            .queue_declare(queue.as_str().into(), durable(), expiry_args(config))
-            .await?;
+        let channel = connection.create_channel().await?;
+        let declared = channel
+            .queue_declare(queue.as_str().into(), durable(), args.clone())
+            .await;
+        match declared {
+            Ok(_) => {}
+            Err(err) if is_precondition_failed(&err) => {
+                tracing::error!(
+                    %queue,
+                    max_length = config.notification_queue_max_length,
+                    ttl_ms = config.notification_queue_ttl_ms,
+                    "notification queue exists with other arguments (length limit or TTL): \
+                     it stays as it is, unbounded as before; to bound it, delete it once \
+                     (`rabbitmqctl delete_queue {queue}`, its unread events are lost) and \
+                     restart a service, or set the same bounds as its arguments \
+                     (SCORIA_NOTIFICATION_QUEUE_MAX_LENGTH, SCORIA_NOTIFICATION_QUEUE_TTL_MS)"
+                );
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        }
         channel
             .queue_bind(
                 queue.as_str().into(),
@@ -396,8 +436,39 @@ async fn declare_base_topology(
                 FieldTable::default(),
             )
             .await?;
+        let _ = channel.close(200, "declared".into()).await;
     }
     Ok(())
+}
+
+/// Whether the broker refused a declaration because the object exists with
+/// other properties.
+fn is_precondition_failed(err: &lapin::Error) -> bool {
+    matches!(
+        err.kind(),
+        lapin::ErrorKind::ProtocolError(e)
+            if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
+    )
+}
+
+/// The arguments of a notification queue: `x-max-length` (the oldest events
+/// are dropped first) and `x-message-ttl`, each only when non-zero, plus
+/// `x-expires` when the configuration asks for it.
+pub(crate) fn notification_queue_args(config: &BusConfig) -> FieldTable {
+    let mut args = expiry_args(config);
+    if config.notification_queue_max_length > 0 {
+        args.insert(
+            ShortString::from("x-max-length"),
+            AMQPValue::LongLongInt(config.notification_queue_max_length as i64),
+        );
+    }
+    if config.notification_queue_ttl_ms > 0 {
+        args.insert(
+            ShortString::from("x-message-ttl"),
+            AMQPValue::LongLongInt(config.notification_queue_ttl_ms as i64),
+        );
+    }
+    args
 }
 
 pub(crate) async fn declare_exchange(
@@ -519,6 +590,27 @@ mod tests {
         assert!(delays[7] >= Duration::from_millis(500), "{delays:?}");
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(101));
+    }
+
+    #[test]
+    fn notification_queues_are_bounded_unless_zero() {
+        let config = BusConfig::default();
+        let args = notification_queue_args(&config);
+        let inner = args.inner();
+        assert_eq!(
+            inner.get("x-max-length"),
+            Some(&AMQPValue::LongLongInt(100_000))
+        );
+        assert_eq!(
+            inner.get("x-message-ttl"),
+            Some(&AMQPValue::LongLongInt(86_400_000))
+        );
+        let unbounded = BusConfig {
+            notification_queue_max_length: 0,
+            notification_queue_ttl_ms: 0,
+            ..BusConfig::default()
+        };
+        assert!(notification_queue_args(&unbounded).inner().is_empty());
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! The notifier: publishes events such as `volume.create.end` to
 //! `<cx>.notifications` with key `notifications.info` or `notifications.error`,
-//! persistent and confirmed, into durable queues a billing or audit consumer reads.
+//! into durable queues a billing or audit consumer reads.
+//!
+//! What it costs is the operator's choice (`SCORIA_NOTIFICATIONS`, see
+//! [`NotificationMode`]): persistent and confirmed (the default), transient (not
+//! persisted, not waited for), or off (nothing is published, as oslo's
+//! `driver = noop`). The queues are bounded by length and message TTL (see
+//! `broker::declare_notification_queues`), so events nobody reads do not pile up.
 
 use futures_util::{StreamExt, stream::FuturesUnordered};
 use lapin::{
@@ -19,7 +25,7 @@ use super::{
     error::{RpcError, RpcResult},
     headers,
 };
-use crate::context::RequestContext;
+use crate::{config::NotificationMode, context::RequestContext};
 
 /// The priority of a notification; also its routing key suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +57,7 @@ impl Priority {
 pub struct Notifier {
     broker: Broker,
     publisher_id: String,
+    mode: NotificationMode,
     background: mpsc::UnboundedSender<Background>,
 }
 
@@ -64,13 +71,20 @@ impl Notifier {
     /// runtime: it starts the background publisher, which ends when the last
     /// clone of the notifier is dropped.
     pub fn new(broker: Broker, publisher_id: impl Into<String>) -> Self {
+        let mode = broker.config().notifications;
         let (background, rx) = mpsc::unbounded_channel();
         tokio::spawn(publish_in_background(broker.clone(), rx));
         Self {
             broker,
             publisher_id: publisher_id.into(),
+            mode,
             background,
         }
+    }
+
+    /// What this notifier does with events.
+    pub fn mode(&self) -> NotificationMode {
+        self.mode
     }
 
     /// Queues `event_type` for publishing in the background, in order; failures
@@ -82,6 +96,9 @@ impl Notifier {
         event_type: &str,
         payload: &P,
     ) {
+        if self.mode == NotificationMode::Off {
+            return;
+        }
         match self.build(ctx, priority, event_type, payload) {
             Ok(publish) => {
                 if self
@@ -135,8 +152,14 @@ impl Notifier {
         payload: &P,
     ) -> RpcResult<()> {
         tracing::Span::current().record("event_type", event_type);
+        if self.mode == NotificationMode::Off {
+            return Ok(());
+        }
         let publish = self.build(ctx, priority, event_type, payload)?;
-        publish_confirmed(&self.broker, &publish, "notifications").await
+        match self.mode {
+            NotificationMode::Transient => publish_transient(&self.broker, &publish).await,
+            _ => publish_confirmed(&self.broker, &publish, "notifications").await,
+        }
     }
 
     fn build<P: Message + Name>(
@@ -162,7 +185,10 @@ impl Notifier {
             .with_type(event_type.into())
             .with_content_type(CONTENT_TYPE.into())
             .with_message_id(notification.message_id.as_str().into())
-            .with_delivery_mode(2)
+            .with_delivery_mode(match self.mode {
+                NotificationMode::Persistent => 2,
+                NotificationMode::Transient | NotificationMode::Off => 1,
+            })
             .with_headers(headers::encode(ctx));
         Ok(Publish {
             exchange: self.broker.names().notifications_exchange(),
@@ -175,15 +201,43 @@ impl Notifier {
     }
 }
 
+/// Publishes a transient event once, without waiting for the broker's
+/// confirmation: best effort, as the mode promises.
+async fn publish_transient(broker: &Broker, publish: &Publish) -> RpcResult<()> {
+    let session = broker.session(broker.config().publish_timeout()).await?;
+    // The publisher channel is in confirm mode: the confirmation still comes,
+    // and is dropped unread.
+    drop(
+        session
+            .publisher
+            .basic_publish(
+                publish.exchange.as_str().into(),
+                publish.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                &publish.body,
+                publish.properties.clone(),
+            )
+            .await?,
+    );
+    Ok(())
+}
+
 /// The background publisher: sends events in the order they were emitted and
 /// collects their confirmations concurrently; an event whose publish or
-/// confirmation failed is retried through [`publish_confirmed`].
+/// confirmation failed is retried through [`publish_confirmed`]. Transient
+/// events are sent once and not waited for.
 async fn publish_in_background(broker: Broker, mut rx: mpsc::UnboundedReceiver<Background>) {
+    let transient = broker.config().notifications == NotificationMode::Transient;
     let mut confirms = FuturesUnordered::new();
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
         tokio::select! {
             message = rx.recv() => match message {
+                Some(Background::Publish(publish)) if transient => {
+                    if let Err(err) = publish_transient(&broker, &publish).await {
+                        tracing::debug!(%err, "transient notification dropped");
+                    }
+                }
                 Some(Background::Publish(publish)) => {
                     let broker = broker.clone();
                     let sent = match broker.session(broker.config().publish_timeout()).await {
