@@ -97,7 +97,10 @@ impl fmt::Display for TraceId {
 
 /// Records `trace_id` (a field the span declared `Empty`) on `span`.
 pub fn record_trace_id(span: &tracing::Span, traceparent: &TraceParent) {
-    span.record("trace_id", tracing::field::display(TraceId(traceparent.trace_id)));
+    span.record(
+        "trace_id",
+        tracing::field::display(TraceId(traceparent.trace_id)),
+    );
 }
 
 #[cfg(test)]
@@ -119,7 +122,10 @@ mod tests {
         });
         assert!(!exporting());
         assert_eq!(got, None);
-        assert!(!called.get(), "parent looked up although nothing is exported");
+        assert!(
+            !called.get(),
+            "parent looked up although nothing is exported"
+        );
         assert_eq!(current(), None);
     }
 }

@@ -120,7 +120,10 @@ mod tests {
 
     impl std::io::Write for Buf {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(b);
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(b);
             Ok(b.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -139,7 +142,11 @@ mod tests {
                 .with_writer(move || writer.clone()),
         );
         tracing::subscriber::with_default(subscriber, || {
-            let outer = tracing::info_span!("rpc.handle", request_id = "req-1", trace_id = tracing::field::Empty);
+            let outer = tracing::info_span!(
+                "rpc.handle",
+                request_id = "req-1",
+                trace_id = tracing::field::Empty
+            );
             outer.record("trace_id", "abc");
             let _outer = outer.enter();
             let _inner = tracing::info_span!("create_volume", volume_id = "v1").entered();

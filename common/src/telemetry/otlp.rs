@@ -55,7 +55,9 @@ pub fn check_endpoint(value: &str) -> Result<(), OtlpError> {
         value: value.to_owned(),
         reason: reason.to_owned(),
     };
-    let uri: http::Uri = value.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => return Err(bad("https is not supported (no TLS in this build)")),
@@ -162,7 +164,13 @@ mod tests {
     fn endpoints_are_checked() {
         assert!(check_endpoint("http://127.0.0.1:4317").is_ok());
         assert!(check_endpoint("http://collector:4317").is_ok());
-        for bad in ["127.0.0.1:4317", "grpc://x:1", "https://x:4317", "http://", "not a url"] {
+        for bad in [
+            "127.0.0.1:4317",
+            "grpc://x:1",
+            "https://x:4317",
+            "http://",
+            "not a url",
+        ] {
             let err = check_endpoint(bad).expect_err(bad);
             assert!(err.to_string().starts_with("SCORIA_OTLP_ENDPOINT"), "{err}");
         }

@@ -117,21 +117,27 @@ fn check_tree(spans: &[Received]) -> Result<(), String> {
     };
     let api_server = find("scoria-api", "grpc");
     if !api_server.iter().any(|s| s.parent == CLIENT_SPAN) {
-        return Err(format!("no API server span parented to the client's span: {api_server:?}"));
+        return Err(format!(
+            "no API server span parented to the client's span: {api_server:?}"
+        ));
     }
     let scheduler = find("scoria-scheduler", "rpc.handle");
     if !scheduler
         .iter()
         .any(|s| parent_service(s).as_deref() == Some("scoria-api"))
     {
-        return Err(format!("no scheduler handler span under an API span: {scheduler:?}"));
+        return Err(format!(
+            "no scheduler handler span under an API span: {scheduler:?}"
+        ));
     }
     let volume = find("scoria-volume", "rpc.handle");
     if !volume
         .iter()
         .any(|s| parent_service(s).as_deref() == Some("scoria-scheduler"))
     {
-        return Err(format!("no volume handler span under a scheduler span: {volume:?}"));
+        return Err(format!(
+            "no volume handler span under a scheduler span: {volume:?}"
+        ));
     }
     for (service, name) in [
         ("scoria-api", "db.create_volume"),
@@ -143,7 +149,9 @@ fn check_tree(spans: &[Received]) -> Result<(), String> {
             .iter()
             .any(|s| parent_service(s).as_deref() == Some(service))
         {
-            return Err(format!("no {name} span under a span of {service}: {steps:?}"));
+            return Err(format!(
+                "no {name} span under a span of {service}: {steps:?}"
+            ));
         }
     }
     Ok(())
@@ -154,7 +162,12 @@ fn render(spans: &[Received]) -> String {
     let mut out = String::new();
     fn walk(spans: &[Received], parent: &str, depth: usize, out: &mut String) {
         for s in spans.iter().filter(|s| s.parent == parent) {
-            out.push_str(&format!("{}{} [{}]\n", "  ".repeat(depth), s.name, s.service));
+            out.push_str(&format!(
+                "{}{} [{}]\n",
+                "  ".repeat(depth),
+                s.name,
+                s.service
+            ));
             walk(spans, &s.span_id, depth + 1, out);
         }
     }

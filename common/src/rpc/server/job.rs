@@ -97,9 +97,9 @@ impl Job {
             delivery_count = count,
         );
         // The handler span continues the sender's trace; the context follows it.
-        if let Some(own) = telemetry::continue_trace(&span, || {
-            headers::traceparent(props.headers().as_ref())
-        }) {
+        if let Some(own) =
+            telemetry::continue_trace(&span, || headers::traceparent(props.headers().as_ref()))
+        {
             ctx.traceparent = own;
         }
         telemetry::record_trace_id(&span, &ctx.traceparent);
