@@ -48,6 +48,7 @@ async fn json_log_events_of_a_create_carry_request_trace_and_volume_ids() {
             assert_eq!(event["trace_id"], TRACE_ID, "{name}: {line}");
             assert_eq!(event["volume_id"], volume.id.as_str(), "{name}: {line}");
         }
+        eprintln!("{name}: {of_request} events of {REQUEST_ID}");
         assert!(
             of_request > 0,
             "{name} logged no event of request {REQUEST_ID}:\n{text}"

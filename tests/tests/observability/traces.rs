@@ -231,3 +231,23 @@ async fn create_volume_is_one_trace_across_api_scheduler_and_volume() {
         assert!(!bytes.contains(&0x1b), "{name}'s log file has ANSI escapes");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_otlp_endpoint_stops_the_process_naming_the_variable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = tokio::process::Command::new(scoria_tests::stack::binary("scoria-scheduler"))
+        .env("SCORIA_OTLP_ENDPOINT", "localhost:4317")
+        .env("SCORIA_DATA_DIR", dir.path())
+        .output()
+        .await
+        .expect("run scoria-scheduler");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started with a bad endpoint: {stderr}"
+    );
+    assert!(
+        stderr.contains("SCORIA_OTLP_ENDPOINT") && stderr.contains("localhost:4317"),
+        "the error does not name the variable and value: {stderr}"
+    );
+}
