@@ -22,6 +22,9 @@ pub enum MainError {
     /// The configuration could not be loaded.
     #[error("loading configuration")]
     Config(#[source] ConfigError),
+    /// Telemetry could not be set up (a bad `SCORIA_OTLP_ENDPOINT`).
+    #[error(transparent)]
+    Telemetry(crate::telemetry::OtlpError),
     /// The service failed.
     #[error("{binary}")]
     Run {
@@ -34,7 +37,8 @@ pub enum MainError {
 }
 
 /// Loads `C` from the file named by `--config` (if any) and the environment,
-/// installs tracing, and runs `run` until SIGTERM or SIGINT.
+/// installs tracing (and the OTLP export), runs `run` until SIGTERM or SIGINT,
+/// then flushes the spans not yet exported.
 pub async fn run_main<C, F, Fut, E>(binary: &'static str, run: F) -> Result<(), MainError>
 where
     C: ProcessConfig,
@@ -44,12 +48,15 @@ where
 {
     let path = config_path(binary, std::env::args().skip(1))?;
     let config = C::load(path.as_deref()).map_err(MainError::Config)?;
-    crate::telemetry::init(config.base().service.log_format);
+    let telemetry =
+        crate::telemetry::install(binary, &config.base().service).map_err(MainError::Telemetry)?;
     let shutdown = crate::shutdown::on_signal();
-    run(config, shutdown).await.map_err(|err| MainError::Run {
+    let outcome = run(config, shutdown).await.map_err(|err| MainError::Run {
         binary,
         source: Box::new(err),
-    })
+    });
+    telemetry.shutdown().await;
+    outcome
 }
 
 /// `--config <file>`, the only argument.

@@ -20,7 +20,10 @@ use std::{
 };
 
 use http::{HeaderMap, HeaderValue, Request, Response};
-use scoria_common::{RequestContext, context::new_request_id, traceparent::TraceParent};
+use scoria_common::{
+    RequestContext, context::new_request_id, telemetry::context as telemetry,
+    traceparent::TraceParent,
+};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tonic::{body::Body, server::NamedService};
@@ -412,14 +415,27 @@ where
             Ok(ctx)
         });
         match outcome {
-            Ok(ctx) => {
+            Ok(mut ctx) => {
                 let span = tracing::info_span!(
                     "grpc",
                     method = %method,
                     request_id = %ctx.request_id,
+                    trace_id = tracing::field::Empty,
                     project_id = %ctx.project_id,
                     user_id = %ctx.user_id,
                 );
+                // The server span continues the client's trace (or starts one);
+                // the context names the span, so the bus carries it on.
+                if let Some(own) = telemetry::continue_trace(&span, || {
+                    request
+                        .headers()
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(TraceParent::parse)
+                }) {
+                    ctx.traceparent = own;
+                }
+                telemetry::record_trace_id(&span, &ctx.traceparent);
                 let request_id = header_value(&ctx.request_id);
                 request.extensions_mut().insert(ctx);
                 Box::pin(

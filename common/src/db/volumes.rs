@@ -72,6 +72,7 @@ impl Db {
     /// transaction: intent is persisted before anything is published. The volume
     /// must fit its project's quota ([`DbError::OverQuota`](super::DbError::OverQuota)
     /// otherwise, nothing written); a reused key answers before the check.
+    #[tracing::instrument(name = "db.create_volume", level = "debug", skip_all, fields(volume_id = %volume.id))]
     pub async fn create_volume(
         &self,
         volume: &Volume,
@@ -137,6 +138,7 @@ impl Db {
     }
 
     /// The volume `id`, of any project.
+    #[tracing::instrument(name = "db.get_volume", level = "debug", skip_all, fields(volume_id = %id))]
     pub async fn get_volume(&self, id: &str) -> DbResult<Option<Volume>> {
         let mut conn = self.pool.acquire().await?;
         get_volume_in(&mut conn, id).await
@@ -182,6 +184,7 @@ impl Db {
 
     /// Compare-and-set: moves volume `id` to `to` if its status is one of `from`.
     /// Sets `host` and `error_message` when given. Returns whether it won.
+    #[tracing::instrument(name = "db.transition_volume", level = "debug", skip_all, fields(volume_id = %id, to = ?to))]
     pub async fn transition_volume(
         &self,
         id: &str,
@@ -203,6 +206,7 @@ impl Db {
     /// [`Db::transition_volume`] and a worker entry change in one transaction:
     /// `Some(entry)` records the new transient status's owner and deadline, `None`
     /// removes the volume's entry (the status is settled).
+    #[tracing::instrument(name = "db.transition_volume_with_worker", level = "debug", skip_all, fields(volume_id = %id, to = ?to))]
     pub async fn transition_volume_with_worker(
         &self,
         id: &str,

@@ -270,11 +270,13 @@ pub(crate) async fn remove_worker<'e, E: Executor<'e, Database = Any>>(
 
 impl Db {
     /// Records or moves a worker entry.
+    #[tracing::instrument(name = "db.upsert_worker", level = "debug", skip_all, fields(resource_id = %entry.resource_id))]
     pub async fn upsert_worker(&self, entry: &WorkerEntry) -> DbResult<()> {
         entry.upsert(&self.pool).await
     }
 
     /// The worker entry of a resource, if any.
+    #[tracing::instrument(name = "db.get_worker", level = "debug", skip_all, fields(resource_id = %id))]
     pub async fn get_worker(&self, kind: WorkerKind, id: &str) -> DbResult<Option<WorkerEntry>> {
         let row = sqlx::query(
             "SELECT status, service, deadline FROM workers WHERE resource_type = $1 AND resource_id = $2",

@@ -16,7 +16,9 @@ pub const ROLES: &str = "x-roles";
 /// Header carrying the W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
 
-/// Writes `ctx` into AMQP headers; the trace continues with a new span id.
+/// Writes `ctx` into AMQP headers. The `traceparent` is the current span's
+/// when spans are exported (the publishing span becomes the remote parent);
+/// otherwise the trace continues with a new span id.
 pub fn encode(ctx: &RequestContext) -> FieldTable {
     let mut table = FieldTable::default();
     let mut put = |k: &str, v: String| {
@@ -26,8 +28,19 @@ pub fn encode(ctx: &RequestContext) -> FieldTable {
     put(PROJECT_ID, ctx.project_id.clone());
     put(USER_ID, ctx.user_id.clone());
     put(ROLES, ctx.roles.join(","));
-    put(TRACEPARENT, ctx.traceparent.child().to_string());
+    let traceparent =
+        crate::telemetry::context::current().unwrap_or_else(|| ctx.traceparent.child());
+    put(TRACEPARENT, traceparent.to_string());
     table
+}
+
+/// The `traceparent` of AMQP headers, if there is a well-formed one.
+pub fn traceparent(headers: Option<&FieldTable>) -> Option<TraceParent> {
+    match headers?.inner().get(TRACEPARENT)? {
+        AMQPValue::LongString(s) => TraceParent::parse(&String::from_utf8_lossy(s.as_bytes())),
+        AMQPValue::ShortString(s) => TraceParent::parse(s.as_str()),
+        _ => None,
+    }
 }
 
 /// Reads the context from AMQP headers. Missing or malformed entries are filled
@@ -55,9 +68,7 @@ pub fn decode(headers: Option<&FieldTable>) -> RequestContext {
                     .collect()
             })
             .unwrap_or_default(),
-        traceparent: get(TRACEPARENT)
-            .and_then(|t| TraceParent::parse(&t))
-            .unwrap_or_else(TraceParent::new_root),
+        traceparent: traceparent(headers).unwrap_or_else(TraceParent::new_root),
     }
 }
 

@@ -276,6 +276,7 @@ impl<F: Format> VolumeDriver for ObjectDriver<F> {
         self.path(snapshot_object_name(id))
     }
 
+    #[tracing::instrument(name = "driver.create_volume", level = "debug", skip_all, fields(driver = F::DRIVER, volume_id = %id, size_gib))]
     async fn create_volume(&self, id: &str, size_gib: u64) -> DriverResult<()> {
         let target = self.volume_path(id)?;
         let bytes = size_bytes(id, size_gib)?;
@@ -283,6 +284,7 @@ impl<F: Format> VolumeDriver for ObjectDriver<F> {
         self.make(("volume", id), target, Some(bytes), source).await
     }
 
+    #[tracing::instrument(name = "driver.delete_volume", level = "debug", skip_all, fields(driver = F::DRIVER, volume_id = %id))]
     async fn delete_volume(&self, id: &str) -> DriverResult<()> {
         self.remove(self.volume_path(id)?).await
     }
@@ -300,6 +302,7 @@ impl<F: Format> VolumeDriver for ObjectDriver<F> {
         self.blocking(Inner::stats).await
     }
 
+    #[tracing::instrument(name = "driver.extend_volume", level = "debug", skip_all, fields(driver = F::DRIVER, volume_id = %id, new_size_gib))]
     async fn extend_volume(&self, id: &str, new_size_gib: u64) -> DriverResult<()> {
         let path = self.volume_path(id)?;
         let bytes = size_bytes(id, new_size_gib)?;
@@ -323,6 +326,7 @@ impl<F: Format> VolumeDriver for ObjectDriver<F> {
         Ok(())
     }
 
+    #[tracing::instrument(name = "driver.create_snapshot", level = "debug", skip_all, fields(driver = F::DRIVER, snapshot_id = %snapshot_id, volume_id = %volume_id))]
     async fn create_snapshot(&self, snapshot_id: &str, volume_id: &str) -> DriverResult<()> {
         let target = self.snapshot_path(snapshot_id)?;
         let path = self.volume_path(volume_id)?;
@@ -335,6 +339,7 @@ impl<F: Format> VolumeDriver for ObjectDriver<F> {
             .await
     }
 
+    #[tracing::instrument(name = "driver.delete_snapshot", level = "debug", skip_all, fields(driver = F::DRIVER, snapshot_id = %snapshot_id))]
     async fn delete_snapshot(&self, snapshot_id: &str) -> DriverResult<()> {
         self.remove(self.snapshot_path(snapshot_id)?).await
     }
@@ -343,6 +348,7 @@ impl<F: Format> VolumeDriver for ObjectDriver<F> {
         self.exists(self.snapshot_path(snapshot_id)?).await
     }
 
+    #[tracing::instrument(name = "driver.create_volume_from_snapshot", level = "debug", skip_all, fields(driver = F::DRIVER, volume_id = %volume_id, snapshot_id = %snapshot_id))]
     async fn create_volume_from_snapshot(
         &self,
         volume_id: &str,
@@ -353,6 +359,7 @@ impl<F: Format> VolumeDriver for ObjectDriver<F> {
         self.make_copy(volume_id, size_gib, source).await
     }
 
+    #[tracing::instrument(name = "driver.create_cloned_volume", level = "debug", skip_all, fields(driver = F::DRIVER, volume_id = %volume_id, source_volume_id = %source_volume_id))]
     async fn create_cloned_volume(
         &self,
         volume_id: &str,

@@ -30,7 +30,10 @@ use lapin::{
 use tonic::{Code, Status};
 
 use super::{Dispatcher, HandlerError};
-use crate::rpc::{CONTENT_TYPE, broker::Session, headers, reply};
+use crate::{
+    rpc::{CONTENT_TYPE, broker::Session, headers, reply},
+    telemetry::context as telemetry,
+};
 
 /// The header counting how many times a cast was tried again after `UNAVAILABLE`
 /// (absent on its first delivery).
@@ -79,7 +82,7 @@ impl Job {
             .as_ref()
             .map(|k| k.to_string())
             .unwrap_or_default();
-        let ctx = headers::decode(props.headers().as_ref());
+        let mut ctx = headers::decode(props.headers().as_ref());
         let reply_to = props.reply_to().as_ref().map(|r| r.to_string());
         let correlation_id = props.correlation_id().as_ref().map(|c| c.to_string());
         let is_call = reply_to.is_some() && correlation_id.is_some();
@@ -89,9 +92,17 @@ impl Job {
             topic = %self.topic,
             %method,
             request_id = %ctx.request_id,
+            trace_id = tracing::field::Empty,
             redelivered = delivery.redelivered,
             delivery_count = count,
         );
+        // The handler span continues the sender's trace; the context follows it.
+        if let Some(own) =
+            telemetry::continue_trace(&span, || headers::traceparent(props.headers().as_ref()))
+        {
+            ctx.traceparent = own;
+        }
+        telemetry::record_trace_id(&span, &ctx.traceparent);
 
         let (outcome, disposition) = match self.dispatcher.handlers.get(&method) {
             None => (
