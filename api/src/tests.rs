@@ -74,7 +74,7 @@ impl Running {
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
             let served =
-                crate::serve_with(&config, listener, stop, db, ports, Authenticator::noauth())
+                crate::serve_with(&config, listener, stop, db, ports, Authenticator::noauth(), None)
                     .await;
             served.expect("serve");
         });
