@@ -1,6 +1,6 @@
 //! Watch streams against real processes: a WatchVolume through a second API
 //! instance follows what the first one and the services do, to the final
-//! `deleted` message and an OK close; WatchSnapshot and WatchAttachment; another
+//! `deleted` message and an OK close (intermediate states may be coalesced); WatchSnapshot and WatchAttachment; another
 //! project's id is NOT_FOUND; the API's broker connections closed mid-watch
 //! (the watcher still ends on the right state); a client that never reads is
 //! dropped with RESOURCE_EXHAUSTED "watcher too slow".
@@ -113,7 +113,13 @@ async fn watch_volume_through_another_instance_follows_create_extend_delete() {
             .is_some_and(|v| v.status() == pb::VolumeStatus::Available && v.size_gib == 2)
     })
     .await;
-    assert_eq!(seen.first(), Some(&pb::VolumeStatus::Extending), "{seen:?}");
+    // `extending` may be coalesced away when the backend is quicker than the
+    // feed (a message names the row; the hub sends the row as it is on reading).
+    assert!(
+        seen.iter()
+            .all(|s| [pb::VolumeStatus::Extending, pb::VolumeStatus::Available].contains(s)),
+        "{seen:?}"
+    );
 
     a.clone()
         .delete_volume(pb::DeleteVolumeRequest {
@@ -123,8 +129,9 @@ async fn watch_volume_through_another_instance_follows_create_extend_delete() {
         .expect("delete through A");
     let seen = volume_until(&mut stream, |m| m.deleted).await;
     assert!(
-        seen.contains(&pb::VolumeStatus::Deleting),
-        "deleting before deleted: {seen:?}"
+        seen.iter()
+            .all(|s| [pb::VolumeStatus::Deleting, pb::VolumeStatus::Available].contains(s)),
+        "deleting (or, coalesced, the last state) before deleted: {seen:?}"
     );
     assert!(next(&mut stream).await.is_none(), "the stream closes with OK after deleted");
 }
