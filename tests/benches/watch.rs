@@ -20,8 +20,7 @@ use std::{
 use futures_util::{StreamExt, stream};
 use hdrhistogram::Histogram;
 use scoria_proto::v1::{
-    CreateVolumeRequest, ListVolumesRequest, UpdateVolumeRequest, VolumeStatus,
-    WatchVolumeRequest,
+    CreateVolumeRequest, ListVolumesRequest, UpdateVolumeRequest, VolumeStatus, WatchVolumeRequest,
 };
 use scoria_tests::stack::{Caller, Clients, DbKind, Stack, channel};
 
@@ -39,14 +38,23 @@ fn usage(pid: u32) -> (u64, u64) {
     // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // USER_HZ is 100 on Linux.
     (rss, (ticks(14) + ticks(15)) * 10)
 }
 
 fn report(label: &str, pid: u32) -> (u64, u64) {
     let (rss, cpu) = usage(pid);
-    println!("{label:<32} RSS {:>8.1} MiB   CPU {:>8} ms", rss as f64 / 1024.0, cpu);
+    println!(
+        "{label:<32} RSS {:>8.1} MiB   CPU {:>8} ms",
+        rss as f64 / 1024.0,
+        cpu
+    );
     (rss, cpu)
 }
 
@@ -93,11 +101,16 @@ async fn main() {
         if listed.volumes.len() == volumes {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(300), "volumes not available");
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "volumes not available"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let watchers = volumes * per_volume;
-    println!("watch bench: {volumes} volumes x {per_volume} watchers = {watchers} streams, {rounds} rounds");
+    println!(
+        "watch bench: {volumes} volumes x {per_volume} watchers = {watchers} streams, {rounds} rounds"
+    );
     let (rss0, cpu0) = report("before the watchers", api_pid);
 
     // The watchers: 10 HTTP/2 connections (a server caps streams per connection).
@@ -109,7 +122,11 @@ async fn main() {
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let opened = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (n, id) in ids.iter().flat_map(|id| std::iter::repeat_n(id, per_volume)).enumerate() {
+    for (n, id) in ids
+        .iter()
+        .flat_map(|id| std::iter::repeat_n(id, per_volume))
+        .enumerate()
+    {
         let client = Clients::new(channels[n % channels.len()].clone(), Caller::admin(PROJECT));
         let (id, sent, latencies) = (id.clone(), sent.clone(), latencies.clone());
         let (first_tx, seen_tx) = (first_tx.clone(), seen_tx.clone());
@@ -125,8 +142,7 @@ async fn main() {
             first_tx.send(asked.elapsed()).await.unwrap();
             while let Ok(Some(m)) = stream.message().await {
                 let Some(volume) = m.volume else { continue };
-                let Some(round) = volume.name.strip_prefix('r').and_then(|r| r.parse().ok())
-                else {
+                let Some(round) = volume.name.strip_prefix('r').and_then(|r| r.parse().ok()) else {
                     continue;
                 };
                 let at = sent.lock().unwrap().get(&(id.clone(), round)).copied();
@@ -158,7 +174,9 @@ async fn main() {
             .for_each_concurrent(16, |id| {
                 let (client, sent) = (clients.volumes(), sent.clone());
                 async move {
-                    sent.lock().unwrap().insert((id.clone(), round), Instant::now());
+                    sent.lock()
+                        .unwrap()
+                        .insert((id.clone(), round), Instant::now());
                     let mut client = client;
                     client
                         .update_volume(UpdateVolumeRequest {

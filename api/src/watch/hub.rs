@@ -323,7 +323,12 @@ impl<P: Clone + PartialEq + Send + Sync + 'static> Hub<P> {
 }
 
 fn too_slow<P>(w: &mut Watcher<P>, kind: &str, id: &str, buffer: usize) {
-    tracing::info!(kind, id, buffer, "watch: dropping a watcher too slow to read");
+    tracing::info!(
+        kind,
+        id,
+        buffer,
+        "watch: dropping a watcher too slow to read"
+    );
     if let Some(kill) = w.kill.take() {
         let _ = kill.send(Status::resource_exhausted(format!(
             "watcher too slow: {buffer} updates of {kind} {id} unread; watch again"

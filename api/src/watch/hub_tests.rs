@@ -21,7 +21,10 @@ fn hub(rows: &Rows, max: usize, buffer: usize) -> (Arc<Hub<u32>>, CancellationTo
         Box::pin(async move { Ok(row) })
     });
     let stop = CancellationToken::new();
-    (Hub::new("volume", load, Limits::new(max, buffer), stop.clone()), stop)
+    (
+        Hub::new("volume", load, Limits::new(max, buffer), stop.clone()),
+        stop,
+    )
 }
 
 fn set(rows: &Rows, id: &str, value: u32) {
@@ -35,14 +38,20 @@ async fn the_first_event_is_the_row_and_an_unchanged_row_is_not_sent_again() {
     let (hub, _stop) = hub(&rows, 10, 8);
     let mut sub = hub.watch("v1", 1).expect("watch");
     assert!(hub.round().await);
-    assert_eq!(sub.next().await.expect("event").expect("ok"), Event::Update(1));
+    assert_eq!(
+        sub.next().await.expect("event").expect("ok"),
+        Event::Update(1)
+    );
     hub.mark(["v1"]);
     hub.mark(["v1"]);
     assert!(hub.round().await);
     set(&rows, "v1", 2);
     hub.mark(["v1"]);
     assert!(hub.round().await);
-    assert_eq!(sub.next().await.expect("event").expect("ok"), Event::Update(2));
+    assert_eq!(
+        sub.next().await.expect("event").expect("ok"),
+        Event::Update(2)
+    );
 }
 
 #[tokio::test]
@@ -51,7 +60,9 @@ async fn changes_to_one_id_in_a_round_cost_one_read_for_all_its_watchers() {
     set(&rows, "v1", 1);
     set(&rows, "v2", 1);
     let (hub, _stop) = hub(&rows, 100, 8);
-    let subs: Vec<_> = (0..10).map(|_| hub.watch("v1", 1).expect("watch")).collect();
+    let subs: Vec<_> = (0..10)
+        .map(|_| hub.watch("v1", 1).expect("watch"))
+        .collect();
     assert!(hub.round().await);
     let before = hub.reads();
     for _ in 0..5 {
@@ -81,8 +92,15 @@ async fn a_watcher_that_does_not_read_is_dropped_with_resource_exhausted() {
     assert!(hub.round().await);
     let err = slow.next().await.expect("an item").expect_err("dropped");
     assert_eq!(err.code(), Code::ResourceExhausted);
-    assert!(err.message().contains("watcher too slow"), "{}", err.message());
-    assert!(slow.next().await.is_none(), "the stream ends after the status");
+    assert!(
+        err.message().contains("watcher too slow"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        slow.next().await.is_none(),
+        "the stream ends after the status"
+    );
     // The fast one still follows.
     let got = fast.next().await.expect("event").expect("ok");
     assert_eq!(got, Event::Update(5));
@@ -95,11 +113,17 @@ async fn a_deleted_row_sends_the_last_seen_row_then_ends() {
     let (hub, _stop) = hub(&rows, 10, 8);
     let mut sub = hub.watch("v1", 7).expect("watch");
     assert!(hub.round().await);
-    assert_eq!(sub.next().await.expect("event").expect("ok"), Event::Update(7));
+    assert_eq!(
+        sub.next().await.expect("event").expect("ok"),
+        Event::Update(7)
+    );
     lock(&rows).remove("v1");
     hub.mark(["v1"]);
     assert!(hub.round().await);
-    assert_eq!(sub.next().await.expect("event").expect("ok"), Event::Deleted(7));
+    assert_eq!(
+        sub.next().await.expect("event").expect("ok"),
+        Event::Deleted(7)
+    );
     assert!(sub.next().await.is_none());
 }
 
@@ -131,7 +155,10 @@ async fn mark_all_rereads_every_watched_id_and_shutdown_ends_streams() {
     hub.mark_all();
     assert!(hub.round().await);
     assert_eq!(hub.reads() - before, 2);
-    assert_eq!(s1.next().await.expect("event").expect("ok"), Event::Update(2));
+    assert_eq!(
+        s1.next().await.expect("event").expect("ok"),
+        Event::Update(2)
+    );
     stop.cancel();
     let err = s1.next().await.expect("an item").expect_err("shutdown");
     assert_eq!(err.code(), Code::Unavailable);

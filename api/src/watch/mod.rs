@@ -62,7 +62,9 @@ impl Watches {
             let db = db.clone();
             let load: Loader<pb::Volume> = Arc::new(move |id| {
                 let db = db.clone();
-                Box::pin(async move { Ok(db.get_volume(&id).await?.as_ref().map(pb::Volume::from)) })
+                Box::pin(
+                    async move { Ok(db.get_volume(&id).await?.as_ref().map(pb::Volume::from)) },
+                )
             });
             Hub::new("volume", load, limits.clone(), shutdown.clone())
         };
@@ -70,9 +72,9 @@ impl Watches {
             let db = db.clone();
             let load: Loader<pb::Snapshot> = Arc::new(move |id| {
                 let db = db.clone();
-                Box::pin(async move {
-                    Ok(db.get_snapshot(&id).await?.as_ref().map(pb::Snapshot::from))
-                })
+                Box::pin(
+                    async move { Ok(db.get_snapshot(&id).await?.as_ref().map(pb::Snapshot::from)) },
+                )
             });
             Hub::new("snapshot", load, limits.clone(), shutdown.clone())
         };

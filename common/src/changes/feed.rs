@@ -35,9 +35,8 @@ impl ChangeFeed {
         shutdown: CancellationToken,
     ) -> RpcResult<Self> {
         let on_batch = listener.clone();
-        let dispatcher = Dispatcher::new().method(
-            METHOD,
-            move |_ctx, batch: bus::ResourcesChanged| {
+        let dispatcher =
+            Dispatcher::new().method(METHOD, move |_ctx, batch: bus::ResourcesChanged| {
                 let listener = on_batch.clone();
                 async move {
                     if batch.resync {
@@ -55,8 +54,7 @@ impl ChangeFeed {
                     }
                     Ok(())
                 }
-            },
-        );
+            });
         let server = RpcServer::start(
             broker.clone(),
             ServerOptions::fanout_only(TOPIC),

@@ -134,7 +134,11 @@ impl ChangePublisher {
                 match sent {
                     Ok(Ok(())) => {}
                     outcome => {
-                        tracing::debug!(?outcome, ids = batch.changes.len(), "change feed: publish failed, kept for later");
+                        tracing::debug!(
+                            ?outcome,
+                            ids = batch.changes.len(),
+                            "change feed: publish failed, kept for later"
+                        );
                         if stopping {
                             return;
                         }

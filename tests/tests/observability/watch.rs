@@ -45,7 +45,10 @@ async fn volume_until(
         if done(&message) {
             return seen;
         }
-        assert!(!message.deleted, "deleted before the expected state: {seen:?}");
+        assert!(
+            !message.deleted,
+            "deleted before the expected state: {seen:?}"
+        );
     }
 }
 
@@ -91,7 +94,10 @@ async fn watch_volume_through_another_instance_follows_create_extend_delete() {
         "the first message took {:?}",
         started.elapsed()
     );
-    assert_eq!(first.volume.as_ref().map(|v| v.id.as_str()), Some(volume.id.as_str()));
+    assert_eq!(
+        first.volume.as_ref().map(|v| v.id.as_str()),
+        Some(volume.id.as_str())
+    );
     assert!(!first.deleted);
     if first.volume.as_ref().map(pb::Volume::status) != Some(pb::VolumeStatus::Available) {
         volume_until(&mut stream, |m| {
@@ -133,7 +139,10 @@ async fn watch_volume_through_another_instance_follows_create_extend_delete() {
             .all(|s| [pb::VolumeStatus::Deleting, pb::VolumeStatus::Available].contains(s)),
         "deleting (or, coalesced, the last state) before deleted: {seen:?}"
     );
-    assert!(next(&mut stream).await.is_none(), "the stream closes with OK after deleted");
+    assert!(
+        next(&mut stream).await.is_none(),
+        "the stream closes with OK after deleted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -267,7 +276,9 @@ async fn a_watcher_ends_on_the_right_state_across_the_apis_broker_reconnect() {
     // Both API instances lose their broker connections; renames through A
     // happen while B's change feed is re-subscribing.
     let needle = format!("{}:scoria-api@", stack.exchange);
-    let closed = close_broker_connections(&needle).await.expect("rabbitmqctl");
+    let closed = close_broker_connections(&needle)
+        .await
+        .expect("rabbitmqctl");
     assert!(closed >= 2, "closed only {closed} API connections");
     for i in 0..5 {
         stack
@@ -284,7 +295,9 @@ async fn a_watcher_ends_on_the_right_state_across_the_apis_broker_reconnect() {
             .expect("rename through A");
     }
     loop {
-        let m = next(&mut stream).await.expect("a message after the reconnect");
+        let m = next(&mut stream)
+            .await
+            .expect("a message after the reconnect");
         if m.volume.as_ref().is_some_and(|v| v.name == "renamed-4") {
             break;
         }
@@ -356,5 +369,8 @@ async fn a_client_that_never_reads_is_dropped_as_too_slow() {
         "{}",
         status.message()
     );
-    assert!(read < updates, "read {read} of {updates} updates: nothing was dropped");
+    assert!(
+        read < updates,
+        "read {read} of {updates} updates: nothing was dropped"
+    );
 }
