@@ -5,7 +5,9 @@
 //! Prints the API process's RSS and CPU time (from `/proc/<pid>/status` and
 //! `/proc/<pid>/stat`) before the watchers, with them open and idle, and after
 //! rounds of changes; and the latency from a change (UpdateVolume sent) to each
-//! watcher seeing it (p50, p99, max over every watcher of every change).
+//! watcher seeing it (p50, p99, max over every watcher of every change), for
+//! rounds that change every volume at once (16 UpdateVolume in flight) and for
+//! single changes one after another (the feed's own latency).
 //!
 //! Under `cargo test --benches` (no `--bench` flag) it runs a smoke size (10
 //! volumes x 10 watchers, 2 rounds).
@@ -165,6 +167,7 @@ async fn main() {
         first.value_at_quantile(0.5) as f64 / 1000.0,
         first.value_at_quantile(0.99) as f64 / 1000.0
     );
+    let (_, cpu_open) = report("watchers open", api_pid);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss1, cpu1) = report("watchers open, idle 2s", api_pid);
 
@@ -217,11 +220,53 @@ async fn main() {
         h.max() as f64 / 1000.0
     );
     println!(
-        "RSS per watcher: {:.1} KiB; CPU idle with watchers: {} ms in 2s; CPU per change fanned out to {per_volume}: {:.2} ms",
+        "RSS per watcher: {:.1} KiB; CPU to open them: {} ms; idle with them: {} ms in 2s; \
+         CPU per change fanned out to {per_volume}: {:.2} ms",
         (rss1.saturating_sub(rss0)) as f64 / watchers as f64,
-        cpu1.saturating_sub(cpu0),
+        cpu_open.saturating_sub(cpu0),
+        cpu1.saturating_sub(cpu_open),
         cpu2.saturating_sub(cpu1) as f64 / (volumes * rounds) as f64
     );
     let _ = rss2;
+
+    // One change at a time: the latency of the feed alone, no write queue.
+    latencies.lock().unwrap().reset();
+    let singles = if full { 50 } else { 5 };
+    for k in 0..singles {
+        let round = rounds + k;
+        let id = ids[k % ids.len()].clone();
+        sent.lock()
+            .unwrap()
+            .insert((id.clone(), round), Instant::now());
+        clients
+            .volumes()
+            .update_volume(UpdateVolumeRequest {
+                id,
+                name: format!("r{round}"),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["name".into()],
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut got = 0;
+        while got < per_volume {
+            let r = tokio::time::timeout(Duration::from_secs(60), seen_rx.recv())
+                .await
+                .expect("every watcher sees the change")
+                .unwrap();
+            if r == round {
+                got += 1;
+            }
+        }
+    }
+    let h = latencies.lock().unwrap().clone();
+    println!(
+        "one change at a time ({singles} changes x {per_volume} watchers): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0
+    );
     tasks.abort_all();
 }
