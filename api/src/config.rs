@@ -185,6 +185,8 @@ mod tests {
         assert_eq!(c.api.tokens_file, None);
         assert_eq!(c.api.max_volume_size_gib, 16_384);
         assert_eq!(c.api.service_down_time_secs, 60);
+        assert_eq!(c.api.max_watchers, 10_000);
+        assert_eq!(c.api.watch_buffer, 64);
         assert_eq!(c.service_down_ms(), 60_000);
         assert_eq!(c.database_url(), "sqlite://./data/scoria.db");
         assert_eq!(c.bus.control_exchange, "scoria");

@@ -1,7 +1,7 @@
 //! Watch streams against real processes: a WatchVolume through a second API
 //! instance follows what the first one and the services do, to the final
 //! `deleted` message and an OK close (intermediate states may be coalesced); WatchSnapshot and WatchAttachment; another
-//! project's id is NOT_FOUND; the API's broker connections closed mid-watch
+//! project's id is NOT_FOUND, and watchers beyond `api.max_watchers` RESOURCE_EXHAUSTED; the API's broker connections closed mid-watch
 //! (the watcher still ends on the right state); a client that never reads is
 //! dropped with RESOURCE_EXHAUSTED "watcher too slow".
 
@@ -238,8 +238,8 @@ async fn watch_snapshot_and_attachment_end_with_their_deletion() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn watching_another_projects_volume_is_not_found() {
-    let stack = Stack::start(DbKind::Sqlite).await;
+async fn watching_another_projects_volume_is_not_found_and_watchers_are_bounded() {
+    let stack = Stack::start_with(DbKind::Sqlite, &[("SCORIA_API_MAX_WATCHERS", "2")]).await;
     let volume = stack
         .volumes("p1")
         .create_volume(sized(1))
@@ -262,6 +262,36 @@ async fn watching_another_projects_volume_is_not_found() {
         .await
         .expect_err("an unknown id");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    let mine = stack.as_member("p1");
+    let _first = watch_volume(&mine, &volume.id).await;
+    let _second = watch_volume(&mine, &volume.id).await;
+    let err = mine
+        .volumes()
+        .watch_volume(pb::WatchVolumeRequest {
+            id: volume.id.clone(),
+        })
+        .await
+        .expect_err("a third watcher beyond api.max_watchers = 2");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    drop(_first);
+    // The slot comes back once the server sees the stream go.
+    let deadline = Instant::now() + STEP;
+    loop {
+        match mine
+            .volumes()
+            .watch_volume(pb::WatchVolumeRequest {
+                id: volume.id.clone(),
+            })
+            .await
+        {
+            Ok(_) => break,
+            Err(err) if err.code() == Code::ResourceExhausted && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("no slot after a watcher left: {err:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
