@@ -245,4 +245,46 @@ mod tests {
                 .contains("still creating")
         );
     }
+
+    #[tokio::test]
+    async fn a_server_without_watch_streams_is_polled() {
+        let mut steps = vec![
+            Step::Pending("creating".into()),
+            Step::Done("available".into(), 7),
+        ]
+        .into_iter();
+        let got = watch(
+            "volume v",
+            Duration::from_secs(5),
+            || async {
+                Err::<Streaming<scoria_proto::v1::WatchVolumeResponse>, _>(Status::unimplemented(
+                    "no watch",
+                ))
+            },
+            |_| Ok(Step::Pending("never".into())),
+            || {
+                let step = steps.next().unwrap_or(Step::Pending("?".into()));
+                async move { Ok(step) }
+            },
+        )
+        .await;
+        assert_eq!(got.expect("done by polling"), 7);
+
+        let refused: Result<u8, _> = watch(
+            "volume v",
+            Duration::from_secs(5),
+            || async {
+                Err::<Streaming<scoria_proto::v1::WatchVolumeResponse>, _>(
+                    Status::permission_denied("no"),
+                )
+            },
+            |_| Ok(Step::Pending("never".into())),
+            || async { Ok(Step::Done("available".into(), 1)) },
+        )
+        .await;
+        assert!(
+            refused.is_err(),
+            "only UNIMPLEMENTED (or NOT_FOUND) falls back to polling"
+        );
+    }
 }
