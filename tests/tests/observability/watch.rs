@@ -404,3 +404,26 @@ async fn a_client_that_never_reads_is_dropped_as_too_slow() {
         "read {read} of {updates} updates: nothing was dropped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_instance_stopping_ends_its_watchers_with_unavailable() {
+    let mut stack = Stack::start(DbKind::Sqlite).await;
+    let b = stack.start_api_instance("b").await;
+    let on_b = Clients::new(channel(&b), Caller::member("p1"));
+    let volume = create_available(&stack, 1).await;
+    let mut stream = watch_volume(&on_b, &volume.id).await;
+    next(&mut stream).await.expect("a first message");
+
+    let started = Instant::now();
+    let code = stack.stop_service("scoria-api@b").await;
+    let took = started.elapsed();
+    assert_eq!(code, Some(0), "SIGTERM exits cleanly\n{}", stack.logs());
+    // Open streams do not hold the drain until its timeout.
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    let status = tokio::time::timeout(STEP, stream.message())
+        .await
+        .expect("the stream ends")
+        .expect_err("a watcher ends with a status on shutdown");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
+}
