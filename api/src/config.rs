@@ -26,6 +26,8 @@ pub const API_ENV: &[EnvKey] = &[
         "SCORIA_SERVICE_DOWN_TIME_SECS",
         "api.service_down_time_secs",
     ),
+    EnvKey::int("SCORIA_API_MAX_WATCHERS", "api.max_watchers"),
+    EnvKey::int("SCORIA_API_WATCH_BUFFER", "api.watch_buffer"),
     EnvKey::signed("SCORIA_QUOTA_VOLUMES", "quota.volumes"),
     EnvKey::signed("SCORIA_QUOTA_GIGABYTES", "quota.gigabytes"),
     EnvKey::signed("SCORIA_QUOTA_SNAPSHOTS", "quota.snapshots"),
@@ -63,6 +65,12 @@ pub struct ApiSection {
     /// (`SCORIA_SERVICE_DOWN_TIME_SECS`, the scheduler's key too; Cinder's
     /// `service_down_time`).
     pub service_down_time_secs: u64,
+    /// At most this many `Watch*` streams at once on this instance
+    /// (`SCORIA_API_MAX_WATCHERS`); RESOURCE_EXHAUSTED beyond.
+    pub max_watchers: usize,
+    /// At most this many updates wait unread per watcher
+    /// (`SCORIA_API_WATCH_BUFFER`); a watcher further behind is dropped.
+    pub watch_buffer: usize,
 }
 
 impl Default for ApiSection {
@@ -73,6 +81,8 @@ impl Default for ApiSection {
             tokens_file: None,
             max_volume_size_gib: 16_384,
             service_down_time_secs: 60,
+            max_watchers: 10_000,
+            watch_buffer: 64,
         }
     }
 }
@@ -133,6 +143,12 @@ impl ProcessConfig for Config {
                 reason: "must be at least 1".into(),
             });
         }
+        if self.api.watch_buffer == 0 {
+            return Err(ConfigError::Value {
+                key: "api.watch_buffer",
+                reason: "must be at least 1".into(),
+            });
+        }
         if self.api.service_down_time_secs == 0 {
             return Err(ConfigError::Value {
                 key: "api.service_down_time_secs",
@@ -169,6 +185,8 @@ mod tests {
         assert_eq!(c.api.tokens_file, None);
         assert_eq!(c.api.max_volume_size_gib, 16_384);
         assert_eq!(c.api.service_down_time_secs, 60);
+        assert_eq!(c.api.max_watchers, 10_000);
+        assert_eq!(c.api.watch_buffer, 64);
         assert_eq!(c.service_down_ms(), 60_000);
         assert_eq!(c.database_url(), "sqlite://./data/scoria.db");
         assert_eq!(c.bus.control_exchange, "scoria");

@@ -14,6 +14,7 @@
 //!                  ├─▶ QuotaService ─▶ Db (limits; usage kept by the database)
 //!                  └─▶ AdminService (admin role only) ─▶ Db, SchedulerOps (pools)
 //!  health watcher: BrokerLink (connected, not blocked) + db ping ─▶ grpc.health.v1
+//!  change feed (<cx>.changes.fanout) ─▶ watch::Watches ─▶ Watch* streams
 //! ```
 //!
 //! One module per concern: a file (or folder) per gRPC service; `ports.rs` (what
@@ -46,13 +47,15 @@ mod tests;
 pub mod validate;
 pub mod volume;
 pub mod volume_type;
+pub mod watch;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use scoria_common::{
+    changes::{ChangeFeed, ChangePublisher, PublisherOptions},
     config::{ConfigError, ProcessConfig},
     db::{Db, DbError},
-    rpc::Broker,
+    rpc::{Broker, RpcClient},
 };
 use scoria_proto::v1::{
     admin_service_server::AdminServiceServer, attachment_service_server::AttachmentServiceServer,
@@ -62,7 +65,7 @@ use scoria_proto::v1::{
     volume_type_service_server::VolumeTypeServiceServer,
 };
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::ServingStatus;
 use tower::Layer;
@@ -78,6 +81,7 @@ use crate::{
     snapshot::SnapshotApi,
     volume::VolumeApi,
     volume_type::VolumeTypeApi,
+    watch::{Limits, Watches},
 };
 
 /// The binary's name, as it appears in logs and on the bus.
@@ -109,6 +113,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The change feed could not be subscribed.
+    #[error("cannot subscribe to the change feed: {0}")]
+    Feed(String),
 }
 
 /// Binds `api.listen` and serves until `shutdown` is cancelled.
@@ -148,6 +155,30 @@ pub async fn serve(
     );
     let ports = Ports::amqp(&broker, format!("{BINARY}.{}", config.service.host));
 
+    // The change feed: this instance announces the rows it writes, and its watch
+    // hubs follow every instance's (and service's) announcements.
+    let tasks = TaskTracker::new();
+    let feed_stop = shutdown.child_token();
+    let db = db.with_change_sink(ChangePublisher::start(
+        RpcClient::new(broker.clone()),
+        PublisherOptions::default(),
+        &tasks,
+        feed_stop.clone(),
+    ));
+    let watches = Watches::start(
+        &db,
+        Limits::new(config.api.max_watchers, config.api.watch_buffer),
+        &tasks,
+        shutdown.clone(),
+    );
+    let feed = ChangeFeed::subscribe(
+        &broker,
+        Arc::new(watches.clone()),
+        &tasks,
+        feed_stop.clone(),
+    )
+    .map_err(|err| Error::Feed(err.to_string()))?;
+
     let result = serve_with(
         &config,
         listener,
@@ -155,9 +186,14 @@ pub async fn serve(
         db.clone(),
         ports,
         authenticator,
+        Some(watches),
     )
     .await;
 
+    feed_stop.cancel();
+    feed.shutdown().await;
+    tasks.close();
+    tasks.wait().await;
     broker.close().await;
     db.close().await;
     tracing::info!("{BINARY} stopped");
@@ -172,6 +208,7 @@ pub(crate) async fn serve_with(
     db: Db,
     ports: Ports,
     authenticator: Authenticator,
+    watches: Option<Watches>,
 ) -> Result<(), Error> {
     let (link, db_for_health) = (ports.broker.clone(), db.clone());
     let auth = AuthLayer::new(authenticator);
@@ -185,17 +222,17 @@ pub(crate) async fn serve_with(
         config.service_down_ms(),
         ports.clone(),
     )));
-    let snapshot_service = auth.layer(SnapshotServiceServer::new(SnapshotApi::new(
-        db.clone(),
-        ports.clone(),
-    )));
-    let attachment_service = auth.layer(AttachmentServiceServer::new(AttachmentApi::new(
-        db.clone(),
-        ports.clone(),
-        config.bus.call_timeout(),
-    )));
+    let mut snapshots = SnapshotApi::new(db.clone(), ports.clone());
+    let mut attachments = AttachmentApi::new(db.clone(), ports.clone(), config.bus.call_timeout());
+    let mut volumes = VolumeApi::new(db.clone(), ports.clone(), config.api.max_volume_size_gib);
+    if let Some(watches) = watches {
+        snapshots = snapshots.with_watches(watches.clone());
+        attachments = attachments.with_watches(watches.clone());
+        volumes = volumes.with_watches(watches);
+    }
+    let snapshot_service = auth.layer(SnapshotServiceServer::new(snapshots));
+    let attachment_service = auth.layer(AttachmentServiceServer::new(attachments));
     let quota_service = auth.layer(QuotaServiceServer::new(QuotaApi::new(db.clone())));
-    let volumes = VolumeApi::new(db, ports, config.api.max_volume_size_gib);
     let volume_service = auth.layer(VolumeServiceServer::new(volumes));
 
     let reflection = || {

@@ -28,8 +28,9 @@ use crate::{
     intent::Intent,
     page_token::{PageToken, filter_digest, finish_page},
     ports::Ports,
-    request::{handle, handle_as},
+    request::{context, handle, handle_as, reply},
     scope, validate,
+    watch::{self, WatchStream, Watches},
 };
 
 /// The `SnapshotService` implementation.
@@ -37,12 +38,23 @@ use crate::{
 pub struct SnapshotApi {
     db: Db,
     ports: Ports,
+    watches: Option<Watches>,
 }
 
 impl SnapshotApi {
     /// The service over `db` and `ports`.
     pub fn new(db: Db, ports: Ports) -> Self {
-        Self { db, ports }
+        Self {
+            db,
+            ports,
+            watches: None,
+        }
+    }
+
+    /// This service serving WatchSnapshot from `watches`.
+    pub fn with_watches(mut self, watches: Watches) -> Self {
+        self.watches = Some(watches);
+        self
     }
 
     /// The snapshot `id` if the caller may see it (its project's, or any for admins).
@@ -319,6 +331,26 @@ impl SnapshotService for SnapshotApi {
         request: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
         handle(request, async |ctx, req| self.list(ctx, req).await).await
+    }
+
+    type WatchSnapshotStream = WatchStream<pb::WatchSnapshotResponse>;
+
+    async fn watch_snapshot(
+        &self,
+        request: Request<pb::WatchSnapshotRequest>,
+    ) -> Result<Response<Self::WatchSnapshotStream>, Status> {
+        let hub = self.watches.as_ref().ok_or_else(watch::unimplemented)?;
+        let ctx = context(&request)?;
+        let snapshot = reply(self.get(&ctx, &request.get_ref().id).await)?.into_inner();
+        watch::respond(
+            Some(&hub.snapshots),
+            &snapshot.id,
+            pb::Snapshot::from(&snapshot),
+            |snapshot, deleted| pb::WatchSnapshotResponse {
+                snapshot: Some(snapshot),
+                deleted,
+            },
+        )
     }
 
     async fn delete_snapshot(

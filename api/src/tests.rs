@@ -73,9 +73,16 @@ impl Running {
         let db = h.db.db().clone();
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
-            let served =
-                crate::serve_with(&config, listener, stop, db, ports, Authenticator::noauth())
-                    .await;
+            let served = crate::serve_with(
+                &config,
+                listener,
+                stop,
+                db,
+                ports,
+                Authenticator::noauth(),
+                None,
+            )
+            .await;
             served.expect("serve");
         });
         Self {

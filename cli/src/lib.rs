@@ -4,7 +4,7 @@
 //! ```text
 //!  argv ─clap─▶ args::Cli ─▶ connect::Settings (flags > env > clouds.toml) ─▶ Api
 //!                  └─▶ commands::<resource> ─requests─▶ output::Shown ─▶ output::render (-f, -c)
-//!                                  └─ --wait: wait::follow (spinner on a terminal)
+//!                                  └─ --wait: wait::watch (Watch* stream; polls on UNIMPLEMENTED; spinner on a terminal)
 //! ```
 //!
 //! Exit codes: 0 done, 1 a request failed or a resource ended in error, 2 bad usage.

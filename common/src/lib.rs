@@ -4,6 +4,7 @@
 //! Nothing here knows about volumes: the RPC layer could carry any service's messages.
 #![forbid(unsafe_code)]
 
+pub mod changes;
 pub mod config;
 pub mod context;
 pub mod db;

@@ -39,8 +39,9 @@ use crate::{
     intent::Intent,
     page_token::{PageToken, filter_digest, finish_page},
     ports::Ports,
-    request::{handle, handle_as},
+    request::{context, handle, handle_as, reply},
     scope, validate,
+    watch::{self, WatchStream, Watches},
 };
 
 /// The extra spec of a volume type that lets its volumes have several attachments.
@@ -61,6 +62,7 @@ pub struct AttachmentApi {
     db: Db,
     ports: Ports,
     call_timeout: Duration,
+    watches: Option<Watches>,
 }
 
 impl AttachmentApi {
@@ -71,7 +73,14 @@ impl AttachmentApi {
             db,
             ports,
             call_timeout,
+            watches: None,
         }
+    }
+
+    /// This service serving WatchAttachment from `watches`.
+    pub fn with_watches(mut self, watches: Watches) -> Self {
+        self.watches = Some(watches);
+        self
     }
 
     /// The attachment `id` if the caller may see it (its project's, or any for admins).
@@ -406,6 +415,26 @@ impl AttachmentService for AttachmentApi {
         request: Request<pb::DeleteAttachmentRequest>,
     ) -> Result<Response<pb::DeleteAttachmentResponse>, Status> {
         handle(request, async |ctx, req| self.delete(ctx, &req.id).await).await
+    }
+
+    type WatchAttachmentStream = WatchStream<pb::WatchAttachmentResponse>;
+
+    async fn watch_attachment(
+        &self,
+        request: Request<pb::WatchAttachmentRequest>,
+    ) -> Result<Response<Self::WatchAttachmentStream>, Status> {
+        let hub = self.watches.as_ref().ok_or_else(watch::unimplemented)?;
+        let ctx = context(&request)?;
+        let attachment = reply(self.get(&ctx, &request.get_ref().id).await)?.into_inner();
+        watch::respond(
+            Some(&hub.attachments),
+            &attachment.id,
+            pb::Attachment::from(&attachment),
+            |attachment, deleted| pb::WatchAttachmentResponse {
+                attachment: Some(attachment),
+                deleted,
+            },
+        )
     }
 }
 

@@ -25,8 +25,9 @@ use crate::{
     intent::Intent,
     page_token::{PageToken, filter_digest, finish_page},
     ports::Ports,
-    request::{handle, handle_as},
+    request::{context, handle, handle_as, reply},
     scope, validate,
+    watch::{self, WatchStream, Watches},
 };
 
 /// The `VolumeService` implementation.
@@ -35,6 +36,7 @@ pub struct VolumeApi {
     db: Db,
     ports: Ports,
     max_size_gib: u64,
+    watches: Option<Watches>,
 }
 
 impl VolumeApi {
@@ -44,7 +46,14 @@ impl VolumeApi {
             db,
             ports,
             max_size_gib,
+            watches: None,
         }
+    }
+
+    /// This service serving WatchVolume from `watches`.
+    pub fn with_watches(mut self, watches: Watches) -> Self {
+        self.watches = Some(watches);
+        self
     }
 
     /// The volume `id` if the caller may see it (its project's, or any for admins).
@@ -419,6 +428,27 @@ impl VolumeService for VolumeApi {
         request: Request<pb::ExtendVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
         handle_as(request, async |ctx, req| self.extend(ctx, req).await).await
+    }
+
+    type WatchVolumeStream = WatchStream<pb::WatchVolumeResponse>;
+
+    async fn watch_volume(
+        &self,
+        request: Request<pb::WatchVolumeRequest>,
+    ) -> Result<Response<Self::WatchVolumeStream>, Status> {
+        let hub = self.watches.as_ref().ok_or_else(watch::unimplemented)?;
+        let ctx = context(&request)?;
+        let id = &request.get_ref().id;
+        let volume = reply(self.get(&ctx, id).await)?.into_inner();
+        watch::respond(
+            Some(&hub.volumes),
+            &volume.id,
+            pb::Volume::from(&volume),
+            |volume, deleted| pb::WatchVolumeResponse {
+                volume: Some(volume),
+                deleted,
+            },
+        )
     }
 }
 

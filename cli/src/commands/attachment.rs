@@ -10,7 +10,7 @@ use crate::{
     error::CliError,
     output::Shown,
     records, resolve,
-    wait::{Step, follow},
+    wait::{Step, watch},
 };
 
 /// Runs an `attachment` command.
@@ -47,17 +47,33 @@ pub async fn run(api: &Api, command: AttachmentCommand) -> Result<Shown, CliErro
                 .into_inner();
             let attachment = if wait.wait && attachment.status() != pb::AttachmentStatus::Attached {
                 let id = attachment.id.clone();
-                follow(&format!("attachment {id}"), wait.timeout(), || async {
-                    let a = get(api, &id).await?;
+                let classify = |a: pb::Attachment| {
                     let status = records::attachment_status(a.status());
-                    Ok(match a.status() {
+                    match a.status() {
                         pb::AttachmentStatus::Attached => Step::Done(status, a),
                         pb::AttachmentStatus::ErrorAttaching => {
                             Step::Failed(status, a.error_message)
                         }
                         _ => Step::Pending(status),
-                    })
-                })
+                    }
+                };
+                watch(
+                    &format!("attachment {id}"),
+                    wait.timeout(),
+                    || async {
+                        api.attachments()
+                            .watch_attachment(pb::WatchAttachmentRequest { id: id.clone() })
+                            .await
+                            .map(tonic::Response::into_inner)
+                    },
+                    |m: pb::WatchAttachmentResponse| {
+                        if m.deleted {
+                            return Err(CliError::Failed(format!("attachment {id} was deleted")));
+                        }
+                        Ok(classify(m.attachment.unwrap_or_default()))
+                    },
+                    || async { Ok(classify(get(api, &id).await?)) },
+                )
                 .await?
             } else {
                 attachment

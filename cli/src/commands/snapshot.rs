@@ -9,7 +9,7 @@ use crate::{
     error::CliError,
     output::Shown,
     records, resolve,
-    wait::{Step, follow},
+    wait::{Step, watch},
 };
 
 /// Runs a `snapshot` command.
@@ -97,35 +97,75 @@ async fn get(api: &Api, id: &str) -> Result<pb::Snapshot, tonic::Status> {
 }
 
 async fn until_available(api: &Api, id: &str, wait: WaitArgs) -> Result<pb::Snapshot, CliError> {
-    follow(&format!("snapshot {id}"), wait.timeout(), || async {
-        let s = get(api, id)
-            .await
-            .map_err(CliError::request(format!("get snapshot {id}")))?;
+    let classify = |s: pb::Snapshot| {
         let status = records::snapshot_status(s.status());
-        Ok(match s.status() {
+        match s.status() {
             pb::SnapshotStatus::Available => Step::Done(status, s),
             pb::SnapshotStatus::Error | pb::SnapshotStatus::ErrorDeleting => {
                 Step::Failed(status, s.error_message)
             }
             _ => Step::Pending(status),
-        })
-    })
+        }
+    };
+    watch(
+        &format!("snapshot {id}"),
+        wait.timeout(),
+        || open(api, id),
+        |m: pb::WatchSnapshotResponse| {
+            if m.deleted {
+                return Err(CliError::Failed(format!("snapshot {id} was deleted")));
+            }
+            Ok(classify(m.snapshot.unwrap_or_default()))
+        },
+        || async {
+            let s = get(api, id)
+                .await
+                .map_err(CliError::request(format!("get snapshot {id}")))?;
+            Ok(classify(s))
+        },
+    )
     .await
 }
 
+/// WatchSnapshot `id`.
+async fn open(
+    api: &Api,
+    id: &str,
+) -> Result<tonic::Streaming<pb::WatchSnapshotResponse>, tonic::Status> {
+    api.snapshots()
+        .watch_snapshot(pb::WatchSnapshotRequest { id: id.to_owned() })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 async fn until_gone(api: &Api, id: &str, wait: WaitArgs) -> Result<(), CliError> {
-    follow(&format!("snapshot {id}"), wait.timeout(), || async {
-        match get(api, id).await {
-            Err(status) if status.code() == Code::NotFound => Ok(Step::Done("deleted".into(), ())),
-            Err(status) => Err(CliError::request(format!("get snapshot {id}"))(status)),
-            Ok(s) => {
-                let status = records::snapshot_status(s.status());
-                Ok(match s.status() {
-                    pb::SnapshotStatus::ErrorDeleting => Step::Failed(status, s.error_message),
-                    _ => Step::Pending(status),
-                })
-            }
+    let classify = |s: pb::Snapshot| {
+        let status = records::snapshot_status(s.status());
+        match s.status() {
+            pb::SnapshotStatus::ErrorDeleting => Step::Failed(status, s.error_message),
+            _ => Step::Pending(status),
         }
-    })
+    };
+    watch(
+        &format!("snapshot {id}"),
+        wait.timeout(),
+        || open(api, id),
+        |m: pb::WatchSnapshotResponse| {
+            Ok(if m.deleted {
+                Step::Done("deleted".into(), ())
+            } else {
+                classify(m.snapshot.unwrap_or_default())
+            })
+        },
+        || async {
+            match get(api, id).await {
+                Err(status) if status.code() == Code::NotFound => {
+                    Ok(Step::Done("deleted".into(), ()))
+                }
+                Err(status) => Err(CliError::request(format!("get snapshot {id}"))(status)),
+                Ok(s) => Ok(classify(s)),
+            }
+        },
+    )
     .await
 }

@@ -1,7 +1,7 @@
 //! `scoria volume ...`.
 
 use scoria_proto::v1 as pb;
-use tonic::Code;
+use tonic::{Code, Status};
 
 use crate::{
     args::{VolumeCommand, WaitArgs},
@@ -9,7 +9,7 @@ use crate::{
     error::CliError,
     output::Shown,
     records, resolve,
-    wait::{Step, follow},
+    wait::{Step, watch},
 };
 
 /// Runs a `volume` command.
@@ -233,12 +233,9 @@ async fn until_available(
     wait: WaitArgs,
     size: Option<u64>,
 ) -> Result<pb::Volume, CliError> {
-    follow(&format!("volume {id}"), wait.timeout(), || async {
-        let v = get(api, id)
-            .await
-            .map_err(CliError::request(format!("get volume {id}")))?;
+    let classify = |v: pb::Volume| {
         let status = records::volume_status(v.status());
-        Ok(match v.status() {
+        match v.status() {
             pb::VolumeStatus::Available | pb::VolumeStatus::InUse
                 if size.is_none_or(|s| v.size_gib >= s) =>
             {
@@ -248,27 +245,67 @@ async fn until_available(
             | pb::VolumeStatus::ErrorExtending
             | pb::VolumeStatus::ErrorDeleting => Step::Failed(status, v.error_message),
             _ => Step::Pending(status),
-        })
-    })
+        }
+    };
+    watch(
+        &format!("volume {id}"),
+        wait.timeout(),
+        || open(api, id),
+        |m: pb::WatchVolumeResponse| {
+            if m.deleted {
+                return Err(CliError::Failed(format!("volume {id} was deleted")));
+            }
+            Ok(classify(m.volume.unwrap_or_default()))
+        },
+        || async {
+            let v = get(api, id)
+                .await
+                .map_err(CliError::request(format!("get volume {id}")))?;
+            Ok(classify(v))
+        },
+    )
     .await
+}
+
+/// WatchVolume `id`.
+async fn open(api: &Api, id: &str) -> Result<tonic::Streaming<pb::WatchVolumeResponse>, Status> {
+    api.volumes()
+        .watch_volume(pb::WatchVolumeRequest { id: id.to_owned() })
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// Follows volume `id` until it is gone.
 async fn until_gone(api: &Api, id: &str, wait: WaitArgs) -> Result<(), CliError> {
-    follow(&format!("volume {id}"), wait.timeout(), || async {
-        match get(api, id).await {
-            Err(status) if status.code() == Code::NotFound => Ok(Step::Done("deleted".into(), ())),
-            Err(status) => Err(CliError::request(format!("get volume {id}"))(status)),
-            Ok(v) => {
-                let status = records::volume_status(v.status());
-                Ok(match v.status() {
-                    pb::VolumeStatus::ErrorDeleting | pb::VolumeStatus::Error => {
-                        Step::Failed(status, v.error_message)
-                    }
-                    _ => Step::Pending(status),
-                })
+    let classify = |v: pb::Volume| {
+        let status = records::volume_status(v.status());
+        match v.status() {
+            pb::VolumeStatus::ErrorDeleting | pb::VolumeStatus::Error => {
+                Step::Failed(status, v.error_message)
             }
+            _ => Step::Pending(status),
         }
-    })
+    };
+    watch(
+        &format!("volume {id}"),
+        wait.timeout(),
+        || open(api, id),
+        |m: pb::WatchVolumeResponse| {
+            Ok(if m.deleted {
+                Step::Done("deleted".into(), ())
+            } else {
+                classify(m.volume.unwrap_or_default())
+            })
+        },
+        || async {
+            match get(api, id).await {
+                Err(status) if status.code() == Code::NotFound => {
+                    Ok(Step::Done("deleted".into(), ()))
+                }
+                Err(status) => Err(CliError::request(format!("get volume {id}"))(status)),
+                Ok(v) => Ok(classify(v)),
+            }
+        },
+    )
     .await
 }

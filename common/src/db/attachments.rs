@@ -27,6 +27,7 @@ use super::{
     row::RowReader,
     workers::remove_worker,
 };
+use crate::changes::ChangeKind;
 use crate::model::{
     Attachment, AttachmentStatus, ConnectionInfo, Connector, Volume, VolumeStatus, now_ms,
 };
@@ -147,6 +148,8 @@ impl Db {
         settle(&mut tx, &attachment.volume_id).await?;
         let volume = super::volumes::get_volume_in(&mut tx, &attachment.volume_id).await?;
         tx.commit().await?;
+        self.changed(ChangeKind::Attachment, &attachment.id);
+        self.changed(ChangeKind::Volume, &attachment.volume_id);
         Ok(match volume {
             Some(volume) => AttachReserve::Reserved(volume),
             None => AttachReserve::VolumeNotFound,
@@ -214,6 +217,8 @@ impl Db {
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.changed(ChangeKind::Attachment, id);
+        self.changed(ChangeKind::Volume, &current.volume_id);
         match row.as_ref().map(attachment_from_row).transpose()? {
             Some(attachment) => Ok(DetachStart::Started(attachment)),
             None => Ok(DetachStart::NotFound),
@@ -260,6 +265,7 @@ impl Db {
             settle(&mut tx, volume_id).await?;
         }
         tx.commit().await?;
+        self.changed(ChangeKind::Volume, volume_id);
         Ok(())
     }
 
@@ -284,7 +290,11 @@ impl Db {
         for status in HOLDING {
             q = q.bind(status.as_str());
         }
-        Ok(q.execute(&self.pool).await?.rows_affected() == 1)
+        let changed = q.execute(&self.pool).await?.rows_affected() == 1;
+        if changed {
+            self.changed(ChangeKind::Attachment, id);
+        }
+        Ok(changed)
     }
 
     /// The attachment `id`, of any project.
@@ -361,6 +371,8 @@ impl Db {
         remove_worker(&mut *tx, WorkerKind::Attachment, id).await?;
         settle(&mut tx, &current.volume_id).await?;
         tx.commit().await?;
+        self.changed(ChangeKind::Attachment, id);
+        self.changed(ChangeKind::Volume, &current.volume_id);
         Ok(true)
     }
 }

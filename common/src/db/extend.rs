@@ -3,7 +3,10 @@
 //! the backend).
 
 use super::{Db, DbResult, WorkerKind, workers::remove_worker};
-use crate::model::{VolumeStatus, now_ms};
+use crate::{
+    changes::ChangeKind,
+    model::{VolumeStatus, now_ms},
+};
 
 impl Db {
     /// Compare-and-set ending an extend that grows the volume: `extending` ->
@@ -36,6 +39,7 @@ impl Db {
         }
         remove_worker(&mut *tx, WorkerKind::Volume, id).await?;
         tx.commit().await?;
+        self.changed(ChangeKind::Volume, id);
         Ok(true)
     }
 }

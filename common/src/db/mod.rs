@@ -28,13 +28,14 @@ mod volumes;
 mod volumes_tests;
 mod workers;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use sqlx::{
     AnyPool, AssertSqlSafe, Executor,
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 
+use crate::changes::{ChangeKind, ChangeSink};
 pub use attachments::{AttachReserve, AttachmentQuery, DetachStart};
 pub use overdue::WorkerOutcome;
 pub use snapshots::{SnapshotDeleteStart, SnapshotQuery, VolumeDeleteStart};
@@ -122,6 +123,8 @@ pub struct Db {
     engine: Engine,
     /// The limits of projects without overrides.
     quota_defaults: quota::QuotaDefaults,
+    /// Told of every volume, snapshot and attachment row a write changed.
+    changes: Option<Arc<dyn ChangeSink>>,
 }
 
 /// Each schema version, applied in order.
@@ -219,7 +222,23 @@ impl Db {
             pool,
             engine,
             quota_defaults: quota::QuotaDefaults::UNLIMITED,
+            changes: None,
         })
+    }
+
+    /// This handle, reporting to `sink` every volume, snapshot and attachment
+    /// row its writes change (after the commit): the change feed's hook, in the
+    /// one place every writer goes through.
+    pub fn with_change_sink(mut self, sink: Arc<dyn ChangeSink>) -> Self {
+        self.changes = Some(sink);
+        self
+    }
+
+    /// Reports that row `id` of `kind` changed (committed).
+    pub(crate) fn changed(&self, kind: ChangeKind, id: &str) {
+        if let Some(sink) = &self.changes {
+            sink.changed(kind, id);
+        }
     }
 
     /// [`Db::connect`] taking an owned URL (handy for spawned tasks).

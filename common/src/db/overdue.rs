@@ -13,7 +13,10 @@
 use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 
 use super::{Db, DbError, DbResult, WorkerEntry, WorkerKind};
-use crate::model::{SnapshotStatus, VolumeStatus, now_ms};
+use crate::{
+    changes::ChangeKind,
+    model::{SnapshotStatus, VolumeStatus, now_ms},
+};
 
 const COLUMNS: &str = "w.resource_type, w.resource_id, w.status, w.service, w.deadline";
 
@@ -220,6 +223,14 @@ impl Db {
             .await?
             .rows_affected();
         tx.commit().await?;
+        if moved == 1 {
+            let kind = match kind {
+                WorkerKind::Volume => ChangeKind::Volume,
+                WorkerKind::Snapshot => ChangeKind::Snapshot,
+                WorkerKind::Attachment => ChangeKind::Attachment,
+            };
+            self.changed(kind, &entry.resource_id);
+        }
         Ok(if moved == 1 {
             WorkerOutcome::Done
         } else {
@@ -275,6 +286,7 @@ impl Db {
             return Ok(false);
         }
         tx.commit().await?;
+        self.changed(ChangeKind::Volume, &entry.resource_id);
         Ok(true)
     }
 }

@@ -24,7 +24,10 @@ use super::{
     row::RowReader,
     workers::remove_worker,
 };
-use crate::model::{AttachmentStatus, Snapshot, SnapshotStatus, VolumeStatus, now_ms};
+use crate::{
+    changes::ChangeKind,
+    model::{AttachmentStatus, Snapshot, SnapshotStatus, VolumeStatus, now_ms},
+};
 
 const COLUMNS: &str = "id, project_id, user_id, volume_id, name, description, size_gib, status, \
     host, error_message, created_at, updated_at";
@@ -126,6 +129,9 @@ impl Db {
         .await?;
         worker.upsert(&mut *tx).await?;
         tx.commit().await?;
+        self.changed(ChangeKind::Snapshot, &snapshot.id);
+        // Its volume's `updated_at` moved too.
+        self.changed(ChangeKind::Volume, &snapshot.volume_id);
         Ok(true)
     }
 
@@ -169,6 +175,7 @@ impl Db {
             None => remove_worker(&mut *tx, WorkerKind::Snapshot, id).await?,
         }
         tx.commit().await?;
+        self.changed(ChangeKind::Snapshot, id);
         Ok(true)
     }
 
@@ -203,6 +210,7 @@ impl Db {
             None => remove_worker(&mut *tx, WorkerKind::Snapshot, id).await?,
         }
         tx.commit().await?;
+        self.changed(ChangeKind::Snapshot, id);
         Ok(SnapshotDeleteStart::Started)
     }
 
@@ -218,7 +226,11 @@ impl Db {
                 .bind(SnapshotStatus::Available.as_str())
                 .execute(&self.pool)
                 .await?;
-        Ok(result.rows_affected() == 1)
+        let confirmed = result.rows_affected() == 1;
+        if confirmed {
+            self.changed(ChangeKind::Snapshot, id);
+        }
+        Ok(confirmed)
     }
 
     /// Removes snapshot `id` and its worker entry; whether a row was removed.
@@ -230,6 +242,7 @@ impl Db {
             .await?;
         remove_worker(&mut *tx, WorkerKind::Snapshot, id).await?;
         tx.commit().await?;
+        self.changed(ChangeKind::Snapshot, id);
         Ok(removed.rows_affected() == 1)
     }
 
@@ -290,6 +303,7 @@ impl Db {
             None => remove_worker(&mut *tx, WorkerKind::Volume, id).await?,
         }
         tx.commit().await?;
+        self.changed(ChangeKind::Volume, id);
         Ok(VolumeDeleteStart::Started)
     }
 }

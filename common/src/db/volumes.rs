@@ -11,7 +11,10 @@ use super::{
     quota::{self, Demand},
     row::RowReader,
 };
-use crate::model::{Volume, VolumeStatus, now_ms};
+use crate::{
+    changes::ChangeKind,
+    model::{Volume, VolumeStatus, now_ms},
+};
 
 const COLUMNS: &str = "id, project_id, user_id, name, description, size_gib, status, volume_type, \
     availability_zone, host, metadata, error_message, snapshot_id, source_volume_id, created_at, updated_at";
@@ -134,6 +137,7 @@ impl Db {
         .await?;
         worker.upsert(&mut *tx).await?;
         tx.commit().await?;
+        self.changed(ChangeKind::Volume, &volume.id);
         Ok(Created::New(volume.clone()))
     }
 
@@ -179,6 +183,7 @@ impl Db {
         if result.rows_affected() == 0 {
             return Ok(None);
         }
+        self.changed(ChangeKind::Volume, id);
         self.get_volume(id).await
     }
 
@@ -200,7 +205,11 @@ impl Db {
             host,
             error_message,
         };
-        cas.run(&self.pool).await
+        let won = cas.run(&self.pool).await?;
+        if won {
+            self.changed(ChangeKind::Volume, id);
+        }
+        Ok(won)
     }
 
     /// [`Db::transition_volume`] and a worker entry change in one transaction:
@@ -232,12 +241,18 @@ impl Db {
             None => super::services::remove_worker(&mut *tx, super::WorkerKind::Volume, id).await?,
         }
         tx.commit().await?;
+        self.changed(ChangeKind::Volume, id);
         Ok(true)
     }
 
     /// Removes volume `id` and its worker entry; whether a row was removed.
     pub async fn delete_volume_row(&self, id: &str) -> DbResult<bool> {
         let mut tx = self.pool.begin().await?;
+        let attachments: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM attachments WHERE volume_id = $1")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
         let removed = sqlx::query("DELETE FROM volumes WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -249,6 +264,10 @@ impl Db {
             .await?;
         super::services::remove_worker(&mut *tx, super::WorkerKind::Volume, id).await?;
         tx.commit().await?;
+        self.changed(ChangeKind::Volume, id);
+        for attachment in &attachments {
+            self.changed(ChangeKind::Attachment, attachment);
+        }
         Ok(removed.rows_affected() == 1)
     }
 
@@ -278,6 +297,7 @@ impl Db {
             .await?;
         super::services::remove_worker(&mut *tx, super::WorkerKind::Volume, &volume.id).await?;
         tx.commit().await?;
+        self.changed(ChangeKind::Volume, &volume.id);
         Ok(())
     }
 
@@ -324,6 +344,7 @@ impl Db {
         .await?;
         let volume = row.as_ref().map(volume_from_row).transpose()?;
         tx.commit().await?;
+        self.changed(ChangeKind::Volume, id);
         Ok(volume)
     }
 
@@ -371,6 +392,7 @@ impl Db {
         }
         worker.upsert(&mut *tx).await?;
         tx.commit().await?;
+        self.changed(ChangeKind::Volume, id);
         Ok(true)
     }
 }

@@ -22,6 +22,7 @@ use tracing::Instrument;
 pub use periodic::FirstRun;
 
 use crate::{
+    changes::{ChangePublisher, PublisherOptions},
     config::BusConfig,
     db::{Db, DbError, DbResult},
     rpc::{Broker, Dispatcher, Notifier, RpcClient, RpcError, RpcServer, ServerOptions},
@@ -117,6 +118,13 @@ impl ServiceRuntime {
             }
         };
         let rpc = RpcClient::new(broker.clone());
+        // Every row this process writes is announced on the change feed.
+        let db = db.with_change_sink(ChangePublisher::start(
+            rpc.clone(),
+            PublisherOptions::default(),
+            &self.tasks,
+            self.shutdown.clone(),
+        ));
         let notifier = Notifier::new(broker.clone(), format!("{}.{}", self.binary, self.host));
         Ok(Some(Connected {
             db,

@@ -244,6 +244,12 @@ impl RpcServer {
         *self.ready.borrow()
     }
 
+    /// Follows [`RpcServer::is_ready`]: a receiver that sees every change (a
+    /// reconnect is `false` then `true`).
+    pub fn ready_changes(&self) -> watch::Receiver<bool> {
+        self.ready.clone()
+    }
+
     /// Stops consuming, lets handlers in flight finish (up to the drain timeout),
     /// and returns when the server is closed.
     pub async fn shutdown(self) {
