@@ -98,6 +98,7 @@ impl From<sqlx::Error> for DbError {
             ),
             _ => false,
         };
+        crate::metrics::global().db.error(unavailable);
         if unavailable {
             DbError::Unavailable(err)
         } else {
