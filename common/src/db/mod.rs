@@ -22,6 +22,7 @@ pub mod quota;
 mod row;
 mod services;
 mod snapshots;
+mod stats;
 mod types;
 mod volumes;
 #[cfg(test)]
@@ -37,6 +38,7 @@ use sqlx::{
 
 pub use attachments::{AttachReserve, AttachmentQuery, DetachStart};
 pub use overdue::WorkerOutcome;
+pub use stats::StatusCount;
 pub use snapshots::{SnapshotDeleteStart, SnapshotQuery, VolumeDeleteStart};
 pub use types::{DEFAULT_VOLUME_TYPE_ID, DEFAULT_VOLUME_TYPE_NAME, TypeDeleted, VolumeTypeChanges};
 pub use volumes::{Created, IdempotencyKey, VolumeChanges, VolumeQuery};

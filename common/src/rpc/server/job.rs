@@ -93,6 +93,9 @@ impl Job {
             delivery_count = count,
         );
 
+        let bus = &crate::metrics::global().bus;
+        bus.delivered(&self.topic, delivery.redelivered);
+        let started = std::time::Instant::now();
         let (outcome, disposition) = match self.dispatcher.handlers.get(&method) {
             None => (
                 Err(Status::unimplemented(format!(
@@ -131,6 +134,12 @@ impl Job {
                 }
             }
         };
+        let served = self.dispatcher.handlers.contains_key(&method);
+        let label = if served { method.as_str() } else { crate::metrics::bus::UNKNOWN_METHOD };
+        bus.handled(&self.topic, label, started, &outcome);
+        if let (Err(status), Disposition::Poison) = (&outcome, &disposition) {
+            bus.dead_lettered(&self.topic, dead_letter_reason(served, status.code()));
+        }
         match (&outcome, &disposition) {
             (Err(status), Disposition::Poison) => {
                 tracing::warn!(parent: &span, code = ?status.code(), error = %status.message(), "dead-lettering message")
@@ -188,6 +197,9 @@ impl Job {
                 %message_id,
                 "cast still unavailable after {count} redeliveries; dead-lettering it"
             );
+            crate::metrics::global()
+                .bus
+                .dead_lettered(&self.topic, crate::metrics::bus::DeadLetter::RetriesExhausted);
             return delivery
                 .acker
                 .reject(BasicRejectOptions { requeue: false })
@@ -291,6 +303,16 @@ impl Job {
 // === the delivery count ===
 
 /// The [`DELIVERY_COUNT`] of a message: 0 if absent or not a non-negative integer.
+/// Why a message is poison: no handler, a body that does not decode, a panic.
+fn dead_letter_reason(served: bool, code: Code) -> crate::metrics::bus::DeadLetter {
+    use crate::metrics::bus::DeadLetter;
+    match (served, code) {
+        (false, _) => DeadLetter::UnknownMethod,
+        (true, Code::InvalidArgument) => DeadLetter::Undecodable,
+        (true, _) => DeadLetter::Panicked,
+    }
+}
+
 fn delivery_count(headers: Option<&FieldTable>) -> u32 {
     let Some(value) = headers.and_then(|h| h.inner().get(DELIVERY_COUNT)) else {
         return 0;
