@@ -187,7 +187,12 @@ where
         Box::pin(async move {
             let response = response.await;
             let Some(method) = method else {
-                return response.map(|r| r.map(|body| MeteredBody { body, pending: None }));
+                return response.map(|r| {
+                    r.map(|body| MeteredBody {
+                        body,
+                        pending: None,
+                    })
+                });
             };
             match response {
                 Ok(response) => {
@@ -296,7 +301,10 @@ mod tests {
     fn the_layer_knows_every_scoria_method_with_its_type() {
         let layer = GrpcMetricsLayer::new();
         let create = &layer.methods["/scoria.v1.VolumeService/CreateVolume"];
-        assert_eq!((create.service.as_str(), create.method.as_str(), create.kind), ("scoria.v1.VolumeService", "CreateVolume", "unary"));
+        assert_eq!(
+            (create.service.as_str(), create.method.as_str(), create.kind),
+            ("scoria.v1.VolumeService", "CreateVolume", "unary")
+        );
         assert!(!layer.methods.contains_key("/grpc.health.v1.Health/Check"));
         for path in layer.methods.keys() {
             assert!(split_path(path).is_some(), "{path}");

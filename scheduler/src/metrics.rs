@@ -157,9 +157,16 @@ impl Families {
                     ("state", state.to_owned()),
                 ]);
             }
-            let state = if service.is_up(now, down_ms) { "up" } else { "down" };
+            let state = if service.is_up(now, down_ms) {
+                "up"
+            } else {
+                "down"
+            };
             self.services
-                .get_or_create(&[("binary", service.binary.clone()), ("state", state.to_owned())])
+                .get_or_create(&[
+                    ("binary", service.binary.clone()),
+                    ("state", state.to_owned()),
+                ])
                 .inc();
             let disabled = self
                 .disabled

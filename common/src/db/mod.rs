@@ -38,8 +38,8 @@ use sqlx::{
 
 pub use attachments::{AttachReserve, AttachmentQuery, DetachStart};
 pub use overdue::WorkerOutcome;
-pub use stats::StatusCount;
 pub use snapshots::{SnapshotDeleteStart, SnapshotQuery, VolumeDeleteStart};
+pub use stats::StatusCount;
 pub use types::{DEFAULT_VOLUME_TYPE_ID, DEFAULT_VOLUME_TYPE_NAME, TypeDeleted, VolumeTypeChanges};
 pub use volumes::{Created, IdempotencyKey, VolumeChanges, VolumeQuery};
 pub use workers::{Owner, SCHEDULER_OWNER, TransientStatus, WorkerEntry, WorkerKind, deadlines};

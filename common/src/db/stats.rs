@@ -31,7 +31,11 @@ impl Db {
             .map(|row| {
                 let table: String = row.try_get("tbl")?;
                 Ok(StatusCount {
-                    table: if table == "volumes" { "volumes" } else { "snapshots" },
+                    table: if table == "volumes" {
+                        "volumes"
+                    } else {
+                        "snapshots"
+                    },
                     status: row.try_get("status")?,
                     count: row.try_get("n")?,
                 })

@@ -71,9 +71,9 @@ impl BusMetrics {
             redeliveries: Family::default(),
             dead_lettered: Family::default(),
             reconnects: Counter::default(),
-            confirm: Histogram::new(
-                prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
-            ),
+            confirm: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0005, 2.0, 14,
+            )),
         };
         registry.register(
             "scoria_rpc_calls_sent",
@@ -124,7 +124,13 @@ impl BusMetrics {
     }
 
     /// Records a call to `target` that ended with `result` after `started`.
-    pub fn call<T>(&self, target: &Target, method: &str, started: Instant, result: &Result<T, RpcError>) {
+    pub fn call<T>(
+        &self,
+        target: &Target,
+        method: &str,
+        started: Instant,
+        result: &Result<T, RpcError>,
+    ) {
         let labels = labels(target.topic_name(), method, outcome(result));
         self.calls.get_or_create(&labels).inc();
         self.call_duration
@@ -133,14 +139,24 @@ impl BusMetrics {
     }
 
     /// Records a cast to `target` and passes its result on.
-    pub fn cast<T>(&self, target: &Target, method: &str, result: Result<T, RpcError>) -> Result<T, RpcError> {
+    pub fn cast<T>(
+        &self,
+        target: &Target,
+        method: &str,
+        result: Result<T, RpcError>,
+    ) -> Result<T, RpcError> {
         let labels = labels(target.topic_name(), method, outcome(&result));
         self.casts.get_or_create(&labels).inc();
         result
     }
 
     /// Records a fanout cast to `topic` and passes its result on.
-    pub fn fanout<T>(&self, topic: &str, method: &str, result: Result<T, RpcError>) -> Result<T, RpcError> {
+    pub fn fanout<T>(
+        &self,
+        topic: &str,
+        method: &str,
+        result: Result<T, RpcError>,
+    ) -> Result<T, RpcError> {
         let labels = labels(topic, method, outcome(&result));
         self.fanouts.get_or_create(&labels).inc();
         result
@@ -148,7 +164,13 @@ impl BusMetrics {
 
     /// Records a handler of `method` (served: [`UNKNOWN_METHOD`] otherwise) on
     /// `topic` that ran since `started` and returned `outcome`.
-    pub fn handled<T>(&self, topic: &str, method: &str, started: Instant, outcome: &Result<T, Status>) {
+    pub fn handled<T>(
+        &self,
+        topic: &str,
+        method: &str,
+        started: Instant,
+        outcome: &Result<T, Status>,
+    ) {
         let code = match outcome {
             Ok(_) => "ok",
             Err(status) => code_name(status.code()),
@@ -252,7 +274,12 @@ mod tests {
         let target = Target::topic("unit-bus-topic").expect("topic");
         let _ = bus.cast(&target, "do_it", Ok::<(), RpcError>(()));
         let _ = bus.cast(&target, "do_it", Err::<(), _>(RpcError::ShuttingDown));
-        bus.handled("unit-bus-topic", "do_it", Instant::now(), &Err::<(), _>(Status::internal("x")));
+        bus.handled(
+            "unit-bus-topic",
+            "do_it",
+            Instant::now(),
+            &Err::<(), _>(Status::internal("x")),
+        );
         bus.dead_lettered("unit-bus-topic", DeadLetter::UnknownMethod);
         let text = super::super::global().render().await;
         for line in [

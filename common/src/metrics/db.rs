@@ -23,11 +23,14 @@ pub struct DbMetrics {
 
 impl DbMetrics {
     pub(super) fn new(registry: &mut Registry) -> Self {
-        let errors = prometheus_client::metrics::family::Family::<super::Labels<1>, Counter>::default();
+        let errors =
+            prometheus_client::metrics::family::Family::<super::Labels<1>, Counter>::default();
         let unavailable = errors
             .get_or_create(&[("kind", "unavailable".to_owned())])
             .clone();
-        let query = errors.get_or_create(&[("kind", "query".to_owned())]).clone();
+        let query = errors
+            .get_or_create(&[("kind", "query".to_owned())])
+            .clone();
         registry.register(
             "scoria_db_query_errors",
             "Database errors, by kind: unavailable (cannot connect, busy, serialization) or query.",

@@ -236,7 +236,9 @@ async fn resolve(listen: &str) -> Result<Vec<SocketAddr>, MetricsError> {
 /// `host:port` split; the port must be a number.
 fn split_host_port(listen: &str) -> Result<(&str, u16), &'static str> {
     let (host, port) = listen.rsplit_once(':').ok_or("no :port")?;
-    let port = port.parse().map_err(|_| "the port is not a number 0-65535")?;
+    let port = port
+        .parse()
+        .map_err(|_| "the port is not a number 0-65535")?;
     if host.is_empty() {
         return Err("no host (use 0.0.0.0:<port> for every interface)");
     }
@@ -255,7 +257,10 @@ async fn readyz() -> impl IntoResponse {
     if why.is_empty() {
         (StatusCode::OK, "ready\n".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", why.join("\n")))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", why.join("\n")),
+        )
     }
 }
 
@@ -280,10 +285,7 @@ mod tests {
             .err()
             .expect("refused");
         assert!(err.to_string().contains("SCORIA_METRICS_LISTEN"), "{err}");
-        assert!(matches!(
-            MetricsServer::start("", &token).await,
-            Ok(None)
-        ));
+        assert!(matches!(MetricsServer::start("", &token).await, Ok(None)));
     }
 
     #[tokio::test]

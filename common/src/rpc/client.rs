@@ -118,7 +118,9 @@ impl RpcClient {
     ) -> RpcResult<Resp> {
         let started = Instant::now();
         let result = self.call_inner(ctx, target, method, request, options).await;
-        crate::metrics::global().bus.call(target, method, started, &result);
+        crate::metrics::global()
+            .bus
+            .call(target, method, started, &result);
         result
     }
 

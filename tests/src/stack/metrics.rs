@@ -26,7 +26,11 @@ impl Stack {
 
     /// The environment of process `name`: the stack's, plus its own metrics
     /// port when the stack serves metrics (recorded for [`Stack::metrics_addr`]).
-    pub(super) fn env_for(&mut self, name: &str, env: &[(String, String)]) -> Vec<(String, String)> {
+    pub(super) fn env_for(
+        &mut self,
+        name: &str,
+        env: &[(String, String)],
+    ) -> Vec<(String, String)> {
         let mut env = env.to_vec();
         if self.serve_metrics && !env.iter().any(|(k, _)| k == "SCORIA_METRICS_LISTEN") {
             let addr = format!("127.0.0.1:{}", super::free_port());
@@ -76,9 +80,11 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         if metric != name {
             continue;
         }
-        let matches = labels
-            .iter()
-            .all(|(k, v)| label_text.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+        let matches = labels.iter().all(|(k, v)| {
+            label_text
+                .split(',')
+                .any(|pair| pair == format!("{k}=\"{v}\""))
+        });
         if matches {
             let value: f64 = value.parse().ok()?;
             total = Some(total.unwrap_or(0.0) + value);

@@ -55,10 +55,7 @@ async fn every_process_counts_a_create_and_a_delete() {
         addr("scoria-volume"),
     );
     for addr in [&api, &scheduler, &volume] {
-        assert_eq!(
-            http_get(addr, "/healthz").await.map(|(s, _)| s),
-            Some(200)
-        );
+        assert_eq!(http_get(addr, "/healthz").await.map(|(s, _)| s), Some(200));
         wait_ready_status(addr, 200).await;
     }
 
@@ -77,10 +74,20 @@ async fn every_process_counts_a_create_and_a_delete() {
 
     // The scheduler sees one available volume and the pools as ListPools does.
     let text = scrape(&scheduler).await;
-    assert_eq!(value(&text, "scoria_volumes", &[("status", "available")]), 1.0);
-    assert_eq!(value(&text, "scoria_volumes", &[("status", "creating")]), 0.0);
     assert_eq!(
-        value(&text, "scoria_services", &[("binary", "scoria-volume"), ("state", "up")]),
+        value(&text, "scoria_volumes", &[("status", "available")]),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "scoria_volumes", &[("status", "creating")]),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "scoria_services",
+            &[("binary", "scoria-volume"), ("state", "up")]
+        ),
         1.0
     );
     let mut matched = false;
@@ -95,9 +102,19 @@ async fn every_process_counts_a_create_and_a_delete() {
         assert_eq!(pools.len(), 1, "{pools:?}");
         let pool = &pools[0];
         let text = scrape(&scheduler).await;
-        let kind = |kind: &str| value(&text, "scoria_pool_capacity_gib", &[("pool", &pool.name), ("kind", kind)]);
+        let kind = |kind: &str| {
+            value(
+                &text,
+                "scoria_pool_capacity_gib",
+                &[("pool", &pool.name), ("kind", kind)],
+            )
+        };
         if (kind("total"), kind("free"), kind("allocated"))
-            == (pool.total_capacity_gib, pool.free_capacity_gib, pool.allocated_capacity_gib)
+            == (
+                pool.total_capacity_gib,
+                pool.free_capacity_gib,
+                pool.allocated_capacity_gib,
+            )
         {
             matched = true;
             break;
@@ -128,35 +145,69 @@ async fn every_process_counts_a_create_and_a_delete() {
         labels.push(("grpc_code", code));
         labels
     };
-    assert_eq!(value(&text, "grpc_server_started_total", &unary("CreateVolume")), 1.0);
     assert_eq!(
-        value(&text, "grpc_server_handled_total", &with_code("CreateVolume", "OK")),
+        value(&text, "grpc_server_started_total", &unary("CreateVolume")),
         1.0
     );
     assert_eq!(
-        value(&text, "grpc_server_handled_total", &with_code("DeleteVolume", "OK")),
+        value(
+            &text,
+            "grpc_server_handled_total",
+            &with_code("CreateVolume", "OK")
+        ),
         1.0
     );
     assert_eq!(
-        value(&text, "grpc_server_handling_seconds_count", &unary("CreateVolume")),
+        value(
+            &text,
+            "grpc_server_handled_total",
+            &with_code("DeleteVolume", "OK")
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "grpc_server_handling_seconds_count",
+            &unary("CreateVolume")
+        ),
         1.0
     );
     // wait_volume_gone ended on a NOT_FOUND.
-    assert!(value(&text, "grpc_server_handled_total", &with_code("GetVolume", "NotFound")) >= 1.0);
-    assert!(value(&text, "grpc_server_handled_total", &with_code("GetVolume", "OK")) >= 1.0);
+    assert!(
+        value(
+            &text,
+            "grpc_server_handled_total",
+            &with_code("GetVolume", "NotFound")
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &text,
+            "grpc_server_handled_total",
+            &with_code("GetVolume", "OK")
+        ) >= 1.0
+    );
     // The api cast the create to the scheduler, confirmed.
     assert_eq!(
         value(
             &text,
             "scoria_rpc_casts_sent_total",
-            &[("topic", "scheduler"), ("method", "create_volume"), ("outcome", "ok")]
+            &[
+                ("topic", "scheduler"),
+                ("method", "create_volume"),
+                ("outcome", "ok")
+            ]
         ),
         1.0
     );
     assert!(value(&text, "scoria_rpc_publish_confirm_seconds_count", &[]) >= 1.0);
     assert_eq!(value(&text, "scoria_rpc_broker_connected", &[]), 1.0);
     assert!(value(&text, "scoria_db_pool_connections_max", &[]) >= 1.0);
-    assert!(sample(&text, "scoria_service_heartbeat_age_seconds", &[]).is_none(), "the api does not beat");
+    assert!(
+        sample(&text, "scoria_service_heartbeat_age_seconds", &[]).is_none(),
+        "the api does not beat"
+    );
 
     // The scheduler handled it and cast it on to the volume service.
     let text = scrape(&scheduler).await;
@@ -164,7 +215,11 @@ async fn every_process_counts_a_create_and_a_delete() {
         value(
             &text,
             "scoria_rpc_handler_duration_seconds_count",
-            &[("topic", "scheduler"), ("method", "create_volume"), ("outcome", "ok")]
+            &[
+                ("topic", "scheduler"),
+                ("method", "create_volume"),
+                ("outcome", "ok")
+            ]
         ),
         1.0
     );
@@ -193,12 +248,18 @@ async fn every_process_counts_a_create_and_a_delete() {
             "{method}"
         );
     }
-    assert!(value(&text, "scoria_rpc_fanouts_sent_total", &[("outcome", "ok")]) >= 1.0, "capability reports");
+    assert!(
+        value(&text, "scoria_rpc_fanouts_sent_total", &[("outcome", "ok")]) >= 1.0,
+        "capability reports"
+    );
     assert!(value(&text, "scoria_db_pool_connections", &[]) >= 1.0);
     assert!(value(&text, "scoria_db_pool_connections_in_use", &[]) >= 0.0);
     let age = value(&text, "scoria_service_heartbeat_age_seconds", &[]);
     assert!((0.0..60.0).contains(&age), "{age}");
-    assert!(text.contains("# TYPE scoria_reconciler_actions counter"), "{text}");
+    assert!(
+        text.contains("# TYPE scoria_reconciler_actions counter"),
+        "{text}"
+    );
 }
 
 /// A `scoria-volume` on its own, on a temp SQLite database, with `env`.
@@ -229,14 +290,20 @@ async fn readyz_names_an_unreachable_broker_while_healthz_answers() {
     let nowhere = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
     let mut child = volume_alone(
         dir.path(),
-        &[("SCORIA_METRICS_LISTEN", listen.clone()), ("SCORIA_AMQP_URL", nowhere)],
+        &[
+            ("SCORIA_METRICS_LISTEN", listen.clone()),
+            ("SCORIA_AMQP_URL", nowhere),
+        ],
     )
     .spawn()
     .expect("start scoria-volume");
     let body = wait_ready_status(&listen, 503).await;
     assert!(body.contains("message broker"), "{body}");
     assert!(!body.contains("database"), "the database answers: {body}");
-    assert_eq!(http_get(&listen, "/healthz").await.map(|(s, _)| s), Some(200));
+    assert_eq!(
+        http_get(&listen, "/healthz").await.map(|(s, _)| s),
+        Some(200)
+    );
     let text = scrape(&listen).await;
     assert_eq!(value(&text, "scoria_rpc_broker_connected", &[]), 0.0);
     let _ = child.kill().await;
@@ -248,7 +315,10 @@ async fn refused(listen: &str) -> (std::process::ExitStatus, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let child = volume_alone(
         dir.path(),
-        &[("SCORIA_METRICS_LISTEN", listen.to_owned()), ("SCORIA_AMQP_URL", amqp_url())],
+        &[
+            ("SCORIA_METRICS_LISTEN", listen.to_owned()),
+            ("SCORIA_AMQP_URL", amqp_url()),
+        ],
     )
     .spawn()
     .expect("start scoria-volume");
@@ -275,5 +345,8 @@ async fn a_bad_or_taken_metrics_address_stops_the_process_naming_the_variable() 
     let addr = taken.local_addr().expect("addr").to_string();
     let (status, out) = refused(&addr).await;
     assert!(!status.success(), "{out}");
-    assert!(out.contains("SCORIA_METRICS_LISTEN") && out.contains(&addr), "{out}");
+    assert!(
+        out.contains("SCORIA_METRICS_LISTEN") && out.contains(&addr),
+        "{out}"
+    );
 }

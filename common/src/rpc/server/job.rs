@@ -135,7 +135,11 @@ impl Job {
             }
         };
         let served = self.dispatcher.handlers.contains_key(&method);
-        let label = if served { method.as_str() } else { crate::metrics::bus::UNKNOWN_METHOD };
+        let label = if served {
+            method.as_str()
+        } else {
+            crate::metrics::bus::UNKNOWN_METHOD
+        };
         bus.handled(&self.topic, label, started, &outcome);
         if let (Err(status), Disposition::Poison) = (&outcome, &disposition) {
             bus.dead_lettered(&self.topic, dead_letter_reason(served, status.code()));
@@ -197,9 +201,10 @@ impl Job {
                 %message_id,
                 "cast still unavailable after {count} redeliveries; dead-lettering it"
             );
-            crate::metrics::global()
-                .bus
-                .dead_lettered(&self.topic, crate::metrics::bus::DeadLetter::RetriesExhausted);
+            crate::metrics::global().bus.dead_lettered(
+                &self.topic,
+                crate::metrics::bus::DeadLetter::RetriesExhausted,
+            );
             return delivery
                 .acker
                 .reject(BasicRejectOptions { requeue: false })
