@@ -32,10 +32,10 @@ async fn wait_ready_status(addr: &str, want: u16) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let got = http_get(addr, "/readyz").await;
-        if let Some((status, body)) = &got {
-            if *status == want {
-                return body.clone();
-            }
+        if let Some((status, body)) = &got
+            && *status == want
+        {
+            return body.clone();
         }
         assert!(
             tokio::time::Instant::now() < deadline,
