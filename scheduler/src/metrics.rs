@@ -177,3 +177,66 @@ impl Families {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn families() -> Families {
+        Families {
+            volumes: Family::default(),
+            snapshots: Family::default(),
+            services: Family::default(),
+            disabled: Family::default(),
+            capacity: Family::default(),
+            sources: Mutex::new(None),
+        }
+    }
+
+    fn get<const N: usize>(family: &GaugeFamily<N>, labels: [(&'static str, &str); N]) -> i64 {
+        family
+            .get_or_create(&labels.map(|(k, v)| (k, v.to_owned())))
+            .get()
+    }
+
+    #[test]
+    fn every_status_is_shown_and_absent_ones_are_zero() {
+        let f = families();
+        f.set_statuses(&[StatusCount {
+            table: "volumes",
+            status: "available".into(),
+            count: 3,
+        }]);
+        assert_eq!(get(&f.volumes, [("status", "available")]), 3);
+        assert_eq!(get(&f.volumes, [("status", "creating")]), 0);
+        assert_eq!(get(&f.snapshots, [("status", "available")]), 0);
+    }
+
+    #[test]
+    fn services_are_counted_up_or_down_per_binary() {
+        let f = families();
+        let service = |host: &str, beat: i64, disabled: bool| Service {
+            binary: "scoria-volume".into(),
+            host: host.into(),
+            availability_zone: "default".into(),
+            disabled,
+            disabled_reason: String::new(),
+            last_heartbeat_ms: beat,
+        };
+        let services = [service("a@f", 1_000, false), service("b@f", 800, true)];
+        f.set_services(&services, 1_500, 1_000);
+        f.set_services(&services, 1_500, 1_000);
+        let up = [("binary", "scoria-volume"), ("state", "up")];
+        assert_eq!(get(&f.services, up), 2, "both beat within the down time");
+        f.set_services(&services, 1_900, 1_000);
+        assert_eq!(get(&f.services, up), 1);
+        assert_eq!(
+            get(
+                &f.services,
+                [("binary", "scoria-volume"), ("state", "down")]
+            ),
+            1
+        );
+        assert_eq!(get(&f.disabled, [("binary", "scoria-volume")]), 1);
+    }
+}
