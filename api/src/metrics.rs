@@ -20,13 +20,14 @@ use std::{
     time::Instant,
 };
 
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
 use prost::Message;
 use scoria_common::metrics::{Labels, code_name, duration_family, global};
 use tonic::Code;
 use tower::{Layer, Service};
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 type Families = (
     Family<Labels<3>, Counter>,

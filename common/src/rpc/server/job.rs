@@ -307,7 +307,6 @@ impl Job {
 
 // === the delivery count ===
 
-/// The [`DELIVERY_COUNT`] of a message: 0 if absent or not a non-negative integer.
 /// Why a message is poison: no handler, a body that does not decode, a panic.
 fn dead_letter_reason(served: bool, code: Code) -> crate::metrics::bus::DeadLetter {
     use crate::metrics::bus::DeadLetter;
@@ -318,6 +317,7 @@ fn dead_letter_reason(served: bool, code: Code) -> crate::metrics::bus::DeadLett
     }
 }
 
+/// The [`DELIVERY_COUNT`] of a message: 0 if absent or not a non-negative integer.
 fn delivery_count(headers: Option<&FieldTable>) -> u32 {
     let Some(value) = headers.and_then(|h| h.inner().get(DELIVERY_COUNT)) else {
         return 0;
