@@ -279,6 +279,104 @@ impl<B> Drop for MeteredBody<B> {
 mod tests {
     use super::*;
 
+    /// A body of one trailers frame carrying `code` (none: ends without one).
+    struct Trailers(Option<Code>);
+
+    impl Body for Trailers {
+        type Data = tonic::codegen::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+            Poll::Ready(self.0.take().map(|code| {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from(code as i32));
+                Ok(Frame::trailers(trailers))
+            }))
+        }
+    }
+
+    fn handled(method: &str, code: &str) -> u64 {
+        families()
+            .1
+            .get_or_create(&[
+                ("grpc_service", "scoria.v1.VolumeService".to_owned()),
+                ("grpc_method", method.to_owned()),
+                ("grpc_type", "unary".to_owned()),
+                ("grpc_code", code.to_owned()),
+            ])
+            .get()
+    }
+
+    async fn call(
+        path: &str,
+        header: Option<Code>,
+        trailer: Option<Code>,
+    ) -> MeteredBody<Trailers> {
+        use tower::ServiceExt;
+        let inner = tower::service_fn(move |_req: http::Request<()>| async move {
+            let mut response = http::Response::new(Trailers(trailer));
+            if let Some(code) = header {
+                response
+                    .headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from(code as i32));
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        });
+        let request = http::Request::builder()
+            .uri(path)
+            .body(())
+            .expect("request");
+        GrpcMetricsLayer::new()
+            .layer(inner)
+            .oneshot(request)
+            .await
+            .expect("infallible")
+            .into_body()
+    }
+
+    async fn drain(mut body: MeteredBody<Trailers>) {
+        while std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))
+            .await
+            .is_some()
+        {}
+    }
+
+    #[tokio::test]
+    async fn the_code_is_read_from_the_headers_the_trailers_or_a_drop() {
+        let before = |m| {
+            (
+                handled(m, "NotFound"),
+                handled(m, "OK"),
+                handled(m, "Canceled"),
+            )
+        };
+        let (nf, ok, cancelled) = before("GetVolume");
+        drop(
+            call(
+                "/scoria.v1.VolumeService/GetVolume",
+                Some(Code::NotFound),
+                None,
+            )
+            .await,
+        );
+        assert_eq!(handled("GetVolume", "NotFound"), nf + 1, "trailers-only");
+        let body = call("/scoria.v1.VolumeService/GetVolume", None, Some(Code::Ok)).await;
+        assert_eq!(handled("GetVolume", "OK"), ok, "not before the body ends");
+        drain(body).await;
+        assert_eq!(handled("GetVolume", "OK"), ok + 1, "from the trailers");
+        drop(call("/scoria.v1.VolumeService/GetVolume", None, Some(Code::Ok)).await);
+        assert_eq!(
+            handled("GetVolume", "Canceled"),
+            cancelled + 1,
+            "dropped early"
+        );
+        // Paths outside the descriptor set pass through unmeasured.
+        drain(call("/grpc.health.v1.Health/Check", None, Some(Code::Ok)).await).await;
+    }
+
     #[test]
     fn paths_split_into_service_and_method() {
         assert_eq!(
