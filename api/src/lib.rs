@@ -34,6 +34,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 mod intent;
+pub mod metrics;
 pub mod page_token;
 pub mod ports;
 pub mod quota;
@@ -110,6 +111,9 @@ pub enum Error {
     /// The reflection service could not load the descriptors.
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The metrics listener could not start.
+    #[error(transparent)]
+    Metrics(#[from] scoria_common::metrics::MetricsError),
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -140,9 +144,13 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let authenticator =
         Authenticator::from_config(config.api.auth_mode, config.api.tokens_file.as_deref())?;
+    let metrics =
+        scoria_common::metrics::MetricsServer::start(&config.service.metrics_listen, &shutdown)
+            .await?;
     let db = Db::connect(&config.database_url())
         .await?
         .with_quota_defaults(config.quota);
+    scoria_common::metrics::db::watch(&db);
     tracing::info!(engine = ?db.engine(), quota_defaults = ?config.quota, "database connected");
     let broker = Broker::start(
         config.bus.clone(),
@@ -153,6 +161,7 @@ pub async fn serve(
             config.bus.control_exchange, config.service.host
         ),
     );
+    scoria_common::metrics::http::watch_broker(&broker);
     let ports = Ports::amqp(&broker, format!("{BINARY}.{}", config.service.host));
 
     // The change feed: this instance announces the rows it writes, and its watch
@@ -196,6 +205,9 @@ pub async fn serve(
     tasks.wait().await;
     broker.close().await;
     db.close().await;
+    if let Some(metrics) = metrics {
+        metrics.stop().await;
+    }
     tracing::info!("{BINARY} stopped");
     result
 }
@@ -270,6 +282,7 @@ pub(crate) async fn serve_with(
         "{BINARY} listening"
     );
     let server = Server::builder()
+        .layer(metrics::GrpcMetricsLayer::new())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

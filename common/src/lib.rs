@@ -9,6 +9,7 @@ pub mod config;
 pub mod context;
 pub mod db;
 pub mod events;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod process;

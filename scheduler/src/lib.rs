@@ -21,6 +21,7 @@ pub mod error;
 pub mod filters;
 pub mod host_state;
 pub mod manager;
+pub mod metrics;
 pub mod reaper;
 pub mod weighers;
 
@@ -74,6 +75,9 @@ pub enum Error {
     /// The broker could not be reached, or a server could not start.
     #[error("message bus: {0}")]
     Bus(#[from] RpcError),
+    /// The metrics listener could not start.
+    #[error(transparent)]
+    Metrics(#[from] scoria_common::metrics::MetricsError),
 }
 
 /// A `Result` alias for [`run`].
@@ -85,6 +89,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let settings = &config.scheduler;
     let host = config.service.host.clone();
     let mut runtime = ServiceRuntime::new(BINARY, host.clone(), shutdown);
+    runtime
+        .serve_metrics(&config.service.metrics_listen)
+        .await?;
     let connected = runtime
         .connect(&config.database_url(), &config.bus, BROKER_CONNECT_TIMEOUT)
         .await
@@ -101,6 +108,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         settings.service_down_time(),
     ));
     refresh_services(&connected.db, &hosts).await;
+    metrics::watch(
+        connected.db.clone(),
+        hosts.clone(),
+        settings.service_down_time(),
+    );
     let outcome = match SchedulerManager::new(
         settings,
         hosts.clone(),

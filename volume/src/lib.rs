@@ -60,6 +60,9 @@ pub enum Error {
     /// The bus could not be reached or served.
     #[error("message bus: {0}")]
     Rpc(#[from] RpcError),
+    /// The metrics listener could not start.
+    #[error(transparent)]
+    Metrics(#[from] scoria_common::metrics::MetricsError),
     /// The backend could not be set up.
     #[error("backend: {0}")]
     Driver(#[from] DriverError),
@@ -88,6 +91,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let host = config.host();
     let driver = driver::registry::build(&driver_settings(&config))?;
     let mut runtime = ServiceRuntime::new(BINARY, host.clone(), shutdown);
+    runtime
+        .serve_metrics(&config.service.metrics_listen)
+        .await?;
     let within = config.bus.publish_timeout().max(STARTUP_TIMEOUT);
     let connected = runtime
         .connect(&config.database_url(), &config.bus, within)

@@ -22,6 +22,7 @@ pub mod quota;
 mod row;
 mod services;
 mod snapshots;
+mod stats;
 mod types;
 mod volumes;
 #[cfg(test)]
@@ -39,6 +40,7 @@ use crate::changes::{ChangeKind, ChangeSink};
 pub use attachments::{AttachReserve, AttachmentQuery, DetachStart};
 pub use overdue::WorkerOutcome;
 pub use snapshots::{SnapshotDeleteStart, SnapshotQuery, VolumeDeleteStart};
+pub use stats::StatusCount;
 pub use types::{DEFAULT_VOLUME_TYPE_ID, DEFAULT_VOLUME_TYPE_NAME, TypeDeleted, VolumeTypeChanges};
 pub use volumes::{Created, IdempotencyKey, VolumeChanges, VolumeQuery};
 pub use workers::{Owner, SCHEDULER_OWNER, TransientStatus, WorkerEntry, WorkerKind, deadlines};
@@ -99,6 +101,7 @@ impl From<sqlx::Error> for DbError {
             ),
             _ => false,
         };
+        crate::metrics::global().db.error(unavailable);
         if unavailable {
             DbError::Unavailable(err)
         } else {

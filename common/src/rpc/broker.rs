@@ -171,6 +171,11 @@ impl Broker {
         matches!(&*self.inner.state.borrow(), State::Up(s) if s.connection.status().blocked())
     }
 
+    /// The AMQP URL, its password hidden (for messages).
+    pub fn redacted_url(&self) -> String {
+        redact(&self.inner.config.amqp_url)
+    }
+
     /// The current session, waiting up to `within` for one.
     pub(crate) async fn session(&self, within: Duration) -> RpcResult<Arc<Session>> {
         let mut rx = self.inner.state.subscribe();
@@ -238,6 +243,9 @@ async fn supervise(inner: Arc<Inner>) {
             Ok(session) => {
                 generation += 1;
                 backoff.reset();
+                if generation > 1 {
+                    crate::metrics::global().bus.reconnected();
+                }
                 tracing::info!(generation, name = %inner.connection_name, "connected to the message broker");
                 inner.state.send_replace(State::Up(session.clone()));
                 tokio::select! {

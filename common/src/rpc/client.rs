@@ -116,6 +116,22 @@ impl RpcClient {
         request: &Req,
         options: CallOptions,
     ) -> RpcResult<Resp> {
+        let started = Instant::now();
+        let result = self.call_inner(ctx, target, method, request, options).await;
+        crate::metrics::global()
+            .bus
+            .call(target, method, started, &result);
+        result
+    }
+
+    async fn call_inner<Req: Message, Resp: Message + Default>(
+        &self,
+        ctx: &RequestContext,
+        target: &Target,
+        method: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> RpcResult<Resp> {
         tracing::Span::current().record("method", method);
         let timeout = options
             .timeout
@@ -155,7 +171,11 @@ impl RpcClient {
         let remaining = timeout.saturating_sub(started.elapsed());
         let body = tokio::time::timeout(remaining, async {
             check_confirmation(
-                confirm.await.inspect_err(|_| session.mark_broken())?,
+                crate::metrics::global()
+                    .bus
+                    .confirm(confirm)
+                    .await
+                    .inspect_err(|_| session.mark_broken())?,
                 target,
             )?;
             rx.await.map_err(|_| {
@@ -203,7 +223,8 @@ impl RpcClient {
             mandatory: true,
             fanout: false,
         };
-        publish_confirmed(&self.inner.broker, &publish, &target.to_string()).await
+        let sent = publish_confirmed(&self.inner.broker, &publish, &target.to_string()).await;
+        crate::metrics::global().bus.cast(target, method, sent)
     }
 
     /// Casts `method` to every server of `topic` listening now (best effort: for
@@ -230,12 +251,13 @@ impl RpcClient {
             mandatory: false,
             fanout: true,
         };
-        publish_confirmed(
+        let sent = publish_confirmed(
             &self.inner.broker,
             &publish,
             &format!("fanout of topic {topic:?}"),
         )
-        .await
+        .await;
+        crate::metrics::global().bus.fanout(topic, method, sent)
     }
 
     fn register(
@@ -475,7 +497,10 @@ async fn publish_once(session: &Session, publish: &Publish, target: &str) -> Res
             publish.properties.clone(),
         )
         .await
-        .map_err(Failure::Connection)?
+        .map_err(Failure::Connection)?;
+    let confirmation = crate::metrics::global()
+        .bus
+        .confirm(confirmation)
         .await
         .map_err(Failure::Connection)?;
     check_confirmation_for(confirmation, target).map_err(Failure::Final)

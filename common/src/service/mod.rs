@@ -25,6 +25,7 @@ use crate::{
     changes::{ChangePublisher, PublisherOptions},
     config::BusConfig,
     db::{Db, DbError, DbResult},
+    metrics::{MetricsError, MetricsServer},
     rpc::{Broker, Dispatcher, Notifier, RpcClient, RpcError, RpcServer, ServerOptions},
 };
 
@@ -74,6 +75,7 @@ pub struct ServiceRuntime {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     servers: Vec<RpcServer>,
+    metrics: Option<MetricsServer>,
 }
 
 impl ServiceRuntime {
@@ -85,12 +87,21 @@ impl ServiceRuntime {
             shutdown,
             tasks: TaskTracker::new(),
             servers: Vec::new(),
+            metrics: None,
         }
     }
 
     /// The shutdown signal.
     pub fn shutdown(&self) -> &CancellationToken {
         &self.shutdown
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `listen`
+    /// (`service.metrics_listen`; empty: not served) until the drain ends.
+    /// Call it first: `/readyz` then tells why the service is not ready yet.
+    pub async fn serve_metrics(&mut self, listen: &str) -> Result<(), MetricsError> {
+        self.metrics = MetricsServer::start(listen, &self.shutdown).await?;
+        Ok(())
     }
 
     /// Opens the database at `database_url`, then connects to the broker (waiting
@@ -102,21 +113,24 @@ impl ServiceRuntime {
         within: Duration,
     ) -> Result<Option<Connected>, ConnectError> {
         let db = Db::connect(database_url).await?;
+        crate::metrics::db::watch(&db);
         let name = format!("{}:{}@{}", bus.control_exchange, self.binary, self.host);
-        let broker = tokio::select! {
-            broker = Broker::connect(bus.clone(), name, within) => broker,
+        // Watched before it connects: `/readyz` names the broker while we wait.
+        let broker = Broker::start(bus.clone(), name);
+        crate::metrics::http::watch_broker(&broker);
+        let connected = tokio::select! {
+            connected = broker.wait_connected(within) => connected,
             _ = self.shutdown.cancelled() => {
+                broker.close().await;
                 db.close().await;
                 return Ok(None);
             }
         };
-        let broker = match broker {
-            Ok(broker) => broker,
-            Err(err) => {
-                db.close().await;
-                return Err(err.into());
-            }
-        };
+        if let Err(err) = connected {
+            broker.close().await;
+            db.close().await;
+            return Err(err.into());
+        }
         let rpc = RpcClient::new(broker.clone());
         // Every row this process writes is announced on the change feed.
         let db = db.with_change_sink(ChangePublisher::start(
@@ -183,7 +197,9 @@ impl ServiceRuntime {
 
     /// Writes one heartbeat of this service (in availability zone `zone`).
     pub async fn beat(&self, db: &Db, zone: &str) -> DbResult<()> {
-        db.heartbeat(self.binary, &self.host, zone).await
+        db.heartbeat(self.binary, &self.host, zone).await?;
+        crate::metrics::global().service.heartbeat_written();
+        Ok(())
     }
 
     /// Writes a heartbeat every `interval` (the first one period from now:
@@ -193,8 +209,9 @@ impl ServiceRuntime {
         self.periodic("heartbeat", interval, FirstRun::AfterPeriod, move || {
             let (db, host, zone) = (db.clone(), host.clone(), zone.clone());
             async move {
-                if let Err(err) = db.heartbeat(binary, &host, &zone).await {
-                    tracing::warn!(%host, %err, "heartbeat not written");
+                match db.heartbeat(binary, &host, &zone).await {
+                    Ok(()) => crate::metrics::global().service.heartbeat_written(),
+                    Err(err) => tracing::warn!(%host, %err, "heartbeat not written"),
                 }
             }
         });
@@ -219,6 +236,9 @@ impl ServiceRuntime {
             .is_err()
         {
             tracing::warn!(?timeout, "periodic tasks did not stop in time");
+        }
+        if let Some(metrics) = self.metrics {
+            metrics.stop().await;
         }
     }
 }

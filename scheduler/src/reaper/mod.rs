@@ -158,6 +158,12 @@ impl Reaper {
                 }
             }
         }
+        let metrics = &scoria_common::metrics::global().service;
+        metrics.reaped("rescheduled", report.rescheduled.len());
+        metrics.reaped("taken_over", report.taken_over.len());
+        metrics.reaped("failed", report.failed.len());
+        metrics.reaped("stale", report.stale.len());
+        metrics.reaped("skipped", report.skipped.len());
         if report != ReapReport::default() {
             tracing::info!(
                 rescheduled = report.rescheduled.len(),

@@ -8,6 +8,7 @@
 
 mod clients;
 mod env;
+mod metrics;
 mod services;
 
 use std::{
@@ -26,6 +27,7 @@ pub use self::{
         Zones, channel, health_status, serving,
     },
     env::{binary, free_port, postgres_url, require_postgres},
+    metrics::{http_get, sample},
 };
 use crate::{
     amqp_url,
@@ -85,6 +87,10 @@ pub struct Stack {
     children: Vec<(String, Child)>,
     env: Vec<(String, String)>,
     extra_backends: Vec<String>,
+    /// Whether each process gets its own metrics listener.
+    serve_metrics: bool,
+    /// The metrics listener of each process started: (name, `host:port`).
+    metrics: Vec<(String, String)>,
 }
 
 impl Stack {
@@ -105,6 +111,15 @@ impl Stack {
         kind: DbKind,
         extra_env: &[(&str, &str)],
         route: impl FnOnce(&str) -> String,
+    ) -> Self {
+        Self::start_inner(kind, extra_env, route, false).await
+    }
+
+    async fn start_inner(
+        kind: DbKind,
+        extra_env: &[(&str, &str)],
+        route: impl FnOnce(&str) -> String,
+        serve_metrics: bool,
     ) -> Self {
         require_rabbitmq();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -156,6 +171,8 @@ impl Stack {
             children: Vec::new(),
             env: Vec::new(),
             extra_backends: Vec::new(),
+            serve_metrics,
+            metrics: Vec::new(),
         };
         let mut env: Vec<(String, String)> = vec![
             ("SCORIA_AMQP_URL".into(), amqp_url()),
@@ -210,6 +227,7 @@ impl Stack {
             .append(true)
             .open(self.log_path(name))
             .expect("log file");
+        let env = self.env_for(name, env);
         let mut command = Command::new(binary(program));
         command
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -121,6 +121,12 @@ impl Reconciler {
         if !attachments.is_empty() {
             self.attachments(&attachments, &mut report).await;
         }
+        let metrics = &scoria_common::metrics::global().service;
+        metrics.reconciled("failed", report.failed.len());
+        metrics.reconciled("redone", report.redone.len());
+        metrics.reconciled("finished", report.finished.len());
+        metrics.reconciled("stale", report.stale.len());
+        metrics.reconciled("skipped", report.skipped.len());
         if report != ReconcileReport::default() {
             tracing::info!(
                 failed = report.failed.len(),

@@ -104,6 +104,9 @@ impl Job {
         }
         telemetry::record_trace_id(&span, &ctx.traceparent);
 
+        let bus = &crate::metrics::global().bus;
+        bus.delivered(&self.topic, delivery.redelivered);
+        let started = std::time::Instant::now();
         let (outcome, disposition) = match self.dispatcher.handlers.get(&method) {
             None => (
                 Err(Status::unimplemented(format!(
@@ -142,6 +145,16 @@ impl Job {
                 }
             }
         };
+        let served = self.dispatcher.handlers.contains_key(&method);
+        let label = if served {
+            method.as_str()
+        } else {
+            crate::metrics::bus::UNKNOWN_METHOD
+        };
+        bus.handled(&self.topic, label, started, &outcome);
+        if let (Err(status), Disposition::Poison) = (&outcome, &disposition) {
+            bus.dead_lettered(&self.topic, dead_letter_reason(served, status.code()));
+        }
         match (&outcome, &disposition) {
             (Err(status), Disposition::Poison) => {
                 tracing::warn!(parent: &span, code = ?status.code(), error = %status.message(), "dead-lettering message")
@@ -198,6 +211,10 @@ impl Job {
                 count,
                 %message_id,
                 "cast still unavailable after {count} redeliveries; dead-lettering it"
+            );
+            crate::metrics::global().bus.dead_lettered(
+                &self.topic,
+                crate::metrics::bus::DeadLetter::RetriesExhausted,
             );
             return delivery
                 .acker
@@ -300,6 +317,16 @@ impl Job {
 }
 
 // === the delivery count ===
+
+/// Why a message is poison: no handler, a body that does not decode, a panic.
+fn dead_letter_reason(served: bool, code: Code) -> crate::metrics::bus::DeadLetter {
+    use crate::metrics::bus::DeadLetter;
+    match (served, code) {
+        (false, _) => DeadLetter::UnknownMethod,
+        (true, Code::InvalidArgument) => DeadLetter::Undecodable,
+        (true, _) => DeadLetter::Panicked,
+    }
+}
 
 /// The [`DELIVERY_COUNT`] of a message: 0 if absent or not a non-negative integer.
 fn delivery_count(headers: Option<&FieldTable>) -> u32 {
