@@ -15,6 +15,11 @@ impl Stack {
         Self::start_inner(kind, &[], str::to_owned, true).await
     }
 
+    /// [`Stack::start_with_metrics`] with extra environment for every process.
+    pub async fn start_with_metrics_env(kind: DbKind, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_inner(kind, extra_env, str::to_owned, true).await
+    }
+
     /// The metrics listener of process `name` (`scoria-api` ...), if it has one.
     pub fn metrics_addr(&self, name: &str) -> Option<String> {
         self.metrics

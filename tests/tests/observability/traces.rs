@@ -4,20 +4,15 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
-    common::v1::any_value::Value,
-};
 use scoria_proto::v1 as pb;
-use scoria_tests::stack::{DbKind, Stack};
-use tonic::{Request, Response, Status, transport::server::TcpIncoming};
+use scoria_tests::{
+    otlp::{Collector, Received},
+    stack::{DbKind, Stack},
+};
+use tonic::Request;
 
 /// The client's trace and span ids, as W3C writes them.
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -26,84 +21,6 @@ const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 /// How long spans may take to arrive (the batch processor exports every 200 ms
 /// in these stacks).
 const SPAN_WAIT: Duration = Duration::from_secs(30);
-
-/// One received span, flattened.
-#[derive(Debug, Clone)]
-struct Received {
-    service: String,
-    name: String,
-    trace_id: String,
-    span_id: String,
-    parent: String,
-}
-
-/// The spans received so far.
-#[derive(Debug, Clone, Default)]
-struct Collector(Arc<Mutex<Vec<Received>>>);
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let mut got = Vec::new();
-        for resource in request.into_inner().resource_spans {
-            let service = resource
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref()?.value.as_ref())
-                .map(|v| match v {
-                    Value::StringValue(s) => s.clone(),
-                    other => format!("{other:?}"),
-                })
-                .unwrap_or_default();
-            for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
-                got.push(Received {
-                    service: service.clone(),
-                    name: span.name,
-                    trace_id: hex(&span.trace_id),
-                    span_id: hex(&span.span_id),
-                    parent: hex(&span.parent_span_id),
-                });
-            }
-        }
-        self.0.lock().expect("collector lock").extend(got);
-        Ok(Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-impl Collector {
-    /// Serves the collector on a free local port; returns its endpoint URL.
-    async fn start(&self) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the collector");
-        let addr = listener.local_addr().expect("collector address");
-        let service = TraceServiceServer::new(self.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(TcpIncoming::from(listener)),
-        );
-        format!("http://{addr}")
-    }
-
-    fn of_trace(&self, trace_id: &str) -> Vec<Received> {
-        let spans = self.0.lock().expect("collector lock");
-        spans
-            .iter()
-            .filter(|s| s.trace_id == trace_id)
-            .cloned()
-            .collect()
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// What the test asserts about one trace; `Err` says what is missing yet.
 fn check_tree(spans: &[Received]) -> Result<(), String> {
