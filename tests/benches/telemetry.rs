@@ -1,0 +1,216 @@
+//! What metrics and traces cost: `cargo bench -p scoria-tests --bench telemetry`
+//! (release binaries, SQLite, `file` backend).
+//!
+//! Two stacks run side by side: one as shipped (no metrics listener, no OTLP
+//! export) and one with every process serving `/metrics` (scraped every second,
+//! all three processes, as a busy Prometheus would) and exporting every span to
+//! an OTLP collector the bench runs itself. Rounds of creates (10 clients, create
+//! then WatchVolume until available, then delete) alternate between the stacks in
+//! the order off, on, on, off, off, on ... so a drift of the machine falls on both
+//! alike, and only one stack works at a time. Prints both create rates (all rounds
+//! together), the relative cost in percent, the median of the per-pair costs,
+//! CPU-ms per create of the three services of each stack, and how many spans and
+//! scrapes the "on" stack produced.
+//!
+//! Under `cargo test --benches` (no `--bench` flag) it runs a small smoke size.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::{StreamExt, stream};
+use scoria_proto::v1::{
+    CreateVolumeRequest, DeleteVolumeRequest, VolumeStatus, WatchVolumeRequest,
+};
+use scoria_tests::{
+    otlp::Collector,
+    stack::{DbKind, Stack, Volumes, http_get},
+};
+
+const PROJECT: &str = "bench";
+
+/// Creates one volume and follows it on its watch stream until it is available.
+async fn create_available(client: &mut Volumes) -> String {
+    let id = client
+        .create_volume(CreateVolumeRequest {
+            size_gib: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let mut stream = client
+        .watch_volume(WatchVolumeRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(update) = stream.next().await {
+        let update = update.unwrap();
+        let status = update.volume.map(|v| v.status()).unwrap_or_default();
+        assert_ne!(status, VolumeStatus::Error, "volume {id} failed");
+        if status == VolumeStatus::Available {
+            return id;
+        }
+    }
+    panic!("the watch of {id} ended before it was available");
+}
+
+/// A round of `count` creates with 10 clients; its duration. The volumes are
+/// deleted afterwards (not timed), so each round starts from the same state.
+async fn round(stack: &Stack, count: usize) -> Duration {
+    let client = stack.volumes(PROJECT);
+    let started = Instant::now();
+    let ids: Vec<String> = stream::iter(0..count)
+        .map(|_| {
+            let mut client = client.clone();
+            async move { create_available(&mut client).await }
+        })
+        .buffer_unordered(10)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    stream::iter(ids)
+        .map(|id| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .delete_volume(DeleteVolumeRequest { id: id.clone() })
+                    .await
+                    .unwrap();
+                stack.wait_volume_gone(PROJECT, &id).await;
+            }
+        })
+        .buffer_unordered(10)
+        .collect::<Vec<()>>()
+        .await;
+    elapsed
+}
+
+/// CPU time (user + system) of the stack's processes, in ms.
+fn cpu_ms(stack: &Stack) -> f64 {
+    stack
+        .pids()
+        .iter()
+        .map(|(_, pid)| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let ticks = |i: usize| {
+                fields
+                    .get(i - 3)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            // USER_HZ is 100 on Linux.
+            (ticks(14) + ticks(15)) * 10.0
+        })
+        .sum()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (pairs, per_round) = if full { (10, 200) } else { (1, 10) };
+
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let off = Stack::start_with(DbKind::Sqlite, &[("RUST_LOG", "warn")]).await;
+    let on = Stack::start_with_metrics_env(
+        DbKind::Sqlite,
+        &[("RUST_LOG", "warn"), ("SCORIA_OTLP_ENDPOINT", &endpoint)],
+    )
+    .await;
+
+    // A scraper of the "on" stack, every second.
+    let scrapes = Arc::new(AtomicUsize::new(0));
+    let targets: Vec<String> = ["scoria-api", "scoria-scheduler", "scoria-volume"]
+        .iter()
+        .filter_map(|n| on.metrics_addr(n))
+        .collect();
+    assert_eq!(targets.len(), 3, "every process serves metrics");
+    let scraper = {
+        let scrapes = scrapes.clone();
+        tokio::spawn(async move {
+            loop {
+                for addr in &targets {
+                    if let Some((200, _)) = http_get(addr, "/metrics").await {
+                        scrapes.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+
+    // Warm up both.
+    round(&off, 10).await;
+    round(&on, 10).await;
+
+    let (mut time_off, mut time_on) = (Duration::ZERO, Duration::ZERO);
+    let (mut cpu_off, mut cpu_on) = (0.0, 0.0);
+    let mut costs = Vec::new();
+    let spans_before = collector.count();
+    for pair in 0..pairs {
+        // off, on, on, off, off, on ...
+        let order = if pair % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        let mut rates = [0.0; 2];
+        for with_telemetry in order {
+            let stack = if with_telemetry { &on } else { &off };
+            let cpu = cpu_ms(stack);
+            let took = round(stack, per_round).await;
+            let used = cpu_ms(stack) - cpu;
+            rates[usize::from(with_telemetry)] = per_round as f64 / took.as_secs_f64();
+            if with_telemetry {
+                time_on += took;
+                cpu_on += used;
+            } else {
+                time_off += took;
+                cpu_off += used;
+            }
+        }
+        costs.push((rates[0] - rates[1]) / rates[0] * 100.0);
+    }
+    let total = (pairs * per_round) as f64;
+    let (rate_off, rate_on) = (
+        total / time_off.as_secs_f64(),
+        total / time_on.as_secs_f64(),
+    );
+    println!(
+        "telemetry create {rate_on:.0} volumes/s with metrics and tracing on, {rate_off:.0} \
+         volumes/s off ({pairs} pairs of rounds of {per_round}, 10 clients): cost {:.1}% \
+         (median of pairs {:.1}%)",
+        (rate_off - rate_on) / rate_off * 100.0,
+        median(&mut costs)
+    );
+    println!(
+        "telemetry cpu {:.2} CPU-ms per create on, {:.2} off (api + scheduler + volume, \
+         deletes included)",
+        cpu_on / total,
+        cpu_off / total
+    );
+    // Let the batch processors export what is queued.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    println!(
+        "telemetry {} spans exported ({:.0} per create), {} scrapes",
+        collector.count() - spans_before,
+        (collector.count() - spans_before) as f64 / total,
+        scrapes.load(Ordering::Relaxed)
+    );
+    assert!(collector.count() > spans_before, "no span was exported");
+    scraper.abort();
+}
