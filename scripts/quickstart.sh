@@ -2,7 +2,8 @@
 # Builds the release binaries, starts scoria-scheduler, scoria-volume and scoria-api
 # in the background (SQLite and the file backend under ./data, no auth), waits for
 # the API, then creates a 1 GiB volume with the `scoria` CLI, waits until it is
-# available and shows it (`scoria volume show`).
+# available and shows it (`scoria volume show`). Each service serves /metrics,
+# /healthz and /readyz on 127.0.0.1:9776 (api), :9777 (scheduler), :9778 (volume).
 # Logs: ./data/logs/<name>.log; pids: ./data/<name>.pid; stop: scripts/stop.sh.
 set -euo pipefail
 
@@ -26,13 +27,20 @@ bash scripts/stop.sh
 if port_open 8776; then
   die "something else already listens on $API; stop it first"
 fi
+declare -A METRICS=([scoria-api]=9776 [scoria-scheduler]=9777 [scoria-volume]=9778)
+for name in "${SERVICES[@]}"; do
+  if port_open "${METRICS[$name]}"; then
+    die "something else already listens on 127.0.0.1:${METRICS[$name]} (the metrics port of $name); stop it first"
+  fi
+done
 
 started_ms="$(date +%s%3N)"
 for name in "${SERVICES[@]}"; do
   bin="target/release/$name"
   [[ -x "$bin" ]] || die "$bin was not built"
   log "starting $name (log: data/logs/$name.log)"
-  nohup "$bin" >>"data/logs/$name.log" 2>&1 </dev/null &
+  SCORIA_METRICS_LISTEN="127.0.0.1:${METRICS[$name]}" \
+    nohup "$bin" >>"data/logs/$name.log" 2>&1 </dev/null &
   echo "$!" >"data/$name.pid"
 done
 trap 'printf "\nStop the services with: scripts/stop.sh\n"' EXIT
@@ -93,3 +101,6 @@ log "scoria volume show $id"
 log "volume $id is available; its backing file:"
 ls -ls ./data
 find ./data -name "volume-$id*" -exec ls -ls {} +
+log "metrics: curl -s http://127.0.0.1:9777/metrics | grep '^scoria_volumes'"
+python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9777/metrics", timeout=5).read().decode())' \
+  | grep '^scoria_volumes{' || true

@@ -123,6 +123,15 @@ async fn every_process_counts_a_create_and_a_delete() {
     }
     assert!(matched, "pool capacity never matched ListPools");
 
+    // A watch stream, open across the delete: counted when it ends.
+    let mut watch = stack
+        .volumes("p1")
+        .watch_volume(pb::WatchVolumeRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
     stack
         .volumes("p1")
         .delete_volume(pb::DeleteVolumeRequest {
@@ -131,6 +140,11 @@ async fn every_process_counts_a_create_and_a_delete() {
         .await
         .expect("delete");
     stack.wait_volume_gone("p1", &created.id).await;
+    let mut deleted = false;
+    while let Some(update) = watch.message().await.expect("the watch ends with OK") {
+        deleted |= update.deleted;
+    }
+    assert!(deleted, "the watch ended without its deleted message");
 
     let unary = |method: &'static str| {
         [
@@ -173,6 +187,15 @@ async fn every_process_counts_a_create_and_a_delete() {
         ),
         1.0
     );
+    let stream = [
+        ("grpc_service", "scoria.v1.VolumeService"),
+        ("grpc_method", "WatchVolume"),
+        ("grpc_type", "server_stream"),
+    ];
+    assert_eq!(value(&text, "grpc_server_started_total", &stream), 1.0);
+    let mut ended = stream.to_vec();
+    ended.push(("grpc_code", "OK"));
+    assert_eq!(value(&text, "grpc_server_handled_total", &ended), 1.0);
     // wait_volume_gone ended on a NOT_FOUND.
     assert!(
         value(
