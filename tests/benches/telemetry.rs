@@ -12,6 +12,9 @@
 //! CPU-ms per create of the three services of each stack, and how many spans and
 //! scrapes the "on" stack produced.
 //!
+//! `SCORIA_BENCH_TELEMETRY=metrics` or `=traces` turns on only one of the two in
+//! the "on" stack (default: both), to tell their costs apart.
+//!
 //! Under `cargo test --benches` (no `--bench` flag) it runs a small smoke size.
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -122,15 +125,25 @@ fn median(values: &mut [f64]) -> f64 {
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (pairs, per_round) = if full { (10, 200) } else { (1, 10) };
+    let which = std::env::var("SCORIA_BENCH_TELEMETRY").unwrap_or_else(|_| "both".into());
+    let (metrics, traces) = match which.as_str() {
+        "metrics" => (true, false),
+        "traces" => (false, true),
+        _ => (true, true),
+    };
 
     let collector = Collector::default();
     let endpoint = collector.start().await;
     let off = Stack::start_with(DbKind::Sqlite, &[("RUST_LOG", "warn")]).await;
-    let on = Stack::start_with_metrics_env(
-        DbKind::Sqlite,
-        &[("RUST_LOG", "warn"), ("SCORIA_OTLP_ENDPOINT", &endpoint)],
-    )
-    .await;
+    let mut env = vec![("RUST_LOG", "warn")];
+    if traces {
+        env.push(("SCORIA_OTLP_ENDPOINT", endpoint.as_str()));
+    }
+    let on = if metrics {
+        Stack::start_with_metrics_env(DbKind::Sqlite, &env).await
+    } else {
+        Stack::start_with(DbKind::Sqlite, &env).await
+    };
 
     // A scraper of the "on" stack, every second.
     let scrapes = Arc::new(AtomicUsize::new(0));
@@ -138,7 +151,11 @@ async fn main() {
         .iter()
         .filter_map(|n| on.metrics_addr(n))
         .collect();
-    assert_eq!(targets.len(), 3, "every process serves metrics");
+    assert_eq!(
+        targets.len(),
+        if metrics { 3 } else { 0 },
+        "metrics listeners"
+    );
     let scraper = {
         let scrapes = scrapes.clone();
         tokio::spawn(async move {
@@ -191,7 +208,7 @@ async fn main() {
         total / time_on.as_secs_f64(),
     );
     println!(
-        "telemetry create {rate_on:.0} volumes/s with metrics and tracing on, {rate_off:.0} \
+        "telemetry create {rate_on:.0} volumes/s with {which} on, {rate_off:.0} \
          volumes/s off ({pairs} pairs of rounds of {per_round}, 10 clients): cost {:.1}% \
          (median of pairs {:.1}%)",
         (rate_off - rate_on) / rate_off * 100.0,
@@ -211,6 +228,10 @@ async fn main() {
         (collector.count() - spans_before) as f64 / total,
         scrapes.load(Ordering::Relaxed)
     );
-    assert!(collector.count() > spans_before, "no span was exported");
+    assert_eq!(
+        collector.count() > spans_before,
+        traces,
+        "spans exported iff traces are on"
+    );
     scraper.abort();
 }
