@@ -204,22 +204,25 @@ impl Notifier {
 /// Publishes a transient event once, without waiting for the broker's
 /// confirmation: best effort, as the mode promises.
 async fn publish_transient(broker: &Broker, publish: &Publish) -> RpcResult<()> {
-    let session = broker.session(broker.config().publish_timeout()).await?;
     // The publisher channel is in confirm mode: the confirmation still comes,
     // and is dropped unread.
-    drop(
-        session
-            .publisher
-            .basic_publish(
-                publish.exchange.as_str().into(),
-                publish.routing_key.as_str().into(),
-                BasicPublishOptions::default(),
-                &publish.body,
-                publish.properties.clone(),
-            )
-            .await?,
-    );
+    drop(send(broker, publish).await?);
     Ok(())
+}
+
+/// Publishes once on the current session; the broker's confirmation to await.
+async fn send(broker: &Broker, publish: &Publish) -> RpcResult<lapin::PublisherConfirm> {
+    let session = broker.session(broker.config().publish_timeout()).await?;
+    Ok(session
+        .publisher
+        .basic_publish(
+            publish.exchange.as_str().into(),
+            publish.routing_key.as_str().into(),
+            BasicPublishOptions::default(),
+            &publish.body,
+            publish.properties.clone(),
+        )
+        .await?)
 }
 
 /// The background publisher: sends events in the order they were emitted and
@@ -240,20 +243,7 @@ async fn publish_in_background(broker: Broker, mut rx: mpsc::UnboundedReceiver<B
                 }
                 Some(Background::Publish(publish)) => {
                     let broker = broker.clone();
-                    let sent = match broker.session(broker.config().publish_timeout()).await {
-                        Ok(session) => session
-                            .publisher
-                            .basic_publish(
-                                publish.exchange.as_str().into(),
-                                publish.routing_key.as_str().into(),
-                                BasicPublishOptions::default(),
-                                &publish.body,
-                                publish.properties.clone(),
-                            )
-                            .await
-                            .map_err(|e| e.to_string()),
-                        Err(err) => Err(err.to_string()),
-                    };
+                    let sent = send(&broker, &publish).await.map_err(|e| e.to_string());
                     confirms.push(async move {
                         let confirmed = match sent {
                             Ok(confirm) => matches!(confirm.await, Ok(c) if c.is_ack()),
