@@ -27,6 +27,21 @@ impl TraceParent {
         }
     }
 
+    /// Starts a new trace that is not sampled (flags `00`): what is done under
+    /// it is not exported, in this process or the next (internal plumbing sent
+    /// every few ms, such as the change feed, is no trace anyone wants).
+    pub fn unsampled_root() -> Self {
+        Self {
+            flags: 0,
+            ..Self::new_root()
+        }
+    }
+
+    /// Whether the sampled flag is set.
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
     /// The same trace with a new span id, for the next hop.
     pub fn child(&self) -> Self {
         Self {

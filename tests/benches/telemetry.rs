@@ -228,6 +228,12 @@ async fn main() {
         (collector.count() - spans_before) as f64 / total,
         scrapes.load(Ordering::Relaxed)
     );
+    for (name, count) in collector.tally().iter().take(15) {
+        println!(
+            "telemetry   {:.1} per create  {name}",
+            *count as f64 / (total + 20.0)
+        );
+    }
     assert_eq!(
         collector.count() > spans_before,
         traces,

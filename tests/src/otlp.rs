@@ -91,6 +91,19 @@ impl Collector {
             .collect()
     }
 
+    /// How many spans arrived so far, per `service/name`, most first.
+    pub fn tally(&self) -> Vec<(String, usize)> {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for span in self.0.lock().expect("collector lock").iter() {
+            *counts
+                .entry(format!("{}/{}", span.service, span.name))
+                .or_default() += 1;
+        }
+        let mut counts: Vec<_> = counts.into_iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        counts
+    }
+
     /// How many spans arrived so far.
     pub fn count(&self) -> usize {
         self.0.lock().expect("collector lock").len()

@@ -11,9 +11,13 @@ use std::{
 use scoria_proto::bus;
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
 
 use super::{Change, ChangeKind, ChangeSink, METHOD, TOPIC};
-use crate::{context::RequestContext, rpc::RpcClient, sync::lock};
+use crate::{
+    context::RequestContext, rpc::RpcClient, sync::lock, telemetry::context as telemetry,
+    traceparent::TraceParent,
+};
 
 /// How the publisher batches.
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +120,12 @@ impl ChangePublisher {
     }
 
     async fn run(self: Arc<Self>, rpc: RpcClient, shutdown: CancellationToken) {
-        let ctx = RequestContext::internal("change-feed");
+        // Unsampled: the feed's messages (one every few ms under load) and what
+        // the API does on them are never exported as traces.
+        let ctx = RequestContext {
+            traceparent: TraceParent::unsampled_root(),
+            ..RequestContext::internal("change-feed")
+        };
         let timeout = rpc.broker().config().publish_timeout();
         loop {
             let stopping = tokio::select! {
@@ -128,9 +137,14 @@ impl ChangePublisher {
                 tokio::time::sleep(self.options.linger).await;
             }
             while let Some(batch) = self.take_batch() {
-                let sent =
-                    tokio::time::timeout(timeout, rpc.fanout_cast(&ctx, TOPIC, METHOD, &batch))
-                        .await;
+                let span = tracing::debug_span!("changes.publish", ids = batch.changes.len());
+                telemetry::continue_trace(&span, || Some(ctx.traceparent));
+                let sent = tokio::time::timeout(
+                    timeout,
+                    rpc.fanout_cast(&ctx, TOPIC, METHOD, &batch)
+                        .instrument(span),
+                )
+                .await;
                 match sent {
                     Ok(Ok(())) => {}
                     outcome => {

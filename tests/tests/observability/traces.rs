@@ -141,6 +141,21 @@ async fn create_volume_is_one_trace_across_api_scheduler_and_volume() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // The change feed (a message every few ms under load, and the API's reads on
+    // it) is plumbing: sent unsampled, none of it is exported.
+    let plumbing: Vec<String> = collector
+        .tally()
+        .into_iter()
+        .filter(|(name, _)| {
+            name.ends_with("/changes.publish") || name.as_str() == "scoria-api/rpc.handle"
+        })
+        .map(|(name, count)| format!("{name}: {count}"))
+        .collect();
+    assert!(
+        plumbing.is_empty(),
+        "change-feed spans were exported: {plumbing:?}"
+    );
+
     // Human logs (the stack's default format) written to a file: no colours.
     for name in ["scoria-api", "scoria-scheduler", "scoria-volume"] {
         let bytes = std::fs::read(stack.log_path(name)).expect("log file");
