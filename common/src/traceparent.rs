@@ -37,11 +37,6 @@ impl TraceParent {
         }
     }
 
-    /// Whether the sampled flag is set.
-    pub fn sampled(&self) -> bool {
-        self.flags & 1 == 1
-    }
-
     /// The same trace with a new span id, for the next hop.
     pub fn child(&self) -> Self {
         Self {
