@@ -28,6 +28,10 @@ pub const API_ENV: &[EnvKey] = &[
     ),
     EnvKey::int("SCORIA_API_MAX_WATCHERS", "api.max_watchers"),
     EnvKey::int("SCORIA_API_WATCH_BUFFER", "api.watch_buffer"),
+    EnvKey::str("SCORIA_API_TLS_CERT", "api.tls.cert"),
+    EnvKey::str("SCORIA_API_TLS_KEY", "api.tls.key"),
+    EnvKey::str("SCORIA_API_TLS_CLIENT_CA", "api.tls.client_ca"),
+    EnvKey::int("SCORIA_API_TLS_RELOAD_SECS", "api.tls.reload_secs"),
     EnvKey::signed("SCORIA_QUOTA_VOLUMES", "quota.volumes"),
     EnvKey::signed("SCORIA_QUOTA_GIGABYTES", "quota.gigabytes"),
     EnvKey::signed("SCORIA_QUOTA_SNAPSHOTS", "quota.snapshots"),
@@ -71,6 +75,57 @@ pub struct ApiSection {
     /// At most this many updates wait unread per watcher
     /// (`SCORIA_API_WATCH_BUFFER`); a watcher further behind is dropped.
     pub watch_buffer: usize,
+    /// gRPC over TLS (`[api.tls]`); off unless a certificate is set.
+    pub tls: TlsSection,
+}
+
+/// The `[api.tls]` section: TLS on the gRPC listener when `cert` and `key` are set.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// The PEM certificate chain, leaf first (`SCORIA_API_TLS_CERT`).
+    pub cert: Option<PathBuf>,
+    /// The PEM private key (`SCORIA_API_TLS_KEY`).
+    pub key: Option<PathBuf>,
+    /// If set, clients must present a certificate signed by this PEM CA
+    /// (`SCORIA_API_TLS_CLIENT_CA`): mutual TLS.
+    pub client_ca: Option<PathBuf>,
+    /// How often the files are checked for changes, in seconds
+    /// (`SCORIA_API_TLS_RELOAD_SECS`); 0: reloaded on SIGHUP only.
+    pub reload_secs: u64,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            client_ca: None,
+            reload_secs: 5,
+        }
+    }
+}
+
+impl TlsSection {
+    /// Checks the keys go together (the files are read by
+    /// [`ServerTls::load`](crate::tls::ServerTls::load)).
+    pub fn validate(&self) -> config::Result<()> {
+        match (&self.cert, &self.key) {
+            (Some(_), None) => Err(ConfigError::Value {
+                key: "api.tls.key",
+                reason: "SCORIA_API_TLS_CERT is set without SCORIA_API_TLS_KEY: set both or neither".into(),
+            }),
+            (None, Some(_)) => Err(ConfigError::Value {
+                key: "api.tls.cert",
+                reason: "SCORIA_API_TLS_KEY is set without SCORIA_API_TLS_CERT: set both or neither".into(),
+            }),
+            (None, None) if self.client_ca.is_some() => Err(ConfigError::Value {
+                key: "api.tls.client_ca",
+                reason: "SCORIA_API_TLS_CLIENT_CA needs TLS on: set SCORIA_API_TLS_CERT and SCORIA_API_TLS_KEY".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Default for ApiSection {
@@ -83,6 +138,7 @@ impl Default for ApiSection {
             service_down_time_secs: 60,
             max_watchers: 10_000,
             watch_buffer: 64,
+            tls: TlsSection::default(),
         }
     }
 }
@@ -137,6 +193,7 @@ impl ProcessConfig for Config {
     fn validate(&self) -> config::Result<()> {
         self.bus.validate()?;
         self.listen_addr()?;
+        self.api.tls.validate()?;
         if self.api.max_volume_size_gib == 0 {
             return Err(ConfigError::Value {
                 key: "api.max_volume_size_gib",
@@ -259,6 +316,46 @@ mod tests {
         assert_eq!(c.api.service_down_time_secs, 42);
         assert_eq!(c.bus.control_exchange, "e");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn tls_keys_come_from_env_or_file_and_go_in_pairs() {
+        let c = Config::load_from(None, &env(&[])).expect("defaults");
+        assert_eq!(c.api.tls, TlsSection::default());
+        assert_eq!(c.api.tls.reload_secs, 5);
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("SCORIA_API_TLS_CERT", "/etc/scoria/api.pem"),
+                ("SCORIA_API_TLS_KEY", "/etc/scoria/api.key"),
+                ("SCORIA_API_TLS_CLIENT_CA", "/etc/scoria/ca.pem"),
+                ("SCORIA_API_TLS_RELOAD_SECS", "0"),
+            ]),
+        )
+        .expect("tls");
+        assert_eq!(c.api.tls.cert, Some(PathBuf::from("/etc/scoria/api.pem")));
+        assert_eq!(c.api.tls.key, Some(PathBuf::from("/etc/scoria/api.key")));
+        assert_eq!(c.api.tls.client_ca, Some(PathBuf::from("/etc/scoria/ca.pem")));
+        assert_eq!(c.api.tls.reload_secs, 0);
+
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[api.tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n").expect("write");
+        let c = Config::load_from(Some(&file), &env(&[])).expect("file");
+        assert_eq!(c.api.tls.cert, Some(PathBuf::from("/c.pem")));
+
+        let err = Config::load_from(None, &env(&[("SCORIA_API_TLS_CERT", "/c.pem")]))
+            .expect_err("cert alone");
+        assert!(err.to_string().contains("SCORIA_API_TLS_KEY"), "{err}");
+        let err = Config::load_from(None, &env(&[("SCORIA_API_TLS_KEY", "/k.pem")]))
+            .expect_err("key alone");
+        assert!(err.to_string().contains("SCORIA_API_TLS_CERT"), "{err}");
+        let err = Config::load_from(None, &env(&[("SCORIA_API_TLS_CLIENT_CA", "/ca.pem")]))
+            .expect_err("client CA without TLS");
+        assert!(err.to_string().contains("SCORIA_API_TLS_CLIENT_CA"), "{err}");
+        let err = Config::load_from(None, &env(&[("SCORIA_API_TLS_RELOAD_SECS", "soon")]))
+            .expect_err("bad secs");
+        assert!(err.to_string().contains("SCORIA_API_TLS_RELOAD_SECS"), "{err}");
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub mod quota;
 mod request;
 pub mod scope;
 pub mod snapshot;
+pub mod tls;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]
@@ -50,7 +51,7 @@ pub mod volume;
 pub mod volume_type;
 pub mod watch;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
 use scoria_common::{
     changes::{ChangeFeed, ChangePublisher, PublisherOptions},
@@ -82,6 +83,7 @@ use crate::{
     snapshot::SnapshotApi,
     volume::VolumeApi,
     volume_type::VolumeTypeApi,
+    tls::ServerTls,
     watch::{Limits, Watches},
 };
 
@@ -117,6 +119,12 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The TLS files of `api.tls` are unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// SIGHUP (TLS reload) could not be listened for.
+    #[error("cannot listen for SIGHUP: {0}")]
+    Signal(#[source] std::io::Error),
     /// The change feed could not be subscribed.
     #[error("cannot subscribe to the change feed: {0}")]
     Feed(String),
@@ -144,6 +152,7 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let authenticator =
         Authenticator::from_config(config.api.auth_mode, config.api.tokens_file.as_deref())?;
+    let tls = ServerTls::load(&config.api.tls)?;
     let metrics =
         scoria_common::metrics::MetricsServer::start(&config.service.metrics_listen, &shutdown)
             .await?;
@@ -196,6 +205,7 @@ pub async fn serve(
         ports,
         authenticator,
         Some(watches),
+        tls,
     )
     .await;
 
@@ -221,6 +231,7 @@ pub(crate) async fn serve_with(
     ports: Ports,
     authenticator: Authenticator,
     watches: Option<Watches>,
+    tls: Option<ServerTls>,
 ) -> Result<(), Error> {
     let (link, db_for_health) = (ports.broker.clone(), db.clone());
     let auth = AuthLayer::new(authenticator);
@@ -277,11 +288,13 @@ pub(crate) async fn serve_with(
     let local = listener.local_addr().ok();
     tracing::info!(
         addr = ?local,
+        tls = tls.is_some(),
+        mtls = tls.as_ref().is_some_and(ServerTls::requires_client_cert),
         auth_mode = ?config.api.auth_mode,
         exchange = %config.bus.control_exchange,
         "{BINARY} listening"
     );
-    let server = Server::builder()
+    let router = Server::builder()
         .layer(metrics::GrpcMetricsLayer::new())
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -292,12 +305,26 @@ pub(crate) async fn serve_with(
         .add_service(availability_zone_service)
         .add_service(admin_service)
         .add_service(attachment_service)
-        .add_service(quota_service)
-        .serve_with_incoming_shutdown(
-            // No Nagle: small replies must not wait 40 ms for a delayed ACK.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown.clone().cancelled_owned(),
-        );
+        .add_service(quota_service);
+    // The TLS accept loop, its handshakes and the reload task.
+    let (tls_tasks, tls_stop) = (TaskTracker::new(), shutdown.child_token());
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match tls {
+            None => Box::pin(router.serve_with_incoming_shutdown(
+                // No Nagle: small replies must not wait 40 ms for a delayed ACK.
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown.clone().cancelled_owned(),
+            )),
+            Some(tls) => {
+                tls.watch(&tls_tasks, tls_stop.clone())
+                    .map_err(Error::Signal)?;
+                let incoming = tls::incoming::incoming(listener, tls, &tls_tasks, tls_stop.clone());
+                Box::pin(router.serve_with_incoming_shutdown(
+                    incoming,
+                    shutdown.clone().cancelled_owned(),
+                ))
+            }
+        };
     tokio::pin!(server);
 
     let drain = config.service.drain_timeout();
@@ -314,5 +341,8 @@ pub(crate) async fn serve_with(
         }
     };
     watcher.abort();
+    tls_stop.cancel();
+    tls_tasks.close();
+    tls_tasks.wait().await;
     Ok(outcome?)
 }

@@ -81,6 +81,7 @@ impl Running {
                 ports,
                 Authenticator::noauth(),
                 None,
+                None,
             )
             .await;
             served.expect("serve");

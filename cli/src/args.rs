@@ -64,13 +64,34 @@ pub struct ConnectionArgs {
     /// A PEM file of the CA that signed the API's certificate (https).
     #[arg(
         long = "os-cacert",
+        visible_alias = "cacert",
         env = "SCORIA_CACERT",
         global = true,
         value_name = "FILE"
     )]
     pub cacert: Option<PathBuf>,
+    /// A PEM client certificate, for an API that requires one (mTLS; with `--os-key`).
+    #[arg(
+        long = "os-cert",
+        visible_alias = "cert",
+        env = "SCORIA_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "key"
+    )]
+    pub cert: Option<PathBuf>,
+    /// The PEM private key of `--os-cert`.
+    #[arg(
+        long = "os-key",
+        visible_alias = "key",
+        env = "SCORIA_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "cert"
+    )]
+    pub key: Option<PathBuf>,
     /// An entry of `~/.config/scoria/clouds.toml` (`[clouds.<name>]` with `url`,
-    /// `token`, `project`, `roles`, `cacert`); flags and variables win over it.
+    /// `token`, `project`, `roles`, `cacert`, `cert`, `key`); flags and variables win over it.
     #[arg(
         long = "os-cloud",
         env = "SCORIA_CLOUD",

@@ -17,7 +17,7 @@ use tonic::{
     Request, Status,
     metadata::AsciiMetadataValue,
     service::{Interceptor, interceptor::InterceptedService},
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
 use crate::{args::ConnectionArgs, error::CliError};
@@ -39,6 +39,10 @@ pub struct Cloud {
     pub roles: Option<String>,
     /// A CA certificate file.
     pub cacert: Option<PathBuf>,
+    /// A client certificate file (mTLS).
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key file.
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +77,10 @@ pub struct Settings {
     pub roles: Option<String>,
     /// A CA certificate file.
     pub cacert: Option<PathBuf>,
+    /// A client certificate file (mTLS).
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key file.
+    pub key: Option<PathBuf>,
 }
 
 impl Settings {
@@ -118,6 +126,8 @@ impl Settings {
             project: args.project.clone().or(cloud.project),
             roles: args.roles.clone().or(cloud.roles),
             cacert: args.cacert.clone().or(cloud.cacert),
+            cert: args.cert.clone().or(cloud.cert),
+            key: args.key.clone().or(cloud.key),
         })
     }
 
@@ -137,6 +147,25 @@ impl Settings {
                 let pem = std::fs::read(path)
                     .map_err(|e| CliError::Usage(format!("--os-cacert {}: {e}", path.display())))?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            match (&self.cert, &self.key) {
+                (Some(cert), Some(key)) => {
+                    let read = |flag: &str, path: &PathBuf| {
+                        std::fs::read(path).map_err(|e| {
+                            CliError::Usage(format!("{flag} {}: {e}", path.display()))
+                        })
+                    };
+                    tls = tls.identity(Identity::from_pem(
+                        read("--os-cert", cert)?,
+                        read("--os-key", key)?,
+                    ));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(CliError::Usage(
+                        "--os-cert and --os-key go together".to_owned(),
+                    ));
+                }
             }
             endpoint = endpoint
                 .tls_config(tls)
@@ -304,6 +333,8 @@ mod tests {
             project: None,
             roles: None,
             cacert: Some("/nonexistent/ca.pem".into()),
+            cert: None,
+            key: None,
         };
         let err = settings.connect().await.expect_err("no such file");
         assert!(

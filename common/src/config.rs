@@ -119,6 +119,9 @@ impl EnvKey {
 /// The overrides every process understands (the `[bus]` and `[service]` sections).
 pub const COMMON_ENV: &[EnvKey] = &[
     EnvKey::str("SCORIA_AMQP_URL", "bus.amqp_url"),
+    EnvKey::str("SCORIA_AMQP_CA_FILE", "bus.ca_file"),
+    EnvKey::str("SCORIA_AMQP_CLIENT_CERT", "bus.client_cert"),
+    EnvKey::str("SCORIA_AMQP_CLIENT_KEY", "bus.client_key"),
     EnvKey::str("SCORIA_CONTROL_EXCHANGE", "bus.control_exchange"),
     EnvKey::int("SCORIA_RPC_CALL_TIMEOUT_MS", "bus.call_timeout_ms"),
     EnvKey::int("SCORIA_RPC_PUBLISH_TIMEOUT_MS", "bus.publish_timeout_ms"),
@@ -261,14 +264,59 @@ fn set_dotted(table: &mut toml::Table, dotted: &str, value: toml::Value) {
     cur.insert(last.to_owned(), value);
 }
 
+/// `url` with its password hidden (`user:***@`, `password=***`), for logs,
+/// `/readyz` and error messages.
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &base[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &base[..scheme + 3],
+                    &creds[..colon],
+                    &base[at..]
+                ),
+                None => base.to_owned(),
+            }
+        }
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
 // === BusConfig ===
 
 /// Settings of the message bus (`[bus]`), shared by every process.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusConfig {
-    /// The AMQP URL of the broker (`SCORIA_AMQP_URL`).
+    /// The AMQP URL of the broker (`SCORIA_AMQP_URL`): `amqp://` or, over
+    /// TLS, `amqps://`.
     pub amqp_url: String,
+    /// The PEM CA the broker's certificate must chain to, on top of the system's
+    /// (`SCORIA_AMQP_CA_FILE`; `amqps://` only).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The PEM client certificate shown to the broker (`SCORIA_AMQP_CLIENT_CERT`,
+    /// with `client_key`; `amqps://` only).
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `client_cert` (`SCORIA_AMQP_CLIENT_KEY`).
+    pub client_key: Option<std::path::PathBuf>,
     /// The prefix of every AMQP name (`SCORIA_CONTROL_EXCHANGE`), so several
     /// deployments can share one broker.
     pub control_exchange: String,
@@ -314,6 +362,9 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
             control_exchange: "scoria".to_owned(),
             call_timeout_ms: 60_000,
             publish_timeout_ms: 10_000,
@@ -365,13 +416,99 @@ impl BusConfig {
                 reason: "must be at least 1".into(),
             });
         }
-        if !self.amqp_url.starts_with("amqp://") {
+        let tls = self.amqp_url.starts_with("amqps://");
+        if !tls && !self.amqp_url.starts_with("amqp://") {
             return Err(ConfigError::Value {
                 key: "bus.amqp_url",
-                reason: format!("{:?} is not an amqp:// URL", self.amqp_url),
+                reason: format!(
+                    "{:?} is not an amqp:// or amqps:// URL",
+                    redact_url(&self.amqp_url)
+                ),
             });
         }
+        self.tls_files(tls)?;
         Ok(())
+    }
+
+    /// The TLS files, checked: only with `amqps://`, certificate and key in
+    /// pairs, each file readable PEM.
+    fn tls_files(&self, tls: bool) -> Result<()> {
+        let files = [
+            ("SCORIA_AMQP_CA_FILE", "bus.ca_file", &self.ca_file),
+            ("SCORIA_AMQP_CLIENT_CERT", "bus.client_cert", &self.client_cert),
+            ("SCORIA_AMQP_CLIENT_KEY", "bus.client_key", &self.client_key),
+        ];
+        for (var, key, file) in files {
+            if file.is_some() && !tls {
+                return Err(ConfigError::Value {
+                    key,
+                    reason: format!("{var} is set but SCORIA_AMQP_URL is not amqps://"),
+                });
+            }
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::Value {
+                    key: "bus.client_key",
+                    reason: "SCORIA_AMQP_CLIENT_CERT is set without SCORIA_AMQP_CLIENT_KEY".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Value {
+                    key: "bus.client_cert",
+                    reason: "SCORIA_AMQP_CLIENT_KEY is set without SCORIA_AMQP_CLIENT_CERT".into(),
+                });
+            }
+            _ => {}
+        }
+        self.tls_config().map(|_| ())
+    }
+
+    /// The TLS settings of an `amqps://` connection, the files read now (so a
+    /// reconnect picks up renewed files).
+    pub fn tls_config(&self) -> Result<lapin::tcp::OwnedTLSConfig> {
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+        let read = |var: &'static str, key: &'static str, path: &std::path::Path| {
+            let bytes = std::fs::read(path).map_err(|e| ConfigError::Value {
+                key,
+                reason: format!("{var}: cannot read {}: {e}", path.display()),
+            })?;
+            let bad = |what: String| ConfigError::Value {
+                key,
+                reason: format!("{var}: {} {what}", path.display()),
+            };
+            if key == "bus.client_key" {
+                PrivateKeyDer::from_pem_slice(&bytes)
+                    .map_err(|e| bad(format!("holds no PEM private key: {e}")))?;
+            } else {
+                let certs = CertificateDer::pem_slice_iter(&bytes)
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| bad(format!("holds no PEM certificate: {e}")))?;
+                if certs.is_empty() {
+                    return Err(bad("holds no PEM certificate".to_owned()));
+                }
+            }
+            Ok(bytes)
+        };
+        let cert_chain = match &self.ca_file {
+            Some(path) => Some(
+                String::from_utf8_lossy(&read("SCORIA_AMQP_CA_FILE", "bus.ca_file", path)?)
+                    .into_owned(),
+            ),
+            None => None,
+        };
+        let identity = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => Some(lapin::tcp::OwnedIdentity::PKCS8 {
+                pem: read("SCORIA_AMQP_CLIENT_CERT", "bus.client_cert", cert)?,
+                key: read("SCORIA_AMQP_CLIENT_KEY", "bus.client_key", key)?,
+            }),
+            _ => None,
+        };
+        Ok(lapin::tcp::OwnedTLSConfig {
+            identity,
+            cert_chain,
+        })
     }
 }
 
@@ -579,6 +716,23 @@ mod tests {
         let err =
             load_from::<BaseConfig>(Some(&file), COMMON_ENV, &env(&[])).expect_err("must fail");
         assert!(err.to_string().contains("control_exchang"), "{err}");
+    }
+
+    #[test]
+    fn redact_hides_passwords() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://host"), "amqp://host");
+        assert_eq!(
+            redact_url("postgres://u:p@w@db/x?sslmode=verify-full&password=hunter2"),
+            "postgres://u:***@db/x?sslmode=verify-full&password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://db/x?sslmode=disable"),
+            "postgres://db/x?sslmode=disable"
+        );
     }
 
     #[test]

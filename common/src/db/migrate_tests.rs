@@ -319,3 +319,21 @@ async fn the_quota_migration_counts_existing_rows_on_postgres() {
     the_quota_migration_counts_existing_rows(&url).await;
     drop_postgres(&url).await;
 }
+
+#[test]
+fn a_closed_socket_during_the_ssl_request_is_unavailable() {
+    let err = DbError::from(sqlx::Error::Protocol(
+        "unexpected response from SSLRequest: 0x00".into(),
+    ));
+    assert!(matches!(err, DbError::Unavailable(_)), "{err:?}");
+    let err = DbError::from(sqlx::Error::Protocol("something else".into()));
+    assert!(matches!(err, DbError::Query(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_unsupported_url_hides_its_password() {
+    let err = Db::connect("mysql://root:hunter2@db/x")
+        .await
+        .expect_err("unsupported");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}

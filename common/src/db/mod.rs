@@ -83,6 +83,11 @@ impl From<sqlx::Error> for DbError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => true,
+            // With TLS compiled in, a connection (sslmode=prefer, the default)
+            // starts with an SSLRequest; a server (or proxy) that closes the
+            // socket instead of answering reads as the byte 0x00. That is a
+            // database gone, like the `Io` error a plain StartupMessage gets.
+            sqlx::Error::Protocol(message) => message.starts_with("unexpected response from SSLRequest"),
             // SQLite: database is locked / busy; PostgreSQL: cannot connect now,
             // admin shutdown, serialization failure.
             sqlx::Error::Database(db) => matches!(
@@ -193,7 +198,7 @@ impl Db {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Engine::Postgres, url.to_owned())
         } else {
-            return Err(DbError::UnsupportedUrl(url.to_owned()));
+            return Err(DbError::UnsupportedUrl(crate::config::redact_url(url)));
         };
         let options: AnyConnectOptions = url.parse().map_err(DbError::Query)?;
         let pool = AnyPoolOptions::new()

@@ -30,7 +30,8 @@ use lapin::{
     },
     protocol::{AMQPErrorKind, AMQPSoftError},
     types::{AMQPValue, FieldTable, ShortString},
-    uri::AMQPUri,
+    tcp::OwnedTLSConfig,
+    uri::{AMQPScheme, AMQPUri},
 };
 use rand::Rng;
 use tokio::sync::watch;
@@ -41,7 +42,7 @@ use super::{
     names::Names,
 };
 use crate::{
-    config::{BusConfig, NotificationMode},
+    config::{BusConfig, NotificationMode, redact_url},
     sync::lock,
 };
 
@@ -173,7 +174,7 @@ impl Broker {
 
     /// The AMQP URL, its password hidden (for messages).
     pub fn redacted_url(&self) -> String {
-        redact(&self.inner.config.amqp_url)
+        redact_url(&self.inner.config.amqp_url)
     }
 
     /// The current session, waiting up to `within` for one.
@@ -207,7 +208,7 @@ impl Broker {
                 };
                 Err(RpcError::Unavailable(format!(
                     "no connection to the broker at {} within {within:?}{last}",
-                    redact(&self.inner.config.amqp_url)
+                    redact_url(&self.inner.config.amqp_url)
                 )))
             }
         }
@@ -291,14 +292,25 @@ async fn supervise(inner: Arc<Inner>) {
 async fn open(inner: &Inner, generation: u64) -> RpcResult<Arc<Session>> {
     let config = &inner.config;
     let mut uri = AMQPUri::from_str(&config.amqp_url).map_err(|e| {
-        RpcError::Unavailable(format!("bad AMQP URL {}: {e}", redact(&config.amqp_url)))
+        RpcError::Unavailable(format!("bad AMQP URL {}: {e}", redact_url(&config.amqp_url)))
     })?;
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(config.heartbeat_secs);
     }
     let props =
         ConnectionProperties::default().with_connection_name(inner.connection_name.clone().into());
-    let connection = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, props))
+    // amqps://: the CA and client certificate files, read at each connect so a
+    // reconnect picks up renewed files (checked at start by `BusConfig::validate`).
+    let tls = if uri.scheme == AMQPScheme::AMQPS {
+        config
+            .tls_config()
+            .map_err(|e| RpcError::Unavailable(e.to_string()))?
+    } else {
+        OwnedTLSConfig::default()
+    };
+    let runtime = lapin::runtime::default_runtime()?;
+    let connect = Connection::connect_uri_with_config(uri, props, tls, runtime);
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
         .map_err(|_| {
             RpcError::Unavailable(format!("connecting timed out after {CONNECT_TIMEOUT:?}"))
@@ -528,25 +540,6 @@ pub(crate) fn work_queue_args(names: &Names, config: &BusConfig) -> FieldTable {
     args
 }
 
-/// The URL with its password hidden, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &creds[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 // === Backoff ===
 
 /// Exponential backoff with "equal jitter": half the current step plus a random
@@ -619,14 +612,5 @@ mod tests {
             ..BusConfig::default()
         };
         assert!(notification_queue_args(&unbounded).inner().is_empty());
-    }
-
-    #[test]
-    fn redact_hides_password() {
-        assert_eq!(
-            redact("amqp://guest:secret@host:5672/%2f"),
-            "amqp://guest:***@host:5672/%2f"
-        );
-        assert_eq!(redact("amqp://host"), "amqp://host");
     }
 }
