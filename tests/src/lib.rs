@@ -5,7 +5,9 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod fixtures;
 pub mod otlp;
+pub mod pki;
 pub mod stack;
 
 use std::{

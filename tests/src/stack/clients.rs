@@ -40,6 +40,27 @@ pub fn channel(addr: &str) -> Channel {
         .connect_lazy()
 }
 
+/// A lazy TLS channel to the API at `addr` (`127.0.0.1:port`), trusting
+/// `tls.ca` and showing `tls.identity` if any.
+pub fn tls_channel(addr: &str, tls: &super::ClientTls) -> Channel {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+    };
+    let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&tls.ca)));
+    if let Some(pair) = &tls.identity {
+        config = config.identity(Identity::from_pem(read(&pair.cert), read(&pair.key)));
+    }
+    Channel::from_shared(format!("https://{addr}"))
+        .expect("an API address makes a valid URI")
+        .tls_config(config)
+        .expect("a TLS configuration")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect_lazy()
+}
+
 /// Who a client acts as in the API's `noauth` mode: the `x-project-id` and
 /// `x-roles` headers it puts on every request (none for an anonymous one).
 #[derive(Debug, Clone)]

@@ -52,7 +52,22 @@ pub fn binary(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         // The profile of this test binary (`cargo bench` runs a release one).
         let release = dir.file_name().is_some_and(|n| n == "release");
-        let out = std::process::Command::new(cargo)
+        let mut command = std::process::Command::new(cargo);
+        // Without the variables cargo sets for this test binary: build scripts
+        // (ring's) rerun when cargo's own CARGO_MANIFEST_DIR or CARGO_PKG_* change,
+        // so a build from here and one from a shell would rebuild each other.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || key.starts_with("CARGO_BIN_")
+                || ["CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"]
+                    .contains(&key.as_str())
+            {
+                command.env_remove(key);
+            }
+        }
+        let out = command
             .args([
                 "build",
                 "--bins",

@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 pub use self::{
     clients::{
         Admin, Attachments, Authed, Caller, Clients, Quotas, Snapshots, VolumeTypes, Volumes,
-        Zones, channel, health_status, serving,
+        Zones, channel, health_status, serving, tls_channel,
     },
     env::{binary, free_port, postgres_url, require_postgres},
     metrics::{http_get, sample},
@@ -59,6 +59,26 @@ pub enum DbKind {
     Sqlite,
     /// A fresh database on the test PostgreSQL (`SCORIA_TEST_DATABASE_URL`).
     Postgres,
+}
+
+/// What a stack uses instead of the machine's defaults ([`Stack::start_options`]).
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// An existing database for the processes and the stack's own connection
+    /// (none is created or dropped), e.g. on a test's own PostgreSQL cluster.
+    pub database_url: Option<String>,
+    /// Speak TLS to the API with these files (set its `SCORIA_API_TLS_*` in the
+    /// extra environment).
+    pub api_tls: Option<ClientTls>,
+}
+
+/// The files a client speaks TLS to the API with.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The CA the API's certificate chains to.
+    pub ca: PathBuf,
+    /// A client certificate and key (mTLS).
+    pub identity: Option<crate::pki::Pair>,
 }
 
 /// A running stack of the three services.
@@ -112,7 +132,17 @@ impl Stack {
         extra_env: &[(&str, &str)],
         route: impl FnOnce(&str) -> String,
     ) -> Self {
-        Self::start_inner(kind, extra_env, route, false).await
+        Self::start_inner(kind, extra_env, route, false, StackOptions::default()).await
+    }
+
+    /// [`Stack::start_with`] with `options`: a database of the test's own, TLS
+    /// to the API. `kind` is that of the database.
+    pub async fn start_options(
+        kind: DbKind,
+        extra_env: &[(&str, &str)],
+        options: StackOptions,
+    ) -> Self {
+        Self::start_inner(kind, extra_env, str::to_owned, false, options).await
     }
 
     async fn start_inner(
@@ -120,13 +150,15 @@ impl Stack {
         extra_env: &[(&str, &str)],
         route: impl FnOnce(&str) -> String,
         serve_metrics: bool,
+        options: StackOptions,
     ) -> Self {
         require_rabbitmq();
         let dir = tempfile::tempdir().expect("temp dir");
         let exchange = unique_exchange("stack");
-        let (database_url, pg_database) = match kind {
-            DbKind::Sqlite => (format!("sqlite://{}/scoria.db", dir.path().display()), None),
-            DbKind::Postgres => {
+        let (database_url, pg_database) = match (kind, options.database_url) {
+            (_, Some(url)) => (url, None),
+            (DbKind::Sqlite, None) => (format!("sqlite://{}/scoria.db", dir.path().display()), None),
+            (DbKind::Postgres, None) => {
                 require_postgres();
                 let name = format!("scoria_{}", exchange.replace('-', "_"));
                 let admin = Db::connect(&postgres_url())
@@ -161,7 +193,10 @@ impl Stack {
             backend: backend.clone(),
             dir,
             exchange,
-            channel: channel(&api),
+            channel: match &options.api_tls {
+                None => channel(&api),
+                Some(tls) => tls_channel(&api, tls),
+            },
             api,
             database_url,
             db,
