@@ -719,6 +719,57 @@ mod tests {
     }
 
     #[test]
+    fn amqps_files_are_checked_at_load() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let (ca, crt, pem_key, junk) = (
+            dir.path().join("ca.pem"),
+            dir.path().join("c.pem"),
+            dir.path().join("c.key"),
+            dir.path().join("junk"),
+        );
+        std::fs::write(&ca, cert.pem()).expect("ca");
+        std::fs::write(&crt, cert.pem()).expect("cert");
+        std::fs::write(&pem_key, key.serialize_pem()).expect("key");
+        std::fs::write(&junk, "junk").expect("junk");
+        let p = |p: &std::path::PathBuf| p.display().to_string();
+        let load = |pairs: &[(&str, String)]| {
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            <BaseConfig as ProcessConfig>::load_from(None, &env(&pairs))
+        };
+        let amqps = ("SCORIA_AMQP_URL", "amqps://guest:secret@localhost:5671/%2f".to_owned());
+        let c = load(&[
+            amqps.clone(),
+            ("SCORIA_AMQP_CA_FILE", p(&ca)),
+            ("SCORIA_AMQP_CLIENT_CERT", p(&crt)),
+            ("SCORIA_AMQP_CLIENT_KEY", p(&pem_key)),
+        ])
+        .expect("amqps with files");
+        let tls = c.bus.tls_config().expect("tls");
+        assert!(tls.cert_chain.is_some() && tls.identity.is_some());
+
+        let err = load(&[("SCORIA_AMQP_CA_FILE", p(&ca))]).expect_err("amqp://");
+        assert!(err.to_string().contains("SCORIA_AMQP_CA_FILE"), "{err}");
+        let err = load(&[amqps.clone(), ("SCORIA_AMQP_CLIENT_CERT", p(&crt))]).expect_err("pair");
+        assert!(err.to_string().contains("SCORIA_AMQP_CLIENT_KEY"), "{err}");
+        let err = load(&[amqps.clone(), ("SCORIA_AMQP_CA_FILE", p(&junk))]).expect_err("junk");
+        assert!(err.to_string().contains("SCORIA_AMQP_CA_FILE"), "{err}");
+        let err = load(&[
+            amqps.clone(),
+            ("SCORIA_AMQP_CLIENT_CERT", p(&crt)),
+            ("SCORIA_AMQP_CLIENT_KEY", p(&junk)),
+        ])
+        .expect_err("junk key");
+        assert!(err.to_string().contains("SCORIA_AMQP_CLIENT_KEY"), "{err}");
+        let err = load(&[("SCORIA_AMQP_URL", "http://u:secret@h".to_owned())]).expect_err("scheme");
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
     fn redact_hides_passwords() {
         assert_eq!(
             redact_url("amqp://guest:secret@host:5672/%2f"),
