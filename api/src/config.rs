@@ -335,7 +335,10 @@ mod tests {
         .expect("tls");
         assert_eq!(c.api.tls.cert, Some(PathBuf::from("/etc/scoria/api.pem")));
         assert_eq!(c.api.tls.key, Some(PathBuf::from("/etc/scoria/api.key")));
-        assert_eq!(c.api.tls.client_ca, Some(PathBuf::from("/etc/scoria/ca.pem")));
+        assert_eq!(
+            c.api.tls.client_ca,
+            Some(PathBuf::from("/etc/scoria/ca.pem"))
+        );
         assert_eq!(c.api.tls.reload_secs, 0);
 
         let dir = tempfile::tempdir().expect("dir");
@@ -352,10 +355,16 @@ mod tests {
         assert!(err.to_string().contains("SCORIA_API_TLS_CERT"), "{err}");
         let err = Config::load_from(None, &env(&[("SCORIA_API_TLS_CLIENT_CA", "/ca.pem")]))
             .expect_err("client CA without TLS");
-        assert!(err.to_string().contains("SCORIA_API_TLS_CLIENT_CA"), "{err}");
+        assert!(
+            err.to_string().contains("SCORIA_API_TLS_CLIENT_CA"),
+            "{err}"
+        );
         let err = Config::load_from(None, &env(&[("SCORIA_API_TLS_RELOAD_SECS", "soon")]))
             .expect_err("bad secs");
-        assert!(err.to_string().contains("SCORIA_API_TLS_RELOAD_SECS"), "{err}");
+        assert!(
+            err.to_string().contains("SCORIA_API_TLS_RELOAD_SECS"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -41,11 +41,11 @@ pub mod quota;
 mod request;
 pub mod scope;
 pub mod snapshot;
-pub mod tls;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 pub mod validate;
 pub mod volume;
 pub mod volume_type;
@@ -81,9 +81,9 @@ use crate::{
     ports::Ports,
     quota::QuotaApi,
     snapshot::SnapshotApi,
+    tls::ServerTls,
     volume::VolumeApi,
     volume_type::VolumeTypeApi,
-    tls::ServerTls,
     watch::{Limits, Watches},
 };
 
@@ -199,13 +199,12 @@ pub async fn serve(
 
     let result = serve_with(
         &config,
-        listener,
+        Listener { tcp: listener, tls },
         shutdown,
         db.clone(),
         ports,
         authenticator,
         Some(watches),
-        tls,
     )
     .await;
 
@@ -222,17 +221,25 @@ pub async fn serve(
     result
 }
 
+/// Where the API serves: a bound socket, with TLS or without.
+pub(crate) struct Listener {
+    /// The socket.
+    pub(crate) tcp: TcpListener,
+    /// TLS on it, if configured.
+    pub(crate) tls: Option<ServerTls>,
+}
+
 /// Serves the API over `db` and `ports` (the real ones or the test fakes).
 pub(crate) async fn serve_with(
     config: &Config,
-    listener: TcpListener,
+    listener: Listener,
     shutdown: CancellationToken,
     db: Db,
     ports: Ports,
     authenticator: Authenticator,
     watches: Option<Watches>,
-    tls: Option<ServerTls>,
 ) -> Result<(), Error> {
+    let Listener { tcp: listener, tls } = listener;
     let (link, db_for_health) = (ports.broker.clone(), db.clone());
     let auth = AuthLayer::new(authenticator);
     let volume_type_service =
@@ -319,10 +326,10 @@ pub(crate) async fn serve_with(
                 tls.watch(&tls_tasks, tls_stop.clone())
                     .map_err(Error::Signal)?;
                 let incoming = tls::incoming::incoming(listener, tls, &tls_tasks, tls_stop.clone());
-                Box::pin(router.serve_with_incoming_shutdown(
-                    incoming,
-                    shutdown.clone().cancelled_owned(),
-                ))
+                Box::pin(
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
+                )
             }
         };
     tokio::pin!(server);

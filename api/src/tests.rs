@@ -75,12 +75,14 @@ impl Running {
         let task = tokio::spawn(async move {
             let served = crate::serve_with(
                 &config,
-                listener,
+                crate::Listener {
+                    tcp: listener,
+                    tls: None,
+                },
                 stop,
                 db,
                 ports,
                 Authenticator::noauth(),
-                None,
                 None,
             )
             .await;

@@ -151,9 +151,8 @@ impl Settings {
             match (&self.cert, &self.key) {
                 (Some(cert), Some(key)) => {
                     let read = |flag: &str, path: &PathBuf| {
-                        std::fs::read(path).map_err(|e| {
-                            CliError::Usage(format!("{flag} {}: {e}", path.display()))
-                        })
+                        std::fs::read(path)
+                            .map_err(|e| CliError::Usage(format!("{flag} {}: {e}", path.display())))
                     };
                     tls = tls.identity(Identity::from_pem(
                         read("--os-cert", cert)?,

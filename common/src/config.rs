@@ -435,7 +435,11 @@ impl BusConfig {
     fn tls_files(&self, tls: bool) -> Result<()> {
         let files = [
             ("SCORIA_AMQP_CA_FILE", "bus.ca_file", &self.ca_file),
-            ("SCORIA_AMQP_CLIENT_CERT", "bus.client_cert", &self.client_cert),
+            (
+                "SCORIA_AMQP_CLIENT_CERT",
+                "bus.client_cert",
+                &self.client_cert,
+            ),
             ("SCORIA_AMQP_CLIENT_KEY", "bus.client_key", &self.client_key),
         ];
         for (var, key, file) in files {
@@ -741,7 +745,10 @@ mod tests {
             let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
             <BaseConfig as ProcessConfig>::load_from(None, &env(&pairs))
         };
-        let amqps = ("SCORIA_AMQP_URL", "amqps://guest:secret@localhost:5671/%2f".to_owned());
+        let amqps = (
+            "SCORIA_AMQP_URL",
+            "amqps://guest:secret@localhost:5671/%2f".to_owned(),
+        );
         let c = load(&[
             amqps.clone(),
             ("SCORIA_AMQP_CA_FILE", p(&ca)),

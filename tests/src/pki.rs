@@ -59,7 +59,9 @@ impl Ca {
         let mut names = vec!["localhost".to_owned()];
         names.extend(extra_names.iter().map(|n| (*n).to_owned()));
         let mut params = CertificateParams::new(names)?;
-        params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
         params
             .subject_alt_names
             .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
@@ -75,9 +77,10 @@ impl Ca {
     pub fn server_for(&self, file: &str, names: &[&str]) -> anyhow::Result<Pair> {
         let mut params =
             CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().copied().unwrap_or("nobody"));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("nobody"),
+        );
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.sign(file, params)
     }

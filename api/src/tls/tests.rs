@@ -12,7 +12,10 @@ fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         .expect("params")
         .self_signed(&key)
         .expect("cert");
-    let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
     std::fs::write(&c, cert.pem()).expect("write cert");
     std::fs::write(&k, key.serialize_pem()).expect("write key");
     (c, k)
@@ -29,7 +32,11 @@ fn section(cert: &Path, key: &Path, client_ca: Option<&Path>) -> TlsSection {
 
 #[test]
 fn off_without_a_certificate() {
-    assert!(ServerTls::load(&TlsSection::default()).expect("off").is_none());
+    assert!(
+        ServerTls::load(&TlsSection::default())
+            .expect("off")
+            .is_none()
+    );
 }
 
 #[test]

@@ -87,7 +87,9 @@ impl From<sqlx::Error> for DbError {
             // starts with an SSLRequest; a server (or proxy) that closes the
             // socket instead of answering reads as the byte 0x00. That is a
             // database gone, like the `Io` error a plain StartupMessage gets.
-            sqlx::Error::Protocol(message) => message.starts_with("unexpected response from SSLRequest"),
+            sqlx::Error::Protocol(message) => {
+                message.starts_with("unexpected response from SSLRequest")
+            }
             // SQLite: database is locked / busy; PostgreSQL: cannot connect now,
             // admin shutdown, serialization failure.
             sqlx::Error::Database(db) => matches!(

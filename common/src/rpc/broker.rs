@@ -29,8 +29,8 @@ use lapin::{
         ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     },
     protocol::{AMQPErrorKind, AMQPSoftError},
-    types::{AMQPValue, FieldTable, ShortString},
     tcp::OwnedTLSConfig,
+    types::{AMQPValue, FieldTable, ShortString},
     uri::{AMQPScheme, AMQPUri},
 };
 use rand::Rng;
@@ -292,7 +292,10 @@ async fn supervise(inner: Arc<Inner>) {
 async fn open(inner: &Inner, generation: u64) -> RpcResult<Arc<Session>> {
     let config = &inner.config;
     let mut uri = AMQPUri::from_str(&config.amqp_url).map_err(|e| {
-        RpcError::Unavailable(format!("bad AMQP URL {}: {e}", redact_url(&config.amqp_url)))
+        RpcError::Unavailable(format!(
+            "bad AMQP URL {}: {e}",
+            redact_url(&config.amqp_url)
+        ))
     })?;
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(config.heartbeat_secs);

@@ -61,8 +61,13 @@ pub fn binary(name: &str) -> PathBuf {
             if key.starts_with("CARGO_PKG_")
                 || key.starts_with("CARGO_MANIFEST_")
                 || key.starts_with("CARGO_BIN_")
-                || ["CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"]
-                    .contains(&key.as_str())
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&key.as_str())
             {
                 command.env_remove(key);
             }

@@ -12,12 +12,26 @@ impl Stack {
     /// [`Stack::start`], each process serving `/metrics`, `/healthz` and
     /// `/readyz` on a port of its own.
     pub async fn start_with_metrics(kind: DbKind) -> Self {
-        Self::start_inner(kind, &[], str::to_owned, true, super::StackOptions::default()).await
+        Self::start_inner(
+            kind,
+            &[],
+            str::to_owned,
+            true,
+            super::StackOptions::default(),
+        )
+        .await
     }
 
     /// [`Stack::start_with_metrics`] with extra environment for every process.
     pub async fn start_with_metrics_env(kind: DbKind, extra_env: &[(&str, &str)]) -> Self {
-        Self::start_inner(kind, extra_env, str::to_owned, true, super::StackOptions::default()).await
+        Self::start_inner(
+            kind,
+            extra_env,
+            str::to_owned,
+            true,
+            super::StackOptions::default(),
+        )
+        .await
     }
 
     /// The metrics listener of process `name` (`scoria-api` ...), if it has one.

@@ -157,7 +157,9 @@ impl Stack {
         let exchange = unique_exchange("stack");
         let (database_url, pg_database) = match (kind, options.database_url) {
             (_, Some(url)) => (url, None),
-            (DbKind::Sqlite, None) => (format!("sqlite://{}/scoria.db", dir.path().display()), None),
+            (DbKind::Sqlite, None) => {
+                (format!("sqlite://{}/scoria.db", dir.path().display()), None)
+            }
             (DbKind::Postgres, None) => {
                 require_postgres();
                 let name = format!("scoria_{}", exchange.replace('-', "_"));

@@ -22,11 +22,7 @@ async fn the_lifecycle_runs_over_tls_on_all_three_hops() {
     let shared = shared();
     let (db_name, db_url) = database(&shared);
     let path = |p: &std::path::Path| p.display().to_string();
-    let (ca, server, client) = (
-        path(&shared.ca.cert),
-        &shared.server,
-        &shared.client,
-    );
+    let (ca, server, client) = (path(&shared.ca.cert), &shared.server, &shared.client);
     let amqps = shared.rabbit.amqps_url();
     let env = [
         ("SCORIA_AMQP_URL", amqps.as_str()),
@@ -146,7 +142,10 @@ async fn api_on(database_url: &str) -> (Option<i32>, String) {
                 "SCORIA_API_LISTEN",
                 format!("127.0.0.1:{}", scoria_tests::stack::free_port()),
             )
-            .env("SCORIA_CONTROL_EXCHANGE", scoria_tests::unique_exchange("sec"))
+            .env(
+                "SCORIA_CONTROL_EXCHANGE",
+                scoria_tests::unique_exchange("sec"),
+            )
             .kill_on_drop(true)
             .output(),
     )
@@ -169,19 +168,26 @@ async fn verify_full_with_a_wrong_ca_or_host_stops_the_process_at_start() {
     let (db_name, _) = database(&shared);
     let stranger = Ca::new(shared.dir.path(), "stranger").expect("CA");
 
-    let wrong_ca = shared
-        .pg
-        .url("localhost", &db_name, &PgCluster::verify_full(&stranger.cert));
+    let wrong_ca = shared.pg.url(
+        "localhost",
+        &db_name,
+        &PgCluster::verify_full(&stranger.cert),
+    );
     let (code, out) = api_on(&wrong_ca).await;
     assert_ne!(code, Some(0), "{out}");
     assert!(out.to_lowercase().contains("certificate"), "{out}");
 
     // The cluster's certificate names `localhost` only.
-    let wrong_host = shared
-        .pg
-        .url("127.0.0.1", &db_name, &PgCluster::verify_full(&shared.ca.cert));
+    let wrong_host = shared.pg.url(
+        "127.0.0.1",
+        &db_name,
+        &PgCluster::verify_full(&shared.ca.cert),
+    );
     let (code, out) = api_on(&wrong_host).await;
     assert_ne!(code, Some(0), "{out}");
     assert!(out.to_lowercase().contains("certificate"), "{out}");
-    assert!(out.contains("NotValidForName") || out.contains("not valid for name"), "{out}");
+    assert!(
+        out.contains("NotValidForName") || out.contains("not valid for name"),
+        "{out}"
+    );
 }

@@ -85,9 +85,15 @@ async fn mtls_serves_only_clients_of_its_ca_and_plaintext_fails_cleanly() {
     drop(raw);
 
     // grpcurl with the CA and the client certificate; refused without either.
-    let (cert, key) = (client.cert.display().to_string(), client.key.display().to_string());
+    let (cert, key) = (
+        client.cert.display().to_string(),
+        client.key.display().to_string(),
+    );
     let ca_file = ca.cert.display().to_string();
-    let (ok, out) = grpcurl(&["-cacert", &ca_file, "-cert", &cert, "-key", &key, &addr, "list"]).await;
+    let (ok, out) = grpcurl(&[
+        "-cacert", &ca_file, "-cert", &cert, "-key", &key, &addr, "list",
+    ])
+    .await;
     assert!(ok && out.contains("scoria.v1.VolumeService"), "{out}");
     let (ok, out) = grpcurl(&["-cacert", &ca_file, &addr, "list"]).await;
     assert!(!ok, "grpcurl without a client certificate: {out}");
@@ -105,7 +111,10 @@ async fn mtls_serves_only_clients_of_its_ca_and_plaintext_fails_cleanly() {
         .filter(|l| l.contains("handshake") && (l.contains("WARN") || l.contains("ERROR")))
         .collect();
     assert!(loud.is_empty(), "{loud:?}");
-    assert!(log.contains("TLS handshake failed"), "debug lines expected:\n{log}");
+    assert!(
+        log.contains("TLS handshake failed"),
+        "debug lines expected:\n{log}"
+    );
 }
 
 #[tokio::test]
@@ -118,8 +127,17 @@ async fn tls_without_a_client_ca_serves_every_client_and_grpcurl_with_cacert() {
         .await
         .expect("served without a client certificate");
     let ca_file = ca.cert.display().to_string();
-    let (ok, out) = grpcurl(&["-cacert", &ca_file, &api.addr, "grpc.health.v1.Health/Check"]).await;
+    let (ok, out) = grpcurl(&[
+        "-cacert",
+        &ca_file,
+        &api.addr,
+        "grpc.health.v1.Health/Check",
+    ])
+    .await;
     assert!(ok && out.contains("SERVING"), "{out}");
     let (ok, out) = grpcurl(&[&api.addr, "list"]).await;
-    assert!(!ok, "grpcurl without the CA must not trust the server: {out}");
+    assert!(
+        !ok,
+        "grpcurl without the CA must not trust the server: {out}"
+    );
 }

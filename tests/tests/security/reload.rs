@@ -60,7 +60,11 @@ async fn sighup_serves_the_new_certificate_to_new_connections_only() {
         .await
         .expect("watch")
         .into_inner();
-    watch.message().await.expect("first status").expect("a status");
+    watch
+        .message()
+        .await
+        .expect("first status")
+        .expect("a status");
 
     replace(&api, &new);
     // SIGHUP only (no poll): nothing changes before it.
@@ -78,8 +82,15 @@ async fn sighup_serves_the_new_certificate_to_new_connections_only() {
     // The old connection and its stream are still there.
     assert!(check(&open).await, "{}", api.log());
     let pending = tokio::time::timeout(Duration::from_millis(500), watch.message()).await;
-    assert!(pending.is_err(), "the open stream must stay open: {pending:?}");
-    assert!(api.log().contains("TLS certificate reloaded"), "{}", api.log());
+    assert!(
+        pending.is_err(),
+        "the open stream must stay open: {pending:?}"
+    );
+    assert!(
+        api.log().contains("TLS certificate reloaded"),
+        "{}",
+        api.log()
+    );
 }
 
 #[tokio::test]

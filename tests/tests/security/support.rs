@@ -11,7 +11,10 @@ use std::{
 
 use scoria_tests::{
     broker::{Spare, delete_broker_objects_blocking},
-    fixtures::{postgres::PgCluster, rabbit::{RabbitNode, RabbitOptions}},
+    fixtures::{
+        postgres::PgCluster,
+        rabbit::{RabbitNode, RabbitOptions},
+    },
     pki::{Ca, Pair},
     stack::{ClientTls, binary, free_port, serving, tls_channel},
     unique_exchange,
@@ -112,12 +115,18 @@ impl LoneApi {
         command
             .env("SCORIA_AMQP_URL", scoria_tests::amqp_url())
             .env("SCORIA_CONTROL_EXCHANGE", &exchange)
-            .env("SCORIA_RPC_QUEUE_EXPIRY_MS", scoria_tests::QUEUE_EXPIRY_MS.to_string())
+            .env(
+                "SCORIA_RPC_QUEUE_EXPIRY_MS",
+                scoria_tests::QUEUE_EXPIRY_MS.to_string(),
+            )
             .env("SCORIA_DATA_DIR", dir.path())
             .env("SCORIA_API_LISTEN", &addr)
             .env("SCORIA_API_TLS_CERT", &cert)
             .env("SCORIA_API_TLS_KEY", &key)
-            .env("RUST_LOG", "info,scoria_api::tls=debug,lapin=warn,sqlx=warn")
+            .env(
+                "RUST_LOG",
+                "info,scoria_api::tls=debug,lapin=warn,sqlx=warn",
+            )
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .kill_on_drop(true);
