@@ -100,6 +100,26 @@ async fn mtls_serves_only_clients_of_its_ca_and_plaintext_fails_cleanly() {
     let (ok, out) = grpcurl(&["-plaintext", &addr, "list"]).await;
     assert!(!ok, "grpcurl -plaintext: {out}");
 
+    // The command line, with and without its client certificate.
+    let scoria = |with_cert: bool| {
+        let mut command = tokio::process::Command::new(scoria_tests::stack::binary("scoria"));
+        command
+            .args(["--os-url", &format!("https://{addr}"), "--cacert", &ca_file])
+            .args(["--os-project", "p1", "volume", "list", "-f", "json"]);
+        if with_cert {
+            command.args(["--cert", &cert, "--key", &key]);
+        }
+        command.kill_on_drop(true).output()
+    };
+    let out = scoria(true).await.expect("scoria");
+    assert!(
+        out.status.success(),
+        "scoria over mTLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = scoria(false).await.expect("scoria");
+    assert!(!out.status.success(), "scoria without its certificate");
+
     // Still serving, and nothing above debug level about those handshakes.
     assert!(api.running(), "{}", api.log());
     check(tls(&addr, &ca.cert, Some(&client)))
