@@ -36,6 +36,7 @@ pub mod health;
 mod intent;
 pub mod metrics;
 pub mod page_token;
+pub mod policy;
 pub mod ports;
 pub mod quota;
 mod request;
@@ -77,6 +78,7 @@ use crate::{
     attachment::AttachmentApi,
     auth::{AuthLayer, Authenticator, TokensError},
     availability_zone::AvailabilityZoneApi,
+    policy::{Policy, PolicyError},
     ports::Ports,
     quota::QuotaApi,
     snapshot::SnapshotApi,
@@ -97,6 +99,9 @@ pub enum Error {
     /// The tokens file of token mode is unusable.
     #[error(transparent)]
     Tokens(#[from] TokensError),
+    /// The policy file is unusable.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// The database could not be opened.
     #[error("cannot open the database: {0}")]
     Db(#[from] DbError),
@@ -144,6 +149,11 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let authenticator =
         Authenticator::from_config(config.api.auth_mode, config.api.tokens_file.as_deref())?;
+    let policy = Policy::load(config.api.policy_file.as_deref())?;
+    if let Some(path) = &config.api.policy_file {
+        tracing::info!(path = %path.display(), "policy file loaded");
+    }
+    let auth = AuthLayer::new(authenticator).with_policy(policy);
     let metrics =
         scoria_common::metrics::MetricsServer::start(&config.service.metrics_listen, &shutdown)
             .await?;
@@ -194,7 +204,7 @@ pub async fn serve(
         shutdown,
         db.clone(),
         ports,
-        authenticator,
+        auth,
         Some(watches),
     )
     .await;
@@ -219,11 +229,10 @@ pub(crate) async fn serve_with(
     shutdown: CancellationToken,
     db: Db,
     ports: Ports,
-    authenticator: Authenticator,
+    auth: AuthLayer,
     watches: Option<Watches>,
 ) -> Result<(), Error> {
     let (link, db_for_health) = (ports.broker.clone(), db.clone());
-    let auth = AuthLayer::new(authenticator);
     let volume_type_service =
         auth.layer(VolumeTypeServiceServer::new(VolumeTypeApi::new(db.clone())));
     let availability_zone_service = auth.layer(AvailabilityZoneServiceServer::new(
