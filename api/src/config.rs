@@ -22,6 +22,20 @@ pub const API_ENV: &[EnvKey] = &[
     EnvKey::str("SCORIA_AUTH_MODE", "api.auth_mode"),
     EnvKey::str("SCORIA_AUTH_TOKENS_FILE", "api.tokens_file"),
     EnvKey::str("SCORIA_POLICY_FILE", "api.policy_file"),
+    EnvKey::str("SCORIA_AUTH_JWKS", "api.jwt_jwks"),
+    EnvKey::str("SCORIA_AUTH_OIDC_ISSUER", "api.jwt_oidc_issuer"),
+    EnvKey::str("SCORIA_AUTH_ISSUER", "api.jwt_issuer"),
+    EnvKey::str("SCORIA_AUTH_AUDIENCE", "api.jwt_audience"),
+    EnvKey::int("SCORIA_AUTH_LEEWAY_SECS", "api.jwt_leeway_secs"),
+    EnvKey::str("SCORIA_AUTH_PROJECT_CLAIM", "api.jwt_project_claim"),
+    EnvKey::str("SCORIA_AUTH_USER_CLAIM", "api.jwt_user_claim"),
+    EnvKey::str("SCORIA_AUTH_ROLES_CLAIM", "api.jwt_roles_claim"),
+    EnvKey::str("SCORIA_AUTH_CA_FILE", "api.jwt_ca_file"),
+    EnvKey::int("SCORIA_AUTH_JWKS_REFRESH_SECS", "api.jwt_jwks_refresh_secs"),
+    EnvKey::int(
+        "SCORIA_AUTH_JWKS_MIN_REFRESH_SECS",
+        "api.jwt_jwks_min_refresh_secs",
+    ),
     EnvKey::int("SCORIA_MAX_VOLUME_SIZE_GIB", "api.max_volume_size_gib"),
     EnvKey::int(
         "SCORIA_SERVICE_DOWN_TIME_SECS",
@@ -48,6 +62,8 @@ pub enum AuthMode {
     Noauth,
     /// `authorization: Bearer <token>`, looked up in `api.tokens_file`.
     Token,
+    /// `authorization: Bearer <JWT>`, verified against the issuer's JWKS.
+    Jwt,
 }
 
 /// The `[api]` section.
@@ -63,6 +79,28 @@ pub struct ApiSection {
     /// A policy file in oslo.policy's YAML form overriding the default rules
     /// (`SCORIA_POLICY_FILE`).
     pub policy_file: Option<PathBuf>,
+    /// jwt mode: a JWKS file or `https://` URL (`SCORIA_AUTH_JWKS`).
+    pub jwt_jwks: Option<String>,
+    /// jwt mode: an issuer found by OIDC discovery (`SCORIA_AUTH_OIDC_ISSUER`).
+    pub jwt_oidc_issuer: Option<String>,
+    /// jwt mode: the `iss` required (`SCORIA_AUTH_ISSUER`).
+    pub jwt_issuer: Option<String>,
+    /// jwt mode: the `aud` required (`SCORIA_AUTH_AUDIENCE`).
+    pub jwt_audience: Option<String>,
+    /// jwt mode: clock skew allowed on `exp`/`nbf` (`SCORIA_AUTH_LEEWAY_SECS`).
+    pub jwt_leeway_secs: u64,
+    /// jwt mode: the project's claim (`SCORIA_AUTH_PROJECT_CLAIM`).
+    pub jwt_project_claim: String,
+    /// jwt mode: the user's claim (`SCORIA_AUTH_USER_CLAIM`).
+    pub jwt_user_claim: String,
+    /// jwt mode: the roles' claim (`SCORIA_AUTH_ROLES_CLAIM`).
+    pub jwt_roles_claim: String,
+    /// jwt mode: a CA file for the https fetches (`SCORIA_AUTH_CA_FILE`).
+    pub jwt_ca_file: Option<PathBuf>,
+    /// jwt mode: how often the JWKS is fetched again (`SCORIA_AUTH_JWKS_REFRESH_SECS`; 0 never).
+    pub jwt_jwks_refresh_secs: u64,
+    /// jwt mode: never fetched more often (`SCORIA_AUTH_JWKS_MIN_REFRESH_SECS`).
+    pub jwt_jwks_min_refresh_secs: u64,
     /// The largest volume a client may create, in GiB (`SCORIA_MAX_VOLUME_SIZE_GIB`).
     pub max_volume_size_gib: u64,
     /// A service whose last heartbeat is older than this is shown down
@@ -84,6 +122,17 @@ impl Default for ApiSection {
             auth_mode: AuthMode::Noauth,
             tokens_file: None,
             policy_file: None,
+            jwt_jwks: None,
+            jwt_oidc_issuer: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_secs: 30,
+            jwt_project_claim: "project_id".into(),
+            jwt_user_claim: "sub".into(),
+            jwt_roles_claim: "roles".into(),
+            jwt_ca_file: None,
+            jwt_jwks_refresh_secs: 300,
+            jwt_jwks_min_refresh_secs: 5,
             max_volume_size_gib: 16_384,
             service_down_time_secs: 60,
             max_watchers: 10_000,
@@ -113,6 +162,26 @@ impl Config {
     /// [`ProcessConfig::load_from`], callable without the trait in scope.
     pub fn load_from(path: Option<&Path>, env: &HashMap<String, String>) -> config::Result<Self> {
         <Self as ProcessConfig>::load_from(path, env)
+    }
+
+    /// The settings of `jwt` auth mode.
+    pub fn jwt_settings(&self) -> crate::auth::JwtSettings {
+        let api = &self.api;
+        crate::auth::JwtSettings {
+            jwks: api.jwt_jwks.clone().filter(|s| !s.is_empty()),
+            oidc_issuer: api.jwt_oidc_issuer.clone().filter(|s| !s.is_empty()),
+            issuer: api.jwt_issuer.clone().filter(|s| !s.is_empty()),
+            audience: api.jwt_audience.clone().filter(|s| !s.is_empty()),
+            leeway_secs: api.jwt_leeway_secs,
+            claims: crate::auth::jwt::Claims {
+                project: api.jwt_project_claim.clone(),
+                user: api.jwt_user_claim.clone(),
+                roles: api.jwt_roles_claim.clone(),
+            },
+            ca_file: api.jwt_ca_file.clone(),
+            refresh_secs: api.jwt_jwks_refresh_secs,
+            min_refresh_secs: api.jwt_jwks_min_refresh_secs,
+        }
     }
 
     /// The listen address, parsed.
@@ -165,6 +234,35 @@ impl ProcessConfig for Config {
                 key,
                 reason: format!("{value} is not a limit: use -1 (no limit) or 0 and more"),
             });
+        }
+        if self.api.auth_mode == AuthMode::Jwt {
+            let jwt = self.jwt_settings();
+            if jwt.jwks.is_some() == jwt.oidc_issuer.is_some() {
+                return Err(ConfigError::Value {
+                    key: "api.jwt_jwks",
+                    reason: "jwt auth mode needs exactly one of SCORIA_AUTH_JWKS (a JWKS file or https:// URL) and SCORIA_AUTH_OIDC_ISSUER".into(),
+                });
+            }
+            if jwt.issuer.is_none() && jwt.oidc_issuer.is_none() {
+                return Err(ConfigError::Value {
+                    key: "api.jwt_issuer",
+                    reason: "jwt auth mode needs SCORIA_AUTH_ISSUER: the iss tokens must carry"
+                        .into(),
+                });
+            }
+            if jwt.audience.is_none() {
+                return Err(ConfigError::Value {
+                    key: "api.jwt_audience",
+                    reason: "jwt auth mode needs SCORIA_AUTH_AUDIENCE: the aud tokens must carry"
+                        .into(),
+                });
+            }
+            if jwt.min_refresh_secs == 0 {
+                return Err(ConfigError::Value {
+                    key: "api.jwt_jwks_min_refresh_secs",
+                    reason: "must be at least 1 (SCORIA_AUTH_JWKS_MIN_REFRESH_SECS)".into(),
+                });
+            }
         }
         if self.api.auth_mode == AuthMode::Token && self.api.tokens_file.is_none() {
             return Err(ConfigError::Value {

@@ -76,8 +76,9 @@ pub use crate::config::Config;
 use crate::{
     admin::AdminApi,
     attachment::AttachmentApi,
-    auth::{AuthLayer, Authenticator, TokensError},
+    auth::{AuthLayer, Authenticator, JwtVerifier, TokensError},
     availability_zone::AvailabilityZoneApi,
+    config::AuthMode,
     policy::{Policy, PolicyError},
     ports::Ports,
     quota::QuotaApi,
@@ -99,6 +100,9 @@ pub enum Error {
     /// The tokens file of token mode is unusable.
     #[error(transparent)]
     Tokens(#[from] TokensError),
+    /// The settings or the keys of jwt mode are unusable.
+    #[error("jwt auth mode: {0}")]
+    Jwt(String),
     /// The policy file is unusable.
     #[error(transparent)]
     Policy(#[from] PolicyError),
@@ -147,12 +151,19 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let authenticator =
-        Authenticator::from_config(config.api.auth_mode, config.api.tokens_file.as_deref())?;
+    let authenticator = match config.api.auth_mode {
+        AuthMode::Jwt => Authenticator::jwt(
+            JwtVerifier::new(&config.jwt_settings())
+                .await
+                .map_err(Error::Jwt)?,
+        ),
+        mode => Authenticator::from_config(mode, config.api.tokens_file.as_deref())?,
+    };
     let policy = Policy::load(config.api.policy_file.as_deref())?;
     if let Some(path) = &config.api.policy_file {
         tracing::info!(path = %path.display(), "policy file loaded");
     }
+    let jwt_verifier = authenticator.jwt_verifier();
     let auth = AuthLayer::new(authenticator).with_policy(policy);
     let metrics =
         scoria_common::metrics::MetricsServer::start(&config.service.metrics_listen, &shutdown)
@@ -177,6 +188,21 @@ pub async fn serve(
     // The change feed: this instance announces the rows it writes, and its watch
     // hubs follow every instance's (and service's) announcements.
     let tasks = TaskTracker::new();
+    if let Some(verifier) = jwt_verifier
+        && !verifier.refresh_interval().is_zero()
+    {
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(verifier.refresh_interval());
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => verifier.refresh().await,
+                }
+            }
+        });
+    }
     let feed_stop = shutdown.child_token();
     let db = db.with_change_sink(ChangePublisher::start(
         RpcClient::new(broker.clone()),

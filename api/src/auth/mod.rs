@@ -31,6 +31,7 @@ use tonic::{body::Body, server::NamedService};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+pub use self::jwt::{JwtSettings, JwtVerifier};
 use crate::{
     config::AuthMode,
     error::{ApiError, ApiResult},
@@ -110,6 +111,8 @@ pub struct Authenticator {
     /// `None` in noauth mode; else the tokens, keyed by their SHA-256 (so a
     /// lookup compares digests, not the secrets themselves).
     tokens: Option<Arc<HashMap<[u8; 32], Identity>>>,
+    /// The verifier of `jwt` mode.
+    jwt: Option<Arc<JwtVerifier>>,
 }
 
 impl Authenticator {
@@ -131,12 +134,58 @@ impl Authenticator {
                 path: PathBuf::new(),
                 reason: "token auth mode needs api.tokens_file".into(),
             }),
+            (AuthMode::Jwt, _) => Err(TokensError::Invalid {
+                path: PathBuf::new(),
+                reason: "jwt auth mode is built with Authenticator::jwt".into(),
+            }),
         }
+    }
+
+    /// The `jwt` mode authenticator over `verifier`.
+    pub fn jwt(verifier: JwtVerifier) -> Self {
+        Self {
+            tokens: None,
+            jwt: Some(Arc::new(verifier)),
+        }
+    }
+
+    /// The verifier of `jwt` mode, if this is it.
+    pub fn jwt_verifier(&self) -> Option<Arc<JwtVerifier>> {
+        self.jwt.clone()
+    }
+
+    /// Builds the context of a request from its headers, verifying a JWT in
+    /// `jwt` mode (which may fetch the issuer's keys once).
+    pub async fn authenticate_request(&self, headers: &HeaderMap) -> ApiResult<RequestContext> {
+        let Some(jwt) = &self.jwt else {
+            return self.authenticate(headers);
+        };
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .and_then(bearer)
+            .ok_or_else(|| {
+                ApiError::Unauthenticated("missing authorization: Bearer <JWT> header".into())
+            })?;
+        let identity = jwt
+            .verify(token)
+            .await
+            .map_err(|err| ApiError::Unauthenticated(format!("invalid token: {err}")))?;
+        Ok(context(
+            headers,
+            identity.project_id,
+            identity.user_id,
+            identity.roles,
+        ))
     }
 
     /// The noauth authenticator: trusts the `x-project-id`, `x-user-id` and `x-roles` headers.
     pub fn noauth() -> Self {
-        Self { tokens: None }
+        Self {
+            tokens: None,
+            jwt: None,
+        }
     }
 
     /// A token authenticator from the text of a tokens file.
@@ -160,12 +209,19 @@ impl Authenticator {
             }
         }
         Ok(Self {
+            jwt: None,
             tokens: Some(Arc::new(tokens)),
         })
     }
 
-    /// Builds the context of a request from its headers.
+    /// Builds the context of a request from its headers (`noauth` and `token`
+    /// modes; `jwt` mode goes through [`Authenticator::authenticate_request`]).
     pub fn authenticate(&self, headers: &HeaderMap) -> ApiResult<RequestContext> {
+        if self.jwt.is_some() {
+            return Err(ApiError::Unauthenticated(
+                "jwt mode: tokens are verified asynchronously".into(),
+            ));
+        }
         let header = |name: &str| {
             headers
                 .get(name)
@@ -214,20 +270,37 @@ impl Authenticator {
                 )
             }
         };
-        let request_id = header(REQUEST_ID_HEADER)
-            .filter(|id| is_request_id(id))
-            .map(str::to_owned)
-            .unwrap_or_else(new_request_id);
-        let traceparent = header("traceparent")
-            .and_then(TraceParent::parse)
-            .unwrap_or_else(TraceParent::new_root);
-        Ok(RequestContext {
-            request_id,
-            project_id,
-            user_id,
-            roles,
-            traceparent,
-        })
+        Ok(context(headers, project_id, user_id, roles))
+    }
+}
+
+/// The context of a request by an authenticated caller: a valid incoming request
+/// id and trace context are kept.
+fn context(
+    headers: &HeaderMap,
+    project_id: String,
+    user_id: String,
+    roles: Vec<String>,
+) -> RequestContext {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let request_id = header(REQUEST_ID_HEADER)
+        .filter(|id| is_request_id(id))
+        .map(str::to_owned)
+        .unwrap_or_else(new_request_id);
+    let traceparent = header("traceparent")
+        .and_then(TraceParent::parse)
+        .unwrap_or_else(TraceParent::new_root);
+    RequestContext {
+        request_id,
+        project_id,
+        user_id,
+        roles,
+        traceparent,
     }
 }
 
@@ -321,64 +394,65 @@ where
         // The clone is not ready; call the one that is (tower's usual dance).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let path = request.uri().path().to_owned();
-        let method = path.rsplit('/').next().unwrap_or_default().to_owned();
-        let outcome = self.auth.authenticate(request.headers()).and_then(|ctx| {
-            self.policy.enforce(&ctx, &path)?;
-            Ok(ctx)
-        });
-        match outcome {
-            Ok(mut ctx) => {
-                let span = tracing::info_span!(
-                    "grpc",
-                    method = %method,
-                    request_id = %ctx.request_id,
-                    trace_id = tracing::field::Empty,
-                    project_id = %ctx.project_id,
-                    user_id = %ctx.user_id,
-                );
-                // The server span continues the client's trace (or starts one);
-                // the context names the span, so the bus carries it on.
-                if let Some(own) = telemetry::continue_trace(&span, || {
-                    request
+        let (auth, policy) = (self.auth.clone(), self.policy.clone());
+        Box::pin(async move {
+            let path = request.uri().path().to_owned();
+            let method = path.rsplit('/').next().unwrap_or_default().to_owned();
+            let outcome = match auth.authenticate_request(request.headers()).await {
+                Ok(ctx) => policy.enforce(&ctx, &path).map(|()| ctx),
+                Err(err) => Err(err),
+            };
+            let mut ctx = match outcome {
+                Ok(ctx) => ctx,
+                Err(err) => {
+                    tracing::info!(method = %method, error = %err, "request refused");
+                    let mut response = err.into_status().into_http::<Body>();
+                    let request_id = request
                         .headers()
-                        .get("traceparent")
+                        .get(REQUEST_ID_HEADER)
                         .and_then(|v| v.to_str().ok())
-                        .and_then(TraceParent::parse)
-                }) {
-                    ctx.traceparent = own;
-                }
-                telemetry::record_trace_id(&span, &ctx.traceparent);
-                let request_id = header_value(&ctx.request_id);
-                request.extensions_mut().insert(ctx);
-                Box::pin(
-                    async move {
-                        let mut response = inner.call(request).await?;
-                        ensure_reason(&mut response);
-                        if let Some(id) = request_id {
-                            response.headers_mut().insert(REQUEST_ID_HEADER, id);
-                        }
-                        Ok(response)
+                        .filter(|id| is_request_id(id))
+                        .map(str::to_owned)
+                        .unwrap_or_else(new_request_id);
+                    if let Some(id) = header_value(&request_id) {
+                        response.headers_mut().insert(REQUEST_ID_HEADER, id);
                     }
-                    .instrument(span),
-                )
-            }
-            Err(err) => {
-                tracing::info!(method = %method, error = %err, "request refused");
-                let mut response = err.into_status().into_http::<Body>();
-                let request_id = request
+                    return Ok(response);
+                }
+            };
+            let span = tracing::info_span!(
+                "grpc",
+                method = %method,
+                request_id = %ctx.request_id,
+                trace_id = tracing::field::Empty,
+                project_id = %ctx.project_id,
+                user_id = %ctx.user_id,
+            );
+            // The server span continues the client's trace (or starts one);
+            // the context names the span, so the bus carries it on.
+            if let Some(own) = telemetry::continue_trace(&span, || {
+                request
                     .headers()
-                    .get(REQUEST_ID_HEADER)
+                    .get("traceparent")
                     .and_then(|v| v.to_str().ok())
-                    .filter(|id| is_request_id(id))
-                    .map(str::to_owned)
-                    .unwrap_or_else(new_request_id);
-                if let Some(id) = header_value(&request_id) {
+                    .and_then(TraceParent::parse)
+            }) {
+                ctx.traceparent = own;
+            }
+            telemetry::record_trace_id(&span, &ctx.traceparent);
+            let request_id = header_value(&ctx.request_id);
+            request.extensions_mut().insert(ctx);
+            async move {
+                let mut response = inner.call(request).await?;
+                ensure_reason(&mut response);
+                if let Some(id) = request_id {
                     response.headers_mut().insert(REQUEST_ID_HEADER, id);
                 }
-                Box::pin(std::future::ready(Ok(response)))
+                Ok(response)
             }
-        }
+            .instrument(span)
+            .await
+        })
     }
 }
 
@@ -402,5 +476,6 @@ fn header_value(value: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(value).ok()
 }
 
+pub mod jwt;
 #[cfg(test)]
 mod tests;
