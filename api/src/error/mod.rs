@@ -7,6 +7,8 @@
 //! naming it; an unexpected error is logged in full and the client gets a bare
 //! `INTERNAL`.
 
+use std::{borrow::Cow, time::Duration};
+
 use scoria_common::{
     db::{DbError, quota::OverQuota},
     model::Volume,
@@ -24,8 +26,9 @@ pub enum ApiError {
     /// A request field is invalid.
     #[error("invalid {field}: {reason}")]
     InvalidField {
-        /// The field, as named in the proto (`size_gib`, `metadata`, ...).
-        field: &'static str,
+        /// The field, as named in the proto (`size_gib`, `connector.host`, ...;
+        /// a map entry as `metadata["key"]`).
+        field: Cow<'static, str>,
         /// What is wrong with it.
         reason: String,
     },
@@ -152,6 +155,37 @@ pub enum ApiError {
         /// Why (`is deleting: ...`, `is on no backend`).
         why: String,
     },
+    /// The project sends requests faster than its rate allows.
+    #[error(
+        "project {project_id} is over its request rate ({rate}/s, burst {burst}): retry in {} ms",
+        retry_after.as_millis().max(1)
+    )]
+    RateLimited {
+        /// The project.
+        project_id: String,
+        /// Its rate, in requests per second.
+        rate: u32,
+        /// Its burst.
+        burst: u32,
+        /// When a request would pass again.
+        retry_after: Duration,
+    },
+    /// The request message is larger than the server accepts.
+    #[error("request too large: {bytes} bytes, the limit is {limit} bytes")]
+    RequestTooLarge {
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The request's headers are larger than the server accepts.
+    #[error("request metadata too large: {bytes} bytes of headers, the limit is {limit} bytes")]
+    MetadataTooLarge {
+        /// Their size (names and values).
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The feature is not there yet.
     #[error("{0}")]
     Unimplemented(&'static str),
@@ -197,9 +231,9 @@ pub enum ApiError {
 
 impl ApiError {
     /// An [`ApiError::InvalidField`].
-    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<Cow<'static, str>>, reason: impl Into<String>) -> Self {
         ApiError::InvalidField {
-            field,
+            field: field.into(),
             reason: reason.into(),
         }
     }
@@ -273,6 +307,20 @@ impl ApiError {
                     message,
                     ErrorDetails::with_bad_request_violation(field, reason),
                 );
+            }
+            ApiError::RateLimited { retry_after, .. } => {
+                let mut details = ErrorDetails::new();
+                details.set_retry_info(Some(retry_after));
+                return status::with_details(
+                    Code::ResourceExhausted,
+                    Reason::RateLimited,
+                    message,
+                    details,
+                );
+            }
+            ApiError::RequestTooLarge { .. } => (Code::ResourceExhausted, Reason::RequestTooLarge),
+            ApiError::MetadataTooLarge { .. } => {
+                (Code::ResourceExhausted, Reason::MetadataTooLarge)
             }
             ApiError::NotFound { .. } => (Code::NotFound, Reason::NotFound),
             ApiError::RequestIdReused { .. } => (Code::AlreadyExists, Reason::RequestIdReused),

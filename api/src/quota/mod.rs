@@ -149,10 +149,7 @@ fn usage(line: &QuotaLine) -> pb::QuotaUsage {
 
 /// A `project_id` field: not empty, at most the usual text length.
 fn project_id(value: &str) -> ApiResult<String> {
-    if value.trim().is_empty() {
-        return Err(ApiError::invalid("project_id", "must not be empty"));
-    }
-    text("project_id", value)?;
+    text::required_line("project_id", value)?;
     Ok(value.to_owned())
 }
 
