@@ -292,7 +292,7 @@ impl ApiError {
     /// its `ErrorInfo` reason. A status passed through from another service keeps
     /// its reason (and its other details).
     pub fn into_status(self) -> Status {
-        let message = self.to_string();
+        let message = capped(self.to_string());
         let (code, reason) = match self {
             ApiError::InvalidField { field, reason } => {
                 // The proto field every List request names its cursor by.
@@ -305,7 +305,7 @@ impl ApiError {
                     Code::InvalidArgument,
                     why,
                     message,
-                    ErrorDetails::with_bad_request_violation(field, reason),
+                    ErrorDetails::with_bad_request_violation(field, capped(reason)),
                 );
             }
             ApiError::RateLimited { retry_after, .. } => {
@@ -364,6 +364,19 @@ impl ApiError {
             | ApiError::Internal(_) => return internal(&message),
         };
         status::error(code, reason, message)
+    }
+}
+
+/// The most characters of a message sent to the client: the message and the
+/// details travel in response headers, which clients bound (16 KiB by default),
+/// and a refusal that echoes a huge value must still reach the client.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// `text` cut to [`MAX_MESSAGE_CHARS`] (an ellipsis says so).
+fn capped(text: String) -> String {
+    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
     }
 }
 

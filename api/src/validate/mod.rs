@@ -135,7 +135,11 @@ pub fn masked_fields<'a>(
                 .ok_or_else(|| {
                     ApiError::invalid(
                         "update_mask",
-                        format!("unknown path {path:?}: use any of {}", updatable.join(", ")),
+                        format!(
+                            "unknown path {}: use any of {}",
+                            shown(path),
+                            updatable.join(", ")
+                        ),
                     )
                 })
         })
