@@ -168,3 +168,48 @@ async fn limits_of_size_and_metadata_refuse_with_resource_exhausted() {
         .unwrap_or_else(|e| panic!("8 KiB of headers: {e:?}\n{}", stack.logs()));
     assert_eq!(counts(&stack).await, before);
 }
+
+#[tokio::test]
+async fn a_connection_holds_at_most_its_concurrent_streams() {
+    let stack = Stack::start_with(
+        DbKind::Sqlite,
+        &[("SCORIA_API_MAX_CONCURRENT_STREAMS", "2")],
+    )
+    .await;
+    let clients = stack.as_member("p1");
+    let volume = clients
+        .volumes()
+        .create_volume(pb::CreateVolumeRequest {
+            size_gib: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create: {e:?}\n{}", stack.logs()))
+        .into_inner()
+        .id;
+    // Two watch streams stay open on the stack's one connection...
+    let watch = || {
+        let mut volumes = clients.volumes();
+        let id = volume.clone();
+        async move {
+            volumes
+                .watch_volume(pb::WatchVolumeRequest { id })
+                .await
+                .unwrap_or_else(|e| panic!("watch: {e:?}"))
+                .into_inner()
+        }
+    };
+    let first = watch().await;
+    let second = watch().await;
+    // ...so a third request waits for one of them to end.
+    let mut waiting = Box::pin(clients.get_volume(&volume));
+    let early = tokio::time::timeout(Duration::from_millis(1500), &mut waiting).await;
+    assert!(early.is_err(), "a third stream was let in: {early:?}");
+    drop(first);
+    let got = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the third request goes through once a stream ends")
+        .unwrap_or_else(|e| panic!("get: {e:?}"));
+    assert_eq!(got.id, volume);
+    drop(second);
+}
