@@ -165,10 +165,7 @@ fn readable(response: Response<Body>, limit: usize) -> Response<Body> {
                 limit: limit as u64,
             }
         }),
-        Code::Internal => status
-            .message()
-            .strip_prefix(UNDECODABLE)
-            .map(|rest| undecodable(rest)),
+        Code::Internal => status.message().strip_prefix(UNDECODABLE).map(undecodable),
         _ => None,
     };
     match refused {
