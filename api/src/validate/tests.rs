@@ -272,3 +272,42 @@ fn update_checks_fields_and_id() {
     };
     update_volume(&req).expect("name not updated");
 }
+
+#[test]
+fn every_text_field_refuses_control_characters() {
+    type Set = fn(&mut pb::CreateVolumeRequest);
+    let cases: [(&str, Set); 6] = [
+        ("name", |r| r.name = "a\0".into()),
+        ("description", |r| r.description = "a\u{7}".into()),
+        ("volume_type", |r| r.volume_type = "a\n".into()),
+        ("availability_zone", |r| {
+            r.availability_zone = "a\u{9b}".into()
+        }),
+        ("request_id", |r| r.request_id = "a\r".into()),
+        (r#"metadata["k"]"#, |r| {
+            r.metadata = [("k".to_owned(), "\0".to_owned())].into();
+        }),
+    ];
+    for (field, set) in cases {
+        let mut req = create();
+        set(&mut req);
+        assert_eq!(field_of(create_volume(&req, 10).expect_err(field)), field);
+    }
+    let req = pb::CreateVolumeRequest {
+        description: "tabs\tand\r\nline breaks".into(),
+        ..create()
+    };
+    create_volume(&req, 10).expect("a description may hold tabs and line breaks");
+    let attach = pb::CreateAttachmentRequest {
+        volume_id: ID.into(),
+        connector: Some(pb::Connector {
+            host: "h\0".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        field_of(create_attachment(&attach).expect_err("nul host")),
+        "connector.host"
+    );
+}
