@@ -23,6 +23,7 @@ pub const API_ENV: &[EnvKey] = &[
     EnvKey::str("SCORIA_API_LISTEN", "api.listen"),
     EnvKey::str("SCORIA_AUTH_MODE", "api.auth_mode"),
     EnvKey::str("SCORIA_AUTH_TOKENS_FILE", "api.tokens_file"),
+    EnvKey::str("SCORIA_POLICY_FILE", "api.policy_file"),
     EnvKey::int("SCORIA_MAX_VOLUME_SIZE_GIB", "api.max_volume_size_gib"),
     EnvKey::int(
         "SCORIA_SERVICE_DOWN_TIME_SECS",
@@ -69,6 +70,9 @@ pub struct ApiSection {
     pub auth_mode: AuthMode,
     /// The tokens file of token mode (`SCORIA_AUTH_TOKENS_FILE`).
     pub tokens_file: Option<PathBuf>,
+    /// A policy file in oslo.policy's YAML form overriding the default rules
+    /// (`SCORIA_POLICY_FILE`).
+    pub policy_file: Option<PathBuf>,
     /// The largest volume a client may create, in GiB (`SCORIA_MAX_VOLUME_SIZE_GIB`).
     pub max_volume_size_gib: u64,
     /// A service whose last heartbeat is older than this is shown down
@@ -102,6 +106,7 @@ impl Default for ApiSection {
             listen: "127.0.0.1:8776".to_owned(),
             auth_mode: AuthMode::Noauth,
             tokens_file: None,
+            policy_file: None,
             max_volume_size_gib: 16_384,
             service_down_time_secs: 60,
             max_watchers: 10_000,

@@ -37,6 +37,7 @@ mod intent;
 pub mod limits;
 pub mod metrics;
 pub mod page_token;
+pub mod policy;
 pub mod ports;
 pub mod quota;
 mod request;
@@ -78,6 +79,7 @@ use crate::{
     auth::{AuthLayer, Authenticator, TokensError},
     availability_zone::AvailabilityZoneApi,
     limits::LimitLayer,
+    policy::{Policy, PolicyError},
     ports::Ports,
     quota::QuotaApi,
     snapshot::SnapshotApi,
@@ -98,6 +100,9 @@ pub enum Error {
     /// The tokens file of token mode is unusable.
     #[error(transparent)]
     Tokens(#[from] TokensError),
+    /// The policy file is unusable.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// The database could not be opened.
     #[error("cannot open the database: {0}")]
     Db(#[from] DbError),
@@ -145,6 +150,11 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let authenticator =
         Authenticator::from_config(config.api.auth_mode, config.api.tokens_file.as_deref())?;
+    let policy = Policy::load(config.api.policy_file.as_deref())?;
+    if let Some(path) = &config.api.policy_file {
+        tracing::info!(path = %path.display(), "policy file loaded");
+    }
+    let auth = AuthLayer::new(authenticator).with_policy(policy);
     let metrics =
         scoria_common::metrics::MetricsServer::start(&config.service.metrics_listen, &shutdown)
             .await?;
@@ -195,7 +205,7 @@ pub async fn serve(
         shutdown,
         db.clone(),
         ports,
-        authenticator,
+        auth,
         Some(watches),
     )
     .await;
@@ -220,7 +230,7 @@ pub(crate) async fn serve_with(
     shutdown: CancellationToken,
     db: Db,
     ports: Ports,
-    authenticator: Authenticator,
+    auth: AuthLayer,
     watches: Option<Watches>,
 ) -> Result<(), Error> {
     let (link, db_for_health) = (ports.broker.clone(), db.clone());
@@ -228,7 +238,7 @@ pub(crate) async fn serve_with(
     // Authentication first, so the limits know the project; then the limits;
     // then the service, whose decoder refuses messages over the size limit.
     let guard = tower::ServiceBuilder::new()
-        .layer(AuthLayer::new(authenticator))
+        .layer(auth)
         .layer(LimitLayer::new(limits));
     let max = limits.max_request_bytes;
     let volume_type_service = guard.service(

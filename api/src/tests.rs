@@ -79,7 +79,7 @@ impl Running {
                 stop,
                 db,
                 ports,
-                Authenticator::noauth(),
+                crate::auth::AuthLayer::new(Authenticator::noauth()),
                 None,
             )
             .await;

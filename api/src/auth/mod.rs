@@ -1,6 +1,7 @@
 //! Authentication and authorisation at the edge: a tower layer around each Scoria
 //! gRPC service that turns the request's headers into a [`RequestContext`], puts it
-//! in the request's extensions, and refuses what the caller's roles do not allow.
+//! in the request's extensions, and refuses what the policy (see `policy/`) does
+//! not allow the caller.
 //! Handlers never parse headers. Health and reflection are not wrapped.
 //!
 //! - `noauth` mode (local use): project from `x-project-id`, user from `x-user-id`
@@ -33,97 +34,26 @@ use tracing::Instrument;
 use crate::{
     config::AuthMode,
     error::{ApiError, ApiResult},
+    policy::Policy,
 };
 
 /// The request id header, read from requests and written on responses.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The longest project or user id accepted from headers.
 const MAX_ID_CHARS: usize = 255;
-/// Roles that may change things.
-const WRITER_ROLES: [&str; 2] = ["admin", "member"];
-/// Roles that may read.
-const READER_ROLES: [&str; 3] = ["admin", "member", "reader"];
-/// Roles that may call the admin-only methods.
-const ADMIN_ROLES: [&str; 1] = ["admin"];
-
-/// Who may call a method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    /// Readers, members, admins.
-    Read,
-    /// Members and admins.
-    Write,
-    /// Admins only.
-    Admin,
-}
-
-/// Every service behind the auth layer whose methods are all admin-only.
-const ADMIN_SERVICE: &str = "/scoria.v1.AdminService/";
-
-/// Every method behind the auth layer, by its full gRPC path. A path that is not
-/// here is refused whoever asks (fail closed): a new method is closed until it
-/// is added here with its access.
-const METHODS: &[(&str, Access)] = &[
-    ("/scoria.v1.VolumeService/CreateVolume", Access::Write),
-    ("/scoria.v1.VolumeService/GetVolume", Access::Read),
-    ("/scoria.v1.VolumeService/ListVolumes", Access::Read),
-    ("/scoria.v1.VolumeService/UpdateVolume", Access::Write),
-    ("/scoria.v1.VolumeService/DeleteVolume", Access::Write),
-    ("/scoria.v1.VolumeService/ExtendVolume", Access::Write),
-    ("/scoria.v1.VolumeService/WatchVolume", Access::Read),
-    ("/scoria.v1.SnapshotService/CreateSnapshot", Access::Write),
-    ("/scoria.v1.SnapshotService/GetSnapshot", Access::Read),
-    ("/scoria.v1.SnapshotService/ListSnapshots", Access::Read),
-    ("/scoria.v1.SnapshotService/DeleteSnapshot", Access::Write),
-    ("/scoria.v1.SnapshotService/WatchSnapshot", Access::Read),
-    (
-        "/scoria.v1.AttachmentService/CreateAttachment",
-        Access::Write,
-    ),
-    ("/scoria.v1.AttachmentService/GetAttachment", Access::Read),
-    ("/scoria.v1.AttachmentService/ListAttachments", Access::Read),
-    ("/scoria.v1.AttachmentService/WatchAttachment", Access::Read),
-    (
-        "/scoria.v1.AttachmentService/DeleteAttachment",
-        Access::Write,
-    ),
-    (
-        "/scoria.v1.VolumeTypeService/CreateVolumeType",
-        Access::Admin,
-    ),
-    ("/scoria.v1.VolumeTypeService/GetVolumeType", Access::Read),
-    ("/scoria.v1.VolumeTypeService/ListVolumeTypes", Access::Read),
-    (
-        "/scoria.v1.VolumeTypeService/UpdateVolumeType",
-        Access::Admin,
-    ),
-    (
-        "/scoria.v1.VolumeTypeService/DeleteVolumeType",
-        Access::Admin,
-    ),
-    (
-        "/scoria.v1.AvailabilityZoneService/ListAvailabilityZones",
-        Access::Read,
-    ),
-    ("/scoria.v1.AdminService/ListServices", Access::Admin),
-    ("/scoria.v1.AdminService/SetServiceEnabled", Access::Admin),
-    ("/scoria.v1.AdminService/ResetVolumeStatus", Access::Admin),
-    ("/scoria.v1.AdminService/ListPools", Access::Admin),
-    ("/scoria.v1.AdminService/CheckQuotaUsage", Access::Admin),
-    ("/scoria.v1.QuotaService/GetQuota", Access::Read),
-    ("/scoria.v1.QuotaService/UpdateQuota", Access::Admin),
-    ("/scoria.v1.QuotaService/DeleteQuota", Access::Admin),
-    ("/scoria.v1.QuotaService/GetDefaultQuota", Access::Read),
-];
-
 /// The full path of a known `method` (tests name methods by their bare name).
 #[cfg(test)]
 pub(crate) fn path_of(method: &str) -> &'static str {
-    METHODS
-        .iter()
-        .map(|(path, _)| *path)
+    Policy::methods()
+        .map(|(path, _)| path)
         .find(|path| path.rsplit('/').next() == Some(method))
         .unwrap_or_else(|| panic!("no method {method}"))
+}
+
+/// Whether `ctx` may call the method at `path` under the default policy.
+#[cfg(test)]
+pub(crate) fn authorize(ctx: &RequestContext, path: &str) -> ApiResult<()> {
+    Policy::defaults().enforce(ctx, path)
 }
 
 /// Why the tokens file cannot be used.
@@ -305,38 +235,6 @@ impl Authenticator {
     }
 }
 
-/// Whether `ctx` may call the method at `path` (the full gRPC path,
-/// `/scoria.v1.VolumeService/GetVolume`), as [`METHODS`] says: readers may read,
-/// members and admins may change things, admins alone may call the admin-only
-/// methods (every one under [`ADMIN_SERVICE`]). A path not in the table is
-/// refused, whoever asks.
-pub fn authorize(ctx: &RequestContext, path: &str) -> ApiResult<()> {
-    let Some(&(_, listed)) = METHODS.iter().find(|(known, _)| *known == path) else {
-        return Err(ApiError::PermissionDenied(format!(
-            "{path} is not a method this API serves: refused"
-        )));
-    };
-    let access = if path.starts_with(ADMIN_SERVICE) {
-        Access::Admin
-    } else {
-        listed
-    };
-    let allowed: &[&str] = match access {
-        Access::Admin => &ADMIN_ROLES,
-        Access::Read => &READER_ROLES,
-        Access::Write => &WRITER_ROLES,
-    };
-    if allowed.iter().any(|role| ctx.has_role(role)) {
-        return Ok(());
-    }
-    let method = path.rsplit('/').next().unwrap_or(path);
-    Err(ApiError::PermissionDenied(format!(
-        "{method} needs one of the roles {}; the caller has [{}]",
-        allowed.join(", "),
-        ctx.roles.join(", ")
-    )))
-}
-
 /// The token of an `authorization: Bearer <token>` value.
 fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
@@ -361,13 +259,23 @@ fn digest(token: &str) -> [u8; 32] {
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     auth: Arc<Authenticator>,
+    policy: Arc<Policy>,
 }
 
 impl AuthLayer {
-    /// A layer authenticating with `auth`.
+    /// A layer authenticating with `auth`, under the default policy.
     pub fn new(auth: Authenticator) -> Self {
         Self {
             auth: Arc::new(auth),
+            policy: Arc::new(Policy::defaults()),
+        }
+    }
+
+    /// The same layer deciding by `policy`.
+    pub fn with_policy(self, policy: Policy) -> Self {
+        Self {
+            policy: Arc::new(policy),
+            ..self
         }
     }
 }
@@ -378,6 +286,7 @@ impl<S> Layer<S> for AuthLayer {
         AuthService {
             inner,
             auth: self.auth.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -389,6 +298,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     auth: Arc<Authenticator>,
+    policy: Arc<Policy>,
 }
 
 impl<S: NamedService> NamedService for AuthService<S> {
@@ -418,7 +328,7 @@ where
         let path = request.uri().path().to_owned();
         let method = path.rsplit('/').next().unwrap_or_default().to_owned();
         let outcome = self.auth.authenticate(request.headers()).and_then(|ctx| {
-            authorize(&ctx, &path)?;
+            self.policy.enforce(&ctx, &path)?;
             Ok(ctx)
         });
         match outcome {

@@ -1,11 +1,13 @@
-//! What keeps one tenant from hurting the others or the service: request limits
-//! (size, headers, a rate per project) and input hardening (the same refusal of
-//! bad text on SQLite and PostgreSQL, and a property test of every public RPC),
-//! against the real processes.
+//! Identity, policy, encryption and limits, through the real processes: what
+//! keeps one tenant from hurting the others or the service, including request
+//! limits (size, headers, a rate per project) and input hardening (the same
+//! refusal of bad text on SQLite and PostgreSQL, and a property test of every
+//! public RPC).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod input;
 mod limits;
+mod policy;
 
 use scoria_tests::stack::Stack;
 use tonic::{Code, Status};
