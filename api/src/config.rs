@@ -16,6 +16,8 @@ use scoria_common::{
 };
 use serde::Deserialize;
 
+use crate::limits::Limits;
+
 /// The overrides the API understands on top of [`COMMON_ENV`](scoria_common::config::COMMON_ENV).
 pub const API_ENV: &[EnvKey] = &[
     EnvKey::str("SCORIA_API_LISTEN", "api.listen"),
@@ -43,6 +45,14 @@ pub const API_ENV: &[EnvKey] = &[
     ),
     EnvKey::int("SCORIA_API_MAX_WATCHERS", "api.max_watchers"),
     EnvKey::int("SCORIA_API_WATCH_BUFFER", "api.watch_buffer"),
+    EnvKey::int("SCORIA_API_MAX_REQUEST_BYTES", "api.max_request_bytes"),
+    EnvKey::int("SCORIA_API_MAX_METADATA_BYTES", "api.max_metadata_bytes"),
+    EnvKey::int(
+        "SCORIA_API_MAX_CONCURRENT_STREAMS",
+        "api.max_concurrent_streams",
+    ),
+    EnvKey::int("SCORIA_API_RATE_LIMIT", "api.rate_limit"),
+    EnvKey::int("SCORIA_API_RATE_BURST", "api.rate_burst"),
     EnvKey::signed("SCORIA_QUOTA_VOLUMES", "quota.volumes"),
     EnvKey::signed("SCORIA_QUOTA_GIGABYTES", "quota.gigabytes"),
     EnvKey::signed("SCORIA_QUOTA_SNAPSHOTS", "quota.snapshots"),
@@ -113,6 +123,19 @@ pub struct ApiSection {
     /// At most this many updates wait unread per watcher
     /// (`SCORIA_API_WATCH_BUFFER`); a watcher further behind is dropped.
     pub watch_buffer: usize,
+    /// The largest request message, in bytes (`SCORIA_API_MAX_REQUEST_BYTES`).
+    pub max_request_bytes: usize,
+    /// The most header bytes of a request, names and values
+    /// (`SCORIA_API_MAX_METADATA_BYTES`).
+    pub max_metadata_bytes: usize,
+    /// The most concurrent HTTP/2 streams per connection
+    /// (`SCORIA_API_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u32,
+    /// Requests per second per project, 0 for no limit (`SCORIA_API_RATE_LIMIT`).
+    pub rate_limit: u32,
+    /// The requests a project may send at once after a quiet spell
+    /// (`SCORIA_API_RATE_BURST`).
+    pub rate_burst: u32,
 }
 
 impl Default for ApiSection {
@@ -137,6 +160,11 @@ impl Default for ApiSection {
             service_down_time_secs: 60,
             max_watchers: 10_000,
             watch_buffer: 64,
+            max_request_bytes: Limits::DEFAULT.max_request_bytes,
+            max_metadata_bytes: Limits::DEFAULT.max_metadata_bytes,
+            max_concurrent_streams: Limits::DEFAULT.max_concurrent_streams,
+            rate_limit: Limits::DEFAULT.rate_limit,
+            rate_burst: Limits::DEFAULT.rate_burst,
         }
     }
 }
@@ -195,6 +223,59 @@ impl Config {
         })
     }
 
+    /// The request limits of `[api]`.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_request_bytes: self.api.max_request_bytes,
+            max_metadata_bytes: self.api.max_metadata_bytes,
+            max_concurrent_streams: self.api.max_concurrent_streams,
+            rate_limit: self.api.rate_limit,
+            rate_burst: self.api.rate_burst,
+        }
+    }
+
+    /// Refuses limits no deployment could work with, naming the key and its variable.
+    fn validate_limits(&self) -> config::Result<()> {
+        let api = &self.api;
+        let at_least = |key: &'static str, var: &str, value: u64, min: u64| {
+            if value < min {
+                return Err(ConfigError::Value {
+                    key,
+                    reason: format!("{value} is too small: must be at least {min} ({var})"),
+                });
+            }
+            Ok(())
+        };
+        at_least(
+            "api.max_request_bytes",
+            "SCORIA_API_MAX_REQUEST_BYTES",
+            api.max_request_bytes as u64,
+            1024,
+        )?;
+        // The auth headers alone need a few hundred bytes.
+        at_least(
+            "api.max_metadata_bytes",
+            "SCORIA_API_MAX_METADATA_BYTES",
+            api.max_metadata_bytes as u64,
+            1024,
+        )?;
+        at_least(
+            "api.max_concurrent_streams",
+            "SCORIA_API_MAX_CONCURRENT_STREAMS",
+            u64::from(api.max_concurrent_streams),
+            1,
+        )?;
+        if api.rate_limit > 0 {
+            at_least(
+                "api.rate_burst",
+                "SCORIA_API_RATE_BURST",
+                u64::from(api.rate_burst),
+                1,
+            )?;
+        }
+        Ok(())
+    }
+
     /// How old a heartbeat may get before its service is down, in ms.
     pub fn service_down_ms(&self) -> i64 {
         i64::try_from(self.api.service_down_time_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
@@ -211,6 +292,7 @@ impl ProcessConfig for Config {
     fn validate(&self) -> config::Result<()> {
         self.bus.validate()?;
         self.listen_addr()?;
+        self.validate_limits()?;
         if self.api.max_volume_size_gib == 0 {
             return Err(ConfigError::Value {
                 key: "api.max_volume_size_gib",
@@ -290,6 +372,16 @@ mod tests {
         assert_eq!(c.api.service_down_time_secs, 60);
         assert_eq!(c.api.max_watchers, 10_000);
         assert_eq!(c.api.watch_buffer, 64);
+        assert_eq!(
+            c.limits(),
+            Limits {
+                max_request_bytes: 4 << 20,
+                max_metadata_bytes: 16 << 10,
+                max_concurrent_streams: 256,
+                rate_limit: 500,
+                rate_burst: 2000,
+            }
+        );
         assert_eq!(c.service_down_ms(), 60_000);
         assert_eq!(c.database_url(), "sqlite://./data/scoria.db");
         assert_eq!(c.bus.control_exchange, "scoria");
@@ -362,6 +454,62 @@ mod tests {
         assert_eq!(c.api.service_down_time_secs, 42);
         assert_eq!(c.bus.control_exchange, "e");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn limits_come_from_env_and_toml_and_refuse_bad_values() {
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("SCORIA_API_MAX_REQUEST_BYTES", "65536"),
+                ("SCORIA_API_MAX_METADATA_BYTES", "2048"),
+                ("SCORIA_API_MAX_CONCURRENT_STREAMS", "8"),
+                ("SCORIA_API_RATE_LIMIT", "0"),
+                ("SCORIA_API_RATE_BURST", "0"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(
+            c.limits(),
+            Limits {
+                max_request_bytes: 65536,
+                max_metadata_bytes: 2048,
+                max_concurrent_streams: 8,
+                rate_limit: 0,
+                rate_burst: 0,
+            }
+        );
+        let dir = std::env::temp_dir().join(format!("scoria-api-lim-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[api]\nrate_limit = 7\nrate_burst = 9\n").expect("write");
+        let c = Config::load_from(Some(&file), &env(&[])).expect("load");
+        assert_eq!((c.api.rate_limit, c.api.rate_burst), (7, 9));
+        let _ = std::fs::remove_dir_all(dir);
+
+        for (var, value, names) in [
+            (
+                "SCORIA_API_MAX_REQUEST_BYTES",
+                "10",
+                "SCORIA_API_MAX_REQUEST_BYTES",
+            ),
+            (
+                "SCORIA_API_MAX_METADATA_BYTES",
+                "0",
+                "SCORIA_API_MAX_METADATA_BYTES",
+            ),
+            (
+                "SCORIA_API_MAX_CONCURRENT_STREAMS",
+                "0",
+                "SCORIA_API_MAX_CONCURRENT_STREAMS",
+            ),
+            ("SCORIA_API_RATE_BURST", "0", "SCORIA_API_RATE_BURST"),
+            ("SCORIA_API_RATE_LIMIT", "lots", "SCORIA_API_RATE_LIMIT"),
+            ("SCORIA_API_RATE_LIMIT", "-5", "api.rate_limit"),
+        ] {
+            let err = Config::load_from(None, &env(&[(var, value)])).expect_err(var);
+            assert!(err.to_string().contains(names), "{var}={value}: {err}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!  client ─gRPC─▶ [health, reflection]                         (no auth)
-//!         ─gRPC─▶ AuthLayer ─▶ VolumeService ─▶ Db                (reads, intent)
+//!         ─gRPC─▶ AuthLayer ─▶ LimitLayer ─▶ VolumeService ─▶ Db  (reads, intent)
 //!                  │                      └─▶ Intent ─▶ SchedulerOps / VolumeOps
 //!                  │                                (cast; compensate via Settler)
 //!                  ├─▶ SnapshotService, AttachmentService ─▶ Db, Intent ─▶ VolumeOps
@@ -20,8 +20,8 @@
 //! One module per concern: a file (or folder) per gRPC service; `ports.rs` (what
 //! the handlers reach beyond the database), `intent.rs` (persist, send,
 //! compensate), `scope.rs` (who sees what), `request.rs` (context and reply),
-//! `error/` (the one status decision), `auth/`, `health.rs`, `validate/`,
-//! `page_token.rs`.
+//! `error/` (the one status decision), `auth/`, `limits/` (sizes, streams,
+//! rate per project), `health.rs`, `validate/`, `page_token.rs`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -34,6 +34,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 mod intent;
+pub mod limits;
 pub mod metrics;
 pub mod page_token;
 pub mod policy;
@@ -70,7 +71,6 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::ServingStatus;
-use tower::Layer;
 
 pub use crate::config::Config;
 use crate::{
@@ -79,6 +79,7 @@ use crate::{
     auth::{AuthLayer, Authenticator, JwtVerifier, TokensError},
     availability_zone::AvailabilityZoneApi,
     config::AuthMode,
+    limits::LimitLayer,
     policy::{Policy, PolicyError},
     ports::Ports,
     quota::QuotaApi,
@@ -259,16 +260,31 @@ pub(crate) async fn serve_with(
     watches: Option<Watches>,
 ) -> Result<(), Error> {
     let (link, db_for_health) = (ports.broker.clone(), db.clone());
-    let volume_type_service =
-        auth.layer(VolumeTypeServiceServer::new(VolumeTypeApi::new(db.clone())));
-    let availability_zone_service = auth.layer(AvailabilityZoneServiceServer::new(
-        AvailabilityZoneApi::new(db.clone(), config.service_down_ms()),
-    ));
-    let admin_service = auth.layer(AdminServiceServer::new(AdminApi::new(
-        db.clone(),
-        config.service_down_ms(),
-        ports.clone(),
-    )));
+    let limits = config.limits();
+    // Authentication first, so the limits know the project; then the limits;
+    // then the service, whose decoder refuses messages over the size limit.
+    let guard = tower::ServiceBuilder::new()
+        .layer(auth)
+        .layer(LimitLayer::new(limits));
+    let max = limits.max_request_bytes;
+    let volume_type_service = guard.service(
+        VolumeTypeServiceServer::new(VolumeTypeApi::new(db.clone())).max_decoding_message_size(max),
+    );
+    let availability_zone_service = guard.service(
+        AvailabilityZoneServiceServer::new(AvailabilityZoneApi::new(
+            db.clone(),
+            config.service_down_ms(),
+        ))
+        .max_decoding_message_size(max),
+    );
+    let admin_service = guard.service(
+        AdminServiceServer::new(AdminApi::new(
+            db.clone(),
+            config.service_down_ms(),
+            ports.clone(),
+        ))
+        .max_decoding_message_size(max),
+    );
     let mut snapshots = SnapshotApi::new(db.clone(), ports.clone());
     let mut attachments = AttachmentApi::new(db.clone(), ports.clone(), config.bus.call_timeout());
     let mut volumes = VolumeApi::new(db.clone(), ports.clone(), config.api.max_volume_size_gib);
@@ -277,10 +293,14 @@ pub(crate) async fn serve_with(
         attachments = attachments.with_watches(watches.clone());
         volumes = volumes.with_watches(watches);
     }
-    let snapshot_service = auth.layer(SnapshotServiceServer::new(snapshots));
-    let attachment_service = auth.layer(AttachmentServiceServer::new(attachments));
-    let quota_service = auth.layer(QuotaServiceServer::new(QuotaApi::new(db.clone())));
-    let volume_service = auth.layer(VolumeServiceServer::new(volumes));
+    let snapshot_service =
+        guard.service(SnapshotServiceServer::new(snapshots).max_decoding_message_size(max));
+    let attachment_service =
+        guard.service(AttachmentServiceServer::new(attachments).max_decoding_message_size(max));
+    let quota_service = guard
+        .service(QuotaServiceServer::new(QuotaApi::new(db.clone())).max_decoding_message_size(max));
+    let volume_service =
+        guard.service(VolumeServiceServer::new(volumes).max_decoding_message_size(max));
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -314,9 +334,12 @@ pub(crate) async fn serve_with(
         addr = ?local,
         auth_mode = ?config.api.auth_mode,
         exchange = %config.bus.control_exchange,
+        ?limits,
         "{BINARY} listening"
     );
     let server = Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.http2_header_list_bytes())
         .layer(metrics::GrpcMetricsLayer::new())
         .add_service(health_service)
         .add_service(reflection_v1)

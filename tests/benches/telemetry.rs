@@ -90,7 +90,10 @@ async fn round(stack: &Stack, count: usize) -> Duration {
                     .unwrap();
                 // Followed on its watch stream, which ends once it is gone (polling
                 // GetVolume would add spans the creates do not make).
-                match client.watch_volume(WatchVolumeRequest { id: id.clone() }).await {
+                match client
+                    .watch_volume(WatchVolumeRequest { id: id.clone() })
+                    .await
+                {
                     Ok(stream) => {
                         let mut stream = stream.into_inner();
                         while let Some(Ok(_)) = stream.next().await {}

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod calls;
 pub mod jwt;
 pub mod otlp;
 pub mod stack;

@@ -231,7 +231,10 @@ impl Authenticator {
         let (project_id, user_id, roles) = match &self.tokens {
             None => {
                 let project = header("x-project-id").unwrap_or_default();
-                if project.is_empty() || project.chars().count() > MAX_ID_CHARS {
+                if project.is_empty()
+                    || project.chars().count() > MAX_ID_CHARS
+                    || project.chars().any(char::is_control)
+                {
                     return Err(ApiError::Unauthenticated(
                         "noauth mode: set the x-project-id header".into(),
                     ));
@@ -239,9 +242,10 @@ impl Authenticator {
                 let user = header("x-user-id")
                     .filter(|u| !u.is_empty())
                     .unwrap_or("noauth");
-                if user.chars().count() > MAX_ID_CHARS {
+                if user.chars().count() > MAX_ID_CHARS || user.chars().any(char::is_control) {
                     return Err(ApiError::Unauthenticated(format!(
-                        "noauth mode: x-user-id must be at most {MAX_ID_CHARS} characters"
+                        "noauth mode: x-user-id must be at most {MAX_ID_CHARS} characters, \
+                         without control characters"
                     )));
                 }
                 let roles = header("x-roles")

@@ -78,6 +78,15 @@ fn noauth_needs_a_sane_project() {
         .expect_err("missing")
         .into_status();
     assert_eq!(status.message(), "noauth mode: set the x-project-id header");
+    // A tab is a legal header byte, but no part of a project or user id.
+    assert_eq!(
+        code(auth.authenticate(&headers(&[("x-project-id", "p\t1")]))),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(auth.authenticate(&headers(&[("x-project-id", "p1"), ("x-user-id", "a\tb")]))),
+        Code::Unauthenticated
+    );
 }
 
 #[test]
