@@ -16,6 +16,13 @@ port_open() {
 # Where setup puts what it installs for the project alone (both git-ignored):
 # Python packages when the system Python is externally managed, and buf.
 SCORIA_VENV="$SCORIA_ROOT/.venv"
+# The tests' own PostgreSQL role (a password, scram over TCP as Debian's
+# pg_hba.conf expects) and database; setup.sh creates them, test.sh points
+# SCORIA_TEST_DATABASE_URL at them. A test-only password, not a secret.
+SCORIA_TEST_PG_ROLE="scoria_test"
+SCORIA_TEST_PG_PASSWORD="scoria_test_pw"
+SCORIA_TEST_PG_DB="scoria_test"
+SCORIA_TEST_PG_URL="postgres://$SCORIA_TEST_PG_ROLE:$SCORIA_TEST_PG_PASSWORD@127.0.0.1:5432/$SCORIA_TEST_PG_DB"
 SCORIA_TOOLS="$SCORIA_ROOT/.tools"
 # The buf release setup installs (npm package @bufbuild/buf).
 export BUF_VERSION="1.75.0"

@@ -104,50 +104,33 @@ fi
 wait_for 30 pg_isready -q -h 127.0.0.1 -p 5432 \
   || die "PostgreSQL does not answer on 127.0.0.1:5432 within 30 s (is the cluster's port 5432? see /etc/postgresql/*/main/postgresql.conf and /var/log/postgresql/)"
 
-# True when the tests' connection works: root over TCP, no password, superuser,
-# databases root and test present.
+# True when the tests' connection works: their own role over TCP with its
+# password, allowed to create the databases the tests make, and its database.
 pg_ready_for_tests() {
-  [[ "$(psql -X -w -h 127.0.0.1 -p 5432 -U root -d test -tAc \
-    "select (select rolsuper from pg_roles where rolname = current_user)
-        and (select count(*) from pg_database where datname in ('root', 'test')) = 2" \
-    2>/dev/null)" == t ]]
+  [[ "$(PGPASSWORD="$SCORIA_TEST_PG_PASSWORD" psql -X -w -h 127.0.0.1 -p 5432 \
+    -U "$SCORIA_TEST_PG_ROLE" -d "$SCORIA_TEST_PG_DB" -tAc \
+    "select rolcreatedb from pg_roles where rolname = current_user" 2>/dev/null)" == t ]]
 }
 as_postgres() { (cd / && runuser -u postgres -- "$@"); }
 psql_pg() { as_postgres psql -X -p 5432 -v ON_ERROR_STOP=1 -tAc "$1"; }
 
+# pg_hba.conf is left as it is: the role logs in with a password, which a
+# fresh Debian cluster accepts on 127.0.0.1 (scram-sha-256).
 if ! pg_ready_for_tests; then
-  need_root "PostgreSQL needs a superuser role 'root', databases 'root' and 'test' and trust auth on 127.0.0.1"
-  if [[ "$(psql_pg "select 1 from pg_roles where rolname = 'root'")" != 1 ]]; then
-    log "creating PostgreSQL superuser role root"
-    as_postgres createuser -p 5432 -s root
+  need_root "PostgreSQL needs the tests' role '$SCORIA_TEST_PG_ROLE' (login with a password, createdb) and database '$SCORIA_TEST_PG_DB'"
+  if [[ "$(psql_pg "select 1 from pg_roles where rolname = '$SCORIA_TEST_PG_ROLE'")" != 1 ]]; then
+    log "creating PostgreSQL role $SCORIA_TEST_PG_ROLE"
+    psql_pg "create role $SCORIA_TEST_PG_ROLE login createdb password '$SCORIA_TEST_PG_PASSWORD'" >/dev/null
+  else
+    log "setting the password and createdb of PostgreSQL role $SCORIA_TEST_PG_ROLE"
+    psql_pg "alter role $SCORIA_TEST_PG_ROLE login createdb password '$SCORIA_TEST_PG_PASSWORD'" >/dev/null
   fi
-  for db in root test; do
-    if [[ "$(psql_pg "select 1 from pg_database where datname = '$db'")" != 1 ]]; then
-      log "creating PostgreSQL database $db"
-      as_postgres createdb -p 5432 -O root "$db"
-    fi
-  done
-  if ! pg_ready_for_tests; then
-    # TCP uses scram/md5 on a fresh Debian cluster: trust loopback, first lines win.
-    hba="$(psql_pg 'show hba_file')"
-    [[ -f "$hba" ]] || die "cannot find pg_hba.conf (got '$hba')"
-    add=()
-    grep -Eq '^host[[:space:]]+all[[:space:]]+all[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$hba" \
-      || add+=("host all all 127.0.0.1/32 trust")
-    grep -Eq '^host[[:space:]]+all[[:space:]]+all[[:space:]]+::1/128[[:space:]]+trust' "$hba" \
-      || add+=("host all all ::1/128 trust")
-    if ((${#add[@]} > 0)); then
-      log "adding loopback trust to $hba (backup: $hba.scoria.bak)"
-      [[ -e "$hba.scoria.bak" ]] || cp -p "$hba" "$hba.scoria.bak"
-      tmp="$(mktemp)"
-      { printf '# added by scoria scripts/setup.sh\n'; printf '%s\n' "${add[@]}"; cat "$hba"; } >"$tmp"
-      cat "$tmp" >"$hba" # keeps the file's owner and mode
-      rm -f "$tmp"
-      psql_pg 'select pg_reload_conf()' >/dev/null
-    fi
-    wait_for 10 pg_ready_for_tests \
-      || die "psql -h 127.0.0.1 -U root -d test still fails; check $hba"
+  if [[ "$(psql_pg "select 1 from pg_database where datname = '$SCORIA_TEST_PG_DB'")" != 1 ]]; then
+    log "creating PostgreSQL database $SCORIA_TEST_PG_DB"
+    as_postgres createdb -p 5432 -O "$SCORIA_TEST_PG_ROLE" "$SCORIA_TEST_PG_DB"
   fi
+  wait_for 10 pg_ready_for_tests \
+    || die "psql -h 127.0.0.1 -U $SCORIA_TEST_PG_ROLE -d $SCORIA_TEST_PG_DB still fails with the password; pg_hba.conf ($(psql_pg 'show hba_file')) must allow password logins (scram-sha-256 or md5) from 127.0.0.1"
   pg_state="$pg_state, prepared"
   changed+=("PostgreSQL prepared for the tests")
 fi

@@ -15,7 +15,7 @@ add_grpcurl_to_path
 
 # Where the integration tests find the broker and the database.
 export SCORIA_TEST_AMQP_URL="${SCORIA_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
-export SCORIA_TEST_DATABASE_URL="${SCORIA_TEST_DATABASE_URL:-postgres://root@127.0.0.1:5432/test}"
+export SCORIA_TEST_DATABASE_URL="${SCORIA_TEST_DATABASE_URL:-$SCORIA_TEST_PG_URL}"
 
 log "buf lint (proto/)"
 buf_bin="$(buf_path)" || die "buf not found; run scripts/setup.sh"

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!  client ─gRPC─▶ [health, reflection]                         (no auth)
-//!         ─gRPC─▶ AuthLayer ─▶ VolumeService ─▶ Db                (reads, intent)
+//!         ─gRPC─▶ AuthLayer ─▶ LimitLayer ─▶ VolumeService ─▶ Db  (reads, intent)
 //!                  │                      └─▶ Intent ─▶ SchedulerOps / VolumeOps
 //!                  │                                (cast; compensate via Settler)
 //!                  ├─▶ SnapshotService, AttachmentService ─▶ Db, Intent ─▶ VolumeOps
@@ -20,8 +20,8 @@
 //! One module per concern: a file (or folder) per gRPC service; `ports.rs` (what
 //! the handlers reach beyond the database), `intent.rs` (persist, send,
 //! compensate), `scope.rs` (who sees what), `request.rs` (context and reply),
-//! `error/` (the one status decision), `auth/`, `health.rs`, `validate/`,
-//! `page_token.rs`.
+//! `error/` (the one status decision), `auth/`, `limits/` (sizes, streams,
+//! rate per project), `health.rs`, `validate/`, `page_token.rs`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -34,8 +34,10 @@ pub mod config;
 pub mod error;
 pub mod health;
 mod intent;
+pub mod limits;
 pub mod metrics;
 pub mod page_token;
+pub mod policy;
 pub mod ports;
 pub mod quota;
 mod request;
@@ -70,14 +72,16 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::ServingStatus;
-use tower::Layer;
 
 pub use crate::config::Config;
 use crate::{
     admin::AdminApi,
     attachment::AttachmentApi,
-    auth::{AuthLayer, Authenticator, TokensError},
+    auth::{AuthLayer, Authenticator, JwtVerifier, TokensError},
     availability_zone::AvailabilityZoneApi,
+    config::AuthMode,
+    limits::LimitLayer,
+    policy::{Policy, PolicyError},
     ports::Ports,
     quota::QuotaApi,
     snapshot::SnapshotApi,
@@ -99,6 +103,12 @@ pub enum Error {
     /// The tokens file of token mode is unusable.
     #[error(transparent)]
     Tokens(#[from] TokensError),
+    /// The settings or the keys of jwt mode are unusable.
+    #[error("jwt auth mode: {0}")]
+    Jwt(String),
+    /// The policy file is unusable.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// The database could not be opened.
     #[error("cannot open the database: {0}")]
     Db(#[from] DbError),
@@ -150,8 +160,20 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let authenticator =
-        Authenticator::from_config(config.api.auth_mode, config.api.tokens_file.as_deref())?;
+    let authenticator = match config.api.auth_mode {
+        AuthMode::Jwt => Authenticator::jwt(
+            JwtVerifier::new(&config.jwt_settings())
+                .await
+                .map_err(Error::Jwt)?,
+        ),
+        mode => Authenticator::from_config(mode, config.api.tokens_file.as_deref())?,
+    };
+    let policy = Policy::load(config.api.policy_file.as_deref())?;
+    if let Some(path) = &config.api.policy_file {
+        tracing::info!(path = %path.display(), "policy file loaded");
+    }
+    let jwt_verifier = authenticator.jwt_verifier();
+    let auth = AuthLayer::new(authenticator).with_policy(policy);
     let tls = ServerTls::load(&config.api.tls)?;
     let metrics =
         scoria_common::metrics::MetricsServer::start(&config.service.metrics_listen, &shutdown)
@@ -176,6 +198,21 @@ pub async fn serve(
     // The change feed: this instance announces the rows it writes, and its watch
     // hubs follow every instance's (and service's) announcements.
     let tasks = TaskTracker::new();
+    if let Some(verifier) = jwt_verifier
+        && !verifier.refresh_interval().is_zero()
+    {
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(verifier.refresh_interval());
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => verifier.refresh().await,
+                }
+            }
+        });
+    }
     let feed_stop = shutdown.child_token();
     let db = db.with_change_sink(ChangePublisher::start(
         RpcClient::new(broker.clone()),
@@ -203,7 +240,7 @@ pub async fn serve(
         shutdown,
         db.clone(),
         ports,
-        authenticator,
+        auth,
         Some(watches),
     )
     .await;
@@ -236,22 +273,36 @@ pub(crate) async fn serve_with(
     shutdown: CancellationToken,
     db: Db,
     ports: Ports,
-    authenticator: Authenticator,
+    auth: AuthLayer,
     watches: Option<Watches>,
 ) -> Result<(), Error> {
     let Listener { tcp: listener, tls } = listener;
     let (link, db_for_health) = (ports.broker.clone(), db.clone());
-    let auth = AuthLayer::new(authenticator);
-    let volume_type_service =
-        auth.layer(VolumeTypeServiceServer::new(VolumeTypeApi::new(db.clone())));
-    let availability_zone_service = auth.layer(AvailabilityZoneServiceServer::new(
-        AvailabilityZoneApi::new(db.clone(), config.service_down_ms()),
-    ));
-    let admin_service = auth.layer(AdminServiceServer::new(AdminApi::new(
-        db.clone(),
-        config.service_down_ms(),
-        ports.clone(),
-    )));
+    let limits = config.limits();
+    // Authentication first, so the limits know the project; then the limits;
+    // then the service, whose decoder refuses messages over the size limit.
+    let guard = tower::ServiceBuilder::new()
+        .layer(auth)
+        .layer(LimitLayer::new(limits));
+    let max = limits.max_request_bytes;
+    let volume_type_service = guard.service(
+        VolumeTypeServiceServer::new(VolumeTypeApi::new(db.clone())).max_decoding_message_size(max),
+    );
+    let availability_zone_service = guard.service(
+        AvailabilityZoneServiceServer::new(AvailabilityZoneApi::new(
+            db.clone(),
+            config.service_down_ms(),
+        ))
+        .max_decoding_message_size(max),
+    );
+    let admin_service = guard.service(
+        AdminServiceServer::new(AdminApi::new(
+            db.clone(),
+            config.service_down_ms(),
+            ports.clone(),
+        ))
+        .max_decoding_message_size(max),
+    );
     let mut snapshots = SnapshotApi::new(db.clone(), ports.clone());
     let mut attachments = AttachmentApi::new(db.clone(), ports.clone(), config.bus.call_timeout());
     let mut volumes = VolumeApi::new(db.clone(), ports.clone(), config.api.max_volume_size_gib);
@@ -260,10 +311,14 @@ pub(crate) async fn serve_with(
         attachments = attachments.with_watches(watches.clone());
         volumes = volumes.with_watches(watches);
     }
-    let snapshot_service = auth.layer(SnapshotServiceServer::new(snapshots));
-    let attachment_service = auth.layer(AttachmentServiceServer::new(attachments));
-    let quota_service = auth.layer(QuotaServiceServer::new(QuotaApi::new(db.clone())));
-    let volume_service = auth.layer(VolumeServiceServer::new(volumes));
+    let snapshot_service =
+        guard.service(SnapshotServiceServer::new(snapshots).max_decoding_message_size(max));
+    let attachment_service =
+        guard.service(AttachmentServiceServer::new(attachments).max_decoding_message_size(max));
+    let quota_service = guard
+        .service(QuotaServiceServer::new(QuotaApi::new(db.clone())).max_decoding_message_size(max));
+    let volume_service =
+        guard.service(VolumeServiceServer::new(volumes).max_decoding_message_size(max));
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -299,9 +354,12 @@ pub(crate) async fn serve_with(
         mtls = tls.as_ref().is_some_and(ServerTls::requires_client_cert),
         auth_mode = ?config.api.auth_mode,
         exchange = %config.bus.control_exchange,
+        ?limits,
         "{BINARY} listening"
     );
     let router = Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.http2_header_list_bytes())
         .layer(metrics::GrpcMetricsLayer::new())
         .add_service(health_service)
         .add_service(reflection_v1)

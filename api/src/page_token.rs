@@ -139,9 +139,9 @@ mod tests {
         }
     }
 
-    fn field_of(err: ApiError) -> &'static str {
+    fn field_of(err: ApiError) -> String {
         match err {
-            ApiError::InvalidField { field, .. } => field,
+            ApiError::InvalidField { field, .. } => field.into_owned(),
             other => panic!("not a field error: {other}"),
         }
     }

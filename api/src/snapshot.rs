@@ -79,8 +79,8 @@ impl SnapshotApi {
         req: pb::CreateSnapshotRequest,
     ) -> ApiResult<Snapshot> {
         let volume_id = validate::uuid("volume_id", &req.volume_id)?;
-        validate::text("name", &req.name)?;
-        validate::text("description", &req.description)?;
+        validate::text::line("name", &req.name)?;
+        validate::text::description("description", &req.description)?;
         let volume = self.load_volume(ctx, &volume_id).await?;
         let allowed: &[VolumeStatus] = if req.force {
             &[VolumeStatus::Available, VolumeStatus::InUse]

@@ -82,7 +82,7 @@ impl Running {
                 stop,
                 db,
                 ports,
-                Authenticator::noauth(),
+                crate::auth::AuthLayer::new(Authenticator::noauth()),
                 None,
             )
             .await;
@@ -252,7 +252,15 @@ async fn an_error_of_every_service_and_kind_carries_error_info() {
         .unary::<_, pb::Volume, _>(req(wrong, m), path, tonic_prost::ProstCodec::default())
         .await
         .expect_err("undecodable");
-    assert_reason("undecodable", &status, Code::Internal, Reason::Internal);
+    // Made a field error by the limits layer: the client sent it, not a bug here.
+    assert_reason(
+        "undecodable",
+        &status,
+        Code::InvalidArgument,
+        Reason::InvalidField,
+    );
+    let bad = status.get_details_bad_request().expect("a field violation");
+    assert_eq!(bad.field_violations[0].field, "id", "{status:?}");
 }
 
 // === defect 1: health and the broker ===

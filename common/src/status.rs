@@ -91,6 +91,12 @@ reasons! {
     ExportFailed => "EXPORT_FAILED",
     /// No free resource of a bounded kind (an export port, say).
     Exhausted => "RESOURCE_EXHAUSTED",
+    /// The project sends requests faster than its rate (see the `RetryInfo`).
+    RateLimited => "RATE_LIMITED",
+    /// The request message is larger than the server accepts.
+    RequestTooLarge => "REQUEST_TOO_LARGE",
+    /// The request's headers (metadata) are larger than the server accepts.
+    MetadataTooLarge => "METADATA_TOO_LARGE",
     /// The service is shutting down.
     ShuttingDown => "SHUTTING_DOWN",
     /// The feature is not there.

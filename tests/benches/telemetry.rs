@@ -88,6 +88,18 @@ async fn round(stack: &Stack, count: usize) -> Duration {
                     .delete_volume(DeleteVolumeRequest { id: id.clone() })
                     .await
                     .unwrap();
+                // Followed on its watch stream, which ends once it is gone (polling
+                // GetVolume would add spans the creates do not make).
+                match client
+                    .watch_volume(WatchVolumeRequest { id: id.clone() })
+                    .await
+                {
+                    Ok(stream) => {
+                        let mut stream = stream.into_inner();
+                        while let Some(Ok(_)) = stream.next().await {}
+                    }
+                    Err(status) => assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}"),
+                }
                 stack.wait_volume_gone(PROJECT, &id).await;
             }
         })

@@ -5,7 +5,9 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod calls;
 pub mod fixtures;
+pub mod jwt;
 pub mod otlp;
 pub mod pki;
 pub mod stack;

@@ -93,7 +93,7 @@ impl AdminApi {
         req: &pb::CheckQuotaUsageRequest,
     ) -> ApiResult<pb::CheckQuotaUsageResponse> {
         require_admin(ctx, "CheckQuotaUsage")?;
-        text("project_id", &req.project_id)?;
+        text::line("project_id", &req.project_id)?;
         let project = (!req.project_id.is_empty()).then_some(req.project_id.as_str());
         let differences = self
             .db
@@ -128,6 +128,7 @@ impl AdminApi {
         req: &pb::ListServicesRequest,
     ) -> ApiResult<pb::ListServicesResponse> {
         require_admin(ctx, "ListServices")?;
+        text::line("binary", &req.binary)?;
         let services = self
             .db
             .list_services()
@@ -150,8 +151,8 @@ impl AdminApi {
         req: &pb::SetServiceEnabledRequest,
     ) -> ApiResult<pb::Service> {
         require_admin(ctx, "SetServiceEnabled")?;
-        required("binary", &req.binary)?;
-        required("host", &req.host)?;
+        text::required_line("binary", &req.binary)?;
+        text::required_line("host", &req.host)?;
         if !req.enabled {
             disable_reason(&req.reason)?;
         }
@@ -196,18 +197,15 @@ impl AdminApi {
         req: &pb::ResetVolumeStatusRequest,
     ) -> ApiResult<Volume> {
         require_admin(ctx, "ResetVolumeStatus")?;
-        required("volume_id", &req.volume_id)?;
+        let volume_id = crate::validate::uuid("volume_id", &req.volume_id)?;
         let status = status_filter(req.status)?
             .ok_or_else(|| ApiError::invalid("status", "must be set (not UNSPECIFIED)"))?;
         let volume = self
             .db
-            .reset_volume_status(&req.volume_id, status)
+            .reset_volume_status(&volume_id, status)
             .await
-            .map_err(ApiError::db(format!(
-                "reset status of volume {}",
-                req.volume_id
-            )))?
-            .ok_or_else(|| ApiError::volume_not_found(&req.volume_id))?;
+            .map_err(ApiError::db(format!("reset status of volume {volume_id}")))?
+            .ok_or_else(|| ApiError::volume_not_found(&volume_id))?;
         tracing::warn!(
             volume_id = %volume.id,
             project_id = %volume.project_id,
@@ -219,21 +217,13 @@ impl AdminApi {
     }
 }
 
-/// A field that must not be empty.
-fn required(field: &'static str, value: &str) -> ApiResult<()> {
-    if value.is_empty() {
-        return Err(ApiError::invalid(field, "must not be empty"));
-    }
-    Ok(())
-}
-
 /// The `host` filter of `ListPools`: empty, or `host@backend` of at most
 /// [`MAX_TEXT_CHARS`] characters (no pool part, no spaces).
 pub fn pool_host(host: &str) -> ApiResult<()> {
     if host.is_empty() {
         return Ok(());
     }
-    text("host", host)?;
+    text::line("host", host)?;
     let well_formed = scoria_common::model::is_service_host(host);
     if !well_formed {
         return Err(ApiError::invalid(
@@ -254,7 +244,7 @@ pub fn disable_reason(reason: &str) -> ApiResult<()> {
             "must not be empty when disabling a service",
         ));
     }
-    text("reason", reason)
+    text::line("reason", reason)
 }
 
 #[tonic::async_trait]

@@ -1,6 +1,7 @@
 //! Authentication and authorisation at the edge: a tower layer around each Scoria
 //! gRPC service that turns the request's headers into a [`RequestContext`], puts it
-//! in the request's extensions, and refuses what the caller's roles do not allow.
+//! in the request's extensions, and refuses what the policy (see `policy/`) does
+//! not allow the caller.
 //! Handlers never parse headers. Health and reflection are not wrapped.
 //!
 //! - `noauth` mode (local use): project from `x-project-id`, user from `x-user-id`
@@ -30,100 +31,30 @@ use tonic::{body::Body, server::NamedService};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+pub use self::jwt::{JwtSettings, JwtVerifier};
 use crate::{
     config::AuthMode,
     error::{ApiError, ApiResult},
+    policy::Policy,
 };
 
 /// The request id header, read from requests and written on responses.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The longest project or user id accepted from headers.
 const MAX_ID_CHARS: usize = 255;
-/// Roles that may change things.
-const WRITER_ROLES: [&str; 2] = ["admin", "member"];
-/// Roles that may read.
-const READER_ROLES: [&str; 3] = ["admin", "member", "reader"];
-/// Roles that may call the admin-only methods.
-const ADMIN_ROLES: [&str; 1] = ["admin"];
-
-/// Who may call a method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    /// Readers, members, admins.
-    Read,
-    /// Members and admins.
-    Write,
-    /// Admins only.
-    Admin,
-}
-
-/// Every service behind the auth layer whose methods are all admin-only.
-const ADMIN_SERVICE: &str = "/scoria.v1.AdminService/";
-
-/// Every method behind the auth layer, by its full gRPC path. A path that is not
-/// here is refused whoever asks (fail closed): a new method is closed until it
-/// is added here with its access.
-const METHODS: &[(&str, Access)] = &[
-    ("/scoria.v1.VolumeService/CreateVolume", Access::Write),
-    ("/scoria.v1.VolumeService/GetVolume", Access::Read),
-    ("/scoria.v1.VolumeService/ListVolumes", Access::Read),
-    ("/scoria.v1.VolumeService/UpdateVolume", Access::Write),
-    ("/scoria.v1.VolumeService/DeleteVolume", Access::Write),
-    ("/scoria.v1.VolumeService/ExtendVolume", Access::Write),
-    ("/scoria.v1.VolumeService/WatchVolume", Access::Read),
-    ("/scoria.v1.SnapshotService/CreateSnapshot", Access::Write),
-    ("/scoria.v1.SnapshotService/GetSnapshot", Access::Read),
-    ("/scoria.v1.SnapshotService/ListSnapshots", Access::Read),
-    ("/scoria.v1.SnapshotService/DeleteSnapshot", Access::Write),
-    ("/scoria.v1.SnapshotService/WatchSnapshot", Access::Read),
-    (
-        "/scoria.v1.AttachmentService/CreateAttachment",
-        Access::Write,
-    ),
-    ("/scoria.v1.AttachmentService/GetAttachment", Access::Read),
-    ("/scoria.v1.AttachmentService/ListAttachments", Access::Read),
-    ("/scoria.v1.AttachmentService/WatchAttachment", Access::Read),
-    (
-        "/scoria.v1.AttachmentService/DeleteAttachment",
-        Access::Write,
-    ),
-    (
-        "/scoria.v1.VolumeTypeService/CreateVolumeType",
-        Access::Admin,
-    ),
-    ("/scoria.v1.VolumeTypeService/GetVolumeType", Access::Read),
-    ("/scoria.v1.VolumeTypeService/ListVolumeTypes", Access::Read),
-    (
-        "/scoria.v1.VolumeTypeService/UpdateVolumeType",
-        Access::Admin,
-    ),
-    (
-        "/scoria.v1.VolumeTypeService/DeleteVolumeType",
-        Access::Admin,
-    ),
-    (
-        "/scoria.v1.AvailabilityZoneService/ListAvailabilityZones",
-        Access::Read,
-    ),
-    ("/scoria.v1.AdminService/ListServices", Access::Admin),
-    ("/scoria.v1.AdminService/SetServiceEnabled", Access::Admin),
-    ("/scoria.v1.AdminService/ResetVolumeStatus", Access::Admin),
-    ("/scoria.v1.AdminService/ListPools", Access::Admin),
-    ("/scoria.v1.AdminService/CheckQuotaUsage", Access::Admin),
-    ("/scoria.v1.QuotaService/GetQuota", Access::Read),
-    ("/scoria.v1.QuotaService/UpdateQuota", Access::Admin),
-    ("/scoria.v1.QuotaService/DeleteQuota", Access::Admin),
-    ("/scoria.v1.QuotaService/GetDefaultQuota", Access::Read),
-];
-
 /// The full path of a known `method` (tests name methods by their bare name).
 #[cfg(test)]
 pub(crate) fn path_of(method: &str) -> &'static str {
-    METHODS
-        .iter()
-        .map(|(path, _)| *path)
+    Policy::methods()
+        .map(|(path, _)| path)
         .find(|path| path.rsplit('/').next() == Some(method))
         .unwrap_or_else(|| panic!("no method {method}"))
+}
+
+/// Whether `ctx` may call the method at `path` under the default policy.
+#[cfg(test)]
+pub(crate) fn authorize(ctx: &RequestContext, path: &str) -> ApiResult<()> {
+    Policy::defaults().enforce(ctx, path)
 }
 
 /// Why the tokens file cannot be used.
@@ -180,6 +111,8 @@ pub struct Authenticator {
     /// `None` in noauth mode; else the tokens, keyed by their SHA-256 (so a
     /// lookup compares digests, not the secrets themselves).
     tokens: Option<Arc<HashMap<[u8; 32], Identity>>>,
+    /// The verifier of `jwt` mode.
+    jwt: Option<Arc<JwtVerifier>>,
 }
 
 impl Authenticator {
@@ -201,12 +134,58 @@ impl Authenticator {
                 path: PathBuf::new(),
                 reason: "token auth mode needs api.tokens_file".into(),
             }),
+            (AuthMode::Jwt, _) => Err(TokensError::Invalid {
+                path: PathBuf::new(),
+                reason: "jwt auth mode is built with Authenticator::jwt".into(),
+            }),
         }
+    }
+
+    /// The `jwt` mode authenticator over `verifier`.
+    pub fn jwt(verifier: JwtVerifier) -> Self {
+        Self {
+            tokens: None,
+            jwt: Some(Arc::new(verifier)),
+        }
+    }
+
+    /// The verifier of `jwt` mode, if this is it.
+    pub fn jwt_verifier(&self) -> Option<Arc<JwtVerifier>> {
+        self.jwt.clone()
+    }
+
+    /// Builds the context of a request from its headers, verifying a JWT in
+    /// `jwt` mode (which may fetch the issuer's keys once).
+    pub async fn authenticate_request(&self, headers: &HeaderMap) -> ApiResult<RequestContext> {
+        let Some(jwt) = &self.jwt else {
+            return self.authenticate(headers);
+        };
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .and_then(bearer)
+            .ok_or_else(|| {
+                ApiError::Unauthenticated("missing authorization: Bearer <JWT> header".into())
+            })?;
+        let identity = jwt
+            .verify(token)
+            .await
+            .map_err(|err| ApiError::Unauthenticated(format!("invalid token: {err}")))?;
+        Ok(context(
+            headers,
+            identity.project_id,
+            identity.user_id,
+            identity.roles,
+        ))
     }
 
     /// The noauth authenticator: trusts the `x-project-id`, `x-user-id` and `x-roles` headers.
     pub fn noauth() -> Self {
-        Self { tokens: None }
+        Self {
+            tokens: None,
+            jwt: None,
+        }
     }
 
     /// A token authenticator from the text of a tokens file.
@@ -230,12 +209,19 @@ impl Authenticator {
             }
         }
         Ok(Self {
+            jwt: None,
             tokens: Some(Arc::new(tokens)),
         })
     }
 
-    /// Builds the context of a request from its headers.
+    /// Builds the context of a request from its headers (`noauth` and `token`
+    /// modes; `jwt` mode goes through [`Authenticator::authenticate_request`]).
     pub fn authenticate(&self, headers: &HeaderMap) -> ApiResult<RequestContext> {
+        if self.jwt.is_some() {
+            return Err(ApiError::Unauthenticated(
+                "jwt mode: tokens are verified asynchronously".into(),
+            ));
+        }
         let header = |name: &str| {
             headers
                 .get(name)
@@ -245,7 +231,10 @@ impl Authenticator {
         let (project_id, user_id, roles) = match &self.tokens {
             None => {
                 let project = header("x-project-id").unwrap_or_default();
-                if project.is_empty() || project.chars().count() > MAX_ID_CHARS {
+                if project.is_empty()
+                    || project.chars().count() > MAX_ID_CHARS
+                    || project.chars().any(char::is_control)
+                {
                     return Err(ApiError::Unauthenticated(
                         "noauth mode: set the x-project-id header".into(),
                     ));
@@ -253,9 +242,10 @@ impl Authenticator {
                 let user = header("x-user-id")
                     .filter(|u| !u.is_empty())
                     .unwrap_or("noauth");
-                if user.chars().count() > MAX_ID_CHARS {
+                if user.chars().count() > MAX_ID_CHARS || user.chars().any(char::is_control) {
                     return Err(ApiError::Unauthenticated(format!(
-                        "noauth mode: x-user-id must be at most {MAX_ID_CHARS} characters"
+                        "noauth mode: x-user-id must be at most {MAX_ID_CHARS} characters, \
+                         without control characters"
                     )));
                 }
                 let roles = header("x-roles")
@@ -284,53 +274,38 @@ impl Authenticator {
                 )
             }
         };
-        let request_id = header(REQUEST_ID_HEADER)
-            .filter(|id| is_request_id(id))
-            .map(str::to_owned)
-            .unwrap_or_else(new_request_id);
-        let traceparent = header("traceparent")
-            .and_then(TraceParent::parse)
-            .unwrap_or_else(TraceParent::new_root);
-        Ok(RequestContext {
-            request_id,
-            project_id,
-            user_id,
-            roles,
-            traceparent,
-        })
+        Ok(context(headers, project_id, user_id, roles))
     }
 }
 
-/// Whether `ctx` may call the method at `path` (the full gRPC path,
-/// `/scoria.v1.VolumeService/GetVolume`), as [`METHODS`] says: readers may read,
-/// members and admins may change things, admins alone may call the admin-only
-/// methods (every one under [`ADMIN_SERVICE`]). A path not in the table is
-/// refused, whoever asks.
-pub fn authorize(ctx: &RequestContext, path: &str) -> ApiResult<()> {
-    let Some(&(_, listed)) = METHODS.iter().find(|(known, _)| *known == path) else {
-        return Err(ApiError::PermissionDenied(format!(
-            "{path} is not a method this API serves: refused"
-        )));
+/// The context of a request by an authenticated caller: a valid incoming request
+/// id and trace context are kept.
+fn context(
+    headers: &HeaderMap,
+    project_id: String,
+    user_id: String,
+    roles: Vec<String>,
+) -> RequestContext {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
     };
-    let access = if path.starts_with(ADMIN_SERVICE) {
-        Access::Admin
-    } else {
-        listed
-    };
-    let allowed: &[&str] = match access {
-        Access::Admin => &ADMIN_ROLES,
-        Access::Read => &READER_ROLES,
-        Access::Write => &WRITER_ROLES,
-    };
-    if allowed.iter().any(|role| ctx.has_role(role)) {
-        return Ok(());
+    let request_id = header(REQUEST_ID_HEADER)
+        .filter(|id| is_request_id(id))
+        .map(str::to_owned)
+        .unwrap_or_else(new_request_id);
+    let traceparent = header("traceparent")
+        .and_then(TraceParent::parse)
+        .unwrap_or_else(TraceParent::new_root);
+    RequestContext {
+        request_id,
+        project_id,
+        user_id,
+        roles,
+        traceparent,
     }
-    let method = path.rsplit('/').next().unwrap_or(path);
-    Err(ApiError::PermissionDenied(format!(
-        "{method} needs one of the roles {}; the caller has [{}]",
-        allowed.join(", "),
-        ctx.roles.join(", ")
-    )))
 }
 
 /// The token of an `authorization: Bearer <token>` value.
@@ -357,13 +332,23 @@ fn digest(token: &str) -> [u8; 32] {
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     auth: Arc<Authenticator>,
+    policy: Arc<Policy>,
 }
 
 impl AuthLayer {
-    /// A layer authenticating with `auth`.
+    /// A layer authenticating with `auth`, under the default policy.
     pub fn new(auth: Authenticator) -> Self {
         Self {
             auth: Arc::new(auth),
+            policy: Arc::new(Policy::defaults()),
+        }
+    }
+
+    /// The same layer deciding by `policy`.
+    pub fn with_policy(self, policy: Policy) -> Self {
+        Self {
+            policy: Arc::new(policy),
+            ..self
         }
     }
 }
@@ -374,6 +359,7 @@ impl<S> Layer<S> for AuthLayer {
         AuthService {
             inner,
             auth: self.auth.clone(),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -385,6 +371,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     auth: Arc<Authenticator>,
+    policy: Arc<Policy>,
 }
 
 impl<S: NamedService> NamedService for AuthService<S> {
@@ -411,64 +398,65 @@ where
         // The clone is not ready; call the one that is (tower's usual dance).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let path = request.uri().path().to_owned();
-        let method = path.rsplit('/').next().unwrap_or_default().to_owned();
-        let outcome = self.auth.authenticate(request.headers()).and_then(|ctx| {
-            authorize(&ctx, &path)?;
-            Ok(ctx)
-        });
-        match outcome {
-            Ok(mut ctx) => {
-                let span = tracing::info_span!(
-                    "grpc",
-                    method = %method,
-                    request_id = %ctx.request_id,
-                    trace_id = tracing::field::Empty,
-                    project_id = %ctx.project_id,
-                    user_id = %ctx.user_id,
-                );
-                // The server span continues the client's trace (or starts one);
-                // the context names the span, so the bus carries it on.
-                if let Some(own) = telemetry::continue_trace(&span, || {
-                    request
+        let (auth, policy) = (self.auth.clone(), self.policy.clone());
+        Box::pin(async move {
+            let path = request.uri().path().to_owned();
+            let method = path.rsplit('/').next().unwrap_or_default().to_owned();
+            let outcome = match auth.authenticate_request(request.headers()).await {
+                Ok(ctx) => policy.enforce(&ctx, &path).map(|()| ctx),
+                Err(err) => Err(err),
+            };
+            let mut ctx = match outcome {
+                Ok(ctx) => ctx,
+                Err(err) => {
+                    tracing::info!(method = %method, error = %err, "request refused");
+                    let mut response = err.into_status().into_http::<Body>();
+                    let request_id = request
                         .headers()
-                        .get("traceparent")
+                        .get(REQUEST_ID_HEADER)
                         .and_then(|v| v.to_str().ok())
-                        .and_then(TraceParent::parse)
-                }) {
-                    ctx.traceparent = own;
-                }
-                telemetry::record_trace_id(&span, &ctx.traceparent);
-                let request_id = header_value(&ctx.request_id);
-                request.extensions_mut().insert(ctx);
-                Box::pin(
-                    async move {
-                        let mut response = inner.call(request).await?;
-                        ensure_reason(&mut response);
-                        if let Some(id) = request_id {
-                            response.headers_mut().insert(REQUEST_ID_HEADER, id);
-                        }
-                        Ok(response)
+                        .filter(|id| is_request_id(id))
+                        .map(str::to_owned)
+                        .unwrap_or_else(new_request_id);
+                    if let Some(id) = header_value(&request_id) {
+                        response.headers_mut().insert(REQUEST_ID_HEADER, id);
                     }
-                    .instrument(span),
-                )
-            }
-            Err(err) => {
-                tracing::info!(method = %method, error = %err, "request refused");
-                let mut response = err.into_status().into_http::<Body>();
-                let request_id = request
+                    return Ok(response);
+                }
+            };
+            let span = tracing::info_span!(
+                "grpc",
+                method = %method,
+                request_id = %ctx.request_id,
+                trace_id = tracing::field::Empty,
+                project_id = %ctx.project_id,
+                user_id = %ctx.user_id,
+            );
+            // The server span continues the client's trace (or starts one);
+            // the context names the span, so the bus carries it on.
+            if let Some(own) = telemetry::continue_trace(&span, || {
+                request
                     .headers()
-                    .get(REQUEST_ID_HEADER)
+                    .get("traceparent")
                     .and_then(|v| v.to_str().ok())
-                    .filter(|id| is_request_id(id))
-                    .map(str::to_owned)
-                    .unwrap_or_else(new_request_id);
-                if let Some(id) = header_value(&request_id) {
+                    .and_then(TraceParent::parse)
+            }) {
+                ctx.traceparent = own;
+            }
+            telemetry::record_trace_id(&span, &ctx.traceparent);
+            let request_id = header_value(&ctx.request_id);
+            request.extensions_mut().insert(ctx);
+            async move {
+                let mut response = inner.call(request).await?;
+                ensure_reason(&mut response);
+                if let Some(id) = request_id {
                     response.headers_mut().insert(REQUEST_ID_HEADER, id);
                 }
-                Box::pin(std::future::ready(Ok(response)))
+                Ok(response)
             }
-        }
+            .instrument(span)
+            .await
+        })
     }
 }
 
@@ -492,5 +480,6 @@ fn header_value(value: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(value).ok()
 }
 
+pub mod jwt;
 #[cfg(test)]
 mod tests;

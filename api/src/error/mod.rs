@@ -7,6 +7,8 @@
 //! naming it; an unexpected error is logged in full and the client gets a bare
 //! `INTERNAL`.
 
+use std::{borrow::Cow, time::Duration};
+
 use scoria_common::{
     db::{DbError, quota::OverQuota},
     model::Volume,
@@ -24,8 +26,9 @@ pub enum ApiError {
     /// A request field is invalid.
     #[error("invalid {field}: {reason}")]
     InvalidField {
-        /// The field, as named in the proto (`size_gib`, `metadata`, ...).
-        field: &'static str,
+        /// The field, as named in the proto (`size_gib`, `connector.host`, ...;
+        /// a map entry as `metadata["key"]`).
+        field: Cow<'static, str>,
         /// What is wrong with it.
         reason: String,
     },
@@ -152,6 +155,37 @@ pub enum ApiError {
         /// Why (`is deleting: ...`, `is on no backend`).
         why: String,
     },
+    /// The project sends requests faster than its rate allows.
+    #[error(
+        "project {project_id} is over its request rate ({rate}/s, burst {burst}): retry in {} ms",
+        retry_after.as_millis().max(1)
+    )]
+    RateLimited {
+        /// The project.
+        project_id: String,
+        /// Its rate, in requests per second.
+        rate: u32,
+        /// Its burst.
+        burst: u32,
+        /// When a request would pass again.
+        retry_after: Duration,
+    },
+    /// The request message is larger than the server accepts.
+    #[error("request too large: {bytes} bytes, the limit is {limit} bytes")]
+    RequestTooLarge {
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The request's headers are larger than the server accepts.
+    #[error("request metadata too large: {bytes} bytes of headers, the limit is {limit} bytes")]
+    MetadataTooLarge {
+        /// Their size (names and values).
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The feature is not there yet.
     #[error("{0}")]
     Unimplemented(&'static str),
@@ -197,9 +231,9 @@ pub enum ApiError {
 
 impl ApiError {
     /// An [`ApiError::InvalidField`].
-    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<Cow<'static, str>>, reason: impl Into<String>) -> Self {
         ApiError::InvalidField {
-            field,
+            field: field.into(),
             reason: reason.into(),
         }
     }
@@ -258,7 +292,7 @@ impl ApiError {
     /// its `ErrorInfo` reason. A status passed through from another service keeps
     /// its reason (and its other details).
     pub fn into_status(self) -> Status {
-        let message = self.to_string();
+        let message = capped(self.to_string());
         let (code, reason) = match self {
             ApiError::InvalidField { field, reason } => {
                 // The proto field every List request names its cursor by.
@@ -271,8 +305,22 @@ impl ApiError {
                     Code::InvalidArgument,
                     why,
                     message,
-                    ErrorDetails::with_bad_request_violation(field, reason),
+                    ErrorDetails::with_bad_request_violation(field, capped(reason)),
                 );
+            }
+            ApiError::RateLimited { retry_after, .. } => {
+                let mut details = ErrorDetails::new();
+                details.set_retry_info(Some(retry_after));
+                return status::with_details(
+                    Code::ResourceExhausted,
+                    Reason::RateLimited,
+                    message,
+                    details,
+                );
+            }
+            ApiError::RequestTooLarge { .. } => (Code::ResourceExhausted, Reason::RequestTooLarge),
+            ApiError::MetadataTooLarge { .. } => {
+                (Code::ResourceExhausted, Reason::MetadataTooLarge)
             }
             ApiError::NotFound { .. } => (Code::NotFound, Reason::NotFound),
             ApiError::RequestIdReused { .. } => (Code::AlreadyExists, Reason::RequestIdReused),
@@ -316,6 +364,19 @@ impl ApiError {
             | ApiError::Internal(_) => return internal(&message),
         };
         status::error(code, reason, message)
+    }
+}
+
+/// The most characters of a message sent to the client: the message and the
+/// details travel in response headers, which clients bound (16 KiB by default),
+/// and a refusal that echoes a huge value must still reach the client.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// `text` cut to [`MAX_MESSAGE_CHARS`] (an ellipsis says so).
+fn capped(text: String) -> String {
+    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
     }
 }
 

@@ -257,3 +257,54 @@ fn internal_errors_hide_details() {
 fn sqlx_pool_timeout() -> sqlx::Error {
     sqlx::Error::PoolTimedOut
 }
+
+#[test]
+fn limits_are_resource_exhausted_and_a_rate_limit_says_when_to_retry() {
+    let status = ApiError::RateLimited {
+        project_id: "p1".into(),
+        rate: 500,
+        burst: 2000,
+        retry_after: Duration::from_millis(2),
+    }
+    .into_status();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(reason_of(&status), Some(Reason::RateLimited));
+    assert_eq!(
+        status.message(),
+        "project p1 is over its request rate (500/s, burst 2000): retry in 2 ms"
+    );
+    let retry = status.get_details_retry_info().expect("RetryInfo");
+    assert_eq!(retry.retry_delay, Some(Duration::from_millis(2)));
+    let status = ApiError::RequestTooLarge {
+        bytes: 10,
+        limit: 5,
+    }
+    .into_status();
+    assert_eq!(
+        (status.code(), reason_of(&status)),
+        (Code::ResourceExhausted, Some(Reason::RequestTooLarge))
+    );
+    let status = ApiError::MetadataTooLarge {
+        bytes: 10,
+        limit: 5,
+    }
+    .into_status();
+    assert_eq!(
+        (status.code(), reason_of(&status)),
+        (Code::ResourceExhausted, Some(Reason::MetadataTooLarge))
+    );
+}
+
+#[test]
+fn messages_are_capped_so_a_refusal_always_fits_in_headers() {
+    let status = ApiError::invalid("name", "x".repeat(100_000)).into_status();
+    assert_eq!(status.message().chars().count(), MAX_MESSAGE_CHARS + 1);
+    assert!(status.message().starts_with("invalid name: xxx"));
+    assert!(status.message().ends_with('…'));
+    let bad = status.get_details_bad_request().expect("bad request");
+    assert_eq!(bad.field_violations[0].field, "name");
+    assert_eq!(
+        bad.field_violations[0].description.chars().count(),
+        MAX_MESSAGE_CHARS + 1
+    );
+}

@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     error::{ApiError, ApiResult},
     request::handle,
-    validate::text,
+    validate::{shown, text},
     volume_type::require_admin,
 };
 
@@ -149,30 +149,26 @@ fn usage(line: &QuotaLine) -> pb::QuotaUsage {
 
 /// A `project_id` field: not empty, at most the usual text length.
 fn project_id(value: &str) -> ApiResult<String> {
-    if value.trim().is_empty() {
-        return Err(ApiError::invalid("project_id", "must not be empty"));
-    }
-    text("project_id", value)?;
+    text::required_line("project_id", value)?;
     Ok(value.to_owned())
 }
 
 /// The resource `name` of an `UpdateQuotaRequest`, among `known` (the base ones
 /// and the per-type ones of existing types).
 fn resource(name: &str, known: &[Resource]) -> ApiResult<Resource> {
+    let field = || text::entry_name("limits", name);
     let parsed = Resource::parse(name).ok_or_else(|| {
         ApiError::invalid(
-            "limits",
-            format!(
-                "unknown resource {name:?}: use volumes, gigabytes, snapshots, attachments, \
-                 per_volume_gigabytes, or volumes_<type>, gigabytes_<type>, snapshots_<type>"
-            ),
+            field(),
+            "unknown resource: use volumes, gigabytes, snapshots, attachments, \
+             per_volume_gigabytes, or volumes_<type>, gigabytes_<type>, snapshots_<type>",
         )
     })?;
     if !known.contains(&parsed) {
         let volume_type = parsed.volume_type().unwrap_or_default();
         return Err(ApiError::invalid(
-            "limits",
-            format!("{name}: there is no volume type {volume_type:?}"),
+            field(),
+            format!("there is no volume type {}", shown(volume_type)),
         ));
     }
     Ok(parsed)
@@ -182,8 +178,8 @@ fn resource(name: &str, known: &[Resource]) -> ApiResult<Resource> {
 fn limit_of(name: &str, limit: i64) -> ApiResult<i64> {
     if !is_valid_limit(limit) {
         return Err(ApiError::invalid(
-            "limits",
-            format!("{name}: {limit} is not a limit: use {UNLIMITED} (no limit) or 0 and more"),
+            text::entry_name("limits", name),
+            format!("{limit} is not a limit: use {UNLIMITED} (no limit) or 0 and more"),
         ));
     }
     Ok(limit)

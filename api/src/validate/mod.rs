@@ -1,6 +1,9 @@
 //! Field checks of the API's requests. Each check names the field it refuses, as
 //! the proto spells it, so the client gets a `FieldViolation` it can act on.
-//! Nothing here touches the database or the bus.
+//! Nothing here touches the database or the bus; the rules of free text are in
+//! [`text`].
+
+pub mod text;
 
 use std::collections::BTreeMap;
 
@@ -13,8 +16,7 @@ use scoria_proto::v1 as pb;
 
 use crate::error::{ApiError, ApiResult};
 
-/// The longest name, description, type, zone, request id, metadata key or value.
-pub const MAX_TEXT_CHARS: usize = 255;
+pub use self::text::{MAX_DESCRIPTION_CHARS, MAX_TEXT_CHARS};
 /// The most metadata entries a volume may carry.
 pub const MAX_METADATA_ENTRIES: usize = 128;
 /// The page size of `ListVolumes` when the client sets none.
@@ -58,12 +60,12 @@ pub fn create_volume(req: &pb::CreateVolumeRequest, max_size_gib: u64) -> ApiRes
             ),
         ));
     }
-    text("name", &req.name)?;
-    text("description", &req.description)?;
-    text("volume_type", &req.volume_type)?;
-    text("availability_zone", &req.availability_zone)?;
+    text::line("name", &req.name)?;
+    text::description("description", &req.description)?;
+    text::line("volume_type", &req.volume_type)?;
+    text::line("availability_zone", &req.availability_zone)?;
     metadata(&req.metadata)?;
-    text("request_id", &req.request_id)?;
+    text::line("request_id", &req.request_id)?;
     use pb::create_volume_request::Source;
     let source = match &req.source {
         Some(Source::SnapshotId(id)) if !id.is_empty() => {
@@ -99,10 +101,10 @@ pub fn update_volume(req: &pb::UpdateVolumeRequest) -> ApiResult<(String, Volume
         }
     }
     if let Some(name) = &changes.name {
-        text("name", name)?;
+        text::line("name", name)?;
     }
     if let Some(description) = &changes.description {
-        text("description", description)?;
+        text::description("description", description)?;
     }
     if let Some(metadata_) = &changes.metadata {
         metadata(metadata_)?;
@@ -133,7 +135,11 @@ pub fn masked_fields<'a>(
                 .ok_or_else(|| {
                     ApiError::invalid(
                         "update_mask",
-                        format!("unknown path {path:?}: use any of {}", updatable.join(", ")),
+                        format!(
+                            "unknown path {}: use any of {}",
+                            shown(path),
+                            updatable.join(", ")
+                        ),
                     )
                 })
         })
@@ -167,56 +173,29 @@ pub fn snapshot_status_filter(status: i32) -> ApiResult<Option<SnapshotStatus>> 
         .map_err(|_| ApiError::invalid("status", format!("unknown snapshot status {status}")))
 }
 
-/// A text field of at most [`MAX_TEXT_CHARS`] characters.
-pub fn text(field: &'static str, value: &str) -> ApiResult<()> {
-    let chars = value.chars().count();
-    if chars > MAX_TEXT_CHARS {
-        return Err(ApiError::invalid(
-            field,
-            format!("must be at most {MAX_TEXT_CHARS} characters, got {chars}"),
-        ));
-    }
-    Ok(())
-}
-
 /// A UUID, returned in canonical (lowercase, hyphenated) form.
 pub fn uuid(field: &'static str, value: &str) -> ApiResult<String> {
     uuid::Uuid::try_parse(value)
         .map(|id| id.hyphenated().to_string())
-        .map_err(|_| ApiError::invalid(field, format!("must be a UUID, got {value:?}")))
+        .map_err(|_| ApiError::invalid(field, format!("must be a UUID, got {}", shown(value))))
+}
+
+/// `value` quoted and escaped for a message, cut after 64 characters (a
+/// refusal never echoes a megabyte back).
+pub fn shown(value: &str) -> String {
+    let cut: String = value.chars().take(64).collect();
+    if cut.len() < value.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
 }
 
 /// Volume metadata: at most [`MAX_METADATA_ENTRIES`] entries, keys of 1 to
-/// [`MAX_TEXT_CHARS`] characters, values of at most [`MAX_TEXT_CHARS`].
+/// [`MAX_TEXT_CHARS`] characters, values of at most [`MAX_TEXT_CHARS`], no
+/// control characters (see [`text::entries`]).
 pub fn metadata(metadata: &BTreeMap<String, String>) -> ApiResult<()> {
-    if metadata.len() > MAX_METADATA_ENTRIES {
-        return Err(ApiError::invalid(
-            "metadata",
-            format!(
-                "must have at most {MAX_METADATA_ENTRIES} entries, got {}",
-                metadata.len()
-            ),
-        ));
-    }
-    for (key, value) in metadata {
-        let key_chars = key.chars().count();
-        if key_chars == 0 || key_chars > MAX_TEXT_CHARS {
-            return Err(ApiError::invalid(
-                "metadata",
-                format!("keys must have 1 to {MAX_TEXT_CHARS} characters, got {key_chars}"),
-            ));
-        }
-        let value_chars = value.chars().count();
-        if value_chars > MAX_TEXT_CHARS {
-            return Err(ApiError::invalid(
-                "metadata",
-                format!(
-                    "the value of {key:?} must be at most {MAX_TEXT_CHARS} characters, got {value_chars}"
-                ),
-            ));
-        }
-    }
-    Ok(())
+    text::entries("metadata", metadata, MAX_METADATA_ENTRIES)
 }
 
 /// The most connector properties an attachment may carry.
@@ -241,37 +220,15 @@ pub fn create_attachment(req: &pb::CreateAttachmentRequest) -> ApiResult<ValidAt
     let Some(connector) = &req.connector else {
         return Err(ApiError::invalid("connector", "is required"));
     };
-    if connector.host.trim().is_empty() {
-        return Err(ApiError::invalid("connector.host", "is required"));
-    }
-    text("connector.host", &connector.host)?;
-    text("connector.ip", &connector.ip)?;
-    text("connector.initiator", &connector.initiator)?;
-    if connector.properties.len() > MAX_CONNECTOR_PROPERTIES {
-        return Err(ApiError::invalid(
-            "connector.properties",
-            format!(
-                "must have at most {MAX_CONNECTOR_PROPERTIES} entries, got {}",
-                connector.properties.len()
-            ),
-        ));
-    }
-    for (key, value) in &connector.properties {
-        let key_chars = key.chars().count();
-        if key_chars == 0 || key_chars > MAX_TEXT_CHARS {
-            return Err(ApiError::invalid(
-                "connector.properties",
-                format!("keys must have 1 to {MAX_TEXT_CHARS} characters, got {key_chars}"),
-            ));
-        }
-        if value.chars().count() > MAX_TEXT_CHARS {
-            return Err(ApiError::invalid(
-                "connector.properties",
-                format!("the value of {key:?} must be at most {MAX_TEXT_CHARS} characters"),
-            ));
-        }
-    }
-    text("instance_id", &req.instance_id)?;
+    text::required_line("connector.host", &connector.host)?;
+    text::line("connector.ip", &connector.ip)?;
+    text::line("connector.initiator", &connector.initiator)?;
+    text::entries(
+        "connector.properties",
+        &connector.properties,
+        MAX_CONNECTOR_PROPERTIES,
+    )?;
+    text::line("instance_id", &req.instance_id)?;
     let mode = pb::AttachMode::try_from(req.mode)
         .map(attach_mode_from_proto)
         .map_err(|_| ApiError::invalid("mode", format!("unknown attach mode {}", req.mode)))?;

@@ -12,9 +12,9 @@ fn create() -> pb::CreateVolumeRequest {
     }
 }
 
-fn field_of(err: ApiError) -> &'static str {
+fn field_of(err: ApiError) -> String {
     match err {
-        ApiError::InvalidField { field, .. } => field,
+        ApiError::InvalidField { field, .. } => field.into_owned(),
         other => panic!("not a field error: {other}"),
     }
 }
@@ -86,14 +86,20 @@ fn metadata_limits() {
     let empty_key = BTreeMap::from([(String::new(), "v".to_owned())]);
     let long_key = BTreeMap::from([(long(), "v".to_owned())]);
     let long_value = BTreeMap::from([("k".to_owned(), long())]);
-    for metadata in [too_many, empty_key, long_key, long_value] {
+    let long_key_field = format!("metadata[{:?}…]", "é".repeat(64));
+    for (metadata, field) in [
+        (too_many, "metadata"),
+        (empty_key, r#"metadata[""]"#),
+        (long_key, long_key_field.as_str()),
+        (long_value, r#"metadata["k"]"#),
+    ] {
         let req = pb::CreateVolumeRequest {
             metadata,
             ..create()
         };
         assert_eq!(
             field_of(create_volume(&req, 10).expect_err("refused")),
-            "metadata"
+            field
         );
     }
     let full: BTreeMap<_, _> = (0..MAX_METADATA_ENTRIES)
@@ -252,7 +258,7 @@ fn update_checks_fields_and_id() {
     };
     assert_eq!(
         field_of(update_volume(&req).expect_err("empty key")),
-        "metadata"
+        r#"metadata[""]"#
     );
     let req = pb::UpdateVolumeRequest {
         id: "x".into(),
@@ -265,4 +271,43 @@ fn update_checks_fields_and_id() {
         ..update(&["description"])
     };
     update_volume(&req).expect("name not updated");
+}
+
+#[test]
+fn every_text_field_refuses_control_characters() {
+    type Set = fn(&mut pb::CreateVolumeRequest);
+    let cases: [(&str, Set); 6] = [
+        ("name", |r| r.name = "a\0".into()),
+        ("description", |r| r.description = "a\u{7}".into()),
+        ("volume_type", |r| r.volume_type = "a\n".into()),
+        ("availability_zone", |r| {
+            r.availability_zone = "a\u{9b}".into()
+        }),
+        ("request_id", |r| r.request_id = "a\r".into()),
+        (r#"metadata["k"]"#, |r| {
+            r.metadata = [("k".to_owned(), "\0".to_owned())].into();
+        }),
+    ];
+    for (field, set) in cases {
+        let mut req = create();
+        set(&mut req);
+        assert_eq!(field_of(create_volume(&req, 10).expect_err(field)), field);
+    }
+    let req = pb::CreateVolumeRequest {
+        description: "tabs\tand\r\nline breaks".into(),
+        ..create()
+    };
+    create_volume(&req, 10).expect("a description may hold tabs and line breaks");
+    let attach = pb::CreateAttachmentRequest {
+        volume_id: ID.into(),
+        connector: Some(pb::Connector {
+            host: "h\0".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        field_of(create_attachment(&attach).expect_err("nul host")),
+        "connector.host"
+    );
 }

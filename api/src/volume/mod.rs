@@ -186,7 +186,7 @@ impl VolumeApi {
     ) -> ApiResult<pb::ListVolumesResponse> {
         let limit = validate::page_size(req.page_size)?;
         let status = validate::status_filter(req.status)?;
-        validate::text("name", &req.name)?;
+        validate::text::line("name", &req.name)?;
         if req.all_projects {
             crate::volume_type::require_admin(ctx, "ListVolumes with all_projects")?;
         }

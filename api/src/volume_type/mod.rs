@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     error::{ApiError, ApiResult},
     request::{handle, handle_as},
-    validate::{MAX_TEXT_CHARS, text},
+    validate::text,
 };
 
 /// The most extra specs a type may carry.
@@ -40,6 +40,7 @@ impl VolumeTypeApi {
         if id_or_name.is_empty() {
             return Err(ApiError::invalid("id_or_name", "must not be empty"));
         }
+        text::line("id_or_name", id_or_name)?;
         self.db
             .get_volume_type(id_or_name)
             .await
@@ -67,7 +68,7 @@ impl VolumeTypeApi {
     ) -> ApiResult<VolumeType> {
         require_admin(ctx, "CreateVolumeType")?;
         name(&req.name)?;
-        text("description", &req.description)?;
+        text::description("description", &req.description)?;
         extra_specs(&req.extra_specs)?;
         let now = now_ms();
         let volume_type = VolumeType {
@@ -162,12 +163,9 @@ pub(crate) fn require_admin(ctx: &RequestContext, method: &str) -> ApiResult<()>
     )))
 }
 
-/// A type name: 1 to [`MAX_TEXT_CHARS`] characters, not only spaces.
+/// A type name: 1 to [`MAX_TEXT_CHARS`](text::MAX_TEXT_CHARS) characters, not only spaces.
 pub fn name(value: &str) -> ApiResult<()> {
-    if value.trim().is_empty() {
-        return Err(ApiError::invalid("name", "must not be empty"));
-    }
-    text("name", value)
+    text::required_line("name", value)
 }
 
 /// The changes an `UpdateVolumeTypeRequest` asks for, checked.
@@ -187,7 +185,7 @@ pub fn changes(req: &pb::UpdateVolumeTypeRequest) -> ApiResult<VolumeTypeChanges
         }
     }
     if let Some(description) = &changes.description {
-        text("description", description)?;
+        text::description("description", description)?;
     }
     if let Some(specs) = &changes.extra_specs {
         extra_specs(specs)?;
@@ -195,36 +193,18 @@ pub fn changes(req: &pb::UpdateVolumeTypeRequest) -> ApiResult<VolumeTypeChanges
     Ok(changes)
 }
 
-/// Extra specs: at most [`MAX_EXTRA_SPECS`], keys of 1 to [`MAX_TEXT_CHARS`]
-/// characters, values of at most [`MAX_TEXT_CHARS`]; a value starting with one
+/// Extra specs: at most [`MAX_EXTRA_SPECS`], keys of 1 to [`MAX_TEXT_CHARS`](text::MAX_TEXT_CHARS)
+/// characters, values of at most [`MAX_TEXT_CHARS`](text::MAX_TEXT_CHARS), no control characters
+/// (see [`text::entries`]); a value starting with one
 /// of Cinder's operators must be complete (`<is>` a boolean, a numeric operator
 /// a number, the others an operand), or no backend could ever match it.
 pub fn extra_specs(specs: &BTreeMap<String, String>) -> ApiResult<()> {
-    let bad = |reason: String| ApiError::invalid("extra_specs", reason);
-    if specs.len() > MAX_EXTRA_SPECS {
-        return Err(bad(format!(
-            "must have at most {MAX_EXTRA_SPECS} entries, got {}",
-            specs.len()
-        )));
-    }
+    text::entries("extra_specs", specs, MAX_EXTRA_SPECS)?;
     for (key, value) in specs {
-        let key_chars = key.chars().count();
-        if key_chars == 0 || key_chars > MAX_TEXT_CHARS {
-            return Err(bad(format!(
-                "keys must have 1 to {MAX_TEXT_CHARS} characters, got {key_chars}"
-            )));
-        }
-        let value_chars = value.chars().count();
-        if value_chars > MAX_TEXT_CHARS {
-            return Err(bad(format!(
-                "the value of {key:?} must be at most {MAX_TEXT_CHARS} characters, got {value_chars}"
-            )));
-        }
-        spec_value(value).map_err(|reason| bad(format!("the value of {key:?}: {reason}")))?;
+        let bad = |reason: String| ApiError::invalid(text::entry_name("extra_specs", key), reason);
+        spec_value(value).map_err(bad)?;
         if key == "provisioning:type" && !matches!(value.trim(), "thin" | "thick") {
-            return Err(bad(format!(
-                "provisioning:type must be thin or thick, got {value:?}"
-            )));
+            return Err(bad(format!("must be thin or thick, got {value:?}")));
         }
     }
     Ok(())

@@ -188,6 +188,7 @@ async fn fields_are_checked() {
     let long = "x".repeat(256);
     let many: Vec<(String, String)> = (0..65).map(|i| (format!("k{i}"), "v".into())).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let long_key = format!("extra_specs[{:?}…]", "x".repeat(64));
     let cases: Vec<(pb::CreateVolumeTypeRequest, &str)> = vec![
         (create_req("", &[]), "name"),
         (create_req("  ", &[]), "name"),
@@ -200,23 +201,47 @@ async fn fields_are_checked() {
             "description",
         ),
         (create_req("t", &many), "extra_specs"),
-        (create_req("t", &[("", "v")]), "extra_specs"),
-        (create_req("t", &[(long.as_str(), "v")]), "extra_specs"),
-        (create_req("t", &[("k", long.as_str())]), "extra_specs"),
-        (create_req("t", &[("multiattach", "<is>")]), "extra_specs"),
+        (create_req("t", &[("", "v")]), r#"extra_specs[""]"#),
+        (create_req("t", &[(long.as_str(), "v")]), &long_key),
+        (
+            create_req("t", &[("k", long.as_str())]),
+            r#"extra_specs["k"]"#,
+        ),
+        (
+            create_req("t", &[("multiattach", "<is>")]),
+            r#"extra_specs["multiattach"]"#,
+        ),
         (
             create_req("t", &[("multiattach", "<is> maybe")]),
-            "extra_specs",
+            r#"extra_specs["multiattach"]"#,
         ),
-        (create_req("t", &[("free_gib", ">= lots")]), "extra_specs"),
-        (create_req("t", &[("free_gib", "==")]), "extra_specs"),
-        (create_req("t", &[("name", "s==")]), "extra_specs"),
-        (create_req("t", &[("name", "<in>")]), "extra_specs"),
-        (create_req("t", &[("name", "<or>")]), "extra_specs"),
-        (create_req("t", &[("name", "<or> a b")]), "extra_specs"),
+        (
+            create_req("t", &[("free_gib", ">= lots")]),
+            r#"extra_specs["free_gib"]"#,
+        ),
+        (
+            create_req("t", &[("free_gib", "==")]),
+            r#"extra_specs["free_gib"]"#,
+        ),
+        (
+            create_req("t", &[("name", "s==")]),
+            r#"extra_specs["name"]"#,
+        ),
+        (
+            create_req("t", &[("name", "<in>")]),
+            r#"extra_specs["name"]"#,
+        ),
+        (
+            create_req("t", &[("name", "<or>")]),
+            r#"extra_specs["name"]"#,
+        ),
+        (
+            create_req("t", &[("name", "<or> a b")]),
+            r#"extra_specs["name"]"#,
+        ),
         (
             create_req("t", &[("provisioning:type", "fat")]),
-            "extra_specs",
+            r#"extra_specs["provisioning:type"]"#,
         ),
     ];
     for (req, name) in cases {
@@ -322,7 +347,7 @@ async fn update_and_delete() {
         .update_volume_type(request(&admin, bad_specs))
         .await
         .expect_err("bad spec");
-    assert_eq!(field(&status), "extra_specs");
+    assert_eq!(field(&status), r#"extra_specs["multiattach"]"#);
     let missing = pb::UpdateVolumeTypeRequest {
         id_or_name: "silver".into(),
         description: "x".into(),

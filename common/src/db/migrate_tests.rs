@@ -31,8 +31,9 @@ impl Drop for TempFile {
 
 /// The test PostgreSQL (`SCORIA_TEST_DATABASE_URL`); panics if it is not reachable.
 fn postgres_url() -> String {
-    let url = std::env::var("SCORIA_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned());
+    let url = std::env::var("SCORIA_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        "postgres://scoria_test:scoria_test_pw@127.0.0.1:5432/scoria_test".to_owned()
+    });
     let hostport = url
         .rsplit('@')
         .next()

@@ -165,6 +165,15 @@ impl Broker {
         matches!(&*self.inner.state.borrow(), State::Up(s) if !s.is_broken())
     }
 
+    /// How many connections this broker has opened, if one is up now: 1 after
+    /// the first connect, one more after every reconnect.
+    pub fn connection_generation(&self) -> Option<u64> {
+        match &*self.inner.state.borrow() {
+            State::Up(s) if !s.is_broken() => Some(s.generation),
+            _ => None,
+        }
+    }
+
     /// Whether the broker blocks this connection's publishers now (AMQP
     /// `connection.blocked`, sent while a memory or disk alarm is raised): a
     /// publish would not be sent until it unblocks.

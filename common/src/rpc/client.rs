@@ -170,19 +170,25 @@ impl RpcClient {
             .inspect_err(|_| session.mark_broken())?;
         let remaining = timeout.saturating_sub(started.elapsed());
         let body = tokio::time::timeout(remaining, async {
-            check_confirmation(
-                crate::metrics::global()
-                    .bus
-                    .confirm(confirm)
-                    .await
-                    .inspect_err(|_| session.mark_broken())?,
-                target,
-            )?;
-            rx.await.map_err(|_| {
+            // Past the publish the request may have been delivered: a lost
+            // connection fails the call (sending it again could run it twice),
+            // with the same message whether the confirm or the reply was lost.
+            let lost = || {
                 RpcError::Unavailable(format!(
                     "the connection to the broker was lost while {method} to {target} was in flight"
                 ))
-            })
+            };
+            let confirmation = crate::metrics::global()
+                .bus
+                .confirm(confirm)
+                .await
+                .map_err(|err| {
+                    session.mark_broken();
+                    tracing::debug!(error = %err, %target, "the connection failed before the broker confirmed a call");
+                    lost()
+                })?;
+            check_confirmation(confirmation, target)?;
+            rx.await.map_err(|_| lost())
         })
         .await
         .map_err(|_| timed_out())??;

@@ -10,8 +10,9 @@ use std::{
 
 /// The PostgreSQL the tests use.
 pub fn postgres_url() -> String {
-    std::env::var("SCORIA_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned())
+    std::env::var("SCORIA_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        "postgres://scoria_test:scoria_test_pw@127.0.0.1:5432/scoria_test".to_owned()
+    })
 }
 
 /// Panics with what to start when PostgreSQL is not reachable.

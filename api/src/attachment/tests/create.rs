@@ -132,13 +132,13 @@ async fn bad_fields_are_named_and_nothing_is_written() {
             }),
         ),
         (
-            "connector.properties",
+            r#"connector.properties["k"]"#,
             Box::new(move |r| {
                 connector(r).properties = BTreeMap::from([("k".to_owned(), long4.clone())]);
             }),
         ),
         (
-            "connector.properties",
+            r#"connector.properties[""]"#,
             Box::new(|r| {
                 connector(r).properties = BTreeMap::from([(String::new(), "v".to_owned())]);
             }),

@@ -110,12 +110,12 @@ pub(super) fn volume_types() -> Vec<Case> {
                 extra_specs: [(String::new(), "x".to_owned())].into(),
                 ..named("t1")
             },
-            "extra_specs",
+            r#"extra_specs[""]"#,
         ),
         case(named("t1"), Code::PermissionDenied, "CreateVolumeType"),
         bad(get(""), "id_or_name"),
         case(get("no-such-type"), Code::NotFound, "no-such-type"),
-        case(get(&long()), Code::NotFound, &long()),
+        bad(get(&long()), "id_or_name"),
         admin_bad(update("", &["description"]), "id_or_name"),
         admin_bad(update("gold", &["name"]), "update_mask"),
         admin_bad(

@@ -89,14 +89,14 @@ pub(super) fn cases(volume: &str) -> Vec<Case> {
                 metadata: [(String::new(), "v".to_owned())].into(),
                 ..sized(1)
             },
-            "metadata",
+            r#"metadata[""]"#,
         ),
         bad(
             pb::CreateVolumeRequest {
                 metadata: [("k".to_owned(), long())].into(),
                 ..sized(1)
             },
-            "metadata",
+            r#"metadata["k"]"#,
         ),
         bad(
             pb::CreateVolumeRequest {

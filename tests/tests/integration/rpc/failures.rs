@@ -15,6 +15,7 @@ use scoria_common::rpc::{Broker, RpcClient, ServerOptions, Target};
 use scoria_tests::{
     ChildProcess, broker::TestExchange, bus_config, close_broker_connections, msg::Echo,
 };
+use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 use super::{Seen, TestServer, WAIT, broker, ctx, echo, wait_until};
@@ -113,17 +114,28 @@ async fn closed_connections_recover_and_no_confirmed_cast_is_lost() {
     let server = TestServer::start(&cx, "s1", ServerOptions::topic("t"), seen.clone()).await;
     let client = RpcClient::new(broker(&cx, "client").await);
     let target = Target::topic("t").unwrap();
+    assert_eq!(client.broker().connection_generation(), Some(1));
+    assert_eq!(server.broker.connection_generation(), Some(1));
 
+    // Casts go on until both sides are seen on new connections, and a while after.
     let confirmed = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
     let sender = {
-        let (client, target, confirmed) = (client.clone(), target.clone(), confirmed.clone());
+        let (client, target, confirmed, stop) = (
+            client.clone(),
+            target.clone(),
+            confirmed.clone(),
+            stop.clone(),
+        );
         tokio::spawn(async move {
-            let mut failures = 0;
-            for seq in 0..400u64 {
+            let mut failures = Vec::new();
+            let mut seq = 0u64;
+            while !stop.is_cancelled() {
                 match client.cast(&ctx(), &target, "record", &echo(seq)).await {
                     Ok(()) => confirmed.lock().unwrap().push(seq),
-                    Err(_) => failures += 1,
+                    Err(err) => failures.push(format!("cast {seq}: {err}")),
                 }
+                seq += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             failures
@@ -138,14 +150,25 @@ async fn closed_connections_recover_and_no_confirmed_cast_is_lost() {
         closed >= 2,
         "expected to close the client's and the server's connections, closed {closed}"
     );
+    // rabbitmqctl returns once the broker closed them; the clients learn it a moment later.
+    wait_until("client and server reconnected", || {
+        client.broker().connection_generation() >= Some(2)
+            && server.broker.connection_generation() >= Some(2)
+    })
+    .await;
+    let after = confirmed.lock().unwrap().len();
+    wait_until("casts confirmed on the new connection", || {
+        confirmed.lock().unwrap().len() >= after + 50
+    })
+    .await;
+    stop.cancel();
     let failures = sender.await.expect("sender");
-    assert_eq!(
-        failures, 0,
-        "casts retry through a reconnect instead of failing"
+    assert!(
+        failures.is_empty(),
+        "casts retry through a reconnect instead of failing: {failures:?}"
     );
 
     let confirmed: HashSet<u64> = confirmed.lock().unwrap().iter().copied().collect();
-    assert_eq!(confirmed.len(), 400);
     wait_until("every confirmed cast handled", || {
         let got: HashSet<u64> = seen.lock().unwrap().iter().map(|(_, s)| *s).collect();
         confirmed.is_subset(&got)
@@ -162,6 +185,63 @@ async fn closed_connections_recover_and_no_confirmed_cast_is_lost() {
         .await
         .expect("call after reconnect");
     assert_eq!(reply.seq, 9);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn calls_through_a_reconnect_succeed_or_say_they_were_lost_in_flight() {
+    let cx = TestExchange::new("recall");
+    let server = TestServer::start(&cx, "s1", ServerOptions::topic("t"), Seen::default()).await;
+    let client = RpcClient::new(broker(&cx, "client").await);
+    let target = Target::topic("t").unwrap();
+    let _: Echo = client
+        .call(&ctx(), &target, "echo", &echo(0))
+        .await
+        .expect("first call");
+
+    // Calls back to back while only the client's connection is closed under them.
+    let stop = CancellationToken::new();
+    let caller = {
+        let (client, target, stop) = (client.clone(), target.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut refused) = (0u32, Vec::new());
+            let mut seq = 1u64;
+            while !stop.is_cancelled() {
+                match client
+                    .call::<_, Echo>(&ctx(), &target, "echo", &echo(seq))
+                    .await
+                {
+                    Ok(reply) => {
+                        assert_eq!(reply.seq, seq);
+                        ok += 1;
+                    }
+                    // Lost after it was sent (before its confirm or its reply):
+                    // sending it again could run it twice.
+                    Err(err) if err.to_string().contains("was lost while echo") => {}
+                    Err(err) => refused.push(format!("call {seq}: {err}")),
+                }
+                seq += 1;
+            }
+            (ok, refused)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let closed = close_broker_connections(&format!("{cx}:client"))
+        .await
+        .expect("rabbitmqctl");
+    assert_eq!(closed, 1, "the client's connection is closed");
+    wait_until("client reconnected", || {
+        client.broker().connection_generation() >= Some(2)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.cancel();
+    let (ok, refused) = caller.await.expect("caller");
+    assert!(
+        refused.is_empty(),
+        "a call either goes through or says it was lost in flight (not a raw AMQP error): {refused:?}"
+    );
+    assert!(ok > 10, "calls went through before and after: {ok}");
     server.stop().await;
 }
 
