@@ -1,0 +1,1 @@
+//! Active-active volume services of one shared backend.

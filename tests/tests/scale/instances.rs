@@ -1,0 +1,1 @@
+//! Two API instances, two schedulers and three volume services on PostgreSQL.
