@@ -128,6 +128,8 @@ pub const COMMON_ENV: &[EnvKey] = &[
     EnvKey::int("SCORIA_RPC_PREFETCH", "bus.prefetch"),
     EnvKey::int("SCORIA_AMQP_HEARTBEAT_SECS", "bus.heartbeat_secs"),
     EnvKey::int("SCORIA_RPC_QUEUE_EXPIRY_MS", "bus.queue_expiry_ms"),
+    EnvKey::str("SCORIA_RPC_QUEUE_TYPE", "bus.queue_type"),
+    EnvKey::int("SCORIA_RPC_DELIVERY_LIMIT", "bus.delivery_limit"),
     EnvKey::str("SCORIA_DATABASE_URL", "database.url"),
     EnvKey::str("SCORIA_DATA_DIR", "service.data_dir"),
     EnvKey::str("SCORIA_HOST", "service.host"),
@@ -307,7 +309,10 @@ pub fn redact_url(url: &str) -> String {
 #[serde(default, deny_unknown_fields)]
 pub struct BusConfig {
     /// The AMQP URL of the broker (`SCORIA_AMQP_URL`): `amqp://` or, over
-    /// TLS, `amqps://`.
+    /// TLS, `amqps://`. Several nodes of a cluster: a comma-separated list
+    /// (in the TOML also a list of strings), tried in order; see
+    /// [`BusConfig::amqp_urls`].
+    #[serde(deserialize_with = "one_or_many_urls")]
     pub amqp_url: String,
     /// The PEM CA the broker's certificate must chain to, on top of the system's
     /// (`SCORIA_AMQP_CA_FILE`; `amqps://` only).
@@ -343,6 +348,93 @@ pub struct BusConfig {
     /// How long a notification waits in its queue for a consumer
     /// (`x-message-ttl`), in milliseconds; 0: for ever.
     pub notification_queue_ttl_ms: u64,
+    /// The type of the durable queues (`SCORIA_RPC_QUEUE_TYPE`): work queues,
+    /// notification queues and `<cx>.dead`. Reply and fanout queues are
+    /// exclusive and always classic.
+    pub queue_type: QueueType,
+    /// How many times a quorum queue delivers a message before it
+    /// dead-letters it to `<cx>.dlx` (`x-delivery-limit`,
+    /// `SCORIA_RPC_DELIVERY_LIMIT`); quorum queues only.
+    pub delivery_limit: u32,
+}
+
+/// The type of Scoria's durable queues (`SCORIA_RPC_QUEUE_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(try_from = "String")]
+pub enum QueueType {
+    /// Classic queues (declared without `x-queue-type`, as before): one node
+    /// holds each queue.
+    #[default]
+    Classic,
+    /// Quorum queues (`x-queue-type: quorum`): replicated over the cluster's
+    /// nodes (Raft), with a delivery limit.
+    Quorum,
+}
+
+impl QueueType {
+    /// `classic` or `quorum`, as RabbitMQ names them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for QueueType {
+    type Error = String;
+
+    fn try_from(value: String) -> std::result::Result<Self, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "classic" => Ok(QueueType::Classic),
+            "quorum" => Ok(QueueType::Quorum),
+            _ => Err(format!(
+                "SCORIA_RPC_QUEUE_TYPE (config key `bus.queue_type`) must be `classic` or \
+                 `quorum`, got {value:?}"
+            )),
+        }
+    }
+}
+
+/// `bus.amqp_url`: one string (a comma-separated list allowed) or a list of
+/// strings, kept as one comma-separated string.
+fn one_or_many_urls<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Urls::deserialize(deserializer)? {
+        Urls::One(url) => url,
+        Urls::Many(urls) => urls.join(","),
+    })
+}
+
+/// Every URL of a comma-separated list, its password hidden (for messages).
+pub fn redact_urls(list: &str) -> String {
+    split_urls(list)
+        .iter()
+        .map(|url| redact_url(url))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The non-empty, trimmed entries of a comma-separated list of URLs.
+fn split_urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// What the notifier does with events (oslo.messaging's notification `driver`).
@@ -357,6 +449,14 @@ pub enum NotificationMode {
     /// Not published at all (oslo's `driver = noop`).
     Off,
 }
+
+/// The default `x-delivery-limit` of quorum queues: the one RabbitMQ 4.0 made
+/// its own default. A message is redelivered only when the consumer holding it
+/// went away (a crash, a lost connection, a drain timeout) or could not
+/// publish its retry copy; twenty such losses in a row are no accident, and a
+/// message that crashes its service stops after twenty restarts instead of
+/// looping for ever.
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 20;
 
 impl Default for BusConfig {
     fn default() -> Self {
@@ -375,6 +475,8 @@ impl Default for BusConfig {
             notifications: NotificationMode::Persistent,
             notification_queue_max_length: 100_000,
             notification_queue_ttl_ms: 24 * 3_600_000,
+            queue_type: QueueType::Classic,
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
         }
     }
 }
@@ -388,6 +490,16 @@ impl BusConfig {
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
     }
+    /// The broker addresses of `amqp_url`, in the order they are tried.
+    pub fn amqp_urls(&self) -> Vec<String> {
+        split_urls(&self.amqp_url)
+    }
+
+    /// Every broker address, passwords hidden (for messages).
+    pub fn redacted_urls(&self) -> String {
+        redact_urls(&self.amqp_url)
+    }
+
     /// Checks values that are well-typed but unusable.
     pub fn validate(&self) -> Result<()> {
         if self.control_exchange.is_empty()
@@ -416,13 +528,40 @@ impl BusConfig {
                 reason: "must be at least 1".into(),
             });
         }
-        let tls = self.amqp_url.starts_with("amqps://");
-        if !tls && !self.amqp_url.starts_with("amqp://") {
+        if self.delivery_limit == 0 {
+            return Err(ConfigError::Value {
+                key: "bus.delivery_limit",
+                reason: "SCORIA_RPC_DELIVERY_LIMIT must be at least 1 (deliveries of a \
+                         message before a quorum queue dead-letters it)"
+                    .into(),
+            });
+        }
+        let urls = self.amqp_urls();
+        if urls.is_empty() {
+            return Err(ConfigError::Value {
+                key: "bus.amqp_url",
+                reason: "SCORIA_AMQP_URL holds no broker address".into(),
+            });
+        }
+        let mut tls = false;
+        for url in &urls {
+            let scheme_ok = url.starts_with("amqps://") || url.starts_with("amqp://");
+            let parsed = <lapin::uri::AMQPUri as std::str::FromStr>::from_str(url);
+            if let (true, Ok(_)) = (scheme_ok, &parsed) {
+                tls |= url.starts_with("amqps://");
+                continue;
+            }
+            let why = parsed.err().unwrap_or_default();
             return Err(ConfigError::Value {
                 key: "bus.amqp_url",
                 reason: format!(
-                    "{:?} is not an amqp:// or amqps:// URL",
-                    redact_url(&self.amqp_url)
+                    "SCORIA_AMQP_URL: {:?} is not an amqp:// or amqps:// URL{}",
+                    redact_url(url),
+                    if why.is_empty() || !scheme_ok {
+                        String::new()
+                    } else {
+                        format!(" ({})", why.replace(url.as_str(), &redact_url(url)))
+                    }
                 ),
             });
         }
@@ -446,7 +585,7 @@ impl BusConfig {
             if file.is_some() && !tls {
                 return Err(ConfigError::Value {
                     key,
-                    reason: format!("{var} is set but SCORIA_AMQP_URL is not amqps://"),
+                    reason: format!("{var} is set but no SCORIA_AMQP_URL is amqps://"),
                 });
             }
         }
@@ -791,6 +930,104 @@ mod tests {
             redact_url("postgres://db/x?sslmode=disable"),
             "postgres://db/x?sslmode=disable"
         );
+    }
+
+    #[test]
+    fn queue_type_and_delivery_limit_from_env_and_toml() {
+        let c: BaseConfig = load_from(None, COMMON_ENV, &env(&[])).expect("defaults");
+        assert_eq!(c.bus.queue_type, QueueType::Classic);
+        assert_eq!(c.bus.delivery_limit, DEFAULT_DELIVERY_LIMIT);
+        let c: BaseConfig = load_from(
+            None,
+            COMMON_ENV,
+            &env(&[
+                ("SCORIA_RPC_QUEUE_TYPE", "quorum"),
+                ("SCORIA_RPC_DELIVERY_LIMIT", "5"),
+            ]),
+        )
+        .expect("quorum");
+        assert_eq!(c.bus.queue_type, QueueType::Quorum);
+        assert_eq!(c.bus.delivery_limit, 5);
+        let c: BusConfig = toml::from_str("queue_type = \"classic\"").expect("toml");
+        assert_eq!(c.queue_type, QueueType::Classic);
+
+        let err = <BaseConfig as ProcessConfig>::load_from(
+            None,
+            &env(&[("SCORIA_RPC_QUEUE_TYPE", "stream")]),
+        )
+        .expect_err("stream is not offered");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("SCORIA_RPC_QUEUE_TYPE") && msg.contains("stream"),
+            "{msg}"
+        );
+        let err = <BaseConfig as ProcessConfig>::load_from(
+            None,
+            &env(&[("SCORIA_RPC_DELIVERY_LIMIT", "0")]),
+        )
+        .expect_err("0");
+        assert!(err.to_string().contains("SCORIA_RPC_DELIVERY_LIMIT"), "{err}");
+    }
+
+    #[test]
+    fn several_broker_addresses_as_a_list_or_a_string() {
+        let c: BusConfig =
+            toml::from_str("amqp_url = [\"amqp://u:pw@a:5672/%2f\", \"amqp://u:pw@b:5673/%2f\"]")
+                .expect("list");
+        assert_eq!(
+            c.amqp_urls(),
+            ["amqp://u:pw@a:5672/%2f", "amqp://u:pw@b:5673/%2f"]
+        );
+        assert_eq!(
+            c.redacted_urls(),
+            "amqp://u:***@a:5672/%2f,amqp://u:***@b:5673/%2f"
+        );
+        c.validate().expect("valid list");
+        let c: BaseConfig = load_from(
+            None,
+            COMMON_ENV,
+            &env(&[("SCORIA_AMQP_URL", "amqp://a:5672, amqp://b:5673 ,")]),
+        )
+        .expect("comma list");
+        assert_eq!(c.bus.amqp_urls(), ["amqp://a:5672", "amqp://b:5673"]);
+        let c: BusConfig = toml::from_str("amqp_url = \"amqp://one\"").expect("string");
+        assert_eq!(c.amqp_urls(), ["amqp://one"]);
+
+        let load = |url: &str| {
+            <BaseConfig as ProcessConfig>::load_from(None, &env(&[("SCORIA_AMQP_URL", url)]))
+        };
+        let err = load("amqp://a:5672,http://u:secret@b").expect_err("second bad");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("SCORIA_AMQP_URL") && msg.contains("http://u:***@b") && !msg.contains("secret"),
+            "{msg}"
+        );
+        let err = load(" , ").expect_err("empty");
+        assert!(err.to_string().contains("no broker address"), "{err}");
+        let err = load("amqp://u:secret@a:notaport").expect_err("bad port");
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_go_with_any_amqps_address() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, cert.pem()).expect("ca");
+        let ca = ca.display().to_string();
+        let load = |url: &str| {
+            <BaseConfig as ProcessConfig>::load_from(
+                None,
+                &env(&[("SCORIA_AMQP_URL", url), ("SCORIA_AMQP_CA_FILE", &ca)]),
+            )
+        };
+        load("amqps://a:5671,amqps://b:5671").expect("amqps list with a CA");
+        let err = load("amqp://a:5672,amqp://b:5672").expect_err("no amqps");
+        assert!(err.to_string().contains("SCORIA_AMQP_CA_FILE"), "{err}");
     }
 
     #[test]

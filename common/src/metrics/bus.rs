@@ -233,6 +233,7 @@ pub fn outcome<T>(result: &Result<T, RpcError>) -> &'static str {
         Err(RpcError::Unavailable(_)) => "unavailable",
         Err(RpcError::BadReply { .. }) => "bad_reply",
         Err(RpcError::InvalidTarget { .. }) => "invalid_target",
+        Err(RpcError::QueueMismatch(_)) => "queue_mismatch",
         Err(RpcError::ShuttingDown) => "shutting_down",
     }
 }

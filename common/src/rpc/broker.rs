@@ -6,6 +6,12 @@
 //! [`Broker::session`] for the current [`Session`] and, when an operation fails
 //! because the connection died, report it with [`Session::mark_broken`] and ask again.
 //!
+//! With several broker addresses (`SCORIA_AMQP_URL=amqp://a,amqp://b,...`, the
+//! nodes of a cluster) the supervisor connects to the first that answers, tries
+//! the next one at once when an attempt fails, and moves on to the next one when
+//! the connection to a node is lost; it sleeps its backoff only once every
+//! address has failed in a row ([`Rotation`]).
+//!
 //! ```text
 //!   ┌────────────┐ open ok  ┌──────┐ events: Error / status check / mark_broken ┌────────────┐
 //!   │ Connecting ├─────────▶│  Up  ├───────────────────────────────────────────▶│ Connecting │
@@ -42,7 +48,7 @@ use super::{
     names::Names,
 };
 use crate::{
-    config::{BusConfig, NotificationMode, redact_url},
+    config::{BusConfig, NotificationMode, QueueType, redact_url},
     sync::lock,
 };
 
@@ -57,6 +63,10 @@ pub struct Broker {
 
 struct Inner {
     config: BusConfig,
+    /// The broker addresses, in the order they are tried.
+    urls: Vec<String>,
+    /// The address connected to now, or tried last (password hidden).
+    address: Mutex<String>,
     names: Names,
     connection_name: String,
     state: watch::Sender<State>,
@@ -122,8 +132,11 @@ impl Broker {
     /// `connection_name` is shown by `rabbitmqctl list_connections user_provided_name`.
     pub fn start(config: BusConfig, connection_name: impl Into<String>) -> Self {
         let (state, _) = watch::channel(State::Connecting(None));
+        let urls = config.amqp_urls();
         let inner = Arc::new(Inner {
             names: Names::new(config.control_exchange.clone()),
+            address: Mutex::new(urls.first().map(|u| redact_url(u)).unwrap_or_default()),
+            urls,
             config,
             connection_name: connection_name.into(),
             state,
@@ -181,9 +194,10 @@ impl Broker {
         matches!(&*self.inner.state.borrow(), State::Up(s) if s.connection.status().blocked())
     }
 
-    /// The AMQP URL, its password hidden (for messages).
+    /// The broker address connected to now (else the one tried last), its
+    /// password hidden (for messages).
     pub fn redacted_url(&self) -> String {
-        redact_url(&self.inner.config.amqp_url)
+        lock(&self.inner.address).clone()
     }
 
     /// The current session, waiting up to `within` for one.
@@ -215,9 +229,13 @@ impl Broker {
                     State::Connecting(Some(err)) => format!(": {err}"),
                     _ => String::new(),
                 };
+                let at = if self.inner.urls.len() > 1 {
+                    format!("any of {}", self.inner.config.redacted_urls())
+                } else {
+                    self.inner.config.redacted_urls()
+                };
                 Err(RpcError::Unavailable(format!(
-                    "no connection to the broker at {} within {within:?}{last}",
-                    redact_url(&self.inner.config.amqp_url)
+                    "no connection to the broker at {at} within {within:?}{last}"
                 )))
             }
         }
@@ -243,20 +261,25 @@ async fn supervise(inner: Arc<Inner>) {
         Duration::from_millis(100),
         Duration::from_millis(inner.config.reconnect_max_backoff_ms.max(100)),
     );
+    let mut rotation = Rotation::new(inner.urls.len());
     let mut generation = 0u64;
     loop {
+        let url = inner.urls.get(rotation.current()).cloned().unwrap_or_default();
+        let address = redact_url(&url);
+        *lock(&inner.address) = address.clone();
         let attempt = tokio::select! {
             _ = inner.shutdown.cancelled() => break,
-            attempt = open(&inner, generation + 1) => attempt,
+            attempt = open(&inner, &url, generation + 1) => attempt,
         };
         match attempt {
             Ok(session) => {
                 generation += 1;
                 backoff.reset();
+                rotation.connected();
                 if generation > 1 {
                     crate::metrics::global().bus.reconnected();
                 }
-                tracing::info!(generation, name = %inner.connection_name, "connected to the message broker");
+                tracing::info!(generation, name = %inner.connection_name, %address, "connected to the message broker");
                 inner.state.send_replace(State::Up(session.clone()));
                 tokio::select! {
                     _ = inner.shutdown.cancelled() => {
@@ -268,13 +291,16 @@ async fn supervise(inner: Arc<Inner>) {
                     }
                     _ = session.broken() => {}
                 }
+                rotation.lost();
                 tracing::warn!(
                     generation,
+                    %address,
+                    next = %redact_url(inner.urls.get(rotation.current()).map_or("", String::as_str)),
                     "connection to the message broker lost; reconnecting"
                 );
-                inner
-                    .state
-                    .send_replace(State::Connecting(Some("connection lost".to_owned())));
+                inner.state.send_replace(State::Connecting(Some(format!(
+                    "connection to {address} lost"
+                ))));
                 // Best effort: the connection is usually dead already.
                 let _ = tokio::time::timeout(
                     Duration::from_millis(500),
@@ -283,11 +309,14 @@ async fn supervise(inner: Arc<Inner>) {
                 .await;
             }
             Err(err) => {
+                let message = format!("{address}: {err}");
+                inner.state.send_replace(State::Connecting(Some(message)));
+                if !rotation.failed() {
+                    tracing::warn!(error = %err, %address, "cannot connect to the message broker; trying the next address");
+                    continue;
+                }
                 let delay = backoff.next_delay();
-                tracing::warn!(error = %err, retry_in = ?delay, "cannot connect to the message broker");
-                inner
-                    .state
-                    .send_replace(State::Connecting(Some(err.to_string())));
+                tracing::warn!(error = %err, %address, retry_in = ?delay, "cannot connect to the message broker");
                 tokio::select! {
                     _ = inner.shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
@@ -298,12 +327,13 @@ async fn supervise(inner: Arc<Inner>) {
     inner.state.send_replace(State::Closed);
 }
 
-async fn open(inner: &Inner, generation: u64) -> RpcResult<Arc<Session>> {
+async fn open(inner: &Inner, url: &str, generation: u64) -> RpcResult<Arc<Session>> {
     let config = &inner.config;
-    let mut uri = AMQPUri::from_str(&config.amqp_url).map_err(|e| {
+    let mut uri = AMQPUri::from_str(url).map_err(|e| {
         RpcError::Unavailable(format!(
-            "bad AMQP URL {}: {e}",
-            redact_url(&config.amqp_url)
+            "bad AMQP URL {}: {}",
+            redact_url(url),
+            e.replace(url, &redact_url(url))
         ))
     })?;
     if uri.query.heartbeat.is_none() {
@@ -332,7 +362,7 @@ async fn open(inner: &Inner, generation: u64) -> RpcResult<Arc<Session>> {
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let replies = connection.create_channel().await?;
-    declare_base_topology(&publisher, &inner.names, config).await?;
+    declare_base_topology(&connection, &publisher, &inner.names, config).await?;
     declare_notification_queues(&connection, &inner.names, config).await?;
 
     let broken = CancellationToken::new();
@@ -392,6 +422,7 @@ fn watch_connection(
 /// The exchanges and queues every process may publish to, declared on every
 /// (re)connection so that a wiped broker is rebuilt.
 async fn declare_base_topology(
+    connection: &Connection,
     channel: &Channel,
     names: &Names,
     config: &BusConfig,
@@ -406,27 +437,44 @@ async fn declare_base_topology(
     )
     .await?;
 
+    // On a channel of its own: a `<cx>.dead` of the other type (declared before
+    // SCORIA_RPC_QUEUE_TYPE changed) closes the declaring channel; it stays as
+    // it is (dead letters still land in it) and the log says what to do.
     let dead = names.dead_letter_queue();
-    channel
-        .queue_declare(dead.as_str().into(), durable(), expiry_args(config))
-        .await?;
-    channel
-        .queue_bind(
-            dead.as_str().into(),
-            names.dead_letter_exchange().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let own = connection.create_channel().await?;
+    match own
+        .queue_declare(dead.as_str().into(), durable(), dead_queue_args(config))
+        .await
+    {
+        Ok(_) => {
+            own.queue_bind(
+                dead.as_str().into(),
+                names.dead_letter_exchange().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+            let _ = own.close(200, "declared".into()).await;
+        }
+        Err(err) if is_precondition_failed(&err) => {
+            let mismatch = QueueMismatch::of(&dead, config, &err);
+            tracing::error!(
+                queue = %dead,
+                "{mismatch}; it stays as it is and still takes the dead letters"
+            );
+        }
+        Err(err) => return Err(err.into()),
+    }
     Ok(())
 }
 
 /// Declares the notification queues, bounded as configured, on a channel of
 /// their own: a queue that already exists with other arguments (declared by an
-/// older release, or by an operator) makes the broker close the declaring
-/// channel with PRECONDITION_FAILED; the service then goes on with the queue as
-/// it is and says what to do. Nothing is declared when notifications are off.
+/// older release, or by an operator, or of the other queue type) makes the
+/// broker close the declaring channel with PRECONDITION_FAILED; the service
+/// then goes on with the queue as it is and says what to do. Nothing is
+/// declared when notifications are off.
 async fn declare_notification_queues(
     connection: &Connection,
     names: &Names,
@@ -435,7 +483,7 @@ async fn declare_notification_queues(
     if config.notifications == NotificationMode::Off {
         return Ok(());
     }
-    let args = notification_queue_args(config);
+    let args = notification_queue_args(names, config);
     for priority in ["info", "error"] {
         let queue = names.notifications_queue(priority);
         let channel = connection.create_channel().await?;
@@ -445,10 +493,17 @@ async fn declare_notification_queues(
         match declared {
             Ok(_) => {}
             Err(err) if is_precondition_failed(&err) => {
+                let mismatch = QueueMismatch::of(&queue, config, &err);
+                if mismatch.arg == "x-queue-type" {
+                    tracing::error!(%queue, "{mismatch}; until then it stays as it is");
+                    continue;
+                }
                 tracing::error!(
                     %queue,
+                    queue_type = %config.queue_type,
                     max_length = config.notification_queue_max_length,
                     ttl_ms = config.notification_queue_ttl_ms,
+                    broker = %mismatch.detail,
                     "notification queue exists with other arguments (length limit or TTL): \
                      it stays as it is, unbounded as before; to bound it, delete it once \
                      (`rabbitmqctl delete_queue {queue}`, its unread events are lost) and \
@@ -475,7 +530,7 @@ async fn declare_notification_queues(
 
 /// Whether the broker refused a declaration because the object exists with
 /// other properties.
-fn is_precondition_failed(err: &lapin::Error) -> bool {
+pub(crate) fn is_precondition_failed(err: &lapin::Error) -> bool {
     matches!(
         err.kind(),
         lapin::ErrorKind::ProtocolError(e)
@@ -483,10 +538,105 @@ fn is_precondition_failed(err: &lapin::Error) -> bool {
     )
 }
 
+/// A durable queue that exists with other arguments than this process
+/// declares (the broker's PRECONDITION_FAILED "inequivalent arg ..."), and what
+/// the operator can do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMismatch {
+    /// The queue.
+    pub queue: String,
+    /// The argument that differs (`x-queue-type`, `x-delivery-limit`, ...),
+    /// empty if the broker did not say.
+    pub arg: String,
+    /// Its value on the existing queue, as the broker reports it (`none`: unset).
+    pub current: String,
+    /// The value this process asked for.
+    pub wanted: String,
+    /// The broker's own text.
+    pub detail: String,
+}
+
+impl QueueMismatch {
+    /// The mismatch behind `err`, refused while declaring `queue` with `config`.
+    pub(crate) fn of(queue: &str, config: &BusConfig, err: &lapin::Error) -> Self {
+        let detail = match err.kind() {
+            lapin::ErrorKind::ProtocolError(e) => e.get_message().to_string(),
+            _ => err.to_string(),
+        };
+        Self::parse(queue, config, &detail)
+    }
+
+    /// Reads the broker's text, e.g. `PRECONDITION_FAILED - inequivalent arg
+    /// 'x-queue-type' for queue 'q' in vhost '/': received the value 'quorum'
+    /// of type 'longstr' but current is none`.
+    pub(crate) fn parse(queue: &str, config: &BusConfig, detail: &str) -> Self {
+        let quoted_after = |marker: &str| {
+            let rest = &detail[detail.find(marker)? + marker.len()..];
+            let rest = rest.strip_prefix('\'')?;
+            Some(rest[..rest.find('\'')?].to_owned())
+        };
+        let arg = quoted_after("inequivalent arg ").unwrap_or_default();
+        let value = |marker: &str, none: &str| {
+            if detail.contains(none) {
+                Some("none".to_owned())
+            } else {
+                quoted_after(marker)
+            }
+        };
+        let mut current = value("current is the value ", "current is none").unwrap_or_default();
+        let mut wanted = value("received the value ", "received none").unwrap_or_default();
+        if arg == "x-queue-type" {
+            // A classic queue is declared without the argument.
+            let named = |v: &str| if v == "none" { "classic".to_owned() } else { v.to_owned() };
+            current = named(&current);
+            wanted = config.queue_type.as_str().to_owned();
+        }
+        Self {
+            queue: queue.to_owned(),
+            arg,
+            current,
+            wanted,
+            detail: detail.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for QueueMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let queue = &self.queue;
+        let delete = format!(
+            "stop every Scoria service, delete the queue (`rabbitmqctl delete_queue {queue}`; \
+             the messages in it are lost) and start them again"
+        );
+        match self.arg.as_str() {
+            "x-queue-type" => write!(
+                f,
+                "queue {queue} is a {} queue but SCORIA_RPC_QUEUE_TYPE asks for {}: {delete}, \
+                 or set SCORIA_RPC_QUEUE_TYPE={} back",
+                self.current, self.wanted, self.current
+            ),
+            "x-delivery-limit" => write!(
+                f,
+                "queue {queue} has a delivery limit of {} but SCORIA_RPC_DELIVERY_LIMIT asks \
+                 for {}: {delete}, or set SCORIA_RPC_DELIVERY_LIMIT={} back",
+                self.current, self.wanted, self.current
+            ),
+            _ => write!(
+                f,
+                "queue {queue} exists with other arguments than this service declares \
+                 ({}): {delete}, or configure the service as the queue was declared",
+                self.detail
+            ),
+        }
+    }
+}
+
 /// The arguments of a notification queue: `x-max-length` (the oldest events
 /// are dropped first) and `x-message-ttl`, each only when non-zero, plus
-/// `x-expires` when the configuration asks for it.
-pub(crate) fn notification_queue_args(config: &BusConfig) -> FieldTable {
+/// `x-expires` when the configuration asks for it; as a quorum queue also its
+/// type, the delivery limit and the dead-letter exchange (quorum queues take
+/// all of these from RabbitMQ 3.10 on, `x-message-ttl` included).
+pub(crate) fn notification_queue_args(names: &Names, config: &BusConfig) -> FieldTable {
     let mut args = expiry_args(config);
     if config.notification_queue_max_length > 0 {
         args.insert(
@@ -500,7 +650,42 @@ pub(crate) fn notification_queue_args(config: &BusConfig) -> FieldTable {
             AMQPValue::LongLongInt(config.notification_queue_ttl_ms as i64),
         );
     }
+    if config.queue_type == QueueType::Quorum {
+        insert_dead_letter_exchange(&mut args, names);
+        insert_quorum(&mut args, config, true);
+    }
     args
+}
+
+/// The arguments of `<cx>.dead`: `x-expires` if asked, and the queue type
+/// (no delivery limit: only operators read it).
+pub(crate) fn dead_queue_args(config: &BusConfig) -> FieldTable {
+    let mut args = expiry_args(config);
+    if config.queue_type == QueueType::Quorum {
+        insert_quorum(&mut args, config, false);
+    }
+    args
+}
+
+/// `x-queue-type: quorum`, and `x-delivery-limit` if `limit`.
+fn insert_quorum(args: &mut FieldTable, config: &BusConfig, limit: bool) {
+    args.insert(
+        ShortString::from("x-queue-type"),
+        AMQPValue::LongString(QueueType::Quorum.as_str().into()),
+    );
+    if limit {
+        args.insert(
+            ShortString::from("x-delivery-limit"),
+            AMQPValue::LongLongInt(config.delivery_limit.into()),
+        );
+    }
+}
+
+fn insert_dead_letter_exchange(args: &mut FieldTable, names: &Names) {
+    args.insert(
+        ShortString::from("x-dead-letter-exchange"),
+        AMQPValue::LongString(names.dead_letter_exchange().into()),
+    );
 }
 
 pub(crate) async fn declare_exchange(
@@ -542,14 +727,82 @@ pub(crate) fn expiry_args(config: &BusConfig) -> FieldTable {
     args
 }
 
-/// The arguments of a work queue: dead letters go to `<cx>.dlx`.
+/// The arguments of a work queue: dead letters go to `<cx>.dlx`; a quorum
+/// queue dead-letters there too a message delivered `delivery_limit` times.
 pub(crate) fn work_queue_args(names: &Names, config: &BusConfig) -> FieldTable {
     let mut args = expiry_args(config);
-    args.insert(
-        ShortString::from("x-dead-letter-exchange"),
-        AMQPValue::LongString(names.dead_letter_exchange().into()),
-    );
+    insert_dead_letter_exchange(&mut args, names);
+    if config.queue_type == QueueType::Quorum {
+        insert_quorum(&mut args, config, true);
+    }
     args
+}
+
+/// The arguments of an exclusive, auto-delete queue (a fanout queue): only the
+/// dead-letter exchange; always classic (quorum queues cannot be exclusive).
+pub(crate) fn exclusive_queue_args(names: &Names) -> FieldTable {
+    let mut args = FieldTable::default();
+    insert_dead_letter_exchange(&mut args, names);
+    args
+}
+
+// === Rotation ===
+
+/// Which broker address the supervisor tries, and when it must sleep: it
+/// stays on an address while it answers, moves to the next one when an
+/// attempt fails or the connection is lost, and asks for the backoff only
+/// once every address has failed in a row.
+#[derive(Debug, Clone)]
+pub(crate) struct Rotation {
+    len: usize,
+    current: usize,
+    failures_in_row: usize,
+}
+
+impl Rotation {
+    /// Over `len` addresses (at least one), starting at the first.
+    pub(crate) fn new(len: usize) -> Self {
+        Self {
+            len: len.max(1),
+            current: 0,
+            failures_in_row: 0,
+        }
+    }
+
+    /// The index of the address to try now.
+    pub(crate) fn current(&self) -> usize {
+        self.current
+    }
+
+    /// An attempt at [`Rotation::current`] succeeded.
+    pub(crate) fn connected(&mut self) {
+        self.failures_in_row = 0;
+    }
+
+    /// The connection at [`Rotation::current`] was lost: the node may be gone,
+    /// try the next one first (at once).
+    pub(crate) fn lost(&mut self) {
+        self.failures_in_row = 0;
+        self.advance();
+    }
+
+    /// An attempt at [`Rotation::current`] failed; moves to the next address.
+    /// `true` when every address has now failed in a row: sleep the backoff
+    /// before the next attempt.
+    pub(crate) fn failed(&mut self) -> bool {
+        self.advance();
+        self.failures_in_row += 1;
+        if self.failures_in_row >= self.len {
+            self.failures_in_row = 0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn advance(&mut self) {
+        self.current = (self.current + 1) % self.len;
+    }
 }
 
 // === Backoff ===
@@ -608,7 +861,8 @@ mod tests {
     #[test]
     fn notification_queues_are_bounded_unless_zero() {
         let config = BusConfig::default();
-        let args = notification_queue_args(&config);
+        let names = Names::new("scoria");
+        let args = notification_queue_args(&names, &config);
         let inner = args.inner();
         assert_eq!(
             inner.get("x-max-length"),
@@ -623,6 +877,165 @@ mod tests {
             notification_queue_ttl_ms: 0,
             ..BusConfig::default()
         };
-        assert!(notification_queue_args(&unbounded).inner().is_empty());
+        assert!(
+            notification_queue_args(&names, &unbounded)
+                .inner()
+                .is_empty()
+        );
+    }
+
+    fn quorum() -> BusConfig {
+        BusConfig {
+            queue_type: QueueType::Quorum,
+            delivery_limit: 7,
+            queue_expiry_ms: Some(1_000),
+            ..BusConfig::default()
+        }
+    }
+
+    fn keys(args: &FieldTable) -> Vec<String> {
+        let mut keys: Vec<String> = args.inner().keys().map(|k| k.to_string()).collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn classic_queues_are_declared_as_before() {
+        let names = Names::new("cx");
+        let config = BusConfig {
+            queue_expiry_ms: Some(1_000),
+            ..BusConfig::default()
+        };
+        assert_eq!(
+            keys(&work_queue_args(&names, &config)),
+            ["x-dead-letter-exchange", "x-expires"]
+        );
+        assert_eq!(keys(&dead_queue_args(&config)), ["x-expires"]);
+        assert_eq!(
+            keys(&notification_queue_args(&names, &config)),
+            ["x-expires", "x-max-length", "x-message-ttl"]
+        );
+    }
+
+    #[test]
+    fn quorum_queues_carry_their_type_and_delivery_limit() {
+        let names = Names::new("cx");
+        let config = quorum();
+        let work = work_queue_args(&names, &config);
+        assert_eq!(
+            keys(&work),
+            [
+                "x-dead-letter-exchange",
+                "x-delivery-limit",
+                "x-expires",
+                "x-queue-type"
+            ]
+        );
+        let inner = work.inner();
+        assert_eq!(
+            inner.get("x-queue-type"),
+            Some(&AMQPValue::LongString("quorum".into()))
+        );
+        assert_eq!(
+            inner.get("x-delivery-limit"),
+            Some(&AMQPValue::LongLongInt(7))
+        );
+        assert_eq!(
+            inner.get("x-dead-letter-exchange"),
+            Some(&AMQPValue::LongString("cx.dlx".into()))
+        );
+        // Still bounded, and redeliveries dead-lettered too.
+        assert_eq!(
+            keys(&notification_queue_args(&names, &config)),
+            [
+                "x-dead-letter-exchange",
+                "x-delivery-limit",
+                "x-expires",
+                "x-max-length",
+                "x-message-ttl",
+                "x-queue-type"
+            ]
+        );
+        assert_eq!(
+            keys(&dead_queue_args(&config)),
+            ["x-expires", "x-queue-type"]
+        );
+        // Exclusive queues stay classic whatever the type.
+        assert_eq!(
+            keys(&exclusive_queue_args(&names)),
+            ["x-dead-letter-exchange"]
+        );
+    }
+
+    #[test]
+    fn a_type_mismatch_tells_the_operator_what_to_do() {
+        let text = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue \
+                    'cx.scheduler' in vhost '/': received the value 'quorum' of type \
+                    'longstr' but current is none";
+        let m = QueueMismatch::parse("cx.scheduler", &quorum(), text);
+        assert_eq!(
+            (m.arg.as_str(), m.current.as_str(), m.wanted.as_str()),
+            ("x-queue-type", "classic", "quorum")
+        );
+        let msg = m.to_string();
+        for needle in [
+            "cx.scheduler is a classic queue",
+            "asks for quorum",
+            "rabbitmqctl delete_queue cx.scheduler",
+            "SCORIA_RPC_QUEUE_TYPE=classic",
+        ] {
+            assert!(msg.contains(needle), "{needle:?} not in {msg}");
+        }
+        let back = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in \
+                    vhost '/': received none but current is the value 'quorum' of type 'longstr'";
+        let m = QueueMismatch::parse("q", &BusConfig::default(), back);
+        assert_eq!((m.current.as_str(), m.wanted.as_str()), ("quorum", "classic"));
+        assert!(m.to_string().contains("SCORIA_RPC_QUEUE_TYPE=quorum back"), "{m}");
+
+        let limit = "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'q' \
+                     in vhost '/': received the value '7' of type 'long' but current is the \
+                     value '20' of type 'long'";
+        let m = QueueMismatch::parse("q", &quorum(), limit);
+        assert_eq!((m.current.as_str(), m.wanted.as_str()), ("20", "7"));
+        assert!(m.to_string().contains("SCORIA_RPC_DELIVERY_LIMIT=20"), "{m}");
+        let odd = QueueMismatch::parse("q", &quorum(), "PRECONDITION_FAILED - something else");
+        assert!(odd.to_string().contains("something else"), "{odd}");
+    }
+
+    #[test]
+    fn rotation_moves_on_and_backs_off_once_per_round() {
+        let mut r = Rotation::new(3);
+        assert_eq!(r.current(), 0);
+        // a fails, b fails: no sleep yet; c fails: the whole round failed.
+        assert!(!r.failed());
+        assert_eq!(r.current(), 1);
+        assert!(!r.failed());
+        assert_eq!(r.current(), 2);
+        assert!(r.failed());
+        assert_eq!(r.current(), 0);
+        // a new round: a fails, b answers and stays.
+        assert!(!r.failed());
+        assert_eq!(r.current(), 1);
+        r.connected();
+        assert_eq!(r.current(), 1);
+        // b goes away: c first, at once; c and a fail, b again is the third.
+        r.lost();
+        assert_eq!(r.current(), 2);
+        assert!(!r.failed());
+        assert!(!r.failed());
+        assert_eq!(r.current(), 1);
+        assert!(r.failed(), "all three failed in a row");
+    }
+
+    #[test]
+    fn one_address_backs_off_after_every_failure() {
+        let mut r = Rotation::new(1);
+        assert!(r.failed());
+        assert!(r.failed());
+        assert_eq!(r.current(), 0);
+        r.lost();
+        assert_eq!(r.current(), 0);
+        let mut empty = Rotation::new(0);
+        assert!(empty.failed());
     }
 }

@@ -69,6 +69,10 @@ pub enum RpcError {
         /// Why.
         reason: &'static str,
     },
+    /// A durable queue exists with other arguments (another queue type, say)
+    /// than this process declares; the message says what to do.
+    #[error("{0}")]
+    QueueMismatch(Box<super::broker::QueueMismatch>),
     /// The process is shutting down.
     #[error("shutting down")]
     ShuttingDown,
@@ -87,6 +91,7 @@ impl RpcError {
             | RpcError::ShuttingDown => Code::Unavailable,
             RpcError::BadReply { .. } => Code::Internal,
             RpcError::InvalidTarget { .. } => Code::InvalidArgument,
+            RpcError::QueueMismatch(_) => Code::FailedPrecondition,
         }
     }
 }

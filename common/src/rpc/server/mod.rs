@@ -35,7 +35,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::Status;
 
 use super::{
-    broker::{Backoff, Broker, Session, declare_exchange, durable, work_queue_args},
+    broker::{
+        Backoff, Broker, QueueMismatch, Session, declare_exchange, durable, exclusive_queue_args,
+        is_precondition_failed, work_queue_args,
+    },
     error::{RpcError, RpcResult},
     names::Target,
 };
@@ -198,6 +201,8 @@ impl ServerOptions {
 /// A running server. Dropping it does not stop it: call [`RpcServer::shutdown`].
 pub struct RpcServer {
     ready: watch::Receiver<bool>,
+    /// Why the server cannot consume (a queue of the other type), while it does not.
+    refused: watch::Receiver<Option<Arc<RpcError>>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -216,6 +221,7 @@ impl RpcServer {
             Target::server(options.topic.clone(), server.clone())?;
         }
         let (ready_tx, ready) = watch::channel(false);
+        let (refused_tx, refused) = watch::channel(None);
         let stop = shutdown.child_token();
         let worker = Worker {
             broker,
@@ -223,20 +229,40 @@ impl RpcServer {
             options,
             dispatcher: Arc::new(dispatcher),
             ready: ready_tx,
+            refused: refused_tx,
             stop: stop.clone(),
         };
         let task = tokio::spawn(worker.run());
-        Ok(Self { ready, stop, task })
+        Ok(Self {
+            ready,
+            refused,
+            stop,
+            task,
+        })
     }
 
     /// Waits until the server consumes all its queues (again, after a reconnect).
+    /// Fails at once with [`RpcError::QueueMismatch`] when the broker refuses
+    /// to declare a queue as configured (it exists with another type): a
+    /// service fails its start with that message rather than wait.
     pub async fn wait_ready(&self, within: Duration) -> RpcResult<()> {
         let mut ready = self.ready.clone();
-        tokio::time::timeout(within, ready.wait_for(|r| *r))
+        let mut refused = self.refused.clone();
+        let wait = async {
+            tokio::select! {
+                r = ready.wait_for(|r| *r) => r.map(|_| Ok(())).map_err(|_| RpcError::ShuttingDown)?,
+                r = refused.wait_for(Option::is_some) => match r.ok().and_then(|r| r.clone()) {
+                    Some(err) => match &*err {
+                        RpcError::QueueMismatch(m) => Err(RpcError::QueueMismatch(m.clone())),
+                        other => Err(RpcError::Unavailable(other.to_string())),
+                    },
+                    None => Err(RpcError::ShuttingDown),
+                },
+            }
+        };
+        tokio::time::timeout(within, wait)
             .await
             .map_err(|_| RpcError::Unavailable(format!("server not consuming within {within:?}")))?
-            .map_err(|_| RpcError::ShuttingDown)?;
-        Ok(())
     }
 
     /// Whether the server consumes its queues now.
@@ -269,6 +295,7 @@ struct Worker {
     options: ServerOptions,
     dispatcher: Arc<Dispatcher>,
     ready: watch::Sender<bool>,
+    refused: watch::Sender<Option<Arc<RpcError>>>,
     stop: CancellationToken,
 }
 
@@ -290,7 +317,14 @@ impl Worker {
                 Err(err) => {
                     self.ready.send_replace(false);
                     let delay = backoff.next_delay();
-                    tracing::warn!(topic = %self.options.topic, error = %err, retry_in = ?delay, "rpc server lost its consumers; resuming");
+                    if let RpcError::QueueMismatch(mismatch) = &err {
+                        // Tried again (the operator may delete the queue), but
+                        // whoever waits for this server learns why at once.
+                        tracing::error!(topic = %self.options.topic, queue = %mismatch.queue, retry_in = ?delay, "{err}");
+                        self.refused.send_replace(Some(Arc::new(err)));
+                    } else {
+                        tracing::warn!(topic = %self.options.topic, error = %err, retry_in = ?delay, "rpc server lost its consumers; resuming");
+                    }
                     tokio::select! {
                         _ = self.stop.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
@@ -341,6 +375,7 @@ impl Worker {
             tags.push(consumer.tag().clone());
             consumers.push(tag(queue, consumer));
         }
+        self.refused.send_replace(None);
         self.ready.send_replace(true);
         tracing::info!(topic = %self.options.topic, server = ?self.options.server, fanout = self.options.fanout, "rpc server consuming");
 
@@ -409,13 +444,7 @@ impl Worker {
         let exchange = names.fanout_exchange(&self.options.topic);
         declare_exchange(channel, &exchange, ExchangeKind::Fanout).await?;
         let queue = names.new_fanout_queue(&self.options.topic);
-        let mut args = FieldTable::default();
-        if let Some(dlx) = work_queue_args(names, self.broker.config())
-            .inner()
-            .get("x-dead-letter-exchange")
-        {
-            args.insert("x-dead-letter-exchange".into(), dlx.clone());
-        }
+        let args = exclusive_queue_args(names);
         channel
             .queue_declare(
                 queue.as_str().into(),
@@ -464,7 +493,14 @@ async fn declare_and_bind(
             durable(),
             work_queue_args(names, broker.config()),
         )
-        .await?;
+        .await
+        .map_err(|err| {
+            if is_precondition_failed(&err) {
+                RpcError::QueueMismatch(Box::new(QueueMismatch::of(&queue, broker.config(), &err)))
+            } else {
+                err.into()
+            }
+        })?;
     channel
         .queue_bind(
             queue.as_str().into(),
