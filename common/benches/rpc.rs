@@ -5,6 +5,10 @@
 //! p50; `call` p50/p99 sequential and calls/s with 10 concurrent callers; `cast`
 //! throughput (persistent, confirmed, consumed and acked); `fanout` deliveries/s
 //! to two servers; and `ratio` = call p50 / raw p50.
+//!
+//! `SCORIA_BENCH_QUEUE_TYPE=classic|quorum` (default classic) sets the type of
+//! the work queues (`bus.queue_type`), to compare the two on one machine; the
+//! first line printed names it.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::{
@@ -27,7 +31,7 @@ use lapin::{
 };
 use scoria_common::{
     RequestContext,
-    config::BusConfig,
+    config::{BusConfig, QueueType},
     rpc::{Broker, Dispatcher, RpcClient, RpcServer, ServerOptions, Target},
 };
 use tokio_util::sync::CancellationToken;
@@ -85,8 +89,16 @@ async fn main() -> anyhow::Result<()> {
     } = sizes();
     let url = amqp_url();
     let exchange = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let queue_type = match std::env::var("SCORIA_BENCH_QUEUE_TYPE") {
+        Ok(value) => QueueType::try_from(value).map_err(|e| {
+            anyhow::anyhow!("SCORIA_BENCH_QUEUE_TYPE: {}", e.replace("SCORIA_RPC_QUEUE_TYPE (config key `bus.queue_type`)", "it"))
+        })?,
+        Err(_) => QueueType::Classic,
+    };
+    println!("queues  {queue_type}");
     let config = BusConfig {
         amqp_url: url.clone(),
+        queue_type,
         control_exchange: exchange.clone(),
         queue_expiry_ms: Some(60_000),
         prefetch: 256,

@@ -2,9 +2,11 @@
 //! queue named after a control exchange `<cx>` (`<cx>` itself or `<cx>.…`, see
 //! `scoria_common::rpc::names`) is listed with `rabbitmqctl` (AMQP cannot list)
 //! and deleted over AMQP with `lapin`. [`crate::stack::Stack`] does this when it
-//! ends; [`TestExchange`] does it for the bus-level tests.
+//! ends; [`TestExchange`] does it for the bus-level tests. A test on a broker
+//! of its own (a cluster of test nodes) says where it is with a
+//! [`BrokerAccess`].
 
-use std::{fmt, ops::Deref, str::FromStr, time::Duration};
+use std::{fmt, ops::Deref, path::PathBuf, str::FromStr, time::Duration};
 
 use lapin::{
     Connection, ConnectionProperties,
@@ -41,38 +43,131 @@ fn belongs(name: &str, cx: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
-/// The virtual host of the test broker's URL (`%2f` is `/`).
-fn vhost() -> anyhow::Result<String> {
-    let uri = AMQPUri::from_str(&amqp_url())
-        .map_err(|e| anyhow::anyhow!("SCORIA_TEST_AMQP_URL is not an AMQP URL: {e}"))?;
-    Ok(uri.vhost)
+/// One way to run `rabbitmqctl` against a broker node.
+#[derive(Debug, Clone)]
+pub struct Ctl {
+    /// The program.
+    pub program: PathBuf,
+    /// Arguments before the command (`-n <node>`).
+    pub args: Vec<String>,
+    /// Its environment (`HOME`, where the Erlang cookie is).
+    pub env: Vec<(String, String)>,
 }
 
-/// `rabbitmqctl <list> -p <vhost> <columns>`: a row of tab-separated columns a
-/// line.
-async fn rabbitmqctl_rows(
-    list: &str,
-    vhost: &str,
-    columns: &[&str],
-) -> anyhow::Result<Vec<String>> {
-    let out = Command::new("rabbitmqctl")
-        .args([list, "-p", vhost])
-        .args(columns)
-        .args(["--no-table-headers", "-q"])
-        .output()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("rabbitmqctl is needed (it comes with rabbitmq-server): {e}")
-        })?;
-    anyhow::ensure!(
-        out.status.success(),
-        "rabbitmqctl {list} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect())
+/// Where a broker is: its AMQP addresses (the first that answers is used) and
+/// the `rabbitmqctl` of each of its nodes (the first that answers is used).
+#[derive(Debug, Clone)]
+pub struct BrokerAccess {
+    /// AMQP URLs, all of one vhost.
+    pub amqp_urls: Vec<String>,
+    /// `rabbitmqctl` per node.
+    pub ctl: Vec<Ctl>,
+}
+
+impl BrokerAccess {
+    /// The machine's broker (`SCORIA_TEST_AMQP_URL`, plain `rabbitmqctl`).
+    pub fn machine() -> Self {
+        Self {
+            amqp_urls: vec![amqp_url()],
+            ctl: vec![Ctl {
+                program: PathBuf::from("rabbitmqctl"),
+                args: Vec::new(),
+                env: Vec::new(),
+            }],
+        }
+    }
+
+    /// The virtual host of the first URL (`%2f` is `/`).
+    fn vhost(&self) -> anyhow::Result<String> {
+        let url = self.amqp_urls.first().map_or("", String::as_str);
+        let uri = AMQPUri::from_str(url)
+            .map_err(|e| anyhow::anyhow!("{url:?} is not an AMQP URL: {e}"))?;
+        Ok(uri.vhost)
+    }
+
+    /// A connection to the first address that answers.
+    pub async fn connect(&self) -> anyhow::Result<Connection> {
+        let mut errors = Vec::new();
+        for url in &self.amqp_urls {
+            match Connection::connect(url, ConnectionProperties::default()).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => errors.push(format!("{url}: {e}")),
+            }
+        }
+        anyhow::bail!("no broker address answers: {errors:?}")
+    }
+
+    /// `rabbitmqctl <args>` on the first node that answers; its stdout.
+    pub async fn ctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut errors = Vec::new();
+        for ctl in &self.ctl {
+            let out = Command::new(&ctl.program)
+                .args(&ctl.args)
+                .args(args)
+                .envs(ctl.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .output()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("rabbitmqctl is needed (it comes with rabbitmq-server): {e}")
+                })?;
+            if out.status.success() {
+                return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+            }
+            errors.push(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        anyhow::bail!("rabbitmqctl {args:?} failed: {errors:?}")
+    }
+
+    /// `rabbitmqctl <list> -p <vhost> <columns>`: a row of tab-separated
+    /// columns a line.
+    async fn rows(&self, list: &str, columns: &[&str]) -> anyhow::Result<Vec<String>> {
+        let vhost = self.vhost()?;
+        let mut args = vec![list, "-p", vhost.as_str()];
+        args.extend_from_slice(columns);
+        args.extend_from_slice(&["--no-table-headers", "-q"]);
+        Ok(self
+            .ctl(&args)
+            .await?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// The queues of control exchange `cx`: name, type (`classic`, `quorum`)
+    /// and arguments as `rabbitmqctl list_queues name type arguments` prints
+    /// them, sorted by name.
+    pub async fn queues(&self, cx: &str) -> anyhow::Result<Vec<QueueRow>> {
+        let mut rows: Vec<QueueRow> = self
+            .rows("list_queues", &["name", "type", "arguments"])
+            .await?
+            .into_iter()
+            .filter_map(|row| {
+                let mut cols = row.splitn(3, '\t');
+                let name = cols.next()?.to_owned();
+                let kind = cols.next().unwrap_or_default().trim().to_owned();
+                let arguments = cols.next().unwrap_or_default().to_owned();
+                belongs(&name, cx).then_some(QueueRow {
+                    name,
+                    kind,
+                    arguments,
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(rows)
+    }
+}
+
+/// One queue as `rabbitmqctl list_queues name type arguments` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRow {
+    /// The name.
+    pub name: String,
+    /// `classic` or `quorum`.
+    pub kind: String,
+    /// The arguments, as printed.
+    pub arguments: String,
 }
 
 /// Which queues a removal leaves alone.
@@ -88,11 +183,14 @@ pub enum Spare {
 }
 
 /// What the broker holds under `cx`, and the queues `spare` leaves alone.
-async fn list(cx: &str, spare: Spare) -> anyhow::Result<(BrokerObjects, Vec<String>)> {
-    let vhost = vhost()?;
+async fn list(
+    access: &BrokerAccess,
+    cx: &str,
+    spare: Spare,
+) -> anyhow::Result<(BrokerObjects, Vec<String>)> {
     let (exchanges, queues) = tokio::try_join!(
-        rabbitmqctl_rows("list_exchanges", &vhost, &["name"]),
-        rabbitmqctl_rows("list_queues", &vhost, &["name", "exclusive", "consumers"]),
+        access.rows("list_exchanges", &["name"]),
+        access.rows("list_queues", &["name", "exclusive", "consumers"]),
     )?;
     let mut found = BrokerObjects {
         exchanges: exchanges.into_iter().filter(|n| belongs(n, cx)).collect(),
@@ -121,7 +219,7 @@ async fn list(cx: &str, spare: Spare) -> anyhow::Result<(BrokerObjects, Vec<Stri
 /// Lists (with `rabbitmqctl list_exchanges name` and `list_queues name`) every
 /// exchange and queue of control exchange `cx` on the test broker.
 pub async fn broker_objects(cx: &str) -> anyhow::Result<BrokerObjects> {
-    Ok(list(cx, Spare::Exclusive).await?.0)
+    Ok(list(&BrokerAccess::machine(), cx, Spare::Exclusive).await?.0)
 }
 
 /// Deletes every exchange and queue of control exchange `cx` from the test
@@ -129,11 +227,20 @@ pub async fn broker_objects(cx: &str) -> anyhow::Result<BrokerObjects> {
 /// are left, a few times, sparing the queues `spare` says. Returns what it
 /// deleted; fails naming what is left.
 pub async fn delete_broker_objects(cx: &str, spare: Spare) -> anyhow::Result<BrokerObjects> {
+    delete_broker_objects_on(&BrokerAccess::machine(), cx, spare).await
+}
+
+/// [`delete_broker_objects`] on the broker `access` says.
+pub async fn delete_broker_objects_on(
+    access: &BrokerAccess,
+    cx: &str,
+    spare: Spare,
+) -> anyhow::Result<BrokerObjects> {
     let mut deleted = BrokerObjects::default();
     let mut conn: Option<Connection> = None;
     let mut failures = Vec::new();
     for round in 0..DELETE_ROUNDS {
-        let (mut found, spared) = list(cx, spare).await?;
+        let (mut found, spared) = list(access, cx, spare).await?;
         found.queues.retain(|q| !spared.contains(q));
         if found.is_empty() {
             break;
@@ -148,8 +255,7 @@ pub async fn delete_broker_objects(cx: &str, spare: Spare) -> anyhow::Result<Bro
         }
         let conn = match &conn {
             Some(conn) => conn,
-            None => conn
-                .insert(Connection::connect(&amqp_url(), ConnectionProperties::default()).await?),
+            None => conn.insert(access.connect().await?),
         };
         failures.clear();
         // A refused delete closes its channel: a fresh channel for each.
@@ -188,12 +294,17 @@ pub async fn delete_broker_objects(cx: &str, spare: Spare) -> anyhow::Result<Bro
 /// own with its own runtime (the caller may be inside one). A failure is
 /// printed, not raised: a test that ends must not fail for it.
 pub fn delete_broker_objects_blocking(cx: &str, spare: Spare) {
-    let cx = cx.to_owned();
+    delete_broker_objects_blocking_on(&BrokerAccess::machine(), cx, spare);
+}
+
+/// [`delete_broker_objects_blocking`] on the broker `access` says.
+pub fn delete_broker_objects_blocking_on(access: &BrokerAccess, cx: &str, spare: Spare) {
+    let (cx, access) = (cx.to_owned(), access.clone());
     let done = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(delete_broker_objects(&cx, spare))
+        runtime.block_on(delete_broker_objects_on(&access, &cx, spare))
     })
     .join();
     match done {

@@ -405,6 +405,11 @@ fn watch_connection(
                     Some(Event::ConnectionUnblocked) => {
                         tracing::info!("the broker unblocked publishers");
                     }
+                    // A channel the broker closed (a refused declaration, say)
+                    // is reported here too: the connection itself is fine.
+                    Some(Event::Error(err)) if is_channel_error(&err) && status.connected() => {
+                        tracing::debug!(error = %err, "a channel was closed by the broker");
+                    }
                     Some(Event::Error(err)) => {
                         tracing::debug!(error = %err, "broker connection error");
                         broken.cancel();
@@ -458,7 +463,7 @@ async fn declare_base_topology(
             let _ = own.close(200, "declared".into()).await;
         }
         Err(err) if is_precondition_failed(&err) => {
-            let mismatch = QueueMismatch::of(&dead, config, &err);
+            let mismatch = diagnose(connection, &dead, config, &err, dead_queue_args).await;
             tracing::error!(
                 queue = %dead,
                 "{mismatch}; it stays as it is and still takes the dead letters"
@@ -493,7 +498,10 @@ async fn declare_notification_queues(
         match declared {
             Ok(_) => {}
             Err(err) if is_precondition_failed(&err) => {
-                let mismatch = QueueMismatch::of(&queue, config, &err);
+                let mismatch = diagnose(connection, &queue, config, &err, |c| {
+                    notification_queue_args(names, c)
+                })
+                .await;
                 if mismatch.arg == "x-queue-type" {
                     tracing::error!(%queue, "{mismatch}; until then it stays as it is");
                     continue;
@@ -526,6 +534,53 @@ async fn declare_notification_queues(
         let _ = channel.close(200, "declared".into()).await;
     }
     Ok(())
+}
+
+/// Whether `err` closed one channel only (a soft protocol error).
+fn is_channel_error(err: &lapin::Error) -> bool {
+    matches!(
+        err.kind(),
+        lapin::ErrorKind::ProtocolError(e) if matches!(e.kind(), AMQPErrorKind::Soft(_))
+    )
+}
+
+/// What differs on `queue`, refused with `err` when declared with
+/// `args_of(config)`. When the broker names another argument first (the
+/// dead-letter exchange, say), a declaration with the arguments of the other
+/// queue type tells whether the queue is of that type.
+pub(crate) async fn diagnose(
+    connection: &Connection,
+    queue: &str,
+    config: &BusConfig,
+    err: &lapin::Error,
+    args_of: impl Fn(&BusConfig) -> FieldTable,
+) -> QueueMismatch {
+    let mut mismatch = QueueMismatch::of(queue, config, err);
+    if mismatch.arg == "x-queue-type" {
+        return mismatch;
+    }
+    let other = BusConfig {
+        queue_type: match config.queue_type {
+            QueueType::Classic => QueueType::Quorum,
+            QueueType::Quorum => QueueType::Classic,
+        },
+        ..config.clone()
+    };
+    let Ok(probe) = connection.create_channel().await else {
+        return mismatch;
+    };
+    // Declaring an existing queue with its own arguments changes nothing.
+    if probe
+        .queue_declare(queue.into(), durable(), args_of(&other))
+        .await
+        .is_ok()
+    {
+        mismatch.arg = "x-queue-type".to_owned();
+        mismatch.current = other.queue_type.as_str().to_owned();
+        mismatch.wanted = config.queue_type.as_str().to_owned();
+        let _ = probe.close(200, "probed".into()).await;
+    }
+    mismatch
 }
 
 /// Whether the broker refused a declaration because the object exists with

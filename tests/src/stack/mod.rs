@@ -70,6 +70,10 @@ pub struct StackOptions {
     /// Speak TLS to the API with these files (set its `SCORIA_API_TLS_*` in the
     /// extra environment).
     pub api_tls: Option<ClientTls>,
+    /// The broker the stack's objects are deleted from when it ends, when it
+    /// is not the machine's (a cluster of the test's own: set its
+    /// `SCORIA_AMQP_URL` in the extra environment too).
+    pub broker: Option<broker::BrokerAccess>,
 }
 
 /// The files a client speaks TLS to the API with.
@@ -102,6 +106,8 @@ pub struct Stack {
     channel: Channel,
     /// Whether the broker objects are deleted already.
     broker_clean: bool,
+    /// The broker they are deleted from.
+    broker_access: broker::BrokerAccess,
     kind: DbKind,
     pg_database: Option<String>,
     children: Vec<(String, Child)>,
@@ -203,6 +209,10 @@ impl Stack {
             database_url,
             db,
             broker_clean: false,
+            broker_access: options
+                .broker
+                .clone()
+                .unwrap_or_else(broker::BrokerAccess::machine),
             kind,
             pg_database,
             children: Vec::new(),
@@ -403,7 +413,9 @@ impl Stack {
             .iter_mut()
             .all(|(_, child)| matches!(child.try_wait(), Ok(Some(_))));
         if all_exited {
-            match broker::delete_broker_objects(&self.exchange, Spare::Exclusive).await {
+            match broker::delete_broker_objects_on(&self.broker_access, &self.exchange, Spare::Exclusive)
+                .await
+            {
                 Ok(_) => self.broker_clean = true,
                 Err(e) => eprintln!("cleaning up the broker: {e}"),
             }
@@ -431,7 +443,11 @@ impl Drop for Stack {
         self.kill_all_blocking();
         // Then nothing of the stack holds the broker objects any more.
         if !self.broker_clean {
-            broker::delete_broker_objects_blocking(&self.exchange, Spare::Exclusive);
+            broker::delete_broker_objects_blocking_on(
+                &self.broker_access,
+                &self.exchange,
+                Spare::Exclusive,
+            );
         }
         // Exports (`qemu-nbd`) outlive the volume service by design; the stack's
         // own go with it (their command lines name files under its dir).

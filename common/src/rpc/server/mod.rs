@@ -37,7 +37,7 @@ use tonic::Status;
 use super::{
     broker::{
         Backoff, Broker, QueueMismatch, Session, declare_exchange, durable, exclusive_queue_args,
-        is_precondition_failed, work_queue_args,
+        diagnose, is_precondition_failed, work_queue_args,
     },
     error::{RpcError, RpcResult},
     names::Target,
@@ -366,7 +366,7 @@ impl Worker {
             queues.push(Target::server(self.options.topic.clone(), server.clone())?);
         }
         for target in &queues {
-            let (queue, consumer) = self.consume_work_queue(&channel, target).await?;
+            let (queue, consumer) = self.consume_work_queue(session, &channel, target).await?;
             tags.push(consumer.tag().clone());
             consumers.push(tag(queue, consumer));
         }
@@ -431,10 +431,11 @@ impl Worker {
     /// Declares and consumes `target`'s queue; its name and the consumer.
     async fn consume_work_queue(
         &self,
+        session: &Session,
         channel: &Channel,
         target: &Target,
     ) -> RpcResult<(String, Consumer)> {
-        let queue = declare_and_bind(&self.broker, channel, target).await?;
+        let queue = declare_and_bind(&self.broker, session, channel, target).await?;
         consume(channel, queue).await
     }
 
@@ -475,32 +476,38 @@ impl Worker {
 pub async fn declare_work_queue(broker: &Broker, target: &Target) -> RpcResult<()> {
     let session = broker.session(broker.config().publish_timeout()).await?;
     let channel = session.connection.create_channel().await?;
-    let declared = declare_and_bind(broker, &channel, target).await;
+    let declared = declare_and_bind(broker, &session, &channel, target).await;
     let _ = channel.close(200, "declared".into()).await;
     declared.map(|_| ())
 }
 
 async fn declare_and_bind(
     broker: &Broker,
+    session: &Session,
     channel: &Channel,
     target: &Target,
 ) -> RpcResult<String> {
     let names = broker.names();
     let queue = names.queue(target);
-    channel
+    let config = broker.config();
+    if let Err(err) = channel
         .queue_declare(
             queue.as_str().into(),
             durable(),
-            work_queue_args(names, broker.config()),
+            work_queue_args(names, config),
         )
         .await
-        .map_err(|err| {
-            if is_precondition_failed(&err) {
-                RpcError::QueueMismatch(Box::new(QueueMismatch::of(&queue, broker.config(), &err)))
-            } else {
-                err.into()
-            }
-        })?;
+    {
+        if !is_precondition_failed(&err) {
+            return Err(err.into());
+        }
+        let mismatch: QueueMismatch =
+            diagnose(&session.connection, &queue, config, &err, |c| {
+                work_queue_args(names, c)
+            })
+            .await;
+        return Err(RpcError::QueueMismatch(Box::new(mismatch)));
+    }
     channel
         .queue_bind(
             queue.as_str().into(),

@@ -3,6 +3,7 @@
 mod call;
 mod cast;
 mod failures;
+mod queue_types;
 
 use std::{
     sync::{Arc, Mutex},
