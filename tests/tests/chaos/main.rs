@@ -13,6 +13,7 @@
 
 mod broker;
 mod database;
+mod rabbit_cluster;
 mod races;
 mod reschedule;
 mod scheduler_down;

@@ -44,6 +44,7 @@ async fn the_lifecycle_runs_over_tls_on_all_three_hops() {
                 ca: shared.ca.cert.clone(),
                 identity: Some(client.clone()),
             }),
+            broker: None,
         },
     )
     .await;
