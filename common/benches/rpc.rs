@@ -91,7 +91,10 @@ async fn main() -> anyhow::Result<()> {
     let exchange = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let queue_type = match std::env::var("SCORIA_BENCH_QUEUE_TYPE") {
         Ok(value) => QueueType::try_from(value).map_err(|e| {
-            anyhow::anyhow!("SCORIA_BENCH_QUEUE_TYPE: {}", e.replace("SCORIA_RPC_QUEUE_TYPE (config key `bus.queue_type`)", "it"))
+            anyhow::anyhow!(
+                "SCORIA_BENCH_QUEUE_TYPE: {}",
+                e.replace("SCORIA_RPC_QUEUE_TYPE (config key `bus.queue_type`)", "it")
+            )
         })?,
         Err(_) => QueueType::Classic,
     };

@@ -966,7 +966,10 @@ mod tests {
             &env(&[("SCORIA_RPC_DELIVERY_LIMIT", "0")]),
         )
         .expect_err("0");
-        assert!(err.to_string().contains("SCORIA_RPC_DELIVERY_LIMIT"), "{err}");
+        assert!(
+            err.to_string().contains("SCORIA_RPC_DELIVERY_LIMIT"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -999,7 +1002,9 @@ mod tests {
         let err = load("amqp://a:5672,http://u:secret@b").expect_err("second bad");
         let msg = err.to_string();
         assert!(
-            msg.contains("SCORIA_AMQP_URL") && msg.contains("http://u:***@b") && !msg.contains("secret"),
+            msg.contains("SCORIA_AMQP_URL")
+                && msg.contains("http://u:***@b")
+                && !msg.contains("secret"),
             "{msg}"
         );
         let err = load(" , ").expect_err("empty");

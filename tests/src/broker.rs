@@ -219,7 +219,9 @@ async fn list(
 /// Lists (with `rabbitmqctl list_exchanges name` and `list_queues name`) every
 /// exchange and queue of control exchange `cx` on the test broker.
 pub async fn broker_objects(cx: &str) -> anyhow::Result<BrokerObjects> {
-    Ok(list(&BrokerAccess::machine(), cx, Spare::Exclusive).await?.0)
+    Ok(list(&BrokerAccess::machine(), cx, Spare::Exclusive)
+        .await?
+        .0)
 }
 
 /// Deletes every exchange and queue of control exchange `cx` from the test

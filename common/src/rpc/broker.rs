@@ -264,7 +264,11 @@ async fn supervise(inner: Arc<Inner>) {
     let mut rotation = Rotation::new(inner.urls.len());
     let mut generation = 0u64;
     loop {
-        let url = inner.urls.get(rotation.current()).cloned().unwrap_or_default();
+        let url = inner
+            .urls
+            .get(rotation.current())
+            .cloned()
+            .unwrap_or_default();
         let address = redact_url(&url);
         *lock(&inner.address) = address.clone();
         let attempt = tokio::select! {
@@ -368,6 +372,7 @@ async fn open(inner: &Inner, url: &str, generation: u64) -> RpcResult<Arc<Sessio
     let broken = CancellationToken::new();
     watch_connection(
         &connection,
+        [publisher.clone(), replies.clone()],
         broken.clone(),
         inner.shutdown.clone(),
         &inner.tasks,
@@ -382,10 +387,12 @@ async fn open(inner: &Inner, url: &str, generation: u64) -> RpcResult<Arc<Sessio
     }))
 }
 
-/// Cancels `broken` on the first connection error event, or when a periodic
-/// status check finds the connection gone (whichever comes first).
+/// Cancels `broken` on the first connection error event (or the loss of one
+/// of the `shared` channels), or when a periodic status check finds the
+/// connection gone (whichever comes first).
 fn watch_connection(
     connection: &Connection,
+    shared: [Channel; 2],
     broken: CancellationToken,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
@@ -406,8 +413,13 @@ fn watch_connection(
                         tracing::info!("the broker unblocked publishers");
                     }
                     // A channel the broker closed (a refused declaration, say)
-                    // is reported here too: the connection itself is fine.
-                    Some(Event::Error(err)) if is_channel_error(&err) && status.connected() => {
+                    // is reported here too: the connection is fine unless the
+                    // channel was one every user shares.
+                    Some(Event::Error(err))
+                        if is_channel_error(&err)
+                            && status.connected()
+                            && shared.iter().all(|c| c.status().connected()) =>
+                    {
                         tracing::debug!(error = %err, "a channel was closed by the broker");
                     }
                     Some(Event::Error(err)) => {
@@ -418,7 +430,7 @@ fn watch_connection(
                     Some(_) => {}
                     None => { broken.cancel(); return; }
                 },
-                _ = tick.tick() => if !status.connected() { broken.cancel(); return; },
+                _ = tick.tick() => if !status.connected() || shared.iter().any(|c| !c.status().connected()) { broken.cancel(); return; },
             }
         }
     });
@@ -642,8 +654,9 @@ impl QueueMismatch {
         let mut wanted = value("received the value ", "received none").unwrap_or_default();
         if arg == "x-queue-type" {
             // A classic queue is declared without the argument.
-            let named = |v: &str| if v == "none" { "classic".to_owned() } else { v.to_owned() };
-            current = named(&current);
+            if current == "none" {
+                current = QueueType::Classic.as_str().to_owned();
+            }
             wanted = config.queue_type.as_str().to_owned();
         }
         Self {
@@ -1044,15 +1057,24 @@ mod tests {
         let back = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in \
                     vhost '/': received none but current is the value 'quorum' of type 'longstr'";
         let m = QueueMismatch::parse("q", &BusConfig::default(), back);
-        assert_eq!((m.current.as_str(), m.wanted.as_str()), ("quorum", "classic"));
-        assert!(m.to_string().contains("SCORIA_RPC_QUEUE_TYPE=quorum back"), "{m}");
+        assert_eq!(
+            (m.current.as_str(), m.wanted.as_str()),
+            ("quorum", "classic")
+        );
+        assert!(
+            m.to_string().contains("SCORIA_RPC_QUEUE_TYPE=quorum back"),
+            "{m}"
+        );
 
         let limit = "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'q' \
                      in vhost '/': received the value '7' of type 'long' but current is the \
                      value '20' of type 'long'";
         let m = QueueMismatch::parse("q", &quorum(), limit);
         assert_eq!((m.current.as_str(), m.wanted.as_str()), ("20", "7"));
-        assert!(m.to_string().contains("SCORIA_RPC_DELIVERY_LIMIT=20"), "{m}");
+        assert!(
+            m.to_string().contains("SCORIA_RPC_DELIVERY_LIMIT=20"),
+            "{m}"
+        );
         let odd = QueueMismatch::parse("q", &quorum(), "PRECONDITION_FAILED - something else");
         assert!(odd.to_string().contains("something else"), "{odd}");
     }

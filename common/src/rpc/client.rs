@@ -352,9 +352,14 @@ impl RpcClient {
                     );
                 }
             }
-            // The queue died with its connection: calls waiting on it fail now
-            // instead of at their timeout.
+            // The queue died with its connection (or its channel alone was
+            // closed): calls waiting on it fail now instead of at their
+            // timeout, and the next call sets up a new one.
             lock(&inner.pending).retain(|_, (g, _)| *g != generation);
+            let mut current = lock(&inner.reply_queue);
+            if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+                *current = None;
+            }
         });
         *lock(&self.inner.reply_queue) = Some((generation, name.clone()));
         Ok(name)

@@ -413,8 +413,12 @@ impl Stack {
             .iter_mut()
             .all(|(_, child)| matches!(child.try_wait(), Ok(Some(_))));
         if all_exited {
-            match broker::delete_broker_objects_on(&self.broker_access, &self.exchange, Spare::Exclusive)
-                .await
+            match broker::delete_broker_objects_on(
+                &self.broker_access,
+                &self.exchange,
+                Spare::Exclusive,
+            )
+            .await
             {
                 Ok(_) => self.broker_clean = true,
                 Err(e) => eprintln!("cleaning up the broker: {e}"),

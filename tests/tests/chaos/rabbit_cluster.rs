@@ -162,7 +162,10 @@ async fn the_node_leading_the_queues_stops_mid_burst_and_nothing_is_lost() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(stack.serving().await, "the API does not serve after the node loss");
+    assert!(
+        stack.serving().await,
+        "the API does not serve after the node loss"
+    );
     // The queues live on, led by a node still running.
     let new_leader =
         tokio::task::block_in_place(|| cluster.leader(&scheduler_queue, Duration::from_secs(30)))

@@ -36,8 +36,8 @@ use tonic::Status;
 
 use super::{
     broker::{
-        Backoff, Broker, QueueMismatch, Session, declare_exchange, durable, exclusive_queue_args,
-        diagnose, is_precondition_failed, work_queue_args,
+        Backoff, Broker, QueueMismatch, Session, declare_exchange, diagnose, durable,
+        exclusive_queue_args, is_precondition_failed, work_queue_args,
     },
     error::{RpcError, RpcResult},
     names::Target,
@@ -501,11 +501,10 @@ async fn declare_and_bind(
         if !is_precondition_failed(&err) {
             return Err(err.into());
         }
-        let mismatch: QueueMismatch =
-            diagnose(&session.connection, &queue, config, &err, |c| {
-                work_queue_args(names, c)
-            })
-            .await;
+        let mismatch: QueueMismatch = diagnose(&session.connection, &queue, config, &err, |c| {
+            work_queue_args(names, c)
+        })
+        .await;
         return Err(RpcError::QueueMismatch(Box::new(mismatch)));
     }
     channel

@@ -110,7 +110,10 @@ async fn a_message_redelivered_past_the_limit_is_dead_lettered() {
         .expect("declare");
 
     // A consumer that dies with the message every time (here: gives it back).
-    let conn = BrokerAccess::machine().connect().await.expect("raw connection");
+    let conn = BrokerAccess::machine()
+        .connect()
+        .await
+        .expect("raw connection");
     let channel = conn.create_channel().await.expect("channel");
     channel
         .basic_publish(
@@ -184,7 +187,10 @@ async fn a_message_redelivered_past_the_limit_is_dead_lettered() {
     );
     // Not looping any more: the work queue is empty.
     let left = channel
-        .basic_get(format!("{cx}.t").as_str().into(), BasicGetOptions::default())
+        .basic_get(
+            format!("{cx}.t").as_str().into(),
+            BasicGetOptions::default(),
+        )
         .await
         .expect("get");
     assert!(left.is_none(), "still in the work queue: {left:?}");
