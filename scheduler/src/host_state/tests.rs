@@ -319,10 +319,17 @@ fn a_cluster_is_one_pool_usable_while_one_member_is_up_and_enabled() {
         member("b@file", now - 1_000, false),
     ]);
     // Both members report the cluster's one pool; the second report replaces the first.
-    hosts.update(&report("shared@file", now - 10, &[("file", 10.0, 10.0)]), now);
+    hosts.update(
+        &report("shared@file", now - 10, &[("file", 10.0, 10.0)]),
+        now,
+    );
     hosts.update(&report("shared@file", now, &[("file", 10.0, 9.0)]), now);
     assert_eq!(usable_keys(&hosts, now), ["shared@file#file"]);
-    assert_eq!(hosts.live_services(now), ["shared@file"], "the cluster, not its members");
+    assert_eq!(
+        hosts.live_services(now),
+        ["shared@file"],
+        "the cluster, not its members"
+    );
     assert!(hosts.has_reports_from(&hosts.live_services(now)));
 
     // One member disabled, the other up: still usable.

@@ -16,7 +16,11 @@ impl Stack {
     /// export ports, then `extra_env`, and waits for its first heartbeat as
     /// `member@<backend>`. Its process is named `scoria-volume@<member>` (log
     /// file, [`Stack::stop_service`]); returns its `member@backend`.
-    pub async fn start_volume_member(&mut self, member: &str, extra_env: &[(&str, &str)]) -> String {
+    pub async fn start_volume_member(
+        &mut self,
+        member: &str,
+        extra_env: &[(&str, &str)],
+    ) -> String {
         let name = format!("scoria-volume@{member}");
         assert!(
             !self.children.iter().any(|(n, _)| *n == name),

@@ -139,7 +139,11 @@ async fn objects_match_the_database(stack: &Stack, shared: &Path) {
         "every volume available: {others:?}\n{}",
         stack.logs()
     );
-    assert_eq!(objects(shared, "volume"), available, "objects on disk = rows");
+    assert_eq!(
+        objects(shared, "volume"),
+        available,
+        "objects on disk = rows"
+    );
 }
 
 /// Acting as the only member left: extends, snapshots and deletes volumes the
@@ -237,7 +241,11 @@ async fn two_members_of_one_cluster_share_the_work_and_hand_it_over() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(names, [format!("{cluster}#qcow2")], "one pool, the cluster's");
+    assert_eq!(
+        names,
+        [format!("{cluster}#qcow2")],
+        "one pool, the cluster's"
+    );
 
     // A burst: spread over both members, every volume's host the cluster's.
     let mut volumes = stack.volumes(PROJECT);
@@ -290,8 +298,8 @@ async fn two_members_of_one_cluster_share_the_work_and_hand_it_over() {
 
     // Member a alone extends, snapshots and deletes what member b created.
     let by_b: Vec<String> = {
-        let log = std::fs::read_to_string(stack.log_path("scoria-volume@member-b"))
-            .unwrap_or_default();
+        let log =
+            std::fs::read_to_string(stack.log_path("scoria-volume@member-b")).unwrap_or_default();
         ids.iter()
             .filter(|id| {
                 log.lines()
