@@ -122,6 +122,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             ManagerSettings::from_config(&config),
         )
         .with_operation_deadline(config.operation_deadline())
+        .with_member(member.clone())
         .with_exports(Arc::new(export::ExportManager::new(
             config.export.host.clone(),
             config.export_ports(),

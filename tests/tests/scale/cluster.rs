@@ -200,6 +200,90 @@ async fn act_on(stack: &Stack, shared: &Path, [extend, snap, delete]: [&str; 3])
     assert!(object(shared, "volume", delete).is_none(), "object removed");
 }
 
+/// Whether a `qemu-nbd` process serving volume `id` runs (from `/proc`).
+fn nbd_serving(id: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .any(|c| c.contains("qemu-nbd") && c.contains(&format!("volume-{id}")))
+}
+
+/// The pid files of the exports in `run_dir`.
+fn pid_files(run_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(run_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.ends_with(".pid"))
+        .collect()
+}
+
+/// Attaches each of `ids` in turn and detaches it: the export runs under the
+/// member that started it (its run dir, its row's export host), and the detach
+/// reaches that member (its `qemu-nbd` is gone after it).
+async fn exports_stay_with_their_member(
+    stack: &Stack,
+    ids: &[String],
+    members: [(&str, PathBuf); 2],
+) {
+    for id in ids {
+        let attachment = stack
+            .attachments(PROJECT)
+            .create_attachment(pb::CreateAttachmentRequest {
+                volume_id: id.clone(),
+                connector: Some(pb::Connector {
+                    host: "compute-1".into(),
+                    ip: "10.0.0.5".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("attach {id}: {e:?}\n{}", stack.logs()))
+            .into_inner();
+        let owner = stack
+            .db
+            .export_host(&attachment.id)
+            .await
+            .expect("export host")
+            .expect("an attached row names its export host");
+        let (_, run_dir) = members
+            .iter()
+            .find(|(m, _)| *m == owner)
+            .unwrap_or_else(|| panic!("export host {owner} is no member"));
+        let (_, other_dir) = members.iter().find(|(m, _)| *m != owner).expect("other");
+        let pid = format!("volume-{id}.pid");
+        assert!(
+            pid_files(run_dir).contains(&pid),
+            "{owner} runs the export of {id}"
+        );
+        assert!(
+            !pid_files(other_dir).contains(&pid),
+            "only {owner} exports {id}"
+        );
+        assert!(nbd_serving(id));
+        stack
+            .attachments(PROJECT)
+            .delete_attachment(pb::DeleteAttachmentRequest {
+                id: attachment.id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("detach {id}: {e:?}\n{}", stack.logs()));
+        stack
+            .wait_status(PROJECT, id, pb::VolumeStatus::Available)
+            .await;
+        assert!(
+            !nbd_serving(id),
+            "the detach reached {owner}: its qemu-nbd of {id} stopped"
+        );
+        assert!(!pid_files(run_dir).contains(&pid));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_members_of_one_cluster_share_the_work_and_hand_it_over() {
     let shared_dir = tempfile::tempdir().expect("shared dir");
@@ -270,6 +354,23 @@ async fn two_members_of_one_cluster_share_the_work_and_hand_it_over() {
         assert_eq!(v.host, cluster, "volume {id}'s host is the cluster's");
     }
     objects_match_the_database(&stack, &shared).await;
+
+    let run_dirs = [
+        (
+            first.as_str(),
+            stack.dir.path().join("exports").join(&first),
+        ),
+        (
+            second.as_str(),
+            stack
+                .dir
+                .path()
+                .join("member-b")
+                .join("exports")
+                .join(&second),
+        ),
+    ];
+    exports_stay_with_their_member(&stack, &ids[..4.min(ids.len())], run_dirs).await;
 
     // SIGTERM to member b in the middle of a burst: its queued and unacked
     // work goes to the other member; every confirmed create settles.
