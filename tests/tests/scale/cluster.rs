@@ -192,7 +192,6 @@ async fn act_on(stack: &Stack, shared: &Path, [extend, snap, delete]: [&str; 3])
     volumes
         .delete_volume(pb::DeleteVolumeRequest {
             id: delete.to_owned(),
-            ..Default::default()
         })
         .await
         .expect("delete");
@@ -409,7 +408,7 @@ async fn two_members_of_one_cluster_share_the_work_and_hand_it_over() {
             .cloned()
             .collect()
     };
-    assert!(by_b.len() >= 1, "member b created {by_b:?}");
+    assert!(!by_b.is_empty(), "member b created {by_b:?}");
     let pick = |i: usize| by_b[i % by_b.len()].clone();
     let (e, s, d) = (pick(0), pick(1), pick(2));
     if by_b.len() >= 3 {
