@@ -299,14 +299,24 @@ async fn two_members_of_one_cluster_share_the_work_and_hand_it_over() {
     let second = stack.start_volume_member("member-b", &[]).await;
     let cluster = "shared@qcow2";
 
-    // Two service rows, both naming the cluster.
-    let services = stack.db.list_services().await.expect("services");
-    for member in [&first, &second] {
-        let row = services
-            .iter()
-            .find(|s| s.binary == "scoria-volume" && &s.host == member)
-            .unwrap_or_else(|| panic!("no services row of {member}: {services:?}"));
-        assert_eq!(row.cluster, cluster, "{member}");
+    // Two service rows, both naming the cluster (written right after the
+    // first heartbeat).
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let services = stack.db.list_services().await.expect("services");
+        let named = |member: &str| {
+            services
+                .iter()
+                .any(|s| s.binary == "scoria-volume" && s.host == member && s.cluster == cluster)
+        };
+        if named(&first) && named(&second) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both members' rows name {cluster}: {services:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The scheduler sees one pool, the cluster's (both members report it).
     let deadline = Instant::now() + SETTLE;
