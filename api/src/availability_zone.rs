@@ -89,6 +89,7 @@ mod tests {
             disabled,
             disabled_reason: String::new(),
             last_heartbeat_ms: 1_000_000 - beat_ago_ms,
+            cluster: String::new(),
         }
     }
 

@@ -373,6 +373,9 @@ pub struct Service {
     pub disabled_reason: String,
     /// Last heartbeat, ms since the epoch.
     pub last_heartbeat_ms: i64,
+    /// The cluster a volume service is a member of, as the `cluster@backend`
+    /// it serves (empty: none).
+    pub cluster: String,
 }
 
 impl Service {

@@ -266,6 +266,7 @@ mod tests {
             disabled: true,
             disabled_reason: "maintenance".into(),
             last_heartbeat_ms: 1_000_000,
+            cluster: String::new(),
         };
         let up = service_to_proto(&service, 1_060_000, 60_000);
         assert_eq!(

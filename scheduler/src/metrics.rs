@@ -222,6 +222,7 @@ mod tests {
             disabled,
             disabled_reason: String::new(),
             last_heartbeat_ms: beat,
+            cluster: String::new(),
         };
         let services = [service("a@f", 1_000, false), service("b@f", 800, true)];
         f.set_services(&services, 1_500, 1_000);

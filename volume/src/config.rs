@@ -40,6 +40,8 @@ pub const VOLUME_ENV: &[EnvKey] = &[
         "SCORIA_OPERATION_DEADLINE_SECS",
         "volume.operation_deadline_secs",
     ),
+    EnvKey::str("SCORIA_VOLUME_CLUSTER", "volume.cluster"),
+    EnvKey::str("SCORIA_VOLUME_BACKEND_DIR", "volume.backend_dir"),
     EnvKey::str("SCORIA_EXPORT_HOST", "export.host"),
     EnvKey::str("SCORIA_EXPORT_PORTS", "export.ports"),
 ];
@@ -122,6 +124,16 @@ pub struct VolumeSection {
     /// delete, extend, snapshots) before its reconciler, or a scheduler's reaper
     /// when it is down, steps in (`SCORIA_OPERATION_DEADLINE_SECS`).
     pub operation_deadline_secs: u64,
+    /// The active-active cluster this service is a member of
+    /// (`SCORIA_VOLUME_CLUSTER`, Cinder's `cluster`; empty: none). Members of one
+    /// cluster serve one backend together: its topic, pool and volumes' `host`
+    /// are `<cluster>@<backend>`, while each keeps its own `<host>@<backend>`
+    /// for its heartbeat and its server queue.
+    pub cluster: String,
+    /// Where the backend keeps its objects (`SCORIA_VOLUME_BACKEND_DIR`; empty:
+    /// `<data_dir>/<backend>`). The members of a cluster point it at one
+    /// directory every one of them reaches.
+    pub backend_dir: String,
 }
 
 impl Default for VolumeSection {
@@ -137,6 +149,8 @@ impl Default for VolumeSection {
             reserved_percentage: 0,
             reconcile_interval_secs: 60,
             operation_deadline_secs: 600,
+            cluster: String::new(),
+            backend_dir: String::new(),
         }
     }
 }
@@ -224,6 +238,20 @@ impl ProcessConfig for Config {
         if let Err(reason) = parse_ports(&self.export.ports) {
             return refuse("export.ports", reason);
         }
+        if !v.cluster.is_empty()
+            && !v
+                .cluster
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return refuse(
+                "volume.cluster",
+                format!(
+                    "{:?} must be ASCII letters, digits, '-', '_' or '.'",
+                    v.cluster
+                ),
+            );
+        }
         if self.service.host.is_empty() || self.service.host.contains(['@', '#', '*']) {
             return refuse(
                 "service.host",
@@ -238,15 +266,36 @@ impl ProcessConfig for Config {
 }
 
 impl Config {
-    /// The service's host, `host@backend`: its topic, its `services` row, the
-    /// `host` of its volumes.
+    /// The service's routing identity for its backend: its topic, its pool, the
+    /// `host` of its volumes and snapshots. `host@backend`, or
+    /// `cluster@backend` for a member of a cluster (shared by every member).
     pub fn host(&self) -> String {
+        match self.cluster() {
+            Some(cluster) => format!("{cluster}@{}", self.volume.backend),
+            None => self.member(),
+        }
+    }
+
+    /// This process's own identity, `host@backend`: its `services` row
+    /// (heartbeats) and, in a cluster, the owner of the exports it starts.
+    /// The same as [`Config::host`] outside a cluster.
+    pub fn member(&self) -> String {
         format!("{}@{}", self.service.host, self.volume.backend)
     }
 
-    /// Where the backend keeps its objects: `<data_dir>/<backend>`.
+    /// The cluster's name, if this service is a member of one.
+    pub fn cluster(&self) -> Option<&str> {
+        Some(self.volume.cluster.as_str()).filter(|c| !c.is_empty())
+    }
+
+    /// Where the backend keeps its objects: `volume.backend_dir`, else
+    /// `<data_dir>/<backend>`.
     pub fn backend_dir(&self) -> std::path::PathBuf {
-        self.service.data_dir.join(&self.volume.backend)
+        if self.volume.backend_dir.is_empty() {
+            self.service.data_dir.join(&self.volume.backend)
+        } else {
+            std::path::PathBuf::from(&self.volume.backend_dir)
+        }
     }
 
     /// The ports of the exports (validated by [`ProcessConfig::validate`]; the default
@@ -256,10 +305,11 @@ impl Config {
     }
 
     /// Where the export servers' pid files and logs live, one directory per
-    /// backend: `<data_dir>/exports/<host@backend>`. A restarted service finds its
-    /// running servers there.
+    /// backend: `<data_dir>/exports/<host@backend>` (the member's own identity,
+    /// never the cluster's: exports are not shared). A restarted service finds
+    /// its running servers there.
     pub fn export_run_dir(&self) -> std::path::PathBuf {
-        self.service.data_dir.join("exports").join(self.host())
+        self.service.data_dir.join("exports").join(self.member())
     }
 
     /// The heartbeat interval.
@@ -388,6 +438,38 @@ mod tests {
         let err =
             Config::load_from(None, &env(&[("SCORIA_EXPORT_HOST", "")])).expect_err("empty host");
         assert!(err.to_string().contains("export.host"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_member_routes_as_the_cluster_and_beats_as_itself() {
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("SCORIA_HOST", "node1"),
+                ("SCORIA_DATA_DIR", "/var/lib/a"),
+                ("SCORIA_VOLUME_CLUSTER", "shared"),
+                ("SCORIA_VOLUME_BACKEND_DIR", "/mnt/shared/file"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.host(), "shared@file");
+        assert_eq!(c.member(), "node1@file");
+        assert_eq!(c.cluster(), Some("shared"));
+        assert_eq!(
+            c.backend_dir(),
+            std::path::PathBuf::from("/mnt/shared/file")
+        );
+        // Nothing but the objects is shared: the exports stay the member's.
+        assert_eq!(
+            c.export_run_dir(),
+            std::path::PathBuf::from("/var/lib/a/exports/node1@file")
+        );
+        let alone = Config::load_from(None, &env(&[("SCORIA_HOST", "node1")])).expect("load");
+        assert_eq!(alone.cluster(), None);
+        assert_eq!(alone.host(), alone.member());
+        let err = Config::load_from(None, &env(&[("SCORIA_VOLUME_CLUSTER", "a@b")]))
+            .expect_err("must fail");
+        assert!(err.to_string().contains("volume.cluster"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,13 @@
 //! served, the exports of the last run are adopted (or started again) and stuck
 //! attachments settled; on shutdown the exports are released, not stopped, so NBD
 //! clients stay connected across a restart, SIGTERM or SIGKILL alike.
+//!
+//! A member of a cluster (`volume.cluster`, Cinder's `cluster`) serves the
+//! cluster's topic `volume.<cluster@backend>` beside the other members (they
+//! compete for its shared queue), reports the cluster's one pool and gives its
+//! volumes that host; its heartbeat, its `services` row (which names the
+//! cluster) and its own server queue `volume.<cluster@backend>.<host>` are its
+//! own, under `<host>@<backend>`.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -89,8 +96,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     config.validate()?;
     let host = config.host();
+    let member = config.member();
     let driver = driver::registry::build(&driver_settings(&config))?;
-    let mut runtime = ServiceRuntime::new(BINARY, host.clone(), shutdown);
+    let mut runtime = ServiceRuntime::new(BINARY, member.clone(), shutdown);
     runtime
         .serve_metrics(&config.service.metrics_listen)
         .await?;
@@ -114,6 +122,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             ManagerSettings::from_config(&config),
         )
         .with_operation_deadline(config.operation_deadline())
+        .with_member(member.clone())
         .with_exports(Arc::new(export::ExportManager::new(
             config.export.host.clone(),
             config.export_ports(),
@@ -122,6 +131,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     );
     tracing::info!(
         %host,
+        %member,
         exchange = %config.bus.control_exchange,
         driver = %config.volume.driver,
         data_dir = %config.service.data_dir.display(),
@@ -184,7 +194,11 @@ async fn start(
     let host = config.host();
     let drain = config.service.drain_timeout();
     let ops: Arc<dyn VolumeOps> = manager.clone();
-    let topic = ServerOptions::topic(volume_topic(&host)).with_drain_timeout(drain);
+    let mut topic = ServerOptions::topic(volume_topic(&host)).with_drain_timeout(drain);
+    if config.cluster().is_some() {
+        // What must reach this member (and no other) comes on its own queue.
+        topic = topic.with_server(config.service.host.clone());
+    }
     if !runtime
         .serve(
             broker,
@@ -217,7 +231,11 @@ async fn start(
     }
     let zone = &config.volume.availability_zone;
     runtime.beat(db, zone).await?;
-    tracing::info!(%host, "{BINARY} ready: consuming, capabilities reported, heartbeat written");
+    // The row names its cluster (none: cleared, for a member that left one).
+    let cluster = config.cluster().map(|_| host.as_str()).unwrap_or_default();
+    db.set_service_cluster(BINARY, &config.member(), cluster)
+        .await?;
+    tracing::info!(%host, member = %config.member(), "{BINARY} ready: consuming, capabilities reported, heartbeat written");
 
     runtime.heartbeat(db.clone(), zone.clone(), config.heartbeat_interval());
     let reconciler = Arc::new(reconciler::Reconciler::new(

@@ -39,11 +39,20 @@ pub struct Shared {
     pub(crate) locks: Arc<VolumeLocks>,
     /// The NBD exports of attachments (None: this service attaches nothing).
     pub(crate) exports: Option<Arc<ExportManager>>,
+    /// This member's own `host@backend` in a cluster (None: [`Shared::host`]):
+    /// the export host of the attachments it exports.
+    pub(crate) member: Option<String>,
 }
 
 // === impl Shared ===
 
 impl Shared {
+    /// The `host@backend` of the exports this process starts: its member
+    /// identity in a cluster, else its host.
+    pub(crate) fn export_host(&self) -> &str {
+        self.member.as_deref().unwrap_or(&self.host)
+    }
+
     /// Removes the backend object of a volume whose row is gone (best effort).
     pub(crate) async fn remove_leftover(&self, id: &str) {
         if let Err(err) = self.driver.delete_volume(id).await {
@@ -101,6 +110,8 @@ impl Shared {
             .db
             .list_attachments(&AttachmentQuery {
                 volume_id: Some(attachment.volume_id.clone()),
+                // Only the users of this process's export (a member's own).
+                export_host: Some(self.export_host().to_owned()),
                 statuses: AttachmentStatus::ACTIVE.to_vec(),
                 ..Default::default()
             })

@@ -359,12 +359,34 @@ impl AttachmentApi {
             status: AttachmentStatus::Detaching,
             ..attachment.clone()
         };
-        let call = self.ports.volumes.detach_volume(ctx, &host, request);
+        // The export belongs to the member that started it: a member of a
+        // cluster is reached on its own server queue.
+        let export_host = self
+            .db
+            .export_host(&id)
+            .await
+            .map_err(ApiError::db(format!("get attachment {id}'s export host")))?;
+        let to = detach_destination(&host, export_host.as_deref());
+        let call = self.ports.volumes.detach_volume(ctx, &to, request);
         intent
             .send(call, |why| self.settle_failed(ctx, failed, &host, why))
             .await?;
         tracing::info!(attachment_id = %id, volume_id = %attachment.volume_id, host = %host, "volume detached");
         Ok(pb::DeleteAttachmentResponse {})
+    }
+}
+
+/// Where the detach of an attachment of a volume on `volume_host` goes: to
+/// the volume's host, or, when another member (`export_host`, `host@backend`)
+/// of the volume's cluster started the export, to that member's server queue:
+/// `<volume_host>.<member's host>`, the routing key of `Target::server`.
+fn detach_destination(volume_host: &str, export_host: Option<&str>) -> String {
+    match export_host {
+        Some(member) if member != volume_host => {
+            let server = member.split_once('@').map_or(member, |(h, _)| h);
+            format!("{volume_host}.{server}")
+        }
+        _ => volume_host.to_owned(),
     }
 }
 

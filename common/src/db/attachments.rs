@@ -58,6 +58,9 @@ pub struct AttachmentQuery {
     pub volume_id: Option<String>,
     /// Only of volumes of this backend (`host@backend`).
     pub volume_host: Option<String>,
+    /// Only those whose export this member (`host@backend`) started, or whose
+    /// export host is not recorded.
+    pub export_host: Option<String>,
     /// Only in one of these statuses (empty: any).
     pub statuses: Vec<AttachmentStatus>,
     /// Only after this `(created_at_ms, id)`.
@@ -309,12 +312,42 @@ impl Db {
             .eq("project_id", query.project_id.as_deref())
             .eq("volume_id", query.volume_id.as_deref())
             .eq("volume_host", query.volume_host.as_deref())
+            .any_of(
+                "export_host",
+                query.export_host.iter().flat_map(|h| [h.as_str(), ""]),
+            )
             .any_of("status", query.statuses.iter().map(|s| s.as_str()))
             .after(query.after.as_ref())
             .limit(Some(query.limit).filter(|&n| n > 0))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(attachment_from_row).collect()
+    }
+
+    /// Records that member `host` (`host@backend`) starts the export of the
+    /// `attaching` attachment `id`. Whether the row was `attaching`.
+    pub async fn set_export_host(&self, id: &str, host: &str) -> DbResult<bool> {
+        let done =
+            sqlx::query("UPDATE attachments SET export_host = $1 WHERE id = $2 AND status = $3")
+                .bind(host)
+                .bind(id)
+                .bind(AttachmentStatus::Attaching.as_str())
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The member that started attachment `id`'s export, if recorded (None: the
+    /// row is gone, or its volume's host exports it).
+    pub async fn export_host(&self, id: &str) -> DbResult<Option<String>> {
+        let row = sqlx::query("SELECT export_host FROM attachments WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| row.try_get::<String, _>("export_host"))
+            .transpose()
+            .map(|h| h.filter(|h| !h.is_empty()))
+            .map_err(Into::into)
     }
 
     /// Applies `change` to attachment `id` if it is in one of `from`, inside a

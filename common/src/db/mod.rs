@@ -144,6 +144,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "volume types", include_str!("schema_v3.sql")),
     (4, "attachments", include_str!("schema_v4.sql")),
     (5, "quotas", include_str!("schema_v5.sql")),
+    (6, "volume service clusters", include_str!("schema_v6.sql")),
 ];
 
 /// The version whose [`engine_statements`] install the quota triggers and

@@ -88,8 +88,10 @@ impl Db {
 
     /// The entries overdue at `now_ms` whose owner is a `binary` service that is
     /// down: its last heartbeat is older than `down_before_ms`, or it has no
-    /// `services` row at all. Entries owned by `except` (the scheduler's own
-    /// name) are not listed. The most overdue first.
+    /// `services` row at all. An owner that is a cluster (`cluster@backend`, the
+    /// `services.cluster` of its members) is down only when every member is.
+    /// Entries owned by `except` (the scheduler's own name) are not listed. The
+    /// most overdue first.
     pub async fn orphaned_workers(
         &self,
         binary: &str,
@@ -99,9 +101,9 @@ impl Db {
     ) -> DbResult<Vec<WorkerEntry>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM workers w \
-             LEFT JOIN services s ON s.binary_name = $1 AND s.host = w.service \
              WHERE w.deadline < $2 AND w.service <> $3 \
-             AND (s.host IS NULL OR s.last_heartbeat < $4) \
+             AND NOT EXISTS (SELECT 1 FROM services s WHERE s.binary_name = $1 \
+             AND (s.host = w.service OR s.cluster = w.service) AND s.last_heartbeat >= $4) \
              ORDER BY w.deadline, w.resource_id"
         )))
         .bind(binary)

@@ -58,6 +58,25 @@ impl Db {
         Ok(updated.rows_affected() == 1)
     }
 
+    /// Records that the service `binary` on `host` is a member of the cluster
+    /// it serves as `cluster` (`cluster@backend`; empty: of none). Whether the
+    /// service exists.
+    pub async fn set_service_cluster(
+        &self,
+        binary: &str,
+        host: &str,
+        cluster: &str,
+    ) -> DbResult<bool> {
+        let updated =
+            sqlx::query("UPDATE services SET cluster = $1 WHERE binary_name = $2 AND host = $3")
+                .bind(cluster)
+                .bind(binary)
+                .bind(host)
+                .execute(&self.pool)
+                .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
     /// The service `binary` on `host`, if registered.
     pub async fn get_service(&self, binary: &str, host: &str) -> DbResult<Option<Service>> {
         Ok(self
@@ -70,7 +89,7 @@ impl Db {
     /// Every registered service.
     pub async fn list_services(&self) -> DbResult<Vec<Service>> {
         let rows = sqlx::query(
-            "SELECT binary_name, host, availability_zone, disabled, disabled_reason, last_heartbeat \
+            "SELECT binary_name, host, availability_zone, disabled, disabled_reason, last_heartbeat, cluster \
              FROM services ORDER BY binary_name, host",
         )
         .fetch_all(&self.pool)
@@ -84,6 +103,7 @@ impl Db {
                     disabled: row.try_get::<i64, _>("disabled")? != 0,
                     disabled_reason: row.try_get("disabled_reason")?,
                     last_heartbeat_ms: row.try_get("last_heartbeat")?,
+                    cluster: row.try_get("cluster")?,
                 })
             })
             .collect()

@@ -103,6 +103,48 @@ async fn orphans_are_overdue_entries_of_down_or_unknown_services() {
 }
 
 #[tokio::test]
+async fn work_of_a_cluster_is_orphaned_only_when_every_member_is_down() {
+    let t = temp_db().await;
+    let now = now_ms();
+    for member in ["a@file", "b@file"] {
+        t.db()
+            .heartbeat("scoria-volume", member, "az")
+            .await
+            .expect("beat");
+        assert!(
+            t.db()
+                .set_service_cluster("scoria-volume", member, "shared@file")
+                .await
+                .expect("cluster")
+        );
+    }
+    sqlx::query("UPDATE services SET last_heartbeat = $1 WHERE host = 'a@file'")
+        .bind(now - 120_000)
+        .execute(t.db().pool())
+        .await
+        .expect("age a's heartbeat");
+    let of_cluster = volume(t.db(), VolumeStatus::Deleting, "shared@file", now - 1_000).await;
+    let orphans = |t: &TempDb| {
+        let db = t.db().clone();
+        async move {
+            db.orphaned_workers("scoria-volume", "scoria-scheduler", now - 60_000, now)
+                .await
+                .expect("list")
+        }
+    };
+    assert!(
+        orphans(&t).await.is_empty(),
+        "member b is up: the cluster's work is its"
+    );
+    sqlx::query("UPDATE services SET last_heartbeat = $1 WHERE host = 'b@file'")
+        .bind(now - 120_000)
+        .execute(t.db().pool())
+        .await
+        .expect("age b's heartbeat");
+    assert_eq!(orphans(&t).await, vec![of_cluster], "every member down");
+}
+
+#[tokio::test]
 async fn an_entry_is_moved_or_removed_only_as_it_was_read() {
     let t = temp_db().await;
     let entry = volume(t.db(), VolumeStatus::Creating, "n1@file", 10).await;

@@ -367,20 +367,11 @@ impl HostManager {
     }
 
     /// Replaces the snapshot of the `services` table (volume services only).
+    /// The members of a cluster stand for one service, by the cluster's
+    /// `cluster@backend` (the host its reports name): up and enabled while one
+    /// member is.
     pub fn set_services(&self, services: &[Service]) {
-        let snapshot = services
-            .iter()
-            .filter(|s| s.binary == VOLUME_BINARY)
-            .map(|s| {
-                (
-                    s.host.clone(),
-                    ServiceLiveness {
-                        last_heartbeat_ms: s.last_heartbeat_ms,
-                        disabled: s.disabled,
-                    },
-                )
-            })
-            .collect();
+        let snapshot = cluster_liveness(services.iter().filter(|s| s.binary == VOLUME_BINARY));
         self.lock().services = snapshot;
     }
 
@@ -503,6 +494,40 @@ impl HostManager {
                 .get(&pool.host)
                 .is_some_and(|s| self.service_usable(s, now_ms))
     }
+}
+
+/// The liveness of each reporting host: a service alone by its `host@backend`,
+/// the members of a cluster merged under the cluster's `cluster@backend` (the
+/// latest heartbeat of an enabled member; disabled only if every member is).
+fn cluster_liveness<'a>(
+    services: impl Iterator<Item = &'a Service>,
+) -> HashMap<String, ServiceLiveness> {
+    let mut merged: HashMap<String, ServiceLiveness> = HashMap::new();
+    for service in services {
+        let key = if service.cluster.is_empty() {
+            &service.host
+        } else {
+            &service.cluster
+        };
+        let this = ServiceLiveness {
+            last_heartbeat_ms: service.last_heartbeat_ms,
+            disabled: service.disabled,
+        };
+        merged
+            .entry(key.clone())
+            .and_modify(|held| {
+                *held = match (held.disabled, this.disabled) {
+                    (false, true) => *held,
+                    (true, false) => this,
+                    _ => ServiceLiveness {
+                        last_heartbeat_ms: held.last_heartbeat_ms.max(this.last_heartbeat_ms),
+                        disabled: held.disabled,
+                    },
+                }
+            })
+            .or_insert(this);
+    }
+    merged
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ pub(crate) fn service(host: &str, heartbeat_ms: i64, disabled: bool) -> Service 
         disabled,
         disabled_reason: String::new(),
         last_heartbeat_ms: heartbeat_ms,
+        cluster: String::new(),
     }
 }
 
@@ -303,4 +304,46 @@ fn storage_pool_shows_virtual_consumption_and_the_pools_own_capabilities() {
         (p.total_capacity_gib, p.free_capacity_gib),
         (f64::INFINITY, -1.0)
     );
+}
+
+#[test]
+fn a_cluster_is_one_pool_usable_while_one_member_is_up_and_enabled() {
+    let hosts = manager();
+    let now = 1_000_000;
+    let member = |host: &str, beat: i64, disabled: bool| Service {
+        cluster: "shared@file".to_owned(),
+        ..service(host, beat, disabled)
+    };
+    hosts.set_services(&[
+        member("a@file", now - 61_000, false),
+        member("b@file", now - 1_000, false),
+    ]);
+    // Both members report the cluster's one pool; the second report replaces the first.
+    hosts.update(
+        &report("shared@file", now - 10, &[("file", 10.0, 10.0)]),
+        now,
+    );
+    hosts.update(&report("shared@file", now, &[("file", 10.0, 9.0)]), now);
+    assert_eq!(usable_keys(&hosts, now), ["shared@file#file"]);
+    assert_eq!(
+        hosts.live_services(now),
+        ["shared@file"],
+        "the cluster, not its members"
+    );
+    assert!(hosts.has_reports_from(&hosts.live_services(now)));
+
+    // One member disabled, the other up: still usable.
+    hosts.set_services(&[
+        member("a@file", now, true),
+        member("b@file", now - 1_000, false),
+    ]);
+    assert_eq!(usable_keys(&hosts, now), ["shared@file#file"]);
+    // Every member down (or disabled): not usable.
+    hosts.set_services(&[
+        member("a@file", now, true),
+        member("b@file", now - 61_000, false),
+    ]);
+    assert!(usable_keys(&hosts, now).is_empty());
+    hosts.set_services(&[member("a@file", now, true), member("b@file", now, true)]);
+    assert!(usable_keys(&hosts, now).is_empty());
 }

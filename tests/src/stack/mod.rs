@@ -7,6 +7,7 @@
 //! or drop) it deletes every exchange and queue of its control exchange.
 
 mod clients;
+mod cluster;
 mod env;
 mod metrics;
 mod services;

@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 use super::{START_TIMEOUT, Stack, channel, serving};
 
 /// What tells that a process just spawned is ready.
-enum Ready<'a> {
+pub(super) enum Ready<'a> {
     /// A heartbeat it writes.
     Beat(Heartbeat<'a>),
     /// The health check of the API behind the channel answering SERVING.
@@ -19,10 +19,10 @@ enum Ready<'a> {
 
 /// A heartbeat to wait for: of `binary` (on `host`, when given), written at or
 /// after `since_ms`.
-struct Heartbeat<'a> {
-    binary: &'a str,
-    host: Option<&'a str>,
-    since_ms: i64,
+pub(super) struct Heartbeat<'a> {
+    pub(super) binary: &'a str,
+    pub(super) host: Option<&'a str>,
+    pub(super) since_ms: i64,
 }
 
 // === impl Stack ===
@@ -142,7 +142,7 @@ impl Stack {
     /// Waits until process `name`, just spawned, is `ready` (its heartbeat
     /// written, or its health check serving). Panics with the logs if it exits or
     /// is not ready within the start timeout.
-    async fn wait_started(&mut self, name: &str, ready: Ready<'_>) {
+    pub(super) async fn wait_started(&mut self, name: &str, ready: Ready<'_>) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name)

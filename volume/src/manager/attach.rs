@@ -104,6 +104,12 @@ impl VolumeManager {
                 });
             }
         }
+        // The export is this process's: detaches come to it (its server queue
+        // in a cluster), and its restart restores it.
+        self.shared
+            .db
+            .set_export_host(id, self.shared.export_host())
+            .await?;
         self.shared
             .settler
             .announce(ctx, Event::VolumeAttachStart, &attachment);

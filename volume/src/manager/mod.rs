@@ -108,6 +108,7 @@ impl VolumeManager {
                 in_flight: Default::default(),
                 locks: Default::default(),
                 exports: None,
+                member: None,
             },
             scheduler,
             settings,
@@ -119,6 +120,13 @@ impl VolumeManager {
     /// [`CREATE_DEADLINE`]); past it, the reconciler (or a reaper) steps in.
     pub fn with_operation_deadline(mut self, deadline: Duration) -> Self {
         self.operation_deadline = deadline;
+        self
+    }
+
+    /// Makes this manager a member of a cluster as `member` (`host@backend`):
+    /// the exports it starts are recorded as its own (see `attach.rs`).
+    pub fn with_member(mut self, member: impl Into<String>) -> Self {
+        self.shared.member = Some(member.into());
         self
     }
 

@@ -50,6 +50,8 @@ impl VolumeManager {
             .db
             .list_attachments(&AttachmentQuery {
                 volume_host: Some(self.settings.host.clone()),
+                // A member of a cluster restores its own exports only.
+                export_host: Some(self.shared.export_host().to_owned()),
                 statuses: vec![
                     AttachmentStatus::Attaching,
                     AttachmentStatus::Attached,
