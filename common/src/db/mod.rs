@@ -218,6 +218,7 @@ impl Db {
     }
 
     /// The pool on `url`, without running the migrations.
+    #[cfg(test)]
     async fn open(url: &str) -> DbResult<Self> {
         Self::open_pool(url, PoolSize::DEFAULT).await
     }
