@@ -39,6 +39,10 @@ pub struct FleetOptions {
     pub capacities_gib: [u64; 3],
     /// Further environment of every process.
     pub env: Vec<(String, String)>,
+    /// `(upstream, via)`: the services reach the database at `via` (a proxy's
+    /// `host:port`) instead of `upstream` (the test PostgreSQL's), while the
+    /// fleet's own connection goes straight to it.
+    pub database_via: Option<(String, String)>,
 }
 
 impl Default for FleetOptions {
@@ -46,6 +50,7 @@ impl Default for FleetOptions {
         Self {
             capacities_gib: [1000; 3],
             env: Vec::new(),
+            database_via: None,
         }
     }
 }
@@ -69,7 +74,12 @@ impl Fleet {
         let first = options.capacities_gib[0].to_string();
         let mut env: Vec<(&str, &str)> = vec![QUEUE_TYPE, ("SCORIA_VOLUME_CAPACITY_GIB", &first)];
         env.extend(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let mut stack = Stack::start_with(DbKind::Postgres, &env).await;
+        let via = options.database_via.clone();
+        let mut stack = Stack::start_routed(DbKind::Postgres, &env, |url| match &via {
+            Some((upstream, via)) => url.replacen(upstream.as_str(), via, 1),
+            None => url.to_owned(),
+        })
+        .await;
         let mut volume_hosts = [stack.volume_host.clone(), String::new(), String::new()];
         for i in 1..3 {
             let capacity = options.capacities_gib[i].to_string();

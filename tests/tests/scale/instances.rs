@@ -2,9 +2,11 @@
 //! ([`Fleet`]): either API gives the same answers and racing requests through
 //! both have one winner ([`parity`]), two schedulers racing for a backend's last
 //! space never overfill it ([`capacity`]), and killing a scheduler or an API
-//! instance in the middle of a burst loses nothing ([`kills`]).
+//! instance in the middle of a burst loses nothing ([`kills`]), and a database
+//! cut with all of them running is answered and recovered from ([`database`]).
 
 mod capacity;
+mod database;
 mod kills;
 mod parity;
 

@@ -32,6 +32,7 @@ async fn schedulers_racing_for_the_last_space_never_overfill_a_backend() {
         capacities_gib: CAPACITIES,
         // No fresh report during the burst: each scheduler keeps its own view.
         env: vec![("SCORIA_VOLUME_REPORT_INTERVAL_SECS".into(), "3600".into())],
+        ..FleetOptions::default()
     })
     .await;
     let apis = [fleet.member(0, PROJECT), fleet.member(1, PROJECT)];
