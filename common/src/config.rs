@@ -129,7 +129,10 @@ pub const COMMON_ENV: &[EnvKey] = &[
     EnvKey::int("SCORIA_AMQP_HEARTBEAT_SECS", "bus.heartbeat_secs"),
     EnvKey::int("SCORIA_RPC_QUEUE_EXPIRY_MS", "bus.queue_expiry_ms"),
     EnvKey::str("SCORIA_DATABASE_URL", "database.url"),
-    EnvKey::int("SCORIA_DATABASE_MAX_CONNECTIONS", "database.max_connections"),
+    EnvKey::int(
+        "SCORIA_DATABASE_MAX_CONNECTIONS",
+        "database.max_connections",
+    ),
     EnvKey::str("SCORIA_DATA_DIR", "service.data_dir"),
     EnvKey::str("SCORIA_HOST", "service.host"),
     EnvKey::str("SCORIA_LOG_FORMAT", "service.log_format"),

@@ -102,7 +102,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
                 &config.database_url(),
                 config.database.pool_size(DB_POOL_CONNECTIONS),
             ),
-            &config.bus, BROKER_CONNECT_TIMEOUT)
+            &config.bus,
+            BROKER_CONNECT_TIMEOUT,
+        )
         .await
         .map_err(|err| match err {
             ConnectError::Database(err) => Error::Database(err),

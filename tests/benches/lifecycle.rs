@@ -292,10 +292,17 @@ async fn instances_comparison(per_round: usize) {
     let dirs = [one.dir.path().to_path_buf(), two.dir.path().to_path_buf()];
     let _ = LOGS.set(Box::new(move || format!("logs in {dirs:?}")));
     let mut setups = Vec::new();
-    for (stack, apis) in [(&one, vec![one.api.clone()]), (&two, vec![two.api.clone(), second_api])] {
-        let broker = Broker::connect(bus_config(&stack.exchange), "bench-reader", Duration::from_secs(10))
-            .await
-            .unwrap();
+    for (stack, apis) in [
+        (&one, vec![one.api.clone()]),
+        (&two, vec![two.api.clone(), second_api]),
+    ] {
+        let broker = Broker::connect(
+            bus_config(&stack.exchange),
+            "bench-reader",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
         let seen: Waiters = Arc::default();
         let watcher = tokio::spawn(watch_notifications(broker.clone(), seen.clone()));
         let clients: Vec<Volumes> = apis

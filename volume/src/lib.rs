@@ -106,7 +106,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
                 &config.database_url(),
                 config.database.pool_size(DB_POOL_CONNECTIONS),
             ),
-            &config.bus, within)
+            &config.bus,
+            within,
+        )
         .await
         .map_err(|err| match err {
             ConnectError::Database(err) => Error::Db(err),

@@ -192,14 +192,15 @@ impl PoolSize {
 
     /// The pool size on `engine`.
     pub fn for_engine(self, engine: Engine) -> u32 {
-        self.configured.unwrap_or(match engine {
-            // One writer at a time anyway: more connections only queue on
-            // SQLite's lock with sleeping back-off (measured: p99 of a
-            // create 285 ms with 8, 53 ms with 2).
-            Engine::Sqlite => 2,
-            Engine::Postgres => self.postgres_default,
-        })
-        .max(1)
+        self.configured
+            .unwrap_or(match engine {
+                // One writer at a time anyway: more connections only queue on
+                // SQLite's lock with sleeping back-off (measured: p99 of a
+                // create 285 ms with 8, 53 ms with 2).
+                Engine::Sqlite => 2,
+                Engine::Postgres => self.postgres_default,
+            })
+            .max(1)
     }
 }
 

@@ -22,9 +22,9 @@ use tracing::Instrument;
 pub use periodic::FirstRun;
 
 use crate::{
-    db::PoolSize,
     changes::{ChangePublisher, PublisherOptions},
     config::BusConfig,
+    db::PoolSize,
     db::{Db, DbError, DbResult},
     metrics::{MetricsError, MetricsServer},
     rpc::{Broker, Dispatcher, Notifier, RpcClient, RpcError, RpcServer, ServerOptions},

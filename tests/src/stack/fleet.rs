@@ -24,7 +24,11 @@ pub const APIS: [&str; 2] = ["scoria-api", "scoria-api@b"];
 /// The process names of the fleet's schedulers.
 pub const SCHEDULERS: [&str; 2] = ["scoria-scheduler", "scoria-scheduler@b"];
 /// The process names of the fleet's volume services.
-pub const VOLUME_SERVICES: [&str; 3] = ["scoria-volume", "scoria-volume@file2", "scoria-volume@file3"];
+pub const VOLUME_SERVICES: [&str; 3] = [
+    "scoria-volume",
+    "scoria-volume@file2",
+    "scoria-volume@file3",
+];
 /// The backends of the fleet's volume services, in [`VOLUME_SERVICES`] order.
 const BACKENDS: [&str; 3] = ["file", "file2", "file3"];
 
@@ -123,7 +127,10 @@ impl Fleet {
     /// `volume scheduled` lines).
     pub fn placed_by<'a>(&self, name: &str, ids: &'a [String]) -> Vec<&'a String> {
         let log = self.log(name);
-        let lines: Vec<&str> = log.lines().filter(|l| l.contains("volume scheduled")).collect();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("volume scheduled"))
+            .collect();
         ids.iter()
             .filter(|id| lines.iter().any(|l| l.contains(id.as_str())))
             .collect()

@@ -36,7 +36,10 @@ async fn create(api: &Clients, size_gib: u64, request_id: &str) -> Result<pb::Vo
 
 /// A request id unique to this run.
 fn request_id(tag: &str, n: usize) -> String {
-    format!("{tag}-{n}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "{tag}-{n}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// Every volume row of the fleet's database.
@@ -76,7 +79,11 @@ async fn assert_settled(fleet: &Fleet) -> Vec<Volume> {
     };
     for v in &volumes {
         if v.status == VolumeStatus::Error {
-            assert!(!v.error_message.is_empty(), "{} in error without a reason", v.id);
+            assert!(
+                !v.error_message.is_empty(),
+                "{} in error without a reason",
+                v.id
+            );
         }
         let worker = fleet
             .stack
@@ -91,7 +98,12 @@ async fn assert_settled(fleet: &Fleet) -> Vec<Volume> {
 }
 
 /// Polls GetVolume through `api` until `id` is in `status` (within 60 s).
-async fn wait_status(fleet: &Fleet, api: &Clients, id: &str, status: pb::VolumeStatus) -> pb::Volume {
+async fn wait_status(
+    fleet: &Fleet,
+    api: &Clients,
+    id: &str,
+    status: pb::VolumeStatus,
+) -> pb::Volume {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let got = api.get_volume(id).await;

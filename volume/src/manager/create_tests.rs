@@ -477,7 +477,9 @@ async fn a_create_beyond_the_capacity_is_refused_and_rescheduled_then_fails() {
     assert_eq!(scheduled[0].tried_hosts, [format!("{HOST}#file")]);
     assert!(
         scheduled[0].last_error.contains("has no space for volume")
-            && scheduled[0].last_error.contains("2 GiB asked, 1.0 GiB left"),
+            && scheduled[0]
+                .last_error
+                .contains("2 GiB asked, 1.0 GiB left"),
         "{}",
         scheduled[0].last_error
     );

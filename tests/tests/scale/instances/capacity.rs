@@ -51,7 +51,10 @@ async fn schedulers_racing_for_the_last_space_never_overfill_a_backend() {
 
     // No backend holds more than it can.
     let mut held: BTreeMap<String, u64> = BTreeMap::new();
-    for v in volumes.iter().filter(|v| v.status == VolumeStatus::Available) {
+    for v in volumes
+        .iter()
+        .filter(|v| v.status == VolumeStatus::Available)
+    {
         let host = v.host.clone().unwrap_or_default();
         let host = host.split('#').next().unwrap_or_default().to_owned();
         *held.entry(host).or_default() += v.size_gib;
@@ -105,12 +108,16 @@ async fn schedulers_racing_for_the_last_space_never_overfill_a_backend() {
                 fleet.volume_hosts[*i]
             ),
             _ => assert!(
-                v.error_message.contains("no space") || v.error_message.contains("No valid backend"),
+                v.error_message.contains("no space")
+                    || v.error_message.contains("No valid backend"),
                 "{id} ended in error without the reason: {v:?}"
             ),
         }
     }
-    let available = volumes.iter().filter(|v| v.status == VolumeStatus::Available).count();
+    let available = volumes
+        .iter()
+        .filter(|v| v.status == VolumeStatus::Available)
+        .count();
     eprintln!(
         "{} creates refused for space; {available} of {CREATES} available; held {held:?}",
         refused.len()

@@ -126,15 +126,25 @@ async fn a_database_cut_with_several_instances_answers_unavailable_then_recovers
     let mut keys = Vec::new();
     for n in 0..4 {
         let key = request_id("db-before", n);
-        let v = create(&apis[n % 2], 1, &key).await.expect("create before the cut");
-        wait_status(&fleet, &apis[(n + 1) % 2], &v.id, pb::VolumeStatus::Available).await;
+        let v = create(&apis[n % 2], 1, &key)
+            .await
+            .expect("create before the cut");
+        wait_status(
+            &fleet,
+            &apis[(n + 1) % 2],
+            &v.id,
+            pb::VolumeStatus::Available,
+        )
+        .await;
         keys.push(key);
     }
     let known = rows(&fleet).await[0].id.clone();
     // Creates in flight through both APIs when the database goes.
     for n in 0..6 {
         let key = request_id("db-inflight", n);
-        create(&apis[n % 2], 1, &key).await.expect("create just before the cut");
+        create(&apis[n % 2], 1, &key)
+            .await
+            .expect("create just before the cut");
         keys.push(key);
     }
 
@@ -146,7 +156,10 @@ async fn a_database_cut_with_several_instances_answers_unavailable_then_recovers
         let mut volumes = api.volumes();
         let (got, listed, created) = tokio::join!(
             tokio::time::timeout(within, api.get_volume(&known)),
-            tokio::time::timeout(within, volumes.list_volumes(pb::ListVolumesRequest::default())),
+            tokio::time::timeout(
+                within,
+                volumes.list_volumes(pb::ListVolumesRequest::default())
+            ),
             tokio::time::timeout(within, create(api, 1, &during[i])),
         );
         for (call, answer) in [
@@ -154,8 +167,9 @@ async fn a_database_cut_with_several_instances_answers_unavailable_then_recovers
             ("ListVolumes", listed.map(|r| r.map(drop))),
             ("CreateVolume", created.map(|r| r.map(drop))),
         ] {
-            let answer =
-                answer.unwrap_or_else(|_| panic!("{call} through API {i} hung while the database was cut"));
+            let answer = answer.unwrap_or_else(|_| {
+                panic!("{call} through API {i} hung while the database was cut")
+            });
             match answer {
                 Err(status) if status.code() == Code::Unavailable => {}
                 other => panic!(
@@ -165,7 +179,10 @@ async fn a_database_cut_with_several_instances_answers_unavailable_then_recovers
             }
         }
     }
-    eprintln!("both APIs answered UNAVAILABLE within {:?}", cut_at.elapsed());
+    eprintln!(
+        "both APIs answered UNAVAILABLE within {:?}",
+        cut_at.elapsed()
+    );
     // The cut lasts about three seconds.
     tokio::time::sleep(Duration::from_secs(3).saturating_sub(cut_at.elapsed())).await;
     proxy.restore();
@@ -181,10 +198,19 @@ async fn a_database_cut_with_several_instances_answers_unavailable_then_recovers
         keys.push(key);
     }
     let volumes = assert_settled(&fleet).await;
-    assert_eq!(volumes.len(), keys.len(), "one volume per request id: {volumes:#?}");
+    assert_eq!(
+        volumes.len(),
+        keys.len(),
+        "one volume per request id: {volumes:#?}"
+    );
     for v in volumes {
         assert!(keys.iter().any(|k| v.name.ends_with(k.as_str())), "{v:?}");
-        assert_eq!(v.status, VolumeStatus::Available, "{v:?}\n{}", fleet.stack.logs());
+        assert_eq!(
+            v.status,
+            VolumeStatus::Available,
+            "{v:?}\n{}",
+            fleet.stack.logs()
+        );
     }
 }
 

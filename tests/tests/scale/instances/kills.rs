@@ -59,7 +59,10 @@ async fn killing_a_scheduler_and_an_api_mid_burst_loses_nothing() {
         confirmed.load(Ordering::SeqCst)
     };
     let (ids, at_kill) = tokio::join!(burst, kills);
-    assert!(at_kill < CREATES, "the kills came after the burst ({at_kill})");
+    assert!(
+        at_kill < CREATES,
+        "the kills came after the burst ({at_kill})"
+    );
     let unique: BTreeSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), CREATES, "a confirmed id twice: {ids:?}");
 
@@ -72,7 +75,10 @@ async fn killing_a_scheduler_and_an_api_mid_burst_loses_nothing() {
     for v in &volumes {
         assert!(unique.contains(&v.id), "a volume nobody confirmed: {v:?}");
     }
-    let available = volumes.iter().filter(|v| v.status == VolumeStatus::Available).count();
+    let available = volumes
+        .iter()
+        .filter(|v| v.status == VolumeStatus::Available)
+        .count();
     let errors: Vec<&str> = volumes
         .iter()
         .filter(|v| v.status == VolumeStatus::Error)
@@ -80,8 +86,16 @@ async fn killing_a_scheduler_and_an_api_mid_burst_loses_nothing() {
         .collect();
     eprintln!("killed after {at_kill} confirmed: {available} available, errors {errors:?}");
     // The survivors keep serving: one more create through the surviving API.
-    let after = create(&apis[0], 1, &request_id("after", 0)).await.expect("create after");
-    super::wait_status(&fleet, &apis[0], &after.id, scoria_proto::v1::VolumeStatus::Available).await;
+    let after = create(&apis[0], 1, &request_id("after", 0))
+        .await
+        .expect("create after");
+    super::wait_status(
+        &fleet,
+        &apis[0],
+        &after.id,
+        scoria_proto::v1::VolumeStatus::Available,
+    )
+    .await;
 }
 
 /// Creates through `apis[first]`; when that API cannot be reached
@@ -93,8 +107,11 @@ async fn create_failing_over(apis: &[Clients; 2], first: usize, request_id: &str
     loop {
         match create(&apis[which], 1, request_id).await {
             Ok(v) => return v.id,
-            Err(s) if matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled)
-                && Instant::now() < deadline =>
+            Err(s)
+                if matches!(
+                    s.code(),
+                    Code::Unavailable | Code::Unknown | Code::Cancelled
+                ) && Instant::now() < deadline =>
             {
                 which = 1 - which;
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -47,7 +47,11 @@ async fn either_api_gives_the_same_answers_and_races_through_both_have_one_winne
                 .await
                 .expect("list")
                 .into_inner();
-            response.volumes.into_iter().map(|v| v.id).collect::<BTreeSet<_>>()
+            response
+                .volumes
+                .into_iter()
+                .map(|v| v.id)
+                .collect::<BTreeSet<_>>()
         }
     };
     let (first, second) = (listed(&apis[0]).await, listed(&apis[1]).await);
@@ -95,7 +99,10 @@ async fn either_api_gives_the_same_answers_and_races_through_both_have_one_winne
         .expect("delete snapshot");
     fleet.stack.wait_snapshot_gone(PROJECT, &snapshot.id).await;
     assert_eq!(
-        apis[1].get_snapshot(&snapshot.id).await.map_err(|s| s.code()),
+        apis[1]
+            .get_snapshot(&snapshot.id)
+            .await
+            .map_err(|s| s.code()),
         Err(Code::NotFound)
     );
 
@@ -169,7 +176,10 @@ async fn either_api_gives_the_same_answers_and_races_through_both_have_one_winne
     ids.push(k0.id);
 
     // Both schedulers placed some of these volumes.
-    let placed: Vec<Vec<&String>> = SCHEDULERS.iter().map(|s| fleet.placed_by(s, &ids)).collect();
+    let placed: Vec<Vec<&String>> = SCHEDULERS
+        .iter()
+        .map(|s| fleet.placed_by(s, &ids))
+        .collect();
     assert!(
         placed.iter().all(|p| !p.is_empty()),
         "each scheduler should place some volumes: {:?} of {ids:?}\n{}",
@@ -193,7 +203,10 @@ async fn reapers_settle_each_overdue_entry_once(fleet: &Fleet) {
         let (owner, host) = if n % 2 == 0 {
             (Owner::Scheduler, None)
         } else {
-            (Owner::Service("ghost@nowhere".into()), Some("ghost@nowhere"))
+            (
+                Owner::Service("ghost@nowhere".into()),
+                Some("ghost@nowhere"),
+            )
         };
         let volume = overdue_volume(host);
         let entry = WorkerEntry::volume(&volume.id, VolumeStatus::Creating, owner, past);
@@ -203,7 +216,11 @@ async fn reapers_settle_each_overdue_entry_once(fleet: &Fleet) {
             .create_volume(&volume, None, &entry)
             .await
             .expect("insert overdue volume");
-        if host.is_none() { lost.push(volume.id) } else { orphaned.push(volume.id) }
+        if host.is_none() {
+            lost.push(volume.id)
+        } else {
+            orphaned.push(volume.id)
+        }
     }
     let volumes = assert_settled(fleet).await;
     let logs: Vec<String> = SCHEDULERS.iter().map(|s| fleet.log(s)).collect();
@@ -215,7 +232,12 @@ async fn reapers_settle_each_overdue_entry_once(fleet: &Fleet) {
     };
     for id in &lost {
         let v = volumes.iter().find(|v| &v.id == id).expect("row");
-        assert_eq!(v.status, VolumeStatus::Available, "{v:?}\n{}", fleet.stack.logs());
+        assert_eq!(
+            v.status,
+            VolumeStatus::Available,
+            "{v:?}\n{}",
+            fleet.stack.logs()
+        );
         assert_eq!(
             count(id, "scheduling the volume once more"),
             1,
@@ -234,7 +256,11 @@ async fn reapers_settle_each_overdue_entry_once(fleet: &Fleet) {
     }
     let reaped: Vec<usize> = logs
         .iter()
-        .map(|l| l.lines().filter(|l| l.contains("reaped overdue work")).count())
+        .map(|l| {
+            l.lines()
+                .filter(|l| l.contains("reaped overdue work"))
+                .count()
+        })
         .collect();
     eprintln!("passes that reaped something, per scheduler: {reaped:?}");
     assert!(rows(fleet).await.len() >= lost.len() + orphaned.len());
@@ -277,7 +303,11 @@ async fn attach(api: &Clients, id: &str) -> Result<pb::Attachment, tonic::Status
         }),
         ..Default::default()
     };
-    Ok(api.attachments().create_attachment(body).await?.into_inner())
+    Ok(api
+        .attachments()
+        .create_attachment(body)
+        .await?
+        .into_inner())
 }
 
 /// Exactly one of `results` succeeded and the others failed with one of `losers`.
@@ -288,5 +318,8 @@ fn assert_one_winner(what: &str, results: &[Result<(), tonic::Status>], losers: 
         .iter()
         .filter_map(|r| r.as_ref().err())
         .all(|s| losers.contains(&s.code()));
-    assert!(lost_well, "{what}: the loser's code is not one of {losers:?}: {results:?}");
+    assert!(
+        lost_well,
+        "{what}: the loser's code is not one of {losers:?}: {results:?}"
+    );
 }
