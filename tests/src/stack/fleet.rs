@@ -5,7 +5,8 @@
 //! queue) and three volume services (`scoria-volume` on backend `file`,
 //! `scoria-volume@file2`, `scoria-volume@file3`), each with its own capacity.
 //! Built on [`Stack`]: every process is killed, and the database and broker
-//! objects removed, when the fleet is dropped.
+//! objects removed, when the fleet is dropped. Fleets of one test process run
+//! one at a time, each process with a pool of 4 connections.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,10 @@ pub const VOLUME_SERVICES: [&str; 3] = [
 ];
 /// The backends of the fleet's volume services, in [`VOLUME_SERVICES`] order.
 const BACKENDS: [&str; 3] = ["file", "file2", "file3"];
+
+/// One fleet at a time in a test process: seven processes each, and the
+/// PostgreSQL they share holds only so many connections.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How long the fleet may take for every scheduler to see every backend.
 const POOLS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -67,6 +72,9 @@ pub struct Fleet {
     pub apis: [String; 2],
     /// The `host@backend` of each volume service, in [`VOLUME_SERVICES`] order.
     pub volume_hosts: [String; 3],
+    /// This fleet's turn, held until after the stack is gone (fields drop in
+    /// declaration order).
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 // === impl Fleet ===
@@ -75,8 +83,15 @@ impl Fleet {
     /// Starts the fleet on a fresh PostgreSQL database and waits until every
     /// process serves or beats and every backend is in the pools.
     pub async fn start(options: FleetOptions) -> Self {
+        let turn = ONE_AT_A_TIME.lock().await;
         let first = options.capacities_gib[0].to_string();
-        let mut env: Vec<(&str, &str)> = vec![QUEUE_TYPE, ("SCORIA_VOLUME_CAPACITY_GIB", &first)];
+        let mut env: Vec<(&str, &str)> = vec![
+            QUEUE_TYPE,
+            ("SCORIA_VOLUME_CAPACITY_GIB", &first),
+            // 7 processes x 4 = 28 connections at most: several fleets and the
+            // suite's other stacks share one PostgreSQL of `max_connections` 100.
+            ("SCORIA_DATABASE_MAX_CONNECTIONS", "4"),
+        ];
         env.extend(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let via = options.database_via.clone();
         let mut stack = Stack::start_routed(DbKind::Postgres, &env, |url| match &via {
@@ -98,6 +113,7 @@ impl Fleet {
             apis: [stack.api.clone(), second],
             stack,
             volume_hosts,
+            _turn: turn,
         };
         fleet.wait_pools().await;
         fleet
