@@ -93,6 +93,10 @@ use crate::{
 
 /// The binary's name, as it appears in logs and on the bus.
 pub const BINARY: &str = "scoria-api";
+/// The API's database pool on PostgreSQL unless `database.max_connections` says
+/// otherwise: every gRPC request reads or writes rows, so the API holds the
+/// most (README, "Several instances").
+pub const DB_POOL_CONNECTIONS: u32 = 16;
 
 /// Why the API could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +182,8 @@ pub async fn serve(
     let metrics =
         scoria_common::metrics::MetricsServer::start(&config.service.metrics_listen, &shutdown)
             .await?;
-    let db = Db::connect(&config.database_url())
+    let pool = config.database.pool_size(DB_POOL_CONNECTIONS);
+    let db = Db::connect_pool(&config.database_url(), pool)
         .await?
         .with_quota_defaults(config.quota);
     scoria_common::metrics::db::watch(&db);

@@ -131,6 +131,10 @@ pub const COMMON_ENV: &[EnvKey] = &[
     EnvKey::str("SCORIA_RPC_QUEUE_TYPE", "bus.queue_type"),
     EnvKey::int("SCORIA_RPC_DELIVERY_LIMIT", "bus.delivery_limit"),
     EnvKey::str("SCORIA_DATABASE_URL", "database.url"),
+    EnvKey::int(
+        "SCORIA_DATABASE_MAX_CONNECTIONS",
+        "database.max_connections",
+    ),
     EnvKey::str("SCORIA_DATA_DIR", "service.data_dir"),
     EnvKey::str("SCORIA_HOST", "service.host"),
     EnvKey::str("SCORIA_LOG_FORMAT", "service.log_format"),
@@ -172,6 +176,7 @@ pub trait ProcessConfig: DeserializeOwned {
     fn load_from(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Self> {
         let keys: Vec<EnvKey> = COMMON_ENV.iter().chain(Self::ENV).copied().collect();
         let config: Self = load_from(path, &keys, env)?;
+        config.base().database.validate()?;
         config.validate()?;
         Ok(config)
     }
@@ -725,6 +730,39 @@ pub struct DatabaseConfig {
     /// `sqlite://<file>` or `postgres://...` (`SCORIA_DATABASE_URL`); unset:
     /// `sqlite://<data dir>/scoria.db`.
     pub url: Option<String>,
+    /// The most connections the process's pool opens
+    /// (`SCORIA_DATABASE_MAX_CONNECTIONS`); unset: the process's own default on
+    /// PostgreSQL, 2 on SQLite ([`DatabaseConfig::pool_size`]).
+    pub max_connections: Option<u32>,
+}
+
+/// The most connections a pool may be configured with: far above what one
+/// process uses, below what a PostgreSQL server accepts by default from all.
+pub const MAX_POOL_CONNECTIONS: u32 = 1000;
+
+impl DatabaseConfig {
+    /// Refuses a pool size of 0 or above [`MAX_POOL_CONNECTIONS`].
+    pub fn validate(&self) -> Result<()> {
+        match self.max_connections {
+            Some(n) if n == 0 || n > MAX_POOL_CONNECTIONS => Err(ConfigError::Value {
+                key: "database.max_connections",
+                reason: format!(
+                    "SCORIA_DATABASE_MAX_CONNECTIONS (database.max_connections) is {n}: \
+                     it must be between 1 and {MAX_POOL_CONNECTIONS}"
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The pool size of a process whose own default on PostgreSQL is
+    /// `postgres_default` (the configured size, when set, wins on either engine).
+    pub fn pool_size(&self, postgres_default: u32) -> crate::db::PoolSize {
+        crate::db::PoolSize {
+            configured: self.max_connections,
+            postgres_default,
+        }
+    }
 }
 
 /// The configuration shared by every process: `[bus]`, `[service]`, `[database]`.
@@ -823,6 +861,33 @@ mod tests {
             msg.contains("SCORIA_RPC_PREFETCH") && msg.contains("bus.prefetch"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn pool_size_from_env_or_toml_else_the_process_default() {
+        let unset = BaseConfig::load_from(None, &env(&[])).expect("load");
+        assert_eq!(unset.database.max_connections, None);
+        assert_eq!(unset.database.pool_size(6).postgres_default, 6);
+        assert_eq!(unset.database.pool_size(6).configured, None);
+        let set = BaseConfig::load_from(None, &env(&[("SCORIA_DATABASE_MAX_CONNECTIONS", "24")]))
+            .expect("load");
+        assert_eq!(set.database.pool_size(6).configured, Some(24));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("scoria.toml");
+        std::fs::write(&file, "[database]\nmax_connections = 3\n").expect("write");
+        let toml = BaseConfig::load_from(Some(&file), &env(&[])).expect("load");
+        assert_eq!(toml.database.max_connections, Some(3));
+        for bad in ["0", "1001"] {
+            let err =
+                BaseConfig::load_from(None, &env(&[("SCORIA_DATABASE_MAX_CONNECTIONS", bad)]))
+                    .expect_err("must fail");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("SCORIA_DATABASE_MAX_CONNECTIONS")
+                    && msg.contains("database.max_connections"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -51,6 +51,10 @@ use crate::{host_state::HostManager, manager::SchedulerManager};
 
 /// The binary's name, as it appears in logs, on the bus and in `services`.
 pub const BINARY: &str = "scoria-scheduler";
+/// The scheduler's database pool on PostgreSQL unless `database.max_connections`
+/// says otherwise: placements, the reaper and the heartbeat read and write a
+/// few rows each (README, "Several instances").
+pub const DB_POOL_CONNECTIONS: u32 = 8;
 
 /// How long start-up waits for the broker's first connection.
 const BROKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -93,7 +97,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         .serve_metrics(&config.service.metrics_listen)
         .await?;
     let connected = runtime
-        .connect(&config.database_url(), &config.bus, BROKER_CONNECT_TIMEOUT)
+        .connect(
+            (
+                &config.database_url(),
+                config.database.pool_size(DB_POOL_CONNECTIONS),
+            ),
+            &config.bus,
+            BROKER_CONNECT_TIMEOUT,
+        )
         .await
         .map_err(|err| match err {
             ConnectError::Database(err) => Error::Database(err),

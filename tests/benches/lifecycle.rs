@@ -19,6 +19,14 @@
 //! per create in each mode. Usage accounting (the triggers, the project's lock
 //! row) runs in both modes: what differs is the limit check.
 //!
+//! With `SCORIA_BENCH_INSTANCES=1` it runs instead the comparison of instances
+//! on PostgreSQL (`SCORIA_TEST_DATABASE_URL`), queues of the fleet's type
+//! (`stack::QUEUE_TYPE`): two stacks side by side, one of 1 API + 1 scheduler
+//! and one of 2 API + 2 schedulers (one volume service each), rounds of creates
+//! (10 clients, spread over the stack's APIs) in the order 1, 2, 2, 1 (twice
+//! each, interleaved, so a drift of the machine falls on both); prints each
+//! round's create -> available rate and the CPU-ms per create of every process.
+//!
 //! Under `cargo test --benches` (no `--bench` flag) it runs a small smoke size.
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -39,7 +47,7 @@ use scoria_proto::v1::{
 };
 use scoria_tests::{
     bus_config,
-    stack::{DbKind, Stack, Volumes},
+    stack::{DbKind, QUEUE_TYPE, Stack, Volumes},
 };
 
 /// When each (event type, volume id) notification arrived, and a wake-up for waiters.
@@ -252,10 +260,111 @@ fn ms(d: u64) -> String {
     format!("{:.2} ms", d as f64 / 1000.0)
 }
 
+/// Creates `count` volumes with 10 clients spread over `clients` (one per API
+/// instance), each until available; how long the round took.
+async fn create_round_over(clients: &[Volumes], seen: &Waiters, count: usize) -> Duration {
+    let started = Instant::now();
+    let _: Vec<String> = stream::iter(0..count)
+        .map(|n| {
+            let (mut client, seen) = (clients[n % clients.len()].clone(), seen.clone());
+            async move { create_one(&mut client, &seen).await.0 }
+        })
+        .buffer_unordered(10)
+        .collect()
+        .await;
+    started.elapsed()
+}
+
+/// CPU-ms of each process of `pids`.
+fn cpu_each(pids: &[(String, u32)]) -> Vec<f64> {
+    pids.iter()
+        .map(|p| cpu_ms(std::slice::from_ref(p)))
+        .collect()
+}
+
+/// 1 API + 1 scheduler against 2 API + 2 schedulers on PostgreSQL (module docs).
+async fn instances_comparison(per_round: usize) {
+    let env = [("RUST_LOG", "warn"), QUEUE_TYPE];
+    let one = Stack::start_with(DbKind::Postgres, &env).await;
+    let mut two = Stack::start_with(DbKind::Postgres, &env).await;
+    two.start_scheduler_instance("b", &[]).await;
+    let second_api = two.start_api_instance("b").await;
+    let dirs = [one.dir.path().to_path_buf(), two.dir.path().to_path_buf()];
+    let _ = LOGS.set(Box::new(move || format!("logs in {dirs:?}")));
+    let mut setups = Vec::new();
+    for (stack, apis) in [
+        (&one, vec![one.api.clone()]),
+        (&two, vec![two.api.clone(), second_api]),
+    ] {
+        let broker = Broker::connect(
+            bus_config(&stack.exchange),
+            "bench-reader",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        let seen: Waiters = Arc::default();
+        let watcher = tokio::spawn(watch_notifications(broker.clone(), seen.clone()));
+        let clients: Vec<Volumes> = apis
+            .iter()
+            .map(|addr| {
+                scoria_tests::stack::Clients::new(
+                    scoria_tests::stack::channel(addr),
+                    scoria_tests::stack::Caller::admin(PROJECT),
+                )
+                .volumes()
+            })
+            .collect();
+        // Warm up (connections, the project's rows).
+        create_round_over(&clients, &seen, 20).await;
+        setups.push((stack, clients, seen, broker, watcher));
+    }
+    let names = ["1 API + 1 scheduler", "2 API + 2 schedulers"];
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..4 {
+        let which = [0, 1, 1, 0][round];
+        let (stack, clients, seen, _, _) = &setups[which];
+        let pids = stack.pids();
+        let before = cpu_each(&pids);
+        let took = create_round_over(clients, seen, per_round).await;
+        let after = cpu_each(&pids);
+        let rate = per_round as f64 / took.as_secs_f64();
+        rates[which].push(rate);
+        let per_process: Vec<String> = pids
+            .iter()
+            .zip(before.iter().zip(&after))
+            .map(|((name, _), (b, a))| {
+                format!(
+                    "{name} {:.2} CPU-ms/create ({:.0}% of a core)",
+                    (a - b) / per_round as f64,
+                    (a - b) / took.as_secs_f64() / 10.0
+                )
+            })
+            .collect();
+        println!(
+            "instances round {round}: {} {rate:.0} volumes/s create -> available ({per_round} creates, 10 clients); {}",
+            names[which],
+            per_process.join(", ")
+        );
+    }
+    for (which, name) in names.iter().enumerate() {
+        let shown: Vec<String> = rates[which].iter().map(|r| format!("{r:.0}")).collect();
+        println!("instances {name}: {} volumes/s", shown.join(", "));
+    }
+    for (_, _, _, broker, watcher) in setups {
+        watcher.abort();
+        broker.close().await;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let n: usize = if full { 200 } else { 20 };
+    if std::env::var("SCORIA_BENCH_INSTANCES").is_ok_and(|v| v == "1") {
+        instances_comparison(if full { 400 } else { 20 }).await;
+        return;
+    }
     let stack = Stack::start_with(DbKind::Sqlite, &[("RUST_LOG", "warn")]).await;
     let log_dir = stack.dir.path().to_path_buf();
     let _ = LOGS.set(Box::new(move || {

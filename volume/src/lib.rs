@@ -51,6 +51,11 @@ pub use manager::{ManagerSettings, VolumeManager};
 
 /// The binary's name, as it appears in logs, on the bus and in `services`.
 pub const BINARY: &str = "scoria-volume";
+/// A volume service's database pool on PostgreSQL unless
+/// `database.max_connections` says otherwise: its work waits on the backend far
+/// longer than on rows, and one deployment runs many of them (README, "Several
+/// instances").
+pub const DB_POOL_CONNECTIONS: u32 = 6;
 
 /// How long start-up waits for the broker and for the servers to consume, at least.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,7 +109,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         .await?;
     let within = config.bus.publish_timeout().max(STARTUP_TIMEOUT);
     let connected = runtime
-        .connect(&config.database_url(), &config.bus, within)
+        .connect(
+            (
+                &config.database_url(),
+                config.database.pool_size(DB_POOL_CONNECTIONS),
+            ),
+            &config.bus,
+            within,
+        )
         .await
         .map_err(|err| match err {
             ConnectError::Database(err) => Error::Db(err),

@@ -173,17 +173,60 @@ fn engine_statements(version: i64, engine: Engine) -> Vec<String> {
     statements
 }
 
+/// How many connections a process's pool opens: the configured number
+/// (`database.max_connections`) on either engine, else 2 on SQLite and the
+/// process's own default on PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSize {
+    /// `database.max_connections`, if set.
+    pub configured: Option<u32>,
+    /// The process's default on PostgreSQL.
+    pub postgres_default: u32,
+}
+
+impl PoolSize {
+    /// The size of a process without a default of its own (tests, tools).
+    pub const DEFAULT: Self = Self {
+        configured: None,
+        postgres_default: 16,
+    };
+
+    /// The pool size on `engine`.
+    pub fn for_engine(self, engine: Engine) -> u32 {
+        self.configured
+            .unwrap_or(match engine {
+                // One writer at a time anyway: more connections only queue on
+                // SQLite's lock with sleeping back-off (measured: p99 of a
+                // create 285 ms with 8, 53 ms with 2).
+                Engine::Sqlite => 2,
+                Engine::Postgres => self.postgres_default,
+            })
+            .max(1)
+    }
+}
+
 impl Db {
     /// Connects to `url` (`sqlite://...` or `postgres://...`) and runs the
     /// migrations. A SQLite file is created if missing.
     pub async fn connect(url: &str) -> DbResult<Self> {
-        let db = Self::open(url).await?;
+        Self::connect_pool(url, PoolSize::DEFAULT).await
+    }
+
+    /// [`Db::connect`] with a pool of `size`.
+    pub async fn connect_pool(url: &str, size: PoolSize) -> DbResult<Self> {
+        let db = Self::open_pool(url, size).await?;
         db.migrate().await?;
         Ok(db)
     }
 
     /// The pool on `url`, without running the migrations.
+    #[cfg(test)]
     async fn open(url: &str) -> DbResult<Self> {
+        Self::open_pool(url, PoolSize::DEFAULT).await
+    }
+
+    /// [`Db::open`] with a pool of `size`.
+    async fn open_pool(url: &str, size: PoolSize) -> DbResult<Self> {
         sqlx::any::install_default_drivers();
         let (engine, url) = if let Some(path) = url.strip_prefix("sqlite://") {
             let file = std::path::Path::new(path.split('?').next().unwrap_or(path));
@@ -205,13 +248,7 @@ impl Db {
         };
         let options: AnyConnectOptions = url.parse().map_err(DbError::Query)?;
         let pool = AnyPoolOptions::new()
-            .max_connections(match engine {
-                // One writer at a time anyway: more connections only queue on
-                // SQLite's lock with sleeping back-off (measured: p99 of a
-                // create 285 ms with 8, 53 ms with 2).
-                Engine::Sqlite => 2,
-                Engine::Postgres => 16,
-            })
+            .max_connections(size.for_engine(engine))
             // On SQLite a request waits only for one of the two local
             // connections (nothing remote can fail): a burst queues rather than
             // failing after 5 s (200 creates at once on a loaded machine did). On
@@ -445,4 +482,46 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod pool_size_tests {
+    use super::{Engine, PoolSize};
+
+    #[test]
+    fn the_configured_size_wins_else_the_process_default_on_postgres() {
+        let api = PoolSize {
+            configured: None,
+            postgres_default: 16,
+        };
+        assert_eq!(api.for_engine(Engine::Postgres), 16);
+        // SQLite keeps its one-writer size whatever the process wants.
+        assert_eq!(api.for_engine(Engine::Sqlite), 2);
+        let set = PoolSize {
+            configured: Some(40),
+            ..api
+        };
+        assert_eq!(set.for_engine(Engine::Postgres), 40);
+        assert_eq!(set.for_engine(Engine::Sqlite), 40);
+        assert_eq!(PoolSize::DEFAULT.for_engine(Engine::Postgres), 16);
+    }
+
+    #[tokio::test]
+    async fn the_pool_opens_at_most_its_size() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/pool.db", dir.path().display());
+        let size = PoolSize {
+            configured: Some(3),
+            postgres_default: 16,
+        };
+        let db = super::Db::connect_pool(&url, size).await.expect("connect");
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(db.pool().acquire().await.expect("a connection"));
+        }
+        assert_eq!(db.pool().size(), 3);
+        assert_eq!(db.pool().num_idle(), 0);
+        drop(held);
+        db.close().await;
+    }
 }

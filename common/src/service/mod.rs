@@ -24,6 +24,7 @@ pub use periodic::FirstRun;
 use crate::{
     changes::{ChangePublisher, PublisherOptions},
     config::BusConfig,
+    db::PoolSize,
     db::{Db, DbError, DbResult},
     metrics::{MetricsError, MetricsServer},
     rpc::{Broker, Dispatcher, Notifier, RpcClient, RpcError, RpcServer, ServerOptions},
@@ -104,15 +105,16 @@ impl ServiceRuntime {
         Ok(())
     }
 
-    /// Opens the database at `database_url`, then connects to the broker (waiting
-    /// up to `within`). `Ok(None)`: shutdown came first (nothing stays open).
+    /// Opens the database at `database_url` with a pool of `pool`, then connects
+    /// to the broker (waiting up to `within`). `Ok(None)`: shutdown came first
+    /// (nothing stays open).
     pub async fn connect(
         &self,
-        database_url: &str,
+        (database_url, pool): (&str, PoolSize),
         bus: &BusConfig,
         within: Duration,
     ) -> Result<Option<Connected>, ConnectError> {
-        let db = Db::connect(database_url).await?;
+        let db = Db::connect_pool(database_url, pool).await?;
         crate::metrics::db::watch(&db);
         let name = format!("{}:{}@{}", bus.control_exchange, self.binary, self.host);
         // Watched before it connects: `/readyz` names the broker while we wait.

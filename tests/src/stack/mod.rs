@@ -9,6 +9,7 @@
 mod clients;
 mod cluster;
 mod env;
+mod fleet;
 mod metrics;
 mod services;
 
@@ -28,6 +29,7 @@ pub use self::{
         Zones, channel, health_status, serving, tls_channel,
     },
     env::{binary, free_port, postgres_url, require_postgres},
+    fleet::{APIS, Fleet, FleetOptions, QUEUE_TYPE, SCHEDULERS, VOLUME_SERVICES, strip_sgr},
     metrics::{http_get, sample},
 };
 use crate::{

@@ -139,6 +139,44 @@ impl Stack {
         addr
     }
 
+    /// Starts a further `scoria-scheduler` with the stack's environment plus
+    /// `extra_env`, under its own `SCORIA_HOST` (`<stack host>-<suffix>`, so its
+    /// heartbeat is its own), on the same database, broker and control exchange:
+    /// it competes for the one scheduler queue. Its process is named
+    /// `scoria-scheduler@<suffix>` (log file, [`Stack::kill_service`]); waits
+    /// for its first heartbeat and returns its host.
+    pub async fn start_scheduler_instance(
+        &mut self,
+        suffix: &str,
+        extra_env: &[(&str, &str)],
+    ) -> String {
+        let name = format!("scoria-scheduler@{suffix}");
+        assert!(
+            !self.children.iter().any(|(n, _)| *n == name),
+            "{name} runs already"
+        );
+        let stack_host = self
+            .volume_host
+            .split_once('@')
+            .map_or(self.volume_host.as_str(), |(h, _)| h);
+        let host = format!("{stack_host}-{suffix}");
+        let mut env = self.env.clone();
+        let overrides = [("SCORIA_HOST", host.as_str())];
+        for (k, v) in overrides.iter().chain(extra_env) {
+            env.retain(|(key, _)| key != k);
+            env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        let since = scoria_common::model::now_ms();
+        self.spawn_as(&name, "scoria-scheduler", &env);
+        let beat = Heartbeat {
+            binary: "scoria-scheduler",
+            host: Some(&host),
+            since_ms: since,
+        };
+        self.wait_started(&name, Ready::Beat(beat)).await;
+        host
+    }
+
     /// Waits until process `name`, just spawned, is `ready` (its heartbeat
     /// written, or its health check serving). Panics with the logs if it exits or
     /// is not ready within the start timeout.

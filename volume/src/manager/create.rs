@@ -70,6 +70,15 @@ impl VolumeManager {
             tracing::info!("volume changed before it was claimed: cast ignored");
             return Ok(());
         }
+        // The check and the make under one lock: schedulers each consume a
+        // backend's space only in their own view, so two of them may both place
+        // the last of it here; the second create finds it taken.
+        let _space = self.space.lock().await;
+        if let Some(refusal) = self.no_room_for(id, volume.size_gib).await {
+            tracing::warn!(reason = %refusal, "no space for the volume: refused");
+            drop(_space);
+            return self.create_failed(ctx, request, volume, refusal).await;
+        }
         let made = match volume.source_volume_id.as_deref() {
             Some(source) => {
                 self.shared
@@ -94,6 +103,40 @@ impl VolumeManager {
                     .await
             }
         }
+    }
+
+    /// Why the backend cannot hold a new volume `id` of `size_gib` GiB (None: it
+    /// can): its provisioned sizes plus this one above its capacity times the
+    /// over-subscription ratio, less the reserved share (the scheduler's
+    /// CapacityFilter for a thin pool). A volume already made is no new space; a
+    /// backend that cannot tell its capacity is trusted (the scheduler checked).
+    async fn no_room_for(&self, id: &str, size_gib: u64) -> Option<String> {
+        let driver = &self.shared.driver;
+        if driver.volume_exists(id).await.unwrap_or(false) {
+            return None;
+        }
+        let stats = match driver.stats().await {
+            Ok(stats) => stats,
+            Err(err) => {
+                tracing::warn!(%err, "backend capacity unknown: the create goes ahead");
+                return None;
+            }
+        };
+        let s = &self.settings;
+        let reserved = (stats.total_gib * f64::from(s.reserved_percentage) / 100.0).floor();
+        let room = stats.total_gib * s.max_over_subscription_ratio - stats.allocated_gib - reserved;
+        (size_gib as f64 > room).then(|| {
+            format!(
+                "backend {} has no space for volume {id}: {size_gib} GiB asked, {:.1} GiB left \
+                 ({:.1} GiB provisioned of {:.1} GiB, over-subscription ratio {}, {}% reserved)",
+                s.host,
+                room.max(0.0),
+                stats.allocated_gib,
+                stats.total_gib,
+                s.max_over_subscription_ratio,
+                s.reserved_percentage,
+            )
+        })
     }
 
     async fn create_done(&self, ctx: &RequestContext, mut volume: Volume) -> Result<()> {

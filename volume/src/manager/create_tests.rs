@@ -82,6 +82,10 @@ async fn fixture(broken: bool) -> Fixture {
 }
 
 async fn insert(db: &Db, status: VolumeStatus, host: Option<&str>) -> Volume {
+    insert_with(db, status, host, 1).await
+}
+
+async fn insert_with(db: &Db, status: VolumeStatus, host: Option<&str>, size_gib: u64) -> Volume {
     let now = now_ms();
     let volume = Volume {
         id: uuid::Uuid::new_v4().to_string(),
@@ -89,7 +93,7 @@ async fn insert(db: &Db, status: VolumeStatus, host: Option<&str>) -> Volume {
         user_id: "u1".into(),
         name: "v".into(),
         description: String::new(),
-        size_gib: 1,
+        size_gib,
         status,
         volume_type: String::new(),
         availability_zone: "az1".into(),
@@ -438,4 +442,106 @@ async fn a_failed_redelivery_never_removes_the_object_of_an_available_volume() {
             "attempt {attempt}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_create_beyond_the_capacity_is_refused_and_rescheduled_then_fails() {
+    // 10 GiB, ratio 1, 5% reserved (floor 0.5 = 0): 10 GiB fit.
+    let f = fixture(false).await;
+    let big = insert_sized(&f.db, 9).await;
+    f.manager
+        .create_volume(&ctx(), HOST, create_request(&big, 1))
+        .await
+        .expect("create");
+    let row = f.db.get_volume(&big.id).await.expect("get").expect("row");
+    assert_eq!(row.status, VolumeStatus::Available);
+    // A redelivery of a volume already made needs no new space.
+    f.manager
+        .create_volume(&ctx(), HOST, create_request(&big, 1))
+        .await
+        .expect("redelivered");
+
+    let over = insert_sized(&f.db, 2).await;
+    f.manager
+        .create_volume(&ctx(), HOST, create_request(&over, 1))
+        .await
+        .expect("refused create");
+    assert!(
+        !f.file.volume_exists(&over.id).await.expect("exists"),
+        "a refused create made its object"
+    );
+    let scheduled = f.recorder.scheduler.scheduled();
+    assert_eq!(scheduled.len(), 1, "refused once, rescheduled once");
+    assert_eq!(scheduled[0].volume_id, over.id);
+    assert_eq!(scheduled[0].attempt, 2);
+    assert_eq!(scheduled[0].tried_hosts, [format!("{HOST}#file")]);
+    assert!(
+        scheduled[0].last_error.contains("has no space for volume")
+            && scheduled[0]
+                .last_error
+                .contains("2 GiB asked, 1.0 GiB left"),
+        "{}",
+        scheduled[0].last_error
+    );
+    let worker =
+        f.db.get_worker(WorkerKind::Volume, &over.id)
+            .await
+            .expect("worker")
+            .expect("entry");
+    assert_eq!(worker.service, SCHEDULER_SERVICE);
+
+    // On its last attempt the volume ends in error, saying why.
+    f.manager
+        .create_volume(&ctx(), HOST, create_request(&over, 3))
+        .await
+        .expect("last attempt");
+    let row = f.db.get_volume(&over.id).await.expect("get").expect("row");
+    assert_eq!(row.status, VolumeStatus::Error);
+    assert!(
+        row.error_message.contains("has no space for volume"),
+        "{}",
+        row.error_message
+    );
+
+    // What is left still fits.
+    let fits = insert_sized(&f.db, 1).await;
+    f.manager
+        .create_volume(&ctx(), HOST, create_request(&fits, 1))
+        .await
+        .expect("create");
+    let row = f.db.get_volume(&fits.id).await.expect("get").expect("row");
+    assert_eq!(row.status, VolumeStatus::Available);
+}
+
+#[tokio::test]
+async fn racing_creates_for_the_last_space_have_one_winner() {
+    let f = fixture(false).await;
+    let filler = insert_sized(&f.db, 6).await;
+    f.manager
+        .create_volume(&ctx(), HOST, create_request(&filler, 1))
+        .await
+        .expect("create");
+    // 4 GiB left; two creates of 3 GiB at once.
+    let a = insert_sized(&f.db, 3).await;
+    let b = insert_sized(&f.db, 3).await;
+    let ctx = ctx();
+    let (ra, rb) = tokio::join!(
+        f.manager.create_volume(&ctx, HOST, create_request(&a, 1)),
+        f.manager.create_volume(&ctx, HOST, create_request(&b, 1)),
+    );
+    ra.expect("a");
+    rb.expect("b");
+    let mut available = 0;
+    for v in [&a, &b] {
+        let row = f.db.get_volume(&v.id).await.expect("get").expect("row");
+        if row.status == VolumeStatus::Available {
+            available += 1;
+        }
+    }
+    assert_eq!(available, 1, "exactly one of the two fits");
+    assert_eq!(f.recorder.scheduler.scheduled().len(), 1);
+}
+
+async fn insert_sized(db: &Db, size_gib: u64) -> Volume {
+    insert_with(db, VolumeStatus::Creating, None, size_gib).await
 }

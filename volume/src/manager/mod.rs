@@ -86,6 +86,8 @@ pub struct VolumeManager {
     settings: ManagerSettings,
     /// How long this service gives itself to finish work it starts.
     operation_deadline: Duration,
+    /// Held from a create's space check until its object is made.
+    space: tokio::sync::Mutex<()>,
 }
 
 // === impl VolumeManager ===
@@ -113,6 +115,7 @@ impl VolumeManager {
             scheduler,
             settings,
             operation_deadline: CREATE_DEADLINE,
+            space: tokio::sync::Mutex::new(()),
         }
     }
 
