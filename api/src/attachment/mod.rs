@@ -194,7 +194,17 @@ impl AttachmentApi {
         let request = AttachVolume {
             attachment_id: id.clone(),
         };
-        let call = self.ports.volumes.attach_volume(ctx, &host, request);
+        // A multiattach volume already exported in this mode by a member of its
+        // cluster is attached through that member, which shares its export.
+        let export_host = self
+            .db
+            .volume_export_host(&volume_id, attachment.mode.is_read_only())
+            .await
+            .map_err(ApiError::db(format!(
+                "get volume {volume_id}'s export host"
+            )))?;
+        let to = member_destination(&host, export_host.as_deref());
+        let call = self.ports.volumes.attach_volume(ctx, &to, request);
         let failed = attachment.clone();
         let result = intent
             .send(call, |why| self.settle_failed(ctx, failed, &host, why))
@@ -366,7 +376,7 @@ impl AttachmentApi {
             .export_host(&id)
             .await
             .map_err(ApiError::db(format!("get attachment {id}'s export host")))?;
-        let to = detach_destination(&host, export_host.as_deref());
+        let to = member_destination(&host, export_host.as_deref());
         let call = self.ports.volumes.detach_volume(ctx, &to, request);
         intent
             .send(call, |why| self.settle_failed(ctx, failed, &host, why))
@@ -376,11 +386,11 @@ impl AttachmentApi {
     }
 }
 
-/// Where the detach of an attachment of a volume on `volume_host` goes: to
-/// the volume's host, or, when another member (`export_host`, `host@backend`)
-/// of the volume's cluster started the export, to that member's server queue:
+/// Where an attach or detach of a volume on `volume_host` goes: to the
+/// volume's host, or, when a member (`export_host`, `host@backend`) of the
+/// volume's cluster started the export, to that member's server queue:
 /// `<volume_host>.<member's host>`, the routing key of `Target::server`.
-fn detach_destination(volume_host: &str, export_host: Option<&str>) -> String {
+fn member_destination(volume_host: &str, export_host: Option<&str>) -> String {
     match export_host {
         Some(member) if member != volume_host => {
             let server = member.split_once('@').map_or(member, |(h, _)| h);

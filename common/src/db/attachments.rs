@@ -29,7 +29,8 @@ use super::{
 };
 use crate::changes::ChangeKind;
 use crate::model::{
-    Attachment, AttachmentStatus, ConnectionInfo, Connector, Volume, VolumeStatus, now_ms,
+    AttachMode, Attachment, AttachmentStatus, ConnectionInfo, Connector, Volume, VolumeStatus,
+    now_ms,
 };
 
 const COLUMNS: &str = "id, volume_id, project_id, user_id, status, instance_id, connector, mode, \
@@ -348,6 +349,36 @@ impl Db {
             .transpose()
             .map(|h| h.filter(|h| !h.is_empty()))
             .map_err(Into::into)
+    }
+
+    /// The member (`host@backend`) that exports volume `volume_id` for one of its
+    /// live attachments (attaching, attached or detaching) in `mode`, if one has
+    /// recorded it: a further attachment of a multiattach volume in a cluster must
+    /// go to that member, which shares its export, not start a second server on
+    /// the same object elsewhere.
+    pub async fn volume_export_host(
+        &self,
+        volume_id: &str,
+        read_only: bool,
+    ) -> DbResult<Option<String>> {
+        let rows = sqlx::query(
+            "SELECT export_host, mode FROM attachments \
+             WHERE volume_id = $1 AND export_host <> '' AND status IN ($2, $3, $4) \
+             ORDER BY created_at, id",
+        )
+        .bind(volume_id)
+        .bind(AttachmentStatus::Attaching.as_str())
+        .bind(AttachmentStatus::Attached.as_str())
+        .bind(AttachmentStatus::Detaching.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let mode: String = row.try_get("mode")?;
+            if (mode == AttachMode::ReadOnly.as_str()) == read_only {
+                return Ok(Some(row.try_get("export_host")?));
+            }
+        }
+        Ok(None)
     }
 
     /// Applies `change` to attachment `id` if it is in one of `from`, inside a

@@ -283,6 +283,89 @@ async fn exports_stay_with_their_member(
     }
 }
 
+/// Attaches one multiattach volume six times: every attachment goes to the
+/// member that exported it first, which shares its one export (a second
+/// `qemu-nbd` on the same qcow2 object elsewhere would fail on its lock).
+async fn multiattach_shares_one_export(stack: &Stack, members: &[(&str, PathBuf); 2]) {
+    stack
+        .types_admin(PROJECT)
+        .create_volume_type(pb::CreateVolumeTypeRequest {
+            name: "multi".into(),
+            extra_specs: [("multiattach".to_owned(), "<is> True".to_owned())].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create the multiattach type");
+    let mut volumes = stack.volumes(PROJECT);
+    let id = volumes
+        .create_volume(pb::CreateVolumeRequest {
+            name: "multi".into(),
+            size_gib: 1,
+            volume_type: "multi".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create the multiattach volume")
+        .into_inner()
+        .id;
+    assert_eq!(
+        settled(stack, std::slice::from_ref(&id)).await,
+        [(id.clone(), pb::VolumeStatus::Available)]
+    );
+    let mut attachments = Vec::new();
+    let mut owners = BTreeSet::new();
+    for i in 0..6 {
+        let attachment = stack
+            .attachments(PROJECT)
+            .create_attachment(pb::CreateAttachmentRequest {
+                volume_id: id.clone(),
+                instance_id: format!("vm-{i}"),
+                connector: Some(pb::Connector {
+                    host: format!("compute-{i}"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("attach {i} of {id}: {e:?}\n{}", stack.logs()))
+            .into_inner();
+        owners.insert(
+            stack
+                .db
+                .export_host(&attachment.id)
+                .await
+                .expect("export host")
+                .expect("an attached row names its export host"),
+        );
+        attachments.push(attachment.id);
+    }
+    assert_eq!(owners.len(), 1, "one member exports {id}: {owners:?}");
+    let pid = format!("volume-{id}.pid");
+    let exporting: Vec<&str> = members
+        .iter()
+        .filter(|(_, dir)| pid_files(dir).contains(&pid))
+        .map(|(m, _)| *m)
+        .collect();
+    assert_eq!(
+        exporting,
+        owners.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    for attachment in attachments {
+        stack
+            .attachments(PROJECT)
+            .delete_attachment(pb::DeleteAttachmentRequest { id: attachment })
+            .await
+            .unwrap_or_else(|e| panic!("detach from {id}: {e:?}\n{}", stack.logs()));
+    }
+    stack
+        .wait_status(PROJECT, &id, pb::VolumeStatus::Available)
+        .await;
+    assert!(
+        !nbd_serving(&id),
+        "the last detach stopped the export of {id}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_members_of_one_cluster_share_the_work_and_hand_it_over() {
     let shared_dir = tempfile::tempdir().expect("shared dir");
@@ -379,6 +462,7 @@ async fn two_members_of_one_cluster_share_the_work_and_hand_it_over() {
                 .join(&second),
         ),
     ];
+    multiattach_shares_one_export(&stack, &run_dirs).await;
     exports_stay_with_their_member(&stack, &ids[..4.min(ids.len())], run_dirs).await;
 
     // SIGTERM to member b in the middle of a burst: its queued and unacked

@@ -7,7 +7,15 @@ use scoria_common::{
 };
 
 use super::{ReconcileReport, Reconciler};
-use crate::error::{Result, VolumeError};
+use crate::{
+    BINARY,
+    error::{Result, VolumeError},
+};
+
+/// How long a member of a cluster may miss heartbeats before its peers settle
+/// the attachments it exports (Cinder's `service_down_time` default, as the
+/// scheduler's).
+pub const PEER_DOWN_MS: i64 = 60_000;
 
 /// What [`Reconciler::reconcile_attachments`] did, by attachment id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -95,6 +103,10 @@ impl Reconciler {
             let Some(attachment) = self.shared.db.get_attachment(id).await? else {
                 continue;
             };
+            if let Some(peer) = self.exported_by_live_peer(id).await? {
+                tracing::debug!(attachment_id = %id, %peer, "exported by a live member of the cluster: its to settle");
+                continue;
+            }
             match attachment.status {
                 AttachmentStatus::Attaching => {
                     self.settle_attaching(&attachment, &mut report).await?;
@@ -111,6 +123,26 @@ impl Reconciler {
             tracing::info!(?report, "stuck attachments settled");
         }
         Ok(report)
+    }
+
+    /// The other member of this service's cluster whose export attachment `id`
+    /// is, if that member is up: only it knows whether its export runs, so only
+    /// it settles the attachment (a member down for [`PEER_DOWN_MS`] leaves it to
+    /// the others, which find no export of theirs).
+    async fn exported_by_live_peer(&self, id: &str) -> Result<Option<String>> {
+        let Some(member) = self.shared.db.export_host(id).await? else {
+            return Ok(None);
+        };
+        if member == self.shared.export_host() {
+            return Ok(None);
+        }
+        let up = self
+            .shared
+            .db
+            .get_service(BINARY, &member)
+            .await?
+            .is_some_and(|s| s.is_up(now_ms(), PEER_DOWN_MS));
+        Ok(up.then_some(member))
     }
 
     async fn settle_attaching(

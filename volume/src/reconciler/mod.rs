@@ -39,7 +39,7 @@ mod attachment;
 mod snapshot;
 mod volume;
 
-pub use attachment::AttachmentReconcile;
+pub use attachment::{AttachmentReconcile, PEER_DOWN_MS};
 
 /// What one run did, entry by entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -337,16 +337,16 @@ mod detach;
 
 #[test]
 fn a_detach_goes_to_the_member_that_exports() {
-    use super::detach_destination;
+    use super::member_destination;
     // No export host recorded, or the volume's host itself: the volume's topic.
-    assert_eq!(detach_destination("node1@file", None), "node1@file");
+    assert_eq!(member_destination("node1@file", None), "node1@file");
     assert_eq!(
-        detach_destination("node1@file", Some("node1@file")),
+        member_destination("node1@file", Some("node1@file")),
         "node1@file"
     );
     // A member of the cluster: its server queue `<topic>.<server>`.
     assert_eq!(
-        detach_destination("shared@file", Some("node2@file")),
+        member_destination("shared@file", Some("node2@file")),
         "shared@file.node2"
     );
 }

@@ -74,3 +74,50 @@ async fn reconcile_settles_stuck_attaching_and_detaching() {
     assert_eq!(again, Default::default(), "nothing left to settle");
     f.exports.shutdown().await;
 }
+
+/// In a cluster, a stuck attachment whose export another member started is that
+/// member's to settle while it is up (only it knows whether its export runs);
+/// once it is down the others settle it.
+#[tokio::test]
+async fn reconcile_leaves_a_live_peers_export_to_it() {
+    let f = fixture("file").await;
+    const PEER: &str = "node2@file";
+    let volume = new_volume(&f).await;
+    let id = reserve_due(&f, &volume, AttachMode::ReadWrite, now_ms() - 1).await;
+    assert!(f.db.set_export_host(&id, PEER).await.expect("export host"));
+    f.db.heartbeat(crate::BINARY, PEER, "az1")
+        .await
+        .expect("peer's heartbeat");
+    let reconcile = || async {
+        crate::reconciler::Reconciler::new(
+            f.manager.shared(),
+            Arc::new(scoria_common::testing::RecordingVolumes::default()),
+        )
+        .reconcile_attachments()
+        .await
+        .expect("reconcile")
+    };
+
+    assert_eq!(reconcile().await, Default::default(), "the peer is up");
+    assert_eq!(
+        get_attachment(&f, &id).await.map(|a| a.status),
+        Some(AttachmentStatus::Attaching)
+    );
+
+    sqlx::query("UPDATE services SET last_heartbeat = $1 WHERE host = $2")
+        .bind(now_ms() - crate::reconciler::PEER_DOWN_MS - 1_000)
+        .bind(PEER)
+        .execute(f.db.pool())
+        .await
+        .expect("age the peer's heartbeat");
+    assert_eq!(
+        reconcile().await.failed,
+        vec![id.clone()],
+        "the peer is down"
+    );
+    assert_eq!(
+        get_attachment(&f, &id).await.map(|a| a.status),
+        Some(AttachmentStatus::ErrorAttaching)
+    );
+    f.exports.shutdown().await;
+}
