@@ -13,7 +13,12 @@
 //! scrapes the "on" stack produced.
 //!
 //! `SCORIA_BENCH_TELEMETRY=metrics` or `=traces` turns on only one of the two in
-//! the "on" stack (default: both), to tell their costs apart.
+//! the "on" stack (default: both), to tell their costs apart, and `=none` runs
+//! two identical stacks (the bench's own bias and noise);
+//! `SCORIA_BENCH_SAMPLE_RATIO=0.1` samples one trace in ten (the SDK's
+//! `parentbased_traceidratio`, as an operator would run it) instead of all;
+//! `SCORIA_BENCH_PAIRS` sets the number of pairs of rounds (default 10: a
+//! short run, whose cost varies by several percent from run to run).
 //!
 //! Under `cargo test --benches` (no `--bench` flag) it runs a small smoke size.
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -110,11 +115,12 @@ async fn round(stack: &Stack, count: usize) -> Duration {
 }
 
 /// CPU time (user + system) of the stack's processes, in ms.
-fn cpu_ms(stack: &Stack) -> f64 {
+/// CPU-ms each process of `stack` used so far, in the order of [`Stack::pids`].
+fn cpu_ms(stack: &Stack) -> Vec<(String, f64)> {
     stack
         .pids()
-        .iter()
-        .map(|(_, pid)| {
+        .into_iter()
+        .map(|(name, pid)| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
             let fields: Vec<&str> = after.split_whitespace().collect();
@@ -125,9 +131,23 @@ fn cpu_ms(stack: &Stack) -> f64 {
                     .unwrap_or(0.0)
             };
             // USER_HZ is 100 on Linux.
-            (ticks(14) + ticks(15)) * 10.0
+            (name, (ticks(14) + ticks(15)) * 10.0)
         })
-        .sum()
+        .collect()
+}
+
+/// Adds what each process used between `before` and `after` to `into`.
+fn add_used(into: &mut Vec<(String, f64)>, before: &[(String, f64)], after: &[(String, f64)]) {
+    for ((name, b), (_, a)) in before.iter().zip(after) {
+        match into.iter_mut().find(|(n, _)| n == name) {
+            Some((_, total)) => *total += a - b,
+            None => into.push((name.clone(), a - b)),
+        }
+    }
+}
+
+fn sum(used: &[(String, f64)]) -> f64 {
+    used.iter().map(|(_, ms)| ms).sum()
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -138,11 +158,17 @@ fn median(values: &mut [f64]) -> f64 {
 #[tokio::main]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (pairs, per_round) = if full { (10, 200) } else { (1, 10) };
+    let pairs = std::env::var("SCORIA_BENCH_PAIRS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let (pairs, per_round) = if full { (pairs, 200) } else { (1, 10) };
     let which = std::env::var("SCORIA_BENCH_TELEMETRY").unwrap_or_else(|_| "both".into());
     let (metrics, traces) = match which.as_str() {
         "metrics" => (true, false),
         "traces" => (false, true),
+        // Two identical stacks: how far apart the bench puts them by itself.
+        "none" => (false, false),
         _ => (true, true),
     };
 
@@ -150,8 +176,13 @@ async fn main() {
     let endpoint = collector.start().await;
     let off = Stack::start_with(DbKind::Sqlite, &[("RUST_LOG", "warn")]).await;
     let mut env = vec![("RUST_LOG", "warn")];
+    let ratio = std::env::var("SCORIA_BENCH_SAMPLE_RATIO").unwrap_or_default();
     if traces {
         env.push(("SCORIA_OTLP_ENDPOINT", endpoint.as_str()));
+        if !ratio.is_empty() {
+            env.push(("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"));
+            env.push(("OTEL_TRACES_SAMPLER_ARG", ratio.as_str()));
+        }
     }
     let on = if metrics {
         Stack::start_with_metrics_env(DbKind::Sqlite, &env).await
@@ -189,7 +220,7 @@ async fn main() {
     round(&on, WARMUP).await;
 
     let (mut time_off, mut time_on) = (Duration::ZERO, Duration::ZERO);
-    let (mut cpu_off, mut cpu_on) = (0.0, 0.0);
+    let (mut cpu_off, mut cpu_on) = (Vec::new(), Vec::new());
     let mut costs = Vec::new();
     let spans_before = collector.count();
     for pair in 0..pairs {
@@ -204,14 +235,14 @@ async fn main() {
             let stack = if with_telemetry { &on } else { &off };
             let cpu = cpu_ms(stack);
             let took = round(stack, per_round).await;
-            let used = cpu_ms(stack) - cpu;
+            let after = cpu_ms(stack);
             rates[usize::from(with_telemetry)] = per_round as f64 / took.as_secs_f64();
             if with_telemetry {
                 time_on += took;
-                cpu_on += used;
+                add_used(&mut cpu_on, &cpu, &after);
             } else {
                 time_off += took;
-                cpu_off += used;
+                add_used(&mut cpu_off, &cpu, &after);
             }
         }
         costs.push((rates[0] - rates[1]) / rates[0] * 100.0);
@@ -231,9 +262,16 @@ async fn main() {
     println!(
         "telemetry cpu {:.2} CPU-ms per create on, {:.2} off (api + scheduler + volume, \
          deletes included)",
-        cpu_on / total,
-        cpu_off / total
+        sum(&cpu_on) / total,
+        sum(&cpu_off) / total
     );
+    for ((name, on), (_, off)) in cpu_on.iter().zip(&cpu_off) {
+        println!(
+            "telemetry cpu   {name}: {:.2} CPU-ms per create on, {:.2} off",
+            on / total,
+            off / total
+        );
+    }
     // Let the batch processors export what is queued.
     tokio::time::sleep(Duration::from_secs(6)).await;
     println!(
@@ -255,5 +293,8 @@ async fn main() {
         traces,
         "spans exported iff traces are on"
     );
+    if !ratio.is_empty() {
+        println!("telemetry traces sampled at a ratio of {ratio}");
+    }
     scraper.abort();
 }
