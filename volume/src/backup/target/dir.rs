@@ -40,6 +40,44 @@ impl DirTarget {
         Ok(Self { root })
     }
 
+    /// Removes the temp objects older than `older_than` (left by a crash:
+    /// younger ones may be another service's writes in flight on a shared
+    /// directory); returns how many.
+    pub async fn sweep_temps(&self, older_than: std::time::Duration) -> Result<usize> {
+        let root = self.root.clone();
+        blocking(move || {
+            let mut dirs = vec![root.join("manifests")];
+            let chunks = root.join("chunks");
+            for entry in std::fs::read_dir(&chunks).map_err(io("list", &chunks))? {
+                let path = entry.map_err(io("list", &chunks))?.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                }
+            }
+            let mut removed = 0;
+            for dir in dirs {
+                for entry in std::fs::read_dir(&dir).map_err(io("list", &dir))? {
+                    let entry = entry.map_err(io("list", &dir))?;
+                    if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                        continue;
+                    }
+                    let age = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok());
+                    if age.is_some_and(|age| age >= older_than) {
+                        tracing::info!(path = %entry.path().display(), "removing a temp object left by a crash");
+                        remove_if_exists(&entry.path())?;
+                        removed += 1;
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
     /// The repository's directory.
     pub fn root(&self) -> &Path {
         &self.root

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::{
-    ObjectStore, ObjectStoreExt, PutPayload,
+    ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
     aws::{AmazonS3, AmazonS3Builder},
     path::Path as Key,
 };
@@ -21,6 +21,12 @@ use crate::backup::{
 /// The region used when none is configured (what most S3-compatible servers
 /// accept).
 pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// How often a failed request (a 5xx, a connection refused) is tried again.
+const MAX_RETRIES: usize = 3;
+/// How long a request is tried again at most: a server that is down fails the
+/// backup within this, not after `object_store`'s default of minutes.
+const RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A repository in an S3 bucket, under a key prefix.
 #[derive(Debug)]
@@ -56,7 +62,13 @@ impl S3Target {
         // rustls builds its client config with the process's provider: ring
         // (installing it is a no-op when one is installed already).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let retry = RetryConfig {
+            max_retries: MAX_RETRIES,
+            retry_timeout: RETRY_TIMEOUT,
+            ..RetryConfig::default()
+        };
         let mut builder = AmazonS3Builder::new()
+            .with_retry(retry)
             .with_bucket_name(bucket)
             .with_region(settings.s3_region.as_deref().unwrap_or(DEFAULT_REGION))
             .with_allow_http(settings.s3_allow_http);

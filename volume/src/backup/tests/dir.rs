@@ -79,6 +79,38 @@ async fn chunks_and_manifests_are_laid_out_by_digest_and_id() {
 }
 
 #[tokio::test]
+async fn old_temp_objects_are_swept_and_young_ones_kept() {
+    let (_dir, target) = target();
+    let shard = target.root().join("chunks").join("ab");
+    std::fs::create_dir_all(&shard).expect("shard");
+    let temp = shard.join(format!("{TEMP_PREFIX}1-abc.zst"));
+    let manifest_temp = target
+        .root()
+        .join("manifests")
+        .join(format!("{TEMP_PREFIX}2-x.json"));
+    std::fs::write(&temp, b"half").expect("temp");
+    std::fs::write(&manifest_temp, b"half").expect("temp");
+    let chunk = shard.join(format!("{}.zst", "ab".repeat(32)));
+    std::fs::write(&chunk, b"whole").expect("chunk");
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(
+        target.sweep_temps(hour).await.expect("sweep"),
+        0,
+        "young: kept"
+    );
+    assert!(temp.exists());
+    assert_eq!(
+        target
+            .sweep_temps(std::time::Duration::ZERO)
+            .await
+            .expect("sweep"),
+        2
+    );
+    assert!(!temp.exists() && !manifest_temp.exists());
+    assert!(chunk.exists(), "a chunk is not a temp");
+}
+
+#[tokio::test]
 async fn a_byte_flipped_on_disk_fails_the_restore_naming_the_chunk() {
     let (_dir, target) = target();
     let fx = Fixture::new(target.clone());
