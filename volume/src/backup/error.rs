@@ -138,24 +138,6 @@ pub enum BackupError {
     /// The driver could not name or size an object.
     #[error(transparent)]
     Driver(#[from] DriverError),
-    /// A program this module runs (`qemu-img`) is not installed.
-    #[error("{program} not found: install the package {package}")]
-    ToolMissing {
-        /// The program.
-        program: String,
-        /// The Debian package providing it.
-        package: &'static str,
-    },
-    /// A program this module ran failed.
-    #[error("{command} failed ({status}): {stderr}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// How it ended.
-        status: std::process::ExitStatus,
-        /// What it said on stderr.
-        stderr: String,
-    },
     /// The chunk index (the reference counts) failed.
     #[error("chunk index: {0}")]
     Index(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -15,13 +15,10 @@ use super::{
     error::{BackupError, Result, blocking, io},
     restore::Dest,
 };
-use crate::driver::{ObjectKind, VolumeDriver};
+use crate::driver::{ObjectKind, VolumeDriver, command::Tool};
 
 /// What a scratch file's name starts with.
 pub const SCRATCH_PREFIX: &str = ".scoria-backup-";
-
-/// How much of `qemu-img`'s stderr goes into an error.
-const MAX_STDERR: usize = 4096;
 
 /// An object's bytes as a raw image, for [`BackupEngine::backup`]: the
 /// object itself, or a scratch copy removed when this is dropped.
@@ -206,44 +203,12 @@ async fn require(path: &Path, kind: &'static str, id: &str) -> Result<()> {
     }
 }
 
-/// Runs `qemu-img` with `args`; its stderr goes into the error if it fails.
-/// Dropping the future kills it.
+/// Runs `qemu-img` with `args` (the drivers' runner: its stderr goes into the
+/// error if it fails, a missing program names its package, dropping the future
+/// kills it).
 async fn qemu_img<'a>(args: impl IntoIterator<Item = &'a std::ffi::OsStr>) -> Result<()> {
-    let mut command = tokio::process::Command::new("qemu-img");
-    command
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let line = std::iter::once(command.as_std().get_program())
-        .chain(command.as_std().get_args())
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
-    tracing::debug!(command = %line, "running");
-    let output = command.output().await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => BackupError::ToolMissing {
-            program: "qemu-img".into(),
-            package: "qemu-utils",
-        },
-        _ => io("run", Path::new("qemu-img"))(e),
-    })?;
-    if output.status.success() {
-        return Ok(());
-    }
-    let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-    if stderr.len() > MAX_STDERR {
-        let mut end = MAX_STDERR;
-        while !stderr.is_char_boundary(end) {
-            end -= 1;
-        }
-        stderr.truncate(end);
-        stderr.push('…');
-    }
-    Err(BackupError::Command {
-        command: line,
-        status: output.status,
-        stderr,
-    })
+    Tool::new("qemu-img", "qemu-utils")
+        .run(args)
+        .await
+        .map_err(BackupError::Driver)
 }

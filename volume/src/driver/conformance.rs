@@ -127,7 +127,7 @@ impl Backend {
 }
 
 /// Runs `qemu-io -f <format> -c <command> <path>`; Err with its output if it fails.
-async fn qemu_io(format: &str, path: &Path, command: &str) -> Result<(), String> {
+pub(crate) async fn qemu_io(format: &str, path: &Path, command: &str) -> Result<(), String> {
     let output = tokio::process::Command::new("qemu-io")
         .args(["-f", format, "-c", command])
         .arg(path)

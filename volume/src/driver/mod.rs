@@ -12,9 +12,9 @@
 //! Every driver passes the same conformance suite (`conformance.rs`), which reads
 //! and writes the objects through their real format with `qemu-io`.
 
-mod command;
+pub(crate) mod command;
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 pub mod file;
 pub mod objects;
 pub mod qcow2;

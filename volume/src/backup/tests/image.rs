@@ -9,28 +9,8 @@ use crate::{
         BackupError, DirTarget, SCRATCH_PREFIX, raw_source, restore_into_volume, sweep_scratch,
         testkit::{Fixture, new_id},
     },
-    driver::{FileDriver, ObjectKind, Qcow2Driver, VolumeDriver},
+    driver::{FileDriver, ObjectKind, Qcow2Driver, VolumeDriver, conformance::qemu_io},
 };
-
-/// Runs `qemu-io -f <format> -c <command> <path>`; Err with its output if it fails.
-async fn qemu_io(format: &str, path: &Path, command: &str) -> Result<(), String> {
-    let output = tokio::process::Command::new("qemu-io")
-        .args(["-f", format, "-c", command])
-        .arg(path)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("qemu-io: {e} (install qemu-utils)"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if output.status.success() && !stdout.contains("failed") {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}: {stdout}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
 
 /// The patterns the tests write: (byte, offset, length), as `qemu-io` takes them.
 const PATTERNS: [(u8, &str, &str); 3] = [
