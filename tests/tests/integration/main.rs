@@ -5,6 +5,7 @@
 
 mod admin;
 mod attachments;
+mod backup;
 mod broker;
 mod calls;
 mod db;

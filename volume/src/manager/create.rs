@@ -97,7 +97,11 @@ impl VolumeManager {
             },
         };
         match made {
-            Ok(()) => self.create_done(ctx, volume).await,
+            // A volume made for a restore gets the backup's bytes first.
+            Ok(()) => match self.shared.db.backup_restoring_into(id).await? {
+                Some(backup) => self.restore_created(ctx, volume, backup).await,
+                None => self.create_done(ctx, volume).await,
+            },
             Err(err) => {
                 self.create_failed(ctx, request, volume, err.to_string())
                     .await
@@ -257,6 +261,7 @@ impl VolumeManager {
             .await?;
         if won {
             self.shared.remove_leftover(&id).await;
+            self.restore_target_failed(ctx, &id, &message).await?;
         } else {
             tracing::info!("volume changed while failing: left as it is");
         }
