@@ -20,6 +20,7 @@
 //! own, under `<host>@<backend>`.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod backup_index;
 pub mod config;
 pub mod driver;

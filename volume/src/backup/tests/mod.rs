@@ -1,0 +1,1 @@
+//! Tests of the backup engine and its targets.
