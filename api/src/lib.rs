@@ -65,9 +65,8 @@ use scoria_common::{
 use scoria_proto::v1::{
     admin_service_server::AdminServiceServer, attachment_service_server::AttachmentServiceServer,
     availability_zone_service_server::AvailabilityZoneServiceServer,
-    backup_service_server::BackupServiceServer,
-    quota_service_server::QuotaServiceServer, snapshot_service_server::SnapshotServiceServer,
-    volume_service_server::VolumeServiceServer,
+    backup_service_server::BackupServiceServer, quota_service_server::QuotaServiceServer,
+    snapshot_service_server::SnapshotServiceServer, volume_service_server::VolumeServiceServer,
     volume_type_service_server::VolumeTypeServiceServer,
 };
 use tokio::net::TcpListener;

@@ -375,7 +375,10 @@ mod tests {
                 Some(status)
             );
         }
-        assert_eq!(backup_status_from_proto(pb::BackupStatus::Unspecified), None);
+        assert_eq!(
+            backup_status_from_proto(pb::BackupStatus::Unspecified),
+            None
+        );
     }
 
     #[test]

@@ -57,13 +57,22 @@ mod tests {
         let index = DbChunkIndex::new(db.clone());
         assert!(index.acquire("a", "d1").await.expect("acquire"));
         index.stored("d1").await.expect("stored");
-        assert!(!index.acquire("a", "d1").await.expect("again"), "idempotent");
+        assert!(
+            !index.acquire("a", "d1").await.expect("again"),
+            "idempotent"
+        );
         assert!(!index.acquire("b", "d1").await.expect("shared"));
         assert!(index.acquire("b", "d2").await.expect("new"));
         index.stored("d2").await.expect("stored");
-        assert!(index.release("a").await.expect("release").is_empty(), "b holds d1");
+        assert!(
+            index.release("a").await.expect("release").is_empty(),
+            "b holds d1"
+        );
         assert_eq!(index.release("b").await.expect("release"), ["d1", "d2"]);
-        assert!(index.release("b").await.expect("again").is_empty(), "idempotent");
+        assert!(
+            index.release("b").await.expect("again").is_empty(),
+            "idempotent"
+        );
         index.forget("d1").await.expect("forget");
         index.forget("d2").await.expect("forget");
         assert_eq!(db.chunk_index_counts().await.expect("counts"), (0, 0));
@@ -94,6 +103,9 @@ mod tests {
         assert!(!waiting.is_finished(), "acquired a chunk being deleted");
         index.forget("d1").await.expect("forget");
         let must_write = waiting.await.expect("task").expect("acquire");
-        assert!(must_write, "the object was deleted: it must be written again");
+        assert!(
+            must_write,
+            "the object was deleted: it must be written again"
+        );
     }
 }

@@ -18,7 +18,9 @@ mod restore;
 
 use scoria_common::{
     RequestContext,
-    db::{BackupChange, BackupDeleteStart, BackupQuery, Db, Owner, VolumeMove, WorkerEntry, deadlines},
+    db::{
+        BackupChange, BackupDeleteStart, BackupQuery, Db, Owner, VolumeMove, WorkerEntry, deadlines,
+    },
     events::Event,
     model::{Backup, BackupStatus, Volume, VolumeStatus, now_ms},
 };
@@ -77,7 +79,11 @@ impl BackupApi {
     }
 
     #[tracing::instrument(skip_all, fields(volume_id = %req.volume_id, backup_id))]
-    async fn create(&self, ctx: &RequestContext, req: pb::CreateBackupRequest) -> ApiResult<Backup> {
+    async fn create(
+        &self,
+        ctx: &RequestContext,
+        req: pb::CreateBackupRequest,
+    ) -> ApiResult<Backup> {
         let volume_id = validate::uuid("volume_id", &req.volume_id)?;
         validate::text::line("name", &req.name)?;
         validate::text::description("description", &req.description)?;
@@ -98,11 +104,13 @@ impl BackupApi {
             });
         };
         let parent = if req.incremental {
-            let parent = self
-                .db
-                .latest_available_backup(&volume_id)
-                .await
-                .map_err(ApiError::db(format!("find the parent backup of volume {volume_id}")))?;
+            let parent =
+                self.db
+                    .latest_available_backup(&volume_id)
+                    .await
+                    .map_err(ApiError::db(format!(
+                        "find the parent backup of volume {volume_id}"
+                    )))?;
             match parent {
                 Some(parent) => Some(parent.id),
                 None => return Err(ApiError::NoParentBackup { volume_id }),
@@ -168,13 +176,14 @@ impl BackupApi {
                     // Nothing will ever make it: the volume back, then the row.
                     if let Some(to) = to {
                         let held = [to];
-                        let back = BackupChange::new(&[BackupStatus::Creating], BackupStatus::Error)
-                            .volume(VolumeMove {
-                                id: &failed.volume_id,
-                                from: &held,
-                                to: from,
-                                error_message: None,
-                            });
+                        let back =
+                            BackupChange::new(&[BackupStatus::Creating], BackupStatus::Error)
+                                .volume(VolumeMove {
+                                    id: &failed.volume_id,
+                                    from: &held,
+                                    to: from,
+                                    error_message: None,
+                                });
                         let _ = self.db.transition_backup(&failed.id, &back).await;
                     }
                     let removed = self.db.delete_backup_row(&failed.id).await;
@@ -384,4 +393,3 @@ impl BackupService for BackupApi {
         handle_as(request, async |ctx, req| self.restore(ctx, req).await).await
     }
 }
-

@@ -116,14 +116,15 @@ impl BackupApi {
             .send(
                 self.ports.volumes.restore_backup(ctx, &host, request),
                 |_why| async move {
-                    let back = BackupChange::new(&[BackupStatus::Restoring], BackupStatus::Available)
-                        .restore_volume(None)
-                        .volume(VolumeMove {
-                            id: target,
-                            from: &[VolumeStatus::RestoringBackup],
-                            to: VolumeStatus::Available,
-                            error_message: None,
-                        });
+                    let back =
+                        BackupChange::new(&[BackupStatus::Restoring], BackupStatus::Available)
+                            .restore_volume(None)
+                            .volume(VolumeMove {
+                                id: target,
+                                from: &[VolumeStatus::RestoringBackup],
+                                to: VolumeStatus::Available,
+                                error_message: None,
+                            });
                     db.transition_backup(&id, &back).await
                 },
             )
@@ -197,7 +198,9 @@ impl BackupApi {
                     ),
                     Err(err) => err,
                 },
-                None => ApiError::Internal(format!("backup {id} stayed available but did not move")),
+                None => {
+                    ApiError::Internal(format!("backup {id} stayed available but did not move"))
+                }
             },
             Err(err) => err,
         }

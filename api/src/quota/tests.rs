@@ -343,6 +343,8 @@ async fn defaults_list_every_resource() {
             "snapshots",
             "attachments",
             "per_volume_gigabytes",
+            "backups",
+            "backup_gigabytes",
             "volumes___DEFAULT__",
             "gigabytes___DEFAULT__",
             "snapshots___DEFAULT__"

@@ -172,14 +172,13 @@ impl Db {
             return Ok(false);
         }
         if let Some(parent) = &backup.parent_id {
-            let held = sqlx::query(
-                "UPDATE backups SET updated_at = $1 WHERE id = $2 AND status = $3",
-            )
-            .bind(now_ms())
-            .bind(parent)
-            .bind(BackupStatus::Available.as_str())
-            .execute(&mut *tx)
-            .await?;
+            let held =
+                sqlx::query("UPDATE backups SET updated_at = $1 WHERE id = $2 AND status = $3")
+                    .bind(now_ms())
+                    .bind(parent)
+                    .bind(BackupStatus::Available.as_str())
+                    .execute(&mut *tx)
+                    .await?;
             if held.rows_affected() != 1 {
                 return Ok(false);
             }

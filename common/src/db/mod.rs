@@ -11,10 +11,10 @@
 #[cfg(test)]
 mod admin_tests;
 mod attachments;
-mod backup_chunks;
-mod backups;
 #[cfg(test)]
 mod attachments_tests;
+mod backup_chunks;
+mod backups;
 mod extend;
 mod keyset;
 #[cfg(test)]

@@ -106,7 +106,12 @@ impl Stack {
             .into_iter()
             .flatten()
             .flatten()
-            .flat_map(|fan| std::fs::read_dir(fan.path()).into_iter().flatten().flatten())
+            .flat_map(|fan| {
+                std::fs::read_dir(fan.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|e| e == "zst"))
             .collect();

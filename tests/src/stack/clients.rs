@@ -8,9 +8,8 @@ use scoria_proto::v1::{
     self as pb, admin_service_client::AdminServiceClient,
     attachment_service_client::AttachmentServiceClient,
     availability_zone_service_client::AvailabilityZoneServiceClient,
-    backup_service_client::BackupServiceClient,
-    quota_service_client::QuotaServiceClient, snapshot_service_client::SnapshotServiceClient,
-    volume_service_client::VolumeServiceClient,
+    backup_service_client::BackupServiceClient, quota_service_client::QuotaServiceClient,
+    snapshot_service_client::SnapshotServiceClient, volume_service_client::VolumeServiceClient,
     volume_type_service_client::VolumeTypeServiceClient,
 };
 use tonic::{

@@ -41,7 +41,9 @@ impl BackupSection {
         {
             return refuse(
                 "backup.target",
-                format!("{target:?} must be file:///dir, an absolute directory or s3://bucket/prefix"),
+                format!(
+                    "{target:?} must be file:///dir, an absolute directory or s3://bucket/prefix"
+                ),
             );
         }
         if self.s3_access_key_id.is_empty() != self.s3_secret_access_key.is_empty() {
@@ -137,6 +139,9 @@ mod tests {
         assert!(err.to_string().contains("backup.target"), "{err}");
         let err = Config::load_from(None, &env(&[("SCORIA_BACKUP_S3_ACCESS_KEY_ID", "key")]))
             .expect_err("half a key");
-        assert!(err.to_string().contains("backup.s3_secret_access_key"), "{err}");
+        assert!(
+            err.to_string().contains("backup.s3_secret_access_key"),
+            "{err}"
+        );
     }
 }

@@ -92,9 +92,8 @@ impl Reconciler {
         {
             return Ok(Resolved::Skipped);
         }
-        let message = format!(
-            "restoring backup {id} into volume {target} did not finish by its deadline"
-        );
+        let message =
+            format!("restoring backup {id} into volume {target} did not finish by its deadline");
         let change = BackupChange::new(&[BackupStatus::Restoring], BackupStatus::Available)
             .error(&message)
             .restore_volume(None)
@@ -107,7 +106,12 @@ impl Reconciler {
         let won = self
             .shared
             .settler
-            .backup(&Self::ctx(), backup, change, Some(Event::BackupRestoreError))
+            .backup(
+                &Self::ctx(),
+                backup,
+                change,
+                Some(Event::BackupRestoreError),
+            )
             .await?;
         if won {
             tracing::warn!(backup_id = %id, volume_id = %target, "restore overdue: volume set to error, backup available");

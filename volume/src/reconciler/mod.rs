@@ -92,7 +92,11 @@ impl Reconciler {
             .db
             .overdue_workers(scoria_common::db::SCHEDULER_OWNER, now)
             .await?;
-        overdue.extend(unclaimed.into_iter().filter(|e| e.kind == WorkerKind::Backup));
+        overdue.extend(
+            unclaimed
+                .into_iter()
+                .filter(|e| e.kind == WorkerKind::Backup),
+        );
         let mut report = ReconcileReport::default();
         let mut attachments = Vec::new();
         for entry in overdue {
@@ -223,5 +227,7 @@ pub(super) enum ResolveError {
     Ops(#[from] OpsError),
 }
 
+#[cfg(test)]
+mod backup_tests;
 #[cfg(test)]
 mod tests;

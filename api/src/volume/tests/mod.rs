@@ -16,6 +16,7 @@ mod create;
 mod extend_clone;
 mod from_snapshot;
 mod lifecycle;
+mod backups;
 mod snapshots;
 
 struct Fixture {

@@ -51,7 +51,11 @@ async fn each_link_of_an_incremental_chain_restores_its_own_state() {
 
     // Parents go only after their children, newest first.
     let mut backups = stack.backups("p1");
-    let full_now = stack.as_member("p1").get_backup(&full.id).await.expect("get");
+    let full_now = stack
+        .as_member("p1")
+        .get_backup(&full.id)
+        .await
+        .expect("get");
     assert!(full_now.has_dependent_backups, "{full_now:?}");
     for parent in [&full.id, &second.id] {
         let refused = backups
@@ -59,14 +63,25 @@ async fn each_link_of_an_incremental_chain_restores_its_own_state() {
             .await
             .expect_err("a backup with children");
         assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-        assert!(refused.message().contains("dependent"), "{}", refused.message());
+        assert!(
+            refused.message().contains("dependent"),
+            "{}",
+            refused.message()
+        );
         let still = stack.as_member("p1").get_backup(parent).await.expect("get");
-        assert_eq!(still.status(), pb::BackupStatus::Available, "nothing changed");
+        assert_eq!(
+            still.status(),
+            pb::BackupStatus::Available,
+            "nothing changed"
+        );
     }
     delete_backup(&stack, &third.id).await;
     delete_backup(&stack, &second.id).await;
     delete_backup(&stack, &full.id).await;
-    assert!(stack.backup_chunk_files().is_empty(), "every chunk went with the last backup");
+    assert!(
+        stack.backup_chunk_files().is_empty(),
+        "every chunk went with the last backup"
+    );
     let (chunks, refs) = stack.db.chunk_index_counts().await.expect("index");
     assert_eq!((chunks, refs), (0, 0), "the chunk index is empty");
     stack.assert_quota_exact().await;

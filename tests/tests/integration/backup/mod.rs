@@ -85,7 +85,11 @@ async fn restore(stack: &Stack, backup_id: &str, volume_id: &str) -> String {
         .await
         .map(Response::into_inner)
         .unwrap_or_else(|e| panic!("RestoreBackup {backup_id}: {e:?}\n{}", stack.logs()));
-    assert_eq!(restoring.status(), pb::BackupStatus::Restoring, "{restoring:?}");
+    assert_eq!(
+        restoring.status(),
+        pb::BackupStatus::Restoring,
+        "{restoring:?}"
+    );
     let target = restoring.restore_volume_id.clone();
     assert!(!target.is_empty(), "{restoring:?}");
     if !volume_id.is_empty() {

@@ -23,7 +23,9 @@ async fn backup_count(stack: &Stack) -> usize {
 
 /// The field a refusal's `BadRequest` names.
 fn field_of(status: &Status) -> String {
-    let bad = status.get_details_bad_request().expect("BadRequest details");
+    let bad = status
+        .get_details_bad_request()
+        .expect("BadRequest details");
     bad.field_violations[0].field.clone()
 }
 
@@ -98,7 +100,10 @@ async fn bad_requests_are_refused_with_nothing_written() {
     let still = stack.get_volume("p1", &volume).await.expect("volume");
     assert_eq!(still.status(), pb::VolumeStatus::InUse);
     assert!(
-        !stack.backend_files().iter().any(|f| f.contains(&created.id)),
+        !stack
+            .backend_files()
+            .iter()
+            .any(|f| f.contains(&created.id)),
         "the temporary snapshot is gone: {:?}",
         stack.backend_files()
     );
@@ -162,7 +167,11 @@ async fn restores_into_an_existing_volume_at_least_as_large() {
         let volume = stack.get_volume("p1", id).await.expect("volume");
         assert_eq!(volume.status(), pb::VolumeStatus::Available, "untouched");
     }
-    let now = stack.as_member("p1").get_backup(&backup.id).await.expect("get");
+    let now = stack
+        .as_member("p1")
+        .get_backup(&backup.id)
+        .await
+        .expect("get");
     assert_eq!(now.status(), pb::BackupStatus::Available, "untouched");
 
     fill_chunk(&stack, &target, 0, 0x99);
@@ -197,7 +206,11 @@ async fn quotas_refuse_backups_and_stay_exact() {
     assert_eq!(named, ["backups", "backup_gigabytes"], "{err:?}");
     assert_eq!(backup_count(&stack).await, 1, "nothing written");
     let volume_now = stack.get_volume("p1", &volume).await.expect("volume");
-    assert_eq!(volume_now.status(), pb::VolumeStatus::Available, "untouched");
+    assert_eq!(
+        volume_now.status(),
+        pb::VolumeStatus::Available,
+        "untouched"
+    );
 
     delete_backup(&stack, &first.id).await;
     assert_eq!(stack.quota_usage("p1", "backups").await, (0, 0, 1));

@@ -24,7 +24,10 @@ async fn a_deleted_backup_removes_its_unshared_chunks_and_keeps_shared_ones() {
     let after_a = stack.backup_chunk_files();
     assert_eq!(after_a.len(), 2);
     let of_b = backup_of(&stack, &b, false).await;
-    assert_eq!(of_b.object_count, 1, "the shared chunk was not stored again");
+    assert_eq!(
+        of_b.object_count, 1,
+        "the shared chunk was not stored again"
+    );
     let after_b = stack.backup_chunk_files();
     assert_eq!(after_b.len(), 3);
 

@@ -214,7 +214,10 @@ impl VolumeManager {
         };
         match deleted {
             Ok(stats) => {
-                tracing::info!(deleted_chunks = stats.deleted_chunks, "backup deleted from the target");
+                tracing::info!(
+                    deleted_chunks = stats.deleted_chunks,
+                    "backup deleted from the target"
+                );
                 let removed = self.shared.db.delete_backup_row(id);
                 self.settle_removed(ctx, &mut backup, removed, Event::BackupDeleteEnd)
                     .await

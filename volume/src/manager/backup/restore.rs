@@ -123,15 +123,24 @@ impl VolumeManager {
         let from = [BackupStatus::Restoring];
         let (to, message, event) = match &restored {
             Ok(stats) => {
-                tracing::info!(chunks = stats.chunks, fetched_bytes = stats.fetched_bytes, "backup restored");
-                (BackupStatus::Available, String::new(), Event::BackupRestoreEnd)
+                tracing::info!(
+                    chunks = stats.chunks,
+                    fetched_bytes = stats.fetched_bytes,
+                    "backup restored"
+                );
+                (
+                    BackupStatus::Available,
+                    String::new(),
+                    Event::BackupRestoreEnd,
+                )
             }
             Err(err) => {
                 let why = match err {
                     Some(err) => err.to_string(),
                     None => format!("volume service {} has no backup target", self.settings.host),
                 };
-                let message = format!("restoring backup {id} into volume {volume_id} failed: {why}");
+                let message =
+                    format!("restoring backup {id} into volume {volume_id} failed: {why}");
                 tracing::error!(%message, "restore failed");
                 // Damaged chunks make the backup itself unusable: it says so.
                 let damaged = matches!(
@@ -165,7 +174,9 @@ impl VolumeManager {
             .error(&message)
             .restore_volume(None)
             .volume(volume);
-        settler.backup(ctx, &mut backup, change, Some(event)).await?;
+        settler
+            .backup(ctx, &mut backup, change, Some(event))
+            .await?;
         Ok(())
     }
 
