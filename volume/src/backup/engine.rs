@@ -229,6 +229,9 @@ impl BackupEngine {
         let (offset, len) = chunk_range(size_bytes, self.chunk_bytes, index);
         let (file, at) = (file.clone(), path.to_owned());
         let read = blocking(move || {
+            if is_hole(&file, offset, len as u64) {
+                return Ok(None);
+            }
             let mut data = vec![0u8; len];
             file.read_exact_at(&mut data, offset)
                 .map_err(io("read", &at))?;
@@ -289,6 +292,20 @@ impl BackupEngine {
             stats.deleted_chunks += 1;
         }
         Ok(stats)
+    }
+}
+
+/// Whether `len` bytes at `offset` of `file` are a hole (no data to read: the
+/// filesystem says so with `SEEK_DATA`); false when unsure.
+fn is_hole(file: &File, offset: u64, len: u64) -> bool {
+    let Ok(at) = i64::try_from(offset) else {
+        return false;
+    };
+    match nix::unistd::lseek(file, at, nix::unistd::Whence::SeekData) {
+        Ok(next) => u64::try_from(next).is_ok_and(|next| next >= offset + len),
+        // No data at or after `offset`.
+        Err(nix::errno::Errno::ENXIO) => true,
+        Err(_) => false,
     }
 }
 

@@ -4,7 +4,7 @@
 //! bytes, plus one [`Manifest`] per backup naming every chunk of the volume.
 //!
 //! ```text
-//!  backup:  image ─read chunk i─▶ all zero? ── yes ──▶ manifest[i] = None (not stored)
+//!  backup:  image chunk i: a hole, or read and all zero? ── yes ──▶ manifest[i] = None
 //!                                    │ no
 //!                                 sha256 ─▶ index.acquire(backup, digest)
 //!                                    │ must write?  ── no ──▶ shared / unchanged: nothing put
@@ -35,6 +35,8 @@ mod index;
 mod manifest;
 mod restore;
 pub mod target;
+#[cfg(any(test, feature = "testing"))]
+pub mod testkit;
 #[cfg(test)]
 mod tests;
 

@@ -6,6 +6,7 @@
 
 mod chain;
 mod rules;
+mod s3;
 mod storage;
 
 use scoria_tests::stack::{DbKind, Stack, qemu_io_file};
