@@ -85,7 +85,7 @@ pub enum Error {
     Exports(#[source] VolumeError),
     /// The backup target could not be opened.
     #[error("backup target: {0}")]
-    Backup(#[from] backup::BackupError),
+    Backup(#[source] Box<backup::BackupError>),
     /// The first capability report could not be sent.
     #[error("first capability report of {host} failed: {source}")]
     Report {
@@ -130,7 +130,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let Some(connected) = connected else {
         return Ok(());
     };
-    let backups = backup_engine(&config, &connected.db)?;
+    let backups = backup_engine(&config, &connected.db).map_err(|e| Error::Backup(Box::new(e)))?;
     let manager = Arc::new(
         VolumeManager::new(
             connected.db.clone(),
@@ -193,7 +193,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 
 /// The backup engine over the target `config` names, counting chunks in `db`;
 /// the scratch files a killed run left behind are removed first.
-fn backup_engine(config: &Config, db: &Db) -> Result<Arc<backup::BackupEngine>> {
+fn backup_engine(
+    config: &Config,
+    db: &Db,
+) -> std::result::Result<Arc<backup::BackupEngine>, backup::BackupError> {
     let data_dir = &config.service.data_dir;
     let settings = config.backup.settings(data_dir);
     let target = backup::open_target(&settings)?;

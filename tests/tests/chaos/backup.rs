@@ -21,7 +21,11 @@ const WAIT: Duration = Duration::from_secs(120);
 async fn wait_for(stack: &Stack, what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !done().await {
-        assert!(Instant::now() < deadline, "{what} did not happen\n{}", stack.logs());
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen\n{}",
+            stack.logs()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -86,7 +90,10 @@ async fn volume_service_killed_mid_backup_and_mid_restore_settles_without_orphan
     .await;
     stack.kill_service("scoria-volume").await;
     let stored = stack.backup_chunk_files().len();
-    assert_eq!(backup_status(&stack, &backup).await, Some(BackupStatus::Creating));
+    assert_eq!(
+        backup_status(&stack, &backup).await,
+        Some(BackupStatus::Creating)
+    );
     assert!(stored < CHUNKS, "the backup had finished before the kill");
     stack.start_service("scoria-volume").await;
     wait_for(&stack, "the backup settled", async || {
@@ -100,9 +107,18 @@ async fn volume_service_killed_mid_backup_and_mid_restore_settles_without_orphan
         "{settled:?}"
     );
     assert_no_orphan_chunk(&stack).await;
-    let source = stack.db.get_volume(&volume).await.expect("db").expect("row");
+    let source = stack
+        .db
+        .get_volume(&volume)
+        .await
+        .expect("db")
+        .expect("row");
     assert_eq!(source.status, VolumeStatus::Available);
-    assert_eq!(settled, Some(BackupStatus::Available), "the redelivered cast finished it");
+    assert_eq!(
+        settled,
+        Some(BackupStatus::Available),
+        "the redelivered cast finished it"
+    );
 
     // Mid-restore: killed once the new volume has taken some bytes.
     let restoring = backups
@@ -119,9 +135,8 @@ async fn volume_service_killed_mid_backup_and_mid_restore_settles_without_orphan
         let volume = stack.db.get_volume(&target).await.expect("db");
         let object = stack.backend_object("volume", &target);
         volume.is_some_and(|v| v.status == VolumeStatus::RestoringBackup)
-            && std::fs::metadata(&object).is_ok_and(|m| {
-                std::os::unix::fs::MetadataExt::blocks(&m) > 8 * 1024
-            })
+            && std::fs::metadata(&object)
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::blocks(&m) > 8 * 1024)
     })
     .await;
     stack.kill_service("scoria-volume").await;
@@ -131,12 +146,20 @@ async fn volume_service_killed_mid_backup_and_mid_restore_settles_without_orphan
     })
     .await;
     assert_settled(&stack).await;
-    let target = stack.db.get_volume(&target).await.expect("db").expect("row");
+    let target = stack
+        .db
+        .get_volume(&target)
+        .await
+        .expect("db")
+        .expect("row");
     assert!(
         matches!(target.status, VolumeStatus::Available | VolumeStatus::Error),
         "{target:?}"
     );
-    assert_eq!(backup_status(&stack, &backup).await, Some(BackupStatus::Available));
+    assert_eq!(
+        backup_status(&stack, &backup).await,
+        Some(BackupStatus::Available)
+    );
 
     // And the backup still goes whole.
     backups

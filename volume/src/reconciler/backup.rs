@@ -24,11 +24,11 @@ impl Reconciler {
         match backup.status {
             BackupStatus::Creating => {
                 // Whatever it stored goes first, so no chunk is orphaned.
-                if let Some(engine) = &self.shared.backups {
-                    if let Err(err) = engine.delete(id).await {
-                        tracing::warn!(backup_id = %id, %err, "cannot release the chunks of an overdue backup yet");
-                        return Ok(Resolved::Skipped);
-                    }
+                if let Some(engine) = &self.shared.backups
+                    && let Err(err) = engine.delete(id).await
+                {
+                    tracing::warn!(backup_id = %id, %err, "cannot release the chunks of an overdue backup yet");
+                    return Ok(Resolved::Skipped);
                 }
                 // A temporary snapshot of an in-use volume is named after the backup.
                 self.shared.remove_leftover_snapshot(id).await;

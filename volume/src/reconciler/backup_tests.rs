@@ -32,9 +32,12 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::connect(&format!("sqlite://{}", dir.path().join("scoria.db").display()))
-        .await
-        .expect("db");
+    let db = Db::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("scoria.db").display()
+    ))
+    .await
+    .expect("db");
     let file = FileDriver::new(dir.path().join("file"), Some(100)).expect("driver");
     let target = Arc::new(DirTarget::open(dir.path().join("backups")).expect("target"));
     let scratch = dir.path().join("scratch");
@@ -93,7 +96,9 @@ async fn volume(f: &Fixture) -> Volume {
         updated_at_ms: now,
     };
     let worker = WorkerEntry::volume(&volume.id, VolumeStatus::Creating, Owner::Scheduler, now);
-    f.db.create_volume(&volume, None, &worker).await.expect("insert");
+    f.db.create_volume(&volume, None, &worker)
+        .await
+        .expect("insert");
     f.db.transition_volume_with_worker(
         &volume.id,
         &[VolumeStatus::Creating],
@@ -105,7 +110,11 @@ async fn volume(f: &Fixture) -> Volume {
     .await
     .expect("available");
     f.file.create_volume(&volume.id, 1).await.expect("object");
-    let path = f._dir.path().join("file").join(format!("volume-{}", volume.id));
+    let path = f
+        ._dir
+        .path()
+        .join("file")
+        .join(format!("volume-{}", volume.id));
     let mut bytes = std::fs::OpenOptions::new()
         .write(true)
         .open(&path)
@@ -144,9 +153,8 @@ async fn creating_backup(f: &Fixture, volume: &Volume) -> Backup {
         Owner::Service(HOST.into()),
         now - 1,
     );
-    let created = f
-        .db
-        .create_backup(
+    let created =
+        f.db.create_backup(
             &backup,
             &[VolumeStatus::Available],
             Some(VolumeStatus::BackingUp),
@@ -164,7 +172,11 @@ async fn a_backup_killed_mid_way_ends_in_error_with_nothing_orphaned() {
     let volume = volume(&f).await;
     let backup = creating_backup(&f, &volume).await;
     // The dead process had stored the chunks (and even the manifest).
-    let path = f._dir.path().join("file").join(format!("volume-{}", volume.id));
+    let path = f
+        ._dir
+        .path()
+        .join("file")
+        .join(format!("volume-{}", volume.id));
     f.engine
         .backup(&backup.id, &volume.id, &path, None)
         .await
@@ -174,17 +186,38 @@ async fn a_backup_killed_mid_way_ends_in_error_with_nothing_orphaned() {
     let report = f.reconciler.run_once().await.expect("run");
 
     assert_eq!(report.failed, vec![backup.id.clone()]);
-    let now = f.db.get_backup(&backup.id).await.expect("get").expect("row");
+    let now =
+        f.db.get_backup(&backup.id)
+            .await
+            .expect("get")
+            .expect("row");
     assert_eq!(now.status, BackupStatus::Error);
-    assert!(now.error_message.contains("did not finish by its deadline"), "{now:?}");
-    let volume = f.db.get_volume(&volume.id).await.expect("get").expect("row");
-    assert_eq!(volume.status, VolumeStatus::Available, "the volume is usable again");
-    assert!(f.target.list_chunks().await.expect("list").is_empty(), "no orphan chunk");
+    assert!(
+        now.error_message.contains("did not finish by its deadline"),
+        "{now:?}"
+    );
+    let volume =
+        f.db.get_volume(&volume.id)
+            .await
+            .expect("get")
+            .expect("row");
+    assert_eq!(
+        volume.status,
+        VolumeStatus::Available,
+        "the volume is usable again"
+    );
+    assert!(
+        f.target.list_chunks().await.expect("list").is_empty(),
+        "no orphan chunk"
+    );
     assert_eq!(f.db.chunk_index_counts().await.expect("counts"), (0, 0));
     assert_eq!(f.recorder.event_types(), ["backup.create.error"]);
     // Settled: a second run finds nothing to do.
     let again = f.reconciler.run_once().await.expect("run");
-    assert!(again.failed.is_empty() && again.skipped.is_empty(), "{again:?}");
+    assert!(
+        again.failed.is_empty() && again.skipped.is_empty(),
+        "{again:?}"
+    );
 }
 
 #[tokio::test]
@@ -192,7 +225,11 @@ async fn a_restore_killed_mid_way_fails_the_volume_and_frees_the_backup() {
     let f = fixture().await;
     let source = volume(&f).await;
     let backup = creating_backup(&f, &source).await;
-    let path = f._dir.path().join("file").join(format!("volume-{}", source.id));
+    let path = f
+        ._dir
+        .path()
+        .join("file")
+        .join(format!("volume-{}", source.id));
     let stats = f
         .engine
         .backup(&backup.id, &source.id, &path, None)
@@ -201,7 +238,11 @@ async fn a_restore_killed_mid_way_fails_the_volume_and_frees_the_backup() {
     let mut done = backup.clone();
     let finish = BackupChange::new(&[BackupStatus::Creating], BackupStatus::Available)
         .stats(stats.written_chunks, stats.stored_bytes);
-    assert!(f.db.transition_backup(&done.id, &finish).await.expect("available"));
+    assert!(
+        f.db.transition_backup(&done.id, &finish)
+            .await
+            .expect("available")
+    );
     done.status = BackupStatus::Available;
     let target = volume(&f).await;
     // The restore started, then its volume service died.
@@ -211,9 +252,13 @@ async fn a_restore_killed_mid_way_fails_the_volume_and_frees_the_backup() {
         Owner::Service(HOST.into()),
         deadlines::at(now_ms(), Duration::ZERO) - 1,
     );
-    let started = f
-        .db
-        .start_backup_restore(&done.id, &target.id, Some(&[VolumeStatus::Available]), &worker)
+    let started =
+        f.db.start_backup_restore(
+            &done.id,
+            &target.id,
+            Some(&[VolumeStatus::Available]),
+            &worker,
+        )
         .await
         .expect("restore");
     assert!(started);
@@ -221,11 +266,19 @@ async fn a_restore_killed_mid_way_fails_the_volume_and_frees_the_backup() {
     let report = f.reconciler.run_once().await.expect("run");
 
     assert_eq!(report.failed, vec![done.id.clone()]);
-    let volume = f.db.get_volume(&target.id).await.expect("get").expect("row");
+    let volume =
+        f.db.get_volume(&target.id)
+            .await
+            .expect("get")
+            .expect("row");
     assert_eq!(volume.status, VolumeStatus::Error);
     assert!(volume.error_message.contains(&done.id), "{volume:?}");
     let now = f.db.get_backup(&done.id).await.expect("get").expect("row");
-    assert_eq!(now.status, BackupStatus::Available, "the backup itself is intact");
+    assert_eq!(
+        now.status,
+        BackupStatus::Available,
+        "the backup itself is intact"
+    );
     assert_eq!(now.restore_volume_id, None);
     assert_eq!(f.recorder.event_types(), ["backup.restore.error"]);
 }
