@@ -114,6 +114,12 @@ impl Stack {
             })
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|e| e == "zst"))
+            // An object being written (or one a kill -9 interrupted) has a temp name.
+            .filter(|p| {
+                !p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(".scoria-tmp-"))
+            })
             .collect();
         files.sort();
         files

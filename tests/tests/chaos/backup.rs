@@ -10,7 +10,7 @@ use scoria_proto::v1 as pb;
 use scoria_tests::stack::{DbKind, Stack};
 use tonic::Response;
 
-use crate::support::{CHAOS_ENV, PROJECT, assert_settled, serial};
+use crate::support::{CHAOS_ENV, PROJECT, assert_settled, enforce_quota, serial};
 
 /// The volume's size: 256 chunks of random bytes, each stored on its own.
 const SIZE_GIB: u64 = 1;
@@ -70,6 +70,7 @@ async fn assert_no_orphan_chunk(stack: &Stack) {
 async fn volume_service_killed_mid_backup_and_mid_restore_settles_without_orphans() {
     let _serial = serial().await;
     let mut stack = Stack::start_with(DbKind::Sqlite, CHAOS_ENV).await;
+    enforce_quota(&stack).await;
     let volume = random_volume(&stack).await;
     let backups = stack.as_member(PROJECT).backups();
 

@@ -22,6 +22,16 @@ impl VolumeManager {
             self.shared.remove_leftover(id).await;
             return Ok(());
         };
+        let here = volume
+            .host
+            .as_deref()
+            .is_some_and(|h| self.settings.is_mine(h));
+        if volume.status == VolumeStatus::RestoringBackup
+            && here
+            && self.resume_restore(ctx, id).await?
+        {
+            return Ok(());
+        }
         if volume.status != VolumeStatus::Creating {
             if volume.status == VolumeStatus::Available
                 && volume

@@ -94,6 +94,22 @@ impl VolumeManager {
         self.run_restore(ctx, backup, &volume.id).await
     }
 
+    /// A create cast delivered again for a volume already `restoring-backup`
+    /// here (its first delivery died mid-restore): the restore runs again.
+    pub(in crate::manager) async fn resume_restore(
+        &self,
+        ctx: &RequestContext,
+        volume_id: &str,
+    ) -> Result<bool> {
+        let Some(backup) = self.shared.db.backup_restoring_into(volume_id).await? else {
+            return Ok(false);
+        };
+        let _busy = self.shared.in_flight.enter(&backup.id);
+        tracing::info!(backup_id = %backup.id, "restore interrupted: running it again");
+        self.run_restore(ctx, backup, volume_id).await?;
+        Ok(true)
+    }
+
     /// Restores `backup` into volume `volume_id` (`restoring-backup` here) and
     /// settles both.
     async fn run_restore(
