@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "scoria/bus/v1/bus.proto",
     "scoria/v1/volume.proto",
     "scoria/v1/snapshot.proto",
+    "scoria/v1/backup.proto",
     "scoria/v1/volume_type.proto",
     "scoria/v1/admin.proto",
     "scoria/v1/attachment.proto",

@@ -65,6 +65,8 @@ pub const API_ENV: &[EnvKey] = &[
         "SCORIA_QUOTA_PER_VOLUME_GIGABYTES",
         "quota.per_volume_gigabytes",
     ),
+    EnvKey::signed("SCORIA_QUOTA_BACKUPS", "quota.backups"),
+    EnvKey::signed("SCORIA_QUOTA_BACKUP_GIGABYTES", "quota.backup_gigabytes"),
 ];
 
 /// How callers prove who they are.
@@ -470,6 +472,7 @@ mod tests {
                 snapshots: 0,
                 attachments: 7,
                 per_volume_gigabytes: 100,
+                ..QuotaDefaults::CINDER
             }
         );
         let err =

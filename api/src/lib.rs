@@ -9,7 +9,7 @@
 //!         ─gRPC─▶ AuthLayer ─▶ LimitLayer ─▶ VolumeService ─▶ Db  (reads, intent)
 //!                  │                      └─▶ Intent ─▶ SchedulerOps / VolumeOps
 //!                  │                                (cast; compensate via Settler)
-//!                  ├─▶ SnapshotService, AttachmentService ─▶ Db, Intent ─▶ VolumeOps
+//!                  ├─▶ Snapshot-, Attachment-, BackupService ─▶ Db, Intent ─▶ VolumeOps
 //!                  ├─▶ VolumeTypeService, AvailabilityZoneService ─▶ Db
 //!                  ├─▶ QuotaService ─▶ Db (limits; usage kept by the database)
 //!                  └─▶ AdminService (admin role only) ─▶ Db, SchedulerOps (pools)
@@ -28,6 +28,7 @@ pub mod admin;
 pub mod attachment;
 pub mod auth;
 pub mod availability_zone;
+pub mod backup;
 #[cfg(test)]
 mod blocked_tests;
 pub mod config;
@@ -64,8 +65,8 @@ use scoria_common::{
 use scoria_proto::v1::{
     admin_service_server::AdminServiceServer, attachment_service_server::AttachmentServiceServer,
     availability_zone_service_server::AvailabilityZoneServiceServer,
-    quota_service_server::QuotaServiceServer, snapshot_service_server::SnapshotServiceServer,
-    volume_service_server::VolumeServiceServer,
+    backup_service_server::BackupServiceServer, quota_service_server::QuotaServiceServer,
+    snapshot_service_server::SnapshotServiceServer, volume_service_server::VolumeServiceServer,
     volume_type_service_server::VolumeTypeServiceServer,
 };
 use tokio::net::TcpListener;
@@ -79,6 +80,7 @@ use crate::{
     attachment::AttachmentApi,
     auth::{AuthLayer, Authenticator, JwtVerifier, TokensError},
     availability_zone::AvailabilityZoneApi,
+    backup::BackupApi,
     config::AuthMode,
     limits::LimitLayer,
     policy::{Policy, PolicyError},
@@ -311,6 +313,12 @@ pub(crate) async fn serve_with(
     let mut snapshots = SnapshotApi::new(db.clone(), ports.clone());
     let mut attachments = AttachmentApi::new(db.clone(), ports.clone(), config.bus.call_timeout());
     let mut volumes = VolumeApi::new(db.clone(), ports.clone(), config.api.max_volume_size_gib);
+    let backups = BackupApi::new(
+        db.clone(),
+        ports.clone(),
+        volumes.clone(),
+        config.service_down_ms(),
+    );
     if let Some(watches) = watches {
         snapshots = snapshots.with_watches(watches.clone());
         attachments = attachments.with_watches(watches.clone());
@@ -320,6 +328,8 @@ pub(crate) async fn serve_with(
         guard.service(SnapshotServiceServer::new(snapshots).max_decoding_message_size(max));
     let attachment_service =
         guard.service(AttachmentServiceServer::new(attachments).max_decoding_message_size(max));
+    let backup_service =
+        guard.service(BackupServiceServer::new(backups).max_decoding_message_size(max));
     let quota_service = guard
         .service(QuotaServiceServer::new(QuotaApi::new(db.clone())).max_decoding_message_size(max));
     let volume_service =
@@ -371,6 +381,7 @@ pub(crate) async fn serve_with(
         .add_service(reflection_v1alpha)
         .add_service(volume_service)
         .add_service(snapshot_service)
+        .add_service(backup_service)
         .add_service(volume_type_service)
         .add_service(availability_zone_service)
         .add_service(admin_service)

@@ -33,6 +33,12 @@ impl Owned for Snapshot {
     }
 }
 
+impl Owned for scoria_common::model::Backup {
+    fn project_id(&self) -> &str {
+        &self.project_id
+    }
+}
+
 impl Owned for Attachment {
     fn project_id(&self) -> &str {
         &self.project_id

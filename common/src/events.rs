@@ -9,7 +9,7 @@
 
 use crate::{
     context::RequestContext,
-    model::{Attachment, Snapshot, Volume},
+    model::{Attachment, Backup, Snapshot, Volume},
     rpc::{Notifier, Priority},
 };
 use scoria_proto::v1 as pb;
@@ -79,6 +79,24 @@ events! {
     SnapshotDeleteEnd => "snapshot.delete.end",
     /// A snapshot delete failed (it is `error_deleting`).
     SnapshotDeleteError => "snapshot.delete.error",
+    /// A volume service started writing a backup.
+    BackupCreateStart => "backup.create.start",
+    /// A backup is available.
+    BackupCreateEnd => "backup.create.end",
+    /// A backup failed (it is `error`).
+    BackupCreateError => "backup.create.error",
+    /// A volume service started deleting a backup.
+    BackupDeleteStart => "backup.delete.start",
+    /// A backup is gone.
+    BackupDeleteEnd => "backup.delete.end",
+    /// A backup delete failed (it is `error_deleting`).
+    BackupDeleteError => "backup.delete.error",
+    /// A volume service started restoring a backup.
+    BackupRestoreStart => "backup.restore.start",
+    /// A restore finished (the target volume is available).
+    BackupRestoreEnd => "backup.restore.end",
+    /// A restore failed (the target volume is `error`).
+    BackupRestoreError => "backup.restore.error",
 }
 
 impl Event {
@@ -107,6 +125,8 @@ pub enum Payload<'a> {
     Snapshot(&'a Snapshot),
     /// An attachment.
     Attachment(&'a Attachment),
+    /// A backup.
+    Backup(&'a Backup),
 }
 
 impl<'a> From<&'a Volume> for Payload<'a> {
@@ -118,6 +138,12 @@ impl<'a> From<&'a Volume> for Payload<'a> {
 impl<'a> From<&'a Snapshot> for Payload<'a> {
     fn from(snapshot: &'a Snapshot) -> Self {
         Payload::Snapshot(snapshot)
+    }
+}
+
+impl<'a> From<&'a Backup> for Payload<'a> {
+    fn from(backup: &'a Backup) -> Self {
+        Payload::Backup(backup)
     }
 }
 
@@ -141,6 +167,7 @@ impl Notifications for Notifier {
             Payload::Volume(v) => self.emit(ctx, priority, name, &pb::Volume::from(v)),
             Payload::Snapshot(s) => self.emit(ctx, priority, name, &pb::Snapshot::from(s)),
             Payload::Attachment(a) => self.emit(ctx, priority, name, &pb::Attachment::from(a)),
+            Payload::Backup(b) => self.emit(ctx, priority, name, &pb::Backup::from(b)),
         }
     }
 }

@@ -74,6 +74,10 @@ statuses! {
         ErrorDeleting => "error_deleting",
         /// Extension failed.
         ErrorExtending => "error_extending",
+        /// A backup is reading it (Cinder's `backing-up`).
+        BackingUp => "backing-up",
+        /// A backup is being restored into it.
+        RestoringBackup => "restoring-backup",
     }
 }
 
@@ -177,6 +181,70 @@ pub struct Snapshot {
     pub host: Option<String>,
     /// Why it is in an error status (empty otherwise).
     pub error_message: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Last change, milliseconds since the Unix epoch.
+    pub updated_at_ms: i64,
+}
+
+statuses! {
+    /// The life cycle of a backup (Cinder's statuses).
+    BackupStatus, "backup status" {
+        /// A volume service is writing it to the backup target.
+        Creating => "creating",
+        /// Complete: it can be restored.
+        Available => "available",
+        /// Being deleted from the backup target.
+        Deleting => "deleting",
+        /// Being restored into a volume (`restore_volume_id`).
+        Restoring => "restoring",
+        /// Creation failed (or its chunks are damaged); see `error_message`.
+        Error => "error",
+        /// Deletion failed.
+        ErrorDeleting => "error_deleting",
+    }
+}
+
+impl BackupStatus {
+    /// The statuses a backup may be deleted from.
+    pub const DELETABLE: [BackupStatus; 3] = [Self::Available, Self::Error, Self::ErrorDeleting];
+}
+
+/// A backup as the database holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    /// UUID.
+    pub id: String,
+    /// The owning project (the volume's).
+    pub project_id: String,
+    /// The user who created it.
+    pub user_id: String,
+    /// The volume it was taken of (it may be gone since).
+    pub volume_id: String,
+    /// The backup an incremental one builds on.
+    pub parent_id: Option<String>,
+    /// Display name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// The volume's size when the backup was taken, GiB.
+    pub size_gib: u64,
+    /// Status.
+    pub status: BackupStatus,
+    /// Why it is in an error status, or why its last restore failed (empty otherwise).
+    pub error_message: String,
+    /// `host@backend` of the volume service that made it.
+    pub host: Option<String>,
+    /// Whether only chunks changed since the parent were stored.
+    pub incremental: bool,
+    /// Whether incremental backups build on it (read, never written).
+    pub has_dependents: bool,
+    /// Chunk objects it wrote to the target.
+    pub object_count: u64,
+    /// Compressed bytes of those objects.
+    pub stored_bytes: u64,
+    /// While `restoring`: the volume being restored into.
+    pub restore_volume_id: Option<String>,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: i64,
     /// Last change, milliseconds since the Unix epoch.

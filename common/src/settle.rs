@@ -16,7 +16,7 @@ use std::{future::Future, sync::Arc};
 
 use crate::{
     context::RequestContext,
-    db::{Db, DbResult, WorkerEntry},
+    db::{BackupChange, Db, DbResult, WorkerEntry},
     events::{Event, Notifications, Payload},
     model::{Attachment, Snapshot, SnapshotStatus, Volume, VolumeStatus, now_ms},
 };
@@ -36,6 +36,12 @@ impl Resource for Volume {
 impl Resource for Snapshot {
     fn payload(&self) -> Payload<'_> {
         Payload::Snapshot(self)
+    }
+}
+
+impl Resource for crate::model::Backup {
+    fn payload(&self) -> Payload<'_> {
+        Payload::Backup(self)
     }
 }
 
@@ -244,6 +250,35 @@ impl Settler {
             s.updated_at_ms = now_ms();
         };
         self.settle(ctx, snapshot, async { Ok(won) }, apply, event)
+            .await
+    }
+
+    /// Moves `backup` as `change` says (one transaction with its worker entry
+    /// and, best effort, its volume); on a win updates the copy and announces
+    /// `event`.
+    pub async fn backup(
+        &self,
+        ctx: &RequestContext,
+        backup: &mut crate::model::Backup,
+        change: BackupChange<'_>,
+        event: Option<Event>,
+    ) -> DbResult<bool> {
+        let won = self.db.transition_backup(&backup.id, &change).await?;
+        let apply = |b: &mut crate::model::Backup| {
+            b.status = change.to;
+            if let Some(message) = change.error_message {
+                b.error_message = message.to_owned();
+            }
+            if let Some((count, bytes)) = change.stats {
+                b.object_count = count;
+                b.stored_bytes = bytes;
+            }
+            if let Some(volume) = change.restore_volume {
+                b.restore_volume_id = volume.map(str::to_owned);
+            }
+            b.updated_at_ms = now_ms();
+        };
+        self.settle(ctx, backup, async { Ok(won) }, apply, event)
             .await
     }
 }

@@ -66,6 +66,10 @@ reasons! {
     NotMultiattach => "VOLUME_NOT_MULTIATTACH",
     /// The volume type is used by volumes.
     TypeInUse => "VOLUME_TYPE_IN_USE",
+    /// Incremental backups build on the backup (delete them first).
+    BackupHasDependents => "BACKUP_HAS_DEPENDENTS",
+    /// An incremental backup needs an available backup of the volume first.
+    NoParentBackup => "NO_PARENT_BACKUP",
     /// The source (snapshot or volume) cannot be used for the request.
     SourceUnusable => "SOURCE_UNUSABLE",
     /// No backend can take the volume.

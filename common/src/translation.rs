@@ -5,8 +5,8 @@ use prost_types::Timestamp;
 use scoria_proto::v1 as pb;
 
 use crate::model::{
-    AttachMode, Attachment, AttachmentStatus, ConnectionInfo, Connector, Snapshot, SnapshotStatus,
-    Volume, VolumeStatus,
+    AttachMode, Attachment, AttachmentStatus, Backup, BackupStatus, ConnectionInfo, Connector,
+    Snapshot, SnapshotStatus, Volume, VolumeStatus,
 };
 
 impl From<VolumeStatus> for pb::VolumeStatus {
@@ -23,6 +23,8 @@ impl From<VolumeStatus> for pb::VolumeStatus {
             VolumeStatus::Error => pb::VolumeStatus::Error,
             VolumeStatus::ErrorDeleting => pb::VolumeStatus::ErrorDeleting,
             VolumeStatus::ErrorExtending => pb::VolumeStatus::ErrorExtending,
+            VolumeStatus::BackingUp => pb::VolumeStatus::BackingUp,
+            VolumeStatus::RestoringBackup => pb::VolumeStatus::RestoringBackup,
         }
     }
 }
@@ -42,6 +44,8 @@ pub fn volume_status_from_proto(status: pb::VolumeStatus) -> Option<VolumeStatus
         pb::VolumeStatus::Error => VolumeStatus::Error,
         pb::VolumeStatus::ErrorDeleting => VolumeStatus::ErrorDeleting,
         pb::VolumeStatus::ErrorExtending => VolumeStatus::ErrorExtending,
+        pb::VolumeStatus::BackingUp => VolumeStatus::BackingUp,
+        pb::VolumeStatus::RestoringBackup => VolumeStatus::RestoringBackup,
     })
 }
 
@@ -114,6 +118,57 @@ impl From<&Snapshot> for pb::Snapshot {
             error_message: s.error_message.clone(),
             created_at: Some(timestamp(s.created_at_ms)),
             updated_at: Some(timestamp(s.updated_at_ms)),
+        }
+    }
+}
+
+impl From<BackupStatus> for pb::BackupStatus {
+    fn from(status: BackupStatus) -> Self {
+        match status {
+            BackupStatus::Creating => pb::BackupStatus::Creating,
+            BackupStatus::Available => pb::BackupStatus::Available,
+            BackupStatus::Deleting => pb::BackupStatus::Deleting,
+            BackupStatus::Restoring => pb::BackupStatus::Restoring,
+            BackupStatus::Error => pb::BackupStatus::Error,
+            BackupStatus::ErrorDeleting => pb::BackupStatus::ErrorDeleting,
+        }
+    }
+}
+
+/// The domain status of a wire backup status; `None` for `UNSPECIFIED`.
+pub fn backup_status_from_proto(status: pb::BackupStatus) -> Option<BackupStatus> {
+    Some(match status {
+        pb::BackupStatus::Unspecified => return None,
+        pb::BackupStatus::Creating => BackupStatus::Creating,
+        pb::BackupStatus::Available => BackupStatus::Available,
+        pb::BackupStatus::Deleting => BackupStatus::Deleting,
+        pb::BackupStatus::Restoring => BackupStatus::Restoring,
+        pb::BackupStatus::Error => BackupStatus::Error,
+        pb::BackupStatus::ErrorDeleting => BackupStatus::ErrorDeleting,
+    })
+}
+
+impl From<&Backup> for pb::Backup {
+    fn from(b: &Backup) -> Self {
+        pb::Backup {
+            id: b.id.clone(),
+            volume_id: b.volume_id.clone(),
+            name: b.name.clone(),
+            description: b.description.clone(),
+            size_gib: b.size_gib,
+            status: pb::BackupStatus::from(b.status) as i32,
+            project_id: b.project_id.clone(),
+            user_id: b.user_id.clone(),
+            error_message: b.error_message.clone(),
+            incremental: b.incremental,
+            parent_id: b.parent_id.clone().unwrap_or_default(),
+            has_dependent_backups: b.has_dependents,
+            host: b.host.clone().unwrap_or_default(),
+            object_count: b.object_count,
+            stored_bytes: b.stored_bytes,
+            restore_volume_id: b.restore_volume_id.clone().unwrap_or_default(),
+            created_at: Some(timestamp(b.created_at_ms)),
+            updated_at: Some(timestamp(b.updated_at_ms)),
         }
     }
 }
@@ -308,6 +363,20 @@ mod tests {
         }
         assert_eq!(
             snapshot_status_from_proto(pb::SnapshotStatus::Unspecified),
+            None
+        );
+    }
+
+    #[test]
+    fn every_backup_status_round_trips() {
+        for status in BackupStatus::ALL {
+            assert_eq!(
+                backup_status_from_proto(pb::BackupStatus::from(status)),
+                Some(status)
+            );
+        }
+        assert_eq!(
+            backup_status_from_proto(pb::BackupStatus::Unspecified),
             None
         );
     }

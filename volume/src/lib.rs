@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod backup_index;
 pub mod config;
 pub mod driver;
 pub mod error;
@@ -82,6 +83,9 @@ pub enum Error {
     /// The exports of the last run could not be restored.
     #[error("restoring the exports of the last run failed: {0}")]
     Exports(#[source] VolumeError),
+    /// The backup target could not be opened.
+    #[error("backup target: {0}")]
+    Backup(#[source] Box<backup::BackupError>),
     /// The first capability report could not be sent.
     #[error("first capability report of {host} failed: {source}")]
     Report {
@@ -126,6 +130,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let Some(connected) = connected else {
         return Ok(());
     };
+    let backups = backup_engine(&config, &connected.db).map_err(|e| Error::Backup(Box::new(e)))?;
     let manager = Arc::new(
         VolumeManager::new(
             connected.db.clone(),
@@ -136,6 +141,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         )
         .with_operation_deadline(config.operation_deadline())
         .with_member(member.clone())
+        .with_backups(backups)
         .with_exports(Arc::new(export::ExportManager::new(
             config.export.host.clone(),
             config.export_ports(),
@@ -183,6 +189,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         Err(err) => tracing::error!(%host, %err, "{BINARY} failed"),
     }
     result.map(|_| ())
+}
+
+/// The backup engine over the target `config` names, counting chunks in `db`;
+/// the scratch files a killed run left behind are removed first.
+fn backup_engine(
+    config: &Config,
+    db: &Db,
+) -> std::result::Result<Arc<backup::BackupEngine>, backup::BackupError> {
+    let data_dir = &config.service.data_dir;
+    let settings = config.backup.settings(data_dir);
+    let target = backup::open_target(&settings)?;
+    let scratch = config::BackupSection::scratch_dir(data_dir);
+    std::fs::create_dir_all(&scratch).map_err(|source| backup::BackupError::Io {
+        op: "create the scratch directory",
+        path: scratch.clone(),
+        source,
+    })?;
+    let swept = backup::sweep_scratch(&scratch)?;
+    if swept > 0 {
+        tracing::info!(swept, "removed the scratch files of an earlier run");
+    }
+    tracing::info!(target = %target.describe(), "backup target opened");
+    let index = Arc::new(backup_index::DbChunkIndex::new(db.clone()));
+    Ok(Arc::new(backup::BackupEngine::new(target, index, scratch)))
 }
 
 /// The driver settings `config` gives.

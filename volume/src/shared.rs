@@ -42,6 +42,8 @@ pub struct Shared {
     /// This member's own `host@backend` in a cluster (None: [`Shared::host`]):
     /// the export host of the attachments it exports.
     pub(crate) member: Option<String>,
+    /// The backup target and engine (None: backups fail, saying so).
+    pub(crate) backups: Option<Arc<crate::backup::BackupEngine>>,
 }
 
 // === impl Shared ===

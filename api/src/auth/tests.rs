@@ -313,7 +313,7 @@ async fn unknown_admin_methods_and_unknown_paths_are_refused() {
     }
     for roles in ["reader", "member", "admin"] {
         for path in [
-            "/scoria.v1.BackupService/CreateBackup",
+            "/scoria.v1.BackupService/DropAllBackups",
             "/scoria.v1.VolumeService/GetEverything",
             "/other.v1.VolumeService/GetVolume",
             "/GetVolume",

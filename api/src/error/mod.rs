@@ -131,6 +131,23 @@ pub enum ApiError {
         /// The extra spec that allows more.
         spec: &'static str,
     },
+    /// Incremental backups build on the backup.
+    #[error("backup {id} has dependent incremental backups ({}): delete them first", children.join(", "))]
+    BackupHasDependents {
+        /// The backup.
+        id: String,
+        /// The incremental backups built on it.
+        children: Vec<String>,
+    },
+    /// An incremental backup was asked of a volume without an available backup.
+    #[error(
+        "volume {volume_id} has no available backup for an incremental one to build on: \
+         create a full backup first (incremental unset)"
+    )]
+    NoParentBackup {
+        /// The volume.
+        volume_id: String,
+    },
     /// The volume type is used by volumes.
     #[error("volume type {name} is used by {volumes} volumes: it cannot be deleted")]
     TypeInUse {
@@ -334,6 +351,10 @@ impl ApiError {
             ApiError::HasAttachments { .. } => (Code::FailedPrecondition, Reason::HasAttachments),
             ApiError::NotMultiattach { .. } => (Code::FailedPrecondition, Reason::NotMultiattach),
             ApiError::TypeInUse { .. } => (Code::FailedPrecondition, Reason::TypeInUse),
+            ApiError::BackupHasDependents { .. } => {
+                (Code::FailedPrecondition, Reason::BackupHasDependents)
+            }
+            ApiError::NoParentBackup { .. } => (Code::FailedPrecondition, Reason::NoParentBackup),
             ApiError::SourceUnusable { .. } => (Code::FailedPrecondition, Reason::SourceUnusable),
             ApiError::Unimplemented(_) => (Code::Unimplemented, Reason::Unimplemented),
             ApiError::Unauthenticated(_) => (Code::Unauthenticated, Reason::Unauthenticated),

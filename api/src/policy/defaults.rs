@@ -92,6 +92,27 @@ pub(super) const METHOD_RULES: &[(&str, &str, &str)] = &[
         READ,
     ),
     (
+        "/scoria.v1.BackupService/CreateBackup",
+        "backup:create",
+        WRITE,
+    ),
+    ("/scoria.v1.BackupService/GetBackup", "backup:get", READ),
+    (
+        "/scoria.v1.BackupService/ListBackups",
+        "backup:get_all",
+        READ,
+    ),
+    (
+        "/scoria.v1.BackupService/DeleteBackup",
+        "backup:delete",
+        WRITE,
+    ),
+    (
+        "/scoria.v1.BackupService/RestoreBackup",
+        "backup:restore",
+        WRITE,
+    ),
+    (
         "/scoria.v1.AttachmentService/CreateAttachment",
         "volume:attach",
         WRITE,

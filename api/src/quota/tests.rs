@@ -165,7 +165,7 @@ async fn only_admins_change_quotas_and_limits_are_checked() {
 
     for (limits, names) in [
         (vec![("gigabytes", -2)], "gigabytes"),
-        (vec![("backups", 3)], "backups"),
+        (vec![("groups", 3)], "groups"),
         (vec![("volumes_gold", 3)], "gold"),
         (vec![("volumes", 5), ("snapshots", -7)], "snapshots"),
     ] {
@@ -343,6 +343,8 @@ async fn defaults_list_every_resource() {
             "snapshots",
             "attachments",
             "per_volume_gigabytes",
+            "backups",
+            "backup_gigabytes",
             "volumes___DEFAULT__",
             "gigabytes___DEFAULT__",
             "snapshots___DEFAULT__"

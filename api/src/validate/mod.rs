@@ -173,6 +173,13 @@ pub fn snapshot_status_filter(status: i32) -> ApiResult<Option<SnapshotStatus>> 
         .map_err(|_| ApiError::invalid("status", format!("unknown snapshot status {status}")))
 }
 
+/// The status filter of a backup list request: `None` for unspecified.
+pub fn backup_status_filter(status: i32) -> ApiResult<Option<scoria_common::model::BackupStatus>> {
+    pb::BackupStatus::try_from(status)
+        .map(scoria_common::translation::backup_status_from_proto)
+        .map_err(|_| ApiError::invalid("status", format!("unknown backup status {status}")))
+}
+
 /// A UUID, returned in canonical (lowercase, hyphenated) form.
 pub fn uuid(field: &'static str, value: &str) -> ApiResult<String> {
     uuid::Uuid::try_parse(value)

@@ -66,17 +66,29 @@ impl VolumeApi {
         self.load(ctx, &validate::uuid("id", id)?).await
     }
 
-    #[tracing::instrument(skip_all, fields(volume_id))]
     async fn create(
         &self,
         ctx: &RequestContext,
         req: pb::CreateVolumeRequest,
     ) -> ApiResult<Volume> {
+        self.create_as(ctx, req, uuid::Uuid::new_v4().to_string())
+            .await
+    }
+
+    /// CreateVolume, the new volume's id chosen by the caller (RestoreBackup
+    /// names its target before the volume exists).
+    #[tracing::instrument(skip_all, fields(volume_id))]
+    pub(crate) async fn create_as(
+        &self,
+        ctx: &RequestContext,
+        req: pb::CreateVolumeRequest,
+        id: String,
+    ) -> ApiResult<Volume> {
         let valid = validate::create_volume(&req, self.max_size_gib)?;
         let placement = self.placement(ctx, &req, valid.source.as_ref()).await?;
         let now = now_ms();
         let volume = Volume {
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
             project_id: ctx.project_id.clone(),
             user_id: ctx.user_id.clone(),
             name: req.name.clone(),

@@ -13,6 +13,8 @@ mod admin_tests;
 mod attachments;
 #[cfg(test)]
 mod attachments_tests;
+mod backup_chunks;
+mod backups;
 mod extend;
 mod keyset;
 #[cfg(test)]
@@ -38,6 +40,7 @@ use sqlx::{
 
 use crate::changes::{ChangeKind, ChangeSink};
 pub use attachments::{AttachReserve, AttachmentQuery, DetachStart};
+pub use backups::{BackupChange, BackupDeleteStart, BackupQuery, VolumeMove};
 pub use overdue::WorkerOutcome;
 pub use snapshots::{SnapshotDeleteStart, SnapshotQuery, VolumeDeleteStart};
 pub use stats::StatusCount;
@@ -145,6 +148,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "attachments", include_str!("schema_v4.sql")),
     (5, "quotas", include_str!("schema_v5.sql")),
     (6, "volume service clusters", include_str!("schema_v6.sql")),
+    (7, "backups", include_str!("schema_v7.sql")),
 ];
 
 /// The version whose [`engine_statements`] install the quota triggers and
@@ -152,7 +156,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// current definition of what a row holds (`db::quota::holdings`), which may
 /// use columns only a later version adds, so the latest version that changed
 /// that definition installs them (replacing any an earlier one installed).
-const QUOTA_TRIGGERS_VERSION: i64 = 5;
+const QUOTA_TRIGGERS_VERSION: i64 = 7;
 
 /// The statements of migration `version` that differ per engine, run after its
 /// portable SQL: at [`QUOTA_TRIGGERS_VERSION`], the quota triggers dropped if

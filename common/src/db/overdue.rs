@@ -191,6 +191,17 @@ impl Db {
             .await
     }
 
+    /// [`Db::fail_volume_worker`] for a backup entry.
+    pub async fn fail_backup_worker(
+        &self,
+        entry: &WorkerEntry,
+        to: crate::model::BackupStatus,
+        error_message: &str,
+    ) -> DbResult<WorkerOutcome> {
+        self.fail_worker(entry, WorkerKind::Backup, to.as_str(), error_message)
+            .await
+    }
+
     async fn fail_worker(
         &self,
         entry: &WorkerEntry,
@@ -226,12 +237,16 @@ impl Db {
             .rows_affected();
         tx.commit().await?;
         if moved == 1 {
+            // Backups have no change feed (nothing watches them).
             let kind = match kind {
-                WorkerKind::Volume => ChangeKind::Volume,
-                WorkerKind::Snapshot => ChangeKind::Snapshot,
-                WorkerKind::Attachment => ChangeKind::Attachment,
+                WorkerKind::Volume => Some(ChangeKind::Volume),
+                WorkerKind::Snapshot => Some(ChangeKind::Snapshot),
+                WorkerKind::Attachment => Some(ChangeKind::Attachment),
+                WorkerKind::Backup => None,
             };
-            self.changed(kind, &entry.resource_id);
+            if let Some(kind) = kind {
+                self.changed(kind, &entry.resource_id);
+            }
         }
         Ok(if moved == 1 {
             WorkerOutcome::Done

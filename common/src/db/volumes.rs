@@ -398,17 +398,17 @@ impl Db {
 }
 
 /// One compare-and-set of a volume's status, in or out of a transaction.
-struct Transition<'a> {
-    id: &'a str,
-    from: &'a [VolumeStatus],
-    to: VolumeStatus,
-    host: Option<&'a str>,
-    error_message: Option<&'a str>,
+pub(super) struct Transition<'a> {
+    pub(super) id: &'a str,
+    pub(super) from: &'a [VolumeStatus],
+    pub(super) to: VolumeStatus,
+    pub(super) host: Option<&'a str>,
+    pub(super) error_message: Option<&'a str>,
 }
 
 impl Transition<'_> {
     /// Whether the row was in one of `from` (and so moved to `to`).
-    async fn run<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    pub(super) async fn run<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
         &self,
         executor: E,
     ) -> DbResult<bool> {

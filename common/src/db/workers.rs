@@ -15,7 +15,7 @@ use std::fmt;
 use sqlx::{Any, Executor, Row};
 
 use super::{Db, DbError, DbResult};
-use crate::model::{AttachmentStatus, SnapshotStatus, VolumeStatus, now_ms};
+use crate::model::{AttachmentStatus, BackupStatus, SnapshotStatus, VolumeStatus, now_ms};
 
 /// The owner name of a volume waiting for the scheduler (stored in
 /// `workers.service`); every other owner is a volume service's `host@backend`.
@@ -41,6 +41,10 @@ pub mod deadlines {
     /// A snapshot the API moved to `deleting`, owned by its backend (the API's
     /// `DeleteSnapshot`).
     pub const SNAPSHOT_DELETE: Duration = Duration::from_secs(10 * 60);
+    /// A backup the API created, or moved to `deleting` or `restoring`, owned by
+    /// the volume service that must do it (the API's BackupService); the data
+    /// work of a large volume takes a while.
+    pub const BACKUP: Duration = Duration::from_secs(60 * 60);
     /// How much longer than the bus's call timeout an attach or detach may stay
     /// in flight before the backend's reconciler takes it over (the API's
     /// attachment service adds it to `bus.call_timeout`).
@@ -73,6 +77,8 @@ pub enum WorkerKind {
     Snapshot,
     /// An attachment.
     Attachment,
+    /// A backup.
+    Backup,
 }
 
 impl WorkerKind {
@@ -82,6 +88,7 @@ impl WorkerKind {
             WorkerKind::Volume => "volume",
             WorkerKind::Snapshot => "snapshot",
             WorkerKind::Attachment => "attachment",
+            WorkerKind::Backup => "backup",
         }
     }
 
@@ -91,12 +98,13 @@ impl WorkerKind {
             WorkerKind::Volume => "volumes",
             WorkerKind::Snapshot => "snapshots",
             WorkerKind::Attachment => "attachments",
+            WorkerKind::Backup => "backups",
         }
     }
 
     /// The kind `workers.resource_type` names.
     pub(super) fn parse(s: &str) -> Option<Self> {
-        [Self::Volume, Self::Snapshot, Self::Attachment]
+        [Self::Volume, Self::Snapshot, Self::Attachment, Self::Backup]
             .into_iter()
             .find(|kind| kind.as_str() == s)
     }
@@ -146,6 +154,8 @@ pub enum TransientStatus {
     Snapshot(SnapshotStatus),
     /// An attachment's.
     Attachment(AttachmentStatus),
+    /// A backup's.
+    Backup(BackupStatus),
 }
 
 /// An operation in flight: a resource in a transient status, the service that
@@ -187,6 +197,11 @@ impl WorkerEntry {
         )
     }
 
+    /// The entry of backup `id` in `status`; see [`WorkerEntry::volume`].
+    pub fn backup(id: &str, status: BackupStatus, owner: Owner, deadline_ms: i64) -> Self {
+        Self::new(WorkerKind::Backup, id, status.as_str(), owner, deadline_ms)
+    }
+
     /// The entry of attachment `id` in `status`; see [`WorkerEntry::volume`].
     pub fn attachment(id: &str, status: AttachmentStatus, owner: Owner, deadline_ms: i64) -> Self {
         Self::new(
@@ -224,6 +239,7 @@ impl WorkerEntry {
             WorkerKind::Volume => self.status.parse().map(TransientStatus::Volume),
             WorkerKind::Snapshot => self.status.parse().map(TransientStatus::Snapshot),
             WorkerKind::Attachment => self.status.parse().map(TransientStatus::Attachment),
+            WorkerKind::Backup => self.status.parse().map(TransientStatus::Backup),
         };
         parsed.map_err(|reason| DbError::Corrupt {
             table: "workers",

@@ -110,6 +110,25 @@ impl Overdue for Snapshot {
     }
 }
 
+impl Overdue for crate::model::Backup {
+    type Status = crate::model::BackupStatus;
+
+    fn fail_worker<'a>(
+        db: &'a Db,
+        entry: &'a WorkerEntry,
+        to: crate::model::BackupStatus,
+        message: &'a str,
+    ) -> impl Future<Output = DbResult<WorkerOutcome>> + Send + 'a {
+        db.fail_backup_worker(entry, to, message)
+    }
+
+    fn set_failed(&mut self, to: crate::model::BackupStatus, message: &str) {
+        self.status = to;
+        self.error_message = message.to_owned();
+        self.updated_at_ms = now_ms();
+    }
+}
+
 /// An attachment's compare-and-set removes its entry; the caller checks first
 /// that the entry is the one read. `error_attaching` fails an attach (or a
 /// reservation), any other status a detach.

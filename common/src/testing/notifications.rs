@@ -67,6 +67,7 @@ impl Notifications for RecordingNotifier {
             Payload::Volume(v) => (&v.id, v.status.as_str(), &v.error_message),
             Payload::Snapshot(s) => (&s.id, s.status.as_str(), &s.error_message),
             Payload::Attachment(a) => (&a.id, a.status.as_str(), &a.error_message),
+            Payload::Backup(b) => (&b.id, b.status.as_str(), &b.error_message),
         };
         lock(&self.announced).push(Announced {
             event,

@@ -10,8 +10,9 @@ use std::{
 
 use async_trait::async_trait;
 use scoria_proto::bus::{
-    AttachResult, AttachVolume, CreateSnapshot, CreateVolume, DeleteSnapshot, DeleteVolume,
-    DetachResult, DetachVolume, ExtendVolume, PublishCapabilities,
+    AttachResult, AttachVolume, CreateBackup, CreateSnapshot, CreateVolume, DeleteBackup,
+    DeleteSnapshot, DeleteVolume, DetachResult, DetachVolume, ExtendVolume, PublishCapabilities,
+    RestoreBackup,
 };
 
 use crate::{
@@ -33,6 +34,12 @@ pub enum VolumeCall {
     CreateSnapshot(String, CreateSnapshot),
     /// `delete_snapshot`.
     DeleteSnapshot(String, DeleteSnapshot),
+    /// `create_backup`.
+    CreateBackup(String, CreateBackup),
+    /// `delete_backup`.
+    DeleteBackup(String, DeleteBackup),
+    /// `restore_backup`.
+    RestoreBackup(String, RestoreBackup),
     /// `attach_volume`.
     Attach(String, AttachVolume),
     /// `detach_volume`.
@@ -50,6 +57,9 @@ impl VolumeCall {
             | VolumeCall::Extend(h, _)
             | VolumeCall::CreateSnapshot(h, _)
             | VolumeCall::DeleteSnapshot(h, _)
+            | VolumeCall::CreateBackup(h, _)
+            | VolumeCall::DeleteBackup(h, _)
+            | VolumeCall::RestoreBackup(h, _)
             | VolumeCall::Attach(h, _)
             | VolumeCall::Detach(h, _) => Some(h),
             VolumeCall::Publish(_) => None,
@@ -196,6 +206,33 @@ impl VolumeOps for RecordingVolumes {
         r: DeleteSnapshot,
     ) -> OpsResult<()> {
         self.record(VolumeCall::DeleteSnapshot(host.to_owned(), r))
+    }
+
+    async fn create_backup(
+        &self,
+        _: &RequestContext,
+        host: &str,
+        r: CreateBackup,
+    ) -> OpsResult<()> {
+        self.record(VolumeCall::CreateBackup(host.to_owned(), r))
+    }
+
+    async fn delete_backup(
+        &self,
+        _: &RequestContext,
+        host: &str,
+        r: DeleteBackup,
+    ) -> OpsResult<()> {
+        self.record(VolumeCall::DeleteBackup(host.to_owned(), r))
+    }
+
+    async fn restore_backup(
+        &self,
+        _: &RequestContext,
+        host: &str,
+        r: RestoreBackup,
+    ) -> OpsResult<()> {
+        self.record(VolumeCall::RestoreBackup(host.to_owned(), r))
     }
 
     async fn attach_volume(

@@ -8,8 +8,8 @@ use scoria_proto::v1::{
     self as pb, admin_service_client::AdminServiceClient,
     attachment_service_client::AttachmentServiceClient,
     availability_zone_service_client::AvailabilityZoneServiceClient,
-    quota_service_client::QuotaServiceClient, snapshot_service_client::SnapshotServiceClient,
-    volume_service_client::VolumeServiceClient,
+    backup_service_client::BackupServiceClient, quota_service_client::QuotaServiceClient,
+    snapshot_service_client::SnapshotServiceClient, volume_service_client::VolumeServiceClient,
     volume_type_service_client::VolumeTypeServiceClient,
 };
 use tonic::{
@@ -25,9 +25,9 @@ use tonic_health::pb::{
 use super::Stack;
 
 /// How long a wait on a volume or snapshot status may take.
-const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a wait polls.
-const POLL: Duration = Duration::from_millis(50);
+pub(super) const POLL: Duration = Duration::from_millis(50);
 
 /// A lazy channel to the API at `addr` (`host:port`): it connects on first use
 /// and again after the API restarts; a connect gives up after 5 s, a call
@@ -126,6 +126,8 @@ pub type Zones = AvailabilityZoneServiceClient<Authed>;
 pub type Admin = AdminServiceClient<Authed>;
 /// A `scoria.v1.QuotaService` client.
 pub type Quotas = QuotaServiceClient<Authed>;
+/// A `scoria.v1.BackupService` client.
+pub type Backups = BackupServiceClient<Authed>;
 
 /// A client of every public service, all acting as one [`Caller`] over one
 /// channel (cheap to clone; each accessor returns a fresh client handle).
@@ -178,6 +180,11 @@ impl Clients {
     /// `scoria.v1.QuotaService`.
     pub fn quotas(&self) -> Quotas {
         QuotaServiceClient::new(self.authed())
+    }
+
+    /// `scoria.v1.BackupService`.
+    pub fn backups(&self) -> Backups {
+        BackupServiceClient::new(self.authed())
     }
 
     /// GetVolume `id`.
@@ -405,7 +412,7 @@ impl Stack {
         self.wait_not_found(id, || clients.get_snapshot(id)).await;
     }
 
-    async fn wait_not_found<T, F>(&self, id: &str, get: impl Fn() -> F)
+    pub(super) async fn wait_not_found<T, F>(&self, id: &str, get: impl Fn() -> F)
     where
         T: std::fmt::Debug,
         F: Future<Output = Result<T, Status>>,

@@ -6,6 +6,7 @@
 //! [`Stack::as_admin`], ... acting as a [`Caller`]); when it ends ([`Stack::terminate`]
 //! or drop) it deletes every exchange and queue of its control exchange.
 
+mod backups;
 mod clients;
 mod cluster;
 mod env;
@@ -24,9 +25,10 @@ use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
 pub use self::{
+    backups::qemu_io_file,
     clients::{
-        Admin, Attachments, Authed, Caller, Clients, Quotas, Snapshots, VolumeTypes, Volumes,
-        Zones, channel, health_status, serving, tls_channel,
+        Admin, Attachments, Authed, Backups, Caller, Clients, Quotas, Snapshots, VolumeTypes,
+        Volumes, Zones, channel, health_status, serving, tls_channel,
     },
     env::{binary, free_port, postgres_url, require_postgres},
     fleet::{APIS, Fleet, FleetOptions, QUEUE_TYPE, SCHEDULERS, VOLUME_SERVICES, strip_sgr},
@@ -251,6 +253,13 @@ impl Stack {
             ("SCORIA_QUOTA_VOLUMES".into(), "-1".into()),
             ("SCORIA_QUOTA_GIGABYTES".into(), "-1".into()),
             ("SCORIA_QUOTA_SNAPSHOTS".into(), "-1".into()),
+            ("SCORIA_QUOTA_BACKUPS".into(), "-1".into()),
+            ("SCORIA_QUOTA_BACKUP_GIGABYTES".into(), "-1".into()),
+            // One backup target for every volume service of the stack.
+            (
+                "SCORIA_BACKUP_TARGET".into(),
+                stack.dir.path().join("backups").display().to_string(),
+            ),
             ("RUST_LOG".into(), "info,lapin=warn,sqlx=warn".into()),
         ];
         for (k, v) in extra_env {
@@ -342,7 +351,12 @@ impl Stack {
     /// The backend object `<kind>-<id>` (with whatever extension the driver
     /// gives it), or the bare name if there is none.
     pub fn backend_object(&self, kind: &str, id: &str) -> PathBuf {
-        let dir = self.dir.path().join(&self.backend);
+        self.backend_object_in(&self.backend, kind, id)
+    }
+
+    /// [`Stack::backend_object`] on backend `backend` (one of [`Stack::backends`]).
+    pub fn backend_object_in(&self, backend: &str, kind: &str, id: &str) -> PathBuf {
+        let dir = self.dir.path().join(backend);
         let stem = format!("{kind}-{id}");
         std::fs::read_dir(&dir)
             .into_iter()

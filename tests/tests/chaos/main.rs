@@ -11,6 +11,7 @@
 //! integration tests' `malformed` module, not here.)
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod backup;
 mod broker;
 mod database;
 mod rabbit_cluster;

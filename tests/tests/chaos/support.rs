@@ -235,6 +235,8 @@ fn transient_volume(status: VolumeStatus) -> bool {
     matches!(
         status,
         VolumeStatus::Creating
+            | VolumeStatus::BackingUp
+            | VolumeStatus::RestoringBackup
             | VolumeStatus::Reserved
             | VolumeStatus::Attaching
             | VolumeStatus::Detaching

@@ -5,6 +5,7 @@
 
 mod admin;
 mod attachments;
+mod backup;
 mod backup_target;
 mod broker;
 mod calls;

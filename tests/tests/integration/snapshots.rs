@@ -16,30 +16,7 @@ use crate::{
 /// `qemu-io` on a backend object: `write -P <pattern> 0 1M` or `read -P ...`
 /// (a read fails when the bytes differ from the pattern).
 fn qemu_io(stack: &Stack, kind: &str, id: &str, command: &str) -> Result<(), String> {
-    let path = stack.backend_object(kind, id);
-    let format = if path.extension().is_some_and(|e| e == "qcow2") {
-        "qcow2"
-    } else {
-        "raw"
-    };
-    let out = std::process::Command::new("qemu-io")
-        .args(["-f", format, "-c", command])
-        .arg(&path)
-        .output()
-        .expect("qemu-io is needed (apt-get install qemu-utils, or run scripts/setup.sh)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success()
-        && !text.contains("Pattern verification failed")
-        && !text.contains("error")
-    {
-        Ok(())
-    } else {
-        Err(format!("qemu-io {command} {}: {text}", path.display()))
-    }
+    scoria_tests::stack::qemu_io_file(&stack.backend_object(kind, id), command)
 }
 
 fn virtual_size(stack: &Stack, id: &str) -> u64 {

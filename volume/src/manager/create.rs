@@ -22,6 +22,16 @@ impl VolumeManager {
             self.shared.remove_leftover(id).await;
             return Ok(());
         };
+        let here = volume
+            .host
+            .as_deref()
+            .is_some_and(|h| self.settings.is_mine(h));
+        if volume.status == VolumeStatus::RestoringBackup
+            && here
+            && self.resume_restore(ctx, id).await?
+        {
+            return Ok(());
+        }
         if volume.status != VolumeStatus::Creating {
             if volume.status == VolumeStatus::Available
                 && volume
@@ -97,7 +107,11 @@ impl VolumeManager {
             },
         };
         match made {
-            Ok(()) => self.create_done(ctx, volume).await,
+            // A volume made for a restore gets the backup's bytes first.
+            Ok(()) => match self.shared.db.backup_restoring_into(id).await? {
+                Some(backup) => self.restore_created(ctx, volume, backup).await,
+                None => self.create_done(ctx, volume).await,
+            },
             Err(err) => {
                 self.create_failed(ctx, request, volume, err.to_string())
                     .await
@@ -257,6 +271,7 @@ impl VolumeManager {
             .await?;
         if won {
             self.shared.remove_leftover(&id).await;
+            self.restore_target_failed(ctx, &id, &message).await?;
         } else {
             tracing::info!("volume changed while failing: left as it is");
         }

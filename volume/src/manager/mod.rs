@@ -111,6 +111,7 @@ impl VolumeManager {
                 locks: Default::default(),
                 exports: None,
                 member: None,
+                backups: None,
             },
             scheduler,
             settings,
@@ -130,6 +131,12 @@ impl VolumeManager {
     /// the exports it starts are recorded as its own (see `attach.rs`).
     pub fn with_member(mut self, member: impl Into<String>) -> Self {
         self.shared.member = Some(member.into());
+        self
+    }
+
+    /// Gives this manager a backup target (without one, backups fail saying so).
+    pub fn with_backups(mut self, engine: Arc<crate::backup::BackupEngine>) -> Self {
+        self.shared.backups = Some(engine);
         self
     }
 
@@ -274,6 +281,36 @@ impl VolumeOps for VolumeManager {
         Ok(self.snapshot_delete(ctx, request).await?)
     }
 
+    #[tracing::instrument(skip(self, ctx, request), err, fields(backup_id = %request.backup_id, volume_id = %request.volume_id, request_id = %ctx.request_id))]
+    async fn create_backup(
+        &self,
+        ctx: &RequestContext,
+        _host: &str,
+        request: scoria_proto::bus::CreateBackup,
+    ) -> OpsResult<()> {
+        Ok(self.backup_create(ctx, request).await?)
+    }
+
+    #[tracing::instrument(skip(self, ctx, request), err, fields(backup_id = %request.backup_id, request_id = %ctx.request_id))]
+    async fn delete_backup(
+        &self,
+        ctx: &RequestContext,
+        _host: &str,
+        request: scoria_proto::bus::DeleteBackup,
+    ) -> OpsResult<()> {
+        Ok(self.backup_delete(ctx, request).await?)
+    }
+
+    #[tracing::instrument(skip(self, ctx, request), err, fields(backup_id = %request.backup_id, volume_id = %request.volume_id, request_id = %ctx.request_id))]
+    async fn restore_backup(
+        &self,
+        ctx: &RequestContext,
+        _host: &str,
+        request: scoria_proto::bus::RestoreBackup,
+    ) -> OpsResult<()> {
+        Ok(self.backup_restore(ctx, request).await?)
+    }
+
     #[tracing::instrument(skip(self, ctx, request), err, fields(request_id = %ctx.request_id))]
     async fn publish_service_capabilities(
         &self,
@@ -306,6 +343,7 @@ impl VolumeOps for VolumeManager {
 }
 
 mod attach;
+mod backup;
 mod create;
 mod delete;
 mod detach;

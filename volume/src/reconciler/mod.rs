@@ -13,6 +13,10 @@
 //!                                 else error_extending "did not finish by its deadline"
 //!    snapshot creating ─────────▶ error, snapshot object removed
 //!    snapshot deleting ─────────▶ the snapshot delete handler again
+//!    backup creating ───────────▶ its chunks released, error; volume back to available
+//!    backup deleting ───────────▶ the backup delete handler again
+//!    backup restoring ──────────▶ target volume error, backup available (a new
+//!                                 volume still creating: left to its create)
 //!    attachment entries ────────▶ VolumeManager::reconcile_attachments (settled from
 //!                                 what really runs)
 //! ```
@@ -36,6 +40,7 @@ use scoria_common::{
 use crate::{BINARY, driver::ObjectKind, shared::Shared};
 
 mod attachment;
+mod backup;
 mod snapshot;
 mod volume;
 
@@ -79,11 +84,19 @@ impl Reconciler {
     #[tracing::instrument(skip_all, err, fields(host = %self.shared.host))]
     pub async fn run_once(&self) -> Result<ReconcileReport, DbError> {
         let host = self.shared.host.clone();
-        let overdue = self
+        let now = scoria_common::model::now_ms();
+        let mut overdue = self.shared.db.overdue_workers(&host, now).await?;
+        // Restores into new volumes no volume service claimed yet: anyone's.
+        let unclaimed = self
             .shared
             .db
-            .overdue_workers(&host, scoria_common::model::now_ms())
+            .overdue_workers(scoria_common::db::SCHEDULER_OWNER, now)
             .await?;
+        overdue.extend(
+            unclaimed
+                .into_iter()
+                .filter(|e| e.kind == WorkerKind::Backup),
+        );
         let mut report = ReconcileReport::default();
         let mut attachments = Vec::new();
         for entry in overdue {
@@ -96,6 +109,7 @@ impl Reconciler {
             let outcome = match entry.kind {
                 WorkerKind::Volume => self.volume(&entry).await,
                 WorkerKind::Snapshot => self.snapshot(&entry).await,
+                WorkerKind::Backup => self.backup(&entry).await,
                 WorkerKind::Attachment => {
                     attachments.push(entry);
                     continue;
@@ -213,5 +227,7 @@ pub(super) enum ResolveError {
     Ops(#[from] OpsError),
 }
 
+#[cfg(test)]
+mod backup_tests;
 #[cfg(test)]
 mod tests;

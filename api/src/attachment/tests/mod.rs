@@ -139,6 +139,33 @@ impl VolumeOps for SettlingHost {
         self.recorded.delete_snapshot(ctx, host, r).await
     }
 
+    async fn create_backup(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        r: scoria_proto::bus::CreateBackup,
+    ) -> OpsResult<()> {
+        self.recorded.create_backup(ctx, host, r).await
+    }
+
+    async fn delete_backup(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        r: scoria_proto::bus::DeleteBackup,
+    ) -> OpsResult<()> {
+        self.recorded.delete_backup(ctx, host, r).await
+    }
+
+    async fn restore_backup(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        r: scoria_proto::bus::RestoreBackup,
+    ) -> OpsResult<()> {
+        self.recorded.restore_backup(ctx, host, r).await
+    }
+
     async fn attach_volume(
         &self,
         ctx: &RequestContext,

@@ -12,6 +12,7 @@ use scoria_common::{db::WorkerKind, events::Event, testing::VolumeCall};
 use super::*;
 use crate::test_support::{Harness, ctx, request};
 
+mod backups;
 mod create;
 mod extend_clone;
 mod from_snapshot;

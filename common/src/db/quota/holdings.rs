@@ -11,6 +11,7 @@
 //! | volumes | `creating`; the growth of an `extending` one | every other status | a failed create (`create_failed = 1`: `error`, then `deleting` ...) |
 //! | snapshots | `creating` | every other status | a failed create (`create_failed = 1`: `error`, then `deleting` ...) |
 //! | attachments | `reserved`, `attaching` | `attached`, `detaching`, `error_detaching` | `detached`, `error_attaching` |
+//! | backups | `creating` | every other status (a failed one too: it holds its quota until deleted) | |
 //!
 //! Every insert, update and delete of a row moves the difference between what
 //! the old row held and what the new one holds, in the statement's own
@@ -106,6 +107,21 @@ const HOLDERS: &[Holder] = &[
                 resource: "'snapshots_' || {r}volume_type",
                 in_use: SNAPSHOT_COUNTS,
                 reserved: SNAPSHOT_RESERVED,
+            },
+        ],
+    },
+    Holder {
+        table: "backups",
+        holdings: &[
+            Holding {
+                resource: "'backup_gigabytes'",
+                in_use: "CASE WHEN {r}status = 'creating' THEN 0 ELSE {r}size_gib END",
+                reserved: "CASE WHEN {r}status = 'creating' THEN {r}size_gib ELSE 0 END",
+            },
+            Holding {
+                resource: "'backups'",
+                in_use: "CASE WHEN {r}status = 'creating' THEN 0 ELSE 1 END",
+                reserved: "CASE WHEN {r}status = 'creating' THEN 1 ELSE 0 END",
             },
         ],
     },

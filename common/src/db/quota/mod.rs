@@ -55,16 +55,22 @@ pub enum Resource {
     GigabytesOfType(String),
     /// Snapshots of volumes of one volume type.
     SnapshotsOfType(String),
+    /// Backups (any status).
+    Backups,
+    /// GiB of backups (their volumes' sizes).
+    BackupGigabytes,
 }
 
 impl Resource {
     /// The resources every project has, type-less.
-    pub const BASE: [Resource; 5] = [
+    pub const BASE: [Resource; 7] = [
         Resource::Volumes,
         Resource::Gigabytes,
         Resource::Snapshots,
         Resource::Attachments,
         Resource::PerVolumeGigabytes,
+        Resource::Backups,
+        Resource::BackupGigabytes,
     ];
 
     /// The per-type resources of volume type `name`.
@@ -84,6 +90,8 @@ impl Resource {
             Resource::Snapshots => "snapshots".to_owned(),
             Resource::Attachments => "attachments".to_owned(),
             Resource::PerVolumeGigabytes => "per_volume_gigabytes".to_owned(),
+            Resource::Backups => "backups".to_owned(),
+            Resource::BackupGigabytes => "backup_gigabytes".to_owned(),
             Resource::VolumesOfType(t) => format!("volumes_{t}"),
             Resource::GigabytesOfType(t) => format!("gigabytes_{t}"),
             Resource::SnapshotsOfType(t) => format!("snapshots_{t}"),
@@ -99,6 +107,8 @@ impl Resource {
             "snapshots" => Resource::Snapshots,
             "attachments" => Resource::Attachments,
             "per_volume_gigabytes" => Resource::PerVolumeGigabytes,
+            "backups" => Resource::Backups,
+            "backup_gigabytes" => Resource::BackupGigabytes,
             _ => {
                 let typed = |prefix: &str| {
                     name.strip_prefix(prefix)
@@ -150,6 +160,10 @@ pub struct QuotaDefaults {
     pub attachments: i64,
     /// `SCORIA_QUOTA_PER_VOLUME_GIGABYTES` (unlimited).
     pub per_volume_gigabytes: i64,
+    /// `SCORIA_QUOTA_BACKUPS` (10).
+    pub backups: i64,
+    /// `SCORIA_QUOTA_BACKUP_GIGABYTES` (1000).
+    pub backup_gigabytes: i64,
 }
 
 impl QuotaDefaults {
@@ -160,6 +174,8 @@ impl QuotaDefaults {
         snapshots: 10,
         attachments: UNLIMITED,
         per_volume_gigabytes: UNLIMITED,
+        backups: 10,
+        backup_gigabytes: 1000,
     };
 
     /// No limit at all.
@@ -169,6 +185,8 @@ impl QuotaDefaults {
         snapshots: UNLIMITED,
         attachments: UNLIMITED,
         per_volume_gigabytes: UNLIMITED,
+        backups: UNLIMITED,
+        backup_gigabytes: UNLIMITED,
     };
 
     /// The default limit of `resource`.
@@ -179,6 +197,8 @@ impl QuotaDefaults {
             Resource::Snapshots => self.snapshots,
             Resource::Attachments => self.attachments,
             Resource::PerVolumeGigabytes => self.per_volume_gigabytes,
+            Resource::Backups => self.backups,
+            Resource::BackupGigabytes => self.backup_gigabytes,
             _ => UNLIMITED,
         }
     }
@@ -192,6 +212,8 @@ impl QuotaDefaults {
             ("quota.snapshots", self.snapshots),
             ("quota.attachments", self.attachments),
             ("quota.per_volume_gigabytes", self.per_volume_gigabytes),
+            ("quota.backups", self.backups),
+            ("quota.backup_gigabytes", self.backup_gigabytes),
         ]
         .into_iter()
         .find(|(_, v)| !is_valid_limit(*v))
@@ -293,6 +315,8 @@ pub(in crate::db) struct Demand<'a> {
     snapshots: i64,
     gigabytes: i64,
     attachments: i64,
+    backups: i64,
+    backup_gigabytes: i64,
     /// The size of the volume the request makes (checked against
     /// `per_volume_gigabytes`).
     volume_gib: Option<i64>,
@@ -307,6 +331,8 @@ impl<'a> Demand<'a> {
             snapshots: 0,
             gigabytes: 0,
             attachments: 0,
+            backups: 0,
+            backup_gigabytes: 0,
             volume_gib: None,
         }
     }
@@ -349,6 +375,15 @@ impl<'a> Demand<'a> {
         }
     }
 
+    /// A new backup of a volume of `size_gib`.
+    pub(in crate::db) fn backup(project_id: &'a str, size_gib: u64) -> Self {
+        Self {
+            backups: 1,
+            backup_gigabytes: gib(size_gib),
+            ..Self::none(project_id, "")
+        }
+    }
+
     /// A new attachment.
     pub(in crate::db) fn attachment(project_id: &'a str) -> Self {
         Self {
@@ -379,6 +414,8 @@ impl<'a> Demand<'a> {
                 typed(Resource::SnapshotsOfType),
             ),
             (self.attachments, Some(Resource::Attachments), None),
+            (self.backups, Some(Resource::Backups), None),
+            (self.backup_gigabytes, Some(Resource::BackupGigabytes), None),
         ] {
             if amount > 0 {
                 items.extend([base, of_type].into_iter().flatten().map(|r| (r, amount)));

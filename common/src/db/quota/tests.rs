@@ -559,7 +559,8 @@ fn resource_names_round_trip() {
         assert_eq!(Resource::parse(&r.name()), Some(r.clone()), "{r}");
     }
     assert_eq!(Resource::parse("volumes_"), None);
-    assert_eq!(Resource::parse("backups"), None);
+    assert_eq!(Resource::parse("backups"), Some(Resource::Backups));
+    assert_eq!(Resource::parse("groups"), None);
 }
 
 #[tokio::test]

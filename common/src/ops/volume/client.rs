@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 use scoria_proto::bus::{
-    AttachResult, AttachVolume, CreateSnapshot, CreateVolume, DeleteSnapshot, DeleteVolume,
-    DetachResult, DetachVolume, ExtendVolume, PublishCapabilities,
+    AttachResult, AttachVolume, CreateBackup, CreateSnapshot, CreateVolume, DeleteBackup,
+    DeleteSnapshot, DeleteVolume, DetachResult, DetachVolume, ExtendVolume, PublishCapabilities,
+    RestoreBackup,
 };
 
 use super::{VOLUME_TOPIC, VolumeOps, methods, volume_topic};
@@ -84,6 +85,39 @@ impl VolumeOps for VolumeClient {
         request: DeleteSnapshot,
     ) -> OpsResult<()> {
         methods::DELETE_SNAPSHOT
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
+
+    async fn create_backup(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: CreateBackup,
+    ) -> OpsResult<()> {
+        methods::CREATE_BACKUP
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
+
+    async fn delete_backup(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: DeleteBackup,
+    ) -> OpsResult<()> {
+        methods::DELETE_BACKUP
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
+
+    async fn restore_backup(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: RestoreBackup,
+    ) -> OpsResult<()> {
+        methods::RESTORE_BACKUP
             .send(&self.rpc, ctx, &Self::target(host)?, &request)
             .await
     }

@@ -7,8 +7,9 @@ mod server;
 
 use async_trait::async_trait;
 use scoria_proto::bus::{
-    AttachResult, AttachVolume, CreateSnapshot, CreateVolume, DeleteSnapshot, DeleteVolume,
-    DetachResult, DetachVolume, ExtendVolume, PublishCapabilities,
+    AttachResult, AttachVolume, CreateBackup, CreateSnapshot, CreateVolume, DeleteBackup,
+    DeleteSnapshot, DeleteVolume, DetachResult, DetachVolume, ExtendVolume, PublishCapabilities,
+    RestoreBackup,
 };
 
 pub use client::VolumeClient;
@@ -28,8 +29,9 @@ pub fn volume_topic(host: &str) -> String {
 /// The volume services' bus methods, each declared once.
 pub mod methods {
     use scoria_proto::bus::{
-        AttachResult, AttachVolume, CreateSnapshot, CreateVolume, DeleteSnapshot, DeleteVolume,
-        DetachResult, DetachVolume, ExtendVolume, PublishCapabilities,
+        AttachResult, AttachVolume, CreateBackup, CreateSnapshot, CreateVolume, DeleteBackup,
+        DeleteSnapshot, DeleteVolume, DetachResult, DetachVolume, ExtendVolume,
+        PublishCapabilities, RestoreBackup,
     };
 
     use crate::ops::method::{Call, Cast, Fanout};
@@ -44,6 +46,12 @@ pub mod methods {
     pub const CREATE_SNAPSHOT: Cast<CreateSnapshot> = Cast::new("create_snapshot");
     /// Delete a snapshot.
     pub const DELETE_SNAPSHOT: Cast<DeleteSnapshot> = Cast::new("delete_snapshot");
+    /// Back a volume up.
+    pub const CREATE_BACKUP: Cast<CreateBackup> = Cast::new("create_backup");
+    /// Delete a backup.
+    pub const DELETE_BACKUP: Cast<DeleteBackup> = Cast::new("delete_backup");
+    /// Restore a backup into a volume.
+    pub const RESTORE_BACKUP: Cast<RestoreBackup> = Cast::new("restore_backup");
     /// Export a volume for an attachment.
     pub const ATTACH_VOLUME: Call<AttachVolume, AttachResult> = Call::new("attach_volume");
     /// End an attachment.
@@ -53,12 +61,15 @@ pub mod methods {
         Fanout::new("publish_service_capabilities");
 
     /// Every method name a volume service serves.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 11] = [
         CREATE_VOLUME.name(),
         DELETE_VOLUME.name(),
         EXTEND_VOLUME.name(),
         CREATE_SNAPSHOT.name(),
         DELETE_SNAPSHOT.name(),
+        CREATE_BACKUP.name(),
+        DELETE_BACKUP.name(),
+        RESTORE_BACKUP.name(),
         ATTACH_VOLUME.name(),
         DETACH_VOLUME.name(),
         PUBLISH_SERVICE_CAPABILITIES.name(),
@@ -107,6 +118,31 @@ pub trait VolumeOps: Send + Sync {
         ctx: &RequestContext,
         host: &str,
         request: DeleteSnapshot,
+    ) -> OpsResult<()>;
+
+    /// Backs a volume up (the backup row is `creating`).
+    async fn create_backup(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: CreateBackup,
+    ) -> OpsResult<()>;
+
+    /// Deletes a backup from the backup target (the backup row is `deleting`).
+    async fn delete_backup(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: DeleteBackup,
+    ) -> OpsResult<()>;
+
+    /// Restores a backup into a volume of `host` (the backup row is
+    /// `restoring`, the volume `restoring-backup`).
+    async fn restore_backup(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: RestoreBackup,
     ) -> OpsResult<()>;
 
     /// Exports a volume for an `attaching` attachment and marks it `attached`

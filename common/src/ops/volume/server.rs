@@ -26,6 +26,9 @@ pub fn volume_dispatcher(ops: Arc<dyn VolumeOps>, host: &str) -> Dispatcher {
     let d = serve_on_host!(d, methods::EXTEND_VOLUME, ops, host, extend_volume);
     let d = serve_on_host!(d, methods::CREATE_SNAPSHOT, ops, host, create_snapshot);
     let d = serve_on_host!(d, methods::DELETE_SNAPSHOT, ops, host, delete_snapshot);
+    let d = serve_on_host!(d, methods::CREATE_BACKUP, ops, host, create_backup);
+    let d = serve_on_host!(d, methods::DELETE_BACKUP, ops, host, delete_backup);
+    let d = serve_on_host!(d, methods::RESTORE_BACKUP, ops, host, restore_backup);
     let d = serve_on_host!(d, methods::ATTACH_VOLUME, ops, host, attach_volume);
     let d = serve_on_host!(d, methods::DETACH_VOLUME, ops, host, detach_volume);
     methods::PUBLISH_SERVICE_CAPABILITIES.serve(d, move |ctx, req| {

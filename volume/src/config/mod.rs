@@ -1,8 +1,12 @@
 //! The volume service's configuration: the shared `[bus]`, `[service]` and
-//! `[database]` sections plus `[volume]`, every key overridable by its `SCORIA_*`
-//! variable (see [`VOLUME_ENV`]).
+//! `[database]` sections plus `[volume]`, `[export]` and `[backup]`, every key
+//! overridable by its `SCORIA_*` variable (see [`VOLUME_ENV`]).
+
+mod backup;
 
 use std::time::Duration;
+
+pub use backup::BackupSection;
 
 use scoria_common::config::{
     self, BaseConfig, BusConfig, ConfigError, DatabaseConfig, EnvKey, ProcessConfig, ServiceConfig,
@@ -44,6 +48,15 @@ pub const VOLUME_ENV: &[EnvKey] = &[
     EnvKey::str("SCORIA_VOLUME_BACKEND_DIR", "volume.backend_dir"),
     EnvKey::str("SCORIA_EXPORT_HOST", "export.host"),
     EnvKey::str("SCORIA_EXPORT_PORTS", "export.ports"),
+    EnvKey::str("SCORIA_BACKUP_TARGET", "backup.target"),
+    EnvKey::str("SCORIA_BACKUP_S3_ENDPOINT", "backup.s3_endpoint"),
+    EnvKey::str("SCORIA_BACKUP_S3_REGION", "backup.s3_region"),
+    EnvKey::str("SCORIA_BACKUP_S3_ACCESS_KEY_ID", "backup.s3_access_key_id"),
+    EnvKey::str(
+        "SCORIA_BACKUP_S3_SECRET_ACCESS_KEY",
+        "backup.s3_secret_access_key",
+    ),
+    EnvKey::bool("SCORIA_BACKUP_S3_ALLOW_HTTP", "backup.s3_allow_http"),
 ];
 
 /// The volume service's configuration.
@@ -60,6 +73,8 @@ pub struct Config {
     pub volume: VolumeSection,
     /// The NBD exports of attachments (`[export]`).
     pub export: ExportSection,
+    /// Where backups go (`[backup]`).
+    pub backup: BackupSection,
 }
 
 /// The `[export]` section: where attachments' `qemu-nbd` servers listen.
@@ -238,6 +253,7 @@ impl ProcessConfig for Config {
         if let Err(reason) = parse_ports(&self.export.ports) {
             return refuse("export.ports", reason);
         }
+        self.backup.validate()?;
         if !v.cluster.is_empty()
             && !v
                 .cluster
