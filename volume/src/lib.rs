@@ -191,8 +191,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     result.map(|_| ())
 }
 
+/// How old a temp object on the backup target must be to be swept at start.
+const TEMP_OBJECT_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The backup engine over the target `config` names, counting chunks in `db`;
-/// the scratch files a killed run left behind are removed first.
+/// the scratch files a killed run left behind are removed first, and the
+/// target's stale temp objects in the background.
 fn backup_engine(
     config: &Config,
     db: &Db,
@@ -211,6 +215,21 @@ fn backup_engine(
         tracing::info!(swept, "removed the scratch files of an earlier run");
     }
     tracing::info!(target = %target.describe(), "backup target opened");
+    // Temp objects of writes a crash cut short: an hour old at least, so no
+    // other service's write in flight on a shared target is taken.
+    tokio::spawn({
+        let target = target.clone();
+        async move {
+            match target.sweep_temps(TEMP_OBJECT_AGE).await {
+                Ok(0) => {}
+                Ok(swept) => tracing::info!(
+                    swept,
+                    "removed temp objects a crash left on the backup target"
+                ),
+                Err(err) => tracing::warn!(%err, "cannot sweep the backup target's temp objects"),
+            }
+        }
+    });
     let index = Arc::new(backup_index::DbChunkIndex::new(db.clone()));
     Ok(Arc::new(backup::BackupEngine::new(target, index, scratch)))
 }

@@ -40,10 +40,8 @@ impl DirTarget {
         Ok(Self { root })
     }
 
-    /// Removes the temp objects older than `older_than` (left by a crash:
-    /// younger ones may be another service's writes in flight on a shared
-    /// directory); returns how many.
-    pub async fn sweep_temps(&self, older_than: std::time::Duration) -> Result<usize> {
+    /// [`BackupTarget::sweep_temps`] of this directory.
+    async fn sweep_temp_objects(&self, older_than: std::time::Duration) -> Result<usize> {
         let root = self.root.clone();
         blocking(move || {
             let mut dirs = vec![root.join("manifests")];
@@ -260,5 +258,9 @@ impl BackupTarget for DirTarget {
 
     fn describe(&self) -> String {
         format!("dir:{}", self.root.display())
+    }
+
+    async fn sweep_temps(&self, older_than: std::time::Duration) -> Result<usize> {
+        self.sweep_temp_objects(older_than).await
     }
 }

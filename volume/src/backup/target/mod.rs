@@ -59,6 +59,13 @@ pub trait BackupTarget: Send + Sync + 'static {
 
     /// The target for logs and errors: `dir:/path`, `s3://bucket/prefix`.
     fn describe(&self) -> String;
+
+    /// Removes the temporary objects a crash left behind that are older than
+    /// `older_than` (younger ones may be another service's writes in flight);
+    /// how many. A target whose writes are atomic by themselves (S3) has none.
+    async fn sweep_temps(&self, _older_than: std::time::Duration) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 /// How to reach a backup target (the service's `backup.*` settings).
