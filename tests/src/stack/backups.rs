@@ -97,7 +97,11 @@ impl Stack {
 
     /// The directory backup target every volume service of the stack shares.
     pub fn backup_dir(&self) -> PathBuf {
-        self.dir.path().join("backups")
+        self.env
+            .iter()
+            .find(|(k, _)| k == "SCORIA_BACKUP_TARGET")
+            .map(|(_, v)| PathBuf::from(v))
+            .unwrap_or_else(|| self.dir.path().join("backups"))
     }
 
     /// The chunk files of the directory target, sorted (temp files excluded).

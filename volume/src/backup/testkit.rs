@@ -464,3 +464,39 @@ pub async fn corrupt_and_missing(target: Arc<dyn BackupTarget>) {
         other => panic!("expected MissingChunk, got {other}"),
     }
 }
+
+/// A tmpfs mounted for the test, unmounted on drop.
+pub struct Tmpfs {
+    _dir: tempfile::TempDir,
+    /// Where it is mounted.
+    pub mount: PathBuf,
+}
+
+impl Tmpfs {
+    /// A tmpfs of `size` (`8m`) on a fresh directory; needs root.
+    pub fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).expect("mount point");
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mount)
+            .output()
+            .expect("run mount");
+        assert!(
+            output.status.success(),
+            "this test mounts a tmpfs: run it as root ({})",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self { _dir: dir, mount }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("--lazy")
+            .arg(&self.mount)
+            .status();
+    }
+}

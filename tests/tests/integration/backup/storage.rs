@@ -134,3 +134,45 @@ async fn a_backup_restores_onto_another_backend() {
     read(format!("read -P 0x3c {} {CHUNK}", 9 * CHUNK)).expect("the bytes, on qcow2");
     read(format!("read -P 0 0 {CHUNK}")).expect("zeros");
 }
+
+/// A directory target on a full filesystem (an 8 MiB tmpfs the test mounts,
+/// as root): the backup of 12 MiB that do not compress ends in `error` naming
+/// the full target, its volume is available again, and nothing it stored is
+/// left behind (chunk files and index rows alike).
+#[tokio::test]
+async fn a_full_target_fails_the_backup_cleanly() {
+    let fs = scoria_volume::backup::testkit::Tmpfs::mount("8m");
+    let repo = fs.mount.join("repo").display().to_string();
+    let mut stack = scoria_tests::stack::Stack::start_with(
+        scoria_tests::stack::DbKind::Sqlite,
+        &[("SCORIA_BACKUP_TARGET", repo.as_str())],
+    )
+    .await;
+    let volume = new_volume(&stack, sized(1)).await;
+    scoria_volume::backup::testkit::write_chunks(
+        &stack.backend_object("volume", &volume),
+        CHUNK,
+        0..3,
+        7,
+    );
+    let created = stack
+        .backups("p1")
+        .create_backup(super::backup_req(&volume, false))
+        .await
+        .map(Response::into_inner)
+        .unwrap_or_else(|e| panic!("CreateBackup: {e:?}\n{}", stack.logs()));
+    let failed = stack
+        .wait_backup_status("p1", &created.id, pb::BackupStatus::Error)
+        .await;
+    assert!(
+        failed.error_message.contains("is full"),
+        "the reason names the full target: {failed:?}"
+    );
+    let again = stack.get_volume("p1", &volume).await.expect("the volume");
+    assert_eq!(again.status(), pb::VolumeStatus::Available, "{again:?}");
+    assert_eq!(stack.backup_chunk_files(), Vec::<std::path::PathBuf>::new());
+    assert_eq!(stack.db.chunk_index_counts().await.expect("index"), (0, 0));
+    // The failed backup can be deleted, and takes nothing else with it.
+    delete_backup(&stack, &created.id).await;
+    stack.terminate().await;
+}

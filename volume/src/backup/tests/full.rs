@@ -2,45 +2,14 @@
 //! test): the backup fails with `Full` naming the target, and no chunk is left
 //! under its final name unless it is complete.
 
-use std::{path::PathBuf, process::Command, sync::Arc};
+use std::sync::Arc;
 
 use super::dir::walk;
 use crate::backup::{
     BackupError, BackupTarget, DirTarget, chunk,
     target::dir::TEMP_PREFIX,
-    testkit::{Fixture, new_id},
+    testkit::{Fixture, Tmpfs, new_id},
 };
-
-/// A tmpfs mounted for the test, unmounted on drop.
-struct Tmpfs {
-    _dir: tempfile::TempDir,
-    mount: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).expect("mount point");
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&mount)
-            .output()
-            .expect("run mount");
-        assert!(
-            output.status.success(),
-            "this test mounts a tmpfs: run it as root ({})",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Self { _dir: dir, mount }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount).status();
-    }
-}
 
 #[tokio::test]
 async fn a_full_directory_target_fails_cleanly() {
