@@ -3,12 +3,24 @@
 
 use tonic::Code;
 
-use super::{assert_chunk, backup_of, delete_backup, fill_chunk, restore, stack_on};
+use scoria_tests::stack::DbKind;
+
+use super::{assert_chunk, backup_of, delete_backup, fill_chunk, restore, stack_on_db};
 use crate::support::{new_volume, pb, sized};
 
 #[tokio::test]
 async fn each_link_of_an_incremental_chain_restores_its_own_state() {
-    let stack = stack_on("file").await;
+    chain(DbKind::Sqlite).await;
+}
+
+/// The same on PostgreSQL: the chunk index's references and counts there.
+#[tokio::test]
+async fn each_link_of_an_incremental_chain_restores_its_own_state_on_postgres() {
+    chain(DbKind::Postgres).await;
+}
+
+async fn chain(kind: DbKind) {
+    let stack = stack_on_db(kind, "file").await;
     let volume = new_volume(&stack, sized(1)).await;
     // The full backup: eight chunks of data, each its own pattern.
     for index in 0..8 {

@@ -17,13 +17,19 @@ use crate::support::{new_volume, pb, sized};
 /// One chunk of the backup engine (4 MiB), in bytes.
 const CHUNK: u64 = 4 << 20;
 
-/// A stack whose volume service runs `driver` (its backend named after it).
+/// A stack on SQLite whose volume service runs `driver` (its backend named
+/// after it).
 async fn stack_on(driver: &str) -> Stack {
+    stack_on_db(DbKind::Sqlite, driver).await
+}
+
+/// As [`stack_on`], on the database `kind`.
+async fn stack_on_db(kind: DbKind, driver: &str) -> Stack {
     let env = [
         ("SCORIA_VOLUME_DRIVER", driver),
         ("SCORIA_VOLUME_BACKEND", driver),
     ];
-    Stack::start_with(DbKind::Sqlite, &env).await
+    Stack::start_with(kind, &env).await
 }
 
 /// `qemu-io -c <command>` on volume `id`'s object on the stack's backend.
