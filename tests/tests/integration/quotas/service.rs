@@ -103,7 +103,7 @@ async fn quota_service_reads_writes_and_defaults() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("snapshots"), "{err:?}");
     assert!(err.message().contains("-2"), "{err:?}");
-    for unknown in ["backups", "volumes_nosuchtype"] {
+    for unknown in ["groups", "volumes_nosuchtype"] {
         let err = admin
             .update_quota(update("p1", &[(unknown, 5)]))
             .await
