@@ -21,12 +21,14 @@
 //!
 //! [`RequestContext`]: crate::RequestContext
 
+mod backoff;
 pub mod broker;
 pub mod client;
 pub mod error;
 pub mod headers;
 pub mod names;
 pub mod notifier;
+mod queues;
 pub mod reply;
 pub mod server;
 
