@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "scoria/v1/admin.proto",
     "scoria/v1/attachment.proto",
     "scoria/v1/quota.proto",
+    "scoria/v1/transfer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {
