@@ -45,6 +45,7 @@ pub const API_ENV: &[EnvKey] = &[
     ),
     EnvKey::int("SCORIA_API_MAX_WATCHERS", "api.max_watchers"),
     EnvKey::int("SCORIA_API_WATCH_BUFFER", "api.watch_buffer"),
+    EnvKey::int("SCORIA_TRANSFER_EXPIRY_SECS", "api.transfer_expiry_secs"),
     EnvKey::str("SCORIA_API_TLS_CERT", "api.tls.cert"),
     EnvKey::str("SCORIA_API_TLS_KEY", "api.tls.key"),
     EnvKey::str("SCORIA_API_TLS_CLIENT_CA", "api.tls.client_ca"),
@@ -144,6 +145,9 @@ pub struct ApiSection {
     pub rate_burst: u32,
     /// gRPC over TLS (`[api.tls]`); off unless a certificate is set.
     pub tls: TlsSection,
+    /// How long a volume transfer offer stands, in seconds
+    /// (`SCORIA_TRANSFER_EXPIRY_SECS`); then the volume is available again.
+    pub transfer_expiry_secs: u64,
 }
 
 /// The `[api.tls]` section: TLS on the gRPC listener when `cert` and `key` are set.
@@ -223,6 +227,7 @@ impl Default for ApiSection {
             max_concurrent_streams: Limits::DEFAULT.max_concurrent_streams,
             rate_limit: Limits::DEFAULT.rate_limit,
             rate_burst: Limits::DEFAULT.rate_burst,
+            transfer_expiry_secs: 86_400,
         }
     }
 }
@@ -334,6 +339,11 @@ impl Config {
         Ok(())
     }
 
+    /// How long a transfer offer stands.
+    pub fn transfer_expiry(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.api.transfer_expiry_secs)
+    }
+
     /// How old a heartbeat may get before its service is down, in ms.
     pub fn service_down_ms(&self) -> i64 {
         i64::try_from(self.api.service_down_time_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
@@ -367,6 +377,12 @@ impl ProcessConfig for Config {
         if self.api.service_down_time_secs == 0 {
             return Err(ConfigError::Value {
                 key: "api.service_down_time_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.api.transfer_expiry_secs == 0 {
+            return Err(ConfigError::Value {
+                key: "api.transfer_expiry_secs",
                 reason: "must be at least 1".into(),
             });
         }
@@ -429,6 +445,7 @@ mod tests {
         assert_eq!(c.api.tokens_file, None);
         assert_eq!(c.api.max_volume_size_gib, 16_384);
         assert_eq!(c.api.service_down_time_secs, 60);
+        assert_eq!(c.api.transfer_expiry_secs, 86_400);
         assert_eq!(c.api.max_watchers, 10_000);
         assert_eq!(c.api.watch_buffer, 64);
         assert_eq!(
@@ -501,6 +518,7 @@ mod tests {
                 ("SCORIA_AUTH_TOKENS_FILE", "/etc/scoria/tokens.toml"),
                 ("SCORIA_CONTROL_EXCHANGE", "e"),
                 ("SCORIA_SERVICE_DOWN_TIME_SECS", "42"),
+                ("SCORIA_TRANSFER_EXPIRY_SECS", "7"),
             ]),
         )
         .expect("load");
@@ -512,6 +530,7 @@ mod tests {
         );
         assert_eq!(c.api.max_volume_size_gib, 10);
         assert_eq!(c.api.service_down_time_secs, 42);
+        assert_eq!(c.api.transfer_expiry_secs, 7);
         assert_eq!(c.bus.control_exchange, "e");
         let _ = std::fs::remove_dir_all(dir);
     }

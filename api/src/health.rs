@@ -19,7 +19,8 @@ use scoria_common::db::Db;
 use scoria_proto::v1::{
     admin_service_server::AdminServiceServer, attachment_service_server::AttachmentServiceServer,
     availability_zone_service_server::AvailabilityZoneServiceServer,
-    snapshot_service_server::SnapshotServiceServer, volume_service_server::VolumeServiceServer,
+    snapshot_service_server::SnapshotServiceServer, transfer_service_server::TransferServiceServer,
+    volume_service_server::VolumeServiceServer,
     volume_type_service_server::VolumeTypeServiceServer,
 };
 use tokio_util::sync::CancellationToken;
@@ -28,14 +29,15 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     admin::AdminApi, attachment::AttachmentApi, availability_zone::AvailabilityZoneApi,
-    ports::BrokerLink, snapshot::SnapshotApi, volume::VolumeApi, volume_type::VolumeTypeApi,
+    ports::BrokerLink, snapshot::SnapshotApi, transfer::TransferApi, volume::VolumeApi,
+    volume_type::VolumeTypeApi,
 };
 
 /// How often the dependencies are checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The names health answers for: overall and each service.
-pub const SERVICES: [&str; 7] = [
+pub const SERVICES: [&str; 8] = [
     "",
     <VolumeServiceServer<VolumeApi> as NamedService>::NAME,
     <SnapshotServiceServer<SnapshotApi> as NamedService>::NAME,
@@ -43,6 +45,7 @@ pub const SERVICES: [&str; 7] = [
     <AvailabilityZoneServiceServer<AvailabilityZoneApi> as NamedService>::NAME,
     <AdminServiceServer<AdminApi> as NamedService>::NAME,
     <AttachmentServiceServer<AttachmentApi> as NamedService>::NAME,
+    <TransferServiceServer<TransferApi> as NamedService>::NAME,
 ];
 
 /// Sets every name in [`SERVICES`] to `status`.

@@ -12,6 +12,7 @@
 //!                  ├─▶ Snapshot-, Attachment-, BackupService ─▶ Db, Intent ─▶ VolumeOps
 //!                  ├─▶ VolumeTypeService, AvailabilityZoneService ─▶ Db
 //!                  ├─▶ QuotaService ─▶ Db (limits; usage kept by the database)
+//!                  ├─▶ TransferService ─▶ Db (offers; a sweep ends lapsed ones)
 //!                  └─▶ AdminService (admin role only) ─▶ Db, SchedulerOps (pools)
 //!  health watcher: BrokerLink (connected, not blocked) + db ping ─▶ grpc.health.v1
 //!  change feed (<cx>.changes.fanout) ─▶ watch::Watches ─▶ Watch* streams
@@ -49,6 +50,7 @@ mod test_support;
 #[cfg(test)]
 mod tests;
 pub mod tls;
+pub mod transfer;
 pub mod validate;
 pub mod volume;
 pub mod volume_type;
@@ -66,7 +68,8 @@ use scoria_proto::v1::{
     admin_service_server::AdminServiceServer, attachment_service_server::AttachmentServiceServer,
     availability_zone_service_server::AvailabilityZoneServiceServer,
     backup_service_server::BackupServiceServer, quota_service_server::QuotaServiceServer,
-    snapshot_service_server::SnapshotServiceServer, volume_service_server::VolumeServiceServer,
+    snapshot_service_server::SnapshotServiceServer, transfer_service_server::TransferServiceServer,
+    volume_service_server::VolumeServiceServer,
     volume_type_service_server::VolumeTypeServiceServer,
 };
 use tokio::net::TcpListener;
@@ -88,6 +91,7 @@ use crate::{
     quota::QuotaApi,
     snapshot::SnapshotApi,
     tls::ServerTls,
+    transfer::TransferApi,
     volume::VolumeApi,
     volume_type::VolumeTypeApi,
     watch::{Limits, Watches},
@@ -241,6 +245,15 @@ pub async fn serve(
     )
     .map_err(|err| Error::Feed(err.to_string()))?;
 
+    // Lapsed transfer offers give their volumes back (every instance sweeps;
+    // each row is ended once).
+    tasks.spawn(transfer::sweep_expired(
+        db.clone(),
+        ports.notifications.clone(),
+        transfer::interval_for(config.transfer_expiry()),
+        shutdown.clone(),
+    ));
+
     let result = serve_with(
         &config,
         Listener { tcp: listener, tls },
@@ -334,6 +347,14 @@ pub(crate) async fn serve_with(
         .service(QuotaServiceServer::new(QuotaApi::new(db.clone())).max_decoding_message_size(max));
     let volume_service =
         guard.service(VolumeServiceServer::new(volumes).max_decoding_message_size(max));
+    let transfer_service = guard.service(
+        TransferServiceServer::new(TransferApi::new(
+            db.clone(),
+            ports.notifications.clone(),
+            config.transfer_expiry(),
+        ))
+        .max_decoding_message_size(max),
+    );
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -386,7 +407,8 @@ pub(crate) async fn serve_with(
         .add_service(availability_zone_service)
         .add_service(admin_service)
         .add_service(attachment_service)
-        .add_service(quota_service);
+        .add_service(quota_service)
+        .add_service(transfer_service);
     // The TLS accept loop, its handshakes and the reload task.
     let (tls_tasks, tls_stop) = (TaskTracker::new(), shutdown.child_token());
     let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =

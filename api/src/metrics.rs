@@ -275,6 +275,21 @@ impl<B> Drop for MeteredBody<B> {
     }
 }
 
+/// `scoria_transfer_accept_denied_total`: AcceptTransfer calls refused for a
+/// wrong auth key (registered on first use).
+pub fn transfer_key_rejections() -> &'static Counter {
+    static COUNTER: OnceLock<Counter> = OnceLock::new();
+    COUNTER.get_or_init(|| {
+        let counter = Counter::default();
+        global().register(
+            "scoria_transfer_accept_denied",
+            "AcceptTransfer calls refused because the auth key was wrong.",
+            counter.clone(),
+        );
+        counter
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use scoria_proto::v1::{
     admin_service_client::AdminServiceClient, attachment_service_client::AttachmentServiceClient,
     availability_zone_service_client::AvailabilityZoneServiceClient,
     quota_service_client::QuotaServiceClient, snapshot_service_client::SnapshotServiceClient,
-    volume_service_client::VolumeServiceClient,
+    transfer_service_client::TransferServiceClient, volume_service_client::VolumeServiceClient,
     volume_type_service_client::VolumeTypeServiceClient,
 };
 use serde::Deserialize;
@@ -287,6 +287,11 @@ impl Api {
     /// `scoria.v1.QuotaService`.
     pub fn quotas(&self) -> QuotaServiceClient<Authed> {
         QuotaServiceClient::new(self.authed())
+    }
+
+    /// `scoria.v1.TransferService`.
+    pub fn transfers(&self) -> TransferServiceClient<Authed> {
+        TransferServiceClient::new(self.authed())
     }
 }
 

@@ -371,6 +371,41 @@ pub fn quota_row(u: &pb::QuotaUsage) -> Record {
         .with("Limit", u.limit)
 }
 
+/// `transfer show` (and `create`, with its auth key; `accept`).
+pub fn transfer(t: &pb::Transfer, auth_key: Option<&str>) -> Record {
+    let mut record = Record::new()
+        .with("id", t.id.as_str())
+        .with("name", t.name.as_str())
+        .with("volume_id", t.volume_id.as_str())
+        .with("source_project_id", t.source_project_id.as_str());
+    if t.accepted {
+        record = record
+            .with("destination_project_id", t.destination_project_id.as_str())
+            .with("accepted", true);
+    }
+    if let Some(key) = auth_key {
+        record = record.with("auth_key", key);
+    }
+    record
+        .with("no_snapshots", t.no_snapshots)
+        .with("created_at", time(t.created_at.as_ref()))
+        .with("expires_at", time(t.expires_at.as_ref()))
+}
+
+/// `transfer list` columns.
+pub fn transfer_columns() -> Vec<&'static str> {
+    vec!["ID", "Name", "Volume", "Expires At"]
+}
+
+/// A `transfer list` row.
+pub fn transfer_row(t: &pb::Transfer) -> Record {
+    Record::new()
+        .with("ID", t.id.as_str())
+        .with("Name", t.name.as_str())
+        .with("Volume", t.volume_id.as_str())
+        .with("Expires At", time(t.expires_at.as_ref()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

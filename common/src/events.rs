@@ -9,7 +9,7 @@
 
 use crate::{
     context::RequestContext,
-    model::{Attachment, Backup, Snapshot, Volume},
+    model::{Attachment, Backup, Snapshot, Transfer, Volume},
     rpc::{Notifier, Priority},
 };
 use scoria_proto::v1 as pb;
@@ -97,6 +97,42 @@ events! {
     BackupRestoreEnd => "backup.restore.end",
     /// A restore failed (the target volume is `error`).
     BackupRestoreError => "backup.restore.error",
+    /// A volume is being offered for transfer.
+    TransferCreateStart => "transfer.create.start",
+    /// A volume is `awaiting-transfer`.
+    TransferCreateEnd => "transfer.create.end",
+    /// An offer failed.
+    TransferCreateError => "transfer.create.error",
+    /// A project is accepting a transfer.
+    TransferAcceptStart => "transfer.accept.start",
+    /// The volume is the receiving project's.
+    TransferAcceptEnd => "transfer.accept.end",
+    /// An accept failed (a wrong key, over quota).
+    TransferAcceptError => "transfer.accept.error",
+    /// An offer is being withdrawn (or lapsed).
+    TransferDeleteStart => "transfer.delete.start",
+    /// The offer is gone and its volume available again.
+    TransferDeleteEnd => "transfer.delete.end",
+    /// A withdrawal failed.
+    TransferDeleteError => "transfer.delete.error",
+    /// A volume service started rolling a volume back to a snapshot.
+    VolumeRevertStart => "volume.revert.start",
+    /// A volume holds its snapshot's bytes again (available).
+    VolumeRevertEnd => "volume.revert.end",
+    /// A revert failed (the volume is `error`).
+    VolumeRevertError => "volume.revert.error",
+    /// A retype started (the volume is `retyping`).
+    VolumeRetypeStart => "volume.retype.start",
+    /// A retype finished (the volume has its new type).
+    VolumeRetypeEnd => "volume.retype.end",
+    /// A retype failed (the volume kept its type; see `migration_error`).
+    VolumeRetypeError => "volume.retype.error",
+    /// A migration started copying (the volume is `maintenance` or `retyping`).
+    VolumeMigrateStart => "volume.migrate.start",
+    /// A migration finished (the volume is on its new host).
+    VolumeMigrateEnd => "volume.migrate.end",
+    /// A migration failed (the volume stayed; see `migration_error`).
+    VolumeMigrateError => "volume.migrate.error",
 }
 
 impl Event {
@@ -127,6 +163,8 @@ pub enum Payload<'a> {
     Attachment(&'a Attachment),
     /// A backup.
     Backup(&'a Backup),
+    /// A transfer.
+    Transfer(&'a Transfer),
 }
 
 impl<'a> From<&'a Volume> for Payload<'a> {
@@ -144,6 +182,12 @@ impl<'a> From<&'a Snapshot> for Payload<'a> {
 impl<'a> From<&'a Backup> for Payload<'a> {
     fn from(backup: &'a Backup) -> Self {
         Payload::Backup(backup)
+    }
+}
+
+impl<'a> From<&'a Transfer> for Payload<'a> {
+    fn from(transfer: &'a Transfer) -> Self {
+        Payload::Transfer(transfer)
     }
 }
 
@@ -168,6 +212,7 @@ impl Notifications for Notifier {
             Payload::Snapshot(s) => self.emit(ctx, priority, name, &pb::Snapshot::from(s)),
             Payload::Attachment(a) => self.emit(ctx, priority, name, &pb::Attachment::from(a)),
             Payload::Backup(b) => self.emit(ctx, priority, name, &pb::Backup::from(b)),
+            Payload::Transfer(t) => self.emit(ctx, priority, name, &pb::Transfer::from(t)),
         }
     }
 }

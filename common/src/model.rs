@@ -78,16 +78,28 @@ statuses! {
         BackingUp => "backing-up",
         /// A backup is being restored into it.
         RestoringBackup => "restoring-backup",
+        /// Offered for transfer to another project.
+        AwaitingTransfer => "awaiting-transfer",
+        /// Its type is being changed (maybe with a migration).
+        Retyping => "retyping",
+        /// An operator is migrating it to another backend.
+        Maintenance => "maintenance",
+        /// Being rolled back to a snapshot.
+        Reverting => "reverting",
+        /// An existing backend object is being adopted.
+        Managing => "managing",
+        /// Adopting a backend object failed; deleting removes the row only.
+        ErrorManaging => "error_managing",
     }
 }
 
 impl VolumeStatus {
     /// Whether this is one of the error statuses (`error`, `error_deleting`,
-    /// `error_extending`), the ones that keep an `error_message`.
+    /// `error_extending`, `error_managing`), the ones that keep an `error_message`.
     pub fn is_error(self) -> bool {
         matches!(
             self,
-            Self::Error | Self::ErrorDeleting | Self::ErrorExtending
+            Self::Error | Self::ErrorDeleting | Self::ErrorExtending | Self::ErrorManaging
         )
     }
 
@@ -135,6 +147,33 @@ pub struct Volume {
     pub created_at_ms: i64,
     /// Last change, milliseconds since the Unix epoch.
     pub updated_at_ms: i64,
+    /// Where its last move to another backend stands (retype or migration).
+    pub migration_status: MigrationStatus,
+    /// Why the last migration failed (with [`MigrationStatus::Error`]).
+    pub migration_error: String,
+}
+
+statuses! {
+    /// Where a volume's last move to another backend stands (Cinder's
+    /// `migration_status`), stored as text (`''` when never migrated).
+    MigrationStatus, "migration status" {
+        /// Never migrated.
+        Never => "",
+        /// The bytes are being copied to the destination backend.
+        Migrating => "migrating",
+        /// The last migration finished: `host` is the destination.
+        Success => "success",
+        /// The last migration failed; the volume stayed where it was.
+        Error => "error",
+    }
+}
+
+// `statuses!` declares the enum and takes no `#[default]`.
+#[allow(clippy::derivable_impls)]
+impl Default for MigrationStatus {
+    fn default() -> Self {
+        Self::Never
+    }
 }
 
 statuses! {
@@ -150,6 +189,12 @@ statuses! {
         Error => "error",
         /// Deletion failed.
         ErrorDeleting => "error_deleting",
+        /// Its volume is being reverted to it.
+        Restoring => "restoring",
+        /// An existing backend object is being adopted.
+        Managing => "managing",
+        /// Adopting a backend object failed; deleting removes the row only.
+        ErrorManaging => "error_managing",
     }
 }
 
@@ -465,6 +510,35 @@ pub fn is_service_host(host: &str) -> bool {
                 .chars()
                 .any(|c| c == '#' || c.is_whitespace() || c.is_control())
     })
+}
+
+/// A pending offer of a volume to another project (a row of `transfers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// UUID.
+    pub id: String,
+    /// The volume offered.
+    pub volume_id: String,
+    /// Display name.
+    pub name: String,
+    /// The project giving the volume.
+    pub source_project_id: String,
+    /// The user who made the offer.
+    pub user_id: String,
+    /// The salt of [`Transfer::key_hash`], hex.
+    pub salt: String,
+    /// SHA-256 of the salt and the auth key, hex (the key itself is never kept).
+    pub key_hash: String,
+    /// The volume goes alone (it has no snapshots).
+    pub no_snapshots: bool,
+    /// How many wrong keys were presented.
+    pub failed_attempts: u64,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// When the offer lapses, milliseconds since the Unix epoch.
+    pub expires_at_ms: i64,
+    /// The project that accepted it (set only in the answer of an accept).
+    pub destination_project_id: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch, now.

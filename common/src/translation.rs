@@ -6,7 +6,7 @@ use scoria_proto::v1 as pb;
 
 use crate::model::{
     AttachMode, Attachment, AttachmentStatus, Backup, BackupStatus, ConnectionInfo, Connector,
-    Snapshot, SnapshotStatus, Volume, VolumeStatus,
+    MigrationStatus, Snapshot, SnapshotStatus, Volume, VolumeStatus,
 };
 
 impl From<VolumeStatus> for pb::VolumeStatus {
@@ -25,6 +25,12 @@ impl From<VolumeStatus> for pb::VolumeStatus {
             VolumeStatus::ErrorExtending => pb::VolumeStatus::ErrorExtending,
             VolumeStatus::BackingUp => pb::VolumeStatus::BackingUp,
             VolumeStatus::RestoringBackup => pb::VolumeStatus::RestoringBackup,
+            VolumeStatus::AwaitingTransfer => pb::VolumeStatus::AwaitingTransfer,
+            VolumeStatus::Retyping => pb::VolumeStatus::Retyping,
+            VolumeStatus::Maintenance => pb::VolumeStatus::Maintenance,
+            VolumeStatus::Reverting => pb::VolumeStatus::Reverting,
+            VolumeStatus::Managing => pb::VolumeStatus::Managing,
+            VolumeStatus::ErrorManaging => pb::VolumeStatus::ErrorManaging,
         }
     }
 }
@@ -46,6 +52,12 @@ pub fn volume_status_from_proto(status: pb::VolumeStatus) -> Option<VolumeStatus
         pb::VolumeStatus::ErrorExtending => VolumeStatus::ErrorExtending,
         pb::VolumeStatus::BackingUp => VolumeStatus::BackingUp,
         pb::VolumeStatus::RestoringBackup => VolumeStatus::RestoringBackup,
+        pb::VolumeStatus::AwaitingTransfer => VolumeStatus::AwaitingTransfer,
+        pb::VolumeStatus::Retyping => VolumeStatus::Retyping,
+        pb::VolumeStatus::Maintenance => VolumeStatus::Maintenance,
+        pb::VolumeStatus::Reverting => VolumeStatus::Reverting,
+        pb::VolumeStatus::Managing => VolumeStatus::Managing,
+        pb::VolumeStatus::ErrorManaging => VolumeStatus::ErrorManaging,
     })
 }
 
@@ -54,6 +66,17 @@ pub fn timestamp(ms: i64) -> Timestamp {
     Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+impl From<MigrationStatus> for pb::MigrationStatus {
+    fn from(status: MigrationStatus) -> Self {
+        match status {
+            MigrationStatus::Never => pb::MigrationStatus::Unspecified,
+            MigrationStatus::Migrating => pb::MigrationStatus::Migrating,
+            MigrationStatus::Success => pb::MigrationStatus::Success,
+            MigrationStatus::Error => pb::MigrationStatus::Error,
+        }
     }
 }
 
@@ -76,6 +99,8 @@ impl From<&Volume> for pb::Volume {
             source_volume_id: v.source_volume_id.clone().unwrap_or_default(),
             created_at: Some(timestamp(v.created_at_ms)),
             updated_at: Some(timestamp(v.updated_at_ms)),
+            migration_status: pb::MigrationStatus::from(v.migration_status) as i32,
+            migration_error: v.migration_error.clone(),
         }
     }
 }
@@ -88,6 +113,9 @@ impl From<SnapshotStatus> for pb::SnapshotStatus {
             SnapshotStatus::Deleting => pb::SnapshotStatus::Deleting,
             SnapshotStatus::Error => pb::SnapshotStatus::Error,
             SnapshotStatus::ErrorDeleting => pb::SnapshotStatus::ErrorDeleting,
+            SnapshotStatus::Restoring => pb::SnapshotStatus::Restoring,
+            SnapshotStatus::Managing => pb::SnapshotStatus::Managing,
+            SnapshotStatus::ErrorManaging => pb::SnapshotStatus::ErrorManaging,
         }
     }
 }
@@ -101,6 +129,9 @@ pub fn snapshot_status_from_proto(status: pb::SnapshotStatus) -> Option<Snapshot
         pb::SnapshotStatus::Deleting => SnapshotStatus::Deleting,
         pb::SnapshotStatus::Error => SnapshotStatus::Error,
         pb::SnapshotStatus::ErrorDeleting => SnapshotStatus::ErrorDeleting,
+        pb::SnapshotStatus::Restoring => SnapshotStatus::Restoring,
+        pb::SnapshotStatus::Managing => SnapshotStatus::Managing,
+        pb::SnapshotStatus::ErrorManaging => SnapshotStatus::ErrorManaging,
     })
 }
 
@@ -183,6 +214,22 @@ impl From<&crate::model::VolumeType> for pb::VolumeType {
             is_default: t.is_default,
             created_at: Some(timestamp(t.created_at_ms)),
             updated_at: Some(timestamp(t.updated_at_ms)),
+        }
+    }
+}
+
+impl From<&crate::model::Transfer> for pb::Transfer {
+    fn from(t: &crate::model::Transfer) -> Self {
+        pb::Transfer {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            volume_id: t.volume_id.clone(),
+            source_project_id: t.source_project_id.clone(),
+            destination_project_id: t.destination_project_id.clone().unwrap_or_default(),
+            accepted: t.destination_project_id.is_some(),
+            no_snapshots: t.no_snapshots,
+            created_at: Some(timestamp(t.created_at_ms)),
+            expires_at: Some(timestamp(t.expires_at_ms)),
         }
     }
 }

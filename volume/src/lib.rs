@@ -29,6 +29,7 @@ pub mod export;
 mod in_flight;
 mod locks;
 pub mod manager;
+mod migration;
 pub mod reconciler;
 pub mod shared;
 #[cfg(test)]
@@ -140,6 +141,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             ManagerSettings::from_config(&config),
         )
         .with_operation_deadline(config.operation_deadline())
+        .with_peers(Arc::new(scoria_common::ops::VolumeClient::new(
+            connected.rpc.clone(),
+        )))
         .with_member(member.clone())
         .with_backups(backups)
         .with_exports(Arc::new(export::ExportManager::new(

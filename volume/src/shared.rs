@@ -44,6 +44,8 @@ pub struct Shared {
     pub(crate) member: Option<String>,
     /// The backup target and engine (None: backups fail, saying so).
     pub(crate) backups: Option<Arc<crate::backup::BackupEngine>>,
+    /// The other volume services (a migration's source), None: no migrations.
+    pub(crate) peers: Option<Arc<dyn scoria_common::ops::VolumeOps>>,
 }
 
 // === impl Shared ===

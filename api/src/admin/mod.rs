@@ -283,7 +283,60 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::CheckQuotaUsageResponse>, Status> {
         handle(request, async |ctx, req| self.check_usage(ctx, &req).await).await
     }
+
+    async fn migrate_volume(
+        &self,
+        request: Request<pb::MigrateVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        handle_as(request, async |ctx, req| self.migrate(ctx, &req).await).await
+    }
+
+    async fn manage_volume(
+        &self,
+        _request: Request<pb::ManageVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        Err(scoria_common::status::error(
+            tonic::Code::Unimplemented,
+            scoria_common::status::Reason::Unimplemented,
+            "not implemented yet",
+        ))
+    }
+
+    async fn unmanage_volume(
+        &self,
+        _request: Request<pb::UnmanageVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        Err(scoria_common::status::error(
+            tonic::Code::Unimplemented,
+            scoria_common::status::Reason::Unimplemented,
+            "not implemented yet",
+        ))
+    }
+
+    async fn manage_snapshot(
+        &self,
+        _request: Request<pb::ManageSnapshotRequest>,
+    ) -> Result<Response<pb::Snapshot>, Status> {
+        Err(scoria_common::status::error(
+            tonic::Code::Unimplemented,
+            scoria_common::status::Reason::Unimplemented,
+            "not implemented yet",
+        ))
+    }
+
+    async fn unmanage_snapshot(
+        &self,
+        _request: Request<pb::UnmanageSnapshotRequest>,
+    ) -> Result<Response<pb::Snapshot>, Status> {
+        Err(scoria_common::status::error(
+            tonic::Code::Unimplemented,
+            scoria_common::status::Reason::Unimplemented,
+            "not implemented yet",
+        ))
+    }
 }
+
+mod migrate;
 
 #[cfg(test)]
 mod tests;

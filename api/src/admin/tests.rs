@@ -117,6 +117,8 @@ fn field_of(status: &Status) -> String {
 async fn volume(db: &Db, status: VolumeStatus) -> Volume {
     let now = now_ms();
     let volume = Volume {
+        migration_status: Default::default(),
+        migration_error: String::new(),
         id: uuid::Uuid::new_v4().to_string(),
         project_id: "p2".into(),
         user_id: "bob".into(),

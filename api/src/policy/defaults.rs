@@ -200,6 +200,67 @@ pub(super) const METHOD_RULES: &[(&str, &str, &str)] = &[
         "quota:get_default",
         READ,
     ),
+    (
+        "/scoria.v1.TransferService/CreateTransfer",
+        "volume:create_transfer",
+        WRITE,
+    ),
+    // Any member of the receiving project (the target is the caller's own).
+    (
+        "/scoria.v1.TransferService/AcceptTransfer",
+        "volume:accept_transfer",
+        WRITE,
+    ),
+    (
+        "/scoria.v1.TransferService/GetTransfer",
+        "volume:get_transfer",
+        READ,
+    ),
+    (
+        "/scoria.v1.TransferService/ListTransfers",
+        "volume:get_all_transfers",
+        READ,
+    ),
+    (
+        "/scoria.v1.TransferService/DeleteTransfer",
+        "volume:delete_transfer",
+        WRITE,
+    ),
+    (
+        "/scoria.v1.VolumeService/RevertVolumeToSnapshot",
+        "volume:revert_to_snapshot",
+        WRITE,
+    ),
+    (
+        "/scoria.v1.AdminService/ManageVolume",
+        "volume_extension:volume_manage",
+        ADMIN,
+    ),
+    (
+        "/scoria.v1.AdminService/UnmanageVolume",
+        "volume_extension:volume_unmanage",
+        ADMIN,
+    ),
+    (
+        "/scoria.v1.AdminService/ManageSnapshot",
+        "snapshot_extension:snapshot_manage",
+        ADMIN,
+    ),
+    (
+        "/scoria.v1.AdminService/UnmanageSnapshot",
+        "snapshot_extension:snapshot_unmanage",
+        ADMIN,
+    ),
+    (
+        "/scoria.v1.VolumeService/RetypeVolume",
+        "volume:retype",
+        WRITE,
+    ),
+    (
+        "/scoria.v1.AdminService/MigrateVolume",
+        "volume:migrate_volume",
+        ADMIN,
+    ),
 ];
 
 /// Cinder's names for rules Scoria names otherwise: a policy file may use either.

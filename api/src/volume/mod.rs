@@ -88,6 +88,8 @@ impl VolumeApi {
         let placement = self.placement(ctx, &req, valid.source.as_ref()).await?;
         let now = now_ms();
         let volume = Volume {
+            migration_status: Default::default(),
+            migration_error: String::new(),
             id,
             project_id: ctx.project_id.clone(),
             user_id: ctx.user_id.clone(),
@@ -462,11 +464,26 @@ impl VolumeService for VolumeApi {
             },
         )
     }
+    async fn retype_volume(
+        &self,
+        request: Request<pb::RetypeVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        handle_as(request, async |ctx, req| self.retype(ctx, req).await).await
+    }
+
+    async fn revert_volume_to_snapshot(
+        &self,
+        request: Request<pb::RevertVolumeToSnapshotRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        handle_as(request, async |ctx, req| self.revert(ctx, req).await).await
+    }
 }
 
 mod extend;
 mod from_snapshot;
 mod placement;
+mod retype;
+mod revert;
 
 #[cfg(test)]
 mod tests;

@@ -377,6 +377,8 @@ async fn update_and_delete() {
         Code::FailedPrecondition
     );
     let volume = scoria_common::model::Volume {
+        migration_status: Default::default(),
+        migration_error: String::new(),
         id: uuid::Uuid::new_v4().to_string(),
         project_id: "p9".into(),
         user_id: "u".into(),

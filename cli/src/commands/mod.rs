@@ -5,6 +5,7 @@ mod admin;
 mod attachment;
 mod quota;
 mod snapshot;
+mod transfer;
 mod volume;
 mod volume_type;
 
@@ -21,6 +22,7 @@ pub async fn run(api: &Api, command: Command) -> Result<Shown, CliError> {
         Command::Service(c) => admin::services(api, c).await,
         Command::Pool(c) => admin::pools(api, c).await,
         Command::Quota(c) => quota::run(api, c).await,
+        Command::Transfer(c) => transfer::run(api, c).await,
         Command::Completion { .. } => Err(CliError::Internal(
             "completion is answered before connecting".into(),
         )),

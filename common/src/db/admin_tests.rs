@@ -14,6 +14,8 @@ async fn temp_db() -> TempDb {
 async fn volume(db: &Db, status: VolumeStatus) -> Volume {
     let now = now_ms();
     let volume = Volume {
+        migration_status: Default::default(),
+        migration_error: String::new(),
         id: uuid::Uuid::new_v4().to_string(),
         project_id: "p2".into(),
         user_id: "u2".into(),

@@ -86,6 +86,13 @@ impl<'a> Keyset<'a> {
         self
     }
 
+    /// Only rows whose `column` is greater than `value`.
+    pub(crate) fn later(mut self, column: &'static str, value: i64) -> Self {
+        let p = self.push(Bind::Int(value));
+        self.conditions.push(format!("{column} > {p}"));
+        self
+    }
+
     /// Only rows after the cursor `(created_at_ms, id)`; `None`: from the start.
     pub(crate) fn after(mut self, cursor: Option<&'a (i64, String)>) -> Self {
         if let Some((created_at, id)) = cursor {

@@ -19,12 +19,17 @@ mod extend;
 mod keyset;
 #[cfg(test)]
 mod migrate_tests;
+mod migrations;
 mod overdue;
 pub mod quota;
+mod revert;
 mod row;
 mod services;
 mod snapshots;
 mod stats;
+mod transfers;
+#[cfg(test)]
+mod transfers_tests;
 mod types;
 mod volumes;
 #[cfg(test)]
@@ -41,9 +46,12 @@ use sqlx::{
 use crate::changes::{ChangeKind, ChangeSink};
 pub use attachments::{AttachReserve, AttachmentQuery, DetachStart};
 pub use backups::{BackupChange, BackupDeleteStart, BackupQuery, VolumeMove};
+pub use migrations::{Migration, MigrationStart, MigrationState};
 pub use overdue::WorkerOutcome;
+pub use revert::RevertStart;
 pub use snapshots::{SnapshotDeleteStart, SnapshotQuery, VolumeDeleteStart};
 pub use stats::StatusCount;
+pub use transfers::{TransferAccept, TransferCreate, TransferQuery};
 pub use types::{DEFAULT_VOLUME_TYPE_ID, DEFAULT_VOLUME_TYPE_NAME, TypeDeleted, VolumeTypeChanges};
 pub use volumes::{Created, IdempotencyKey, VolumeChanges, VolumeQuery};
 pub use workers::{Owner, SCHEDULER_OWNER, TransientStatus, WorkerEntry, WorkerKind, deadlines};
@@ -149,6 +157,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "quotas", include_str!("schema_v5.sql")),
     (6, "volume service clusters", include_str!("schema_v6.sql")),
     (7, "backups", include_str!("schema_v7.sql")),
+    (8, "transfers", include_str!("schema_v8.sql")),
+    (
+        9,
+        "volume migration and retype",
+        include_str!("schema_v9.sql"),
+    ),
 ];
 
 /// The version whose [`engine_statements`] install the quota triggers and

@@ -19,6 +19,8 @@ fn new_id() -> String {
 async fn volume(db: &Db, status: VolumeStatus, snapshot_id: Option<&str>) -> Volume {
     let now = now_ms();
     let volume = Volume {
+        migration_status: Default::default(),
+        migration_error: String::new(),
         id: new_id(),
         project_id: "p1".into(),
         user_id: "u1".into(),

@@ -311,6 +311,8 @@ mod tests {
         let gold = gold();
         assert!(db.create_volume_type(&gold).await.expect("db"));
         let volume = Volume {
+            migration_status: Default::default(),
+            migration_error: String::new(),
             id: uuid::Uuid::new_v4().to_string(),
             project_id: "p1".into(),
             user_id: "u1".into(),

@@ -17,7 +17,8 @@ use crate::{
 };
 
 const COLUMNS: &str = "id, project_id, user_id, name, description, size_gib, status, volume_type, \
-    availability_zone, host, metadata, error_message, snapshot_id, source_volume_id, created_at, updated_at";
+    availability_zone, host, metadata, error_message, snapshot_id, source_volume_id, created_at, updated_at, \
+    migration_status, migration_error";
 
 /// An idempotency key of a create request: the key and a digest of the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,8 +115,9 @@ impl Db {
         quota::enforce(&mut tx, &self.quota_defaults, &demand).await?;
         sqlx::query(
             "INSERT INTO volumes (id, project_id, user_id, name, description, size_gib, status, volume_type, \
-             availability_zone, host, metadata, error_message, snapshot_id, source_volume_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             availability_zone, host, metadata, error_message, snapshot_id, source_volume_id, created_at, updated_at, \
+             migration_status, migration_error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
         )
         .bind(&volume.id)
         .bind(&volume.project_id)
@@ -133,6 +135,8 @@ impl Db {
         .bind(volume.source_volume_id.clone())
         .bind(volume.created_at_ms)
         .bind(volume.updated_at_ms)
+        .bind(volume.migration_status.as_str())
+        .bind(&volume.migration_error)
         .execute(&mut *tx)
         .await?;
         worker.upsert(&mut *tx).await?;
@@ -450,7 +454,7 @@ fn metadata_json(metadata: &BTreeMap<String, String>) -> String {
     serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_owned())
 }
 
-fn volume_from_row(row: &AnyRow) -> DbResult<Volume> {
+pub(super) fn volume_from_row(row: &AnyRow) -> DbResult<Volume> {
     let read = RowReader::new(row, "volumes")?;
     Ok(Volume {
         project_id: row.try_get("project_id")?,
@@ -468,6 +472,8 @@ fn volume_from_row(row: &AnyRow) -> DbResult<Volume> {
         source_volume_id: row.try_get("source_volume_id")?,
         created_at_ms: row.try_get("created_at")?,
         updated_at_ms: row.try_get("updated_at")?,
+        migration_status: read.parse("migration_status")?,
+        migration_error: row.try_get("migration_error")?,
         id: read.into_id(),
     })
 }

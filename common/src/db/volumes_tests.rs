@@ -12,6 +12,8 @@ async fn volume(
     created_at_ms: i64,
 ) -> Volume {
     let volume = Volume {
+        migration_status: Default::default(),
+        migration_error: String::new(),
         id: uuid::Uuid::new_v4().to_string(),
         project_id: project.into(),
         user_id: "u1".into(),

@@ -35,6 +35,9 @@ pub mod deadlines {
     /// A volume the API moved to `extending`, owned by its backend (the API's
     /// `ExtendVolume`).
     pub const VOLUME_EXTEND: Duration = Duration::from_secs(10 * 60);
+    /// A volume the API moved to `reverting`, owned by its backend (the API's
+    /// `RevertVolumeToSnapshot`: a full copy of the snapshot).
+    pub const VOLUME_REVERT: Duration = Duration::from_secs(30 * 60);
     /// A snapshot the API created, owned by its volume's backend (the API's
     /// `CreateSnapshot`).
     pub const SNAPSHOT_CREATE: Duration = Duration::from_secs(10 * 60);

@@ -15,6 +15,8 @@ async fn temp_db() -> TempDb {
 async fn volume(db: &Db, status: VolumeStatus, owner: &str, deadline_ms: i64) -> WorkerEntry {
     let now = now_ms();
     let volume = Volume {
+        migration_status: Default::default(),
+        migration_error: String::new(),
         id: uuid::Uuid::new_v4().to_string(),
         project_id: "p1".into(),
         user_id: "u1".into(),

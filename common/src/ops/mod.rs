@@ -25,6 +25,12 @@
 //! | `volume.<host@backend>` | `attach_volume` | `AttachVolume` -> `AttachResult` | call |
 //! | `volume.<host@backend>` | `detach_volume` | `DetachVolume` -> `DetachResult` | call |
 //! | `volume` (fanout) | `publish_service_capabilities` | `PublishCapabilities` | fanout |
+//! | `scheduler` | `retype_volume` | `RetypeVolume` | cast |
+//! | `scheduler` | `find_migration_host` | `FindMigrationHost` -> `MigrationHost` | call |
+//! | `volume.<host@backend>` | `migrate_volume` | `MigrateVolume` | cast |
+//! | `volume.<host@backend>` | `export_for_migration` | `MigrationExport` -> `MigrationExportInfo` | call |
+//! | `volume.<host@backend>` | `unexport_for_migration` | `MigrationExport` -> `MigrationUnexported` | call |
+//! | `volume.<host@backend>` | `cleanup_migration_source` | `CleanupMigrationSource` | cast |
 
 mod error;
 pub mod method;

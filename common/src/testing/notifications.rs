@@ -68,6 +68,7 @@ impl Notifications for RecordingNotifier {
             Payload::Snapshot(s) => (&s.id, s.status.as_str(), &s.error_message),
             Payload::Attachment(a) => (&a.id, a.status.as_str(), &a.error_message),
             Payload::Backup(b) => (&b.id, b.status.as_str(), &b.error_message),
+            Payload::Transfer(t) => (&t.id, "", &t.volume_id),
         };
         lock(&self.announced).push(Announced {
             event,

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use scoria_proto::bus::{
     AttachResult, AttachVolume, CreateBackup, CreateSnapshot, CreateVolume, DeleteBackup,
     DeleteSnapshot, DeleteVolume, DetachResult, DetachVolume, ExtendVolume, PublishCapabilities,
-    RestoreBackup,
+    RestoreBackup, RevertToSnapshot,
 };
 
 use crate::{
@@ -46,6 +46,8 @@ pub enum VolumeCall {
     Detach(String, DetachVolume),
     /// `publish_service_capabilities` (to every host).
     Publish(PublishCapabilities),
+    /// `revert_to_snapshot`.
+    Revert(String, RevertToSnapshot),
 }
 
 impl VolumeCall {
@@ -61,7 +63,8 @@ impl VolumeCall {
             | VolumeCall::DeleteBackup(h, _)
             | VolumeCall::RestoreBackup(h, _)
             | VolumeCall::Attach(h, _)
-            | VolumeCall::Detach(h, _) => Some(h),
+            | VolumeCall::Detach(h, _)
+            | VolumeCall::Revert(h, _) => Some(h),
             VolumeCall::Publish(_) => None,
         }
     }
@@ -267,5 +270,14 @@ impl VolumeOps for RecordingVolumes {
         r: PublishCapabilities,
     ) -> OpsResult<()> {
         self.record(VolumeCall::Publish(r))
+    }
+
+    async fn revert_to_snapshot(
+        &self,
+        _: &RequestContext,
+        host: &str,
+        r: RevertToSnapshot,
+    ) -> OpsResult<()> {
+        self.record(VolumeCall::Revert(host.to_owned(), r))
     }
 }

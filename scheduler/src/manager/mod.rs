@@ -244,7 +244,27 @@ impl SchedulerOps for SchedulerManager {
             .collect();
         Ok(PoolList { pools })
     }
+
+    #[tracing::instrument(name = "scheduler.retype_volume", skip_all, fields(volume_id = %request.volume_id, new_type = %request.new_type, request_id = %ctx.request_id))]
+    async fn retype_volume(
+        &self,
+        ctx: &RequestContext,
+        request: scoria_proto::bus::RetypeVolume,
+    ) -> OpsResult<()> {
+        Ok(self.retype(ctx, request).await?)
+    }
+
+    #[tracing::instrument(name = "scheduler.find_migration_host", skip_all, fields(volume_id = %request.volume_id))]
+    async fn find_migration_host(
+        &self,
+        _ctx: &RequestContext,
+        request: scoria_proto::bus::FindMigrationHost,
+    ) -> OpsResult<scoria_proto::bus::MigrationHost> {
+        Ok(self.migration_host(&request)?)
+    }
 }
+
+mod retype;
 
 #[cfg(test)]
 mod tests;

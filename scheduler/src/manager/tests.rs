@@ -63,6 +63,8 @@ impl Fixture {
     async fn creating_volume(&self, size_gib: u64) -> String {
         let id = format!("vol-{}", self.db.count_volumes("p").await.expect("count"));
         let volume = Volume {
+            migration_status: Default::default(),
+            migration_error: String::new(),
             id: id.clone(),
             project_id: "p".into(),
             user_id: "u".into(),

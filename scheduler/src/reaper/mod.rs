@@ -191,6 +191,39 @@ impl Reaper {
         }
     }
 
+    // === retypes no scheduler handled ===
+
+    /// A retype still owned by the scheduler past its deadline (its cast was
+    /// lost): failed, the volume available with its old type.
+    async fn overdue_retype(
+        &self,
+        entry: &WorkerEntry,
+        volume: &mut scoria_common::model::Volume,
+    ) -> Result<Reaped, DbError> {
+        let id = volume.id.clone();
+        let why = format!("the retype of volume {id} was not handled by its deadline");
+        let db = self.db.clone();
+        let apply = |v: &mut scoria_common::model::Volume| {
+            v.status = VolumeStatus::Available;
+            v.migration_status = scoria_common::model::MigrationStatus::Error;
+            v.migration_error = why.clone();
+            v.updated_at_ms = now_ms();
+        };
+        let ctx = RequestContext::internal(BINARY);
+        let won = self
+            .settler
+            .settle(
+                &ctx,
+                volume,
+                db.fail_migration(&id, &why),
+                apply,
+                Some(Event::VolumeRetypeError),
+            )
+            .await?;
+        tracing::warn!(volume_id = %id, owner = %entry.service, won, "overdue retype failed");
+        Ok(if won { Reaped::Failed } else { Reaped::Skipped })
+    }
+
     // === volumes waiting to be scheduled ===
 
     async fn unscheduled(&self, entry: &WorkerEntry) -> Result<Reaped, DbError> {
@@ -198,6 +231,11 @@ impl Reaper {
             WorkerKind::Volume => self.db.get_volume(&entry.resource_id).await?,
             _ => None,
         };
+        if let Some(mut retyping) = volume.clone().filter(|v| {
+            v.status == VolumeStatus::Retyping && entry.status == VolumeStatus::Retyping.as_str()
+        }) {
+            return self.overdue_retype(entry, &mut retyping).await;
+        }
         let Some(mut volume) = volume.filter(|v| {
             v.status == VolumeStatus::Creating && entry.status == VolumeStatus::Creating.as_str()
         }) else {

@@ -40,6 +40,8 @@ impl Fixture {
         static N: AtomicUsize = AtomicUsize::new(0);
         let now = now_ms();
         let volume = Volume {
+            migration_status: Default::default(),
+            migration_error: String::new(),
             id: format!("vol-{}", N.fetch_add(1, Ordering::Relaxed)),
             project_id: "p1".into(),
             user_id: "u1".into(),

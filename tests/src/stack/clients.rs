@@ -9,7 +9,8 @@ use scoria_proto::v1::{
     attachment_service_client::AttachmentServiceClient,
     availability_zone_service_client::AvailabilityZoneServiceClient,
     backup_service_client::BackupServiceClient, quota_service_client::QuotaServiceClient,
-    snapshot_service_client::SnapshotServiceClient, volume_service_client::VolumeServiceClient,
+    snapshot_service_client::SnapshotServiceClient, transfer_service_client::TransferServiceClient,
+    volume_service_client::VolumeServiceClient,
     volume_type_service_client::VolumeTypeServiceClient,
 };
 use tonic::{
@@ -128,6 +129,8 @@ pub type Admin = AdminServiceClient<Authed>;
 pub type Quotas = QuotaServiceClient<Authed>;
 /// A `scoria.v1.BackupService` client.
 pub type Backups = BackupServiceClient<Authed>;
+/// A `scoria.v1.TransferService` client.
+pub type Transfers = TransferServiceClient<Authed>;
 
 /// A client of every public service, all acting as one [`Caller`] over one
 /// channel (cheap to clone; each accessor returns a fresh client handle).
@@ -185,6 +188,11 @@ impl Clients {
     /// `scoria.v1.BackupService`.
     pub fn backups(&self) -> Backups {
         BackupServiceClient::new(self.authed())
+    }
+
+    /// `scoria.v1.TransferService`.
+    pub fn transfers(&self) -> Transfers {
+        TransferServiceClient::new(self.authed())
     }
 
     /// GetVolume `id`.

@@ -27,8 +27,8 @@ use tonic::transport::Channel;
 pub use self::{
     backups::qemu_io_file,
     clients::{
-        Admin, Attachments, Authed, Backups, Caller, Clients, Quotas, Snapshots, VolumeTypes,
-        Volumes, Zones, channel, health_status, serving, tls_channel,
+        Admin, Attachments, Authed, Backups, Caller, Clients, Quotas, Snapshots, Transfers,
+        VolumeTypes, Volumes, Zones, channel, health_status, serving, tls_channel,
     },
     env::{binary, free_port, postgres_url, require_postgres},
     fleet::{APIS, Fleet, FleetOptions, QUEUE_TYPE, SCHEDULERS, VOLUME_SERVICES, strip_sgr},

@@ -14,6 +14,7 @@
 mod backup;
 mod broker;
 mod database;
+mod migration;
 mod rabbit_cluster;
 mod races;
 mod reschedule;

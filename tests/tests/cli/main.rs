@@ -7,6 +7,7 @@
 
 mod errors;
 mod others;
+mod transfers;
 mod tty;
 mod volumes;
 

@@ -45,6 +45,8 @@ async fn fresh(engine: &str) -> (Db, Option<tempfile::TempDir>) {
 
 fn volume(project: &str, name: &str, created_at_ms: i64) -> Volume {
     Volume {
+        migration_status: Default::default(),
+        migration_error: String::new(),
         id: uuid::Uuid::new_v4().to_string(),
         project_id: project.into(),
         user_id: "u".into(),

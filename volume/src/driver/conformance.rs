@@ -38,6 +38,7 @@ instantiate!(
     racing_creates_keep_one_object,
     stats_count_the_volumes,
     object_size_is_the_virtual_size,
+    a_revert_brings_the_snapshot_bytes_back,
 );
 
 /// The first pattern written, the one the snapshot keeps.
@@ -460,4 +461,63 @@ async fn object_size_is_the_virtual_size(name: &str) {
         .await
         .expect_err("bad id");
     assert!(matches!(err, DriverError::InvalidId { .. }), "{err}");
+}
+
+async fn a_revert_brings_the_snapshot_bytes_back(name: &str) {
+    let b = backend(name);
+    let d = &b.driver;
+    let (vol, snap, other) = (new_id(), new_id(), new_id());
+    d.create_volume(&vol, 1).await.expect("create");
+    b.write(&b.volume(&vol), FIRST).await;
+    d.create_snapshot(&snap, &vol).await.expect("snapshot");
+    b.write(&b.volume(&vol), SECOND).await;
+    b.assert_holds(&b.volume(&vol), SECOND).await;
+
+    d.revert_to_snapshot(&vol, &snap).await.expect("revert");
+    b.assert_holds(&b.volume(&vol), FIRST).await;
+    assert_eq!(b.size(&b.volume(&vol)).await, GIB);
+    b.assert_holds(&b.snapshot(&snap), FIRST).await;
+    // Again (a redelivered cast, the reconciler's redo): the same bytes.
+    d.revert_to_snapshot(&vol, &snap)
+        .await
+        .expect("revert again");
+    b.assert_holds(&b.volume(&vol), FIRST).await;
+    // The volume is still writable, and the snapshot independent of it.
+    b.write(&b.volume(&vol), SECOND).await;
+    b.assert_holds(&b.snapshot(&snap), FIRST).await;
+
+    // Refused, leaving the volume as it is: a missing snapshot or volume, an
+    // extended volume.
+    let err = d
+        .revert_to_snapshot(&vol, &other)
+        .await
+        .expect_err("no snapshot");
+    assert!(
+        matches!(
+            err,
+            DriverError::NotFound {
+                kind: "snapshot",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = d
+        .revert_to_snapshot(&other, &snap)
+        .await
+        .expect_err("no volume");
+    assert!(
+        matches!(err, DriverError::NotFound { kind: "volume", .. }),
+        "{err}"
+    );
+    d.extend_volume(&vol, 2).await.expect("extend");
+    let err = d
+        .revert_to_snapshot(&vol, &snap)
+        .await
+        .expect_err("sizes differ");
+    assert!(matches!(err, DriverError::SizeMismatch { .. }), "{err}");
+    b.assert_holds(&b.volume(&vol), SECOND).await;
+    // No temporary file is left behind.
+    let names = b.names();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
 }

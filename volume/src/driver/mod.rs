@@ -252,6 +252,14 @@ pub trait VolumeDriver: Send + Sync + 'static {
         Err(unsupported(self.name(), "create_volume_from_snapshot"))
     }
 
+    /// Replaces volume `volume_id`'s bytes with snapshot `snapshot_id`'s (of
+    /// the same size), crash-safely: the copy is made under a temporary name and
+    /// renamed over the volume, so the volume holds either its old bytes or the
+    /// snapshot's, never a mix. Repeating it gives the same result.
+    async fn revert_to_snapshot(&self, _volume_id: &str, _snapshot_id: &str) -> DriverResult<()> {
+        Err(unsupported(self.name(), "revert_to_snapshot"))
+    }
+
     /// Makes volume `volume_id` of `size_gib` GiB holding volume
     /// `source_volume_id`'s bytes now (grown if larger); succeeds, leaving it as it
     /// is, if the volume exists with that size.

@@ -369,6 +369,35 @@ impl<F: Format> VolumeDriver for ObjectDriver<F> {
         let source = (ObjectKind::Volume, source_volume_id);
         self.make_copy(volume_id, size_gib, source).await
     }
+
+    #[tracing::instrument(name = "driver.revert_to_snapshot", level = "debug", skip_all, fields(driver = F::DRIVER, volume_id = %volume_id, snapshot_id = %snapshot_id))]
+    async fn revert_to_snapshot(&self, volume_id: &str, snapshot_id: &str) -> DriverResult<()> {
+        let target = self.volume_path(volume_id)?;
+        let source = self.snapshot_path(snapshot_id)?;
+        let not_found = |kind, id: &str| DriverError::NotFound {
+            kind,
+            id: id.to_owned(),
+        };
+        let volume_bytes = self
+            .size(&target)
+            .await?
+            .ok_or_else(|| not_found("volume", volume_id))?;
+        let snapshot_bytes = self
+            .size(&source)
+            .await?
+            .ok_or_else(|| not_found("snapshot", snapshot_id))?;
+        if snapshot_bytes != volume_bytes {
+            return Err(DriverError::SizeMismatch {
+                id: volume_id.to_owned(),
+                expected_bytes: snapshot_bytes,
+                actual_bytes: volume_bytes,
+            });
+        }
+        let temp = Temp::new(&target);
+        self.inner.format.copy(&source, &temp.path).await?;
+        self.blocking(move |inner| temp.replace(&target, &inner.dir))
+            .await
+    }
 }
 
 // === impl Inner ===
@@ -452,6 +481,18 @@ impl Temp {
         drop(self);
         sync_dir(dir)?;
         Ok(true)
+    }
+}
+
+impl Temp {
+    /// Makes the file durable and renames it over `target` in `dir` (which it
+    /// replaces atomically: a reader sees the old file or the new one).
+    fn replace(self, target: &Path, dir: &Path) -> DriverResult<()> {
+        std::fs::File::open(&self.path)
+            .and_then(|f| f.sync_all())
+            .map_err(io("sync", &self.path))?;
+        std::fs::rename(&self.path, target).map_err(io("rename into place", target))?;
+        sync_dir(dir)
     }
 }
 

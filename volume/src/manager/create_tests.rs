@@ -88,6 +88,8 @@ async fn insert(db: &Db, status: VolumeStatus, host: Option<&str>) -> Volume {
 async fn insert_with(db: &Db, status: VolumeStatus, host: Option<&str>, size_gib: u64) -> Volume {
     let now = now_ms();
     let volume = Volume {
+        migration_status: Default::default(),
+        migration_error: String::new(),
         id: uuid::Uuid::new_v4().to_string(),
         project_id: "p1".into(),
         user_id: "u1".into(),

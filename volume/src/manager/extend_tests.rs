@@ -64,6 +64,8 @@ async fn fixture() -> Fixture {
 async fn insert(f: &Fixture, status: VolumeStatus, host: &str, source: Option<&str>) -> Volume {
     let now = now_ms();
     let volume = Volume {
+        migration_status: Default::default(),
+        migration_error: String::new(),
         id: uuid::Uuid::new_v4().to_string(),
         project_id: "p1".into(),
         user_id: "u1".into(),

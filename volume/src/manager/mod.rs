@@ -112,6 +112,7 @@ impl VolumeManager {
                 exports: None,
                 member: None,
                 backups: None,
+                peers: None,
             },
             scheduler,
             settings,
@@ -340,6 +341,56 @@ impl VolumeOps for VolumeManager {
     ) -> OpsResult<scoria_proto::bus::DetachResult> {
         Ok(self.detach(ctx, request).await?)
     }
+
+    #[tracing::instrument(skip(self, ctx, request), err, fields(volume_id = %request.volume_id, snapshot_id = %request.snapshot_id, request_id = %ctx.request_id))]
+    async fn revert_to_snapshot(
+        &self,
+        ctx: &RequestContext,
+        _host: &str,
+        request: scoria_proto::bus::RevertToSnapshot,
+    ) -> OpsResult<()> {
+        Ok(self.revert(ctx, request).await?)
+    }
+
+    #[tracing::instrument(skip(self, ctx, request), err, fields(volume_id = %request.volume_id, request_id = %ctx.request_id))]
+    async fn migrate_volume(
+        &self,
+        ctx: &RequestContext,
+        _host: &str,
+        request: scoria_proto::bus::MigrateVolume,
+    ) -> OpsResult<()> {
+        Ok(self.migrate(ctx, request).await?)
+    }
+
+    #[tracing::instrument(skip(self, ctx, request), err, fields(volume_id = %request.volume_id, request_id = %ctx.request_id))]
+    async fn export_for_migration(
+        &self,
+        ctx: &RequestContext,
+        _host: &str,
+        request: scoria_proto::bus::MigrationExport,
+    ) -> OpsResult<scoria_proto::bus::MigrationExportInfo> {
+        Ok(self.export_for_migration(request).await?)
+    }
+
+    #[tracing::instrument(skip(self, ctx, request), err, fields(volume_id = %request.volume_id, request_id = %ctx.request_id))]
+    async fn unexport_for_migration(
+        &self,
+        ctx: &RequestContext,
+        _host: &str,
+        request: scoria_proto::bus::MigrationExport,
+    ) -> OpsResult<scoria_proto::bus::MigrationUnexported> {
+        Ok(self.unexport_for_migration(request).await?)
+    }
+
+    #[tracing::instrument(skip(self, ctx, request), err, fields(volume_id = %request.volume_id, request_id = %ctx.request_id))]
+    async fn cleanup_migration_source(
+        &self,
+        ctx: &RequestContext,
+        _host: &str,
+        request: scoria_proto::bus::CleanupMigrationSource,
+    ) -> OpsResult<()> {
+        Ok(self.cleanup_source(request).await?)
+    }
 }
 
 mod attach;
@@ -348,7 +399,9 @@ mod create;
 mod delete;
 mod detach;
 mod extend;
+mod migrate;
 mod restore;
+mod revert;
 mod settle;
 mod snapshot;
 

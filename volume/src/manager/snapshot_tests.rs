@@ -184,6 +184,8 @@ fn worker(kind: WorkerKind, id: &str, status: &str) -> WorkerEntry {
 async fn volume(db: &Db, status: VolumeStatus, snapshot_id: Option<&str>) -> Volume {
     let now = now_ms();
     let volume = Volume {
+        migration_status: Default::default(),
+        migration_error: String::new(),
         id: uuid::Uuid::new_v4().to_string(),
         project_id: "p1".into(),
         user_id: "u1".into(),

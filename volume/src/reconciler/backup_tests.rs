@@ -78,6 +78,8 @@ async fn fixture() -> Fixture {
 async fn volume(f: &Fixture) -> Volume {
     let now = now_ms();
     let volume = Volume {
+        migration_status: Default::default(),
+        migration_error: String::new(),
         id: uuid::Uuid::new_v4().to_string(),
         project_id: "p1".into(),
         user_id: "u1".into(),

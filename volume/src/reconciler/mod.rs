@@ -135,6 +135,7 @@ impl Reconciler {
         if !attachments.is_empty() {
             self.attachments(&attachments, &mut report).await;
         }
+        self.migrated_away(now, &mut report).await;
         let metrics = &scoria_common::metrics::global().service;
         metrics.reconciled("failed", report.failed.len());
         metrics.reconciled("redone", report.redone.len());
@@ -152,6 +153,32 @@ impl Reconciler {
             );
         }
         Ok(report)
+    }
+
+    /// Removes the old objects of volumes that migrated away from this
+    /// backend whose cleanup cast did not do it by its deadline.
+    async fn migrated_away(&self, now: i64, report: &mut ReconcileReport) {
+        let rows = match self.shared.db.migrations_to_clean(&self.shared.host).await {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::warn!(%err, "cannot list the migrations to clean up");
+                return;
+            }
+        };
+        for migration in rows.into_iter().filter(|m| m.deadline_ms <= now) {
+            let id = migration.volume_id.clone();
+            if self.shared.in_flight.contains(&id) {
+                continue;
+            }
+            match self.shared.clean_source(&migration).await {
+                Ok(true) => report.finished.push(id),
+                Ok(false) => report.skipped.push(id),
+                Err(err) => {
+                    tracing::warn!(volume_id = %id, %err, "cannot clean up a migrated volume's old object now");
+                    report.skipped.push(id);
+                }
+            }
+        }
     }
 
     pub(super) fn ctx() -> RequestContext {

@@ -79,6 +79,8 @@ async fn fixture() -> Fixture {
 async fn volume(f: &Fixture, status: VolumeStatus, owner: &str, deadline_ms: i64) -> Volume {
     let now = now_ms();
     let volume = Volume {
+        migration_status: Default::default(),
+        migration_error: String::new(),
         id: uuid::Uuid::new_v4().to_string(),
         project_id: "p1".into(),
         user_id: "u1".into(),
@@ -448,4 +450,92 @@ async fn an_overdue_attach_without_an_export_is_settled_through_the_manager() {
         VolumeStatus::Available,
         "the volume settles back"
     );
+}
+
+#[tokio::test]
+async fn an_overdue_revert_is_done_again() {
+    let f = fixture().await;
+    let parent = volume(&f, VolumeStatus::Available, HOST, i64::MAX).await;
+    f.db.transition_volume_with_worker(
+        &parent.id,
+        &[VolumeStatus::Available],
+        VolumeStatus::Available,
+        None,
+        None,
+        None,
+    )
+    .await
+    .expect("drop the volume's entry");
+    f.file.create_volume(&parent.id, 1).await.expect("volume");
+    let now = now_ms();
+    let snap = Snapshot {
+        id: uuid::Uuid::new_v4().to_string(),
+        project_id: "p1".into(),
+        user_id: "u1".into(),
+        volume_id: parent.id.clone(),
+        name: "s".into(),
+        description: String::new(),
+        size_gib: 1,
+        status: SnapshotStatus::Creating,
+        host: Some(HOST.into()),
+        error_message: String::new(),
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    let entry = WorkerEntry::snapshot(
+        &snap.id,
+        SnapshotStatus::Creating,
+        scoria_common::db::Owner::Service(HOST.into()),
+        i64::MAX,
+    );
+    assert!(
+        f.db.create_snapshot(&snap, &[VolumeStatus::Available], &entry)
+            .await
+            .expect("snapshot row")
+    );
+    f.db.transition_snapshot(
+        &snap.id,
+        &[SnapshotStatus::Creating],
+        SnapshotStatus::Available,
+        None,
+        None,
+    )
+    .await
+    .expect("available");
+    f.db.remove_worker_entry(&entry)
+        .await
+        .expect("drop its entry");
+    f.file
+        .create_snapshot(&snap.id, &parent.id)
+        .await
+        .expect("snapshot object");
+    // The API's intent is written; the cast was lost (or the service died).
+    let overdue = WorkerEntry::volume(
+        &parent.id,
+        VolumeStatus::Reverting,
+        scoria_common::db::Owner::Service(HOST.into()),
+        now_ms() - 1,
+    );
+    let started =
+        f.db.start_revert(&parent.id, &snap.id, &overdue)
+            .await
+            .expect("start");
+    assert_eq!(started, scoria_common::db::RevertStart::Started);
+
+    let report = f.reconciler.run_once().await.expect("run");
+
+    assert_eq!(report.redone, vec![parent.id.clone()]);
+    let volume =
+        f.db.get_volume(&parent.id)
+            .await
+            .expect("get")
+            .expect("row");
+    assert_eq!(volume.status, VolumeStatus::Available);
+    let snapshot =
+        f.db.get_snapshot(&snap.id)
+            .await
+            .expect("get")
+            .expect("row");
+    assert_eq!(snapshot.status, SnapshotStatus::Available);
+    assert_eq!(worker(&f, WorkerKind::Volume, &parent.id).await, None);
 }

@@ -1,4 +1,4 @@
-//! Overdue volume work: creating, deleting, extending.
+//! Overdue volume work: creating, deleting, extending, reverting.
 
 use scoria_common::{
     db::{AttachmentQuery, WorkerEntry, WorkerOutcome},
@@ -6,7 +6,7 @@ use scoria_common::{
     model::{AttachmentStatus, Volume, VolumeStatus},
     service::overdue::Failure,
 };
-use scoria_proto::bus::DeleteVolume;
+use scoria_proto::bus::{DeleteVolume, RevertToSnapshot};
 
 use super::{Reconciler, ResolveError, Resolved};
 use crate::driver::{GIB, ObjectKind};
@@ -50,11 +50,67 @@ impl Reconciler {
                 Ok(Resolved::Redone)
             }
             VolumeStatus::Extending => self.extending(entry, volume).await,
+            VolumeStatus::Reverting => self.reverting(entry, volume).await,
+            VolumeStatus::Maintenance | VolumeStatus::Retyping => {
+                let Some(migration) = self.shared.db.get_migration(id).await? else {
+                    tracing::warn!(volume_id = %id, "overdue move without a migration row: left");
+                    return Ok(Resolved::Skipped);
+                };
+                if !self.shared.is_my_host(&migration.dest_host) {
+                    return Ok(Resolved::Skipped);
+                }
+                let why = format!(
+                    "migrating volume {id} from {} to {host} did not finish by its deadline \
+                     (the destination service stopped mid-copy?)",
+                    migration.source_host
+                );
+                let won = self
+                    .shared
+                    .abort_migration(&Self::ctx(), &migration, &mut volume, &why)
+                    .await?;
+                Ok(if won {
+                    Resolved::Failed
+                } else {
+                    Resolved::Skipped
+                })
+            }
             other => {
                 tracing::warn!(volume_id = %id, status = %other, "overdue volume entry in a status the reconciler does not settle");
                 Ok(Resolved::Skipped)
             }
         }
+    }
+
+    /// An overdue revert: done again (the copy is idempotent) while its
+    /// snapshot is still `restoring`, else the volume fails to `error`.
+    async fn reverting(
+        &self,
+        entry: &WorkerEntry,
+        mut volume: Volume,
+    ) -> Result<Resolved, ResolveError> {
+        let id = entry.resource_id.as_str();
+        if let Some(snapshot_id) = self.shared.db.snapshot_restoring_into(id).await? {
+            tracing::info!(volume_id = %id, snapshot_id = %snapshot_id, "revert overdue: reverting again");
+            let request = RevertToSnapshot {
+                volume_id: id.to_owned(),
+                snapshot_id,
+            };
+            self.ops
+                .revert_to_snapshot(&Self::ctx(), &self.shared.host, request)
+                .await?;
+            return Ok(Resolved::Redone);
+        }
+        let host = &self.shared.host;
+        let message = format!(
+            "reverting volume {id} did not finish by its deadline on {host}, and no snapshot is being restored into it"
+        );
+        let failure = Failure {
+            to: VolumeStatus::Error,
+            message: &message,
+            event: Event::VolumeRevertError,
+        };
+        let outcome = self.fail(entry, &mut volume, failure).await?;
+        Ok(outcome.into())
     }
 
     /// An overdue extend: finished if the backend object is bigger than the row

@@ -219,6 +219,15 @@ impl VolumeOps for SettlingHost {
     ) -> OpsResult<()> {
         self.recorded.publish_service_capabilities(ctx, r).await
     }
+
+    async fn revert_to_snapshot(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        r: scoria_proto::bus::RevertToSnapshot,
+    ) -> OpsResult<()> {
+        self.recorded.revert_to_snapshot(ctx, host, r).await
+    }
 }
 
 struct Fixture {

@@ -216,6 +216,8 @@ async fn confirm_snapshot_undoes_a_volume_whose_snapshot_vanished() {
     let s = snapshot_in(&f, &p1, &v.id, SnapshotStatus::Available).await;
     let now = now_ms();
     let volume = Volume {
+        migration_status: Default::default(),
+        migration_error: String::new(),
         id: uuid::Uuid::new_v4().to_string(),
         project_id: "p1".into(),
         user_id: "u1".into(),

@@ -17,6 +17,7 @@ mod create;
 mod extend_clone;
 mod from_snapshot;
 mod lifecycle;
+mod revert;
 mod snapshots;
 
 struct Fixture {

@@ -320,6 +320,8 @@ pub(in crate::db) struct Demand<'a> {
     /// The size of the volume the request makes (checked against
     /// `per_volume_gigabytes`).
     volume_gib: Option<i64>,
+    /// Only the per-type resources (a retype: the totals do not move).
+    typed_only: bool,
 }
 
 impl<'a> Demand<'a> {
@@ -334,6 +336,18 @@ impl<'a> Demand<'a> {
             backups: 0,
             backup_gigabytes: 0,
             volume_gib: None,
+            typed_only: false,
+        }
+    }
+
+    /// A volume of `size_gib` moving to type `new_type`: the per-type
+    /// resources of the new type only (the totals stay as they are).
+    pub(in crate::db) fn retype(project_id: &'a str, new_type: &'a str, size_gib: u64) -> Self {
+        Self {
+            volumes: 1,
+            gigabytes: gib(size_gib),
+            typed_only: true,
+            ..Self::none(project_id, new_type)
         }
     }
 
@@ -384,6 +398,25 @@ impl<'a> Demand<'a> {
         }
     }
 
+    /// A volume of `volume_gib` and `snapshots` snapshots of `snapshot_gib` in
+    /// all coming into the project (a transfer).
+    pub(in crate::db) fn transfer(
+        project_id: &'a str,
+        volume_type: &'a str,
+        volume_gib: u64,
+        snapshots: u64,
+        snapshot_gib: u64,
+    ) -> Self {
+        let size = gib(volume_gib);
+        Self {
+            volumes: 1,
+            snapshots: gib(snapshots),
+            gigabytes: size.saturating_add(gib(snapshot_gib)),
+            volume_gib: Some(size),
+            ..Self::none(project_id, volume_type)
+        }
+    }
+
     /// A new attachment.
     pub(in crate::db) fn attachment(project_id: &'a str) -> Self {
         Self {
@@ -417,6 +450,7 @@ impl<'a> Demand<'a> {
             (self.backups, Some(Resource::Backups), None),
             (self.backup_gigabytes, Some(Resource::BackupGigabytes), None),
         ] {
+            let base = base.filter(|_| !self.typed_only);
             if amount > 0 {
                 items.extend([base, of_type].into_iter().flatten().map(|r| (r, amount)));
             }

@@ -22,6 +22,8 @@ use crate::{
 fn volume(project: &str, volume_type: &str, size_gib: u64) -> Volume {
     let now = now_ms();
     Volume {
+        migration_status: Default::default(),
+        migration_error: String::new(),
         id: uuid::Uuid::new_v4().to_string(),
         project_id: project.into(),
         user_id: "u1".into(),

@@ -55,4 +55,24 @@ impl SchedulerOps for SchedulerClient {
             .send(&self.rpc, ctx, &Self::target()?, &request)
             .await
     }
+
+    async fn retype_volume(
+        &self,
+        ctx: &RequestContext,
+        request: scoria_proto::bus::RetypeVolume,
+    ) -> OpsResult<()> {
+        methods::RETYPE_VOLUME
+            .send(&self.rpc, ctx, &Self::target()?, &request)
+            .await
+    }
+
+    async fn find_migration_host(
+        &self,
+        ctx: &RequestContext,
+        request: scoria_proto::bus::FindMigrationHost,
+    ) -> OpsResult<scoria_proto::bus::MigrationHost> {
+        methods::FIND_MIGRATION_HOST
+            .send(&self.rpc, ctx, &Self::target()?, &request)
+            .await
+    }
 }

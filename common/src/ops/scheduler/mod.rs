@@ -28,12 +28,21 @@ pub mod methods {
         Fanout::new("update_service_capabilities");
     /// The pools a scheduler knows.
     pub const GET_POOLS: Call<GetPools, PoolList> = Call::new("get_pools");
+    /// Change a `retyping` volume's type, in place or by a migration.
+    pub const RETYPE_VOLUME: Cast<scoria_proto::bus::RetypeVolume> = Cast::new("retype_volume");
+    /// Pick the destination of a migration.
+    pub const FIND_MIGRATION_HOST: Call<
+        scoria_proto::bus::FindMigrationHost,
+        scoria_proto::bus::MigrationHost,
+    > = Call::new("find_migration_host");
 
     /// Every method name the scheduler serves.
-    pub const ALL: [&str; 3] = [
+    pub const ALL: [&str; 5] = [
         CREATE_VOLUME.name(),
         UPDATE_SERVICE_CAPABILITIES.name(),
         GET_POOLS.name(),
+        RETYPE_VOLUME.name(),
+        FIND_MIGRATION_HOST.name(),
     ];
 }
 
@@ -56,4 +65,33 @@ pub trait SchedulerOps: Send + Sync {
 
     /// The pools this scheduler knows, with their capacity (a call).
     async fn get_pools(&self, ctx: &RequestContext, request: GetPools) -> OpsResult<PoolList>;
+
+    /// Changes a `retyping` volume's type: in place, by a migration, or fails
+    /// the retype (the default refuses: a test fake does not retype).
+    async fn retype_volume(
+        &self,
+        _ctx: &RequestContext,
+        request: scoria_proto::bus::RetypeVolume,
+    ) -> OpsResult<()> {
+        Err(not_served("retype_volume", &request.volume_id))
+    }
+
+    /// The destination of a migration, filtered as a create, never the
+    /// volume's own backend (a call; NOT_FOUND-like `NoValidBackend` otherwise).
+    async fn find_migration_host(
+        &self,
+        _ctx: &RequestContext,
+        request: scoria_proto::bus::FindMigrationHost,
+    ) -> OpsResult<scoria_proto::bus::MigrationHost> {
+        Err(not_served("find_migration_host", &request.volume_id))
+    }
+}
+
+/// The error of a method an implementation does not serve.
+fn not_served(method: &str, volume_id: &str) -> super::OpsError {
+    super::OpsError::Failed(crate::status::error(
+        tonic::Code::Unimplemented,
+        crate::status::Reason::Unimplemented,
+        format!("{method} of volume {volume_id} is not served here"),
+    ))
 }

@@ -22,9 +22,23 @@ pub fn scheduler_dispatcher(ops: Arc<dyn SchedulerOps>) -> Dispatcher {
             async move { ops.update_service_capabilities(&ctx, req).await }
         }
     });
-    methods::GET_POOLS.serve(dispatcher, move |ctx, req| {
+    let dispatcher = methods::GET_POOLS.serve(dispatcher, {
         let ops = ops.clone();
-        async move { ops.get_pools(&ctx, req).await }
+        move |ctx, req| {
+            let ops = ops.clone();
+            async move { ops.get_pools(&ctx, req).await }
+        }
+    });
+    let dispatcher = methods::RETYPE_VOLUME.serve(dispatcher, {
+        let ops = ops.clone();
+        move |ctx, req| {
+            let ops = ops.clone();
+            async move { ops.retype_volume(&ctx, req).await }
+        }
+    });
+    methods::FIND_MIGRATION_HOST.serve(dispatcher, move |ctx, req| {
+        let ops = ops.clone();
+        async move { ops.find_migration_host(&ctx, req).await }
     })
 }
 

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use scoria_proto::bus::{
     AttachResult, AttachVolume, CreateBackup, CreateSnapshot, CreateVolume, DeleteBackup,
     DeleteSnapshot, DeleteVolume, DetachResult, DetachVolume, ExtendVolume, PublishCapabilities,
-    RestoreBackup,
+    RestoreBackup, RevertToSnapshot,
 };
 
 use super::{VOLUME_TOPIC, VolumeOps, methods, volume_topic};
@@ -151,6 +151,61 @@ impl VolumeOps for VolumeClient {
     ) -> OpsResult<()> {
         methods::PUBLISH_SERVICE_CAPABILITIES
             .send(&self.rpc, ctx, VOLUME_TOPIC, &request)
+            .await
+    }
+
+    async fn revert_to_snapshot(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: RevertToSnapshot,
+    ) -> OpsResult<()> {
+        methods::REVERT_TO_SNAPSHOT
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
+
+    async fn migrate_volume(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: scoria_proto::bus::MigrateVolume,
+    ) -> OpsResult<()> {
+        methods::MIGRATE_VOLUME
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
+
+    async fn export_for_migration(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: scoria_proto::bus::MigrationExport,
+    ) -> OpsResult<scoria_proto::bus::MigrationExportInfo> {
+        methods::EXPORT_FOR_MIGRATION
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
+
+    async fn unexport_for_migration(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: scoria_proto::bus::MigrationExport,
+    ) -> OpsResult<scoria_proto::bus::MigrationUnexported> {
+        methods::UNEXPORT_FOR_MIGRATION
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
+
+    async fn cleanup_migration_source(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: scoria_proto::bus::CleanupMigrationSource,
+    ) -> OpsResult<()> {
+        methods::CLEANUP_MIGRATION_SOURCE
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
             .await
     }
 }

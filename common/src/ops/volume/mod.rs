@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use scoria_proto::bus::{
     AttachResult, AttachVolume, CreateBackup, CreateSnapshot, CreateVolume, DeleteBackup,
     DeleteSnapshot, DeleteVolume, DetachResult, DetachVolume, ExtendVolume, PublishCapabilities,
-    RestoreBackup,
+    RestoreBackup, RevertToSnapshot,
 };
 
 pub use client::VolumeClient;
@@ -31,7 +31,7 @@ pub mod methods {
     use scoria_proto::bus::{
         AttachResult, AttachVolume, CreateBackup, CreateSnapshot, CreateVolume, DeleteBackup,
         DeleteSnapshot, DeleteVolume, DetachResult, DetachVolume, ExtendVolume,
-        PublishCapabilities, RestoreBackup,
+        PublishCapabilities, RestoreBackup, RevertToSnapshot,
     };
 
     use crate::ops::method::{Call, Cast, Fanout};
@@ -56,12 +56,29 @@ pub mod methods {
     pub const ATTACH_VOLUME: Call<AttachVolume, AttachResult> = Call::new("attach_volume");
     /// End an attachment.
     pub const DETACH_VOLUME: Call<DetachVolume, DetachResult> = Call::new("detach_volume");
+    /// Roll a volume back to its newest snapshot.
+    pub const REVERT_TO_SNAPSHOT: Cast<RevertToSnapshot> = Cast::new("revert_to_snapshot");
     /// Report capabilities now (to every volume service).
     pub const PUBLISH_SERVICE_CAPABILITIES: Fanout<PublishCapabilities> =
         Fanout::new("publish_service_capabilities");
+    /// Copy a volume here from its source (a migration or a retype that moves).
+    pub const MIGRATE_VOLUME: Cast<scoria_proto::bus::MigrateVolume> = Cast::new("migrate_volume");
+    /// Export a volume being migrated away, read-only.
+    pub const EXPORT_FOR_MIGRATION: Call<
+        scoria_proto::bus::MigrationExport,
+        scoria_proto::bus::MigrationExportInfo,
+    > = Call::new("export_for_migration");
+    /// Stop the export of a volume being migrated away.
+    pub const UNEXPORT_FOR_MIGRATION: Call<
+        scoria_proto::bus::MigrationExport,
+        scoria_proto::bus::MigrationUnexported,
+    > = Call::new("unexport_for_migration");
+    /// Remove the old object of a volume that migrated away.
+    pub const CLEANUP_MIGRATION_SOURCE: Cast<scoria_proto::bus::CleanupMigrationSource> =
+        Cast::new("cleanup_migration_source");
 
     /// Every method name a volume service serves.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 16] = [
         CREATE_VOLUME.name(),
         DELETE_VOLUME.name(),
         EXTEND_VOLUME.name(),
@@ -73,6 +90,11 @@ pub mod methods {
         ATTACH_VOLUME.name(),
         DETACH_VOLUME.name(),
         PUBLISH_SERVICE_CAPABILITIES.name(),
+        REVERT_TO_SNAPSHOT.name(),
+        MIGRATE_VOLUME.name(),
+        EXPORT_FOR_MIGRATION.name(),
+        UNEXPORT_FOR_MIGRATION.name(),
+        CLEANUP_MIGRATION_SOURCE.name(),
     ];
 }
 
@@ -169,4 +191,74 @@ pub trait VolumeOps: Send + Sync {
         ctx: &RequestContext,
         request: PublishCapabilities,
     ) -> OpsResult<()>;
+
+    /// Rolls a volume back to its newest snapshot (the volume row is
+    /// `reverting`, the snapshot `restoring`).
+    async fn revert_to_snapshot(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: RevertToSnapshot,
+    ) -> OpsResult<()>;
+
+    /// Copies a volume to `host` (the destination) as its `migrations` row says,
+    /// then switches it there, or fails the move. The default refuses: an
+    /// implementation that does not migrate (a test fake) says so.
+    async fn migrate_volume(
+        &self,
+        _ctx: &RequestContext,
+        host: &str,
+        request: scoria_proto::bus::MigrateVolume,
+    ) -> OpsResult<()> {
+        Err(not_served(host, "migrate_volume", &request.volume_id))
+    }
+
+    /// Exports a volume of `host` that is being migrated away, read-only (a
+    /// call: the destination waits for the connection info).
+    async fn export_for_migration(
+        &self,
+        _ctx: &RequestContext,
+        host: &str,
+        request: scoria_proto::bus::MigrationExport,
+    ) -> OpsResult<scoria_proto::bus::MigrationExportInfo> {
+        Err(not_served(host, "export_for_migration", &request.volume_id))
+    }
+
+    /// Stops the migration export of a volume of `host` (a call; no export is
+    /// no error).
+    async fn unexport_for_migration(
+        &self,
+        _ctx: &RequestContext,
+        host: &str,
+        request: scoria_proto::bus::MigrationExport,
+    ) -> OpsResult<scoria_proto::bus::MigrationUnexported> {
+        Err(not_served(
+            host,
+            "unexport_for_migration",
+            &request.volume_id,
+        ))
+    }
+
+    /// Removes the old object of a volume that migrated away from `host`.
+    async fn cleanup_migration_source(
+        &self,
+        _ctx: &RequestContext,
+        host: &str,
+        request: scoria_proto::bus::CleanupMigrationSource,
+    ) -> OpsResult<()> {
+        Err(not_served(
+            host,
+            "cleanup_migration_source",
+            &request.volume_id,
+        ))
+    }
+}
+
+/// The error of a migration method an implementation does not serve.
+fn not_served(host: &str, method: &str, volume_id: &str) -> super::OpsError {
+    super::OpsError::Failed(crate::status::error(
+        tonic::Code::Unimplemented,
+        crate::status::Reason::Unimplemented,
+        format!("{method} of volume {volume_id} is not served by {host}"),
+    ))
 }

@@ -31,6 +31,35 @@ pub fn volume_dispatcher(ops: Arc<dyn VolumeOps>, host: &str) -> Dispatcher {
     let d = serve_on_host!(d, methods::RESTORE_BACKUP, ops, host, restore_backup);
     let d = serve_on_host!(d, methods::ATTACH_VOLUME, ops, host, attach_volume);
     let d = serve_on_host!(d, methods::DETACH_VOLUME, ops, host, detach_volume);
+    let d = serve_on_host!(
+        d,
+        methods::REVERT_TO_SNAPSHOT,
+        ops,
+        host,
+        revert_to_snapshot
+    );
+    let d = serve_on_host!(d, methods::MIGRATE_VOLUME, ops, host, migrate_volume);
+    let d = serve_on_host!(
+        d,
+        methods::EXPORT_FOR_MIGRATION,
+        ops,
+        host,
+        export_for_migration
+    );
+    let d = serve_on_host!(
+        d,
+        methods::UNEXPORT_FOR_MIGRATION,
+        ops,
+        host,
+        unexport_for_migration
+    );
+    let d = serve_on_host!(
+        d,
+        methods::CLEANUP_MIGRATION_SOURCE,
+        ops,
+        host,
+        cleanup_migration_source
+    );
     methods::PUBLISH_SERVICE_CAPABILITIES.serve(d, move |ctx, req| {
         let ops = ops.clone();
         async move { ops.publish_service_capabilities(&ctx, req).await }

@@ -102,6 +102,10 @@ async fn a_backup_restores_onto_another_backend() {
     let qcow2_host = stack
         .start_volume_service("qcow2", &[("SCORIA_VOLUME_DRIVER", "qcow2")])
         .await;
+    // A scheduler (re)started now waits for both backends' reports before it
+    // takes work: one already running may still count the new backend as down.
+    stack.stop_service("scoria-scheduler").await;
+    stack.start_service("scoria-scheduler").await;
     let source = new_volume(&stack, sized(1)).await;
     fill_chunk(&stack, &source, 9, 0x3c);
     let backup = backup_of(&stack, &source, false).await;

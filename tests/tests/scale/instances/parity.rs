@@ -270,6 +270,8 @@ async fn reapers_settle_each_overdue_entry_once(fleet: &Fleet) {
 fn overdue_volume(host: Option<&str>) -> Volume {
     let now = now_ms();
     Volume {
+        migration_status: Default::default(),
+        migration_error: String::new(),
         id: uuid::Uuid::new_v4().to_string(),
         project_id: PROJECT.into(),
         user_id: "u1".into(),
