@@ -133,6 +133,26 @@ events! {
     VolumeMigrateEnd => "volume.migrate.end",
     /// A migration failed (the volume stayed; see `migration_error`).
     VolumeMigrateError => "volume.migrate.error",
+    /// An existing backend object is being adopted as a volume (`managing`).
+    VolumeManageStart => "volume.manage_existing.start",
+    /// The object is a volume now (available).
+    VolumeManageEnd => "volume.manage_existing.end",
+    /// Adopting it failed (the volume is `error_managing`).
+    VolumeManageError => "volume.manage_existing.error",
+    /// A volume is being forgotten, its backend object kept.
+    VolumeUnmanageStart => "volume.unmanage.start",
+    /// The volume's row is gone; its object stays on the backend.
+    VolumeUnmanageEnd => "volume.unmanage.end",
+    /// An existing backend object is being adopted as a snapshot (`managing`).
+    SnapshotManageStart => "snapshot.manage_existing.start",
+    /// The object is a snapshot now (available).
+    SnapshotManageEnd => "snapshot.manage_existing.end",
+    /// Adopting it failed (the snapshot is `error_managing`).
+    SnapshotManageError => "snapshot.manage_existing.error",
+    /// A snapshot is being forgotten, its backend object kept.
+    SnapshotUnmanageStart => "snapshot.unmanage.start",
+    /// The snapshot's row is gone; its object stays on the backend.
+    SnapshotUnmanageEnd => "snapshot.unmanage.end",
 }
 
 impl Event {

@@ -104,11 +104,12 @@ impl VolumeStatus {
     }
 
     /// The statuses a volume may be deleted from (Cinder: not attached, not busy).
-    pub const DELETABLE: [VolumeStatus; 4] = [
+    pub const DELETABLE: [VolumeStatus; 5] = [
         Self::Available,
         Self::Error,
         Self::ErrorDeleting,
         Self::ErrorExtending,
+        Self::ErrorManaging,
     ];
 }
 
@@ -200,7 +201,12 @@ statuses! {
 
 impl SnapshotStatus {
     /// The statuses a snapshot may be deleted from.
-    pub const DELETABLE: [SnapshotStatus; 3] = [Self::Available, Self::Error, Self::ErrorDeleting];
+    pub const DELETABLE: [SnapshotStatus; 4] = [
+        Self::Available,
+        Self::Error,
+        Self::ErrorDeleting,
+        Self::ErrorManaging,
+    ];
 }
 
 /// A snapshot as the database holds it.
@@ -510,6 +516,29 @@ pub fn is_service_host(host: &str) -> bool {
                 .chars()
                 .any(|c| c == '#' || c.is_whitespace() || c.is_control())
     })
+}
+
+/// The most bytes of an object reference (ManageVolume / ManageSnapshot): a
+/// file name's limit on Linux.
+pub const MAX_REFERENCE_BYTES: usize = 255;
+
+/// Why `reference` cannot name a backend object to adopt, if it cannot: it
+/// must be one plain name in the backend (no `/`, not `.` or `..`), not a
+/// temporary file of Scoria's (a leading `.`), printable.
+pub fn reference_problem(reference: &str) -> Option<&'static str> {
+    if reference.is_empty() {
+        Some("must not be empty")
+    } else if reference.len() > MAX_REFERENCE_BYTES {
+        Some("must be at most 255 bytes")
+    } else if reference.contains('/') {
+        Some("must be a name in the backend, without `/`")
+    } else if reference.starts_with('.') {
+        Some("must not start with `.` (`.`, `..` and Scoria's temporary files)")
+    } else if reference.chars().any(char::is_control) {
+        Some("must not hold control characters")
+    } else {
+        None
+    }
 }
 
 /// A pending offer of a volume to another project (a row of `transfers`).

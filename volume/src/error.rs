@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!  cause                                    code                 reason
-//!  missing field                            INVALID_ARGUMENT     INVALID_FIELD
+//!  missing field, object not adoptable      INVALID_ARGUMENT     INVALID_FIELD
 //!  attachment / volume not found, removed   NOT_FOUND            RESOURCE_NOT_FOUND
 //!  wrong status, changed meanwhile          FAILED_PRECONDITION  WRONG_STATUS
 //!  volume on another host (not mine)        FAILED_PRECONDITION  WRONG_STATUS
@@ -95,6 +95,14 @@ pub enum VolumeError {
     NoExports {
         /// This service's `host@backend`.
         host: String,
+    },
+    /// An object offered for adoption cannot be one (ManageVolume).
+    #[error("object {reference:?} cannot be managed: {reason}")]
+    Unadoptable {
+        /// The name given.
+        reference: String,
+        /// Why.
+        reason: String,
     },
     /// The volume's row is here, its backend object is not.
     #[error("volume {volume_id} has no backend object on {host}")]
@@ -198,7 +206,9 @@ impl VolumeError {
     pub fn code_and_reason(&self) -> (Code, Reason) {
         use VolumeError as E;
         match self {
-            E::MissingField { .. } => (Code::InvalidArgument, Reason::InvalidField),
+            E::MissingField { .. } | E::Unadoptable { .. } => {
+                (Code::InvalidArgument, Reason::InvalidField)
+            }
             E::NotFound { .. } | E::Removed { .. } => (Code::NotFound, Reason::NotFound),
             E::WrongStatus { .. } | E::Changed { .. } | E::NotMine { .. } => {
                 (Code::FailedPrecondition, Reason::WrongStatus)
@@ -257,6 +267,7 @@ impl From<VolumeError> for Status {
                 status::error(code, reason, err.to_string())
             }
             VolumeError::MissingField { .. }
+            | VolumeError::Unadoptable { .. }
             | VolumeError::NotFound { .. }
             | VolumeError::Removed { .. }
             | VolumeError::WrongStatus { .. }

@@ -173,9 +173,9 @@ impl AdminApi {
         })
     }
 
-    /// The volume service `host` is registered, enabled and up, else
+    /// The volume service `host`, if it is registered, enabled and up, else
     /// INVALID_ARGUMENT naming `host`.
-    async fn require_up(&self, host: &str) -> ApiResult<()> {
+    pub(super) async fn require_up(&self, host: &str) -> ApiResult<scoria_common::model::Service> {
         let service = self
             .db
             .get_service(VOLUME_BINARY, host)
@@ -187,7 +187,7 @@ impl AdminApi {
             Some(s) if !s.is_up(now_ms(), self.service_down_ms) => {
                 format!("volume service {host} is down")
             }
-            Some(_) => return Ok(()),
+            Some(service) => return Ok(service),
         };
         Err(ApiError::invalid("host", why))
     }

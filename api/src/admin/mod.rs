@@ -293,49 +293,34 @@ impl AdminService for AdminApi {
 
     async fn manage_volume(
         &self,
-        _request: Request<pb::ManageVolumeRequest>,
+        request: Request<pb::ManageVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        Err(scoria_common::status::error(
-            tonic::Code::Unimplemented,
-            scoria_common::status::Reason::Unimplemented,
-            "not implemented yet",
-        ))
+        handle_as(request, async |ctx, req| self.manage_volume(ctx, &req).await).await
     }
 
     async fn unmanage_volume(
         &self,
-        _request: Request<pb::UnmanageVolumeRequest>,
+        request: Request<pb::UnmanageVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        Err(scoria_common::status::error(
-            tonic::Code::Unimplemented,
-            scoria_common::status::Reason::Unimplemented,
-            "not implemented yet",
-        ))
+        handle_as(request, async |ctx, req| self.unmanage_volume(ctx, &req).await).await
     }
 
     async fn manage_snapshot(
         &self,
-        _request: Request<pb::ManageSnapshotRequest>,
+        request: Request<pb::ManageSnapshotRequest>,
     ) -> Result<Response<pb::Snapshot>, Status> {
-        Err(scoria_common::status::error(
-            tonic::Code::Unimplemented,
-            scoria_common::status::Reason::Unimplemented,
-            "not implemented yet",
-        ))
+        handle_as(request, async |ctx, req| self.manage_snapshot(ctx, &req).await).await
     }
 
     async fn unmanage_snapshot(
         &self,
-        _request: Request<pb::UnmanageSnapshotRequest>,
+        request: Request<pb::UnmanageSnapshotRequest>,
     ) -> Result<Response<pb::Snapshot>, Status> {
-        Err(scoria_common::status::error(
-            tonic::Code::Unimplemented,
-            scoria_common::status::Reason::Unimplemented,
-            "not implemented yet",
-        ))
+        handle_as(request, async |ctx, req| self.unmanage_snapshot(ctx, &req).await).await
     }
 }
 
+mod manage;
 mod migrate;
 
 #[cfg(test)]

@@ -481,7 +481,7 @@ impl VolumeService for VolumeApi {
 
 mod extend;
 mod from_snapshot;
-mod placement;
+pub(crate) mod placement;
 mod retype;
 mod revert;
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use scoria_common::{
     RequestContext,
+    db::Db,
     model::{VolumeStatus, VolumeType},
 };
 use scoria_proto::v1 as pb;
@@ -17,6 +18,25 @@ use crate::{
     scope,
     validate::VolumeSource,
 };
+
+/// The type named `name` (an id or a name) in `db`, or the default type if
+/// `name` is empty; NOT_FOUND naming `volume_type`.
+pub(crate) async fn resolve_volume_type(db: &Db, name: &str) -> ApiResult<VolumeType> {
+    if name.is_empty() {
+        return db
+            .default_volume_type()
+            .await
+            .map_err(ApiError::db("get the default volume type"))?
+            .ok_or_else(|| ApiError::Internal("the default volume type is missing".into()));
+    }
+    db.get_volume_type(name)
+        .await
+        .map_err(ApiError::db(format!("get volume type {name}")))?
+        .ok_or_else(|| ApiError::NotFound {
+            kind: "volume_type",
+            id: name.to_owned(),
+        })
+}
 
 /// The resolved type, size, zone and source of a volume to create.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,22 +76,7 @@ impl VolumeApi {
 
     /// The type named `name` (an id or a name), or the default type if `name` is empty.
     pub(crate) async fn volume_type(&self, name: &str) -> ApiResult<VolumeType> {
-        if name.is_empty() {
-            return self
-                .db
-                .default_volume_type()
-                .await
-                .map_err(ApiError::db("get the default volume type"))?
-                .ok_or_else(|| ApiError::Internal("the default volume type is missing".into()));
-        }
-        self.db
-            .get_volume_type(name)
-            .await
-            .map_err(ApiError::db(format!("get volume type {name}")))?
-            .ok_or_else(|| ApiError::NotFound {
-                kind: "volume_type",
-                id: name.to_owned(),
-            })
+        resolve_volume_type(&self.db, name).await
     }
 
     /// A clone of volume `source_id`: made on the source's backend, in its zone,

@@ -17,6 +17,7 @@ mod backup_chunks;
 mod backups;
 mod extend;
 mod keyset;
+mod manage;
 #[cfg(test)]
 mod migrate_tests;
 mod migrations;
@@ -46,6 +47,7 @@ use sqlx::{
 use crate::changes::{ChangeKind, ChangeSink};
 pub use attachments::{AttachReserve, AttachmentQuery, DetachStart};
 pub use backups::{BackupChange, BackupDeleteStart, BackupQuery, VolumeMove};
+pub use manage::Unmanaged;
 pub use migrations::{Migration, MigrationStart, MigrationState};
 pub use overdue::WorkerOutcome;
 pub use revert::RevertStart;

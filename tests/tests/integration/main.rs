@@ -12,6 +12,7 @@ mod calls;
 mod db;
 mod grpcurl;
 mod malformed;
+mod manage;
 mod migration;
 mod quotas;
 mod reconcile;

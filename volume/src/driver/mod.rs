@@ -93,6 +93,16 @@ pub enum DriverError {
         /// The source's size, in bytes.
         source_bytes: u64,
     },
+    /// An object offered for adoption (ManageVolume / ManageSnapshot) cannot
+    /// be one: a name that is not a plain object name here, a symbolic link,
+    /// a directory, an empty file, an image that depends on another file.
+    #[error("object {reference:?} cannot be managed: {reason}")]
+    Unadoptable {
+        /// The name given.
+        reference: String,
+        /// Why.
+        reason: String,
+    },
     /// A filesystem operation failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -258,6 +268,29 @@ pub trait VolumeDriver: Send + Sync + 'static {
     /// snapshot's, never a mix. Repeating it gives the same result.
     async fn revert_to_snapshot(&self, _volume_id: &str, _snapshot_id: &str) -> DriverResult<()> {
         Err(unsupported(self.name(), "revert_to_snapshot"))
+    }
+
+    /// The virtual size, in bytes, of object `reference`, which Scoria does not
+    /// manage, to adopt it as a `kind` object: [`DriverError::NotFound`]
+    /// (kind `object`) if it is missing, [`DriverError::Unadoptable`] or
+    /// [`DriverError::BadFormat`] if it cannot be adopted.
+    async fn inspect_existing(&self, _kind: ObjectKind, _reference: &str) -> DriverResult<u64> {
+        Err(unsupported(self.name(), "inspect_existing"))
+    }
+
+    /// Adopts object `reference` as the `kind` object `id` of `size_gib` GiB:
+    /// grown to that size if smaller (the bytes kept), then renamed to the
+    /// object name of `id`, never over an existing object. Succeeds if that
+    /// was done already (`reference` gone, the object of `id` there with the
+    /// size): a redelivered cast, the reconciler's redo.
+    async fn manage_existing(
+        &self,
+        _kind: ObjectKind,
+        _id: &str,
+        _reference: &str,
+        _size_gib: u64,
+    ) -> DriverResult<()> {
+        Err(unsupported(self.name(), "manage_existing"))
     }
 
     /// Makes volume `volume_id` of `size_gib` GiB holding volume

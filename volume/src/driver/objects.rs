@@ -52,6 +52,13 @@ pub trait Format: Send + Sync + 'static {
 
     /// Grows the image at `path` to `bytes`, which is larger than it is.
     async fn grow(&self, path: &Path, bytes: u64) -> DriverResult<()>;
+
+    /// Whether the image at `path` stands alone, so it can be adopted
+    /// (blocking): an image reading another file (a backing file) would
+    /// expose that file. Default: every file does.
+    fn check_standalone(&self, _path: &Path) -> DriverResult<()> {
+        Ok(())
+    }
 }
 
 /// Volumes and snapshots as image files of format `F` in one directory.
@@ -235,6 +242,14 @@ impl<F: Format> ObjectDriver<F> {
             .await
     }
 
+    /// The path of object `reference`, checked to be a plain name here.
+    fn reference_path(&self, reference: &str) -> DriverResult<PathBuf> {
+        match scoria_common::model::reference_problem(reference) {
+            Some(reason) => Err(unadoptable(reference, reason)),
+            None => Ok(self.inner.dir.join(reference)),
+        }
+    }
+
     async fn remove(&self, path: PathBuf) -> DriverResult<()> {
         self.blocking(move |inner| match std::fs::remove_file(&path) {
             Ok(()) => sync_dir(&inner.dir),
@@ -398,11 +413,121 @@ impl<F: Format> VolumeDriver for ObjectDriver<F> {
         self.blocking(move |inner| temp.replace(&target, &inner.dir))
             .await
     }
+
+    async fn inspect_existing(&self, _kind: ObjectKind, reference: &str) -> DriverResult<u64> {
+        let path = self.reference_path(reference)?;
+        let reference = reference.to_owned();
+        self.blocking(move |inner| inner.adoptable_size(&path, &reference))
+            .await
+    }
+
+    #[tracing::instrument(name = "driver.manage_existing", level = "debug", skip_all, fields(driver = F::DRIVER, id = %id, reference = %reference))]
+    async fn manage_existing(
+        &self,
+        kind: ObjectKind,
+        id: &str,
+        reference: &str,
+        size_gib: u64,
+    ) -> DriverResult<()> {
+        let source = self.reference_path(reference)?;
+        let target = self.object_path(kind, id)?;
+        let bytes = size_bytes(id, size_gib)?;
+        let mismatch = |actual_bytes| DriverError::SizeMismatch {
+            id: id.to_owned(),
+            expected_bytes: bytes,
+            actual_bytes,
+        };
+        if source == target {
+            return match self.size(&target).await? {
+                Some(actual) if actual == bytes => Ok(()),
+                Some(actual) => Err(mismatch(actual)),
+                None => Err(DriverError::NotFound {
+                    kind: "object",
+                    id: reference.to_owned(),
+                }),
+            };
+        }
+        let found = match self.inspect_existing(kind, reference).await {
+            Ok(found) => found,
+            Err(DriverError::NotFound { .. }) => {
+                // Adopted already (a redelivered cast), or gone.
+                return match self.size(&target).await? {
+                    Some(actual) if actual == bytes => Ok(()),
+                    Some(actual) => Err(mismatch(actual)),
+                    None => Err(DriverError::NotFound {
+                        kind: "object",
+                        id: reference.to_owned(),
+                    }),
+                };
+            }
+            Err(err) => return Err(err),
+        };
+        if found > bytes {
+            // It grew since it was inspected: the row would be too small.
+            return Err(mismatch(found));
+        }
+        if found < bytes {
+            self.inner.format.grow(&source, bytes).await?;
+        }
+        let reference = reference.to_owned();
+        self.blocking(move |inner| {
+            // A link, not a rename: a rename would replace an existing object.
+            match std::fs::hard_link(&source, &target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(unadoptable(
+                        &reference,
+                        &format!("{} exists already", target.display()),
+                    ));
+                }
+                Err(e) => return Err(io("link into place", &target)(e)),
+            }
+            std::fs::remove_file(&source).map_err(io("remove the old name", &source))?;
+            sync_dir(&inner.dir)
+        })
+        .await
+    }
+}
+
+/// The error of adopting `reference`, for `reason`.
+fn unadoptable(reference: &str, reason: &str) -> DriverError {
+    DriverError::Unadoptable {
+        reference: reference.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
 // === impl Inner ===
 
 impl<F: Format> Inner<F> {
+    /// The virtual size of the existing object at `path` (`reference`), if it
+    /// can be adopted (blocking). A symbolic link is refused, not followed: it
+    /// could name any file of the machine.
+    fn adoptable_size(&self, path: &Path, reference: &str) -> DriverResult<u64> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DriverError::NotFound {
+                    kind: "object",
+                    id: reference.to_owned(),
+                });
+            }
+            Err(e) => return Err(io("stat", path)(e)),
+        };
+        if meta.file_type().is_symlink() {
+            return Err(unadoptable(reference, "it is a symbolic link"));
+        }
+        if !meta.is_file() {
+            return Err(unadoptable(reference, "it is not a regular file"));
+        }
+        self.format.check_standalone(path)?;
+        let bytes = self.format.virtual_size(path, &meta)?;
+        if bytes == 0 {
+            return Err(unadoptable(reference, "it is empty"));
+        }
+        Ok(bytes)
+    }
+
     /// Provisioned: the volumes' virtual sizes; used: the blocks of every file
     /// (snapshots and temp files take space too).
     fn stats(&self) -> DriverResult<BackendStats> {

@@ -81,6 +81,38 @@ impl Format for Qcow2 {
         Ok(u64::from_be_bytes(size))
     }
 
+    fn check_standalone(&self, path: &Path) -> DriverResult<()> {
+        // qcow2.txt: version at byte 4, backing_file_offset at 8 (0: none);
+        // from version 3 on, incompatible_features at 72, whose bit 2 is an
+        // external data file.
+        let mut header = [0u8; 80];
+        let mut file = std::fs::File::open(path).map_err(io("open", path))?;
+        let mut read = 0;
+        while read < header.len() {
+            match file.read(&mut header[read..]) {
+                Ok(0) => break,
+                Ok(n) => read += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io("read header of", path)(e)),
+            }
+        }
+        if read < 72 || &header[..4] != MAGIC {
+            return Err(bad(path, "no qcow2 header"));
+        }
+        let be = |range: std::ops::Range<usize>| {
+            let mut word = [0u8; 8];
+            word[8 - range.len()..].copy_from_slice(&header[range]);
+            u64::from_be_bytes(word)
+        };
+        if be(8..16) != 0 {
+            return Err(bad(path, "it has a backing file (only standalone images are adopted)"));
+        }
+        if be(4..8) >= 3 && read == 80 && be(72..80) & 0b100 != 0 {
+            return Err(bad(path, "it has an external data file (only standalone images are adopted)"));
+        }
+        Ok(())
+    }
+
     async fn create(&self, path: &Path, bytes: u64) -> DriverResult<()> {
         let size = bytes.to_string();
         let args = ["create", "-q", "-f", "qcow2"].map(AsRef::as_ref);

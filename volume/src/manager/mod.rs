@@ -391,6 +391,26 @@ impl VolumeOps for VolumeManager {
     ) -> OpsResult<()> {
         Ok(self.cleanup_source(request).await?)
     }
+
+    #[tracing::instrument(skip(self, ctx, request), err, fields(reference = %request.reference, request_id = %ctx.request_id))]
+    async fn inspect_existing(
+        &self,
+        ctx: &RequestContext,
+        _host: &str,
+        request: scoria_proto::bus::InspectExisting,
+    ) -> OpsResult<scoria_proto::bus::ExistingObject> {
+        Ok(self.inspect_existing(request).await?)
+    }
+
+    #[tracing::instrument(skip(self, ctx, request), err, fields(id = %request.id, reference = %request.reference, request_id = %ctx.request_id))]
+    async fn manage_existing(
+        &self,
+        ctx: &RequestContext,
+        _host: &str,
+        request: scoria_proto::bus::ManageExisting,
+    ) -> OpsResult<()> {
+        Ok(self.manage_existing(ctx, request).await?)
+    }
 }
 
 mod attach;
@@ -399,6 +419,7 @@ mod create;
 mod delete;
 mod detach;
 mod extend;
+mod manage;
 mod migrate;
 mod restore;
 mod revert;

@@ -1,10 +1,11 @@
-//! Overdue snapshot work: creating, deleting.
+//! Overdue snapshot work: creating, deleting, managing.
 
 use scoria_common::{
     db::{WorkerEntry, WorkerOutcome},
     events::Event,
     model::{Snapshot, SnapshotStatus},
     service::overdue::Failure,
+    settle::SnapshotChange,
 };
 use scoria_proto::bus::DeleteSnapshot;
 
@@ -49,6 +50,35 @@ impl Reconciler {
                     )
                     .await?;
                 Ok(Resolved::Redone)
+            }
+            SnapshotStatus::Managing => {
+                if self
+                    .adopted(ObjectKind::Snapshot, id, snapshot.size_gib)
+                    .await
+                {
+                    let from = [SnapshotStatus::Managing];
+                    let change = SnapshotChange::new(&from, SnapshotStatus::Available).error("");
+                    let event = Some(Event::SnapshotManageEnd);
+                    let settler = &self.shared.settler;
+                    let won = settler
+                        .snapshot(&Self::ctx(), &mut snapshot, change, event)
+                        .await?;
+                    return Ok(if won {
+                        Resolved::Finished
+                    } else {
+                        Resolved::Skipped
+                    });
+                }
+                let message = format!(
+                    "adopting a backend object as snapshot {id} did not finish by its deadline \
+                     on {host}; the object keeps its name: manage it again"
+                );
+                let failure = Failure {
+                    to: SnapshotStatus::ErrorManaging,
+                    message: &message,
+                    event: Event::SnapshotManageError,
+                };
+                Ok(self.fail(entry, &mut snapshot, failure).await?.into())
             }
             other => {
                 tracing::warn!(snapshot_id = %id, status = %other, "overdue snapshot entry in a status the reconciler does not settle");

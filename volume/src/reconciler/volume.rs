@@ -1,10 +1,11 @@
-//! Overdue volume work: creating, deleting, extending, reverting.
+//! Overdue volume work: creating, deleting, extending, reverting, managing, moving.
 
 use scoria_common::{
     db::{AttachmentQuery, WorkerEntry, WorkerOutcome},
     events::Event,
     model::{AttachmentStatus, Volume, VolumeStatus},
     service::overdue::Failure,
+    settle::VolumeChange,
 };
 use scoria_proto::bus::{DeleteVolume, RevertToSnapshot};
 
@@ -51,6 +52,7 @@ impl Reconciler {
             }
             VolumeStatus::Extending => self.extending(entry, volume).await,
             VolumeStatus::Reverting => self.reverting(entry, volume).await,
+            VolumeStatus::Managing => self.managing(entry, volume).await,
             VolumeStatus::Maintenance | VolumeStatus::Retyping => {
                 let Some(migration) = self.shared.db.get_migration(id).await? else {
                     tracing::warn!(volume_id = %id, "overdue move without a migration row: left");
@@ -77,6 +79,54 @@ impl Reconciler {
             other => {
                 tracing::warn!(volume_id = %id, status = %other, "overdue volume entry in a status the reconciler does not settle");
                 Ok(Resolved::Skipped)
+            }
+        }
+    }
+
+    /// An overdue adoption: finished if the object has the volume's name and
+    /// size (the rename ran, its record did not), else `error_managing`; the
+    /// object is left as it is either way (an adoption never deletes).
+    async fn managing(
+        &self,
+        entry: &WorkerEntry,
+        mut volume: Volume,
+    ) -> Result<Resolved, ResolveError> {
+        let id = entry.resource_id.as_str();
+        let adopted = self.adopted(ObjectKind::Volume, id, volume.size_gib).await;
+        if adopted {
+            let from = [VolumeStatus::Managing];
+            let change = VolumeChange::new(&from, VolumeStatus::Available).error("");
+            let won = self
+                .shared
+                .settler
+                .volume(&Self::ctx(), &mut volume, change, Some(Event::VolumeManageEnd))
+                .await?;
+            if won {
+                tracing::info!(volume_id = %id, "overdue adoption was done on the backend: recorded");
+                return Ok(Resolved::Finished);
+            }
+            return Ok(Resolved::Skipped);
+        }
+        let host = &self.shared.host;
+        let message = format!(
+            "adopting a backend object as volume {id} did not finish by its deadline on {host}; \
+             the object keeps its name: manage it again"
+        );
+        let failure = Failure {
+            to: VolumeStatus::ErrorManaging,
+            message: &message,
+            event: Event::VolumeManageError,
+        };
+        Ok(self.fail(entry, &mut volume, failure).await?.into())
+    }
+
+    /// Whether the `kind` object `id` is on the backend with `size_gib`.
+    pub(super) async fn adopted(&self, kind: ObjectKind, id: &str, size_gib: u64) -> bool {
+        match self.shared.driver.object_size(kind, id).await {
+            Ok(bytes) => bytes == Some(size_gib * GIB),
+            Err(err) => {
+                tracing::warn!(id, %err, "cannot read the size of the backend object");
+                false
             }
         }
     }

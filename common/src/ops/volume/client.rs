@@ -208,4 +208,26 @@ impl VolumeOps for VolumeClient {
             .send(&self.rpc, ctx, &Self::target(host)?, &request)
             .await
     }
+
+    async fn inspect_existing(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: scoria_proto::bus::InspectExisting,
+    ) -> OpsResult<scoria_proto::bus::ExistingObject> {
+        methods::INSPECT_EXISTING
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
+
+    async fn manage_existing(
+        &self,
+        ctx: &RequestContext,
+        host: &str,
+        request: scoria_proto::bus::ManageExisting,
+    ) -> OpsResult<()> {
+        methods::MANAGE_EXISTING
+            .send(&self.rpc, ctx, &Self::target(host)?, &request)
+            .await
+    }
 }

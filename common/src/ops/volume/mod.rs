@@ -76,9 +76,17 @@ pub mod methods {
     /// Remove the old object of a volume that migrated away.
     pub const CLEANUP_MIGRATION_SOURCE: Cast<scoria_proto::bus::CleanupMigrationSource> =
         Cast::new("cleanup_migration_source");
+    /// Read the size of an object Scoria does not manage yet.
+    pub const INSPECT_EXISTING: Call<
+        scoria_proto::bus::InspectExisting,
+        scoria_proto::bus::ExistingObject,
+    > = Call::new("inspect_existing");
+    /// Adopt an object as a `managing` volume or snapshot.
+    pub const MANAGE_EXISTING: Cast<scoria_proto::bus::ManageExisting> =
+        Cast::new("manage_existing");
 
     /// Every method name a volume service serves.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 18] = [
         CREATE_VOLUME.name(),
         DELETE_VOLUME.name(),
         EXTEND_VOLUME.name(),
@@ -95,6 +103,8 @@ pub mod methods {
         EXPORT_FOR_MIGRATION.name(),
         UNEXPORT_FOR_MIGRATION.name(),
         CLEANUP_MIGRATION_SOURCE.name(),
+        INSPECT_EXISTING.name(),
+        MANAGE_EXISTING.name(),
     ];
 }
 
@@ -210,7 +220,7 @@ pub trait VolumeOps: Send + Sync {
         host: &str,
         request: scoria_proto::bus::MigrateVolume,
     ) -> OpsResult<()> {
-        Err(not_served(host, "migrate_volume", &request.volume_id))
+        Err(not_served(host, "migrate_volume", &format!("volume {}", request.volume_id)))
     }
 
     /// Exports a volume of `host` that is being migrated away, read-only (a
@@ -221,7 +231,7 @@ pub trait VolumeOps: Send + Sync {
         host: &str,
         request: scoria_proto::bus::MigrationExport,
     ) -> OpsResult<scoria_proto::bus::MigrationExportInfo> {
-        Err(not_served(host, "export_for_migration", &request.volume_id))
+        Err(not_served(host, "export_for_migration", &format!("volume {}", request.volume_id)))
     }
 
     /// Stops the migration export of a volume of `host` (a call; no export is
@@ -235,7 +245,7 @@ pub trait VolumeOps: Send + Sync {
         Err(not_served(
             host,
             "unexport_for_migration",
-            &request.volume_id,
+            &format!("volume {}", request.volume_id),
         ))
     }
 
@@ -249,16 +259,46 @@ pub trait VolumeOps: Send + Sync {
         Err(not_served(
             host,
             "cleanup_migration_source",
-            &request.volume_id,
+            &format!("volume {}", request.volume_id),
+        ))
+    }
+
+    /// The size of object `request.reference` of `host` (a call: the API
+    /// waits, before it writes any row).
+    async fn inspect_existing(
+        &self,
+        _ctx: &RequestContext,
+        host: &str,
+        request: scoria_proto::bus::InspectExisting,
+    ) -> OpsResult<scoria_proto::bus::ExistingObject> {
+        Err(not_served(
+            host,
+            "inspect_existing",
+            &format!("object {:?}", request.reference),
+        ))
+    }
+
+    /// Adopts object `request.reference` of `host` as the `managing` row
+    /// `request.id` (a cast).
+    async fn manage_existing(
+        &self,
+        _ctx: &RequestContext,
+        host: &str,
+        request: scoria_proto::bus::ManageExisting,
+    ) -> OpsResult<()> {
+        Err(not_served(
+            host,
+            "manage_existing",
+            &format!("object {:?}", request.reference),
         ))
     }
 }
 
 /// The error of a migration method an implementation does not serve.
-fn not_served(host: &str, method: &str, volume_id: &str) -> super::OpsError {
+fn not_served(host: &str, method: &str, of: &str) -> super::OpsError {
     super::OpsError::Failed(crate::status::error(
         tonic::Code::Unimplemented,
         crate::status::Reason::Unimplemented,
-        format!("{method} of volume {volume_id} is not served by {host}"),
+        format!("{method} of {of} is not served by {host}"),
     ))
 }

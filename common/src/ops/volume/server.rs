@@ -60,6 +60,8 @@ pub fn volume_dispatcher(ops: Arc<dyn VolumeOps>, host: &str) -> Dispatcher {
         host,
         cleanup_migration_source
     );
+    let d = serve_on_host!(d, methods::INSPECT_EXISTING, ops, host, inspect_existing);
+    let d = serve_on_host!(d, methods::MANAGE_EXISTING, ops, host, manage_existing);
     methods::PUBLISH_SERVICE_CAPABILITIES.serve(d, move |ctx, req| {
         let ops = ops.clone();
         async move { ops.publish_service_capabilities(&ctx, req).await }
