@@ -149,7 +149,13 @@ impl AdminApi {
                         v.error_message = message.clone();
                     };
                     settler
-                        .settle(ctx, &mut failed, fail, apply, Some(Event::VolumeManageError))
+                        .settle(
+                            ctx,
+                            &mut failed,
+                            fail,
+                            apply,
+                            Some(Event::VolumeManageError),
+                        )
                         .await
                 },
             )
@@ -262,7 +268,13 @@ impl AdminApi {
                         s.error_message = message.clone();
                     };
                     settler
-                        .settle(ctx, &mut failed, fail, apply, Some(Event::SnapshotManageError))
+                        .settle(
+                            ctx,
+                            &mut failed,
+                            fail,
+                            apply,
+                            Some(Event::SnapshotManageError),
+                        )
                         .await
                 },
             )

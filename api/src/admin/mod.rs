@@ -295,28 +295,40 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::ManageVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        handle_as(request, async |ctx, req| self.manage_volume(ctx, &req).await).await
+        handle_as(request, async |ctx, req| {
+            self.manage_volume(ctx, &req).await
+        })
+        .await
     }
 
     async fn unmanage_volume(
         &self,
         request: Request<pb::UnmanageVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
-        handle_as(request, async |ctx, req| self.unmanage_volume(ctx, &req).await).await
+        handle_as(request, async |ctx, req| {
+            self.unmanage_volume(ctx, &req).await
+        })
+        .await
     }
 
     async fn manage_snapshot(
         &self,
         request: Request<pb::ManageSnapshotRequest>,
     ) -> Result<Response<pb::Snapshot>, Status> {
-        handle_as(request, async |ctx, req| self.manage_snapshot(ctx, &req).await).await
+        handle_as(request, async |ctx, req| {
+            self.manage_snapshot(ctx, &req).await
+        })
+        .await
     }
 
     async fn unmanage_snapshot(
         &self,
         request: Request<pb::UnmanageSnapshotRequest>,
     ) -> Result<Response<pb::Snapshot>, Status> {
-        handle_as(request, async |ctx, req| self.unmanage_snapshot(ctx, &req).await).await
+        handle_as(request, async |ctx, req| {
+            self.unmanage_snapshot(ctx, &req).await
+        })
+        .await
     }
 }
 

@@ -346,7 +346,10 @@ async fn snapshots_of(conn: &mut sqlx::AnyConnection, volume_id: &str) -> DbResu
 }
 
 /// The ids of the volumes being created from snapshot `snapshot_id`.
-pub(super) async fn creating_from(conn: &mut sqlx::AnyConnection, snapshot_id: &str) -> DbResult<Vec<String>> {
+pub(super) async fn creating_from(
+    conn: &mut sqlx::AnyConnection,
+    snapshot_id: &str,
+) -> DbResult<Vec<String>> {
     let rows = sqlx::query(
         "SELECT id FROM volumes WHERE snapshot_id = $1 AND status = $2 ORDER BY created_at, id",
     )

@@ -79,7 +79,10 @@ async fn an_object_is_adopted_and_given_up_with_its_bytes(driver: &str) {
         .unwrap_or_else(|e| panic!("manage: {e:?}\n{}", stack.logs()))
         .into_inner();
     assert_eq!(managing.status(), pb::VolumeStatus::Managing);
-    assert_eq!(managing.size_gib, 2, "the real size rounded up to whole GiB");
+    assert_eq!(
+        managing.size_gib, 2,
+        "the real size rounded up to whole GiB"
+    );
     assert_eq!(managing.project_id, "p1");
     let id = managing.id.clone();
     let volume = stack
@@ -87,7 +90,12 @@ async fn an_object_is_adopted_and_given_up_with_its_bytes(driver: &str) {
         .await;
     assert_eq!(volume.host, stack.volume_host);
     let object = stack.backend_object("volume", &id);
-    assert!(object.exists(), "{}: {:?}", object.display(), stack.backend_files());
+    assert!(
+        object.exists(),
+        "{}: {:?}",
+        object.display(),
+        stack.backend_files()
+    );
     assert!(
         !stack.dir.path().join(&stack.backend).join(&disk).exists(),
         "the old name is gone"
@@ -135,8 +143,11 @@ async fn an_object_is_adopted_and_given_up_with_its_bytes(driver: &str) {
     stack
         .wait_status("p1", &copy.id, pb::VolumeStatus::Available)
         .await;
-    qemu_io_file(&stack.backend_object("volume", &copy.id), "read -P 0x6b 0 1M")
-        .unwrap_or_else(|e| panic!("the managed snapshot's bytes: {e}\n{}", stack.logs()));
+    qemu_io_file(
+        &stack.backend_object("volume", &copy.id),
+        "read -P 0x6b 0 1M",
+    )
+    .unwrap_or_else(|e| panic!("the managed snapshot's bytes: {e}\n{}", stack.logs()));
 
     // Not while it has a snapshot; then the snapshot, then the volume, go
     // without their objects.
@@ -199,8 +210,11 @@ async fn an_object_is_adopted_and_given_up_with_its_bytes(driver: &str) {
     stack
         .wait_status("p1", &again.id, pb::VolumeStatus::Available)
         .await;
-    qemu_io_file(&stack.backend_object("volume", &again.id), "read -P 0x5a 0 1M")
-        .expect("the bytes, adopted twice");
+    qemu_io_file(
+        &stack.backend_object("volume", &again.id),
+        "read -P 0x5a 0 1M",
+    )
+    .expect("the bytes, adopted twice");
 
     // A managed volume's object cannot be adopted a second time.
     let managed = stack.backend_object("volume", &again.id);
@@ -240,7 +254,11 @@ async fn bad_manage_requests_are_refused_and_write_nothing() {
         .arg(dir.join("overlay.qcow2"))
         .output()
         .expect("qemu-img");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(dir.join("raw.img"), vec![0u8; 4096]).expect("a raw file");
     std::os::unix::fs::symlink(dir.join("base.qcow2"), dir.join("link.qcow2")).expect("symlink");
 

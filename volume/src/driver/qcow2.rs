@@ -105,10 +105,16 @@ impl Format for Qcow2 {
             u64::from_be_bytes(word)
         };
         if be(8..16) != 0 {
-            return Err(bad(path, "it has a backing file (only standalone images are adopted)"));
+            return Err(bad(
+                path,
+                "it has a backing file (only standalone images are adopted)",
+            ));
         }
         if be(4..8) >= 3 && read == 80 && be(72..80) & 0b100 != 0 {
-            return Err(bad(path, "it has an external data file (only standalone images are adopted)"));
+            return Err(bad(
+                path,
+                "it has an external data file (only standalone images are adopted)",
+            ));
         }
         Ok(())
     }

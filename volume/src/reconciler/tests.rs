@@ -45,6 +45,7 @@ async fn fixture() -> Fixture {
         "volume.create.",
         "volume.delete.",
         "volume.resize.",
+        "volume.manage_existing.",
         "snapshot.",
     ]);
     let settings = ManagerSettings {
@@ -538,4 +539,84 @@ async fn an_overdue_revert_is_done_again() {
             .expect("row");
     assert_eq!(snapshot.status, SnapshotStatus::Available);
     assert_eq!(worker(&f, WorkerKind::Volume, &parent.id).await, None);
+}
+
+#[tokio::test]
+async fn an_overdue_adoption_done_on_the_backend_is_recorded() {
+    let f = fixture().await;
+    let stuck = volume(&f, VolumeStatus::Managing, HOST, now_ms() - 1).await;
+    std::fs::write(f.file.dir().join("legacy"), vec![7u8; 4096]).expect("foreign object");
+    // The rename ran; the process died before recording it.
+    f.file
+        .manage_existing(ObjectKind::Volume, &stuck.id, "legacy", 1)
+        .await
+        .expect("adopt");
+
+    let report = f.reconciler.run_once().await.expect("run");
+
+    assert_eq!(report.finished, vec![stuck.id.clone()]);
+    let now = f.db.get_volume(&stuck.id).await.expect("get").expect("row");
+    assert_eq!(now.status, VolumeStatus::Available);
+    assert_eq!(worker(&f, WorkerKind::Volume, &stuck.id).await, None);
+    assert_eq!(f.events(), ["volume.manage_existing.end"]);
+}
+
+#[tokio::test]
+async fn an_overdue_adoption_not_done_fails_and_leaves_the_object_alone() {
+    let f = fixture().await;
+    let stuck = volume(&f, VolumeStatus::Managing, HOST, now_ms() - 1).await;
+    let legacy = f.file.dir().join("legacy");
+    std::fs::write(&legacy, vec![7u8; 4096]).expect("foreign object");
+
+    let report = f.reconciler.run_once().await.expect("run");
+
+    assert_eq!(report.failed, vec![stuck.id.clone()]);
+    let now = f.db.get_volume(&stuck.id).await.expect("get").expect("row");
+    assert_eq!(now.status, VolumeStatus::ErrorManaging);
+    assert!(
+        now.error_message.contains("keeps its name"),
+        "{}",
+        now.error_message
+    );
+    assert_eq!(std::fs::read(&legacy).expect("kept"), vec![7u8; 4096]);
+    assert!(!f.file.volume_exists(&stuck.id).await.expect("exists"));
+    assert_eq!(f.events(), ["volume.manage_existing.error"]);
+
+    // Deletable, and deleting it removes the row only.
+    assert!(VolumeStatus::DELETABLE.contains(&now.status));
+}
+
+#[tokio::test]
+async fn an_overdue_snapshot_adoption_is_settled_either_way() {
+    let f = fixture().await;
+    let done = snapshot(&f, SnapshotStatus::Managing).await;
+    let stuck = snapshot(&f, SnapshotStatus::Managing).await;
+    std::fs::write(f.file.dir().join("snap-a"), vec![1u8; 4096]).expect("foreign object");
+    std::fs::write(f.file.dir().join("snap-b"), vec![2u8; 4096]).expect("foreign object");
+    f.file
+        .manage_existing(ObjectKind::Snapshot, &done.id, "snap-a", 1)
+        .await
+        .expect("adopt");
+
+    let report = f.reconciler.run_once().await.expect("run");
+
+    assert_eq!(report.finished, vec![done.id.clone()]);
+    assert_eq!(report.failed, vec![stuck.id.clone()]);
+    let status = |id: String| {
+        let db = f.db.clone();
+        async move {
+            db.get_snapshot(&id)
+                .await
+                .expect("get")
+                .expect("row")
+                .status
+        }
+    };
+    assert_eq!(status(done.id.clone()).await, SnapshotStatus::Available);
+    assert_eq!(
+        status(stuck.id.clone()).await,
+        SnapshotStatus::ErrorManaging
+    );
+    assert!(f.file.dir().join("snap-b").exists(), "left as it was");
+    assert_eq!(worker(&f, WorkerKind::Snapshot, &stuck.id).await, None);
 }

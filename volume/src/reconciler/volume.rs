@@ -99,7 +99,12 @@ impl Reconciler {
             let won = self
                 .shared
                 .settler
-                .volume(&Self::ctx(), &mut volume, change, Some(Event::VolumeManageEnd))
+                .volume(
+                    &Self::ctx(),
+                    &mut volume,
+                    change,
+                    Some(Event::VolumeManageEnd),
+                )
                 .await?;
             if won {
                 tracing::info!(volume_id = %id, "overdue adoption was done on the backend: recorded");

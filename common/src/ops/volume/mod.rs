@@ -220,7 +220,11 @@ pub trait VolumeOps: Send + Sync {
         host: &str,
         request: scoria_proto::bus::MigrateVolume,
     ) -> OpsResult<()> {
-        Err(not_served(host, "migrate_volume", &format!("volume {}", request.volume_id)))
+        Err(not_served(
+            host,
+            "migrate_volume",
+            &format!("volume {}", request.volume_id),
+        ))
     }
 
     /// Exports a volume of `host` that is being migrated away, read-only (a
@@ -231,7 +235,11 @@ pub trait VolumeOps: Send + Sync {
         host: &str,
         request: scoria_proto::bus::MigrationExport,
     ) -> OpsResult<scoria_proto::bus::MigrationExportInfo> {
-        Err(not_served(host, "export_for_migration", &format!("volume {}", request.volume_id)))
+        Err(not_served(
+            host,
+            "export_for_migration",
+            &format!("volume {}", request.volume_id),
+        ))
     }
 
     /// Stops the migration export of a volume of `host` (a call; no export is
