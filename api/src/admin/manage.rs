@@ -3,7 +3,9 @@
 //! `UnmanageVolume` / `UnmanageSnapshot`: give one up without deleting it.
 //!
 //! ```text
-//!  Manage:   checks ─▶ inspect_existing (a call to the backend: the object's
+//!  Manage:   checks (the volume type's extra specs against the backend's
+//!            pools: a call to a scheduler, check_host_fits)
+//!            ─▶ inspect_existing (a call to the backend: the object's
 //!            size, or NOT_FOUND / INVALID_ARGUMENT naming `reference`)
 //!            ─▶ row `managing`, size rounded up to whole GiB, quota charged,
 //!               worker entry owned by the backend (one transaction)
@@ -25,7 +27,7 @@ use scoria_common::{
     },
 };
 use scoria_proto::{
-    bus::{InspectExisting, ManageExisting, ManagedKind},
+    bus::{CheckHostFits, InspectExisting, ManageExisting, ManagedKind},
     v1 as pb,
 };
 use tonic::{Code, Status};
@@ -74,6 +76,24 @@ impl AdminApi {
         let volume_type = resolve_volume_type(&self.db, &req.volume_type).await?;
         let service = self.require_up(&host).await?;
         self.refuse_managed(&req.reference).await?;
+        let fits = CheckHostFits {
+            host: host.clone(),
+            volume_type: volume_type.name.clone(),
+            extra_specs: volume_type.extra_specs.clone().into_iter().collect(),
+        };
+        let fits = self
+            .ports
+            .scheduler
+            .check_host_fits(ctx, fits)
+            .await
+            .map_err(Status::from)
+            .map_err(|status| ApiError::Call {
+                action: format!("ask a scheduler whether {host} satisfies the volume type"),
+                status,
+            })?;
+        if !fits.fits {
+            return Err(ApiError::invalid("volume_type", fits.reason));
+        }
         let adoption = Adoption {
             kind: ManagedKind::Volume,
             host: host.clone(),

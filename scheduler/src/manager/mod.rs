@@ -262,6 +262,15 @@ impl SchedulerOps for SchedulerManager {
     ) -> OpsResult<scoria_proto::bus::MigrationHost> {
         Ok(self.migration_host(&request)?)
     }
+
+    #[tracing::instrument(name = "scheduler.check_host_fits", skip_all, fields(host = %request.host, volume_type = %request.volume_type))]
+    async fn check_host_fits(
+        &self,
+        _ctx: &RequestContext,
+        request: scoria_proto::bus::CheckHostFits,
+    ) -> OpsResult<scoria_proto::bus::HostFits> {
+        Ok(self.host_fits(&request))
+    }
 }
 
 mod retype;

@@ -10,6 +10,8 @@
 //!                     one  ──▶ migration started (row `copying`, entry owned by
 //!                              the destination), cast migrate_volume to it
 //!  find_migration_host: filters as a create, never `exclude_host` (a call)
+//!  check_host_fits: a fresh pool of the host passes CapabilitiesFilter for
+//!                   the type (a call; ManageVolume asks before adopting)
 //! ```
 
 use scoria_common::{
@@ -19,7 +21,10 @@ use scoria_common::{
     model::{MigrationStatus, Volume, VolumeStatus, now_ms},
 };
 use scoria_proto::{
-    bus::{FindMigrationHost, MigrateVolume, MigrationHost, RetypeVolume, ScheduleCreateVolume},
+    bus::{
+        CheckHostFits, FindMigrationHost, HostFits, MigrateVolume, MigrationHost, RetypeVolume,
+        ScheduleCreateVolume,
+    },
     v1 as pb,
 };
 use tonic::Status;
@@ -252,5 +257,41 @@ impl SchedulerManager {
             host: chosen.host,
             pool: chosen.pool_key,
         })
+    }
+
+    /// Whether a fresh pool of `request.host` passes the CapabilitiesFilter
+    /// for the type, and why not.
+    pub(super) fn host_fits(&self, request: &CheckHostFits) -> HostFits {
+        let now = now_ms();
+        if self.hosts.pools(&request.host, now).is_empty() {
+            return HostFits {
+                fits: false,
+                reason: format!(
+                    "the scheduler has no fresh capability report of {} (is it up?)",
+                    request.host
+                ),
+            };
+        }
+        let spec = Self::elsewhere(
+            "",
+            0,
+            &request.volume_type,
+            request.extra_specs.clone(),
+            "",
+            "",
+        );
+        if self.fits_in_place(&request.host, &spec) {
+            return HostFits {
+                fits: true,
+                reason: String::new(),
+            };
+        }
+        HostFits {
+            fits: false,
+            reason: format!(
+                "no pool of {} satisfies the extra specs of volume type {}",
+                request.host, request.volume_type
+            ),
+        }
     }
 }

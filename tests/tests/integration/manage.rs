@@ -297,6 +297,27 @@ async fn bad_manage_requests_are_refused_and_write_nothing() {
         .await
         .expect_err("unknown type");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // A type whose extra specs the backend does not satisfy.
+    stack
+        .types_admin("admin-project")
+        .create_volume_type(pb::CreateVolumeTypeRequest {
+            name: "elsewhere".to_owned(),
+            extra_specs: [("volume_backend_name".to_owned(), "other".to_owned())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("type elsewhere");
+    let mut unfit = manage_request(&stack, "base.qcow2");
+    unfit.volume_type = "elsewhere".into();
+    let err = stack
+        .admin("admin-project")
+        .manage_volume(unfit)
+        .await
+        .expect_err("a type the backend does not satisfy");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("volume_type"), "{err:?}");
     // Admins only.
     let err = stack
         .as_member("p1")

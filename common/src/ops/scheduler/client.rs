@@ -75,4 +75,14 @@ impl SchedulerOps for SchedulerClient {
             .send(&self.rpc, ctx, &Self::target()?, &request)
             .await
     }
+
+    async fn check_host_fits(
+        &self,
+        ctx: &RequestContext,
+        request: scoria_proto::bus::CheckHostFits,
+    ) -> OpsResult<scoria_proto::bus::HostFits> {
+        methods::CHECK_HOST_FITS
+            .send(&self.rpc, ctx, &Self::target()?, &request)
+            .await
+    }
 }

@@ -35,14 +35,18 @@ pub mod methods {
         scoria_proto::bus::FindMigrationHost,
         scoria_proto::bus::MigrationHost,
     > = Call::new("find_migration_host");
+    /// Whether a backend's pools pass the capability filter for a type.
+    pub const CHECK_HOST_FITS: Call<scoria_proto::bus::CheckHostFits, scoria_proto::bus::HostFits> =
+        Call::new("check_host_fits");
 
     /// Every method name the scheduler serves.
-    pub const ALL: [&str; 5] = [
+    pub const ALL: [&str; 6] = [
         CREATE_VOLUME.name(),
         UPDATE_SERVICE_CAPABILITIES.name(),
         GET_POOLS.name(),
         RETYPE_VOLUME.name(),
         FIND_MIGRATION_HOST.name(),
+        CHECK_HOST_FITS.name(),
     ];
 }
 
@@ -84,6 +88,20 @@ pub trait SchedulerOps: Send + Sync {
         request: scoria_proto::bus::FindMigrationHost,
     ) -> OpsResult<scoria_proto::bus::MigrationHost> {
         Err(not_served("find_migration_host", &request.volume_id))
+    }
+
+    /// Whether a fresh pool of `request.host` passes the capability filter
+    /// for `request.volume_type` (a call).
+    async fn check_host_fits(
+        &self,
+        _ctx: &RequestContext,
+        request: scoria_proto::bus::CheckHostFits,
+    ) -> OpsResult<scoria_proto::bus::HostFits> {
+        Err(super::OpsError::Failed(crate::status::error(
+            tonic::Code::Unimplemented,
+            crate::status::Reason::Unimplemented,
+            format!("check_host_fits of {} is not served here", request.host),
+        )))
     }
 }
 

@@ -36,9 +36,16 @@ pub fn scheduler_dispatcher(ops: Arc<dyn SchedulerOps>) -> Dispatcher {
             async move { ops.retype_volume(&ctx, req).await }
         }
     });
-    methods::FIND_MIGRATION_HOST.serve(dispatcher, move |ctx, req| {
+    let dispatcher = methods::FIND_MIGRATION_HOST.serve(dispatcher, {
         let ops = ops.clone();
-        async move { ops.find_migration_host(&ctx, req).await }
+        move |ctx, req| {
+            let ops = ops.clone();
+            async move { ops.find_migration_host(&ctx, req).await }
+        }
+    });
+    methods::CHECK_HOST_FITS.serve(dispatcher, move |ctx, req| {
+        let ops = ops.clone();
+        async move { ops.check_host_fits(&ctx, req).await }
     })
 }
 

@@ -29,7 +29,18 @@ async fn race_for_the_limit(stack: &Stack, project: &str, apis: &[Clients]) {
                 name: format!("race-{i}"),
                 ..sized(1)
             };
-            try_create(&clients, request).await
+            // As a client does: UNAVAILABLE (a pool that stayed busy for its
+            // acquire timeout on a loaded machine) wrote nothing and is retried.
+            let mut attempt = 1;
+            loop {
+                match try_create(&clients, request.clone()).await {
+                    Err(err) if err.code() == Code::Unavailable && attempt < 5 => {
+                        tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                        attempt += 1;
+                    }
+                    outcome => break outcome,
+                }
+            }
         });
     }
     let mut created = Vec::new();
