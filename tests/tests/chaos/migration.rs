@@ -3,7 +3,10 @@
 //! wrapper, as a big volume would be), then a restart: the destination's
 //! reconciler fails the overdue move, the volume is available where it was
 //! with `migration_error`, nothing is left on the destination and the
-//! source's export is stopped. And a migration racing a delete: one winner.
+//! source's export is stopped. A migration racing a delete, or an attach: one
+//! winner. And a destination without space (a small tmpfs): the move fails,
+//! the volume stays available where it was with its bytes, nothing is left on
+//! the destination.
 
 use std::time::{Duration, Instant};
 
@@ -228,5 +231,143 @@ async fn a_migration_racing_a_delete_has_one_winner() {
             other => panic!("not one winner: {other:?}"),
         }
     }
+    stack.assert_quota_exact().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_racing_an_attach_has_one_winner() {
+    let _serial = serial().await;
+    let (stack, _qcow2) = stack_with_slow_copy(1).await;
+    let dest = stack.volume_host.clone();
+    for round in 0..3 {
+        let id = qcow2_volume(&stack).await;
+        let attachments = stack.attachments("p1");
+        let (migrated, attached) = tokio::join!(migrate(&stack, &id, &dest), async {
+            let mut attachments = attachments.clone();
+            attachments
+                .create_attachment(pb::CreateAttachmentRequest {
+                    volume_id: id.clone(),
+                    connector: Some(pb::Connector {
+                        host: format!("client-{round}"),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .map(tonic::Response::into_inner)
+        });
+        match (&migrated, &attached) {
+            (Ok(_), Err(err)) => {
+                assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let v = stack.get_volume("p1", &id).await.expect("get");
+                    if v.status() == pb::VolumeStatus::Available {
+                        assert_eq!(v.migration_status(), pb::MigrationStatus::Success, "{v:?}");
+                        assert_eq!(v.host, dest, "moved");
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "stuck: {v:?}\n{}", stack.logs());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            (Err(err), Ok(attachment)) => {
+                assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+                assert!(
+                    err.message().contains("detach") || err.message().contains("changed"),
+                    "the refusal says why: {err:?}"
+                );
+                let v = stack.wait_status("p1", &id, pb::VolumeStatus::InUse).await;
+                assert_ne!(v.host, dest, "an attached volume stays where it is");
+                assert_ne!(v.migration_status(), pb::MigrationStatus::Migrating);
+                stack
+                    .attachments("p1")
+                    .delete_attachment(pb::DeleteAttachmentRequest {
+                        id: attachment.id.clone(),
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("detach: {e:?}\n{}", stack.logs()));
+                stack
+                    .wait_status("p1", &id, pb::VolumeStatus::Available)
+                    .await;
+            }
+            other => panic!("not one winner: {other:?}"),
+        }
+    }
+    stack.assert_quota_exact().await;
+}
+
+/// The destination backend is a 8 MiB tmpfs (mounted by the test, as root);
+/// the volume holds 16 MiB of data that do not fit there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destination_without_space_fails_the_move_cleanly() {
+    let _serial = serial().await;
+    let mut stack = Stack::start(DbKind::Sqlite).await;
+    let tiny = stack.dir.path().join("tiny");
+    let _fs = scoria_volume::backup::testkit::Tmpfs::mount_at(&tiny, "8m");
+    let dest = stack
+        .start_volume_service("tiny", &[("SCORIA_VOLUME_DRIVER", "file")])
+        .await;
+    let source = stack.volume_host.clone();
+    let created = stack
+        .volumes("p1")
+        .create_volume(pb::CreateVolumeRequest {
+            size_gib: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    let id = created.id;
+    stack
+        .wait_status("p1", &id, pb::VolumeStatus::Available)
+        .await;
+    let object = stack.backend_object("volume", &id);
+    qemu_io_file(&object, "write -P 0x5a 0 16M").expect("write 16 MiB");
+
+    migrate(&stack, &id, &dest)
+        .await
+        .unwrap_or_else(|e| panic!("migrate: {e:?}\n{}", stack.logs()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let v = loop {
+        let v = stack.get_volume("p1", &id).await.expect("get");
+        if v.status() == pb::VolumeStatus::Available {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "stuck: {v:?}\n{}", stack.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(v.migration_status(), pb::MigrationStatus::Error, "{v:?}");
+    assert!(
+        v.migration_error.contains("space"),
+        "the reason names the full destination: {:?}",
+        v.migration_error
+    );
+    assert_eq!(v.host, source, "the volume stayed where it was");
+    qemu_io_file(&object, "read -P 0x5a 0 16M").expect("with its bytes");
+    // Nothing left on the destination, temp files included.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&tiny)
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left on the destination: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // It can still move elsewhere, or be deleted: nothing is stuck.
+    stack
+        .volumes("p1")
+        .delete_volume(pb::DeleteVolumeRequest { id: id.clone() })
+        .await
+        .unwrap_or_else(|e| panic!("delete: {e:?}\n{}", stack.logs()));
+    stack.wait_volume_gone("p1", &id).await;
     stack.assert_quota_exact().await;
 }

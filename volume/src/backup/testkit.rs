@@ -467,7 +467,7 @@ pub async fn corrupt_and_missing(target: Arc<dyn BackupTarget>) {
 
 /// A tmpfs mounted for the test, unmounted on drop.
 pub struct Tmpfs {
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     /// Where it is mounted.
     pub mount: PathBuf,
 }
@@ -477,7 +477,15 @@ impl Tmpfs {
     pub fn mount(size: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).expect("mount point");
+        let mut fs = Self::mount_at(&mount, size);
+        fs._dir = Some(dir);
+        fs
+    }
+
+    /// A tmpfs of `size` mounted on `mount` (created if missing); needs root.
+    pub fn mount_at(mount: &std::path::Path, size: &str) -> Self {
+        let mount = mount.to_owned();
+        std::fs::create_dir_all(&mount).expect("mount point");
         let output = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(&mount)
@@ -488,7 +496,7 @@ impl Tmpfs {
             "this test mounts a tmpfs: run it as root ({})",
             String::from_utf8_lossy(&output.stderr)
         );
-        Self { _dir: dir, mount }
+        Self { _dir: None, mount }
     }
 }
 
