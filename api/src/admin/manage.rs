@@ -318,7 +318,7 @@ impl AdminApi {
             .map_err(ApiError::db(format!("get volume {id}")))?
             .ok_or_else(|| ApiError::volume_not_found(&id))?;
         if volume.status != VolumeStatus::Available {
-            return Err(not_unmanageable(&volume));
+            return Err(ApiError::not_available(&volume, "unmanaged"));
         }
         let settler = self.ports.settler(&self.db);
         settler.announce(ctx, Event::VolumeUnmanageStart, &volume);
@@ -342,7 +342,7 @@ impl AdminApi {
             }
             Unmanaged::WrongStatus => {
                 return Err(match self.db.get_volume(&id).await {
-                    Ok(Some(now)) => not_unmanageable(&now),
+                    Ok(Some(now)) => ApiError::not_available(&now, "unmanaged"),
                     Ok(None) => ApiError::volume_not_found(&id),
                     Err(err) => ApiError::db(format!("get volume {id}"))(err),
                 });
@@ -475,22 +475,6 @@ fn managed_name(reference: &str) -> Option<(&'static str, String)> {
     let stem = rest.split_once('.').map_or(rest, |(stem, _)| stem);
     let id = uuid::Uuid::parse_str(stem).ok()?;
     Some((kind, id.hyphenated().to_string()))
-}
-
-fn not_unmanageable(volume: &Volume) -> ApiError {
-    let in_use = matches!(
-        volume.status,
-        VolumeStatus::InUse
-            | VolumeStatus::Attaching
-            | VolumeStatus::Reserved
-            | VolumeStatus::Detaching
-    );
-    let hint = if in_use {
-        ": detach it first (delete its attachments), only available volumes can be unmanaged"
-    } else {
-        ": only available volumes can be unmanaged"
-    };
-    ApiError::volume_refused(volume, in_use, hint)
 }
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ impl AdminApi {
             ));
         }
         if volume.status != VolumeStatus::Available {
-            return Err(not_migratable(&volume));
+            return Err(ApiError::not_available(&volume, "migrated"));
         }
         self.refuse_snapshots(&id).await?;
         let dest = match asked {
@@ -244,27 +244,11 @@ impl AdminApi {
                     },
                 }
             }
-            Ok(Some(now)) => not_migratable(&now),
+            Ok(Some(now)) => ApiError::not_available(&now, "migrated"),
             Ok(None) => ApiError::volume_not_found(id),
             Err(err) => ApiError::db(format!("get volume {id}"))(err),
         }
     }
-}
-
-fn not_migratable(volume: &Volume) -> ApiError {
-    let in_use = matches!(
-        volume.status,
-        VolumeStatus::InUse
-            | VolumeStatus::Attaching
-            | VolumeStatus::Reserved
-            | VolumeStatus::Detaching
-    );
-    let hint = if in_use {
-        ": detach it first (delete its attachments), only available volumes can be migrated"
-    } else {
-        ": only available volumes can be migrated"
-    };
-    ApiError::volume_refused(volume, in_use, hint)
 }
 
 #[cfg(test)]

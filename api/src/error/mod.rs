@@ -11,7 +11,7 @@ use std::{borrow::Cow, time::Duration};
 
 use scoria_common::{
     db::{DbError, quota::OverQuota},
-    model::Volume,
+    model::{Volume, VolumeStatus},
     status::{self, Reason},
 };
 use tonic::{Code, Status};
@@ -277,6 +277,28 @@ impl ApiError {
             kind: "attachment",
             id: id.into(),
         }
+    }
+
+    /// An action only an available volume allows (`done`: `migrated`,
+    /// `retyped`, ...): [`ApiError::VolumeInUse`], with a hint to detach, when
+    /// the volume is attached or being attached or detached, else
+    /// [`ApiError::WrongStatus`].
+    pub fn not_available(volume: &Volume, done: &str) -> Self {
+        let in_use = matches!(
+            volume.status,
+            VolumeStatus::InUse
+                | VolumeStatus::Attaching
+                | VolumeStatus::Reserved
+                | VolumeStatus::Detaching
+        );
+        let hint = if in_use {
+            format!(
+                ": detach it first (delete its attachments), only available volumes can be {done}"
+            )
+        } else {
+            format!(": only available volumes can be {done}")
+        };
+        Self::volume_refused(volume, in_use, &hint)
     }
 
     /// A volume whose status refuses an action: [`ApiError::VolumeInUse`] when

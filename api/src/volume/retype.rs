@@ -70,7 +70,7 @@ impl VolumeApi {
             ));
         }
         if volume.status != VolumeStatus::Available {
-            return Err(not_retypable(&volume));
+            return Err(ApiError::not_available(&volume, "retyped"));
         }
         let Some(host) = volume.host.clone() else {
             return Err(ApiError::Internal(format!(
@@ -100,7 +100,7 @@ impl VolumeApi {
                              of it is still being cleaned up); try again"
                         .into(),
                 },
-                Ok(now) => not_retypable(&now),
+                Ok(now) => ApiError::not_available(&now, "retyped"),
                 Err(err) => err,
             });
         }
@@ -151,22 +151,6 @@ impl VolumeApi {
         tracing::info!(volume_id = %id, new_type = %new_type.name, ?policy, "volume retype requested");
         Ok(retyping)
     }
-}
-
-fn not_retypable(volume: &Volume) -> ApiError {
-    let in_use = matches!(
-        volume.status,
-        VolumeStatus::InUse
-            | VolumeStatus::Attaching
-            | VolumeStatus::Reserved
-            | VolumeStatus::Detaching
-    );
-    let hint = if in_use {
-        ": detach it first (delete its attachments), only available volumes can be retyped"
-    } else {
-        ": only available volumes can be retyped"
-    };
-    ApiError::volume_refused(volume, in_use, hint)
 }
 
 #[cfg(test)]

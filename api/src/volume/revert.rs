@@ -44,7 +44,7 @@ impl VolumeApi {
             ));
         }
         if volume.status != VolumeStatus::Available {
-            return Err(not_revertable(&volume));
+            return Err(ApiError::not_available(&volume, "reverted"));
         }
         if snapshot.status != SnapshotStatus::Available {
             return Err(ApiError::WrongStatus {
@@ -97,7 +97,7 @@ impl VolumeApi {
             RevertStart::NotLatest(newest) => return Err(not_latest(&snapshot_id, &newest)),
             RevertStart::VolumeMoved => {
                 return Err(match self.load(ctx, &id).await {
-                    Ok(now) => not_revertable(&now),
+                    Ok(now) => ApiError::not_available(&now, "reverted"),
                     Err(err) => err,
                 });
             }
@@ -141,17 +141,4 @@ fn not_latest(snapshot_id: &str, newest: &str) -> ApiError {
         status: "not the newest".to_owned(),
         detail: format!(": a volume reverts only to its newest snapshot, {newest}"),
     }
-}
-
-fn not_revertable(volume: &Volume) -> ApiError {
-    let attached = matches!(
-        volume.status,
-        VolumeStatus::InUse | VolumeStatus::Attaching | VolumeStatus::Detaching
-    );
-    let hint = if attached {
-        ": detach it first (delete its attachments), only available volumes can be reverted"
-    } else {
-        ": only available volumes can be reverted"
-    };
-    ApiError::volume_refused(volume, attached, hint)
 }
