@@ -9,9 +9,14 @@ use crate::output::Format;
 
 mod quota;
 mod transfer;
+mod volume_admin;
 
 pub use quota::QuotaCommand;
 pub use transfer::TransferCommand;
+pub use volume_admin::{
+    ManageSnapshotArgs, ManageVolumeArgs, MigrateArgs, MigrationPolicy, RetypeArgs, RevertArgs,
+    UnmanageSnapshotArgs, UnmanageVolumeArgs,
+};
 
 /// Scoria's command line: volumes, snapshots, attachments, types, services,
 /// pools and quotas of a Scoria API.
@@ -296,6 +301,30 @@ pub enum VolumeCommand {
         #[arg(long)]
         state: String,
     },
+    /// Changes a volume's type, in place or (with `--migration-policy on-demand`)
+    /// by moving it to a backend that fits the new type.
+    #[command(
+        after_help = "Example:\n  scoria volume retype data --type gold --migration-policy on-demand --wait"
+    )]
+    Retype(RetypeArgs),
+    /// Moves a volume to another backend (admin).
+    #[command(after_help = "Example:\n  scoria volume migrate data --host node2@file --wait")]
+    Migrate(MigrateArgs),
+    /// Rolls a volume back to its newest snapshot.
+    #[command(
+        after_help = "Example:\n  scoria volume revert data --snapshot before-upgrade --wait"
+    )]
+    Revert(RevertArgs),
+    /// Adopts an object a backend holds into a new volume of its size, rounded
+    /// up to whole GiB (admin).
+    #[command(
+        after_help = "Example:\n  scoria volume manage --host node1@file --reference legacy.img --name legacy --wait"
+    )]
+    Manage(ManageVolumeArgs),
+    /// Forgets a volume without deleting its data: the object stays on its
+    /// backend as `volume-<id>` (admin).
+    #[command(after_help = "Example:\n  scoria volume unmanage legacy")]
+    Unmanage(UnmanageVolumeArgs),
 }
 
 /// `snapshot` actions.
@@ -351,6 +380,15 @@ pub enum SnapshotCommand {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Adopts an object the volume's backend holds as a snapshot of the volume (admin).
+    #[command(
+        after_help = "Example:\n  scoria snapshot manage --volume data --reference old-snap.img --wait"
+    )]
+    Manage(ManageSnapshotArgs),
+    /// Forgets a snapshot without deleting its data: the object stays on its
+    /// backend as `snapshot-<id>` (admin).
+    #[command(after_help = "Example:\n  scoria snapshot unmanage old-snap")]
+    Unmanage(UnmanageSnapshotArgs),
 }
 
 /// How an attachment opens its volume.

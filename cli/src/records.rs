@@ -32,6 +32,15 @@ pub fn snapshot_status(status: pb::SnapshotStatus) -> String {
     spelled(status.as_str_name(), "SNAPSHOT_STATUS_")
 }
 
+/// Where a volume's last move to another backend stands (`migrating`,
+/// `success`, `error`; empty if it never moved).
+pub fn migration_status(status: pb::MigrationStatus) -> String {
+    match status {
+        pb::MigrationStatus::Unspecified => String::new(),
+        _ => spelled(status.as_str_name(), "MIGRATION_STATUS_"),
+    }
+}
+
 /// An attachment's status.
 pub fn attachment_status(status: pb::AttachmentStatus) -> String {
     spelled(status.as_str_name(), "ATTACHMENT_STATUS_")
@@ -79,6 +88,14 @@ pub fn parse_volume_status(text: &str) -> Result<pb::VolumeStatus, CliError> {
             "error",
             "error_deleting",
             "error_extending",
+            "backing_up",
+            "restoring_backup",
+            "awaiting_transfer",
+            "retyping",
+            "maintenance",
+            "reverting",
+            "managing",
+            "error_managing",
         ],
     )
 }
@@ -95,6 +112,9 @@ pub fn parse_snapshot_status(text: &str) -> Result<pb::SnapshotStatus, CliError>
             "deleting",
             "error",
             "error_deleting",
+            "restoring",
+            "managing",
+            "error_managing",
         ],
     )
 }
@@ -120,9 +140,10 @@ pub fn map(entries: &std::collections::BTreeMap<String, String>) -> Value {
     )
 }
 
-/// `volume show`.
+/// `volume show`; `migration_status` and `migration_error` only once the
+/// volume was moved (or a move of it failed).
 pub fn volume(v: &pb::Volume) -> Record {
-    Record::new()
+    let record = Record::new()
         .with("id", v.id.as_str())
         .with("name", v.name.as_str())
         .with("description", v.description.as_str())
@@ -136,7 +157,17 @@ pub fn volume(v: &pb::Volume) -> Record {
         .with("properties", map(&v.metadata))
         .with("snapshot_id", v.snapshot_id.as_str())
         .with("source_volid", v.source_volume_id.as_str())
-        .with("error_message", v.error_message.as_str())
+        .with("error_message", v.error_message.as_str());
+    let record = match v.migration_status() {
+        pb::MigrationStatus::Unspecified => record,
+        status => record.with("migration_status", migration_status(status)),
+    };
+    let record = if v.migration_error.is_empty() {
+        record
+    } else {
+        record.with("migration_error", v.migration_error.as_str())
+    };
+    record
         .with("created_at", time(v.created_at.as_ref()))
         .with("updated_at", time(v.updated_at.as_ref()))
 }
@@ -411,6 +442,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_volume_shows_its_migration_only_once_it_moved() {
+        let never = volume(&pb::Volume::default());
+        assert!(never.get("migration_status").is_none(), "{never:?}");
+        assert!(never.get("migration_error").is_none(), "{never:?}");
+        let mut failed = pb::Volume {
+            migration_error: "no backend fits type gold".into(),
+            ..Default::default()
+        };
+        failed.set_migration_status(pb::MigrationStatus::Error);
+        let shown = volume(&failed);
+        assert_eq!(
+            shown.get("migration_status"),
+            Some(&Value::String("error".into()))
+        );
+        assert_eq!(
+            shown.get("migration_error"),
+            Some(&Value::String("no backend fits type gold".into()))
+        );
+        let mut moved = pb::Volume::default();
+        moved.set_migration_status(pb::MigrationStatus::Success);
+        let shown = volume(&moved);
+        assert_eq!(
+            shown.get("migration_status"),
+            Some(&Value::String("success".into()))
+        );
+        assert!(shown.get("migration_error").is_none(), "{shown:?}");
+    }
+
+    #[test]
     fn statuses_read_as_cinder_spells_them() {
         assert_eq!(volume_status(pb::VolumeStatus::InUse), "in-use");
         assert_eq!(
@@ -424,6 +484,27 @@ mod tests {
             );
         }
         assert!(parse_volume_status("unspecified").is_err());
+        for (text, status) in [
+            ("retyping", pb::VolumeStatus::Retyping),
+            ("maintenance", pb::VolumeStatus::Maintenance),
+            ("reverting", pb::VolumeStatus::Reverting),
+            ("managing", pb::VolumeStatus::Managing),
+            ("error_managing", pb::VolumeStatus::ErrorManaging),
+            ("error-managing", pb::VolumeStatus::ErrorManaging),
+        ] {
+            assert_eq!(parse_volume_status(text).expect(text), status);
+            assert_eq!(volume_status(status), text.replace('-', "_"));
+        }
+        for (text, status) in [
+            ("restoring", pb::SnapshotStatus::Restoring),
+            ("managing", pb::SnapshotStatus::Managing),
+            ("error_managing", pb::SnapshotStatus::ErrorManaging),
+        ] {
+            assert_eq!(parse_snapshot_status(text).expect(text), status);
+            assert_eq!(snapshot_status(status), text);
+        }
+        let err = parse_volume_status("moving").expect_err("unknown");
+        assert!(err.to_string().contains("error_managing"), "{err}");
         let err = parse_volume_status("broken").expect_err("unknown");
         assert!(err.to_string().contains("available"), "{err}");
         assert_eq!(

@@ -7,6 +7,7 @@ mod quota;
 mod snapshot;
 mod transfer;
 mod volume;
+mod volume_admin;
 mod volume_type;
 
 use crate::{args::Command, connect::Api, error::CliError, output::Shown};

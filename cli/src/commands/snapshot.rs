@@ -4,7 +4,7 @@ use scoria_proto::v1 as pb;
 use tonic::Code;
 
 use crate::{
-    args::{SnapshotCommand, WaitArgs},
+    args::{ManageSnapshotArgs, SnapshotCommand, UnmanageSnapshotArgs, WaitArgs},
     connect::Api,
     error::CliError,
     output::Shown,
@@ -86,7 +86,48 @@ pub async fn run(api: &Api, command: SnapshotCommand) -> Result<Shown, CliError>
             }
             Ok(Shown::Nothing)
         }
+        SnapshotCommand::Manage(args) => manage(api, args).await,
+        SnapshotCommand::Unmanage(args) => unmanage(api, args).await,
     }
+}
+
+/// `snapshot manage`.
+async fn manage(api: &Api, args: ManageSnapshotArgs) -> Result<Shown, CliError> {
+    let volume_id = resolve::volume(api, &args.volume).await?.id;
+    let reference = args.reference;
+    let managing = api
+        .admin()
+        .manage_snapshot(pb::ManageSnapshotRequest {
+            volume_id: volume_id.clone(),
+            reference: reference.clone(),
+            name: args.name,
+            description: args.description,
+        })
+        .await
+        .map_err(CliError::request(format!(
+            "manage {reference:?} as a snapshot of volume {volume_id}"
+        )))?
+        .into_inner();
+    let snapshot = if args.wait.wait {
+        until_available(api, &managing.id, args.wait).await?
+    } else {
+        managing
+    };
+    Ok(Shown::One(records::snapshot(&snapshot)))
+}
+
+/// `snapshot unmanage`: shows the snapshot as it was.
+async fn unmanage(api: &Api, args: UnmanageSnapshotArgs) -> Result<Shown, CliError> {
+    let id = resolve::snapshot(api, &args.snapshot).await?.id;
+    let unmanaged = api
+        .admin()
+        .unmanage_snapshot(pb::UnmanageSnapshotRequest {
+            snapshot_id: id.clone(),
+        })
+        .await
+        .map_err(CliError::request(format!("unmanage snapshot {id}")))?
+        .into_inner();
+    Ok(Shown::One(records::snapshot(&unmanaged)))
 }
 
 async fn get(api: &Api, id: &str) -> Result<pb::Snapshot, tonic::Status> {
@@ -101,9 +142,9 @@ async fn until_available(api: &Api, id: &str, wait: WaitArgs) -> Result<pb::Snap
         let status = records::snapshot_status(s.status());
         match s.status() {
             pb::SnapshotStatus::Available => Step::Done(status, s),
-            pb::SnapshotStatus::Error | pb::SnapshotStatus::ErrorDeleting => {
-                Step::Failed(status, s.error_message)
-            }
+            pb::SnapshotStatus::Error
+            | pb::SnapshotStatus::ErrorDeleting
+            | pb::SnapshotStatus::ErrorManaging => Step::Failed(status, s.error_message),
             _ => Step::Pending(status),
         }
     };

@@ -3,6 +3,7 @@
 use scoria_proto::v1 as pb;
 use tonic::{Code, Status};
 
+use super::volume_admin;
 use crate::{
     args::{VolumeCommand, WaitArgs},
     connect::Api,
@@ -188,6 +189,11 @@ pub async fn run(api: &Api, command: VolumeCommand) -> Result<Shown, CliError> {
                 .into_inner();
             Ok(Shown::One(records::volume(&reset)))
         }
+        VolumeCommand::Retype(args) => volume_admin::retype(api, args).await,
+        VolumeCommand::Migrate(args) => volume_admin::migrate(api, args).await,
+        VolumeCommand::Revert(args) => volume_admin::revert(api, args).await,
+        VolumeCommand::Manage(args) => volume_admin::manage(api, args).await,
+        VolumeCommand::Unmanage(args) => volume_admin::unmanage(api, args).await,
     }
 }
 
@@ -227,13 +233,13 @@ async fn get(api: &Api, id: &str) -> Result<pb::Volume, tonic::Status> {
 }
 
 /// Follows volume `id` until it is `available` (with `size` GiB, when given).
-async fn until_available(
+pub(super) async fn until_available(
     api: &Api,
     id: &str,
     wait: WaitArgs,
     size: Option<u64>,
 ) -> Result<pb::Volume, CliError> {
-    let classify = |v: pb::Volume| {
+    follow(api, id, wait, |v: pb::Volume| {
         let status = records::volume_status(v.status());
         match v.status() {
             pb::VolumeStatus::Available | pb::VolumeStatus::InUse
@@ -243,10 +249,22 @@ async fn until_available(
             }
             pb::VolumeStatus::Error
             | pb::VolumeStatus::ErrorExtending
-            | pb::VolumeStatus::ErrorDeleting => Step::Failed(status, v.error_message),
+            | pb::VolumeStatus::ErrorDeleting
+            | pb::VolumeStatus::ErrorManaging => Step::Failed(status, v.error_message),
             _ => Step::Pending(status),
         }
-    };
+    })
+    .await
+}
+
+/// Follows volume `id` until `classify` says it settled (its deletion
+/// meanwhile is an error).
+pub(super) async fn follow(
+    api: &Api,
+    id: &str,
+    wait: WaitArgs,
+    classify: impl Fn(pb::Volume) -> Step<pb::Volume>,
+) -> Result<pb::Volume, CliError> {
     watch(
         &format!("volume {id}"),
         wait.timeout(),

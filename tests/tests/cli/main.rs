@@ -6,6 +6,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod errors;
+mod manage;
 mod others;
 mod transfers;
 mod tty;
