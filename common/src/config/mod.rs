@@ -143,6 +143,7 @@ pub const COMMON_ENV: &[EnvKey] = &[
     EnvKey::int("SCORIA_DRAIN_TIMEOUT_MS", "service.drain_timeout_ms"),
     EnvKey::str("SCORIA_METRICS_LISTEN", "service.metrics_listen"),
     EnvKey::str("SCORIA_OTLP_ENDPOINT", "service.otlp_endpoint"),
+    EnvKey::bool("SCORIA_OTLP_READS", "service.otlp_reads"),
     EnvKey::str("SCORIA_NOTIFICATIONS", "bus.notifications"),
     EnvKey::int(
         "SCORIA_NOTIFICATION_QUEUE_MAX_LENGTH",
@@ -342,6 +343,10 @@ pub struct ServiceConfig {
     /// The OTLP/gRPC collector traces are exported to (`SCORIA_OTLP_ENDPOINT`,
     /// e.g. `http://127.0.0.1:4317`); empty: no export.
     pub otlp_endpoint: String,
+    /// Whether the export takes the single-row reads too (`SCORIA_OTLP_READS`,
+    /// spans at `trace` level: about a third of a create's spans, which say
+    /// little); default: only the writes and the steps that do work.
+    pub otlp_reads: bool,
 }
 
 impl Default for ServiceConfig {
@@ -353,6 +358,7 @@ impl Default for ServiceConfig {
             drain_timeout_ms: 30_000,
             metrics_listen: String::new(),
             otlp_endpoint: String::new(),
+            otlp_reads: false,
         }
     }
 }

@@ -59,7 +59,7 @@ impl Db {
     }
 
     /// The type whose id is `id_or_name`, else the one of that name.
-    #[tracing::instrument(name = "db.get_volume_type", level = "debug", skip_all, fields(id_or_name = %id_or_name))]
+    #[tracing::instrument(name = "db.get_volume_type", level = "trace", skip_all, fields(id_or_name = %id_or_name))]
     pub async fn get_volume_type(&self, id_or_name: &str) -> DbResult<Option<VolumeType>> {
         for column in ["id", "name"] {
             let row = sqlx::query(AssertSqlSafe(format!(
@@ -76,7 +76,7 @@ impl Db {
     }
 
     /// The default type (the one volumes created without a type get).
-    #[tracing::instrument(name = "db.default_volume_type", level = "debug", skip_all)]
+    #[tracing::instrument(name = "db.default_volume_type", level = "trace", skip_all)]
     pub async fn default_volume_type(&self) -> DbResult<Option<VolumeType>> {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM volume_types WHERE is_default = 1 ORDER BY created_at, id LIMIT 1"

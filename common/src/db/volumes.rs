@@ -146,7 +146,7 @@ impl Db {
     }
 
     /// The volume `id`, of any project.
-    #[tracing::instrument(name = "db.get_volume", level = "debug", skip_all, fields(volume_id = %id))]
+    #[tracing::instrument(name = "db.get_volume", level = "trace", skip_all, fields(volume_id = %id))]
     pub async fn get_volume(&self, id: &str) -> DbResult<Option<Volume>> {
         let mut conn = self.pool.acquire().await?;
         get_volume_in(&mut conn, id).await

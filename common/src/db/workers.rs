@@ -295,7 +295,7 @@ impl Db {
     }
 
     /// The worker entry of a resource, if any.
-    #[tracing::instrument(name = "db.get_worker", level = "debug", skip_all, fields(resource_id = %id))]
+    #[tracing::instrument(name = "db.get_worker", level = "trace", skip_all, fields(resource_id = %id))]
     pub async fn get_worker(&self, kind: WorkerKind, id: &str) -> DbResult<Option<WorkerEntry>> {
         let row = sqlx::query(
             "SELECT status, service, deadline FROM workers WHERE resource_type = $1 AND resource_id = $2",

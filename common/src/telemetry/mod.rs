@@ -5,8 +5,9 @@
 //! ([`otlp`]) and joined across processes by the W3C `traceparent`
 //! ([`context`]); when it is empty no exporter or OpenTelemetry layer exists.
 //!
-//! Spans of the inner steps (DB queries, driver calls) are at `debug` level:
-//! the log filter leaves them out by default, the export takes them.
+//! Spans of the inner steps (DB writes, driver calls) are at `debug` level:
+//! the log filter leaves them out by default, the export takes them. The
+//! single-row reads are at `trace`: exported only with `SCORIA_OTLP_READS`.
 
 pub mod context;
 pub mod json;
@@ -72,7 +73,7 @@ pub fn install(binary: &str, service: &ServiceConfig) -> Result<Telemetry, OtlpE
             .with_threads(false)
             // busy_ns / idle_ns: two clock reads at every poll of every span.
             .with_tracked_inactivity(false)
-            .with_filter(filter::filter_fn(exported))
+            .with_filter(filter::filter_fn(exporter(service.otlp_reads)))
     });
     let installed = tracing_subscriber::registry()
         .with(log_layer(service.log_format).with_filter(log_filter()))
@@ -115,15 +116,19 @@ where
 }
 
 /// What the OpenTelemetry layer sees: our crates' spans down to `debug` (the
-/// DB and driver steps), their events from `info` (span events). Nothing of
-/// the libraries, so the exporter's own transport is never traced.
-fn exported(meta: &Metadata<'_>) -> bool {
-    if !meta.target().starts_with("scoria") {
-        return false;
-    }
-    if meta.is_span() {
-        *meta.level() <= Level::DEBUG
-    } else {
-        *meta.level() <= Level::INFO
+/// DB writes and driver steps; with `reads`, down to `trace`: the single-row
+/// reads too), their events from `info` (span events). Nothing of the
+/// libraries, so the exporter's own transport is never traced.
+fn exporter(reads: bool) -> impl Fn(&Metadata<'_>) -> bool + Send + Sync + 'static {
+    let spans = if reads { Level::TRACE } else { Level::DEBUG };
+    move |meta| {
+        if !meta.target().starts_with("scoria") {
+            return false;
+        }
+        if meta.is_span() {
+            *meta.level() <= spans
+        } else {
+            *meta.level() <= Level::INFO
+        }
     }
 }

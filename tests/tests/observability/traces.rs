@@ -23,7 +23,7 @@ const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 const SPAN_WAIT: Duration = Duration::from_secs(30);
 
 /// What the test asserts about one trace; `Err` says what is missing yet.
-fn check_tree(spans: &[Received]) -> Result<(), String> {
+fn check_tree(spans: &[Received], reads: bool) -> Result<(), String> {
     let by_id: HashMap<&str, &Received> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
     let parent_service = |s: &Received| by_id.get(s.parent.as_str()).map(|p| p.service.clone());
     let find = |service: &str, name: &str| {
@@ -56,11 +56,19 @@ fn check_tree(spans: &[Received]) -> Result<(), String> {
             "no volume handler span under a scheduler span: {volume:?}"
         ));
     }
-    for (service, name) in [
+    let mut steps = vec![
         ("scoria-api", "db.create_volume"),
-        ("scoria-volume", "db.get_volume"),
+        ("scoria-volume", "db.transition_volume_with_worker"),
         ("scoria-volume", "driver.create_volume"),
-    ] {
+    ];
+    if reads {
+        steps.push(("scoria-volume", "db.get_volume"));
+    } else if let Some(read) = spans.iter().find(|s| s.name == "db.get_volume") {
+        return Err(format!(
+            "a single-row read was exported without SCORIA_OTLP_READS: {read:?}"
+        ));
+    }
+    for (service, name) in steps {
         let steps = find(service, name);
         if !steps
             .iter()
@@ -94,6 +102,16 @@ fn render(spans: &[Received]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_volume_is_one_trace_across_api_scheduler_and_volume() {
+    one_trace(false).await;
+}
+
+/// With `SCORIA_OTLP_READS`, the single-row reads are in the trace too.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reads_are_exported_when_asked_for() {
+    one_trace(true).await;
+}
+
+async fn one_trace(reads: bool) {
     let collector = Collector::default();
     let endpoint = collector.start().await;
     let stack = Stack::start_with(
@@ -101,6 +119,7 @@ async fn create_volume_is_one_trace_across_api_scheduler_and_volume() {
         &[
             ("SCORIA_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("SCORIA_OTLP_READS", if reads { "true" } else { "false" }),
         ],
     )
     .await;
@@ -126,7 +145,7 @@ async fn create_volume_is_one_trace_across_api_scheduler_and_volume() {
     let deadline = Instant::now() + SPAN_WAIT;
     loop {
         let spans = collector.of_trace(TRACE_ID);
-        match check_tree(&spans) {
+        match check_tree(&spans, reads) {
             Ok(()) => {
                 eprintln!("trace {TRACE_ID}:\n{}", render(&spans));
                 break;
