@@ -329,7 +329,13 @@ impl AdminApi {
             .map_err(ApiError::db(format!("unmanage volume {id}")))?;
         match outcome {
             Unmanaged::Removed => {}
-            Unmanaged::InUse(snapshots) => return Err(ApiError::HasSnapshots { id, snapshots }),
+            Unmanaged::InUse(snapshots) => {
+                return Err(ApiError::HasSnapshots {
+                    id,
+                    snapshots,
+                    then: "unmanage (or delete) them first",
+                });
+            }
             Unmanaged::Moving => {
                 return Err(ApiError::WrongStatus {
                     kind: "volume",

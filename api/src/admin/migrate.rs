@@ -170,6 +170,7 @@ impl AdminApi {
         Err(ApiError::HasSnapshots {
             id: id.to_owned(),
             snapshots: snapshots.into_iter().map(|s| s.id).collect(),
+            then: "delete them first (a snapshot cannot follow its volume)",
         })
     }
 

@@ -90,12 +90,14 @@ pub enum ApiError {
         id: String,
     },
     /// The volume has snapshots.
-    #[error("volume {id} has snapshots ({}): delete them first", snapshots.join(", "))]
+    #[error("volume {id} has snapshots ({}): {then}", snapshots.join(", "))]
     HasSnapshots {
         /// The volume.
         id: String,
         /// Its snapshots.
         snapshots: Vec<String>,
+        /// What to do first (`delete them first`).
+        then: &'static str,
     },
     /// The volume has attachments.
     #[error(

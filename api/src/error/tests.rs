@@ -88,6 +88,7 @@ fn codes_and_reasons() {
             ApiError::HasSnapshots {
                 id: "v".into(),
                 snapshots: vec!["s".into()],
+                then: "delete them first",
             },
             Code::FailedPrecondition,
             R::HasSnapshots,

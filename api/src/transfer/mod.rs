@@ -120,6 +120,7 @@ impl TransferApi {
             Ok(TransferCreate::HasSnapshots(snapshots)) => Some(ApiError::HasSnapshots {
                 id: volume_id.clone(),
                 snapshots,
+                then: "transfer them with it (no_snapshots false) or delete them first",
             }),
             Ok(TransferCreate::WrongStatus) => {
                 // It changed between the read and the compare-and-set.

@@ -351,6 +351,7 @@ impl VolumeApi {
             VolumeDeleteStart::HasSnapshots(snapshots) => Err(ApiError::HasSnapshots {
                 id: id.to_owned(),
                 snapshots,
+                then: "delete them first",
             }),
             // The volume changed under us: say what it is now.
             VolumeDeleteStart::WrongStatus => Err(match self.load(ctx, id).await {
