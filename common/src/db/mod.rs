@@ -19,6 +19,8 @@ mod extend;
 mod keyset;
 mod manage;
 #[cfg(test)]
+mod manage_tests;
+#[cfg(test)]
 mod migrate_tests;
 mod migrations;
 mod overdue;

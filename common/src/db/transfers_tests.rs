@@ -10,11 +10,11 @@ use super::{
 };
 use crate::model::{Snapshot, SnapshotStatus, Transfer, Volume, VolumeStatus, now_ms};
 
-fn new_id() -> String {
+pub(super) fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-async fn volume(db: &Db, project: &str, size_gib: u64) -> Volume {
+pub(super) async fn volume(db: &Db, project: &str, size_gib: u64) -> Volume {
     let now = now_ms();
     let v = Volume {
         id: new_id(),
@@ -58,7 +58,7 @@ async fn volume(db: &Db, project: &str, size_gib: u64) -> Volume {
     v
 }
 
-async fn snapshot(db: &Db, v: &Volume) -> Snapshot {
+pub(super) async fn snapshot(db: &Db, v: &Volume) -> Snapshot {
     let now = now_ms();
     let s = Snapshot {
         id: new_id(),
@@ -117,7 +117,7 @@ fn transfer(v: &Volume, expires_in_ms: i64) -> Transfer {
     }
 }
 
-async fn usage(db: &Db, project: &str, resource: Resource) -> i64 {
+pub(super) async fn usage(db: &Db, project: &str, resource: Resource) -> i64 {
     db.project_quota(project)
         .await
         .expect("quota")
