@@ -159,7 +159,10 @@ async fn an_object_is_adopted_and_given_up_with_its_bytes(driver: &str) {
         .expect_err("has a snapshot");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains(&snapshot.id), "{err:?}");
-    assert!(err.message().contains("unmanage"), "says what to do: {err:?}");
+    assert!(
+        err.message().contains("unmanage"),
+        "says what to do: {err:?}"
+    );
     let gone = admin()
         .unmanage_snapshot(pb::UnmanageSnapshotRequest {
             snapshot_id: snapshot.id.clone(),
