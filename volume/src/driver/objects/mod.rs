@@ -26,6 +26,11 @@ use std::{
 
 use async_trait::async_trait;
 
+mod adopt;
+mod temp;
+
+use temp::{Temp, sweep_temps, sync_dir};
+
 use super::{
     BackendStats, DriverError, DriverResult, GIB, ObjectKind, VolumeDriver, size_bytes,
     snapshot_object_name, volume_object_name,
@@ -242,14 +247,6 @@ impl<F: Format> ObjectDriver<F> {
             .await
     }
 
-    /// The path of object `reference`, checked to be a plain name here.
-    fn reference_path(&self, reference: &str) -> DriverResult<PathBuf> {
-        match scoria_common::model::reference_problem(reference) {
-            Some(reason) => Err(unadoptable(reference, reason)),
-            None => Ok(self.inner.dir.join(reference)),
-        }
-    }
-
     async fn remove(&self, path: PathBuf) -> DriverResult<()> {
         self.blocking(move |inner| match std::fs::remove_file(&path) {
             Ok(()) => sync_dir(&inner.dir),
@@ -415,10 +412,7 @@ impl<F: Format> VolumeDriver for ObjectDriver<F> {
     }
 
     async fn inspect_existing(&self, _kind: ObjectKind, reference: &str) -> DriverResult<u64> {
-        let path = self.reference_path(reference)?;
-        let reference = reference.to_owned();
-        self.blocking(move |inner| inner.adoptable_size(&path, &reference))
-            .await
+        self.inspect(reference).await
     }
 
     #[tracing::instrument(name = "driver.manage_existing", level = "debug", skip_all, fields(driver = F::DRIVER, id = %id, reference = %reference))]
@@ -429,105 +423,13 @@ impl<F: Format> VolumeDriver for ObjectDriver<F> {
         reference: &str,
         size_gib: u64,
     ) -> DriverResult<()> {
-        let source = self.reference_path(reference)?;
-        let target = self.object_path(kind, id)?;
-        let bytes = size_bytes(id, size_gib)?;
-        let mismatch = |actual_bytes| DriverError::SizeMismatch {
-            id: id.to_owned(),
-            expected_bytes: bytes,
-            actual_bytes,
-        };
-        if source == target {
-            return match self.size(&target).await? {
-                Some(actual) if actual == bytes => Ok(()),
-                Some(actual) => Err(mismatch(actual)),
-                None => Err(DriverError::NotFound {
-                    kind: "object",
-                    id: reference.to_owned(),
-                }),
-            };
-        }
-        let found = match self.inspect_existing(kind, reference).await {
-            Ok(found) => found,
-            Err(DriverError::NotFound { .. }) => {
-                // Adopted already (a redelivered cast), or gone.
-                return match self.size(&target).await? {
-                    Some(actual) if actual == bytes => Ok(()),
-                    Some(actual) => Err(mismatch(actual)),
-                    None => Err(DriverError::NotFound {
-                        kind: "object",
-                        id: reference.to_owned(),
-                    }),
-                };
-            }
-            Err(err) => return Err(err),
-        };
-        if found > bytes {
-            // It grew since it was inspected: the row would be too small.
-            return Err(mismatch(found));
-        }
-        if found < bytes {
-            self.inner.format.grow(&source, bytes).await?;
-        }
-        let reference = reference.to_owned();
-        self.blocking(move |inner| {
-            // A link, not a rename: a rename would replace an existing object.
-            match std::fs::hard_link(&source, &target) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return Err(unadoptable(
-                        &reference,
-                        &format!("{} exists already", target.display()),
-                    ));
-                }
-                Err(e) => return Err(io("link into place", &target)(e)),
-            }
-            std::fs::remove_file(&source).map_err(io("remove the old name", &source))?;
-            sync_dir(&inner.dir)
-        })
-        .await
-    }
-}
-
-/// The error of adopting `reference`, for `reason`.
-fn unadoptable(reference: &str, reason: &str) -> DriverError {
-    DriverError::Unadoptable {
-        reference: reference.to_owned(),
-        reason: reason.to_owned(),
+        self.adopt(kind, id, reference, size_gib).await
     }
 }
 
 // === impl Inner ===
 
 impl<F: Format> Inner<F> {
-    /// The virtual size of the existing object at `path` (`reference`), if it
-    /// can be adopted (blocking). A symbolic link is refused, not followed: it
-    /// could name any file of the machine.
-    fn adoptable_size(&self, path: &Path, reference: &str) -> DriverResult<u64> {
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(DriverError::NotFound {
-                    kind: "object",
-                    id: reference.to_owned(),
-                });
-            }
-            Err(e) => return Err(io("stat", path)(e)),
-        };
-        if meta.file_type().is_symlink() {
-            return Err(unadoptable(reference, "it is a symbolic link"));
-        }
-        if !meta.is_file() {
-            return Err(unadoptable(reference, "it is not a regular file"));
-        }
-        self.format.check_standalone(path)?;
-        let bytes = self.format.virtual_size(path, &meta)?;
-        if bytes == 0 {
-            return Err(unadoptable(reference, "it is empty"));
-        }
-        Ok(bytes)
-    }
-
     /// Provisioned: the volumes' virtual sizes; used: the blocks of every file
     /// (snapshots and temp files take space too).
     fn stats(&self) -> DriverResult<BackendStats> {
@@ -567,93 +469,6 @@ impl<F: Format> Inner<F> {
             allocated_gib: provisioned as f64 / GIB as f64,
         })
     }
-}
-
-// === impl Temp ===
-
-/// A temporary file `.<name>.tmp-<uuid>` next to its target, removed when dropped.
-struct Temp {
-    path: PathBuf,
-}
-
-/// What marks a temp file's name.
-const TEMP_MARK: &str = ".tmp-";
-
-impl Temp {
-    fn new(target: &Path) -> Self {
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let path = target.with_file_name(format!(
-            ".{name}{TEMP_MARK}{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        Self { path }
-    }
-
-    /// Makes the file durable and links it to `target` in `dir`; false if `target`
-    /// exists already (it is never replaced). The temp name is removed either way.
-    fn publish(self, target: &Path, dir: &Path) -> DriverResult<bool> {
-        std::fs::File::open(&self.path)
-            .and_then(|f| f.sync_all())
-            .map_err(io("sync", &self.path))?;
-        match std::fs::hard_link(&self.path, target) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
-            Err(e) => return Err(io("link into place", target)(e)),
-        }
-        drop(self);
-        sync_dir(dir)?;
-        Ok(true)
-    }
-}
-
-impl Temp {
-    /// Makes the file durable and renames it over `target` in `dir` (which it
-    /// replaces atomically: a reader sees the old file or the new one).
-    fn replace(self, target: &Path, dir: &Path) -> DriverResult<()> {
-        std::fs::File::open(&self.path)
-            .and_then(|f| f.sync_all())
-            .map_err(io("sync", &self.path))?;
-        std::fs::rename(&self.path, target).map_err(io("rename into place", target))?;
-        sync_dir(dir)
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %self.path.display(), %e, "temp file not removed"),
-        }
-    }
-}
-
-/// Removes the temp files a crash left in `dir`.
-fn sweep_temps(dir: &Path) -> DriverResult<()> {
-    for entry in std::fs::read_dir(dir).map_err(io("list", dir))? {
-        let entry = entry.map_err(io("list", dir))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') && name.contains(TEMP_MARK) {
-            tracing::info!(path = %entry.path().display(), "removing a temp file left by a crash");
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io("remove", &entry.path())(e)),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Makes the directory's entries (a link, an unlink) durable.
-fn sync_dir(dir: &Path) -> DriverResult<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("sync directory", dir))
 }
 
 /// Runs blocking filesystem work off the runtime's threads.
