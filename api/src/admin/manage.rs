@@ -25,6 +25,7 @@ use scoria_common::{
     model::{
         MigrationStatus, Snapshot, SnapshotStatus, Volume, VolumeStatus, now_ms, reference_problem,
     },
+    settle::{SnapshotChange, VolumeChange},
 };
 use scoria_proto::{
     bus::{CheckHostFits, InspectExisting, ManageExisting, ManagedKind},
@@ -146,7 +147,6 @@ impl AdminApi {
             id: id.clone(),
             reference: req.reference.clone(),
         };
-        let db = self.db.clone();
         intent
             .send(
                 self.ports.volumes.manage_existing(ctx, &host, request),
@@ -154,29 +154,11 @@ impl AdminApi {
                     // Nothing will adopt it: the row says so, the object is untouched.
                     tracing::warn!(volume_id = %failed.id, error = %why, "manage not sent");
                     let message = format!("the adoption could not be sent to the backend: {why}");
-                    let volume_id = failed.id.clone();
                     let from = [VolumeStatus::Managing];
-                    let fail = db.transition_volume_with_worker(
-                        &volume_id,
-                        &from,
-                        VolumeStatus::ErrorManaging,
-                        None,
-                        Some(&message),
-                        None,
-                    );
-                    let apply = |v: &mut Volume| {
-                        v.status = VolumeStatus::ErrorManaging;
-                        v.error_message = message.clone();
-                    };
-                    settler
-                        .settle(
-                            ctx,
-                            &mut failed,
-                            fail,
-                            apply,
-                            Some(Event::VolumeManageError),
-                        )
-                        .await
+                    let change =
+                        VolumeChange::new(&from, VolumeStatus::ErrorManaging).error(&message);
+                    let event = Some(Event::VolumeManageError);
+                    settler.volume(ctx, &mut failed, change, event).await
                 },
             )
             .await?;
@@ -267,35 +249,17 @@ impl AdminApi {
             id: id.clone(),
             reference: req.reference.clone(),
         };
-        let db = self.db.clone();
         intent
             .send(
                 self.ports.volumes.manage_existing(ctx, &host, request),
                 |why| async move {
                     tracing::warn!(snapshot_id = %failed.id, error = %why, "manage not sent");
                     let message = format!("the adoption could not be sent to the backend: {why}");
-                    let snapshot_id = failed.id.clone();
                     let from = [SnapshotStatus::Managing];
-                    let fail = db.transition_snapshot(
-                        &snapshot_id,
-                        &from,
-                        SnapshotStatus::ErrorManaging,
-                        Some(&message),
-                        None,
-                    );
-                    let apply = |s: &mut Snapshot| {
-                        s.status = SnapshotStatus::ErrorManaging;
-                        s.error_message = message.clone();
-                    };
-                    settler
-                        .settle(
-                            ctx,
-                            &mut failed,
-                            fail,
-                            apply,
-                            Some(Event::SnapshotManageError),
-                        )
-                        .await
+                    let change =
+                        SnapshotChange::new(&from, SnapshotStatus::ErrorManaging).error(&message);
+                    let event = Some(Event::SnapshotManageError);
+                    settler.snapshot(ctx, &mut failed, change, event).await
                 },
             )
             .await?;
