@@ -88,11 +88,12 @@ fn polls() -> u32 {
 }
 
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
     // utime and stime are fields 14 and 15, after the parenthesised name.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
     ticks / 100.0
 }
 
@@ -102,7 +103,7 @@ fn child(mode: &str, ops: u64) {
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
+        .expect("a Tokio runtime");
     runtime.block_on(async {
         let service = ServiceConfig {
             otlp_endpoint: if mode == "traced" {
@@ -114,7 +115,7 @@ fn child(mode: &str, ops: u64) {
             },
             ..ServiceConfig::default()
         };
-        let telemetry = telemetry::install("scoria-bench", &service).unwrap();
+        let telemetry = telemetry::install("scoria-bench", &service).expect("telemetry");
         let per_task = ops / CONCURRENCY;
         let (cpu0, t0) = (cpu_seconds(), Instant::now());
         let tasks: Vec<_> = (0..CONCURRENCY)
@@ -129,7 +130,7 @@ fn child(mode: &str, ops: u64) {
             })
             .collect();
         for task in tasks {
-            task.await.unwrap();
+            task.await.expect("span task");
         }
         let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed());
         let done = (per_task * CONCURRENCY) as f64;
@@ -152,7 +153,7 @@ fn main() {
         child(&mode, ops);
         return;
     }
-    let exe = std::env::current_exe().unwrap();
+    let exe = std::env::current_exe().expect("the bench binary");
     let mut results = Vec::new();
     // Interleaved, twice each: a drift of the machine falls on both.
     for mode in ["logs", "traced", "traced", "logs"] {
@@ -162,12 +163,18 @@ fn main() {
             .env_remove("RUST_LOG")
             .stderr(std::process::Stdio::null())
             .output()
-            .unwrap();
+            .expect("run the bench's child");
         assert!(out.status.success(), "{mode} run failed");
-        let line = String::from_utf8(out.stdout).unwrap();
+        let line = String::from_utf8(out.stdout).expect("utf-8 figures");
         let mut parts = line.split_whitespace().skip(1);
-        let cpu_us: f64 = parts.next().unwrap().parse().unwrap();
-        let rate: f64 = parts.next().unwrap().parse().unwrap();
+        let cpu_us: f64 = parts
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("cpu figure");
+        let rate: f64 = parts
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("rate figure");
         results.push((mode, cpu_us, rate));
     }
     let mean = |m: &str| {
