@@ -77,6 +77,16 @@ impl identity_server::Identity for Identity {
             capabilities.push(service(Type::ControllerService));
         }
         capabilities.push(service(Type::VolumeAccessibilityConstraints));
+        if self.controller {
+            // Scoria extends available (unattached) volumes only.
+            capabilities.push(PluginCapability {
+                r#type: Some(plugin_capability::Type::VolumeExpansion(
+                    plugin_capability::VolumeExpansion {
+                        r#type: plugin_capability::volume_expansion::Type::Offline as i32,
+                    },
+                )),
+            });
+        }
         Ok(Response::new(GetPluginCapabilitiesResponse {
             capabilities,
         }))

@@ -6,6 +6,7 @@
 
 pub mod broker;
 pub mod calls;
+pub mod csi;
 pub mod fixtures;
 pub mod jwt;
 pub mod otlp;
