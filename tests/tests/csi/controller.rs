@@ -1391,3 +1391,36 @@ async fn topology_places_the_volume_in_the_zone_asked_for() {
         .into_inner();
     assert_eq!(listed.entries.len(), 3, "{listed:?}\n{}", plugin.logs());
 }
+
+#[tokio::test]
+async fn racing_creates_of_one_name_make_one_volume_even_through_two_plugins() {
+    let stack = Stack::start(DbKind::Sqlite).await;
+    let first = Plugin::start_with(&stack, "ctl-1", &["--mode", "controller"]).await;
+    let second = Plugin::start_with(&stack, "ctl-2", &["--mode", "controller"]).await;
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        let mut ctl = if i % 2 == 0 {
+            first.controller()
+        } else {
+            second.controller()
+        };
+        calls.push(tokio::spawn(async move {
+            ctl.create_volume(create("pvc-race", 2 * GIB)).await
+        }));
+    }
+    let mut ids = BTreeSet::new();
+    for call in calls {
+        let volume = call.await.unwrap().unwrap().into_inner().volume.unwrap();
+        assert_eq!(volume.capacity_bytes, 2 * GIB);
+        ids.insert(volume.volume_id);
+    }
+    assert_eq!(ids.len(), 1, "one volume for one name: {ids:?}");
+    let all = Plugin::scoria(&stack)
+        .volumes()
+        .list_volumes(pb::ListVolumesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .volumes;
+    assert_eq!(all.len(), 1, "{all:?}");
+}

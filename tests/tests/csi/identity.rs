@@ -90,6 +90,13 @@ async fn probe_is_not_ready_while_the_api_is_down_and_ready_again_after() {
         .unwrap()
         .into_inner();
     assert_eq!(probe.ready, Some(false), "{}", plugin.logs());
+    // Calls that need the API say it is unavailable.
+    let list = plugin
+        .controller()
+        .list_volumes(scoria_csi::proto::ListVolumesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(list.code(), tonic::Code::Unavailable, "{list:?}");
 
     stack.start_service("scoria-api").await;
     let deadline = Instant::now() + Duration::from_secs(30);
