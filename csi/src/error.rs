@@ -3,6 +3,7 @@
 //! code where the spec means the same thing, with what was asked in front.
 
 use tonic::{Code, Status};
+use tonic_types::StatusExt;
 
 /// A failed CSI call.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,26 @@ impl Error {
     pub fn scoria(action: impl Into<String>) -> impl FnOnce(Status) -> Error {
         let action = action.into();
         move |status| Error::Scoria { action, status }
+    }
+
+    /// [`Error::scoria`] for a request that sets a size: Scoria's refusal of
+    /// the size field (`size_gib`, `new_size_gib`: above its largest volume)
+    /// is a capacity the plugin cannot provide, OUT_OF_RANGE.
+    pub fn scoria_sized(action: impl Into<String>) -> impl FnOnce(Status) -> Error {
+        let action = action.into();
+        move |status| {
+            let size = status.code() == Code::InvalidArgument
+                && status.get_details_bad_request().is_some_and(|bad| {
+                    bad.field_violations
+                        .iter()
+                        .any(|v| v.field == "size_gib" || v.field == "new_size_gib")
+                });
+            if size {
+                Error::OutOfRange(format!("{action}: {}", status.message()))
+            } else {
+                Error::Scoria { action, status }
+            }
+        }
     }
 
     /// An [`Error::Invalid`].

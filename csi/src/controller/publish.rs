@@ -243,10 +243,15 @@ async fn detach(api: &Api, attachment: &pb::Attachment) -> Result<()> {
     let request = pb::DeleteAttachmentRequest {
         id: attachment.id.clone(),
     };
-    match api.attachments().delete_attachment(request).await {
-        Ok(_) => {}
-        Err(s) if s.code() == Code::NotFound => return Ok(()),
-        Err(s) => return Err(Error::scoria(format!("DeleteAttachment {}", attachment.id))(s)),
+    // One on its way out already: only wait.
+    if attachment.status() != AttachmentStatus::Detaching {
+        match api.attachments().delete_attachment(request).await {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => return Ok(()),
+            Err(s) => {
+                return Err(Error::scoria(format!("DeleteAttachment {}", attachment.id))(s));
+            }
+        }
     }
     wait::gone::<pb::Attachment>(api, &attachment.id, |a| {
         (a.status() == AttachmentStatus::ErrorDetaching).then(|| {

@@ -352,7 +352,7 @@ async fn create_fresh(
             // The key names a volume deleted since (the same request: NOT_FOUND;
             // another: ALREADY_EXISTS): nothing of this name exists (we looked), next key.
             Err(s) if matches!(s.code(), Code::NotFound | Code::AlreadyExists) => last = Some(s),
-            Err(s) => return Err(Error::scoria(format!("CreateVolume {name:?}"))(s)),
+            Err(s) => return Err(Error::scoria_sized(format!("CreateVolume {name:?}"))(s)),
         }
     }
     Err(Error::scoria(format!("CreateVolume {name:?}"))(
@@ -370,7 +370,7 @@ async fn settle_created(api: &Api, volume: pb::Volume) -> Result<pb::Volume> {
         ))),
         Some(v) => match v.status() {
             VolumeStatus::Creating | VolumeStatus::Unspecified => Step::Pending,
-            VolumeStatus::Error => Step::Done(v.clone()),
+            // Available, or in error (handled below), or used already.
             _ => Step::Done(v.clone()),
         },
     })
@@ -469,7 +469,7 @@ pub async fn expand(
         api.volumes()
             .extend_volume(extend)
             .await
-            .map_err(Error::scoria(format!(
+            .map_err(Error::scoria_sized(format!(
                 "ExtendVolume {} to {new_gib} GiB",
                 volume.id
             )))?;

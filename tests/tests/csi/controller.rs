@@ -299,6 +299,12 @@ async fn capacity_ranges_round_up_and_what_cannot_fit_the_limit_is_out_of_range(
         Code::InvalidArgument,
         "capacity_range",
     );
+    // Beyond Scoria's largest volume (16 TiB by default).
+    assert_refused(
+        ctl.create_volume(create("huge", 20_000 * GIB)).await,
+        Code::OutOfRange,
+        "size_gib",
+    );
     // Nothing was made for the refusals.
     let listed = ctl
         .list_volumes(ListVolumesRequest::default())
@@ -1019,6 +1025,12 @@ async fn expand_grows_an_unpublished_volume_and_repeating_changes_nothing() {
         !block.node_expansion_required,
         "a raw block device needs nothing on the node"
     );
+
+    let (code, message) = refused(
+        ctl.controller_expand_volume(expand(20_000 * GIB, None))
+            .await,
+    );
+    assert_eq!(code, Code::OutOfRange, "{message}");
 
     // Published, it cannot grow (offline expansion).
     ctl.controller_publish_volume(publish(&id, "node-a", false))
