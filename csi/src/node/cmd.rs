@@ -33,7 +33,9 @@ pub fn package_of(program: &str) -> &'static str {
         "qemu-storage-daemon" | "qemu-nbd" => "qemu-utils",
         "losetup" | "blkid" | "blockdev" => "util-linux",
         "mount" | "umount" => "mount",
-        "mkfs.ext2" | "mkfs.ext3" | "mkfs.ext4" | "resize2fs" => "e2fsprogs",
+        "mkfs.ext2" | "mkfs.ext3" | "mkfs.ext4" | "resize2fs" | "e2fsck" | "dumpe2fs" => {
+            "e2fsprogs"
+        }
         "mkfs.xfs" | "xfs_growfs" => "xfsprogs",
         _ => "the package that provides it",
     }

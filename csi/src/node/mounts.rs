@@ -237,6 +237,40 @@ pub async fn grow_fs(fs_type: &str, device: &Path, mount_point: &Path) -> Result
     }
 }
 
+/// The size in bytes of the ext2/3/4 filesystem on `device` (`dumpe2fs -h`).
+pub async fn ext_fs_size(device: &Path) -> Result<u64> {
+    let out = cmd::check("dumpe2fs", &[Path::new("-h"), device]).await?;
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    match (field("Block count:"), field("Block size:")) {
+        (Some(count), Some(size)) => Ok(count * size),
+        _ => Err(NodeError::Internal(format!(
+            "dumpe2fs -h {} printed no block count and size",
+            device.display()
+        ))),
+    }
+}
+
+/// Grows the unmounted ext2/3/4 filesystem on `device` to the device's size when
+/// it is smaller (after a forced check, as resize2fs wants). Kernels that refuse
+/// online resizing (EPERM from the resize ioctl) still grow volumes this way.
+pub async fn grow_ext_offline(device: &Path) -> Result<bool> {
+    if ext_fs_size(device).await? >= device_size(device)? {
+        return Ok(false);
+    }
+    let args = [Path::new("-f"), Path::new("-p"), device];
+    let fsck = cmd::run("e2fsck", &args).await?;
+    // 0: clean; 1: errors fixed. Anything else needs a human.
+    if !matches!(fsck.code, Some(0 | 1)) {
+        return Err(cmd::failed("e2fsck", &args, &fsck));
+    }
+    cmd::check("resize2fs", &[device]).await?;
+    Ok(true)
+}
+
 /// Bytes and inodes of the filesystem holding `path`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {

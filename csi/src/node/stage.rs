@@ -205,7 +205,7 @@ pub fn mounted_from(path: &Path, device: &Path) -> Result<bool> {
 
 /// Mounts `device` at `staging`, making an `fs_type` filesystem first if the
 /// device holds nothing at all (never over anything `blkid` recognises).
-async fn format_and_mount(
+pub(super) async fn format_and_mount(
     device: &Path,
     staging: &Path,
     fs_type: &str,
@@ -243,7 +243,14 @@ async fn format_and_mount(
                 mounts::FS_TYPES.join(", ")
             )));
         }
-        (Some(found), _) => found.to_owned(),
+        (Some(found), _) => {
+            // Expanded while detached (Scoria's extend is offline): grow before
+            // mounting, which needs no online resize from the kernel.
+            if found.starts_with("ext") && !read_only && mounts::grow_ext_offline(device).await? {
+                tracing::info!(device = %device.display(), "grew the filesystem to the volume's new size");
+            }
+            found.to_owned()
+        }
         (None, _) if probe.partition_table.is_some() => {
             return Err(NodeError::Precondition(format!(
                 "the volume holds a {} partition table; it is never formatted",

@@ -141,7 +141,42 @@ impl Node {
             .await?
             .fs_type
             .ok_or_else(|| NodeError::Internal(format!("volume {volume_id} has no filesystem")))?;
-        mounts::grow_fs(&fs, device.path(), &record.staging_target_path).await?;
-        Ok(size)
+        let online = mounts::grow_fs(&fs, device.path(), &record.staging_target_path).await;
+        match online {
+            Ok(()) => Ok(size),
+            // This kernel refuses online resizing: offline, when nothing but the
+            // staging mount holds the filesystem.
+            Err(err) if fs.starts_with("ext") => {
+                for publish in self.state.publishes(volume_id)? {
+                    if mounts::mount_at(&publish.target_path)?.is_some() {
+                        tracing::warn!(error = %err, "online resize failed");
+                        return Err(NodeError::Precondition(format!(
+                            "this node cannot grow a mounted {fs} filesystem; volume {volume_id} \
+                             is published at {}: unpublish it and expand again",
+                            publish.target_path.display()
+                        )));
+                    }
+                }
+                tracing::info!(error = %err, "online resize failed; growing offline");
+                let Access::Mount {
+                    fs_type,
+                    mount_flags,
+                } = &record.capability.access
+                else {
+                    return Ok(size);
+                };
+                mounts::unmount_all(&record.staging_target_path).await?;
+                super::stage::format_and_mount(
+                    device.path(),
+                    &record.staging_target_path,
+                    fs_type,
+                    mount_flags,
+                    record.read_only,
+                )
+                .await?;
+                Ok(size)
+            }
+            Err(err) => Err(err),
+        }
     }
 }

@@ -46,6 +46,8 @@ pub(crate) fn require_node_tools() {
         ("blkid", "util-linux"),
         ("mkfs.ext4", "e2fsprogs"),
         ("resize2fs", "e2fsprogs"),
+        ("e2fsck", "e2fsprogs"),
+        ("dumpe2fs", "e2fsprogs"),
         ("mount", "mount"),
     ] {
         let found = std::process::Command::new("sh")
