@@ -80,6 +80,15 @@ pub fn alive(files: &VolumeFiles, device: &Device) -> bool {
 /// that far): every loop device on the export file, a recorded NBD device, the
 /// daemon and its files. Nothing attached is fine.
 pub async fn detach(files: &VolumeFiles, device: Option<&Device>) -> Result<()> {
+    // Read-only loops of read-only block publishes first, then the volume's own.
+    let mut devices: Vec<PathBuf> = loops_of(&files.export_file());
+    devices.extend(device.map(|d| d.path().to_path_buf()));
+    devices.dedup();
+    for dev in &devices {
+        for ro in loops_of(dev) {
+            cmd::check("losetup", &[Path::new("-d"), &ro]).await?;
+        }
+    }
     for dev in loops_of(&files.export_file()) {
         cmd::check("losetup", &[Path::new("-d"), &dev]).await?;
     }
@@ -92,6 +101,20 @@ pub async fn detach(files: &VolumeFiles, device: Option<&Device>) -> Result<()> 
         }
     }
     daemon::stop(files).await
+}
+
+/// A read-only loop device on top of `device`, for a read-only block publish of a
+/// read-write stage (a read-only bind mount of a device node does not stop writes).
+pub async fn read_only_loop(device: &Path) -> Result<PathBuf> {
+    loop_attach(device, true).await
+}
+
+/// Detaches a loop device made by [`read_only_loop`] on `device` (gone is fine).
+pub async fn detach_read_only_loop(device: &Path, ro: &Path) -> Result<()> {
+    if loops_of(device).iter().any(|l| l == ro) {
+        cmd::check("losetup", &[Path::new("-d"), ro]).await?;
+    }
+    Ok(())
 }
 
 /// Re-reads the size of `device` (a loop device follows its file's size).

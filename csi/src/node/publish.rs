@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    Node,
+    Node, attach,
     error::{NodeError, Result},
     mounts,
     state::{Access, Capability, Phase, PublishRecord},
@@ -75,21 +75,32 @@ impl Node {
             .device
             .as_ref()
             .ok_or_else(|| NodeError::Internal(format!("staged volume {id} has no device")))?;
+        let read_only = req.readonly || stage.read_only;
+        make_target(&req.target_path, block)?;
+        let mut record = PublishRecord {
+            volume_id: id.clone(),
+            target_path: req.target_path.clone(),
+            capability: req.capability.clone(),
+            readonly: req.readonly,
+            ro_device: None,
+        };
+        self.state.save_publish(&record)?;
         let (source, flags) = match &req.capability.access {
+            Access::Block if read_only && !stage.read_only => {
+                let ro = attach::read_only_loop(device.path()).await?;
+                record.ro_device = Some(ro.clone());
+                self.state.save_publish(&record)?;
+                (ro, Vec::new())
+            }
             Access::Block => (device.path().to_path_buf(), Vec::new()),
             Access::Mount { mount_flags, .. } => {
                 (stage.staging_target_path.clone(), mount_flags.clone())
             }
         };
-        make_target(&req.target_path, block)?;
-        self.state.save_publish(&PublishRecord {
-            volume_id: id.clone(),
-            target_path: req.target_path.clone(),
-            capability: req.capability.clone(),
-            readonly: req.readonly,
-        })?;
-        let read_only = req.readonly || stage.read_only;
         if let Err(err) = mounts::bind(&source, &req.target_path, read_only, &flags).await {
+            if let Some(ro) = &record.ro_device {
+                attach::detach_read_only_loop(device.path(), ro).await?;
+            }
             self.state.remove_publish(id, &req.target_path)?;
             return Err(err);
         }
@@ -99,7 +110,7 @@ impl Node {
     /// Unpublishes `volume_id` from `target` and removes the target (nothing
     /// there is success).
     pub(super) async fn unpublish(&self, volume_id: &str, target: &Path) -> Result<()> {
-        if self.state.load_publish(volume_id, target)?.is_none() {
+        let Some(record) = self.state.load_publish(volume_id, target)? else {
             if mounts::mount_at(target)?.is_some() {
                 // Something is mounted there, but not this volume by this node.
                 return Err(NodeError::NotFound(format!(
@@ -108,9 +119,15 @@ impl Node {
                 )));
             }
             return Ok(());
-        }
+        };
         mounts::unmount_all(target).await?;
         remove_target(target)?;
+        if let Some(ro) = &record.ro_device {
+            let stage = self.state.load_stage(volume_id)?;
+            if let Some(device) = stage.as_ref().and_then(|s| s.device.as_ref()) {
+                attach::detach_read_only_loop(device.path(), ro).await?;
+            }
+        }
         self.state.remove_publish(volume_id, target)
     }
 }

@@ -121,6 +121,10 @@ pub struct PublishRecord {
     pub capability: Capability,
     /// Whether read-only was asked.
     pub readonly: bool,
+    /// The read-only loop device bound there (a read-only block publish of a
+    /// read-write stage).
+    #[serde(default)]
+    pub ro_device: Option<PathBuf>,
 }
 
 /// The plugin's state directory.
@@ -375,6 +379,7 @@ mod tests {
             target_path: tmp.path().join(t),
             capability: rec.capability.clone(),
             readonly: false,
+            ro_device: None,
         };
         state.save_publish(&publish("a")).unwrap();
         state.save_publish(&publish("b")).unwrap();

@@ -103,18 +103,36 @@ impl Cleanup {
 
     /// Loop devices whose backing file is under the roots.
     pub(crate) fn loops(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir("/sys/block") else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
-            .filter(|e| {
-                std::fs::read_to_string(e.path().join("loop/backing_file"))
-                    .is_ok_and(|b| self.under(b.trim()))
+        let backing: Vec<(String, String)> = std::fs::read_dir("/sys/block")
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
+                    .filter_map(|e| {
+                        let file =
+                            std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+                        Some((
+                            format!("/dev/{}", e.file_name().to_string_lossy()),
+                            file.trim().to_owned(),
+                        ))
+                    })
+                    .collect()
             })
-            .map(|e| format!("/dev/{}", e.file_name().to_string_lossy()))
-            .collect()
+            .unwrap_or_default();
+        // Loops on files under the roots, then loops on those loops (read-only
+        // block publishes), those last so they are detached first.
+        let mut found: Vec<String> = backing
+            .iter()
+            .filter(|(_, file)| self.under(file))
+            .map(|(dev, _)| dev.clone())
+            .collect();
+        let stacked: Vec<String> = backing
+            .iter()
+            .filter(|(_, file)| found.contains(file))
+            .map(|(dev, _)| dev.clone())
+            .collect();
+        found.retain(|d| !stacked.contains(d));
+        stacked.into_iter().rev().chain(found).collect()
     }
 
     /// Pids of qemu-storage-daemons naming a path under the roots.
@@ -875,6 +893,43 @@ async fn raw_block_volumes_are_staged_as_a_device_and_published_as_one() {
             .await,
     );
     assert!(!target.exists(), "the device file at the target is gone");
+
+    // Read-only: a read-only device of its own (a read-only bind of a device node
+    // would not stop writes), gone again with the unpublish.
+    for round in 0..2 {
+        ok(
+            &format!("publish block read-only #{round}"),
+            &plugin,
+            node.node_publish_volume(publish_req(&volume, &staging, &target, &cap, true))
+                .await,
+        );
+    }
+    assert_eq!(
+        cleanup.loops().len(),
+        2,
+        "the volume's loop and a read-only one"
+    );
+    let mut dev = std::fs::File::open(&target).expect("open the read-only target");
+    dev.seek(SeekFrom::Start(4096 * 100)).expect("seek");
+    dev.read_exact(&mut back)
+        .expect("read the read-only device");
+    assert!(back.iter().all(|b| *b == 0xa5), "the same bytes read-only");
+    drop(dev);
+    let write = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&target)
+        .and_then(|mut d| d.write_all(&[0; 4096]).and_then(|()| d.sync_all()));
+    assert!(
+        write.is_err(),
+        "a write through a read-only block target is refused"
+    );
+    ok(
+        "unpublish block read-only",
+        &plugin,
+        node.node_unpublish_volume(unpublish_req(&volume, &target))
+            .await,
+    );
+    assert_eq!(cleanup.loops().len(), 1, "the read-only loop is gone");
     ok(
         "unstage block",
         &plugin,
