@@ -23,8 +23,8 @@ use scoria_tests::{
 use tokio::time::{Instant, sleep};
 
 use crate::node::{
-    Cleanup, GIB, export, mount_cap, new_volume, ok, paths, publish_req, require_node_tools,
-    stage_req, stats_req, unpublish_req, unstage_req, usage,
+    Cleanup, GIB, export, mount_cap, new_volume, ok, paths, publish_req, refused,
+    require_node_tools, stage_req, stats_req, unpublish_req, unstage_req, usage,
 };
 
 /// ControllerPublishVolume of `volume_id` to `plugin`'s node; its publish context.
@@ -375,6 +375,17 @@ async fn a_plugin_killed_in_the_middle_of_a_stage_finishes_or_cleans_up_after_re
         assert!(
             cleanup.mounts().iter().all(|m| !m.ends_with("r-staging")),
             "not mounted yet"
+        );
+        // A second call on the volume while the first runs: ABORTED, as the spec
+        // has it for an operation pending on the volume.
+        refused(
+            "a stage while another one runs",
+            plugin
+                .node()
+                .node_stage_volume(stage_req(&volume, &ctx, &staging, &cap))
+                .await,
+            tonic::Code::Aborted,
+            "in progress",
         );
         plugin.restart().await;
         let interrupted = held.await.expect("the held call");
