@@ -33,6 +33,10 @@ pub enum Error {
     /// A capacity the plugin cannot satisfy.
     #[error("{0}")]
     OutOfRange(String),
+    /// No backend can hold the volume (where the topology asks, of that size):
+    /// the CO may try another node's topology.
+    #[error("{0}")]
+    Exhausted(String),
     /// The resource is in a state that forbids the call (in use, has snapshots, ...).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -106,6 +110,7 @@ impl Error {
             Error::NotFound { .. } => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::OutOfRange(_) => Code::OutOfRange,
+            Error::Exhausted(_) => Code::ResourceExhausted,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::BadToken(_) => Code::Aborted,
             Error::Unsupported(_) => Code::InvalidArgument,

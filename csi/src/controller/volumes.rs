@@ -29,6 +29,8 @@ pub const TYPE_PARAMETER: &str = "type";
 pub const ZONE_PARAMETER: &str = "zone";
 /// Parameters the sidecars add (`--extra-create-metadata`), kept as metadata.
 const SIDECAR_PREFIX: &str = "csi.storage.k8s.io/";
+/// What a volume's error_message holds when the scheduler found no backend for it.
+const NO_BACKEND: &str = "No valid backend";
 /// How many request ids a name may go through (one per deleted predecessor).
 const ATTEMPTS: u32 = 8;
 
@@ -382,10 +384,17 @@ async fn settle_created(api: &Api, volume: pb::Volume) -> Result<pb::Volume> {
         if let Err(e) = api.volumes().delete_volume(request).await {
             tracing::warn!(volume_id = %settled.id, error = %e, "cannot delete a volume that failed to create");
         }
-        return Err(Error::Internal(format!(
+        let why = format!(
             "volume {} failed to create: {} (deleted; a retry makes a new one)",
             settled.id, settled.error_message
-        )));
+        );
+        // The scheduler's words for "no backend fits" (zone, capacity, type):
+        // Scoria's volume has no machine-readable reason for its error.
+        return Err(if settled.error_message.contains(NO_BACKEND) {
+            Error::Exhausted(why)
+        } else {
+            Error::Internal(why)
+        });
     }
     Ok(settled)
 }

@@ -1395,7 +1395,7 @@ async fn topology_places_the_volume_in_the_zone_asked_for() {
         .create_volume(placed("pvc-z5", vec![topology("nowhere")], vec![]))
         .await;
     let (code, message) = refused(nowhere);
-    assert_ne!(code, Code::Ok, "{message}");
+    assert_eq!(code, Code::ResourceExhausted, "{message}");
     let listed = ctl
         .list_volumes(ListVolumesRequest::default())
         .await
