@@ -183,13 +183,17 @@ impl Drop for Cleanup {
                 .args(&args[1..])
                 .output();
         };
+        // The loops first: once a FUSE export file is lazily unmounted its loop's
+        // backing file reads `/` and could no longer be found.
+        let loops = self.loops();
         let mut mounts = self.mounts();
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in &mounts {
-            run(&["umount", "-l", m]);
+            // Export files stay busy until their loop goes: they fail here.
+            run(&["umount", m]);
         }
-        for dev in self.loops() {
-            run(&["losetup", "-d", &dev]);
+        for dev in &loops {
+            run(&["losetup", "-d", dev]);
         }
         for pid in self.daemons() {
             run(&["kill", "-9", &pid.to_string()]);
