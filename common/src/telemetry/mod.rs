@@ -17,8 +17,13 @@ use std::{io::IsTerminal, time::Duration};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing::{Level, Metadata};
-use tracing_subscriber::{EnvFilter, Layer, filter, fmt, prelude::*};
+use tracing::{Level, Metadata, Subscriber};
+use tracing_subscriber::{
+    EnvFilter, Layer,
+    filter::{self, FilterExt, LevelFilter},
+    fmt,
+    prelude::*,
+};
 
 use crate::config::{LogFormat, ServiceConfig};
 pub use otlp::OtlpError;
@@ -73,7 +78,11 @@ pub fn install(binary: &str, service: &ServiceConfig) -> Result<Telemetry, OtlpE
             .with_threads(false)
             // busy_ns / idle_ns: two clock reads at every poll of every span.
             .with_tracked_inactivity(false)
-            .with_filter(filter::filter_fn(exporter(service.otlp_reads)))
+            // code.file.path / code.module.name / code.line.number: three more
+            // attributes on every span to build and export; the span names
+            // (`db.create_volume`, `driver.create_volume`) already say where.
+            .with_location(false)
+            .with_filter(exporter(service.otlp_reads))
     });
     let installed = tracing_subscriber::registry()
         .with(log_layer(service.log_format).with_filter(log_filter()))
@@ -119,16 +128,20 @@ where
 /// DB writes and driver steps; with `reads`, down to `trace`: the single-row
 /// reads too), their events from `info` (span events). Nothing of the
 /// libraries, so the exporter's own transport is never traced.
-fn exporter(reads: bool) -> impl Fn(&Metadata<'_>) -> bool + Send + Sync + 'static {
-    let spans = if reads { Level::TRACE } else { Level::DEBUG };
-    move |meta| {
-        if !meta.target().starts_with("scoria") {
-            return false;
-        }
-        if meta.is_span() {
-            *meta.level() <= spans
-        } else {
-            *meta.level() <= Level::INFO
-        }
-    }
+///
+/// The target is matched by [`filter::Targets`], which decides once per
+/// callsite and gives the level hint: a library's `debug!` or `trace!` (h2,
+/// lapin, sqlx log every frame and query) is then never enabled again after
+/// its first call, instead of asking both layers' filters at every call.
+fn exporter<S: Subscriber>(reads: bool) -> impl tracing_subscriber::layer::Filter<S> {
+    let spans = if reads {
+        LevelFilter::TRACE
+    } else {
+        LevelFilter::DEBUG
+    };
+    let ours = filter::Targets::new().with_target("scoria", spans);
+    let kinds =
+        filter::filter_fn(|meta: &Metadata<'_>| meta.is_span() || *meta.level() <= Level::INFO)
+            .with_max_level_hint(spans);
+    ours.and(kinds)
 }
