@@ -6,8 +6,6 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
-    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -200,57 +198,10 @@ impl Plugin {
     }
 }
 
-/// The `scoria-csi` binary, built once per test process with the same cargo and
-/// profile as the test (as [`crate::stack::binary`] builds the services).
+/// The `scoria-csi` binary, built with the services by [`crate::stack::binary`]
+/// (one cargo run, so the two builds never rebuild each other's dependencies).
 pub fn csi_binary() -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    // The services too, and the directory they land in.
-    let api = crate::stack::binary("scoria-api");
-    let dir = api.parent().expect("target profile dir").to_owned();
-    let built = BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let mut command = std::process::Command::new(cargo);
-        // As stack::binary: without the variables cargo set for this test
-        // binary, so this build and a shell's do not rebuild each other.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy().into_owned();
-            if key.starts_with("CARGO_PKG_")
-                || key.starts_with("CARGO_MANIFEST_")
-                || key.starts_with("CARGO_BIN_")
-                || [
-                    "CARGO_CRATE_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "OUT_DIR",
-                ]
-                .contains(&key.as_str())
-            {
-                command.env_remove(key);
-            }
-        }
-        let out = command
-            .args(["build", "--bins", "-p", "scoria-csi"])
-            .args(release.then_some("--release"))
-            .stdout(Stdio::null())
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    });
-    if let Err(err) = built {
-        panic!("building scoria-csi failed: {err}");
-    }
-    let path = dir.join("scoria-csi");
-    assert!(
-        path.exists(),
-        "{} is missing after cargo build",
-        path.display()
-    );
-    path
+    crate::stack::binary("scoria-csi")
 }
 
 impl Drop for Plugin {

@@ -38,7 +38,9 @@ pub fn require_postgres() {
     );
 }
 
-/// Where the service binaries are: next to the test binary's `deps/` folder.
+/// Where the service binaries are (and the CLI's and the CSI plugin's, built by
+/// the same cargo run, so one set of features serves them all): next to the
+/// test binary's `deps/` folder.
 /// They are built once per test process with the same cargo and profile, so a
 /// test never runs stale binaries.
 pub fn binary(name: &str) -> PathBuf {
@@ -85,6 +87,8 @@ pub fn binary(name: &str) -> PathBuf {
                 "scoria-volume",
                 "-p",
                 "scoria-cli",
+                "-p",
+                "scoria-csi",
             ])
             .args(release.then_some("--release"))
             .stdout(Stdio::null())
